@@ -1,0 +1,88 @@
+"""Command-line flags, with AUTOMATIC1111's names and meanings.
+
+Standard library only: `launch.py` parses flags with this module before the virtual environment exists,
+so a typo fails in a second instead of after a dependency install.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+
+class FlagError(ValueError):
+    """A command-line flag is unknown or has a bad value."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise FlagError(message)
+
+
+def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=prog,
+        description="Sfumato: a browser-based Stable Diffusion studio.",
+        allow_abbrev=False,
+    )
+    net = p.add_argument_group("network")
+    net.add_argument("--listen", action="store_true", help="bind 0.0.0.0 (default: 127.0.0.1 only)")
+    net.add_argument("--server-name", default=None, help="host name or address to bind")
+    net.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    net.add_argument("--share", action="store_true", help="open a Gradio share link")
+    net.add_argument("--api", action="store_true", help="serve the A1111-compatible /sdapi/v1 API")
+    net.add_argument("--nowebui", action="store_true", help="serve the API only, no UI")
+    net.add_argument("--gradio-auth", default=None, metavar="U:P[,U:P]", help="users for the UI")
+    net.add_argument("--gradio-auth-path", default=None, metavar="FILE", help="file of U:P lines")
+    net.add_argument("--api-auth", default=None, metavar="U:P[,U:P]", help="users for the API")
+    net.add_argument("--cors-allow-origins", default=None, help="comma-separated allowed origins")
+    net.add_argument("--tls-keyfile", default=None)
+    net.add_argument("--tls-certfile", default=None)
+    net.add_argument("--subpath", default=None, help="serve under this URL path")
+    net.add_argument(
+        "--enable-insecure-extension-access",
+        action="store_true",
+        help="allow installing extensions even when others can reach the server",
+    )
+
+    folders = p.add_argument_group("folders")
+    folders.add_argument("--data-dir", default=None, help="base folder for models/, outputs/, settings")
+    folders.add_argument("--ckpt-dir", default=None, help="extra folder of checkpoints")
+    folders.add_argument("--vae-dir", default=None, help="folder of VAE files")
+    folders.add_argument("--lora-dir", default=None, help="folder of LoRA files")
+    folders.add_argument("--embeddings-dir", default=None, help="folder of textual-inversion embeddings")
+    folders.add_argument("--no-hashing", action="store_true", help="do not compute checkpoint sha256")
+
+    dev = p.add_argument_group("device and precision")
+    dev.add_argument("--use-cpu", nargs="+", default=[], metavar="MODULE", help="'all' runs everything on CPU")
+    dev.add_argument("--no-half", action="store_true", help="keep models in fp32")
+    dev.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32")
+    dev.add_argument("--precision", choices=["full", "autocast", "half", "bf16"], default="autocast")
+    dev.add_argument("--medvram", action="store_true", help="offload models between steps to save VRAM")
+    dev.add_argument("--lowvram", action="store_true", help="offload aggressively to save VRAM")
+    dev.add_argument("--skip-torch-cuda-test", action="store_true", help="start without a GPU")
+    dev.add_argument(
+        "--model-cache-gb", type=float, default=None, help="RAM for recently used models (GiB)"
+    )
+
+    app = p.add_argument_group("sfumato")
+    app.add_argument(
+        "--demo-model",
+        action="store_true",
+        help="write a tiny random-weight checkpoint into models/Stable-diffusion to try the app",
+    )
+    app.add_argument("--skip-install", action="store_true", help="do not install requirements")
+    app.add_argument("--venv", default=None, help="virtual environment folder (default: .venv)")
+    return p
+
+
+def parse_flags(argv: Sequence[str], prog: str = "launch.py") -> argparse.Namespace:
+    """Parse flags; raise FlagError with argparse's message on an unknown flag or a bad value."""
+    ns = build_parser(prog).parse_args(list(argv))
+    if not 1 <= ns.port <= 65535:
+        raise FlagError(f"--port: {ns.port} is not a port number (1-65535)")
+    if ns.use_cpu and any(m not in {"all", "sd", "interrogate", "gfpgan", "codeformer"} for m in ns.use_cpu):
+        raise FlagError(f"--use-cpu: unknown module in {ns.use_cpu}; use 'all'")
+    if ns.model_cache_gb is not None and not ns.model_cache_gb >= 0:
+        raise FlagError("--model-cache-gb: must be 0 or more")
+    return ns
