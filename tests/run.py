@@ -1,0 +1,41 @@
+"""The whole test suite from a bare machine: `python tests/run.py` (extra args go to pytest).
+
+Creates/reuses .venv with requirements-test.txt, then runs ruff (lint and format), mypy over webui/core
+and pytest, with every library kept offline. Exits non-zero if any step fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from webui import bootstrap, offline  # noqa: E402  (stdlib-only modules)
+
+
+def main(argv: list[str]) -> int:
+    venv_dir = Path(os.environ.get("SFUMATO_VENV", ROOT / ".venv"))
+    python = str(bootstrap.ensure_venv(venv_dir, [ROOT / "requirements-test.txt"], quiet=True))
+    env = dict(os.environ)
+    offline.apply(env)
+    steps = [
+        ("ruff check", [python, "-m", "ruff", "check", "."]),
+        ("ruff format", [python, "-m", "ruff", "format", "--check", "."]),
+        ("mypy webui/core", [python, "-m", "mypy", "webui/core"]),
+        ("pytest", [python, "-m", "pytest", "-q", *argv]),
+    ]
+    failed = []
+    for name, cmd in steps:
+        print(f"== {name}", flush=True)
+        if subprocess.run(cmd, cwd=ROOT, env=env).returncode != 0:
+            failed.append(name)
+    print(f"== failed: {', '.join(failed)}" if failed else "== all checks passed", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

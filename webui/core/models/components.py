@@ -1,0 +1,60 @@
+"""The parts of one loaded model, and the device/dtype they run in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Precision:
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+    vae_dtype: torch.dtype = torch.float32
+
+
+@dataclass(frozen=True)
+class Components:
+    """UNet, VAE, text encoders and tokenizers of one checkpoint, plus its scheduler config."""
+
+    arch: str  # the shipped config it was built from: sd1, sd1-inpaint, sd2, sd2-v, sdxl, sdxl-refiner
+    label: str  # for people: "SD1", "SDXL", "SD2 (v)"...
+    pipeline_class: str
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    text_encoder_2: Any
+    tokenizer: Any
+    tokenizer_2: Any
+    scheduler_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.scheduler_config.get("prediction_type", "epsilon"))
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        named = {
+            "unet": self.unet,
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "text_encoder_2": self.text_encoder_2,
+        }
+        return {k: v for k, v in named.items() if v is not None}
+
+    def nbytes(self) -> int:
+        total = 0
+        for m in self.modules().values():
+            for t in list(m.parameters()) + list(m.buffers()):
+                total += t.numel() * t.element_size()
+        return total
+
+    def to(self, precision: Precision) -> Components:
+        """Move every module to the precision's device and dtypes (in place) and return self."""
+        for name, m in self.modules().items():
+            dtype = precision.vae_dtype if name == "vae" else precision.dtype
+            m.to(device=precision.device, dtype=dtype)
+            m.eval()
+            m.requires_grad_(False)
+        return self

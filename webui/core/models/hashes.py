@@ -1,0 +1,69 @@
+"""sha256 of model files, cached by (path, size, mtime) in SQLite so a library is hashed once.
+
+The short hash users see (`Model hash: 6ce0161689`, Civitai's "AutoV2") is the first 10 hex digits of
+the whole file's sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+CHUNK = 4 * 2**20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class HashCache:
+    """A small SQLite table; safe to share between threads and processes (each call opens its own handle)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+
+    def _connect(self) -> sqlite3.Connection:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.db_path, timeout=30)
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT)"
+        )
+        return con
+
+    def get(self, path: Path) -> str | None:
+        """The cached sha256 if the file is unchanged since it was hashed; never reads the file."""
+        st = os.stat(path)
+        with closing(self._connect()) as con:
+            row = con.execute(
+                "SELECT sha256 FROM hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+                (str(path), st.st_size, st.st_mtime_ns),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def hash(self, path: Path) -> str:
+        """The file's sha256, from the cache or computed (and cached)."""
+        cached = self.get(path)
+        if cached:
+            return cached
+        st = os.stat(path)
+        digest = sha256_file(path)
+        with closing(self._connect()) as con, con:
+            con.execute(
+                "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", (str(path), st.st_size, st.st_mtime_ns, digest)
+            )
+        return digest
+
+
+def folder_sha256(folder: Path, cache: HashCache) -> str:
+    """A stable hash of a diffusers folder: its files' relative paths and hashes."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0" + cache.hash(f).encode() + b"\n")
+    return h.hexdigest()

@@ -1,0 +1,169 @@
+"""Turning a checkpoint on disk into ready components, offline.
+
+Single files: our own reader (magic bytes, bounded header, weights-only pickles), our architecture
+detection and shape-sized configs, diffusers' LDM converters for the UNet and VAE (always given a local
+config, never the Hub), our own text-encoder mapping. Diffusers folders: `from_pretrained` with
+`local_files_only=True`. Either way no parameter may be left on the meta device.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from webui.core.models import configs
+from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
+from webui.core.models.components import Components, Precision
+from webui.core.models.detect import Detected, detect, read_sidecar_yaml
+from webui.core.models.infer import ShapeError, text_config, text_encoder_prefixes, unet_config, vae_config
+from webui.core.models.text_layout import clip_from_ldm, openclip_from_ldm
+from webui.core.models.tokenizer import clip_tokenizer
+
+VAE_PREFIX = "first_stage_model."
+
+
+def _write_config_dir(root: Path, component_configs: Mapping[str, Mapping[str, Any]]) -> None:
+    for name, cfg in component_configs.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+
+
+def _check_no_meta(path: Path, module: torch.nn.Module, what: str) -> None:
+    missing = [n for n, p in module.named_parameters() if p.is_meta]
+    if missing:
+        raise CheckpointError(path, f"{what} weights missing from the file: {', '.join(missing[:5])}")
+
+
+def _text_model(layout: str, cfg: dict[str, Any], sd: Mapping[str, torch.Tensor], prefix: str) -> Any:
+    from accelerate import init_empty_weights
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    if layout == "clip":
+        hf = clip_from_ldm(sd, prefix)
+    else:
+        hf = openclip_from_ldm(sd, prefix, num_layers=cfg["num_hidden_layers"])
+    with_proj = "text_projection.weight" in hf
+    cls = CLIPTextModelWithProjection if with_proj else CLIPTextModel
+    with init_empty_weights():
+        model = cls(CLIPTextConfig(**{k: v for k, v in cfg.items() if k not in ("architectures",)}))
+    wanted = model.state_dict()
+    state = {}
+    for key in wanted:
+        short = key.removeprefix("text_model.")
+        if short not in hf:
+            raise ShapeError(f"text encoder tensor {prefix}{short} is missing")
+        state[key] = hf[short]
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def _pipeline_class(det: Detected) -> str:
+    if det.family in ("sdxl", "sdxl-refiner"):
+        return "StableDiffusionXLInpaintPipeline" if det.inpaint else "StableDiffusionXLPipeline"
+    return "StableDiffusionInpaintPipeline" if det.inpaint else "StableDiffusionPipeline"
+
+
+def load_single_file(path: Path, precision: Precision) -> Components:
+    """Load a `.safetensors`/`.ckpt` checkpoint in the original (A1111) layout."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    sd = load_state_dict(path)
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    det = detect(path, shapes, read_sidecar_yaml(path))
+    arch = det.base_config
+    try:
+        te_layouts = text_encoder_prefixes(det)
+        te_cfgs = {
+            comp: text_config(shapes, configs.load_component_config(arch, comp), layout, prefix)
+            for comp, (layout, prefix) in te_layouts.items()
+        }
+        proj = te_cfgs.get("text_encoder_2", {}).get("projection_dim")
+        unet_cfg = unet_config(shapes, configs.load_component_config(arch, "unet"), det, proj)
+        vae_cfg = vae_config(shapes, configs.load_component_config(arch, "vae"), VAE_PREFIX)
+        with tempfile.TemporaryDirectory(prefix="sfumato-config-") as tmp:
+            _write_config_dir(Path(tmp), {"unet": unet_cfg, "vae": vae_cfg})
+            kw: dict[str, Any] = dict(config=tmp, local_files_only=True)
+            unet = UNet2DConditionModel.from_single_file(sd, subfolder="unet", **kw)
+            vae = AutoencoderKL.from_single_file(sd, subfolder="vae", **kw)
+        encoders = {
+            comp: _text_model(layout, te_cfgs[comp], sd, prefix) for comp, (layout, prefix) in te_layouts.items()
+        }
+    except (ShapeError, KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(path, f"does not fit the {det.label} architecture: {e}") from e
+    scheduler_cfg = dict(configs.load_component_config(arch, "scheduler"))
+    scheduler_cfg["prediction_type"] = det.prediction_type
+    parts = Components(
+        arch=arch,
+        label=det.label,
+        pipeline_class=_pipeline_class(det),
+        unet=unet,
+        vae=vae,
+        text_encoder=encoders.get("text_encoder"),
+        text_encoder_2=encoders.get("text_encoder_2"),
+        tokenizer=clip_tokenizer(configs.pad_token_for(arch, "tokenizer")) if "text_encoder" in encoders else None,
+        tokenizer_2=clip_tokenizer(configs.pad_token_for(arch, "tokenizer_2"))
+        if "text_encoder_2" in encoders
+        else None,
+        scheduler_config=scheduler_cfg,
+    )
+    for name, module in parts.modules().items():
+        _check_no_meta(path, module, name)
+    return parts.to(precision)
+
+
+def load_diffusers_folder(folder: Path, precision: Precision) -> Components:
+    """Load a diffusers-format folder (model_index.json + component subfolders), offline."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(folder, f"unreadable model_index.json: {e}") from e
+    kw: dict[str, Any] = dict(local_files_only=True)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
+        te = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **kw) if index.get("text_encoder") else None
+        te2 = (
+            CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2", **kw)
+            if index.get("text_encoder_2")
+            else None
+        )
+        tok = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw) if te is not None else None
+        tok2 = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2", **kw) if te2 is not None else None
+        sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(folder, f"incomplete diffusers folder: {str(e).splitlines()[0]}") from e
+    family = "sdxl" if te2 is not None else ("sd2" if te is not None and te.config.hidden_act == "gelu" else "sd1")
+    if te is None:
+        family = "sdxl-refiner"
+    inpaint = unet.config.in_channels == 9
+    det = Detected(family, inpaint, sched.get("prediction_type", "epsilon"))
+    parts = Components(
+        arch=det.base_config,
+        label=det.label,
+        pipeline_class=str(index.get("_class_name", _pipeline_class(det))),
+        unet=unet.eval(),
+        vae=vae.eval(),
+        text_encoder=te.eval() if te is not None else None,
+        text_encoder_2=te2.eval() if te2 is not None else None,
+        tokenizer=tok,
+        tokenizer_2=tok2,
+        scheduler_config=sched,
+    )
+    for name, module in parts.modules().items():
+        _check_no_meta(folder, module, name)
+    return parts.to(precision)
+
+
+def load_model(path: Path, precision: Precision) -> Components:
+    """Load a checkpoint file or a diffusers folder."""
+    if path.is_dir():
+        return load_diffusers_folder(path, precision)
+    return load_single_file(path, precision)

@@ -1,0 +1,147 @@
+"""The model manager: the user's model files, loaded on request, cached, pinned while in use.
+
+There is no "current model". Each job names the checkpoint (and VAE) it wants and holds it for the
+duration of a `with manager.acquire(...)` block; two jobs on different checkpoints each get their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from webui.core.config import AppConfig
+from webui.core.models import configs
+from webui.core.models.cache import ModelCache
+from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
+from webui.core.models.components import Components, Precision
+from webui.core.models.hashes import HashCache
+from webui.core.models.infer import ShapeError, vae_config
+from webui.core.models.loader import load_model
+from webui.core.models.registry import CHECKPOINT_EXTENSIONS, VAE_EXTENSIONS, ModelFile, ScanResult, find, scan, with_hash
+
+
+class ModelNotFound(LookupError):
+    """No model file matches the name; the message lists the valid names."""
+
+    def __init__(self, kind: str, query: str, valid: list[str]) -> None:
+        shown = ", ".join(valid[:20]) + (f", ... ({len(valid)} in all)" if len(valid) > 20 else "")
+        super().__init__(f"{kind} {query!r} not found; available: {shown or 'none'}")
+        self.kind, self.query, self.valid = kind, query, valid
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    file: ModelFile
+    components: Components
+    vae_file: ModelFile | None = None
+
+
+def load_vae_file(path: Path, arch: str, precision: Precision) -> Any:
+    """A standalone VAE (LDM layout with or without `first_stage_model.`, or diffusers layout)."""
+    from diffusers import AutoencoderKL
+
+    sd = load_state_dict(path)
+    if not any(k.startswith("first_stage_model.") for k in sd):
+        sd = {"first_stage_model." + k: v for k, v in sd.items()}
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    try:
+        cfg = vae_config(shapes, configs.load_component_config(arch, "vae"), "first_stage_model.")
+        with tempfile.TemporaryDirectory(prefix="sfumato-vae-") as tmp:
+            (Path(tmp) / "vae").mkdir()
+            (Path(tmp) / "vae" / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+            vae = AutoencoderKL.from_single_file(sd, config=tmp, subfolder="vae", local_files_only=True)
+    except (ShapeError, KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(path, f"not a usable VAE: {e}") from e
+    if any(p.is_meta for p in vae.parameters()):
+        raise CheckpointError(path, "not a usable VAE: some weights are missing")
+    return vae.to(device=precision.device, dtype=precision.vae_dtype).eval().requires_grad_(False)
+
+
+class ModelManager:
+    def __init__(self, config: AppConfig, precision: Precision | None = None) -> None:
+        self.config = config
+        self.precision = precision or Precision()
+        self.hashes = HashCache(config.cache_dir / "hashes.sqlite")
+        self._models: ModelCache[Components] = ModelCache(config.model_cache_bytes)
+        self._vaes: ModelCache[Any] = ModelCache(max(config.model_cache_bytes // 8, 0))
+        self._checkpoints = ScanResult(())
+        self._vae_files = ScanResult(())
+
+    # -- listing -------------------------------------------------------------------------------------
+    def refresh(self) -> tuple[str, ...]:
+        """Rescan the model folders; return the problems found (missing folders...)."""
+        hashes = self.hashes if self.config.hashing else None
+        self._checkpoints = scan(self.config.ckpt_dirs, CHECKPOINT_EXTENSIONS, hashes)
+        self._vae_files = scan(self.config.vae_dirs, VAE_EXTENSIONS, hashes, folders=False)
+        return self._checkpoints.problems + self._vae_files.problems
+
+    def checkpoints(self) -> tuple[ModelFile, ...]:
+        return self._checkpoints.files
+
+    def vaes(self) -> tuple[ModelFile, ...]:
+        return self._vae_files.files
+
+    def hash_all(self) -> tuple[ModelFile, ...]:
+        """Compute (or read cached) hashes for every checkpoint; titles then carry `[shorthash]`."""
+        if self.config.hashing:
+            self._checkpoints = dataclasses.replace(
+                self._checkpoints, files=tuple(with_hash(f, self.hashes) for f in self._checkpoints.files)
+            )
+        return self._checkpoints.files
+
+    def resolve(self, query: str | None) -> ModelFile:
+        """The checkpoint a request names; None means the first one found."""
+        files = self.checkpoints()
+        if query is None or query == "":
+            if not files:
+                raise ModelNotFound("checkpoint", "(default)", [])
+            return files[0]
+        hit = find(files, query)
+        if hit is None:
+            raise ModelNotFound("checkpoint", query, [f.title for f in files])
+        return hit
+
+    def resolve_vae(self, query: str | None) -> ModelFile | None:
+        """None, "" and "Automatic"/"None" mean the checkpoint's own VAE."""
+        if query is None or query in ("", "Automatic", "None"):
+            return None
+        hit = find(self.vaes(), query)
+        if hit is None:
+            raise ModelNotFound("VAE", query, [f.name for f in self.vaes()])
+        return hit
+
+    # -- loading -------------------------------------------------------------------------------------
+    @contextmanager
+    def acquire(self, checkpoint: str | None = None, vae: str | None = None) -> Iterator[LoadedModel]:
+        """Hold a loaded model (from the cache or freshly loaded) for the duration of the block."""
+        file = self.resolve(checkpoint)
+        vae_file = self.resolve_vae(vae)
+        if self.config.hashing:
+            file = with_hash(file, self.hashes)
+
+        def load() -> tuple[Components, int]:
+            parts = load_model(file.path, self.precision)
+            return parts, parts.nbytes()
+
+        with self._models.use((file.path, file.mtime_ns), load) as parts:
+            if vae_file is None:
+                yield LoadedModel(file, parts)
+                return
+            arch = parts.arch
+
+            def load_vae() -> tuple[Any, int]:
+                v = load_vae_file(vae_file.path, arch, self.precision)
+                return v, sum(t.numel() * t.element_size() for t in v.parameters())
+
+            with self._vaes.use((vae_file.path, vae_file.mtime_ns, arch), load_vae) as v:
+                yield LoadedModel(file, dataclasses.replace(parts, vae=v), vae_file)
+
+    def cached(self) -> list[Path]:
+        """Paths of the models in the RAM cache, least recently used first."""
+        return [k[0] for k in self._models.keys() if isinstance(k, tuple)]

@@ -1,0 +1,319 @@
+"""Tiny models of the real architectures with random weights: test fixtures and the offline demo model.
+
+Each family keeps the real model's structure and conventions (block types, which levels attend, head
+rules, activations, OpenCLIP's penultimate layer for SD2, two text encoders of different widths for
+SDXL) at a width of 32-96 channels, so a model builds in well under a second and a 64 px image takes
+about a second on a CPU. The loader infers configs from tensor shapes plus these family rules, so
+anything it gets right here it gets right for the real models too.
+
+Weights are drawn from one seeded `torch.Generator`: the same seed gives bit-equal models, and the
+caller's global RNG is left as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from diffusers import AutoencoderKL, DDIMScheduler, EulerDiscreteScheduler, UNet2DConditionModel
+from safetensors.torch import save_file
+from torch import Tensor, nn
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers.models.clip.modeling_clip import CLIPEncoderLayer
+
+from webui.core.models.ldm_layout import unet_to_ldm, vae_to_ldm
+from webui.core.models.text_layout import clip_to_ldm, openclip_to_ldm
+
+ARCHES = ("sd1", "sd1-inpaint", "sd2-v", "sdxl")
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+SD1_TE_PREFIX = "cond_stage_model.transformer.text_model."
+SD2_TE_PREFIX = "cond_stage_model.model."
+SDXL_TE1_PREFIX = "conditioner.embedders.0.transformer.text_model."
+SDXL_TE2_PREFIX = "conditioner.embedders.1.model."
+
+_PIPELINES = {
+    "sd1": "StableDiffusionPipeline",
+    "sd1-inpaint": "StableDiffusionInpaintPipeline",
+    "sd2-v": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class TinyModel:
+    """A tiny model's components (diffusers/transformers modules in eval mode, fp32)."""
+
+    arch: str
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    text_encoder_2: Any | None
+    scheduler_config: dict[str, Any]
+    # SD2 only: the OpenCLIP block after the penultimate one, which the file has and the model does not
+    extra_text_block: dict[str, Tensor] | None = field(default=None, repr=False)
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHES:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHES)}")
+
+
+# ---- configs ----------------------------------------------------------------------------------------
+
+
+def unet_config(arch: str) -> dict[str, Any]:
+    _check_arch(arch)
+    cfg: dict[str, Any] = {
+        "sample_size": 8,
+        "in_channels": 9 if arch == "sd1-inpaint" else 4,
+        "out_channels": 4,
+        "block_out_channels": (32, 64),
+        "layers_per_block": 2,
+        "norm_num_groups": 32,
+        "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+        "cross_attention_dim": 32,
+        "attention_head_dim": 8,  # SD1: diffusers' field holds the number of heads
+        "use_linear_projection": False,
+    }
+    if arch == "sd2-v":
+        cfg.update(use_linear_projection=True, attention_head_dim=[1, 1])  # heads = channels // 64
+    if arch == "sdxl":
+        cfg.update(
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2),
+            use_linear_projection=True,
+            attention_head_dim=[1, 1],
+            cross_attention_dim=32 + 48,  # both encoders' hidden states, concatenated
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=6 * 8 + 40,  # 6 size/crop ids + pooled projection
+        )
+    return cfg
+
+
+def vae_config(arch: str) -> dict[str, Any]:
+    _check_arch(arch)
+    return {
+        "sample_size": 64,
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 4,
+        "block_out_channels": (32, 32, 64, 64),
+        "down_block_types": ("DownEncoderBlock2D",) * 4,
+        "up_block_types": ("UpDecoderBlock2D",) * 4,
+        "layers_per_block": 1,
+        "norm_num_groups": 32,
+        "scaling_factor": 0.13025 if arch == "sdxl" else 0.18215,
+    }
+
+
+def _clip_config(width: int, act: str, **extra: Any) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=49408,
+        max_position_embeddings=77,
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=5,
+        num_attention_heads=1,
+        hidden_act=act,
+        **extra,
+    )
+
+
+def text_config(arch: str) -> CLIPTextConfig:
+    """The first (SD1/SD2: only) text encoder: CLIP-L style, or OpenCLIP style for SD2."""
+    _check_arch(arch)
+    return _clip_config(32, "gelu" if arch == "sd2-v" else "quick_gelu")
+
+
+def text_config_2(arch: str) -> CLIPTextConfig | None:
+    """SDXL's OpenCLIP-bigG-style second encoder: wider than the first, projection neither width."""
+    _check_arch(arch)
+    return _clip_config(48, "gelu", projection_dim=40) if arch == "sdxl" else None
+
+
+def scheduler_config(arch: str) -> dict[str, Any]:
+    """Keys DDIM, Euler, DPM++ and friends all accept (PNDM rejects DDIM's `clip_sample`)."""
+    _check_arch(arch)
+    return {
+        "num_train_timesteps": 1000,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "prediction_type": "v_prediction" if arch == "sd2-v" else "epsilon",
+        "timestep_spacing": "leading",
+        "steps_offset": 1,
+    }
+
+
+# ---- building ---------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _randomize(module: nn.Module, gen: torch.Generator) -> None:
+    """Every parameter drawn from `gen`: matrices ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1^2),
+    biases ~ N(0, 0.02^2). No two parameters are constant, so a swapped key cannot go unnoticed."""
+    for name, p in module.named_parameters():
+        noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+        if p.ndim >= 2:
+            p.copy_(noise * p[0].numel() ** -0.5)
+        elif name.endswith("weight"):
+            p.copy_(1.0 + 0.1 * noise)
+        else:
+            p.copy_(0.02 * noise)
+
+
+def build_tiny(arch: str, seed: int = 0) -> TinyModel:
+    """A tiny `arch` model with weights drawn from `seed`, in eval mode, fp32, on the CPU."""
+    _check_arch(arch)
+    gen = torch.Generator().manual_seed(seed)
+    te_cfg = text_config(arch)
+    te2_cfg = text_config_2(arch)
+    with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
+        unet = UNet2DConditionModel(**unet_config(arch))
+        vae = AutoencoderKL(**vae_config(arch))
+        te = CLIPTextModel(te_cfg)
+        te2 = CLIPTextModelWithProjection(te2_cfg) if te2_cfg is not None else None
+        extra = CLIPEncoderLayer(te_cfg) if arch == "sd2-v" else None
+    modules: list[nn.Module] = [m for m in (unet, vae, te, te2, extra) if m is not None]
+    for m in modules:
+        _randomize(m, gen)
+        m.eval()
+    return TinyModel(
+        arch=arch,
+        unet=unet,
+        vae=vae,
+        text_encoder=te,
+        text_encoder_2=te2,
+        scheduler_config=scheduler_config(arch),
+        extra_text_block=None if extra is None else {k: v.clone() for k, v in extra.state_dict().items()},
+    )
+
+
+# ---- single file ------------------------------------------------------------------------------------
+
+
+def to_ldm_state_dict(model: TinyModel) -> dict[str, Tensor]:
+    """The whole model in single-file (LDM) layout, with each architecture's prefixes."""
+    sd = {UNET_PREFIX + k: v for k, v in unet_to_ldm(model.unet.state_dict(), model.unet.config).items()}
+    sd.update({VAE_PREFIX + k: v for k, v in vae_to_ldm(model.vae.state_dict(), model.vae.config).items()})
+    te = model.text_encoder.state_dict()
+    if model.arch in ("sd1", "sd1-inpaint"):
+        sd.update(clip_to_ldm(te, SD1_TE_PREFIX))
+    elif model.arch == "sd2-v":
+        sd.update(openclip_to_ldm(te, SD2_TE_PREFIX, extra_final_block=model.extra_text_block))
+    else:
+        if model.text_encoder_2 is None:
+            raise ValueError("an SDXL model needs text_encoder_2")
+        sd.update(clip_to_ldm(te, SDXL_TE1_PREFIX))
+        sd.update(openclip_to_ldm(model.text_encoder_2.state_dict(), SDXL_TE2_PREFIX))
+    return {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in sd.items()}
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def v_prediction_yaml() -> dict[str, Any]:
+    """A stub of the original LDM config that marks a v-prediction model (A1111's `name.yaml`)."""
+    return {
+        "model": {
+            "target": "ldm.models.diffusion.ddpm.LatentDiffusion",
+            "params": {
+                "parameterization": "v",
+                "linear_start": 0.00085,
+                "linear_end": 0.012,
+                "timesteps": 1000,
+                "scale_factor": 0.18215,
+                "cond_stage_config": {
+                    "target": "ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder",
+                    "params": {"freeze": True, "layer": "penultimate"},
+                },
+            },
+        }
+    }
+
+
+def save_single_file(model: TinyModel, path: Path) -> Path:
+    """Write `.safetensors`, or a `.ckpt` pickle of {"state_dict": ...}; sd2-v adds `name.yaml`."""
+    sd = to_ldm_state_dict(model)
+    if path.suffix == ".safetensors":
+        _atomic_write(path, lambda tmp: save_file(sd, str(tmp), metadata={"format": "pt"}))
+    elif path.suffix == ".ckpt":
+        _atomic_write(path, lambda tmp: torch.save({"state_dict": sd}, tmp))
+    else:
+        raise ValueError(f"{path.name}: a single file ends in .safetensors or .ckpt")
+    if model.arch == "sd2-v":
+        text = yaml.safe_dump(v_prediction_yaml(), sort_keys=False)
+        _atomic_write(path.with_suffix(".yaml"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
+
+
+def write_demo_checkpoint(models_dir: Path, arch: str = "sd1") -> Path:
+    """`models_dir/Stable-diffusion/sfumato-demo-tiny-random-<arch>.safetensors` (seed 0)."""
+    path = models_dir / "Stable-diffusion" / f"sfumato-demo-tiny-random-{arch}.safetensors"
+    return save_single_file(build_tiny(arch, seed=0), path)
+
+
+# ---- diffusers folder -------------------------------------------------------------------------------
+
+
+def _model_index(model: TinyModel) -> dict[str, Any]:
+    import diffusers
+
+    index: dict[str, Any] = {
+        "_class_name": _PIPELINES[model.arch],
+        "_diffusers_version": diffusers.__version__,
+        "vae": ["diffusers", "AutoencoderKL"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": [None, None],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+    }
+    if model.arch == "sdxl":
+        index.update(
+            text_encoder_2=["transformers", "CLIPTextModelWithProjection"],
+            tokenizer_2=[None, None],
+            scheduler=["diffusers", "EulerDiscreteScheduler"],
+            force_zeros_for_empty_prompt=True,
+        )
+    else:
+        index.update(safety_checker=[None, None], requires_safety_checker=False)
+    return index
+
+
+def save_diffusers(model: TinyModel, folder: Path) -> Path:
+    """A diffusers pipeline folder (model_index.json and one subfolder per component), no tokenizers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index = _model_index(model)
+    components: Mapping[str, Any] = {
+        "unet": model.unet,
+        "vae": model.vae,
+        "text_encoder": model.text_encoder,
+        "text_encoder_2": model.text_encoder_2,
+    }
+    for name, module in components.items():
+        if module is not None:
+            module.save_pretrained(folder / name)
+    scheduler_cls = EulerDiscreteScheduler if model.arch == "sdxl" else DDIMScheduler
+    scheduler_cls.from_config(model.scheduler_config).save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    return folder
