@@ -26,7 +26,10 @@ def test_a1111_flags_keep_their_meaning(tmp_path: Path) -> None:
     assert cfg.host == "0.0.0.0"
     assert cfg.port == 7861
     assert cfg.data_dir == tmp_path.resolve()
-    assert cfg.ckpt_dirs == (tmp_path.resolve() / "models" / "Stable-diffusion", (tmp_path / "extra").resolve())
+    assert cfg.ckpt_dirs == (
+        tmp_path.resolve() / "models" / "Stable-diffusion",
+        (tmp_path / "extra").resolve(),
+    )
     assert cfg.vae_dirs == (tmp_path.resolve() / "models" / "VAE",)
     assert not cfg.hashing and cfg.use_cpu and cfg.no_half and cfg.api
 
@@ -63,5 +66,13 @@ def test_launch_help_lists_flags_without_a_venv(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 0
-    for flag in ("--listen", "--port", "--data-dir", "--ckpt-dir", "--no-hashing", "--demo-model", "--api-auth"):
+    for flag in (
+        "--listen",
+        "--port",
+        "--data-dir",
+        "--ckpt-dir",
+        "--no-hashing",
+        "--demo-model",
+        "--api-auth",
+    ):
         assert flag in r.stdout

@@ -54,16 +54,16 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
     folders.add_argument("--no-hashing", action="store_true", help="do not compute checkpoint sha256")
 
     dev = p.add_argument_group("device and precision")
-    dev.add_argument("--use-cpu", nargs="+", default=[], metavar="MODULE", help="'all' runs everything on CPU")
+    dev.add_argument(
+        "--use-cpu", nargs="+", default=[], metavar="MODULE", help="'all' runs everything on CPU"
+    )
     dev.add_argument("--no-half", action="store_true", help="keep models in fp32")
     dev.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32")
     dev.add_argument("--precision", choices=["full", "autocast", "half", "bf16"], default="autocast")
     dev.add_argument("--medvram", action="store_true", help="offload models between steps to save VRAM")
     dev.add_argument("--lowvram", action="store_true", help="offload aggressively to save VRAM")
     dev.add_argument("--skip-torch-cuda-test", action="store_true", help="start without a GPU")
-    dev.add_argument(
-        "--model-cache-gb", type=float, default=None, help="RAM for recently used models (GiB)"
-    )
+    dev.add_argument("--model-cache-gb", type=float, default=None, help="RAM for recently used models (GiB)")
 
     app = p.add_argument_group("sfumato")
     app.add_argument(

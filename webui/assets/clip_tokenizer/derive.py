@@ -29,16 +29,18 @@ END_OF_WORD = "</w>"
 HERE = Path(__file__).resolve().parent
 
 
-def byte_symbols() -> list[str]:
-    """The 256 byte symbols in CLIP's vocabulary order.
+def byte_to_symbol() -> dict[int, str]:
+    """CLIP's reversible byte -> symbol table, in vocabulary order.
 
     Bytes that are printable Latin-1 characters stand for themselves and come first, in byte order;
-    the remaining 68 bytes (controls, space, DEL, NBSP, soft hyphen) follow in byte order, mapped to
-    the code points 256, 257, ... so that no symbol is whitespace or a control character.
+    the other 68 bytes (controls, space, DEL, NBSP, soft hyphen) follow in byte order, mapped to the
+    code points 256, 257, ... so that no symbol is whitespace or a control character.
     """
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
-    n_rest = 256 - len(printable)
-    return [chr(b) for b in printable] + [chr(256 + i) for i in range(n_rest)]
+    others = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable}
+    table.update({b: chr(256 + i) for i, b in enumerate(others)})
+    return table
 
 
 def read_merges(gz_path: Path) -> list[tuple[str, str]]:
@@ -57,7 +59,7 @@ def read_merges(gz_path: Path) -> list[tuple[str, str]]:
 
 
 def build_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
-    symbols = byte_symbols()
+    symbols = list(byte_to_symbol().values())
     tokens = [*symbols, *(s + END_OF_WORD for s in symbols), *(a + b for a, b in merges), *SPECIAL_TOKENS]
     vocab = {token: index for index, token in enumerate(tokens)}
     if len(vocab) != len(tokens):
@@ -84,7 +86,8 @@ def derive(gz_path: Path) -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("gz", type=Path, help="path to bpe_simple_vocab_16e6.txt.gz")
     parser.add_argument("--check", action="store_true", help="compare with the shipped files, write nothing")
     parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: next to this script)")

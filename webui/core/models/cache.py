@@ -34,7 +34,7 @@ class ModelCache(Generic[T]):
         with self._lock:
             return key in self._entries
 
-    def keys(self) -> list[Hashable]:
+    def lru_keys(self) -> list[Hashable]:
         """Least recently used first."""
         with self._lock:
             return list(self._entries)

@@ -75,7 +75,8 @@ def read_safetensors_header(path: Path) -> dict[str, TensorMeta]:
         (n,) = struct.unpack("<Q", f.read(8))
         if n > MAX_HEADER_BYTES or n > size - 8:
             raise CheckpointError(
-                path, f"safetensors header claims {n} bytes but the file has {size} bytes: corrupt or truncated"
+                path,
+                f"safetensors header claims {n} bytes but the file has {size} bytes: corrupt or truncated",
             )
         raw = f.read(n)
     try:

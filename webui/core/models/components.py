@@ -54,7 +54,9 @@ class Components:
         """Move every module to the precision's device and dtypes (in place) and return self."""
         for name, m in self.modules().items():
             dtype = precision.vae_dtype if name == "vae" else precision.dtype
-            m.to(device=precision.device, dtype=dtype)
+            first = next(m.parameters())
+            if first.dtype != dtype or first.device.type != torch.device(precision.device).type:
+                m.to(device=precision.device, dtype=dtype)
             m.eval()
             m.requires_grad_(False)
         return self

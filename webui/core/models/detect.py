@@ -52,7 +52,9 @@ class Detected:
     @property
     def label(self) -> str:
         extra = [s for s, on in (("inpaint", self.inpaint), ("v", self.prediction_type != "epsilon")) if on]
-        return self.family.upper().replace("-REFINER", " refiner") + (f" ({', '.join(extra)})" if extra else "")
+        return self.family.upper().replace("-REFINER", " refiner") + (
+            f" ({', '.join(extra)})" if extra else ""
+        )
 
 
 def _has_prefix(shapes: Shapes, prefix: str) -> bool:
@@ -113,4 +115,6 @@ def detect(path: Path, shapes: Shapes, sidecar: Mapping[str, Any] | None = None)
         raise CheckpointError(path, f"unknown architecture: UNet takes {conv_in[1]} input channels (4 or 9)")
     params = _yaml_params(sidecar)
     v = params.get("parameterization") == "v" or "v_pred" in shapes
-    return Detected(family=family, inpaint=conv_in[1] == 9, prediction_type="v_prediction" if v else "epsilon")
+    return Detected(
+        family=family, inpaint=conv_in[1] == 9, prediction_type="v_prediction" if v else "epsilon"
+    )

@@ -33,7 +33,8 @@ class HashCache:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.db_path, timeout=30)
         con.execute(
-            "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT)"
+            "CREATE TABLE IF NOT EXISTS hashes"
+            " (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT)"
         )
         return con
 
@@ -56,7 +57,8 @@ class HashCache:
         digest = sha256_file(path)
         with closing(self._connect()) as con, con:
             con.execute(
-                "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", (str(path), st.st_size, st.st_mtime_ns, digest)
+                "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)",
+                (str(path), st.st_size, st.st_mtime_ns, digest),
             )
         return digest
 

@@ -37,7 +37,9 @@ def _heads(channels: int) -> int:
     return max(1, channels // 64)
 
 
-def unet_config(shapes: Shapes, base: Mapping[str, Any], det: Detected, te2_proj: int | None) -> dict[str, Any]:
+def unet_config(
+    shapes: Shapes, base: Mapping[str, Any], det: Detected, te2_proj: int | None
+) -> dict[str, Any]:
     p = UNET
     cfg = dict(base)
     conv_in = _need(shapes, p + "input_blocks.0.0.weight")
@@ -92,7 +94,9 @@ def vae_config(shapes: Shapes, base: Mapping[str, Any], prefix: str) -> dict[str
     cfg["block_out_channels"] = [
         _need(shapes, f"{prefix}encoder.down.{i}.block.0.conv2.weight")[0] for i in range(n)
     ]
-    cfg["layers_per_block"] = _count(shapes, re.escape(prefix) + r"encoder\.down\.0\.block\.(\d+)\.conv1\.weight")
+    cfg["layers_per_block"] = _count(
+        shapes, re.escape(prefix) + r"encoder\.down\.0\.block\.(\d+)\.conv1\.weight"
+    )
     cfg["down_block_types"] = ["DownEncoderBlock2D"] * n
     cfg["up_block_types"] = ["UpDecoderBlock2D"] * n
     cfg["in_channels"] = _need(shapes, prefix + "encoder.conv_in.weight")[1]
@@ -110,13 +114,17 @@ def clip_config(shapes: Shapes, base: Mapping[str, Any], prefix: str) -> dict[st
         hidden_size=width,
         num_attention_heads=_heads(width),
         max_position_embeddings=_need(shapes, prefix + "embeddings.position_embedding.weight")[0],
-        num_hidden_layers=_count(shapes, re.escape(prefix) + r"encoder\.layers\.(\d+)\.self_attn\.q_proj\.weight"),
+        num_hidden_layers=_count(
+            shapes, re.escape(prefix) + r"encoder\.layers\.(\d+)\.self_attn\.q_proj\.weight"
+        ),
         intermediate_size=_need(shapes, prefix + "encoder.layers.0.mlp.fc1.weight")[0],
     )
     return cfg
 
 
-def openclip_config(shapes: Shapes, base: Mapping[str, Any], prefix: str, penultimate: bool) -> dict[str, Any]:
+def openclip_config(
+    shapes: Shapes, base: Mapping[str, Any], prefix: str, penultimate: bool
+) -> dict[str, Any]:
     """An OpenCLIP text encoder (SD2, SDXL's second encoder) as a transformers CLIP config.
 
     SD2 conditions on the penultimate block, so its transformers model has one layer fewer than the

@@ -138,17 +138,18 @@ def vae_rules(config: Mapping[str, Any]) -> dict[str, str]:
         _resnet(rules, f"{part}.mid_block.resnets.1", f"{part}.mid.block_2", _VAE_RESNET)
         _resnet(rules, f"{part}.mid_block.attentions.0", f"{part}.mid.attn_1", _VAE_ATTENTION)
     for level in range(levels):
+        src, dst = f"encoder.down_blocks.{level}", f"encoder.down.{level}"
         for j in range(lpb):
-            _resnet(rules, f"encoder.down_blocks.{level}.resnets.{j}", f"encoder.down.{level}.block.{j}", _VAE_RESNET)
+            _resnet(rules, f"{src}.resnets.{j}", f"{dst}.block.{j}", _VAE_RESNET)
         if level < levels - 1:
-            rules[f"encoder.down_blocks.{level}.downsamplers.0.conv"] = f"encoder.down.{level}.downsample.conv"
+            rules[f"{src}.downsamplers.0.conv"] = f"{dst}.downsample.conv"
     # the decoder runs its levels from the deepest up; LDM numbers them by resolution, so in reverse
     for level in range(levels):
-        ldm = levels - 1 - level
+        src, dst = f"decoder.up_blocks.{level}", f"decoder.up.{levels - 1 - level}"
         for j in range(lpb + 1):
-            _resnet(rules, f"decoder.up_blocks.{level}.resnets.{j}", f"decoder.up.{ldm}.block.{j}", _VAE_RESNET)
+            _resnet(rules, f"{src}.resnets.{j}", f"{dst}.block.{j}", _VAE_RESNET)
         if level < levels - 1:
-            rules[f"decoder.up_blocks.{level}.upsamplers.0.conv"] = f"decoder.up.{ldm}.upsample.conv"
+            rules[f"{src}.upsamplers.0.conv"] = f"{dst}.upsample.conv"
     return rules
 
 

@@ -50,7 +50,7 @@ def _text_model(layout: str, cfg: dict[str, Any], sd: Mapping[str, torch.Tensor]
     with_proj = "text_projection.weight" in hf
     cls = CLIPTextModelWithProjection if with_proj else CLIPTextModel
     with init_empty_weights():
-        model = cls(CLIPTextConfig(**{k: v for k, v in cfg.items() if k not in ("architectures",)}))
+        model: Any = cls(CLIPTextConfig(**{k: v for k, v in cfg.items() if k not in ("architectures",)}))
     wanted = model.state_dict()
     state = {}
     for key in wanted:
@@ -59,11 +59,14 @@ def _text_model(layout: str, cfg: dict[str, Any], sd: Mapping[str, torch.Tensor]
             raise ShapeError(f"text encoder tensor {prefix}{short} is missing")
         state[key] = hf[short]
     model.load_state_dict(state, strict=True, assign=True)
-    return model.eval()
+    model.eval()
+    return model
 
 
 def _pipeline_class(det: Detected) -> str:
-    if det.family in ("sdxl", "sdxl-refiner"):
+    if det.family == "sdxl-refiner":
+        return "StableDiffusionXLImg2ImgPipeline"
+    if det.family == "sdxl":
         return "StableDiffusionXLInpaintPipeline" if det.inpaint else "StableDiffusionXLPipeline"
     return "StableDiffusionInpaintPipeline" if det.inpaint else "StableDiffusionPipeline"
 
@@ -91,10 +94,12 @@ def load_single_file(path: Path, precision: Precision) -> Components:
             unet = UNet2DConditionModel.from_single_file(sd, subfolder="unet", **kw)
             vae = AutoencoderKL.from_single_file(sd, subfolder="vae", **kw)
         encoders = {
-            comp: _text_model(layout, te_cfgs[comp], sd, prefix) for comp, (layout, prefix) in te_layouts.items()
+            comp: _text_model(layout, te_cfgs[comp], sd, prefix)
+            for comp, (layout, prefix) in te_layouts.items()
         }
     except (ShapeError, KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(path, f"does not fit the {det.label} architecture: {e}") from e
+    tokenizers = _tokenizers(arch, "text_encoder" in encoders, "text_encoder_2" in encoders)
     scheduler_cfg = dict(configs.load_component_config(arch, "scheduler"))
     scheduler_cfg["prediction_type"] = det.prediction_type
     parts = Components(
@@ -105,10 +110,8 @@ def load_single_file(path: Path, precision: Precision) -> Components:
         vae=vae,
         text_encoder=encoders.get("text_encoder"),
         text_encoder_2=encoders.get("text_encoder_2"),
-        tokenizer=clip_tokenizer(configs.pad_token_for(arch, "tokenizer")) if "text_encoder" in encoders else None,
-        tokenizer_2=clip_tokenizer(configs.pad_token_for(arch, "tokenizer_2"))
-        if "text_encoder_2" in encoders
-        else None,
+        tokenizer=tokenizers[0],
+        tokenizer_2=tokenizers[1],
         scheduler_config=scheduler_cfg,
     )
     for name, module in parts.modules().items():
@@ -116,10 +119,17 @@ def load_single_file(path: Path, precision: Precision) -> Components:
     return parts.to(precision)
 
 
+def _tokenizers(arch: str, has_te: bool, has_te2: bool) -> tuple[Any, Any]:
+    """Our shipped tokenizer for both paths, so a model tokenizes the same from a file or a folder."""
+    tok = clip_tokenizer(configs.pad_token_for(arch, "tokenizer")) if has_te else None
+    tok2 = clip_tokenizer(configs.pad_token_for(arch, "tokenizer_2")) if has_te2 else None
+    return tok, tok2
+
+
 def load_diffusers_folder(folder: Path, precision: Precision) -> Components:
     """Load a diffusers-format folder (model_index.json + component subfolders), offline."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     try:
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
@@ -127,32 +137,37 @@ def load_diffusers_folder(folder: Path, precision: Precision) -> Components:
         raise CheckpointError(folder, f"unreadable model_index.json: {e}") from e
     kw: dict[str, Any] = dict(local_files_only=True)
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
-        te = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **kw) if index.get("text_encoder") else None
-        te2 = (
+        unet: Any = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)  # type: ignore[no-untyped-call]
+        vae: Any = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)  # type: ignore[no-untyped-call]
+        te: Any = (
+            CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **kw)
+            if index.get("text_encoder")
+            else None
+        )
+        te2: Any = (
             CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2", **kw)
             if index.get("text_encoder_2")
             else None
         )
-        tok = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw) if te is not None else None
-        tok2 = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2", **kw) if te2 is not None else None
         sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(folder, f"incomplete diffusers folder: {str(e).splitlines()[0]}") from e
-    family = "sdxl" if te2 is not None else ("sd2" if te is not None and te.config.hidden_act == "gelu" else "sd1")
     if te is None:
         family = "sdxl-refiner"
-    inpaint = unet.config.in_channels == 9
-    det = Detected(family, inpaint, sched.get("prediction_type", "epsilon"))
+    elif te2 is not None:
+        family = "sdxl"
+    else:
+        family = "sd2" if te.config.hidden_act == "gelu" else "sd1"
+    det = Detected(family, unet.config.in_channels == 9, sched.get("prediction_type", "epsilon"))
+    tok, tok2 = _tokenizers(det.base_config, te is not None, te2 is not None)
     parts = Components(
         arch=det.base_config,
         label=det.label,
         pipeline_class=str(index.get("_class_name", _pipeline_class(det))),
-        unet=unet.eval(),
-        vae=vae.eval(),
-        text_encoder=te.eval() if te is not None else None,
-        text_encoder_2=te2.eval() if te2 is not None else None,
+        unet=unet,
+        vae=vae,
+        text_encoder=te,
+        text_encoder_2=te2,
         tokenizer=tok,
         tokenizer_2=tok2,
         scheduler_config=sched,

@@ -23,7 +23,15 @@ from webui.core.models.components import Components, Precision
 from webui.core.models.hashes import HashCache
 from webui.core.models.infer import ShapeError, vae_config
 from webui.core.models.loader import load_model
-from webui.core.models.registry import CHECKPOINT_EXTENSIONS, VAE_EXTENSIONS, ModelFile, ScanResult, find, scan, with_hash
+from webui.core.models.registry import (
+    CHECKPOINT_EXTENSIONS,
+    VAE_EXTENSIONS,
+    ModelFile,
+    ScanResult,
+    find,
+    scan,
+    with_hash,
+)
 
 
 class ModelNotFound(LookupError):
@@ -144,4 +152,4 @@ class ModelManager:
 
     def cached(self) -> list[Path]:
         """Paths of the models in the RAM cache, least recently used first."""
-        return [k[0] for k in self._models.keys() if isinstance(k, tuple)]
+        return [k[0] for k in self._models.lru_keys() if isinstance(k, tuple)]

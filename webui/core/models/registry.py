@@ -7,7 +7,7 @@ folder of thousands of checkpoints lists in well under a second and is hashed on
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -108,7 +108,7 @@ def find(files: Iterable[ModelFile], query: str) -> ModelFile | None:
     """Find by title, name, name without extension, short hash or full sha256 (A1111's look-up order)."""
     q = query.strip()
     items = list(files)
-    for key in (
+    keys: tuple[Callable[[ModelFile], str | None], ...] = (
         lambda f: f.title,
         lambda f: f.name,
         lambda f: f.model_name,
@@ -116,7 +116,8 @@ def find(files: Iterable[ModelFile], query: str) -> ModelFile | None:
         lambda f: f.sha256,
         lambda f: f.path.name,
         lambda f: f.path.stem,
-    ):
+    )
+    for key in keys:
         for f in items:
             if key(f) == q:
                 return f

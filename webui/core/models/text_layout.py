@@ -14,15 +14,17 @@ Two layouts occur in single files:
 SD2 conditions on OpenCLIP's penultimate block, so its Hugging Face model has one layer fewer than the
 file has blocks: `openclip_from_ldm(..., num_layers=N)` reads the first N blocks and ignores the rest.
 
-Hugging Face keys are those `load_state_dict` wants in this transformers version: `CLIPTextModel` keys
-are flat (`encoder.layers.0.self_attn.q_proj.weight`), `CLIPTextModelWithProjection` keys sit under
-`text_model.` next to `text_projection.weight`. Inputs may use either form.
+Hugging Face keys come out flat, as `CLIPTextModel.load_state_dict` wants them in transformers >= 5.6
+(`encoder.layers.0.self_attn.q_proj.weight`), plus `text_projection.weight` for a model with a
+projection; `CLIPTextModelWithProjection` still wants `text_model.` before all keys but that one
+(`with_text_model_level` adds it). Inputs may use either form; `position_ids` buffers are dropped.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
@@ -72,6 +74,11 @@ def _under(checkpoint: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     if not found:
         raise TextLayoutError(f"no text encoder keys under {prefix!r}")
     return found
+
+
+def with_text_model_level(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Flat keys as CLIPTextModelWithProjection wants them: `text_model.` before all but the projection."""
+    return {k if k == _PROJECTION else _HF_WRAPPER + k: v for k, v in state_dict.items()}
 
 
 # ---- CLIP (Hugging Face names under a prefix) -------------------------------------------------------
@@ -171,13 +178,15 @@ def _layer_from_openclip(block: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def openclip_from_ldm(
-    checkpoint: Mapping[str, Tensor], prefix: str, num_layers: int, *, with_projection: bool = False
+    checkpoint: Mapping[str, Tensor], prefix: str, num_layers: int, *, with_projection: bool | None = None
 ) -> dict[str, Tensor]:
     """The Hugging Face state dict of the OpenCLIP text encoder stored under `prefix`.
 
-    Reads the first `num_layers` blocks (SD2: one fewer than the file has). With `with_projection` the
-    keys are those of CLIPTextModelWithProjection (SDXL's second encoder, the refiner's), otherwise of
-    CLIPTextModel (SD2, whose `text_projection` is unused and ignored).
+    Reads the first `num_layers` blocks and ignores any after them (SD2: the file has one more). Keys
+    are flat, as CLIPTextModel wants them; `text_projection.weight` (as CLIPTextModelWithProjection
+    wants it, which also puts `text_model.` before the other keys) is included when `with_projection`,
+    or by default when the file has a projection and the model reads its last block: a projection
+    applies to the final block's output, so a penultimate-layer model (SD2) has no use for it.
     """
     found = _under(checkpoint, prefix)
     blocks: dict[int, dict[str, Tensor]] = {}
@@ -186,27 +195,24 @@ def openclip_from_ldm(
         m = _RESBLOCK.fullmatch(key)
         if m:
             blocks.setdefault(int(m.group(1)), {})[m.group(2)] = tensor
-        elif key == "text_projection":
-            if with_projection:
-                top[_PROJECTION] = tensor.T.contiguous()
         elif not key.startswith(_OPENCLIP_IGNORED):
             top[key] = tensor
-    missing = [i for i in range(num_layers) if i not in blocks]
-    if missing:
+    if any(i not in blocks for i in range(num_layers)):
         raise TextLayoutError(f"{prefix} has {len(blocks)} blocks, the model needs {num_layers}")
-    if with_projection and _PROJECTION not in top:
-        raise TextLayoutError(f"no {prefix}text_projection for a text encoder with projection")
+    projection = top.pop("text_projection", None)
+    if with_projection is None:
+        with_projection = projection is not None and num_layers == len(blocks)
     reverse_top = {v: k for k, v in _OPENCLIP_TOP.items()}
-    wrapper = _HF_WRAPPER if with_projection else ""
     out: dict[str, Tensor] = {}
+    if with_projection:
+        if projection is None:
+            raise TextLayoutError(f"no {prefix}text_projection for a text encoder with projection")
+        out[_PROJECTION] = projection.T.contiguous()
     for key, tensor in top.items():
-        if key == _PROJECTION:
-            out[key] = tensor
-        elif key in reverse_top:
-            out[wrapper + reverse_top[key]] = tensor
-        else:
+        if key not in reverse_top:
             raise TextLayoutError(f"unknown OpenCLIP key {prefix + key!r}")
+        out[reverse_top[key]] = tensor
     for i in range(num_layers):
         for key, tensor in _layer_from_openclip(blocks[i]).items():
-            out[f"{wrapper}encoder.layers.{i}.{key}"] = tensor
+            out[f"encoder.layers.{i}.{key}"] = tensor
     return out

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import yaml
 from diffusers import AutoencoderKL, DDIMScheduler, EulerDiscreteScheduler, UNet2DConditionModel
+from diffusers import __version__ as diffusers_version
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -29,6 +30,7 @@ from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 
 from webui.core.models.ldm_layout import unet_to_ldm, vae_to_ldm
 from webui.core.models.text_layout import clip_to_ldm, openclip_to_ldm
+from webui.core.models.tokenizer import EOS_TOKEN, OPENCLIP_PAD_TOKEN, save_clip_tokenizer
 
 ARCHES = ("sd1", "sd1-inpaint", "sd2-v", "sdxl")
 
@@ -143,7 +145,9 @@ def text_config_2(arch: str) -> CLIPTextConfig | None:
 
 
 def scheduler_config(arch: str) -> dict[str, Any]:
-    """Keys DDIM, Euler, DPM++ and friends all accept (PNDM rejects DDIM's `clip_sample`)."""
+    """SD's training schedule, as a config for `SchedulerClass.from_config` (which ignores keys a class
+    does not take; passing them as keyword arguments fails: PNDM rejects `clip_sample`). `clip_sample`
+    must be False: DDIM defaults to True, which is wrong for Stable Diffusion."""
     _check_arch(arch)
     return {
         "num_train_timesteps": 1000,
@@ -153,6 +157,9 @@ def scheduler_config(arch: str) -> dict[str, Any]:
         "prediction_type": "v_prediction" if arch == "sd2-v" else "epsilon",
         "timestep_spacing": "leading",
         "steps_offset": 1,
+        "clip_sample": False,
+        "set_alpha_to_one": False,
+        "skip_prk_steps": True,
     }
 
 
@@ -162,7 +169,7 @@ def scheduler_config(arch: str) -> dict[str, Any]:
 @torch.no_grad()
 def _randomize(module: nn.Module, gen: torch.Generator) -> None:
     """Every parameter drawn from `gen`: matrices ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1^2),
-    biases ~ N(0, 0.02^2). No two parameters are constant, so a swapped key cannot go unnoticed."""
+    biases ~ N(0, 0.02^2). No parameter is constant, so two swapped keys cannot go unnoticed."""
     for name, p in module.named_parameters():
         noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
         if p.ndim >= 2:
@@ -179,13 +186,15 @@ def build_tiny(arch: str, seed: int = 0) -> TinyModel:
     gen = torch.Generator().manual_seed(seed)
     te_cfg = text_config(arch)
     te2_cfg = text_config_2(arch)
+    unet_cls: Any = UNet2DConditionModel  # diffusers' constructors are untyped
+    vae_cls: Any = AutoencoderKL
     with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
-        unet = UNet2DConditionModel(**unet_config(arch))
-        vae = AutoencoderKL(**vae_config(arch))
+        unet = unet_cls(**unet_config(arch))
+        vae = vae_cls(**vae_config(arch))
         te = CLIPTextModel(te_cfg)
         te2 = CLIPTextModelWithProjection(te2_cfg) if te2_cfg is not None else None
         extra = CLIPEncoderLayer(te_cfg) if arch == "sd2-v" else None
-    modules: list[nn.Module] = [m for m in (unet, vae, te, te2, extra) if m is not None]
+    modules: list[Any] = [m for m in (unet, vae, te, te2, extra) if m is not None]
     for m in modules:
         _randomize(m, gen)
         m.eval()
@@ -220,7 +229,7 @@ def to_ldm_state_dict(model: TinyModel) -> dict[str, Tensor]:
     return {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in sd.items()}
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -275,15 +284,13 @@ def write_demo_checkpoint(models_dir: Path, arch: str = "sd1") -> Path:
 
 
 def _model_index(model: TinyModel) -> dict[str, Any]:
-    import diffusers
-
     index: dict[str, Any] = {
         "_class_name": _PIPELINES[model.arch],
-        "_diffusers_version": diffusers.__version__,
+        "_diffusers_version": diffusers_version,
         "vae": ["diffusers", "AutoencoderKL"],
         "unet": ["diffusers", "UNet2DConditionModel"],
         "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": [None, None],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
         "scheduler": ["diffusers", "DDIMScheduler"],
         "feature_extractor": [None, None],
         "image_encoder": [None, None],
@@ -291,7 +298,7 @@ def _model_index(model: TinyModel) -> dict[str, Any]:
     if model.arch == "sdxl":
         index.update(
             text_encoder_2=["transformers", "CLIPTextModelWithProjection"],
-            tokenizer_2=[None, None],
+            tokenizer_2=["transformers", "CLIPTokenizer"],
             scheduler=["diffusers", "EulerDiscreteScheduler"],
             force_zeros_for_empty_prompt=True,
         )
@@ -301,7 +308,8 @@ def _model_index(model: TinyModel) -> dict[str, Any]:
 
 
 def save_diffusers(model: TinyModel, folder: Path) -> Path:
-    """A diffusers pipeline folder (model_index.json and one subfolder per component), no tokenizers."""
+    """A diffusers pipeline folder: model_index.json and one subfolder per component, tokenizers included
+    (CLIP ViT-L pads with `<|endoftext|>`, OpenCLIP with `!`)."""
     folder.mkdir(parents=True, exist_ok=True)
     index = _model_index(model)
     components: Mapping[str, Any] = {
@@ -313,7 +321,10 @@ def save_diffusers(model: TinyModel, folder: Path) -> Path:
     for name, module in components.items():
         if module is not None:
             module.save_pretrained(folder / name)
-    scheduler_cls = EulerDiscreteScheduler if model.arch == "sdxl" else DDIMScheduler
+    save_clip_tokenizer(folder / "tokenizer", OPENCLIP_PAD_TOKEN if model.arch == "sd2-v" else EOS_TOKEN)
+    if model.text_encoder_2 is not None:
+        save_clip_tokenizer(folder / "tokenizer_2", OPENCLIP_PAD_TOKEN)
+    scheduler_cls: Any = EulerDiscreteScheduler if model.arch == "sdxl" else DDIMScheduler
     scheduler_cls.from_config(model.scheduler_config).save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return folder

@@ -1,0 +1,107 @@
+"""Model load time and peak memory: tiny fixtures and an SD1.5-size random-weight single file.
+
+    python bench/load.py [--repeats 3] [--skip-large] [--work DIR]
+
+Each load runs in a fresh child process (so peak RSS is that load's alone) through the real loader
+(`webui.core.models.loader.load_model`, fp32 on the CPU). Prints, per file: size on disk, median and
+spread of load time, and peak RSS minus the child's RSS before loading, as bytes and as a multiple of
+the file size (about 1.0 means the weights were held once; 2.0 would mean a copy). The SD1.5-size file
+(~4.3 GB fp32) is written once into the work folder and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from webui import offline  # noqa: E402
+
+offline.apply()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def child(path: Path) -> None:
+    import diffusers  # noqa: F401
+    import torch  # noqa: F401  (import cost not counted)
+    import transformers  # noqa: F401
+
+    from webui.core.models.components import Precision
+    from webui.core.models.loader import load_model
+
+    before = _rss_bytes()
+    t0 = time.perf_counter()
+    parts = load_model(path, Precision())
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": seconds, "peak_extra": peak - before, "params": parts.nbytes()}))
+
+
+def make_files(work: Path, large: bool) -> list[Path]:
+    import torch
+
+    from webui.core.models.tiny import ARCHES, build_tiny, save_single_file
+
+    work.mkdir(parents=True, exist_ok=True)
+    files = [save_single_file(build_tiny(a), work / f"tiny-{a}.safetensors") for a in ARCHES]
+    big = work / "sd15-size-random.safetensors"
+    if large and not big.exists():
+        print("writing an SD1.5-size random-weight checkpoint (once) ...", flush=True)
+        from webui.core.models.tiny import random_full_size
+
+        torch.manual_seed(0)
+        save_single_file(random_full_size("sd1"), big)
+    if large:
+        files.append(big)
+    return files
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-large", action="store_true", help="only the tiny fixtures")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "load")
+    args = ap.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    files = make_files(args.work, not args.skip_large)
+    print(
+        f"{'file':34} {'size MiB':>9} {'load s (median)':>16} {'spread s':>9} "
+        f"{'peak extra MiB':>15} {'x size':>7}"
+    )
+    for f in files:
+        runs = []
+        for _ in range(args.repeats):
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(f)], capture_output=True, text=True, check=True
+            ).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+        secs = [r["seconds"] for r in runs]
+        peak = statistics.median(r["peak_extra"] for r in runs)
+        size = f.stat().st_size
+        print(
+            f"{f.name:34} {size / 2**20:9.1f} {statistics.median(secs):16.3f} "
+            f"{max(secs) - min(secs):9.3f} {peak / 2**20:15.1f} {peak / size:7.2f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The shipped diffusers-format configs, one folder per architecture, under ``webui/assets/configs``.
+
+Each folder holds ``model_index.json`` and a config per component (``unet``, ``vae``, ``text_encoder``,
+``text_encoder_2``, ``scheduler``); tokenizers are named in ``model_index.json`` but built by
+``webui.core.models.tokenizer.clip_tokenizer(pad_token_for(arch, name))``. Nothing is read at import.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ARCHITECTURES: tuple[str, ...] = ("sd1", "sd1-inpaint", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
+
+_EOS = "<|endoftext|>"
+_OPENCLIP_PAD = "!"
+# arch -> ((tokenizer, pad token), ...): CLIP ViT-L pads with <|endoftext|>, OpenCLIP with "!" (id 0).
+_PAD_TOKENS: dict[str, tuple[tuple[str, str], ...]] = {
+    "sd1": (("tokenizer", _EOS),),
+    "sd1-inpaint": (("tokenizer", _EOS),),
+    "sd2": (("tokenizer", _OPENCLIP_PAD),),
+    "sd2-v": (("tokenizer", _OPENCLIP_PAD),),
+    "sdxl": (("tokenizer", _EOS), ("tokenizer_2", _OPENCLIP_PAD)),
+    "sdxl-refiner": (("tokenizer_2", _OPENCLIP_PAD),),
+}
+
+
+def configs_root() -> Path:
+    return Path(__file__).resolve().parents[2] / "assets" / "configs"
+
+
+def config_dir(arch: str) -> Path:
+    """The folder of one architecture, usable as ``from_single_file(..., config=str(config_dir(arch)))``."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; valid names: {', '.join(ARCHITECTURES)}")
+    return configs_root() / arch
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_model_index(arch: str) -> dict[str, Any]:
+    """The architecture's ``model_index.json`` (pipeline class, component classes, pipeline options)."""
+    return _read_json(config_dir(arch) / "model_index.json")
+
+
+def load_component_config(arch: str, component: str) -> dict[str, Any]:
+    """A fresh dict of one component's config, e.g. ``load_component_config("sdxl", "unet")``."""
+    folder = config_dir(arch)
+    name = "scheduler_config.json" if component == "scheduler" else "config.json"
+    path = folder / component / name
+    if not path.is_file():
+        present = sorted(p.parent.name for p in folder.glob("*/*.json"))
+        raise ValueError(f"architecture {arch!r} has no {component!r} config; it has: {', '.join(present)}")
+    return _read_json(path)
+
+
+def pad_token_for(arch: str, component: str) -> str:
+    """The pad token of ``component`` ("tokenizer" or "tokenizer_2") in ``arch``."""
+    config_dir(arch)  # validates the name
+    pads = dict(_PAD_TOKENS[arch])
+    if component not in pads:
+        raise ValueError(f"architecture {arch!r} has no {component!r}; it has: {', '.join(pads)}")
+    return pads[component]
