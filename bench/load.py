@@ -52,6 +52,25 @@ def child(path: Path) -> None:
     print(json.dumps({"seconds": seconds, "peak_extra": peak - before, "params": parts.nbytes()}))
 
 
+def full_size_sd1() -> object:
+    """SD1.5's shapes (from the shipped config) with random weights."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from webui.core.models.configs import load_component_config
+    from webui.core.models.tiny import TinyModel
+
+    te_cfg = {k: v for k, v in load_component_config("sd1", "text_encoder").items() if k != "architectures"}
+    return TinyModel(
+        arch="sd1",
+        unet=UNet2DConditionModel.from_config(load_component_config("sd1", "unet")).eval(),
+        vae=AutoencoderKL.from_config(load_component_config("sd1", "vae")).eval(),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**te_cfg)).eval(),
+        text_encoder_2=None,
+        scheduler_config=load_component_config("sd1", "scheduler"),
+    )
+
+
 def make_files(work: Path, large: bool) -> list[Path]:
     import torch
 
@@ -62,10 +81,8 @@ def make_files(work: Path, large: bool) -> list[Path]:
     big = work / "sd15-size-random.safetensors"
     if large and not big.exists():
         print("writing an SD1.5-size random-weight checkpoint (once) ...", flush=True)
-        from webui.core.models.tiny import random_full_size
-
         torch.manual_seed(0)
-        save_single_file(random_full_size("sd1"), big)
+        save_single_file(full_size_sd1(), big)
     if large:
         files.append(big)
     return files

@@ -16,13 +16,15 @@ from webui.core.models.manager import ModelManager
 
 def main(ns: argparse.Namespace) -> int:
     config = AppConfig.from_flags(ns)
+    precision = choose_precision(config)
+    manager = ModelManager(config, precision)
     if ns.demo_model:
         from webui.core.models.tiny import write_demo_checkpoint
 
-        path = write_demo_checkpoint(config.models_dir)
-        print(f"Demo model (tiny, random weights: it draws noise, not pictures): {path}")
-    precision = choose_precision(config)
-    manager = ModelManager(config, precision)
+        demo = write_demo_checkpoint(config.models_dir)
+        print(f"Demo model (tiny, random weights: it draws noise, not pictures): {demo}")
+        if config.hashing:
+            manager.hashes.hash(demo)  # tiny: hash it now so its title is complete from the start
     for problem in manager.refresh():
         print(f"warning: {problem}", file=sys.stderr)
     files = manager.checkpoints()
