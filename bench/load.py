@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,28 +27,48 @@ from webui import offline  # noqa: E402
 offline.apply()
 
 
-def _rss_bytes() -> int:
+def _status_bytes(field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of this process; unlike ru_maxrss, VmHWM starts afresh at exec."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
 
-def child(path: Path) -> None:
+def child(path: Path, device: str) -> None:
     import diffusers  # noqa: F401
-    import torch  # noqa: F401  (import cost not counted)
+    import torch  # import cost not counted
     import transformers  # noqa: F401
 
     from webui.core.models.components import Precision
     from webui.core.models.loader import load_model
 
-    before = _rss_bytes()
+    precision = Precision("cuda", torch.float16, torch.float16) if device == "cuda" else Precision()
+    before = _status_bytes("VmRSS")
     t0 = time.perf_counter()
-    parts = load_model(path, Precision())
+    parts = load_model(path, precision)
+    if device == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": seconds, "peak_extra": peak - before, "params": parts.nbytes()}))
+    peak = _status_bytes("VmHWM")
+    result = {"seconds": seconds, "peak_extra": peak - before, "params": parts.nbytes()}
+    if device == "cuda":  # a sanity forward pass in the loaded dtype, on the device
+        unet = parts.unet
+        x = torch.randn(2, unet.config.in_channels, 32, 32, device="cuda", dtype=torch.float16)
+        ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device="cuda", dtype=torch.float16)
+        extra = {}
+        if unet.config.addition_embed_type == "text_time":
+            n = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+            extra = {"added_cond_kwargs": {
+                "text_embeds": torch.randn(2, n, device="cuda", dtype=torch.float16),
+                "time_ids": torch.zeros(2, 6, device="cuda", dtype=torch.float16),
+            }}  # fmt: skip
+        with torch.no_grad():
+            out = unet(x, 500, ctx, **extra).sample
+        result["forward_finite"] = bool(torch.isfinite(out).all())
+        result["cuda_peak"] = torch.cuda.max_memory_allocated()
+    print(json.dumps(result))
 
 
 def full_size_sd1() -> object:
@@ -93,10 +112,11 @@ def main() -> None:
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-large", action="store_true", help="only the tiny fixtures")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: fp16 on the GPU")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "load")
     args = ap.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.device)
         return
     files = make_files(args.work, not args.skip_large)
     print(
@@ -107,15 +127,22 @@ def main() -> None:
         runs = []
         for _ in range(args.repeats):
             out = subprocess.run(
-                [sys.executable, __file__, "--child", str(f)], capture_output=True, text=True, check=True
+                [sys.executable, __file__, "--child", str(f), "--device", args.device],
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
         secs = [r["seconds"] for r in runs]
         peak = statistics.median(r["peak_extra"] for r in runs)
         size = f.stat().st_size
+        gpu = ""
+        if args.device == "cuda":
+            r0 = runs[0]
+            gpu = f"  GPU peak {r0['cuda_peak'] / 2**20:.0f} MiB, forward finite: {r0['forward_finite']}"
         print(
             f"{f.name:34} {size / 2**20:9.1f} {statistics.median(secs):16.3f} "
-            f"{max(secs) - min(secs):9.3f} {peak / 2**20:15.1f} {peak / size:7.2f}",
+            f"{max(secs) - min(secs):9.3f} {peak / 2**20:15.1f} {peak / size:7.2f}{gpu}",
             flush=True,
         )
 

@@ -161,3 +161,14 @@ print("loaded", load_model(Path({str(folder)!r}), Precision()).label)
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("loaded") == len(ARCHES) + 1
+
+
+def test_weights_the_model_would_silently_drop_are_an_error(
+    tiny_files: dict[str, Path], tmp_path: Path
+) -> None:
+    sd = load_state_dict(tiny_files["sd1"])
+    sd["model.diffusion_model.unexpected_block.weight"] = torch.zeros(3, 3)
+    p = tmp_path / "extra.safetensors"
+    save_file(sd, str(p))
+    with pytest.raises(CheckpointError, match="extra.safetensors.*UNet holds"):
+        load_model(p, Precision())

@@ -67,7 +67,11 @@ def unet_config(
     cfg["layers_per_block"] = per_level.pop()
     cfg["down_block_types"] = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attends]
     cfg["up_block_types"] = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attends)]
-    cfg["transformer_layers_per_block"] = [lv[0][1] or 1 for lv in levels]
+    # diffusers sizes the middle block from the last entry; levels without attention take its depth
+    mid = _count(shapes, re.escape(p) + r"middle_block\.1\.transformer_blocks\.(\d+)\.attn1\.to_q\.weight")
+    if attends[-1] and mid and levels[-1][0][1] != mid:
+        raise ShapeError(f"middle block depth {mid} differs from the last level's {levels[-1][0][1]}")
+    cfg["transformer_layers_per_block"] = [lv[0][1] or mid or 1 for lv in levels]
     attn = next((j for j, a in enumerate(attends) if a), None)
     if attn is None:
         raise ShapeError("UNet has no cross-attention level")

@@ -19,7 +19,7 @@ import torch
 from webui.core.models import configs
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.models.components import Components, Precision
-from webui.core.models.detect import Detected, detect, read_sidecar_yaml
+from webui.core.models.detect import UNET, Detected, detect, read_sidecar_yaml
 from webui.core.models.infer import ShapeError, text_config, text_encoder_prefixes, unet_config, vae_config
 from webui.core.models.text_layout import clip_from_ldm, openclip_from_ldm
 from webui.core.models.tokenizer import clip_tokenizer
@@ -37,6 +37,14 @@ def _check_no_meta(path: Path, module: torch.nn.Module, what: str) -> None:
     missing = [n for n, p in module.named_parameters() if p.is_meta]
     if missing:
         raise CheckpointError(path, f"{what} weights missing from the file: {', '.join(missing[:5])}")
+
+
+def _check_all_used(sd: Mapping[str, torch.Tensor], prefix: str, module: Any, what: str) -> None:
+    """Every weight under `prefix` must have landed in the model: diffusers only logs unused keys."""
+    in_file = sum(t.numel() for k, t in sd.items() if k.startswith(prefix))
+    in_model = sum(p.numel() for p in module.parameters())
+    if in_file != in_model:
+        raise ShapeError(f"{what} holds {in_model:,} weights but the file has {in_file:,} under {prefix!r}")
 
 
 def _text_model(layout: str, cfg: dict[str, Any], sd: Mapping[str, torch.Tensor], prefix: str) -> Any:
@@ -93,6 +101,8 @@ def load_single_file(path: Path, precision: Precision) -> Components:
             kw: dict[str, Any] = dict(config=tmp, local_files_only=True)
             unet = UNet2DConditionModel.from_single_file(sd, subfolder="unet", **kw)
             vae = AutoencoderKL.from_single_file(sd, subfolder="vae", **kw)
+        _check_all_used(sd, UNET, unet, "UNet")
+        _check_all_used(sd, VAE_PREFIX, vae, "VAE")
         encoders = {
             comp: _text_model(layout, te_cfgs[comp], sd, prefix)
             for comp, (layout, prefix) in te_layouts.items()
