@@ -14,13 +14,39 @@ class FlagError(ValueError):
     """A command-line flag is unknown or has a bad value."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """argparse that raises FlagError instead of exiting."""
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise FlagError(message)
 
 
+def add_folder_flags(p: argparse.ArgumentParser) -> None:
+    folders = p.add_argument_group("folders")
+    folders.add_argument("--data-dir", default=None, help="base folder for models/, outputs/, settings")
+    folders.add_argument("--ckpt-dir", default=None, help="extra folder of checkpoints")
+    folders.add_argument("--vae-dir", default=None, help="folder of VAE files")
+    folders.add_argument("--lora-dir", default=None, help="folder of LoRA files")
+    folders.add_argument("--embeddings-dir", default=None, help="folder of textual-inversion embeddings")
+    folders.add_argument("--no-hashing", action="store_true", help="do not compute checkpoint sha256")
+
+
+def add_device_flags(p: argparse.ArgumentParser) -> None:
+    dev = p.add_argument_group("device and precision")
+    dev.add_argument(
+        "--use-cpu", nargs="+", default=[], metavar="MODULE", help="'all' runs everything on CPU"
+    )
+    dev.add_argument("--no-half", action="store_true", help="keep models in fp32")
+    dev.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32")
+    dev.add_argument("--precision", choices=["full", "autocast", "half", "bf16"], default="autocast")
+    dev.add_argument("--medvram", action="store_true", help="offload models between steps to save VRAM")
+    dev.add_argument("--lowvram", action="store_true", help="offload aggressively to save VRAM")
+    dev.add_argument("--skip-torch-cuda-test", action="store_true", help="start without a GPU")
+    dev.add_argument("--model-cache-gb", type=float, default=None, help="RAM for recently used models (GiB)")
+
+
 def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=prog,
         description="Sfumato: a browser-based Stable Diffusion studio.",
         allow_abbrev=False,
@@ -45,25 +71,8 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
         help="allow installing extensions even when others can reach the server",
     )
 
-    folders = p.add_argument_group("folders")
-    folders.add_argument("--data-dir", default=None, help="base folder for models/, outputs/, settings")
-    folders.add_argument("--ckpt-dir", default=None, help="extra folder of checkpoints")
-    folders.add_argument("--vae-dir", default=None, help="folder of VAE files")
-    folders.add_argument("--lora-dir", default=None, help="folder of LoRA files")
-    folders.add_argument("--embeddings-dir", default=None, help="folder of textual-inversion embeddings")
-    folders.add_argument("--no-hashing", action="store_true", help="do not compute checkpoint sha256")
-
-    dev = p.add_argument_group("device and precision")
-    dev.add_argument(
-        "--use-cpu", nargs="+", default=[], metavar="MODULE", help="'all' runs everything on CPU"
-    )
-    dev.add_argument("--no-half", action="store_true", help="keep models in fp32")
-    dev.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32")
-    dev.add_argument("--precision", choices=["full", "autocast", "half", "bf16"], default="autocast")
-    dev.add_argument("--medvram", action="store_true", help="offload models between steps to save VRAM")
-    dev.add_argument("--lowvram", action="store_true", help="offload aggressively to save VRAM")
-    dev.add_argument("--skip-torch-cuda-test", action="store_true", help="start without a GPU")
-    dev.add_argument("--model-cache-gb", type=float, default=None, help="RAM for recently used models (GiB)")
+    add_folder_flags(p)
+    add_device_flags(p)
 
     app = p.add_argument_group("sfumato")
     app.add_argument(
@@ -76,13 +85,18 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
     return p
 
 
+def check_common(ns: argparse.Namespace) -> None:
+    """Value checks argparse cannot express, for flags shared by launch.py and the generator."""
+    if ns.use_cpu and any(m not in {"all", "sd", "interrogate", "gfpgan", "codeformer"} for m in ns.use_cpu):
+        raise FlagError(f"--use-cpu: unknown module in {ns.use_cpu}; use 'all'")
+    if ns.model_cache_gb is not None and not ns.model_cache_gb >= 0:
+        raise FlagError("--model-cache-gb: must be 0 or more")
+
+
 def parse_flags(argv: Sequence[str], prog: str = "launch.py") -> argparse.Namespace:
     """Parse flags; raise FlagError with argparse's message on an unknown flag or a bad value."""
     ns = build_parser(prog).parse_args(list(argv))
     if not 1 <= ns.port <= 65535:
         raise FlagError(f"--port: {ns.port} is not a port number (1-65535)")
-    if ns.use_cpu and any(m not in {"all", "sd", "interrogate", "gfpgan", "codeformer"} for m in ns.use_cpu):
-        raise FlagError(f"--use-cpu: unknown module in {ns.use_cpu}; use 'all'")
-    if ns.model_cache_gb is not None and not ns.model_cache_gb >= 0:
-        raise FlagError("--model-cache-gb: must be 0 or more")
+    check_common(ns)
     return ns

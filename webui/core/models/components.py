@@ -54,6 +54,8 @@ class Components:
         """Move every module to the precision's device and dtypes (in place) and return self."""
         for name, m in self.modules().items():
             dtype = precision.vae_dtype if name == "vae" else precision.dtype
+            if name == "vae" and dtype == torch.float16 and getattr(m.config, "force_upcast", False):
+                dtype = torch.float32  # the SDXL VAE overflows in fp16 (black/NaN images)
             first = next(m.parameters())
             if first.dtype != dtype or first.device.type != torch.device(precision.device).type:
                 m.to(device=precision.device, dtype=dtype)

@@ -1,0 +1,1 @@
+"""What leaves the engine: infotext (A1111's parameter text), image files and their names."""

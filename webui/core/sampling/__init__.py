@@ -1,0 +1,1 @@
+"""Sampling: the sampler registry, seeds and noise, the CFG loop."""

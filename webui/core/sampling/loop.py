@@ -1,0 +1,172 @@
+"""The classifier-free-guided denoising loop, written to read like the maths.
+
+    for each timestep t:
+        eps_u, eps_c = unet([x, x], t, [uncond, cond])        # one batch
+        eps = eps_u + cfg * (eps_c - eps_u)                     # guidance
+        x = scheduler.step(eps, t, x)
+
+Around it: named hook points with a typed, mutable step state (extensions may read or replace latents
+and the guided prediction), a progress callback with ETA and an optional cheap preview, and a cancel
+token checked before every step. With the same components, scheduler, generators and embeddings it
+computes exactly what diffusers' StableDiffusion(XL)Pipeline computes (tests/test_parity.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+
+from webui.core.prompts.encode import Conditioning
+
+
+class HookPoint(Enum):
+    BEFORE_STEP = "before_step"
+    AFTER_CFG = "after_cfg"
+    AFTER_STEP = "after_step"
+
+
+@dataclass
+class StepState:
+    """What a hook sees (and may change) at one step. `step` counts from 0."""
+
+    step: int
+    total: int
+    timestep: torch.Tensor
+    latents: torch.Tensor
+    noise_pred: torch.Tensor | None = None
+
+
+Hook = Callable[[HookPoint, StepState], None]
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int  # steps done, 1..total
+    total: int
+    elapsed: float
+    eta: float  # seconds left in this sampling pass
+    latents: torch.Tensor | None = None  # for previews; the consumer decides whether to render
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class CancelToken:
+    """Interrupt stops the whole job; skip stops the current batch and goes on with the next."""
+
+    _interrupt: threading.Event = field(default_factory=threading.Event)
+    _skip: threading.Event = field(default_factory=threading.Event)
+
+    def interrupt(self) -> None:
+        self._interrupt.set()
+
+    def skip(self) -> None:
+        self._skip.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupt.is_set()
+
+    def take_skip(self) -> bool:
+        """True once per skip request."""
+        if self._skip.is_set():
+            self._skip.clear()
+            return True
+        return False
+
+
+class Stopped(Exception):
+    """Sampling was interrupted or skipped; `latents` holds the state reached."""
+
+    def __init__(self, latents: torch.Tensor, interrupted: bool) -> None:
+        super().__init__("interrupted" if interrupted else "skipped")
+        self.latents = latents
+        self.interrupted = interrupted
+
+
+def step_kwargs(
+    scheduler: Any, generators: Sequence[torch.Generator] | None, eta: float | None
+) -> dict[str, Any]:
+    """The extra arguments this scheduler's step() accepts (as diffusers' pipelines pass them)."""
+    accepted = set(inspect.signature(scheduler.step).parameters)
+    kw: dict[str, Any] = {}
+    if "generator" in accepted and generators is not None:
+        kw["generator"] = list(generators)
+    if "eta" in accepted:
+        kw["eta"] = 0.0 if eta is None else eta
+    return kw
+
+
+def denoise(
+    unet: Any,
+    scheduler: Any,
+    latents: torch.Tensor,
+    cond: Conditioning,
+    uncond: Conditioning,
+    cfg_scale: float,
+    *,
+    time_ids: torch.Tensor | None = None,
+    image_cond: torch.Tensor | None = None,
+    extra_step: dict[str, Any] | None = None,
+    hooks: Sequence[Hook] = (),
+    on_progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    preview_every: int = 0,
+) -> torch.Tensor:
+    """Run the scheduler's timesteps (already set) from `latents`; return the final latents.
+
+    `time_ids` (SDXL size/crop conditioning, one row) and `image_cond` (9-channel inpainting UNets:
+    mask + masked-image latents, one per image) are passed to the UNet as diffusers' pipelines do.
+    """
+    guided = cfg_scale != 1.0
+    embeds = torch.cat([uncond.embeds, cond.embeds]) if guided else cond.embeds
+    added: dict[str, torch.Tensor] | None = None
+    if cond.pooled is not None:
+        if time_ids is None or uncond.pooled is None:
+            raise ValueError("an SDXL model needs pooled embeddings and time ids for both prompts")
+        pooled = torch.cat([uncond.pooled, cond.pooled]) if guided else cond.pooled
+        ids = time_ids.to(device=latents.device, dtype=embeds.dtype)
+        added = {"text_embeds": pooled, "time_ids": ids.repeat(pooled.shape[0] // ids.shape[0], 1)}
+    timesteps = scheduler.timesteps
+    total = len(timesteps)
+    start = time.perf_counter()
+    for i, t in enumerate(timesteps):
+        if cancel is not None and (cancel.interrupted or cancel.take_skip()):
+            raise Stopped(latents, cancel.interrupted)
+        state = StepState(i, total, t, latents)
+        for hook in hooks:
+            hook(HookPoint.BEFORE_STEP, state)
+        x = torch.cat([state.latents] * 2) if guided else state.latents
+        x = scheduler.scale_model_input(x, t)
+        if image_cond is not None:  # inpainting UNets: mask and masked-image latents as extra channels
+            x = torch.cat([x, torch.cat([image_cond] * 2) if guided else image_cond], dim=1)
+        pred = unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+        if guided:
+            pred_uncond, pred_cond = pred.chunk(2)
+            pred = pred_uncond + cfg_scale * (pred_cond - pred_uncond)
+        state.noise_pred = pred
+        for hook in hooks:
+            hook(HookPoint.AFTER_CFG, state)
+        state.latents = scheduler.step(
+            state.noise_pred, t, state.latents, **(extra_step or {}), return_dict=False
+        )[0]
+        for hook in hooks:
+            hook(HookPoint.AFTER_STEP, state)
+        latents = state.latents
+        if on_progress is not None:
+            elapsed = time.perf_counter() - start
+            show = preview_every > 0 and ((i + 1) % preview_every == 0 or i + 1 == total)
+            on_progress(
+                Progress(
+                    i + 1, total, elapsed, elapsed / (i + 1) * (total - i - 1), latents if show else None
+                )
+            )
+    return latents
