@@ -125,20 +125,29 @@ class Engine:
             )
         folder = image_folder(self.config.outputs_dir, "txt2img-images", datetime.date.today())
         images: list[GeneratedImage] = []
+        pairs = noise_mod.batch_seeds(
+            run.seed,
+            run.subseed,
+            request.batch_size,
+            request.n_iter,
+            subseed_strength=request.subseed_strength,
+        )
         for b in range(request.n_iter):
             if run.cancel is not None and run.cancel.interrupted:
                 return GenerationResult(request, tuple(images), model.file.title, interrupted=True)
-            first = run.seed + b * request.batch_size
-            sub_first = run.subseed + b * request.batch_size
-            seeds = list(range(first, first + request.batch_size))
-            subseeds = list(range(sub_first, sub_first + request.batch_size))
+            batch = pairs[b * request.batch_size : (b + 1) * request.batch_size]
+            seeds, subseeds = [p[0] for p in batch], [p[1] for p in batch]
             try:
                 latents = self._sample_batch(run, model, b, seeds, subseeds)
             except Stopped as stop:
                 if stop.interrupted:
                     return GenerationResult(request, tuple(images), model.file.title, interrupted=True)
                 continue  # skipped: on to the next batch
-            for i, pil in enumerate(to_pil(decode(model.components.vae, latents))):
+            vae = model.components.vae
+            decoded = torch.cat(
+                [decode(vae, latents[i : i + 1]) for i in range(len(seeds))]
+            )  # as a single run
+            for i, pil in enumerate(to_pil(decoded)):
                 params = infotext_params(request, model, run.sampler, run.schedule, seeds[i], subseeds[i])
                 text = format_infotext(request.prompt, request.negative_prompt, params)
                 path = save_image(pil, folder, seeds[i], text) if request.save_images else None
@@ -151,8 +160,8 @@ class Engine:
         """One batch: prompts, a fresh scheduler, per-image noise, the loop. Returns final latents."""
         request, parts = run.request, model.components
         n = len(seeds)
-        cond = encode_prompts(parts, [request.prompt] * n, request.clip_skip)
-        uncond = encode_prompts(parts, [request.negative_prompt] * n, request.clip_skip)
+        cond = encode_prompts(parts, [request.prompt], request.clip_skip).repeat(n)
+        uncond = encode_prompts(parts, [request.negative_prompt], request.clip_skip).repeat(n)
         sched = make_scheduler(
             request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds
         )

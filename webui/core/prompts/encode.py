@@ -25,6 +25,11 @@ class Conditioning:
     embeds: torch.Tensor  # (batch, tokens, width)
     pooled: torch.Tensor | None = None  # SDXL: (batch, projection)
 
+    def repeat(self, n: int) -> Conditioning:
+        """The same conditioning for n images (encode once, use n times)."""
+        pooled = self.pooled.repeat(n, 1) if self.pooled is not None else None
+        return Conditioning(self.embeds.repeat(n, 1, 1), pooled)
+
 
 def _ids(tokenizer: Any, texts: Sequence[str], device: torch.device) -> torch.Tensor:
     out = tokenizer(

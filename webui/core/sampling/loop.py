@@ -105,6 +105,38 @@ def step_kwargs(
     return kw
 
 
+def predict(
+    unet: Any,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    embeds: torch.Tensor,
+    added: dict[str, torch.Tensor] | None,
+    guided: bool,
+    per_image: bool,
+) -> torch.Tensor:
+    """The UNet's prediction for a batch laid out [uncond_0..uncond_n, cond_0..cond_n] (or [cond...]).
+
+    With `per_image`, each image's rows go through the UNet in their own call. Convolution and matmul
+    kernels pick different algorithms for different batch sizes, so a batched call rounds differently
+    in the last bits; one call per image makes image i of a batch bit-identical to a single run with
+    its seed, at some cost in GPU throughput for large batches.
+    """
+    rows = x.shape[0]
+    n = rows // 2 if guided else rows
+    if not per_image or n == 1:
+        return unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]  # type: ignore[no-any-return]
+    outs = []
+    for i in range(n):
+        idx = [i, n + i] if guided else [i]
+        extra = {k: v[idx] for k, v in added.items()} if added is not None else None
+        outs.append(
+            unet(x[idx], t, encoder_hidden_states=embeds[idx], added_cond_kwargs=extra, return_dict=False)[0]
+        )
+    if not guided:
+        return torch.cat(outs)
+    return torch.cat([o[:1] for o in outs] + [o[1:] for o in outs])
+
+
 def denoise(
     unet: Any,
     scheduler: Any,
@@ -120,11 +152,13 @@ def denoise(
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     preview_every: int = 0,
+    per_image: bool = True,
 ) -> torch.Tensor:
     """Run the scheduler's timesteps (already set) from `latents`; return the final latents.
 
     `time_ids` (SDXL size/crop conditioning, one row) and `image_cond` (9-channel inpainting UNets:
     mask + masked-image latents, one per image) are passed to the UNet as diffusers' pipelines do.
+    `per_image` runs the UNet once per image (see `predict`).
     """
     guided = cfg_scale != 1.0
     embeds = torch.cat([uncond.embeds, cond.embeds]) if guided else cond.embeds
@@ -148,7 +182,7 @@ def denoise(
         x = scheduler.scale_model_input(x, t)
         if image_cond is not None:  # inpainting UNets: mask and masked-image latents as extra channels
             x = torch.cat([x, torch.cat([image_cond] * 2) if guided else image_cond], dim=1)
-        pred = unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+        pred = predict(unet, x, t, embeds, added, guided, per_image)
         if guided:
             pred_uncond, pred_cond = pred.chunk(2)
             pred = pred_uncond + cfg_scale * (pred_cond - pred_uncond)

@@ -2,8 +2,9 @@
 
 Every random number is drawn on the CPU from a `torch.Generator` seeded for one image, and only then
 moved to the target device and dtype. The same seed therefore gives the same latents on CPU, CUDA or
-MPS (A1111 calls this "Random number generator source: CPU"), and image i of a batch is the same as a
-batch of one with its seed.
+MPS, and image i of a batch is the same as a batch of one with its seed. This is A1111 with its setting
+"Random number generator source: CPU"; its default source, GPU, draws other numbers (which vary with
+the hardware), so images made that way cannot be reproduced here.
 
 Initial noise for one image with seed s, subseed u, strength k, in latent shape (C, H, W):
 
@@ -16,8 +17,9 @@ Initial noise for one image with seed s, subseed u, strength k, in latent shape 
        the old size is larger by an odd number, A1111's window is one short and the last row/column
        keeps the canvas noise; that is reproduced.
 
-This is A1111's `ImageRNG.first()` for its CPU source, value for value. Its per-step noise then continues
-the image's generator (see `NoiseSource`).
+This is A1111's `ImageRNG.first()` for its CPU source: the same draws, combined the same way (A1111 moves
+each draw to the GPU before the slerp, so a variation may differ from it in the last bits). Its per-step
+noise then continues the image's generator (see `NoiseSource`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,12 @@ Schedule types, and what each becomes in diffusers (A1111's k-diffusion schedule
                  scheduler's own and the only choice.
 
 Every schedule entry sets all of a scheduler's sigma flags explicitly, so a base config that arrives with,
-say, use_karras_sigmas=True cannot leak into a "Uniform" run.
+say, use_karras_sigmas=True cannot leak into a "Uniform" run. Call `set_timesteps` below rather than the
+scheduler's own (it pins the first step; see there).
+
+Where diffusers differs from A1111: Euler a, DDIM and PLMS have no Karras/Exponential/Beta (no such
+flags in diffusers); DPM++ 2S a is diffusers' deterministic DPM-Solver++(2S), not ancestral; DPM2 and
+DPM2 a lack A1111's "discard next-to-last sigma"; UniPC (bh1, as A1111) ends at sigma_min, not 0.
 
 Noise for stochastic samplers (`SamplerInfo.step_noise`):
 
