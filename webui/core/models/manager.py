@@ -37,9 +37,9 @@ from webui.core.models.registry import (
 class ModelNotFound(LookupError):
     """No model file matches the name; the message lists the valid names."""
 
-    def __init__(self, kind: str, query: str, valid: list[str]) -> None:
+    def __init__(self, kind: str, query: str, valid: list[str], message: str | None = None) -> None:
         shown = ", ".join(valid[:20]) + (f", ... ({len(valid)} in all)" if len(valid) > 20 else "")
-        super().__init__(f"{kind} {query!r} not found; available: {shown or 'none'}")
+        super().__init__(message or f"{kind} {query!r} not found; available: {shown or 'none'}")
         self.kind, self.query, self.valid = kind, query, valid
 
 
@@ -108,7 +108,14 @@ class ModelManager:
         files = self.checkpoints()
         if query is None or query == "":
             if not files:
-                raise ModelNotFound("checkpoint", "(default)", [])
+                folders = ", ".join(str(d) for d in self.config.ckpt_dirs)
+                raise ModelNotFound(
+                    "checkpoint",
+                    "(default)",
+                    [],
+                    f"no checkpoints found in {folders}: put .safetensors/.ckpt files "
+                    "there, point --data-dir at an AUTOMATIC1111 folder, or try --demo-model",
+                )
             return files[0]
         hit = find(files, query)
         if hit is None:
