@@ -234,3 +234,16 @@ def test_variation_batch_keeps_the_seed_and_advances_the_subseed(engine: Engine)
     assert r.seeds == [30, 30]
     assert [i.subseed for i in r.images] == [70, 71]
     assert not np.array_equal(_pixels(r)[0], _pixels(r)[1])
+
+
+def test_a_run_of_several_images_also_saves_a_grid(engine: Engine) -> None:
+    from webui.core.outputs.grid import grid_shape
+
+    r = _run(engine, seed=50, batch_size=3, steps=2)
+    assert r.grid_path is not None and r.grid_path.parent.parent.name == "txt2img-grids"
+    with Image.open(r.grid_path) as grid:
+        assert grid.size == (2 * 64, 2 * 64)  # 3 images: 2 rows of 2
+        assert grid.info["parameters"] == r.images[0].infotext
+        assert np.array_equal(np.asarray(grid.crop((64, 0, 128, 64)).convert("RGB")), _pixels(r)[1])
+    assert grid_shape(1) == (1, 1) and grid_shape(4) == (2, 2) and grid_shape(5) == (2, 3)
+    assert _run(engine, seed=50, steps=2).grid_path is None

@@ -17,6 +17,7 @@ import torch
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
+from webui.core.outputs.grid import image_grid
 from webui.core.outputs.infotext import format_infotext
 from webui.core.outputs.saving import image_folder, save_image
 from webui.core.prompts.encode import encode_prompts
@@ -152,7 +153,13 @@ class Engine:
                 text = format_infotext(request.prompt, request.negative_prompt, params)
                 path = save_image(pil, folder, seeds[i], text) if request.save_images else None
                 images.append(GeneratedImage(pil, seeds[i], subseeds[i], text, path))
-        return GenerationResult(request, tuple(images), model.file.title)
+        grid = None
+        if request.save_images and len(images) > 1:
+            grid_dir = image_folder(self.config.outputs_dir, "txt2img-grids", datetime.date.today())
+            grid = save_image(
+                image_grid([i.image for i in images]), grid_dir, images[0].seed, images[0].infotext
+            )
+        return GenerationResult(request, tuple(images), model.file.title, grid_path=grid)
 
     def _sample_batch(
         self, run: _Run, model: LoadedModel, b: int, seeds: list[int], subseeds: list[int]

@@ -136,6 +136,7 @@ class GenerationResult:
     images: tuple[GeneratedImage, ...]
     model_title: str
     interrupted: bool = False
+    grid_path: Path | None = None  # the batch's contact sheet (saved when a run makes several images)
 
     @property
     def seeds(self) -> list[int]:
