@@ -31,6 +31,15 @@ class Components:
     scheduler_config: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def device(self) -> torch.device:
+        """Where the UNet runs (one parameter look-up; diffusers' `.device` walks every module)."""
+        return next(self.unet.parameters()).device  # type: ignore[no-any-return]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype  # type: ignore[no-any-return]
+
+    @property
     def prediction_type(self) -> str:
         return str(self.scheduler_config.get("prediction_type", "epsilon"))
 

@@ -46,8 +46,7 @@ def _ids(tokenizer: Any, texts: Sequence[str], device: torch.device) -> torch.Te
 @torch.no_grad()
 def encode_prompts(parts: Components, texts: Sequence[str], clip_skip: int = 1) -> Conditioning:
     """Encode a batch of prompt texts for the model `parts`."""
-    unet = parts.unet
-    device, dtype = unet.device, unet.dtype
+    device, dtype = parts.device, parts.dtype
     if parts.text_encoder_2 is None:  # SD1 / SD2
         te = parts.text_encoder
         out = te(_ids(parts.tokenizer, texts, device), output_hidden_states=clip_skip > 1)

@@ -34,7 +34,7 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 @torch.no_grad()
 def decode(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     """Latents (B, 4, h, w) to images (B, 3, 8h, 8w) in -1..1."""
-    z = latents.to(vae.dtype) / vae.config.scaling_factor
+    z = latents.to(next(vae.parameters()).dtype) / vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None)
     if shift:
         z = z + shift

@@ -22,10 +22,11 @@ def sdxl_time_ids(width: int, height: int) -> torch.Tensor:
 def inpaint_model_blank_cond(parts: Components, batch: int, height: int, width: int) -> torch.Tensor:
     """For a 9-channel inpainting UNet in txt2img: everything masked, over a mid-grey image (as A1111)."""
     vae = parts.vae
-    grey = torch.zeros(1, 3, height, width, device=vae.device, dtype=vae.dtype)
+    p = next(vae.parameters())
+    grey = torch.zeros(1, 3, height, width, device=p.device, dtype=p.dtype)
     z = vae.encode(grey).latent_dist.mode() * vae.config.scaling_factor
     mask = torch.ones(1, 1, height // 8, width // 8, device=z.device, dtype=z.dtype)
-    cond = torch.cat([mask, z], dim=1).to(parts.unet.dtype)
+    cond = torch.cat([mask, z], dim=1).to(parts.dtype)
     return cond.repeat(batch, 1, 1, 1)
 
 
@@ -49,8 +50,9 @@ def run_txt2img(
 ) -> torch.Tensor:
     """Denoise `noise` (B, 4, H/8, W/8; unit variance, from the image seeds) into final latents."""
     unet = parts.unet
-    set_timesteps(scheduler, steps, unet.device)
-    latents = noise.to(device=unet.device, dtype=unet.dtype) * scheduler.init_noise_sigma
+    device, dtype = parts.device, parts.dtype
+    set_timesteps(scheduler, steps, device)
+    latents = noise.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
     image_cond = None
     if unet.config.in_channels == 9:
         image_cond = inpaint_model_blank_cond(parts, noise.shape[0], height, width)
