@@ -185,7 +185,9 @@ def run_case(case: Case, profile: bool) -> Row:
                 pipe.scheduler = make_scheduler(
                     SAMPLER, request.scheduler, parts.scheduler_config, noise_seeds=[SEED]
                 )
-                return pipe(
+                vae_dtype = next(pipe.vae.parameters()).dtype
+                split = vae_dtype != next(pipe.unet.parameters()).dtype  # fp16 UNet, fp32 VAE (force_upcast)
+                out = pipe(
                     PROMPT,
                     negative_prompt="",
                     height=case.size,
@@ -193,8 +195,15 @@ def run_case(case: Case, profile: bool) -> Row:
                     num_inference_steps=case.steps,
                     guidance_scale=CFG,
                     generator=torch.Generator("cpu").manual_seed(SEED),
-                    output_type="pil",
-                ).images[0]
+                    output_type="latent" if split else "pil",
+                ).images
+                if not split:
+                    return out[0]
+                # StableDiffusionPipeline cannot decode fp16 latents with an fp32 VAE; do what its SDXL
+                # sibling does when it upcasts: cast the latents, decode, postprocess.
+                with torch.no_grad():
+                    image = pipe.vae.decode(out.to(vae_dtype) / pipe.vae.config.scaling_factor).sample
+                return pipe.image_processor.postprocess(image, output_type="pil")[0]
 
             img_ours, img_theirs = ours(), theirs()  # warm-up
             diff = np.abs(np.asarray(img_ours, np.int16) - np.asarray(img_theirs, np.int16))
