@@ -247,3 +247,11 @@ def test_a_run_of_several_images_also_saves_a_grid(engine: Engine) -> None:
         assert np.array_equal(np.asarray(grid.crop((64, 0, 128, 64)).convert("RGB")), _pixels(r)[1])
     assert grid_shape(1) == (1, 1) and grid_shape(4) == (2, 2) and grid_shape(5) == (2, 3)
     assert _run(engine, seed=50, steps=2).grid_path is None
+
+
+def test_s_churn_reaches_euler(engine: Engine) -> None:
+    plain = _pixels(_run(engine, seed=12, sampler_name="Euler", save_images=False))[0]
+    churned = _pixels(
+        _run(engine, seed=12, sampler_name="Euler", s_churn=1.0, s_tmin=0.0, s_tmax=100.0, save_images=False)
+    )[0]
+    assert not np.array_equal(plain, churned)

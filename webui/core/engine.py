@@ -195,6 +195,9 @@ class Engine:
             width=request.width,
             height=request.height,
             eta=request.eta,
+            churn=dict(
+                s_churn=request.s_churn, s_tmin=request.s_tmin, s_tmax=request.s_tmax, s_noise=request.s_noise
+            ),
             hooks=run.hooks,
             on_progress=on_step,
             cancel=run.cancel,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -93,15 +93,23 @@ class Stopped(Exception):
 
 
 def step_kwargs(
-    scheduler: Any, generators: Sequence[torch.Generator] | None, eta: float | None
+    scheduler: Any,
+    generators: Sequence[torch.Generator] | None,
+    eta: float | None,
+    churn: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The extra arguments this scheduler's step() accepts (as diffusers' pipelines pass them)."""
+    """The extra arguments this scheduler's step() accepts (as diffusers' pipelines pass them).
+
+    `churn` holds the Karras-style noise controls (s_churn, s_tmin, s_tmax, s_noise); they reach only
+    the schedulers whose step() takes them (Euler).
+    """
     accepted = set(inspect.signature(scheduler.step).parameters)
     kw: dict[str, Any] = {}
     if "generator" in accepted and generators is not None:
         kw["generator"] = list(generators)
     if "eta" in accepted:
         kw["eta"] = 0.0 if eta is None else eta
+    kw.update({k: v for k, v in (churn or {}).items() if k in accepted})
     return kw
 
 

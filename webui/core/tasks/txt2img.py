@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -43,6 +43,7 @@ def run_txt2img(
     width: int,
     height: int,
     eta: float | None = None,
+    churn: Mapping[str, float] | None = None,
     hooks: Sequence[Hook] = (),
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
@@ -65,7 +66,7 @@ def run_txt2img(
         cfg_scale,
         time_ids=sdxl_time_ids(width, height) if cond.pooled is not None else None,
         image_cond=image_cond,
-        extra_step=step_kwargs(scheduler, generators, eta),
+        extra_step=step_kwargs(scheduler, generators, eta, churn),
         hooks=hooks,
         on_progress=on_progress,
         cancel=cancel,
