@@ -136,7 +136,7 @@ def test_every_architecture_loads_with_networking_impossible(tiny_data_dir: Path
     """Run the loader in a network namespace with no interfaces: any Hub call would fail loudly."""
     if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
         pytest.skip("unshare -n is not permitted here; the socket guard still covers the other tests")
-    folder = save_diffusers(build_tiny("sdxl", seed=3), tmp_path / "folder-sdxl")
+    folders = [str(save_diffusers(build_tiny(a, seed=3), tmp_path / f"folder-{a}")) for a in ARCHES]
     script = f"""
 import sys
 sys.path.insert(0, {str(ROOT)!r})
@@ -154,13 +154,14 @@ m.refresh()
 for f in m.hash_all():
     with m.acquire(f.title) as model:
         print("loaded", f.title, model.components.label)
-print("loaded", load_model(Path({str(folder)!r}), Precision()).label)
+for folder in {folders!r}:
+    print("loaded", load_model(Path(folder), Precision()).label)
 """
     r = subprocess.run(
         ["unshare", "-n", sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("loaded") == len(ARCHES) + 1
+    assert r.stdout.count("loaded") == 2 * len(ARCHES)
 
 
 def test_weights_the_model_would_silently_drop_are_an_error(
