@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from webui.core.models.configs import load_component_config
 from webui.core.models.ldm_layout import LayoutError, unet_to_ldm, vae_to_ldm
 from webui.core.models.text_layout import (
     TextLayoutError,
@@ -130,34 +131,10 @@ def test_tiny_unet_known_names() -> None:
     assert "input_blocks.1.1.norm.weight" not in ldm  # the first level does not attend
 
 
-SD15_UNET: dict[str, Any] = dict(
-    sample_size=64,
-    block_out_channels=[320, 640, 1280, 1280],
-    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-    up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-    cross_attention_dim=768,
-    attention_head_dim=8,
-)
-SD21_UNET: dict[str, Any] = dict(
-    SD15_UNET,
-    sample_size=96,
-    cross_attention_dim=1024,
-    attention_head_dim=[5, 10, 20, 20],
-    use_linear_projection=True,
-)
-SDXL_UNET: dict[str, Any] = dict(
-    sample_size=128,
-    block_out_channels=[320, 640, 1280],
-    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    transformer_layers_per_block=[1, 2, 10],
-    attention_head_dim=[5, 10, 20],
-    cross_attention_dim=2048,
-    use_linear_projection=True,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816,
-)
+# The shipped configs (their parameter counts are checked against the releases in test_configs.py).
+SD15_UNET = load_component_config("sd1", "unet")
+SD21_UNET = load_component_config("sd2-v", "unet")
+SDXL_UNET = load_component_config("sdxl", "unet")
 REAL_UNETS: dict[str, tuple[dict[str, Any], int, dict[str, tuple[int, ...]]]] = {
     # config, number of tensors in the real checkpoint's UNet, known (name, shape) pairs
     "sd15": (
