@@ -28,6 +28,7 @@ def add_folder_flags(p: argparse.ArgumentParser) -> None:
     folders.add_argument("--vae-dir", default=None, help="folder of VAE files")
     folders.add_argument("--lora-dir", default=None, help="folder of LoRA files")
     folders.add_argument("--embeddings-dir", default=None, help="folder of textual-inversion embeddings")
+    folders.add_argument("--styles-file", default=None, help="styles.csv (default: <data-dir>/styles.csv)")
     folders.add_argument("--no-hashing", action="store_true", help="do not compute checkpoint sha256")
 
 

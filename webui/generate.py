@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=None)
     p.add_argument("--model", "--checkpoint", dest="checkpoint", default=None, help="title, name or hash")
     p.add_argument("--vae", default=None, help="VAE file name (default: the checkpoint's own)")
+    p.add_argument(
+        "--style", dest="styles", action="append", default=[], help="a style from styles.csv (repeatable)"
+    )
     flags.add_folder_flags(p)
     flags.add_device_flags(p)
     p.set_defaults(listen=False, server_name=None, port=7860, api=False)
@@ -54,7 +57,9 @@ def main(argv: Sequence[str]) -> int:
     from webui.core.models.checkpoint_file import CheckpointError
     from webui.core.types import RequestError, Txt2ImgRequest
 
-    request = Txt2ImgRequest(**{k: getattr(ns, k) for k in Txt2ImgRequest.field_names() if hasattr(ns, k)})
+    fields = {k: getattr(ns, k) for k in Txt2ImgRequest.field_names() if hasattr(ns, k)}
+    fields["styles"] = tuple(ns.styles)
+    request = Txt2ImgRequest(**fields)
     engine = Engine(AppConfig.from_flags(ns))
     try:
         result = engine.run(request)

@@ -27,6 +27,7 @@ class AppConfig:
     outputs_dir: Path
     cache_dir: Path
     settings_path: Path
+    styles_path: Path
     hashing: bool = True
     use_cpu: bool = False
     precision: str = "autocast"  # full | autocast | half | bf16
@@ -62,6 +63,7 @@ class AppConfig:
             outputs_dir=d / "outputs",
             cache_dir=d / "cache",
             settings_path=d / "config.json",
+            styles_path=d / "styles.csv",
         )
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
@@ -74,6 +76,7 @@ class AppConfig:
         vae_dirs = (Path(ns.vae_dir).expanduser().resolve(),) if ns.vae_dir else cfg.vae_dirs
         lora_dirs = (Path(ns.lora_dir).expanduser().resolve(),) if ns.lora_dir else cfg.lora_dirs
         emb = Path(ns.embeddings_dir).expanduser().resolve() if ns.embeddings_dir else cfg.embeddings_dir
+        styles = Path(ns.styles_file).expanduser().resolve() if ns.styles_file else cfg.styles_path
         cache_gb = ns.model_cache_gb if ns.model_cache_gb is not None else DEFAULT_MODEL_CACHE_GB
         return cls.for_data_dir(
             data_dir,
@@ -81,6 +84,7 @@ class AppConfig:
             vae_dirs=vae_dirs,
             lora_dirs=lora_dirs,
             embeddings_dir=emb,
+            styles_path=styles,
             hashing=not ns.no_hashing,
             use_cpu="all" in ns.use_cpu or "sd" in ns.use_cpu,
             precision=ns.precision,
