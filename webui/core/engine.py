@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,7 +21,10 @@ from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
 from webui.core.outputs.grid import image_grid
 from webui.core.outputs.infotext import format_infotext
 from webui.core.outputs.saving import image_folder, save_image
-from webui.core.prompts.encode import encode_prompts
+from webui.core.prompts.conditioning import EncodingCache, PromptEncoder, ScheduledConditioning, model_key
+from webui.core.prompts.embeddings import EmbeddingFolder
+from webui.core.prompts.encode import token_widths
+from webui.core.prompts.styles import StyleStore
 from webui.core.sampling import noise as noise_mod
 from webui.core.sampling.loop import CancelToken, Hook, Progress, Stopped
 from webui.core.sampling.samplers import make_scheduler, resolve
@@ -47,7 +51,13 @@ ProgressFn = Callable[[JobProgress], None]
 
 
 def infotext_params(
-    request: GenerationRequest, model: LoadedModel, sampler: str, schedule: str, seed: int, subseed: int
+    request: GenerationRequest,
+    model: LoadedModel,
+    sampler: str,
+    schedule: str,
+    seed: int,
+    subseed: int,
+    ti_hashes: str | None = None,
 ) -> dict[str, object]:
     """The A1111 infotext keys for one image (None values are left out by the formatter)."""
     variation = request.subseed_strength > 0
@@ -69,6 +79,7 @@ def infotext_params(
         "Seed resize from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}" if resize else None,
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
         "RNG": "CPU",
+        "TI hashes": ti_hashes,
         "App": "Sfumato",
         "Version": VERSION,
     }
@@ -77,6 +88,8 @@ def infotext_params(
 @dataclass(frozen=True)
 class _Run:
     request: Txt2ImgRequest
+    prompt: str  # with styles applied: what the infotext records and the encoder reads
+    negative_prompt: str
     sampler: str  # display names, as recorded in infotext
     schedule: str
     seed: int
@@ -93,6 +106,9 @@ class Engine:
         self.manager = manager or ModelManager(config, choose_precision(config))
         if manager is None:
             self.manager.refresh()
+        self.encodings = EncodingCache()
+        self.embeddings = EmbeddingFolder(config.embeddings_dir, self.manager.hashes)
+        self.styles = StyleStore(config.styles_path)
 
     def run(
         self,
@@ -104,6 +120,7 @@ class Engine:
     ) -> GenerationResult:
         request.validate()
         sampler, schedule = resolve(request.sampler_name, request.scheduler)
+        prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, request.styles)
         rng = random.Random()
         seed = noise_mod.resolve_seed(request.seed, rng)
         subseed = noise_mod.resolve_seed(request.subseed, rng)
@@ -113,10 +130,43 @@ class Engine:
         except ModelNotFound as e:
             raise RequestError("vae" if e.kind == "VAE" else "checkpoint", str(e)) from e
         run = _Run(
-            request, sampler.name, schedule, seed, subseed, progress, cancel, tuple(hooks), preview_every
+            request,
+            prompt,
+            negative,
+            sampler.name,
+            schedule,
+            seed,
+            subseed,
+            progress,
+            cancel,
+            tuple(hooks),
+            preview_every,
         )
         with self.manager.acquire(request.checkpoint, request.vae) as model:
             return self._run_batches(run, model)
+
+    def _conditioning(
+        self, run: _Run, model: LoadedModel
+    ) -> tuple[ScheduledConditioning, ScheduledConditioning, str | None, tuple[str, ...]]:
+        """Both prompts over the steps (encoded once per distinct text, cached across jobs), the
+        infotext's TI hashes, and a warning for each embedding named in a prompt that does not fit."""
+        library = self.embeddings.library()
+        f = model.file
+        encoder = PromptEncoder(
+            model.components, model_key(f.path, f.size, f.mtime_ns), self.encodings, library.loaded
+        )
+        steps, skip = run.request.steps, run.request.clip_skip
+        cond = encoder.schedule(run.prompt, steps, skip)
+        uncond = encoder.schedule(run.negative_prompt, steps, skip, multicond=False)
+        used = list(dict.fromkeys(cond.embeddings + uncond.embeddings))
+        ti = ", ".join(f"{n}: {library.loaded[n].shorthash}" for n in used) if used else None
+        text = f"{run.prompt}\n{run.negative_prompt}"
+        warnings = tuple(
+            f"embedding {name!r} was not used: {reason}"
+            for name, reason in library.unusable(token_widths(model.components)).items()
+            if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE)
+        )
+        return cond, uncond, ti, warnings
 
     def _run_batches(self, run: _Run, model: LoadedModel) -> GenerationResult:
         request = run.request
@@ -124,6 +174,7 @@ class Engine:
             raise RequestError(
                 "checkpoint", "the SDXL refiner only refines images (img2img); pick a base model"
             )
+        cond, uncond, ti_hashes, warnings = self._conditioning(run, model)
         folder = image_folder(self.config.outputs_dir, "txt2img-images", datetime.date.today())
         images: list[GeneratedImage] = []
         pairs = noise_mod.batch_seeds(
@@ -139,7 +190,7 @@ class Engine:
             batch = pairs[b * request.batch_size : (b + 1) * request.batch_size]
             seeds, subseeds = [p[0] for p in batch], [p[1] for p in batch]
             try:
-                latents = self._sample_batch(run, model, b, seeds, subseeds)
+                latents = self._sample_batch(run, model, b, seeds, subseeds, cond, uncond)
             except Stopped as stop:
                 if stop.interrupted:
                     return GenerationResult(request, tuple(images), model.file.title, interrupted=True)
@@ -149,8 +200,10 @@ class Engine:
                 [decode(vae, latents[i : i + 1]) for i in range(len(seeds))]
             )  # as a single run
             for i, pil in enumerate(to_pil(decoded)):
-                params = infotext_params(request, model, run.sampler, run.schedule, seeds[i], subseeds[i])
-                text = format_infotext(request.prompt, request.negative_prompt, params)
+                params = infotext_params(
+                    request, model, run.sampler, run.schedule, seeds[i], subseeds[i], ti_hashes
+                )
+                text = format_infotext(run.prompt, run.negative_prompt, params)
                 path = save_image(pil, folder, seeds[i], text) if request.save_images else None
                 images.append(GeneratedImage(pil, seeds[i], subseeds[i], text, path))
         grid = None
@@ -159,16 +212,20 @@ class Engine:
             grid = save_image(
                 image_grid([i.image for i in images]), grid_dir, images[0].seed, images[0].infotext
             )
-        return GenerationResult(request, tuple(images), model.file.title, grid_path=grid)
+        return GenerationResult(request, tuple(images), model.file.title, grid_path=grid, warnings=warnings)
 
     def _sample_batch(
-        self, run: _Run, model: LoadedModel, b: int, seeds: list[int], subseeds: list[int]
+        self,
+        run: _Run,
+        model: LoadedModel,
+        b: int,
+        seeds: list[int],
+        subseeds: list[int],
+        cond: ScheduledConditioning,
+        uncond: ScheduledConditioning,
     ) -> torch.Tensor:
-        """One batch: prompts, a fresh scheduler, per-image noise, the loop. Returns final latents."""
+        """One batch: a fresh scheduler, per-image noise, the loop. Returns final latents."""
         request, parts = run.request, model.components
-        n = len(seeds)
-        cond = encode_prompts(parts, [request.prompt], request.clip_skip).repeat(n)
-        uncond = encode_prompts(parts, [request.negative_prompt], request.clip_skip).repeat(n)
         sched = make_scheduler(
             request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds
         )

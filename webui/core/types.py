@@ -118,7 +118,201 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Txt2ImgRequest(GenerationRequest):
-    """txt2img: noise to image. (Hires fix arrives with the img2img issue.)"""
+    """txt2img: noise to image, optionally followed by a hires fix (upscale, then a second img2img pass).
+
+    Hires fields are A1111's; they are checked only when `enable_hr` is set. The second pass runs
+    `hr_second_pass_steps` steps (0: `steps`) with `hr_sampler_name`/`hr_scheduler` (None: the first
+    pass's), `hr_prompt`/`hr_negative_prompt` ("": the first pass's) and `denoising_strength`. The target
+    size is `hr_scale` times the base size, or `hr_resize_x` x `hr_resize_y` (see tasks/hires.py).
+    """
+
+    enable_hr: bool = False
+    denoising_strength: float = 0.7
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.enable_hr, bool):
+            raise RequestError("enable_hr", f"must be true or false, got {self.enable_hr!r}")
+        if not self.enable_hr:
+            return
+        _finite("denoising_strength", self.denoising_strength, 0.0, 1.0)
+        _finite("hr_scale", self.hr_scale, 1.0, MAX_HR_SCALE)
+        _int("hr_second_pass_steps", self.hr_second_pass_steps, 0, MAX_STEPS)
+        for name in ("hr_resize_x", "hr_resize_y"):
+            value = getattr(self, name)
+            _int(name, value, 0, MAX_SIZE)
+            if 0 < value < MIN_SIZE:
+                raise RequestError(name, f"must be 0 (use hr_scale) or at least {MIN_SIZE}, got {value}")
+        for name in ("hr_prompt", "hr_negative_prompt"):
+            text = getattr(self, name)
+            if not isinstance(text, str):
+                raise RequestError(name, "must be text")
+            if len(text) > MAX_PROMPT_CHARS:
+                raise RequestError(name, f"is {len(text)} characters long (limit {MAX_PROMPT_CHARS})")
+        from webui.core.tasks import hires
+
+        hires.check_request(self)
+
+
+_RESIZE_MODES = {
+    0: "just resize",
+    1: "crop and resize",
+    2: "resize and fill",
+    3: "just resize (latent upscale)",
+}
+_FILL_MODES = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
+OUTPAINT_DIRECTIONS = ("left", "right", "up", "down")
+OUTPAINT_FILLS = ("edge", "average")
+MAX_INIT_PIXELS = 40_000_000  # an init image or mask larger than this is refused (decompression bombs)
+MAX_MASK_BLUR = 256
+MAX_HR_SCALE = 8.0
+
+
+@dataclass(frozen=True)
+class Img2ImgRequest(GenerationRequest):
+    """img2img, inpainting and outpainting (A1111's img2img fields, UI defaults).
+
+    - `init_images`: one image (used for every image of the batch) or up to `batch_size` images (image i
+      of the batch starts from init_images[i]; the batch has as many images as there are init images).
+    - `mask` (optional): white = repaint, black = keep; an RGBA mask with transparency uses its alpha.
+      It must have the first init image's aspect ratio (it is resized to its size).
+    - `resize_mode`: 0 just resize, 1 crop and resize, 2 resize and fill, 3 just resize (latent upscale).
+    - `mask_blur` is A1111's shorthand: when given it sets both `mask_blur_x` and `mask_blur_y` and then
+      reads None (so `dataclasses.replace` on the x/y fields behaves).
+    - `inpainting_fill` (masked content): 0 fill, 1 original, 2 latent noise, 3 latent nothing.
+    - `inpaint_full_res` ("only masked"): work on the mask's box (padded by `inpaint_full_res_padding`,
+      grown to the width:height ratio) at full resolution, then paste it back.
+    - Outpainting (ours): `outpaint_pixels` > 0 extends the canvas by that many pixels on each side in
+      `outpaint_directions`, fills the new area (`outpaint_fill`: "edge" stretches the border pixels,
+      "average" uses the image's mean colour; plus `outpaint_noise` x seeded noise) and inpaints it; the
+      output has the canvas size (rounded up to a multiple of 8) and `width`/`height` are not used.
+    """
+
+    init_images: tuple[Any, ...] = field(default=(), compare=False, hash=False)  # PIL images
+    mask: Any = field(default=None, compare=False, hash=False)  # PIL image or None
+    resize_mode: int = 0
+    denoising_strength: float = 0.75
+    image_cfg_scale: float | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 1
+    inpaint_full_res: bool = False
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float = 1.0
+    outpaint_pixels: int = 0
+    outpaint_directions: tuple[str, ...] = OUTPAINT_DIRECTIONS
+    outpaint_fill: str = "edge"
+    outpaint_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.init_images, list):
+            object.__setattr__(self, "init_images", tuple(self.init_images))
+        if isinstance(self.outpaint_directions, list):
+            object.__setattr__(self, "outpaint_directions", tuple(self.outpaint_directions))
+        if self.mask_blur is not None:
+            blur = self.mask_blur
+            _int("mask_blur", blur, 0, MAX_MASK_BLUR)
+            object.__setattr__(self, "mask_blur_x", blur)
+            object.__setattr__(self, "mask_blur_y", blur)
+            object.__setattr__(self, "mask_blur", None)
+
+    @property
+    def effective_batch_size(self) -> int:
+        """A1111: one init image serves the whole batch; n > 1 init images make a batch of n."""
+        n = len(self.init_images)
+        return self.batch_size if n <= 1 else n
+
+    def validate(self) -> None:
+        super().validate()
+        from PIL import Image
+
+        if not isinstance(self.init_images, tuple) or not self.init_images:
+            raise RequestError("init_images", "needs at least one image")
+        if len(self.init_images) > 1 and len(self.init_images) > self.batch_size:
+            raise RequestError(
+                "init_images",
+                f"{len(self.init_images)} images but batch_size is {self.batch_size}: "
+                "send one image, or at most batch_size images",
+            )
+        for i, image in enumerate(self.init_images):
+            _check_image(f"init_images[{i}]", image, Image.Image)
+        if self.mask is not None:
+            _check_image("mask", self.mask, Image.Image)
+            from webui.core.tasks.input_images import check_mask_size
+
+            check_mask_size(self.mask.size, self.init_images[0].size)
+        _choice("resize_mode", self.resize_mode, _RESIZE_MODES)
+        _finite("denoising_strength", self.denoising_strength, 0.0, 1.0)
+        if self.image_cfg_scale is not None:
+            _finite("image_cfg_scale", self.image_cfg_scale, 0.0, MAX_CFG)
+        _int("mask_blur_x", self.mask_blur_x, 0, MAX_MASK_BLUR)
+        _int("mask_blur_y", self.mask_blur_y, 0, MAX_MASK_BLUR)
+        for name in ("mask_round", "inpaint_full_res"):
+            if not isinstance(getattr(self, name), bool):
+                raise RequestError(name, f"must be true or false, got {getattr(self, name)!r}")
+        _choice("inpainting_fill", self.inpainting_fill, _FILL_MODES)
+        _int("inpaint_full_res_padding", self.inpaint_full_res_padding, 0, MAX_SIZE)
+        _choice("inpainting_mask_invert", self.inpainting_mask_invert, {0: "masked", 1: "not masked"})
+        _finite("initial_noise_multiplier", self.initial_noise_multiplier, 0.0, 2.0)
+        self._validate_outpaint()
+
+    def _validate_outpaint(self) -> None:
+        _int("outpaint_pixels", self.outpaint_pixels, 0, MAX_SIZE)
+        dirs = self.outpaint_directions
+        if not isinstance(dirs, tuple) or any(d not in OUTPAINT_DIRECTIONS for d in dirs):
+            raise RequestError(
+                "outpaint_directions", f"must be a list of {', '.join(OUTPAINT_DIRECTIONS)}, got {dirs!r}"
+            )
+        if self.outpaint_fill not in OUTPAINT_FILLS:
+            raise RequestError(
+                "outpaint_fill", f"must be one of {', '.join(OUTPAINT_FILLS)}, got {self.outpaint_fill!r}"
+            )
+        _finite("outpaint_noise", self.outpaint_noise, 0.0, 1.0)
+        if self.outpaint_pixels == 0:
+            return
+        if not dirs:
+            raise RequestError("outpaint_directions", "names no side to extend")
+        from webui.core.tasks.outpaint import canvas_geometry
+
+        w, h = self.init_images[0].size
+        geo = canvas_geometry(w, h, self.outpaint_pixels, dirs)
+        if max(geo.width, geo.height) > MAX_SIZE:
+            raise RequestError(
+                "outpaint_pixels",
+                f"the extended canvas would be {geo.width}x{geo.height} (limit {MAX_SIZE} a side)",
+            )
+        if min(geo.width, geo.height) < MIN_SIZE:
+            raise RequestError(
+                "init_images", f"the canvas would be {geo.width}x{geo.height} (at least {MIN_SIZE} a side)"
+            )
+
+
+def _choice(name: str, value: int, choices: dict[int, str]) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value not in choices:
+        listed = ", ".join(f"{k} ({v})" for k, v in choices.items())
+        raise RequestError(name, f"must be one of {listed}, got {value!r}")
+
+
+def _check_image(name: str, image: object, image_type: type) -> None:
+    if not isinstance(image, image_type):
+        raise RequestError(name, f"must be an image, got {type(image).__name__}")
+    w, h = image.size  # type: ignore[attr-defined]
+    if w < 1 or h < 1:
+        raise RequestError(name, f"is empty ({w}x{h})")
+    if w * h > MAX_INIT_PIXELS:
+        raise RequestError(name, f"is {w}x{h} = {w * h} pixels (limit {MAX_INIT_PIXELS})")
 
 
 @dataclass(frozen=True)
@@ -137,6 +331,7 @@ class GenerationResult:
     model_title: str
     interrupted: bool = False
     grid_path: Path | None = None  # the batch's contact sheet (saved when a run makes several images)
+    warnings: tuple[str, ...] = ()  # things the user should know (an embedding that does not fit the model)
 
     @property
     def seeds(self) -> list[int]:

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 
 from webui.core.models.components import Components
-from webui.core.prompts.encode import Conditioning
-from webui.core.sampling.loop import CancelToken, Hook, ProgressCallback, denoise, step_kwargs
+from webui.core.sampling.loop import CancelToken, CondInput, Hook, ProgressCallback, denoise, step_kwargs
 from webui.core.sampling.samplers import set_timesteps
 
 
@@ -35,8 +34,8 @@ def run_txt2img(
     scheduler: Any,
     noise: torch.Tensor,
     generators: Sequence[torch.Generator],
-    cond: Conditioning,
-    uncond: Conditioning,
+    cond: CondInput,
+    uncond: CondInput,
     *,
     steps: int,
     cfg_scale: float,
@@ -64,7 +63,7 @@ def run_txt2img(
         cond,
         uncond,
         cfg_scale,
-        time_ids=sdxl_time_ids(width, height) if cond.pooled is not None else None,
+        time_ids=sdxl_time_ids(width, height) if parts.text_encoder_2 is not None else None,
         image_cond=image_cond,
         extra_step=step_kwargs(scheduler, generators, eta, churn),
         hooks=hooks,

@@ -1,0 +1,210 @@
+"""Hires fix: the target size, the upscale between the passes, and its infotext (A1111's rules).
+
+Target size (A1111's calculate_target_resolution), for a first pass of width x height:
+
+    hr_resize_x = hr_resize_y = 0     int(width * hr_scale) x int(height * hr_scale)        "Hires upscale"
+    only hr_resize_x                  hr_resize_x x (hr_resize_x * height // width)          "Hires resize"
+    only hr_resize_y                  (hr_resize_y * width // height) x hr_resize_y
+    both                              scaled to cover hr_resize_x x hr_resize_y keeping the aspect ratio,
+                                      then the latents are cropped (centred) to the requested size
+
+The second pass works on latents of (upscale_to // 8 - truncate): the output is that x 8, so a target
+that is not a multiple of 8 comes out rounded down to one (as in A1111).
+
+Upscalers: the latent modes resize the first pass's latents with torch's interpolate; "Lanczos",
+"Nearest" and "None" (= Lanczos, as A1111's resize falls back to it) decode, resize the picture and
+encode it again. Model upscalers (ESRGAN...) come with extensions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import torch
+from PIL import Image
+
+from webui.core.types import MAX_SIZE, MIN_SIZE, RequestError
+
+if TYPE_CHECKING:
+    from webui.core.types import Txt2ImgRequest
+
+# name -> (torch interpolate mode, antialias)
+LATENT_UPSCALE_MODES: Final[Mapping[str, tuple[str, bool]]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+IMAGE_UPSCALERS: Final[Mapping[str, Image.Resampling]] = {
+    "None": Image.Resampling.LANCZOS,
+    "Lanczos": Image.Resampling.LANCZOS,
+    "Nearest": Image.Resampling.NEAREST,
+}
+UPSCALERS: Final = (*LATENT_UPSCALE_MODES, *IMAGE_UPSCALERS)
+
+
+@dataclass(frozen=True)
+class HiresTarget:
+    upscale_to_x: int  # the size the first pass is upscaled to
+    upscale_to_y: int
+    truncate_x: int = 0  # latent columns/rows cropped off afterwards (both hr_resize sides given)
+    truncate_y: int = 0
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        """(height, width) of the second pass's latents."""
+        return self.upscale_to_y // 8 - self.truncate_y, self.upscale_to_x // 8 - self.truncate_x
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the final image."""
+        h, w = self.latent_size
+        return w * 8, h * 8
+
+
+def hires_target(
+    width: int, height: int, hr_scale: float, hr_resize_x: int = 0, hr_resize_y: int = 0
+) -> HiresTarget:
+    if hr_resize_x == 0 and hr_resize_y == 0:
+        return HiresTarget(int(width * hr_scale), int(height * hr_scale))
+    if hr_resize_y == 0:
+        return HiresTarget(hr_resize_x, hr_resize_x * height // width)
+    if hr_resize_x == 0:
+        return HiresTarget(hr_resize_y * width // height, hr_resize_y)
+    if width / height < hr_resize_x / hr_resize_y:  # wider target: fit the width, crop the height
+        to_x, to_y = hr_resize_x, hr_resize_x * height // width
+    else:
+        to_x, to_y = hr_resize_y * width // height, hr_resize_y
+    return HiresTarget(to_x, to_y, (to_x - hr_resize_x) // 8, (to_y - hr_resize_y) // 8)
+
+
+def request_target(request: Txt2ImgRequest) -> HiresTarget:
+    return hires_target(
+        request.width, request.height, request.hr_scale, request.hr_resize_x, request.hr_resize_y
+    )
+
+
+def truncate(latents: torch.Tensor, target: HiresTarget) -> torch.Tensor:
+    """Crop the upscaled latents to the requested aspect ratio, centred (A1111's split: floor before)."""
+    ty, tx = target.truncate_y, target.truncate_x
+    h, w = latents.shape[-2:]
+    return latents[..., ty // 2 : h - (ty + 1) // 2, tx // 2 : w - (tx + 1) // 2]
+
+
+def is_latent(upscaler: str) -> bool:
+    return upscaler in LATENT_UPSCALE_MODES
+
+
+def upscale_latents(latents: torch.Tensor, upscaler: str, target: HiresTarget) -> torch.Tensor:
+    """First-pass latents to the second pass's latents with a latent upscale mode."""
+    mode, antialias = LATENT_UPSCALE_MODES[upscaler]
+    size = (target.upscale_to_y // 8, target.upscale_to_x // 8)
+    out = torch.nn.functional.interpolate(latents, size=size, mode=mode, antialias=antialias)
+    return truncate(out, target)
+
+
+def upscale_image(image: Image.Image, upscaler: str, target: HiresTarget) -> Image.Image:
+    """A decoded first-pass image resized to the upscale size (encode it, then `truncate` the latents)."""
+    return image.resize((target.upscale_to_x, target.upscale_to_y), resample=IMAGE_UPSCALERS[upscaler])
+
+
+def second_pass_sampler(request: Txt2ImgRequest) -> tuple[str, str]:
+    """(sampler name, schedule type) of the second pass: the hr_* ones, else the first pass's. When only
+    the sampler changes and it cannot run the first pass's schedule type, its own default is used."""
+    from webui.core.sampling.samplers import AUTOMATIC, UnknownSampler, resolve
+
+    name = request.hr_sampler_name or request.sampler_name
+    if request.hr_scheduler:
+        return name, request.hr_scheduler
+    try:
+        resolve(name, request.scheduler)
+    except UnknownSampler:
+        return name, AUTOMATIC
+    return name, request.scheduler
+
+
+def second_pass_steps(request: Txt2ImgRequest) -> int:
+    return request.hr_second_pass_steps or request.steps
+
+
+def check_request(request: Txt2ImgRequest) -> None:
+    """The hires checks types.Txt2ImgRequest.validate() delegates here (names, resulting size)."""
+    from webui.core.sampling.samplers import UnknownSampler, resolve
+
+    if request.hr_upscaler not in UPSCALERS:
+        raise RequestError(
+            "hr_upscaler", f"unknown upscaler {request.hr_upscaler!r}: valid are {', '.join(UPSCALERS)}"
+        )
+    try:
+        resolve(*second_pass_sampler(request))
+    except UnknownSampler as e:
+        raise RequestError("hr_scheduler" if e.field == "scheduler" else "hr_sampler_name", str(e)) from e
+    target = request_target(request)
+    field = "hr_scale" if request.hr_resize_x == 0 and request.hr_resize_y == 0 else "hr_resize_x"
+    w, h = target.size
+    to_x, to_y = target.upscale_to_x, target.upscale_to_y
+    if max(to_x, to_y) > MAX_SIZE:
+        raise RequestError(field, f"hires fix would upscale to {to_x}x{to_y} (limit {MAX_SIZE} a side)")
+    if min(w, h) < MIN_SIZE:
+        raise RequestError(field, f"hires fix would make a {w}x{h} image (at least {MIN_SIZE} a side)")
+
+
+def infotext_params(request: Txt2ImgRequest) -> dict[str, object]:
+    """A1111's infotext keys for a hires request ({} without enable_hr); None values are left out."""
+    if not request.enable_hr:
+        return {}
+    by_size = request.hr_resize_x != 0 or request.hr_resize_y != 0
+    sampler, schedule = second_pass_sampler(request)
+    return {
+        "Denoising strength": request.denoising_strength,
+        "Hires upscale": None if by_size else request.hr_scale,
+        "Hires resize": f"{request.hr_resize_x}x{request.hr_resize_y}" if by_size else None,
+        "Hires steps": request.hr_second_pass_steps or None,
+        "Hires upscaler": request.hr_upscaler,
+        "Hires sampler": sampler if request.hr_sampler_name and sampler != request.sampler_name else None,
+        "Hires schedule type": schedule if request.hr_scheduler and schedule != request.scheduler else None,
+        "Hires prompt": request.hr_prompt
+        if request.hr_prompt and request.hr_prompt != request.prompt
+        else None,
+        "Hires negative prompt": (
+            request.hr_negative_prompt
+            if request.hr_negative_prompt and request.hr_negative_prompt != request.negative_prompt
+            else None
+        ),
+    }
+
+
+def fields_from_infotext(params: Mapping[str, str]) -> dict[str, object]:
+    """Txt2ImgRequest hires fields from parsed infotext (outputs.infotext.parse_infotext); {} if none.
+
+    Hires was on when "Hires upscale" or "Hires resize" is present; keys that are missing keep the
+    request's defaults (the writer leaves out values that equal the first pass's). A malformed number
+    raises ValueError.
+    """
+    if "Hires upscale" not in params and "Hires resize" not in params:
+        return {}
+    out: dict[str, object] = {"enable_hr": True}
+    if "Denoising strength" in params:
+        out["denoising_strength"] = float(params["Denoising strength"])
+    if "Hires upscale" in params:
+        out["hr_scale"] = float(params["Hires upscale"])
+    if "Hires resize" in params:
+        x, _, y = params["Hires resize"].partition("x")
+        out["hr_resize_x"], out["hr_resize_y"] = int(x), int(y)
+    if "Hires steps" in params:
+        out["hr_second_pass_steps"] = int(params["Hires steps"])
+    if "Hires upscaler" in params:
+        out["hr_upscaler"] = params["Hires upscaler"]
+    if "Hires sampler" in params:
+        out["hr_sampler_name"] = params["Hires sampler"]
+    if "Hires schedule type" in params:
+        out["hr_scheduler"] = params["Hires schedule type"]
+    if "Hires prompt" in params:
+        out["hr_prompt"] = params["Hires prompt"]
+    if "Hires negative prompt" in params:
+        out["hr_negative_prompt"] = params["Hires negative prompt"]
+    return out
