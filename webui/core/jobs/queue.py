@@ -1,0 +1,351 @@
+"""JobQueue: the one line every generation waits in, persistent, fair, with one worker per device.
+
+    queue = JobQueue(engine, data_dir / "jobs.sqlite")
+    queue.start()                                   # recover after a crash, then run jobs
+    job = queue.submit(Txt2ImgRequest(prompt="a cat"), owner="alice")
+    queue.wait(job.id).images                       # or long-poll queue.events(job.id, after_seq)
+
+Jobs live in the store (SQLite); the worker thread claims them in fair order (round-robin between
+owners), runs them through the engine, and records the outcome. Live progress and previews are kept
+in memory and published as numbered events per job.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from webui.core.engine import Engine
+from webui.core.jobs.codec import kind_of, request_from_json, request_to_json
+from webui.core.jobs.events import EventLog
+from webui.core.jobs.info import (
+    JobEvent,
+    JobImage,
+    JobInfo,
+    JobNotFound,
+    JobProgressInfo,
+    JobState,
+    QueueFull,
+    check_access,
+)
+from webui.core.jobs.store import JobRow, JobStore
+from webui.core.jobs.worker import Outcome, execute
+from webui.core.sampling.loop import CancelToken
+from webui.core.types import GenerationRequest, RequestError
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SAVE_INTERVAL = 1.0  # seconds between progress writes to the store (events carry every step)
+_SNAPSHOT_KIND = {
+    JobState.QUEUED: "queued",
+    JobState.RUNNING: "started",
+    JobState.DONE: "done",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
+}
+
+
+class QueueClosed(RuntimeError):
+    """The queue was closed; it takes no more jobs (API: 503)."""
+
+
+@dataclass
+class _Running:
+    """The job the worker is on, as only this process knows it."""
+
+    base: JobInfo
+    token: CancelToken = field(default_factory=CancelToken)
+    progress: JobProgressInfo = field(default_factory=JobProgressInfo)
+    images: tuple[JobImage, ...] = ()
+    cancel_requested: bool = False
+    shutdown: bool = False
+    saved_at: float = 0.0
+    saved_batch: int = 0
+
+    def info(self) -> JobInfo:
+        return dataclasses.replace(self.base, progress=self.progress, images=self.images)
+
+
+class JobQueue:
+    def __init__(
+        self, engine: Engine, db_path: Path, *, max_queued: int = 200, preview_every: int = 0
+    ) -> None:
+        self.engine = engine
+        self.db_path = Path(db_path)
+        # one folder per job: its input images, and the images its request asked not to save
+        self.files_dir = self.db_path.parent / f"{self.db_path.stem}-files"
+        self.max_queued = max_queued
+        self.preview_every = preview_every
+        self._store = JobStore(self.db_path)
+        self._events = EventLog()
+        self._cond = threading.Condition()  # guards _current/_closing; the idle worker waits on it
+        self._current: _Running | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle
+
+    def start(self) -> None:
+        """Recover jobs a killed process left running, then start the worker thread."""
+        if self._thread is not None:
+            raise RuntimeError("the job queue is already started")
+        if self._closing:
+            raise QueueClosed("the job queue is closed")
+        for job_id, state in self._store.recover().items():
+            log.warning("job %s was running when the last process stopped: now %s", job_id, state.value)
+        self._thread = threading.Thread(target=self._work, name="sfumato-jobs", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10) -> None:
+        """Take no more jobs; let the running one finish (up to timeout, then interrupt and re-queue it)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                with self._cond:
+                    if self._current is not None:
+                        self._current.shutdown = True
+                        self._current.token.interrupt()
+                thread.join(timeout)
+            if thread.is_alive():
+                log.error("the job worker did not stop within %.0f s; leaving the store open", 2 * timeout)
+                return
+        self._store.close()
+
+    # --- submitting and reading
+
+    def submit(self, request: GenerationRequest, owner: str) -> JobInfo:
+        request.validate()
+        kind = kind_of(request)
+        if not isinstance(owner, str):
+            raise RequestError("owner", "must be text")
+        job_id = uuid.uuid4().hex
+        with self._cond:
+            if self._closing:
+                raise QueueClosed("the job queue is closed; it takes no more jobs")
+            waiting = self._store.count(JobState.QUEUED)
+            if waiting >= self.max_queued:
+                raise QueueFull(
+                    f"the queue is full: {waiting} jobs are waiting (limit {self.max_queued}); "
+                    "try again later"
+                )
+            data = request_to_json(request, image_dir=self.files_dir / job_id)
+            self._store.insert(job_id, owner, kind, data, time.time())
+            self._cond.notify_all()
+        info = self.get(job_id)
+        self._events.append(job_id, "queued", info)
+        self._announce_positions(skip=job_id)
+        return info
+
+    def get(self, job_id: str) -> JobInfo:
+        row = self._store.get(job_id)
+        if row is None:
+            raise JobNotFound(job_id)
+        order = self._store.queue_order() if row.state is JobState.QUEUED else []
+        return self._info(row, order)
+
+    def list(self, owner: str | None = None, limit: int = 100) -> list[JobInfo]:
+        """Newest first; owner None: everyone's."""
+        rows = self._store.recent(owner, limit)
+        order = self._store.queue_order() if any(r.state is JobState.QUEUED for r in rows) else []
+        return [self._info(r, order) for r in rows]
+
+    def running(self) -> JobInfo | None:
+        with self._cond:
+            current = self._current
+        return None if current is None else current.info()
+
+    def queued_count(self) -> int:
+        return self._store.count(JobState.QUEUED)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobInfo:
+        """Block until the job is done, failed or cancelled; on timeout return its current state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            seq = self._events.last_seq(job_id)
+            info = self.get(job_id)
+            left = 1.0 if deadline is None else deadline - time.monotonic()
+            if info.state.finished or left <= 0:
+                return info
+            self._events.wait_after(job_id, seq, min(left, 1.0))  # re-read now and then: other writers
+
+    def events(self, job_id: str, after_seq: int = 0, timeout: float = 15.0) -> builtins.list[JobEvent]:
+        """Events with seq > after_seq, waiting up to timeout for the first. Returns at once, possibly
+        empty, for a finished job with nothing newer. A job unknown to this process's memory (earlier
+        process, or dropped long after it finished) starts from one snapshot event of its state."""
+        info = self.get(job_id)
+        self._events.ensure(job_id, info, _SNAPSHOT_KIND[info.state])
+        return self._events.since(job_id, after_seq, timeout)
+
+    def latest_preview(self, job_id: str) -> bytes | None:
+        return self._events.latest_preview(job_id)
+
+    # --- control
+
+    def cancel(self, job_id: str, by: str, admin: bool = False) -> JobInfo:
+        """Queued: cancelled at once. Running: interrupted; it ends "cancelled" with its finished images."""
+        check_access(self.get(job_id), by, admin)
+        with self._cond:
+            cancelled = self._store.cancel_queued(job_id)
+            if not cancelled and self._current is not None and self._current.base.id == job_id:
+                self._current.cancel_requested = True
+                self._current.token.interrupt()
+        info = self.get(job_id)
+        if cancelled:
+            self._events.append(job_id, "cancelled", info)
+            self._announce_positions()
+        return info
+
+    def skip(self, job_id: str, by: str, admin: bool = False) -> JobInfo:
+        """Skip the current batch of a running job (the next batch runs). No effect on other states."""
+        check_access(self.get(job_id), by, admin)
+        with self._cond:
+            if self._current is not None and self._current.base.id == job_id:
+                self._current.token.skip()
+        return self.get(job_id)
+
+    # --- internals
+
+    def _info(self, row: JobRow, order: builtins.list[str]) -> JobInfo:
+        with self._cond:
+            current = self._current
+        if current is not None and current.base.id == row.id and row.state is JobState.RUNNING:
+            return current.info()
+        result = row.result
+        queued = row.state is JobState.QUEUED and row.id in order
+        return JobInfo(
+            id=row.id,
+            owner=row.owner,
+            kind=row.kind,
+            state=row.state,
+            request=row.request,
+            created=row.created,
+            started=row.started,
+            finished=row.finished,
+            progress=JobProgressInfo.from_json(row.progress),
+            queue_position=order.index(row.id) + 1 if queued else None,
+            images=tuple(JobImage.from_json(i) for i in result.get("images", [])),
+            grid_path=result.get("grid_path"),
+            model_title=result.get("model_title"),
+            interrupted=bool(result.get("interrupted", False)),
+            error=row.error,
+            attempts=row.attempts,
+        )
+
+    def _announce_positions(self, skip: str | None = None) -> None:
+        """A "queued" event for each waiting job whose place in line changed."""
+        order = self._store.queue_order()
+        for position, job_id in enumerate(order, start=1):
+            if job_id == skip:
+                continue
+            last = self._events.last_info(job_id)
+            if last is not None and last.queue_position == position:
+                continue
+            row = self._store.get(job_id)
+            if row is not None and row.state is JobState.QUEUED:
+                self._events.append(job_id, "queued", self._info(row, order))
+
+    def _work(self) -> None:
+        while True:
+            try:
+                run = self._claim()
+                if run is None:
+                    return
+                self._run(run)
+            except Exception:  # the store failed (disk full, ...): report, pause, go on
+                log.exception("job worker error")
+                with self._cond:
+                    self._current = None
+                    self._cond.wait(1.0)
+
+    def _claim(self) -> _Running | None:
+        with self._cond:
+            while True:
+                if self._closing:
+                    return None
+                row = self._store.claim_next()
+                if row is not None:
+                    self._current = _Running(self._info(row, []))
+                    return self._current
+                self._cond.wait(2.0)  # woken by submit/close; the timeout also sees jobs other processes add
+
+    def _run(self, run: _Running) -> None:
+        job_id = run.base.id
+        self._events.append(job_id, "started", run.info())
+        self._announce_positions()
+        folder = self.files_dir / job_id
+        try:
+            request = request_from_json(run.base.kind, run.base.request, image_dir=folder)
+            outcome = execute(
+                self.engine,
+                request,
+                run.token,
+                results_dir=folder,
+                report=_Reporter(self, run),
+                preview_every=self.preview_every,
+            )
+        except RequestError as e:  # a stored request this version cannot read
+            outcome = Outcome((), error=str(e))
+        self._finish(run, outcome)
+
+    def _finish(self, run: _Running, outcome: Outcome) -> None:
+        job_id = run.base.id
+        with self._cond:
+            shutdown, cancelled = run.shutdown, run.cancel_requested
+        if shutdown and outcome.error is None and outcome.interrupted:
+            self._store.requeue(job_id)
+            with self._cond:
+                self._current = None
+            self._events.append(job_id, "queued", self.get(job_id))
+            return
+        if outcome.error is not None:
+            state = JobState.FAILED
+        elif cancelled:
+            state = JobState.CANCELLED
+        else:
+            state = JobState.DONE
+        progress = run.progress
+        if state is JobState.DONE:
+            progress = dataclasses.replace(progress, fraction=1.0, eta=0.0)
+        result = {
+            "images": [i.to_json() for i in outcome.images],
+            "grid_path": outcome.grid_path,
+            "model_title": outcome.model_title,
+            "interrupted": outcome.interrupted,
+        }
+        self._store.finish(job_id, state, result=result, error=outcome.error, progress=progress.to_json())
+        with self._cond:
+            self._current = None
+        self._events.append(job_id, state.value, self.get(job_id))
+
+
+class _Reporter:
+    """Progress and images from the worker: kept live in memory, saved to the store now and then."""
+
+    def __init__(self, queue: JobQueue, run: _Running) -> None:
+        self.queue, self.run = queue, run
+
+    def progress(self, info: JobProgressInfo, preview_png: bytes | None) -> None:
+        run = self.run
+        run.progress = info
+        now = time.monotonic()
+        if now - run.saved_at >= PROGRESS_SAVE_INTERVAL or info.batch != run.saved_batch:
+            self.queue._store.set_progress(run.base.id, info.to_json())
+            run.saved_at, run.saved_batch = now, info.batch
+        self.queue._events.append(run.base.id, "progress", run.info(), preview_png)
+
+    def images(self, images: Any) -> None:
+        run = self.run
+        run.images = tuple(images)
+        self.queue._store.set_result(run.base.id, {"images": [i.to_json() for i in run.images]})
+        self.queue._events.append(run.base.id, "image", run.info())

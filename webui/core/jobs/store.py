@@ -1,0 +1,285 @@
+"""The job store: jobs in SQLite (WAL), one row each, surviving restarts and kill -9.
+
+Every state change is one transaction, so a crash leaves each job in exactly one state. Picking the
+next job (`claim_next`) happens inside one write transaction, so several claimers (threads, or a
+remote dispatcher reading the same file) never start the same job twice. The schema carries a version
+in the `meta` table; a file written by a newer version is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from webui.core.jobs.fairness import fair_order
+from webui.core.jobs.info import JobState
+
+SCHEMA_VERSION = 1
+MAX_ATTEMPTS = 2  # a job interrupted by this many restarts fails instead of running again
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    request TEXT NOT NULL,                  -- JSON (codec)
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    run_seq INTEGER,                        -- start order across all jobs (fairness)
+    progress TEXT NOT NULL DEFAULT '{}',    -- JSON (JobProgressInfo)
+    result TEXT NOT NULL DEFAULT '{}',      -- JSON: images, grid_path, model_title, interrupted
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner_run ON jobs (owner, run_seq);
+"""
+
+
+class StoreError(RuntimeError):
+    """The job database cannot be used (newer schema, not a job store)."""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    seq: int
+    id: str
+    owner: str
+    kind: str
+    state: JobState
+    request: dict[str, Any]
+    created: float
+    started: float | None
+    finished: float | None
+    progress: dict[str, Any]
+    result: dict[str, Any]
+    error: str | None
+    attempts: int
+
+
+class JobStore:
+    """One SQLite connection shared by the threads of one process, guarded by a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "jobs" in tables and "meta" not in tables:
+                raise StoreError(f"{self.path} has a jobs table but no schema version: not a job store")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer Sfumato (job store schema {row[0]}, "
+                    f"this version reads {SCHEMA_VERSION})"
+                )
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (taken at once, so reads inside it see what it will change)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0])
+
+    # --- reads
+
+    def get(self, job_id: str) -> JobRow | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if row is None else _row(row)
+
+    def recent(self, owner: str | None = None, limit: int = 100) -> list[JobRow]:
+        """Newest first."""
+        where, args = ("WHERE owner=?", (owner,)) if owner is not None else ("", ())
+        sql = f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY seq DESC LIMIT ?"
+        with self._lock:
+            rows = self._db.execute(sql, (*args, max(int(limit), 0))).fetchall()
+        return [_row(r) for r in rows]
+
+    def count(self, state: JobState) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state=?", (state.value,)).fetchone()
+        return int(row[0])
+
+    def queue_order(self) -> list[str]:
+        """Ids of the queued jobs in the order they will run."""
+        with self._lock:
+            return self._order(self._db)
+
+    def _order(self, db: sqlite3.Connection) -> list[str]:
+        queued = db.execute("SELECT id, owner FROM jobs WHERE state='queued' ORDER BY seq").fetchall()
+        owners = sorted({owner for _, owner in queued})
+        last_run: dict[str, int] = {}
+        for owner in owners:
+            row = db.execute("SELECT MAX(run_seq) FROM jobs WHERE owner=?", (owner,)).fetchone()
+            if row[0] is not None:
+                last_run[owner] = int(row[0])
+        return fair_order([(job_id, owner) for job_id, owner in queued], last_run)
+
+    # --- writes
+
+    def insert(self, job_id: str, owner: str, kind: str, request: dict[str, Any], created: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO jobs (id, owner, kind, state, request, created) "
+                "VALUES (?, ?, ?, 'queued', ?, ?)",
+                (job_id, owner, kind, json.dumps(request, allow_nan=False), created),
+            )
+
+    def claim_next(self, now: float | None = None) -> JobRow | None:
+        """Start the next job in fair order: queued -> running, attempts + 1, earlier results cleared."""
+        with self._write() as db:
+            order = self._order(db)
+            if not order:
+                return None
+            run_seq = int(db.execute("SELECT COALESCE(MAX(run_seq), 0) + 1 FROM jobs").fetchone()[0])
+            db.execute(
+                "UPDATE jobs SET state='running', started=?, run_seq=?, attempts=attempts+1, "
+                "progress='{}', result='{}', error=NULL WHERE id=?",
+                (time.time() if now is None else now, run_seq, order[0]),
+            )
+            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (order[0],)).fetchone()
+        return _row(row)
+
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET progress=? WHERE id=? AND state='running'", (json.dumps(progress), job_id)
+            )
+
+    def set_result(self, job_id: str, result: dict[str, Any]) -> None:
+        """Record the images finished so far on a running job."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET result=? WHERE id=? AND state='running'", (json.dumps(result), job_id)
+            )
+
+    def finish(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        progress: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """running -> done/failed/cancelled. False if the job was not running."""
+        assert state.finished
+        sets, args = ["state=?", "finished=?", "error=?"], [state.value, now or time.time(), error]
+        if result is not None:
+            sets.append("result=?")
+            args.append(json.dumps(result))
+        if progress is not None:
+            sets.append("progress=?")
+            args.append(json.dumps(progress))
+        with self._write() as db:
+            sql = f"UPDATE jobs SET {', '.join(sets)} WHERE id=? AND state='running'"
+            cur = db.execute(sql, (*args, job_id))
+        return cur.rowcount == 1
+
+    def cancel_queued(self, job_id: str, now: float | None = None) -> bool:
+        """queued -> cancelled. False if the job was not queued."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state='cancelled', finished=? WHERE id=? AND state='queued'",
+                (now or time.time(), job_id),
+            )
+        return cur.rowcount == 1
+
+    def requeue(self, job_id: str) -> bool:
+        """running -> queued, not counted as an attempt (the worker was stopped by a clean shutdown)."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state='queued', started=NULL, progress='{}', result='{}', "
+                "attempts=MAX(attempts-1, 0) WHERE id=? AND state='running'",
+                (job_id,),
+            )
+        return cur.rowcount == 1
+
+    def recover(self, max_attempts: int = MAX_ATTEMPTS, now: float | None = None) -> dict[str, JobState]:
+        """After a crash: jobs left running go back to the queue, or fail once they used max_attempts.
+
+        Returns {job_id: new state}. Their recorded images stay listed on failed jobs.
+        """
+        out: dict[str, JobState] = {}
+        with self._write() as db:
+            rows = db.execute("SELECT id, attempts FROM jobs WHERE state='running' ORDER BY seq").fetchall()
+            for job_id, attempts in rows:
+                if attempts >= max_attempts:
+                    db.execute(
+                        "UPDATE jobs SET state='failed', finished=?, error=? WHERE id=?",
+                        (now or time.time(), f"interrupted by a restart (attempt {attempts})", job_id),
+                    )
+                    out[job_id] = JobState.FAILED
+                else:
+                    db.execute(
+                        "UPDATE jobs SET state='queued', started=NULL, progress='{}' WHERE id=?", (job_id,)
+                    )
+                    out[job_id] = JobState.QUEUED
+        return out
+
+
+_COLUMNS = (
+    "seq, id, owner, kind, state, request, created, started, finished, progress, result, error, attempts"
+)
+
+
+def _row(r: tuple[Any, ...]) -> JobRow:
+    return JobRow(
+        seq=r[0],
+        id=r[1],
+        owner=r[2],
+        kind=r[3],
+        state=JobState(r[4]),
+        request=json.loads(r[5]),
+        created=r[6],
+        started=r[7],
+        finished=r[8],
+        progress=json.loads(r[9]),
+        result=json.loads(r[10]),
+        error=r[11],
+        attempts=r[12],
+    )

@@ -1,0 +1,145 @@
+"""One job through the engine: progress and previews out, images recorded, every failure caught.
+
+`execute` never raises for a bad job: a RequestError, an out-of-memory error (caches freed first) or
+any other exception becomes an Outcome with the message, and the worker goes on with the next job.
+Images the request asked not to save (A1111's API default) are still written, into the job's own
+folder, so a client that comes back later can fetch them.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from webui.core.engine import Engine, JobProgress
+from webui.core.jobs.info import JobImage, JobProgressInfo
+from webui.core.outputs.saving import save_image
+from webui.core.sampling.loop import CancelToken
+from webui.core.types import GeneratedImage, GenerationRequest, RequestError
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    def progress(self, info: JobProgressInfo, preview_png: bytes | None) -> None: ...
+
+    def images(self, images: Sequence[JobImage]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    images: tuple[JobImage, ...]
+    grid_path: str | None = None
+    model_title: str | None = None
+    interrupted: bool = False
+    error: str | None = None  # None: the engine run returned
+
+
+def progress_info(p: JobProgress) -> JobProgressInfo:
+    within = p.step / p.steps if p.steps else 0.0
+    fraction = ((p.batch - 1) + within) / p.batches if p.batches else 0.0
+    return JobProgressInfo(p.step, p.steps, p.batch, p.batches, p.eta, min(max(fraction, 0.0), 1.0))
+
+
+def preview_png(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    )
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class _Images:
+    """The job's images as they finish, each with a file on disk."""
+
+    def __init__(self, results_dir: Path, report: Reporter) -> None:
+        self.results_dir = results_dir
+        self.report = report
+        self.done: dict[tuple[int, int, str, str], JobImage] = {}
+
+    def add(self, images: Sequence[GeneratedImage]) -> tuple[JobImage, ...]:
+        fresh = False
+        for img in images:
+            key = (img.seed, img.subseed, img.infotext, str(img.path))
+            if key not in self.done:
+                self.done[key] = self._job_image(img)
+                fresh = True
+        listed = tuple(self.done.values())
+        if fresh:
+            self.report.images(listed)
+        return listed
+
+    def _job_image(self, img: GeneratedImage) -> JobImage:
+        path = img.path
+        if path is None:  # save_images=False: keep it in the job's folder instead of outputs/
+            path = save_image(img.image, self.results_dir, img.seed, img.infotext)
+        return JobImage(str(path), img.seed, img.subseed, img.infotext)
+
+
+def execute(
+    engine: Engine,
+    request: GenerationRequest,
+    cancel: CancelToken,
+    *,
+    results_dir: Path,
+    report: Reporter,
+    preview_every: int = 0,
+) -> Outcome:
+    """Run one request; never raises for a failing job."""
+    images = _Images(results_dir, report)
+
+    def on_progress(p: JobProgress) -> None:
+        png = preview_png(p.preview) if p.preview is not None else None
+        report.progress(progress_info(p), png)
+
+    extra: dict[str, Any] = {}
+    if "on_image" in inspect.signature(engine.run).parameters:  # per-image notices, where the engine has them
+        extra["on_image"] = lambda img: images.add([img])
+    error: str | None = None
+    oom = False
+    try:
+        result = engine.run(
+            request,  # type: ignore[arg-type]
+            progress=on_progress,
+            cancel=cancel,
+            preview_every=preview_every,
+            **extra,
+        )
+    except RequestError as e:
+        error = str(e)
+    except Exception as e:
+        oom = is_out_of_memory(e)
+        if oom:
+            error = f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        else:
+            log.exception("job failed")
+            error = f"{type(e).__name__}: {e}"
+    if error is not None:
+        if oom:
+            free_memory()  # after the except block: the traceback no longer holds the tensors
+        return Outcome(tuple(images.done.values()), error=error)
+    listed = images.add(result.images)
+    return Outcome(
+        listed,
+        grid_path=None if result.grid_path is None else str(result.grid_path),
+        model_title=result.model_title,
+        interrupted=result.interrupted,
+    )

@@ -1,0 +1,309 @@
+"""User settings persisted in config.json, under A1111's keys (the ones GET /sdapi/v1/options shows).
+
+The keys Sfumato uses are typed and validated (SPECS). Everything else in an A1111 config.json is kept
+and written back untouched, so pointing Sfumato at an existing install loses nothing. A file that
+cannot be read is moved aside (config.json.corrupt-<time>) and defaults are used, with a `problem`
+message: a bad file never stops the start. Saving is atomic (temporary file, fsync, rename).
+
+    settings = Settings.load(config.settings_path)
+    settings = settings.updated({"CLIP_stop_at_last_layers": 2}, validate_checkpoint=check)
+    settings.save()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from types import MappingProxyType
+from typing import Any
+
+from webui.core.types import MAX_SEED, RequestError
+
+Check = Callable[[Any], None]  # raises ValueError with the reason
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    key: str
+    default: Any
+    kind: type  # bool, int, float or str
+    label: str
+    nullable: bool = False
+    check: Check | None = None
+
+    def coerce(self, value: Any) -> Any:
+        """The value as this setting's type, or RequestError naming the key."""
+        if value is None and self.nullable:
+            return None
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            raise RequestError(self.key, f"must be {_KIND_NAMES[self.kind]}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RequestError(self.key, f"must be a finite number, got {value!r}")
+        if self.check is not None:
+            try:
+                self.check(value)
+            except ValueError as e:
+                raise RequestError(self.key, str(e)) from e
+        return value
+
+
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _between(lo: float, hi: float) -> Check:
+    def check(value: Any) -> None:
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo:g} and {hi:g}, got {value:g}")
+
+    return check
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: Any) -> None:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}; got {value!r}")
+
+    return check
+
+
+def _relative_folder(value: Any) -> None:
+    """An output folder: relative to the data folder, never climbing out of it ("" = the default)."""
+    if any(ord(c) < 32 for c in value):
+        raise ValueError("must not contain control characters")
+    if not value:
+        return
+    if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or ":" in value:
+        raise ValueError(f"must be a folder relative to the data folder, got {value!r}")
+    if ".." in PurePosixPath(value.replace("\\", "/")).parts:
+        raise ValueError(f"must not contain '..', got {value!r}")
+
+
+def _specs(*specs: SettingSpec) -> Mapping[str, SettingSpec]:
+    return MappingProxyType({s.key: s for s in specs})
+
+
+FORMATS = ("png", "jpg", "jpeg", "webp")
+SPECS: Mapping[str, SettingSpec] = _specs(
+    SettingSpec("sd_model_checkpoint", None, str, "Stable Diffusion checkpoint", nullable=True),
+    SettingSpec("sd_vae", "Automatic", str, "SD VAE"),
+    SettingSpec("sd_vae_overrides_per_model_preferences", True, bool, "Selected VAE overrides per-model"),
+    SettingSpec("CLIP_stop_at_last_layers", 1, int, "Clip skip", check=_between(1, 12)),
+    SettingSpec("eta_noise_seed_delta", 0, int, "Eta noise seed delta (ENSD)", check=_between(0, MAX_SEED)),
+    SettingSpec("randn_source", "CPU", str, "Random number generator source", check=_one_of("CPU")),
+    SettingSpec("eta_ddim", 0.0, float, "Eta for DDIM", check=_between(0, 1)),
+    SettingSpec("eta_ancestral", 1.0, float, "Eta for ancestral samplers", check=_between(0, 1)),
+    SettingSpec("s_churn", 0.0, float, "sigma churn", check=_between(0, 100)),
+    SettingSpec("s_tmin", 0.0, float, "sigma tmin", check=_between(0, 10)),
+    SettingSpec("s_tmax", 0.0, float, "sigma tmax (0 = infinity)", check=_between(0, 999)),
+    SettingSpec("s_noise", 1.0, float, "sigma noise", check=_between(0, 1.1)),
+    SettingSpec("comma_padding_backtrack", 20, int, "Prompt word wrap length limit", check=_between(0, 74)),
+    SettingSpec("samples_save", True, bool, "Always save all generated images"),
+    SettingSpec("samples_format", "png", str, "File format for images", check=_one_of(*FORMATS)),
+    SettingSpec("save_images_add_number", True, bool, "Add number to filename when saving"),
+    SettingSpec("grid_save", True, bool, "Always save all generated image grids"),
+    SettingSpec("grid_format", "png", str, "File format for grids", check=_one_of(*FORMATS)),
+    SettingSpec("jpeg_quality", 80, int, "Quality for saved jpeg and webp images", check=_between(1, 100)),
+    SettingSpec("enable_pnginfo", True, bool, "Save text information about generation parameters"),
+    SettingSpec("outdir_samples", "", str, "Output directory for images", check=_relative_folder),
+    SettingSpec(
+        "outdir_txt2img_samples", "outputs/txt2img-images", str, "txt2img images", check=_relative_folder
+    ),
+    SettingSpec(
+        "outdir_img2img_samples", "outputs/img2img-images", str, "img2img images", check=_relative_folder
+    ),
+    SettingSpec("outdir_grids", "", str, "Output directory for grids", check=_relative_folder),
+    SettingSpec(
+        "outdir_txt2img_grids", "outputs/txt2img-grids", str, "txt2img grids", check=_relative_folder
+    ),
+    SettingSpec(
+        "outdir_img2img_grids", "outputs/img2img-grids", str, "img2img grids", check=_relative_folder
+    ),
+    SettingSpec("outdir_save", "log/images", str, "Directory for saving images", check=_relative_folder),
+    SettingSpec("live_previews_enable", True, bool, "Show live previews of the created image"),
+    SettingSpec("show_progress_every_n_steps", 10, int, "Live preview every N steps", check=_between(-1, 32)),
+    SettingSpec("img2img_fix_steps", False, bool, "img2img: do exactly the amount of steps the slider says"),
+    SettingSpec(
+        "initial_noise_multiplier", 1.0, float, "Noise multiplier for img2img", check=_between(0, 1.5)
+    ),
+)
+MAX_UNKNOWN_KEY_CHARS = 200
+
+
+class Settings:
+    """One immutable view of config.json: typed values for SPECS, everything else as it was."""
+
+    def __init__(self, path: Path, raw: Mapping[str, Any] | None = None, problem: str | None = None) -> None:
+        self.path = Path(path)
+        self._raw: Mapping[str, Any] = MappingProxyType(dict(raw or {}))
+        self.problem = problem
+
+    @classmethod
+    def load(cls, path: Path) -> Settings:
+        """Read config.json. Missing: defaults. Unreadable: moved aside, defaults, and `problem` says so.
+        Known keys with bad values are kept in the file but not used (their defaults are), also noted."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+        except FileNotFoundError:
+            return cls(path)
+        except (ValueError, UnicodeDecodeError) as e:
+            return cls(path, problem=_set_aside(path, f"{type(e).__name__}: {e}"))
+        except OSError as e:
+            return cls(path, problem=f"settings file {path} cannot be read ({e}); default settings are used")
+        settings = cls(path, data)
+        bad = []
+        for key, spec in SPECS.items():
+            if key in data:
+                try:
+                    spec.coerce(data[key])
+                except RequestError as e:
+                    bad.append(str(e))
+        if bad:
+            settings.problem = f"{path}: some values are not usable, their defaults are used: " + "; ".join(
+                bad
+            )
+        return settings
+
+    def get(self, key: str) -> Any:
+        spec = SPECS.get(key)
+        if spec is None:
+            if key not in self._raw:
+                raise KeyError(f"no setting {key!r}")
+            return self._raw[key]
+        if key not in self._raw:
+            return spec.default
+        try:
+            return spec.coerce(self._raw[key])
+        except RequestError:
+            return spec.default
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every setting: the file's keys (unknown ones as they are) and every known key's value in use."""
+        out = dict(self._raw)
+        out.update({key: self.get(key) for key in SPECS})
+        return out
+
+    def updated(
+        self,
+        changes: Mapping[str, Any],
+        validate_checkpoint: Callable[[str], object] | None = None,
+        *,
+        validate_vae: Callable[[str], object] | None = None,
+    ) -> Settings:
+        """A new Settings with changes applied; every key is validated first (RequestError naming it).
+        Nothing is written here: call save(). validate_checkpoint/validate_vae raise for unknown names."""
+        if not isinstance(changes, Mapping):
+            raise RequestError("options", "must be a JSON object of setting names and values")
+        clean: dict[str, Any] = {}
+        for key, value in changes.items():
+            spec = SPECS.get(key) if isinstance(key, str) else None
+            if spec is not None:
+                clean[key] = spec.coerce(value)
+            else:
+                clean[key] = _unknown_value(key, value)
+        checks = (("sd_model_checkpoint", validate_checkpoint), ("sd_vae", validate_vae))
+        for key, validator in checks:
+            if validator is not None and clean.get(key) is not None:
+                try:
+                    validator(clean[key])
+                except RequestError:
+                    raise
+                except (LookupError, ValueError) as e:
+                    raise RequestError(key, str(e).strip("'\"")) from e
+        return Settings(self.path, {**self._raw, **clean})
+
+    def save(self) -> None:
+        """Write the file atomically: a reader (or a crash) sees the old file or the new one, whole."""
+        text = json.dumps(dict(self._raw), indent=4, ensure_ascii=False, allow_nan=False)
+        write_atomic(self.path, text.encode("utf-8"))
+
+
+class SettingsStore:
+    """The current Settings, replaced whole under a lock (readers never see half an update)."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._settings = Settings.load(path)
+
+    @property
+    def current(self) -> Settings:
+        return self._settings
+
+    def update(
+        self,
+        changes: Mapping[str, Any],
+        validate_checkpoint: Callable[[str], object] | None = None,
+        *,
+        validate_vae: Callable[[str], object] | None = None,
+    ) -> Settings:
+        """Validate, save, then publish. On any error nothing changes, on disk or here."""
+        with self._lock:
+            new = self._settings.updated(changes, validate_checkpoint, validate_vae=validate_vae)
+            new.save()
+            self._settings = new
+            return new
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """tmp file in the same folder, fsync, os.replace, fsync the folder. Keeps an existing file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # not every platform can open a folder
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _unknown_value(key: Any, value: Any) -> Any:
+    if not isinstance(key, str) or not key or len(key) > MAX_UNKNOWN_KEY_CHARS:
+        raise RequestError(str(key)[:MAX_UNKNOWN_KEY_CHARS], "is not a valid setting name")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise RequestError(key, f"cannot be stored: {e}") from e
+    return value
+
+
+def _set_aside(path: Path, reason: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        os.replace(path, aside)
+    except OSError as e:
+        return (
+            f"settings file {path} is damaged ({reason}) and could not be moved aside ({e}); "
+            "defaults are used"
+        )
+    return f"settings file {path} was damaged ({reason}); it was moved to {aside.name} and defaults are used"
