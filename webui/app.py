@@ -1,7 +1,7 @@
-"""The application entry behind launch.py: config from flags, model folders, then serve.
+"""The application entry behind launch.py: config from flags, model folders, then the server.
 
-Until the studio UI and API land, this lists the models it finds and loads none; generation is
-available from Python through `webui.core`.
+Lists the models it finds (writing the tiny demo model first with --demo-model), then serves the APIs
+(and, once it is built, the studio UI) on one port until stopped with Ctrl+C.
 """
 
 from __future__ import annotations
@@ -15,6 +15,14 @@ from webui.core.models.manager import ModelManager
 
 
 def main(ns: argparse.Namespace) -> int:
+    from webui.api.auth import AuthSpecError
+    from webui.server import build_options, build_services, serve
+
+    try:
+        options = build_options(ns)
+    except AuthSpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     config = AppConfig.from_flags(ns)
     precision = choose_precision(config)
     manager = ModelManager(config, precision)
@@ -39,5 +47,16 @@ def main(ns: argparse.Namespace) -> int:
         print(f"  {f.title}  ({f.size / 2**20:.1f} MiB)")
     for f in manager.vaes():
         print(f"  VAE: {f.name}")
-    print("The studio UI is not built yet: this release lists models; see README for the Python engine.")
+    if ns.share:
+        print("warning: --share is not available yet; serving locally only", file=sys.stderr)
+    services = build_services(config, options, manager)
+    print("The studio UI is not built yet: the server answers the APIs (see /docs).", flush=True)
+    tls = {"keyfile": ns.tls_keyfile, "certfile": ns.tls_certfile}
+    try:
+        serve(services, None, tls=tls, root_path=ns.subpath or "")
+    except OSError as e:
+        print(f"error: cannot serve on {config.host}:{config.port}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
     return 0

@@ -1,0 +1,197 @@
+"""The two ASGI guards on their own: HTTP Basic login (specs, compare, backoff), cross-site/size guard."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from webui.api.auth import (
+    AuthSpecError,
+    BasicAuthMiddleware,
+    check_basic,
+    parse_users,
+    scope_user,
+    users_from_flags,
+)
+from webui.api.security import SecurityMiddleware, normalize_origin
+
+
+async def _echo(request: Request) -> JSONResponse:
+    body = await request.body()
+    return JSONResponse({"user": scope_user(request.scope, "-"), "bytes": len(body)})
+
+
+def _app() -> Starlette:
+    return Starlette(routes=[Route("/x", _echo, methods=["GET", "POST", "PUT", "DELETE"])])
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:7860")
+
+
+# -- specs -------------------------------------------------------------------------------------------------
+
+
+def test_parse_users_a1111_format() -> None:
+    assert parse_users("a:1, b:2:3 ,", "--api-auth") == {"a": "1", "b": "2:3"}
+
+
+@pytest.mark.parametrize("spec", ["alice", ":pw", "alice:", ",,", "a:1,bob"])
+def test_malformed_spec_names_the_flag(spec: str) -> None:
+    with pytest.raises(AuthSpecError, match="--gradio-auth"):
+        parse_users(spec, "--gradio-auth")
+
+
+def test_auth_file_errors_name_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(AuthSpecError, match="--gradio-auth-path: cannot read"):
+        users_from_flags(None, None, str(tmp_path / "missing.txt"))
+    bad = tmp_path / "users.txt"
+    bad.write_text("nocolon\n", encoding="utf-8")
+    with pytest.raises(AuthSpecError, match="--gradio-auth-path"):
+        users_from_flags(None, None, str(bad))
+
+
+def test_check_basic() -> None:
+    users = {"alice": "pw", "bob": "x:y"}
+    assert check_basic(_basic("alice", "pw")["Authorization"], users) == "alice"
+    assert check_basic(_basic("bob", "x:y")["Authorization"], users) == "bob"
+    for header in (None, "", "Basic !!!", "Bearer abc", _basic("alice", "PW")["Authorization"]):
+        assert check_basic(header, users) is None
+    assert check_basic(_basic("eve", "pw")["Authorization"], users) is None
+    assert check_basic("Basic " + base64.b64encode(b"alicepw").decode(), users) is None
+
+
+# -- login middleware ----------------------------------------------------------------------------------------
+
+
+def test_login_required_user_recorded_and_failures_slowed() -> None:
+    app = BasicAuthMiddleware(_app(), {"alice": "pw"}, delay=0.1, delay_max=0.4)
+
+    async def go() -> None:
+        async with _client(app) as c:
+            r = await c.get("/x")
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+            times = []
+            for _ in range(3):
+                t0 = time.monotonic()
+                r = await c.get("/x", headers=_basic("alice", "nope"))
+                times.append(time.monotonic() - t0)
+                assert r.status_code == 401
+            assert times[2] >= 0.35 and times[2] > times[0]  # backoff grows, capped at delay_max
+            r = await c.get("/x", headers=_basic("alice", "pw"))
+            assert r.status_code == 200 and r.json()["user"] == "alice"
+            t0 = time.monotonic()
+            await c.get("/x")  # success reset the backoff
+            assert time.monotonic() - t0 < 0.35
+
+    asyncio.run(go())
+
+
+def test_slow_failures_do_not_block_other_clients() -> None:
+    app = BasicAuthMiddleware(_app(), {"alice": "pw"}, delay=0.5, delay_max=0.5)
+
+    async def go() -> None:
+        async with _client(app) as c:
+            bad = asyncio.create_task(c.get("/x", headers=_basic("alice", "bad")))
+            await asyncio.sleep(0.05)
+            t0 = time.monotonic()
+            ok = await c.get("/x", headers=_basic("alice", "pw"))
+            assert ok.status_code == 200 and time.monotonic() - t0 < 0.3
+            assert (await bad).status_code == 401
+
+    asyncio.run(go())
+
+
+# -- cross-site and size guard ---------------------------------------------------------------------------
+
+
+def test_normalize_origin() -> None:
+    assert normalize_origin("HTTP://LocalHost:80") == "http://localhost"
+    assert normalize_origin("https://a.example:8443") == "https://a.example:8443"
+    assert normalize_origin("null") is None and normalize_origin("file://") is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 200),
+        ({"Origin": "http://127.0.0.1:7860"}, 200),
+        ({"Origin": "https://ok.example"}, 200),
+        ({"Origin": "https://evil.example"}, 403),
+        ({"Origin": "null"}, 403),
+        ({"Origin": "http://127.0.0.1:3000"}, 403),
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:7860"}, 200),
+    ],
+)
+def test_cross_site_posts_refused(headers: dict[str, str], status: int) -> None:
+    app = SecurityMiddleware(_app(), allowed_origins=["https://ok.example"], max_body_bytes=1000)
+
+    async def go() -> None:
+        async with _client(app) as c:
+            for method in ("POST", "PUT", "DELETE"):
+                r = await c.request(method, "/x", headers=headers)
+                assert r.status_code == status, (method, r.text)
+                if status == 403:
+                    assert "cross-site" in r.json()["detail"]
+            assert (await c.get("/x", headers=headers)).status_code == 200  # reads are not refused
+
+    asyncio.run(go())
+
+
+def test_body_limit_from_content_length_and_while_streaming() -> None:
+    app = SecurityMiddleware(_app(), max_body_bytes=1000)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 300
+
+    async def go() -> None:
+        async with _client(app) as c:
+            assert (await c.post("/x", content=b"x" * 1000)).json()["bytes"] == 1000
+            r = await c.post("/x", content=b"x" * 1001)
+            assert r.status_code == 413 and "limit" in r.json()["detail"]
+            r = await c.post("/x", content=chunks())  # no Content-Length: counted as it arrives
+            assert r.status_code == 413
+
+    asyncio.run(go())
+
+
+def test_websockets_need_login_and_same_origin() -> None:
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    async def ws(socket: WebSocket) -> None:
+        await socket.accept()
+        await socket.send_text(scope_user(socket.scope, "-"))
+        await socket.close()
+
+    inner = Starlette(routes=[WebSocketRoute("/ws", ws)])
+    app = BasicAuthMiddleware(SecurityMiddleware(inner, max_body_bytes=100), {"alice": "pw"}, delay=0)
+    with TestClient(app, base_url="http://testserver") as client:
+        with client.websocket_connect("/ws", headers=_basic("alice", "pw")) as s:
+            assert s.receive_text() == "alice"
+        for headers in (
+            {},
+            _basic("alice", "nope"),
+            {**_basic("alice", "pw"), "Origin": "https://evil.example"},
+            {**_basic("alice", "pw"), "Origin": "null"},
+        ):
+            with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws", headers=headers) as s:
+                s.receive_text()

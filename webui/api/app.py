@@ -1,0 +1,158 @@
+"""`create_app(services, ui=None)`: the one FastAPI app of the server.
+
+Our routes come first (native `/api/v1` always, `/sdapi/v1` when enabled); a Gradio UI, when given, is
+mounted at "/" after them. Over everything sit two pure ASGI middlewares: the cross-site/size guard and,
+when users are configured, HTTP Basic auth (outermost), so every route, /docs and the UI need a login.
+The job queue starts with the app and is closed when it stops.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+
+from webui.api import jobs_api, sdapi
+from webui.api.auth import BasicAuthMiddleware, scope_user
+from webui.api.security import SecurityMiddleware
+from webui.api.services import ANONYMOUS, Services
+from webui.core.engine import VERSION
+from webui.core.types import RequestError
+
+
+def _jobs_errors() -> dict[str, type[Exception]]:
+    from webui.core import jobs
+
+    return {"full": jobs.QueueFull, "missing": jobs.JobNotFound, "denied": jobs.NotAllowed}
+
+
+def request_error_response(field: str, message: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "detail": [{"loc": ["body", *field.split(".")], "msg": message, "type": "value_error"}],
+            "error": f"{field}: {message}",
+            "field": field,
+        },
+        status_code=422,
+    )
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def on_request_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestError)
+        return request_error_response(exc.field, exc.message)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(loc) or "body"
+        detail = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in errors
+        ]
+        return JSONResponse(
+            {"detail": detail, "error": f"{field}: {first.get('msg', 'invalid')}", "field": field},
+            status_code=422,
+        )
+
+    app.add_exception_handler(RequestError, on_request_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    errors = _jobs_errors()
+    statuses = {"full": 429, "missing": 404, "denied": 403}
+    for key, exc_type in errors.items():
+
+        async def handler(_: Request, exc: Exception, status: int = statuses[key]) -> JSONResponse:
+            return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status)
+
+        app.add_exception_handler(exc_type, handler)
+
+
+def _home_page(services: Services) -> str:
+    api = "<li><a href='/docs'>API documentation (/docs)</a></li>"
+    sdapi_line = (
+        "<li>A1111-compatible API at <code>/sdapi/v1</code></li>"
+        if services.options.sdapi
+        else "<li>The A1111-compatible API (<code>/sdapi/v1</code>) is off: start with --api for it</li>"
+    )
+    data = html.escape(str(services.config.data_dir))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Sfumato</title>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'></head><body>"
+        f"<h1>Sfumato {html.escape(VERSION)}</h1>"
+        "<p>The studio UI is not built yet. The server and its APIs are running.</p>"
+        f"<ul>{api}{sdapi_line}<li>Jobs API at <code>/api/v1/jobs</code></li></ul>"
+        f"<p>Data folder: <code>{data}</code></p></body></html>"
+    )
+
+
+def create_app(services: Services, ui: Any | None = None) -> FastAPI:
+    """The server's ASGI app. `ui` is an optional gradio Blocks, mounted at "/" after our routes."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(services.queue.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(services.queue.close)
+
+    app = FastAPI(title="Sfumato", version=VERSION, lifespan=lifespan)
+    _install_error_handlers(app)
+    app.include_router(jobs_api.build_router(services))
+    if services.options.sdapi:
+        app.include_router(sdapi.build_router(services))
+
+    if ui is None:
+
+        @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+        async def home() -> HTMLResponse:
+            return HTMLResponse(_home_page(services), headers={"X-Content-Type-Options": "nosniff"})
+
+    else:
+        import gradio as gr
+
+        def auth_dependency(request: Request) -> str | None:
+            user = scope_user(request.scope, "")
+            return user or None
+
+        app = gr.mount_gradio_app(
+            app,
+            ui,
+            path="/",
+            auth_dependency=auth_dependency if services.options.auth else None,
+            ssr_mode=False,
+        )
+
+    opts = services.options
+    if opts.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(opts.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=True,
+        )
+    app.add_middleware(
+        SecurityMiddleware, allowed_origins=opts.cors_origins, max_body_bytes=opts.max_body_bytes
+    )
+    if opts.auth:
+        app.add_middleware(
+            BasicAuthMiddleware, users=opts.users, delay=opts.auth_delay, delay_max=opts.auth_delay_max
+        )
+    return app
+
+
+__all__ = ["ANONYMOUS", "create_app"]

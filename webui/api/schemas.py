@@ -1,0 +1,251 @@
+"""A1111 request payloads (pydantic) and their translation into `webui.core.types` requests.
+
+Every field an A1111 v1.10 client may send is accepted. Fields we implement are mapped (a request field
+of the same name, `sampler_index` as the old alias of `sampler_name`, `override_settings` for the
+checkpoint, VAE and clip skip of this request only). Fields clients routinely send at their defaults are
+ignored while they hold those defaults; any other value of them would change the image in a way we do
+not implement, so it is refused with a RequestError naming the field (HTTP 422).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from webui.core.types import GenerationRequest, RequestError
+
+
+class A1111Processing(BaseModel):
+    """The fields txt2img and img2img share (A1111's StableDiffusionProcessing API model)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] | None = None
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str | None = None
+    sampler_index: str = "Euler"
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    denoising_strength: float | None = None
+    s_min_uncond: float | None = None
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool = False
+    firstphase_width: int = 0
+    firstphase_height: int = 0
+    comments: dict[str, Any] | None = None
+    script_name: str | None = None
+    script_args: list[Any] = []
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = {}
+    force_task_id: str | None = None
+    infotext: str | None = None
+    outpath_samples: str | None = None
+    outpath_grids: str | None = None
+    sampler_noise_scheduler_override: Any = None
+
+
+class A1111Txt2Img(A1111Processing):
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    hr_additional_modules: list[str] | None = None
+
+
+class A1111Img2Img(A1111Processing):
+    init_images: list[Any] | None = None
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool = False
+
+
+def _falsy(v: Any) -> bool:
+    return v is None or v is False or v == 0 or v == "" or v == [] or v == {} or v == "None"
+
+
+# Fields that only matter when they hold a non-default value (which we cannot honour): refused then.
+_REFUSED_UNLESS_DEFAULT: dict[str, Callable[[Any], bool]] = {
+    "restore_faces": _falsy,
+    "tiling": _falsy,
+    "s_min_uncond": _falsy,
+    "refiner_checkpoint": _falsy,
+    "script_name": _falsy,
+    "script_args": _falsy,
+    "alwayson_scripts": _falsy,
+    "infotext": _falsy,
+    "enable_hr": _falsy,
+    "sampler_noise_scheduler_override": _falsy,
+    "outpath_samples": _falsy,
+    "outpath_grids": _falsy,
+    "firstphase_width": _falsy,
+    "firstphase_height": _falsy,
+}
+_WHY = {
+    "outpath_samples": "output folders cannot be chosen through the API",
+    "outpath_grids": "output folders cannot be chosen through the API",
+    "alwayson_scripts": "no always-on scripts are installed (GET /sdapi/v1/scripts lists them)",
+    "script_name": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
+    "script_args": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
+}
+# Request fields handled here rather than copied by name.
+_SPECIAL = frozenset(
+    {"styles", "sampler_name", "scheduler", "s_tmax", "checkpoint", "vae", "clip_skip", "save_images"}
+)
+# override_settings keys that do not change the pixels (saving, UI, live preview): accepted, ignored.
+_HARMLESS_SETTINGS = frozenset(
+    {
+        "samples_save", "samples_format", "save_images_add_number", "grid_save", "grid_format",
+        "jpeg_quality", "webp_lossless", "export_for_4chan", "enable_pnginfo", "save_txt",
+        "save_to_dirs", "grid_save_to_dirs", "use_save_to_dirs_for_ui", "directories_filename_pattern",
+        "samples_filename_pattern", "show_progressbar", "live_previews_enable", "show_progress_every_n_steps",
+        "live_preview_content", "return_grid", "do_not_show_images", "sd_checkpoint_cache",
+        "sd_vae_checkpoint_cache", "enable_emphasis", "save_init_img", "return_mask",
+        "return_mask_composite", "img2img_color_correction", "img2img_fix_steps",
+    }
+)  # fmt: skip
+
+
+def _refuse_unsupported(payload: BaseModel, request_fields: frozenset[str]) -> None:
+    data = payload.model_dump()
+    for name, is_default in _REFUSED_UNLESS_DEFAULT.items():
+        if name in data and name not in request_fields and not is_default(data[name]):
+            why = _WHY.get(name, "it is not supported yet, and it would change the image")
+            raise RequestError(name, f"{data[name]!r} cannot be honoured: {why}")
+
+
+def _override(overrides: Mapping[str, Any], current: Callable[[str], Any]) -> dict[str, Any]:
+    """The request fields override_settings sets; refuses settings that would change the image."""
+    mapped: dict[str, Any] = {}
+    for key, value in overrides.items():
+        field = f"override_settings.{key}"
+        if key == "sd_model_checkpoint":
+            if value is not None and not isinstance(value, str):
+                raise RequestError(field, "must be a checkpoint title or name")
+            mapped["checkpoint"] = value or None
+        elif key == "sd_vae":
+            if value is not None and not isinstance(value, str):
+                raise RequestError(field, "must be a VAE name, 'Automatic' or 'None'")
+            mapped["vae"] = value or None
+        elif key == "CLIP_stop_at_last_layers":
+            mapped["clip_skip"] = value
+        elif key.startswith("outdir") or key in _HARMLESS_SETTINGS:
+            if key.startswith("outdir") and value:
+                raise RequestError(field, "output folders cannot be chosen through the API")
+        elif value != current(key):
+            raise RequestError(field, "this setting cannot be overridden per request (it is not supported)")
+    return mapped
+
+
+def to_request(
+    payload: A1111Processing,
+    request_type: type[GenerationRequest],
+    settings: Callable[[str], Any],
+    images: Mapping[str, Any] | None = None,
+) -> GenerationRequest:
+    """The core request for an A1111 payload. `settings(key)` reads the stored options (None if unset).
+
+    `images` holds already-decoded image fields (init_images, mask) for request types that have them.
+    """
+    names = frozenset(request_type.field_names())
+    _refuse_unsupported(payload, names)
+    data = payload.model_dump()
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in names and name not in _SPECIAL and value is not None and name not in (images or {}):
+            kwargs[name] = value
+    kwargs.update(images or {})
+    kwargs["styles"] = tuple(data["styles"] or ())
+    kwargs["sampler_name"] = data["sampler_name"] or data["sampler_index"] or "Euler"
+    kwargs["scheduler"] = data["scheduler"] or "Automatic"
+    if data["s_tmax"] is not None:
+        kwargs["s_tmax"] = data["s_tmax"] if data["s_tmax"] > 0 else math.inf
+    for field, key in (("checkpoint", "sd_model_checkpoint"), ("vae", "sd_vae")):
+        value = settings(key)
+        if isinstance(value, str) and value:
+            kwargs[field] = value
+    clip_skip = settings("CLIP_stop_at_last_layers")
+    if isinstance(clip_skip, int) and not isinstance(clip_skip, bool):
+        kwargs["clip_skip"] = clip_skip
+    kwargs.update(_override(data["override_settings"] or {}, settings))
+    kwargs["save_images"] = bool(data["save_images"]) and not data["do_not_save_samples"]
+    known = {f.name for f in dataclasses.fields(request_type)}
+    try:
+        request = request_type(**{k: v for k, v in kwargs.items() if k in known})
+    except TypeError as e:
+        raise RequestError("request", str(e)) from e
+    request.validate()
+    return request
+
+
+def native_request(
+    request_type: type[GenerationRequest], data: Mapping[str, Any], images: Mapping[str, Any] | None = None
+) -> GenerationRequest:
+    """A core request from the native API's `request` object: our own field names, nothing else."""
+    if not isinstance(data, Mapping):
+        raise RequestError("request", "must be an object of request fields")
+    names = set(request_type.field_names())
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if images and key in images:
+            continue
+        if key not in names:
+            raise RequestError(key, f"unknown field for {request_type.__name__}")
+        if key == "extension_args":
+            raise RequestError(key, "no extensions are installed")
+        if key == "s_tmax" and value in (None, "inf", "Infinity"):
+            value = math.inf
+        if key == "styles":
+            if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+                raise RequestError(key, "must be a list of style names")
+            value = tuple(value)
+        kwargs[key] = value
+    kwargs.update(images or {})
+    request = request_type(**kwargs)
+    request.validate()
+    return request

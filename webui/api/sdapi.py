@@ -1,0 +1,337 @@
+"""AUTOMATIC1111's `/sdapi/v1` routes, in A1111 v1.10's shapes, over the job queue.
+
+Blocking calls (txt2img, img2img) submit a job in the caller's name and wait for it in a worker thread,
+so they stand in the same fair queue as the browser and the native API. Progress, interrupt and skip
+act on the caller's own job (or, for progress, on the running one when the caller has none).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from webui.api import adapters, images
+from webui.api.auth import scope_user
+from webui.api.jobview import a1111_info, a1111_progress, result_roots, safe_result_path
+from webui.api.schemas import A1111Img2Img, A1111Processing, A1111Txt2Img, to_request
+from webui.api.services import ANONYMOUS, Services
+from webui.core import types
+from webui.core.engine import VERSION
+from webui.core.models.manager import ModelNotFound
+from webui.core.outputs.infotext import parse_infotext, parse_size
+from webui.core.outputs.saving import PARAMETERS_KEY, read_infotext
+from webui.core.sampling.samplers import list_samplers, list_schedulers
+from webui.core.types import RequestError
+
+LATENT_UPSCALE_MODES = (
+    "Latent",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+)
+UPSCALERS = ("None", "Lanczos", "Nearest")
+
+
+class PngInfoRequest(BaseModel):
+    image: str = ""
+
+
+def request_kinds() -> dict[str, type[types.GenerationRequest]]:
+    """The request kinds the job queue can store and run ("txt2img", and "img2img" once it is added)."""
+    from webui.core.jobs import REQUEST_KINDS
+
+    return dict(REQUEST_KINDS)
+
+
+def caller(request: Request, services: Services) -> tuple[str, bool]:
+    """(user name, is admin) of the request: the authenticated user, or "anonymous" without auth."""
+    user = scope_user(request.scope, ANONYMOUS)
+    return user, user in services.options.admins
+
+
+def _active_job(services: Services, user: str) -> Any | None:
+    """The caller's running job, else their next queued one, else None."""
+    mine = [j for j in services.queue.list(owner=user, limit=50) if not j.state.finished]
+    running = [j for j in mine if j.state.value == "running"]
+    if running:
+        return running[0]
+    queued = sorted(mine, key=lambda j: (j.queue_position or 0, j.created))
+    return queued[0] if queued else None
+
+
+def check_models(services: Services, request: types.GenerationRequest, payload: A1111Processing) -> None:
+    """Unknown checkpoint or VAE -> RequestError listing the valid names (before the job is queued)."""
+    overrides = payload.override_settings or {}
+    try:
+        services.manager.resolve(request.checkpoint)
+    except ModelNotFound as e:
+        where = "override_settings." if "sd_model_checkpoint" in overrides else ""
+        raise RequestError(f"{where}sd_model_checkpoint", str(e)) from e
+    try:
+        services.manager.resolve_vae(request.vae)
+    except ModelNotFound as e:
+        raise RequestError(("override_settings." if "sd_vae" in overrides else "") + "sd_vae", str(e)) from e
+
+
+def _result_images(services: Services, info: Any, payload: A1111Processing) -> tuple[list[str], int]:
+    out: list[str] = []
+    first = 0
+    roots = result_roots(services)
+    grid = safe_result_path(roots, info.grid_path)
+    if grid is not None and not payload.do_not_save_grid and len(info.images) > 1:
+        out.append(images.file_b64(grid))
+        first = 1
+    for image in info.images:
+        path = safe_result_path(roots, image.path)
+        if path is not None:
+            out.append(images.file_b64(path))
+    return out, first
+
+
+async def generate(
+    services: Services, request: Request, payload: A1111Processing, built: types.GenerationRequest
+) -> Any:
+    user, _ = caller(request, services)
+    check_models(services, built, payload)
+    info = await run_in_threadpool(services.queue.submit, built, user)
+    info = await run_in_threadpool(services.queue.wait, info.id, services.options.wait_timeout)
+    if not info.state.finished:
+        return JSONResponse(
+            {"error": "Timeout", "detail": f"job {info.id} is still {info.state.value}", "job": info.id},
+            status_code=504,
+        )
+    if info.state.value == "failed":
+        return JSONResponse(
+            {"error": "GenerationFailed", "detail": info.error, "errors": info.error, "job": info.id},
+            status_code=500,
+        )
+    encoded, first = await run_in_threadpool(_result_images, services, info, payload)
+    parameters = payload.model_dump()
+    for key in ("init_images", "mask"):
+        if key in parameters:
+            parameters[key] = None
+    return {
+        "images": encoded if payload.send_images else [],
+        "parameters": parameters,
+        "info": a1111_info(info, built, first, VERSION),
+    }
+
+
+def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small function per route
+    router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
+    config = services.config
+    styles = adapters.Styles(getattr(config, "styles_path", config.data_dir / "styles.csv"))
+    embeddings = adapters.Embeddings(services.config.embeddings_dir, services.manager.hashes)
+    opts = services.options
+
+    @router.post("/txt2img")
+    async def txt2img(payload: A1111Txt2Img, request: Request) -> Any:
+        built = to_request(payload, types.Txt2ImgRequest, services.settings.get)
+        return await generate(services, request, payload, built)
+
+    @router.post("/img2img")
+    async def img2img(payload: A1111Img2Img, request: Request) -> Any:
+        request_type = request_kinds().get("img2img")
+        if request_type is None:
+            raise HTTPException(422, "img2img is not available yet")
+        if payload.mask_blur is not None:
+            payload = payload.model_copy(
+                update={"mask_blur_x": payload.mask_blur, "mask_blur_y": payload.mask_blur}
+            )
+        decoded = await run_in_threadpool(
+            _decode_img2img_images, payload, opts.max_body_bytes, opts.max_image_pixels
+        )
+        built = to_request(payload, request_type, services.settings.get, decoded)
+        return await generate(services, request, payload, built)
+
+    @router.get("/progress")
+    async def progress(request: Request, skip_current_image: bool = False) -> Any:
+        user, admin = caller(request, services)
+        info = await run_in_threadpool(_active_job, services, user)
+        if info is None:
+            info = services.queue.running()
+        mine = info is not None and (admin or info.owner == user)
+        preview = None
+        if info is not None and mine and not skip_current_image:
+            png = services.queue.latest_preview(info.id)
+            preview = images.b64(png) if png else None
+        body = a1111_progress(info, services.queue.queued_count(), preview)
+        if info is not None and not mine:  # somebody else's job: how busy we are, not what they make
+            body["current_task"] = None
+        return body
+
+    @router.post("/interrupt")
+    async def interrupt(request: Request) -> Any:
+        user, admin = caller(request, services)
+        running = services.queue.running()
+        if running is not None and (admin or running.owner == user):
+            services.queue.cancel(running.id, by=user, admin=admin)
+        return {}
+
+    @router.post("/skip")
+    async def skip(request: Request) -> Any:
+        user, admin = caller(request, services)
+        running = services.queue.running()
+        if running is not None and (admin or running.owner == user):
+            services.queue.skip(running.id, by=user, admin=admin)
+        return None
+
+    @router.get("/options")
+    async def get_options() -> Any:
+        return services.settings.as_dict()
+
+    @router.post("/options")
+    async def set_options(changes: dict[str, Any]) -> Any:
+        def validate_checkpoint(name: str) -> None:
+            try:
+                services.manager.resolve(name)
+            except ModelNotFound as e:
+                raise RequestError("sd_model_checkpoint", str(e)) from e
+
+        def validate_vae(name: str) -> None:
+            try:
+                services.manager.resolve_vae(name)
+            except ModelNotFound as e:
+                raise RequestError("sd_vae", str(e)) from e
+
+        await run_in_threadpool(services.settings.update, changes, validate_checkpoint, validate_vae)
+        return None
+
+    @router.get("/cmd-flags")
+    async def cmd_flags() -> Any:
+        return dict(opts.cmd_flags)
+
+    @router.get("/samplers")
+    async def samplers() -> Any:
+        return list_samplers()
+
+    @router.get("/schedulers")
+    async def schedulers() -> Any:
+        return list_schedulers()
+
+    @router.get("/upscalers")
+    async def upscalers() -> Any:
+        return [
+            {"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4.0}
+            for n in UPSCALERS
+        ]
+
+    @router.get("/latent-upscale-modes")
+    async def latent_upscale_modes() -> Any:
+        return [{"name": n} for n in LATENT_UPSCALE_MODES]
+
+    @router.get("/sd-models")
+    async def sd_models() -> Any:
+        return [
+            {
+                "title": f.title,
+                "model_name": f.model_name,
+                "hash": f.shorthash,
+                "sha256": f.sha256,
+                "filename": str(f.path),
+                "config": None,
+            }
+            for f in services.manager.checkpoints()
+        ]
+
+    @router.get("/sd-vae")
+    async def sd_vae() -> Any:
+        return [{"model_name": f.model_name, "filename": str(f.path)} for f in services.manager.vaes()]
+
+    @router.get("/prompt-styles")
+    async def prompt_styles() -> Any:
+        return await run_in_threadpool(styles.listing)
+
+    @router.get("/embeddings")
+    async def get_embeddings() -> Any:
+        return await run_in_threadpool(embeddings.listing)
+
+    @router.get("/loras")
+    async def loras() -> Any:
+        return []
+
+    @router.get("/hypernetworks")
+    async def hypernetworks() -> Any:
+        return []
+
+    @router.get("/face-restorers")
+    async def face_restorers() -> Any:
+        return []
+
+    @router.get("/realesrgan-models")
+    async def realesrgan_models() -> Any:
+        return []
+
+    @router.get("/scripts")
+    async def scripts() -> Any:
+        return {"txt2img": [], "img2img": []}
+
+    @router.get("/script-info")
+    async def script_info() -> Any:
+        return []
+
+    @router.get("/extensions")
+    async def extensions() -> Any:
+        return []
+
+    @router.get("/memory")
+    async def memory() -> Any:
+        return await run_in_threadpool(adapters.memory)
+
+    @router.post("/png-info")
+    async def png_info(body: PngInfoRequest) -> Any:
+        return await run_in_threadpool(_png_info, body.image, opts.max_body_bytes, opts.max_image_pixels)
+
+    async def _refresh() -> Any:
+        problems = await run_in_threadpool(services.manager.refresh)
+        return {"problems": list(problems)} if problems else {}
+
+    router.add_api_route("/refresh-checkpoints", _refresh, methods=["POST"])
+    router.add_api_route("/refresh-vae", _refresh, methods=["POST"])
+
+    @router.post("/refresh-embeddings")
+    async def refresh_embeddings() -> Any:
+        return {}
+
+    @router.post("/refresh-loras")
+    async def refresh_loras() -> Any:
+        return {}
+
+    return router
+
+
+def _decode_img2img_images(payload: A1111Img2Img, max_bytes: int, max_pixels: int) -> dict[str, Any]:
+    if not payload.init_images:
+        raise RequestError("init_images", "at least one init image is required")
+    decoded = tuple(
+        images.decode_image(d, f"init_images.{n}", max_bytes=max_bytes, max_pixels=max_pixels)
+        for n, d in enumerate(payload.init_images)
+    )
+    mask = None
+    if payload.mask:
+        mask = images.decode_image(payload.mask, "mask", max_bytes=max_bytes, max_pixels=max_pixels)
+    return {"init_images": decoded, "mask": mask}
+
+
+def _png_info(data: str, max_bytes: int, max_pixels: int) -> dict[str, Any]:
+    if not data.strip():
+        return {"info": "", "items": {}, "parameters": {}}
+    image = images.decode_image(data, "image", max_bytes=max_bytes, max_pixels=max_pixels)
+    text = read_infotext(image) or ""
+    items = {k: v for k, v in images.text_chunks(image).items() if k != PARAMETERS_KEY}
+    parameters: dict[str, Any] = {}
+    if text:
+        parameters = dict(parse_infotext(text))
+        if "Size" in parameters:
+            try:
+                w, h = parse_size(parameters["Size"])
+                parameters["Size-1"], parameters["Size-2"] = str(w), str(h)
+            except ValueError:
+                pass
+    return {"info": text, "items": items, "parameters": parameters}

@@ -1,0 +1,51 @@
+"""What the HTTP app is handed: the engine parts (Services) and the server's own options.
+
+Built once by `webui.server` and passed to `create_app`; nothing here is global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from webui.core.config import AppConfig
+from webui.core.engine import Engine
+from webui.core.models.manager import ModelManager
+
+DEFAULT_MAX_BODY_BYTES = 50 * 2**20
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Server behaviour fixed at start: which APIs, who may log in, limits."""
+
+    sdapi: bool = False  # serve /sdapi/v1 (--api, or --nowebui)
+    users: Mapping[str, str] = field(default_factory=dict)  # user -> password; empty: auth off
+    admins: frozenset[str] = frozenset()  # users who may see and cancel every job
+    cors_origins: tuple[str, ...] = ()  # origins allowed besides the server's own
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    auth_delay: float = 0.5  # seconds of delay after the first failed login; doubles per failure
+    auth_delay_max: float = 8.0
+    wait_timeout: float = 3600.0  # the longest a blocking /sdapi call waits for its job
+    events_poll: float = 15.0  # long-poll slice of the SSE stream
+    cmd_flags: Mapping[str, Any] = field(default_factory=dict)  # every flag, secrets redacted
+
+    @property
+    def auth(self) -> bool:
+        return bool(self.users)
+
+
+@dataclass
+class Services:
+    """The engine side the routes call: one of each, built by webui.server."""
+
+    config: AppConfig
+    engine: Engine
+    manager: ModelManager
+    queue: Any  # webui.core.jobs.JobQueue
+    settings: Any  # webui.core.settings store (get/as_dict/updated/save)
+    options: ServerOptions = field(default_factory=ServerOptions)

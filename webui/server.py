@@ -1,0 +1,140 @@
+"""The one server: services from an AppConfig and the flags, the FastAPI app, uvicorn on host:port.
+
+`build_options(ns)` reads the network flags (auth users, CORS, which APIs), `build_services(config, ...)`
+makes the engine, model manager, job queue and settings, and `serve(...)` runs uvicorn until stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from webui.api.adapters import SettingsHolder
+from webui.api.app import create_app
+from webui.api.auth import users_from_flags
+from webui.api.services import ServerOptions, Services
+from webui.core.config import AppConfig
+from webui.core.engine import Engine
+from webui.core.models.manager import ModelManager
+
+log = logging.getLogger("sfumato.server")
+
+SECRET_FLAGS = frozenset({"api_auth", "gradio_auth", "gradio_auth_path", "tls_keyfile"})
+REDACTED = "<redacted>"
+
+
+def redacted_flags(ns: argparse.Namespace) -> dict[str, Any]:
+    """Every flag's value, with secrets (passwords, key files) replaced by a marker when set."""
+    out: dict[str, Any] = {}
+    for key, value in sorted(vars(ns).items()):
+        out[key] = REDACTED if key in SECRET_FLAGS and value else value
+    return out
+
+
+def build_options(ns: argparse.Namespace, **overrides: Any) -> ServerOptions:
+    """ServerOptions from the flags; a malformed auth spec raises AuthSpecError naming the flag."""
+    users = users_from_flags(
+        getattr(ns, "api_auth", None), getattr(ns, "gradio_auth", None), getattr(ns, "gradio_auth_path", None)
+    )
+    origins = tuple(
+        o.strip() for o in (getattr(ns, "cors_allow_origins", None) or "").split(",") if o.strip()
+    )
+    base: dict[str, Any] = dict(
+        sdapi=bool(getattr(ns, "api", False) or getattr(ns, "nowebui", False)),
+        users=users,
+        cors_origins=origins,
+        cmd_flags=redacted_flags(ns),
+    )
+    base.update(overrides)
+    return ServerOptions(**base)
+
+
+def jobs_db_path(config: AppConfig) -> Path:
+    return config.data_dir / "jobs" / "jobs.sqlite"
+
+
+def build_services(
+    config: AppConfig,
+    options: ServerOptions,
+    manager: ModelManager | None = None,
+    *,
+    db_path: Path | None = None,
+    max_queued: int = 200,
+    preview_every: int = 5,
+) -> Services:
+    """Engine, model manager, job queue (not started: the app starts it) and settings."""
+    from webui.core.jobs import JobQueue
+
+    engine = Engine(config, manager)
+    db = db_path or jobs_db_path(config)
+    queue = JobQueue(engine, db, max_queued=max_queued, preview_every=preview_every)
+    settings = SettingsHolder.load(config.settings_path)
+    if settings.problem:
+        log.warning("settings: %s", settings.problem)
+    return Services(config, engine, engine.manager, queue, settings, options)
+
+
+def warnings_for(config: AppConfig, options: ServerOptions) -> list[str]:
+    """Loud start-up warnings: reachable from other machines without a login."""
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not options.auth:
+        return [
+            f"WARNING: listening on {config.host} WITHOUT a login: anyone who can reach this machine can "
+            "use the studio and its API. Set --api-auth / --gradio-auth user:password."
+        ]
+    return []
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def make_server(app: Any, config: AppConfig, tls: Mapping[str, str | None] | None = None, **kw: Any) -> Any:
+    """A uvicorn.Server for the app on config.host/port (run it with .run(sockets=[...]))."""
+    import uvicorn
+
+    tls = tls or {}
+    uv = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=kw.pop("log_level", "warning"),
+        ssl_keyfile=tls.get("keyfile"),
+        ssl_certfile=tls.get("certfile"),
+        timeout_graceful_shutdown=kw.pop("timeout_graceful_shutdown", 5),
+        **kw,
+    )
+    return uvicorn.Server(uv)
+
+
+def serve(
+    services: Services,
+    ui: Any | None = None,
+    *,
+    tls: Mapping[str, str | None] | None = None,
+    root_path: str = "",
+) -> None:
+    """Build the app and run it until interrupted (Ctrl+C / SIGTERM)."""
+    config = services.config
+    for line in warnings_for(config, services.options):
+        print(line, flush=True)
+    app = create_app(services, ui)
+    server = make_server(app, config, tls, root_path=root_path)
+    sock = bind_socket(config.host, config.port)
+    scheme = "https" if tls and tls.get("certfile") else "http"
+    host, port = sock.getsockname()[:2]
+    print(f"Running on {scheme}://{host}:{port}", flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
