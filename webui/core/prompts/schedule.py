@@ -6,7 +6,8 @@ grammar, "new" scheduling, no hires pass). The rules, as that grammar decides th
 
 - Brackets pair up like nested parentheses. Inside a construct everything must be well formed; at the top
   level a bracket or `:` that cannot belong to a well-formed construct is plain text. A `[`/`(` that can
-  open a well-formed construct always does (A1111's parser prefers the construct).
+  open a well-formed construct always does. (A1111 mostly agrees; when stray brackets sit right next to
+  an edit, e.g. `[a:3]] x`, its Earley parser's pick depends on Python's hash seed under lark 1.1.2.)
 - `[...]` with no separator at its own level is emphasis (kept verbatim, as is every `(...)` and
   `(...:...)`); with `|` separators it alternates `a, b, c, a, ...` per step (an empty option is "");
   with one or two `:` and a last part that is `[spaces] number [spaces]` it is an edit. Anything else
