@@ -1,8 +1,9 @@
 """The engine: `Engine(config).run(Txt2ImgRequest(prompt="a cat"))` is a complete program.
 
-One run: validate the request, resolve seeds (recorded), hold the request's own checkpoint, then per
-batch: encode prompts, build a fresh scheduler, draw each image's noise from its own CPU generator,
-denoise, decode, write each image (with its infotext) to disk, and only then hand it back.
+One run: validate the request, apply styles, resolve seeds (recorded), hold the request's own
+checkpoint, encode the prompts once (scheduled, cached), then per batch let the task (txt2img with hires
+fix, or img2img/inpaint/outpaint) turn the batch's seeds into pictures, write each picture (with its
+infotext) to disk, and only then hand it back.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import torch
 
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision
@@ -26,11 +25,19 @@ from webui.core.prompts.embeddings import EmbeddingFolder
 from webui.core.prompts.encode import token_widths
 from webui.core.prompts.styles import StyleStore
 from webui.core.sampling import noise as noise_mod
-from webui.core.sampling.loop import CancelToken, Hook, Progress, Stopped
-from webui.core.sampling.samplers import make_scheduler, resolve
-from webui.core.tasks.images import cheap_preview, decode, to_pil
-from webui.core.tasks.txt2img import run_txt2img
-from webui.core.types import GeneratedImage, GenerationRequest, GenerationResult, RequestError, Txt2ImgRequest
+from webui.core.sampling.loop import CancelToken, Hook, Stopped
+from webui.core.sampling.samplers import resolve
+from webui.core.tasks import hires, img2img_batch, txt2img_batch
+from webui.core.tasks.context import BatchContext
+from webui.core.tasks.images import cheap_preview
+from webui.core.types import (
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    Img2ImgRequest,
+    RequestError,
+    Txt2ImgRequest,
+)
 
 VERSION = "v0.1.0"
 
@@ -48,6 +55,7 @@ class JobProgress:
 
 
 ProgressFn = Callable[[JobProgress], None]
+ImageFn = Callable[[GeneratedImage], object]
 
 
 def infotext_params(
@@ -87,7 +95,7 @@ def infotext_params(
 
 @dataclass(frozen=True)
 class _Run:
-    request: Txt2ImgRequest
+    request: GenerationRequest
     prompt: str  # with styles applied: what the infotext records and the encoder reads
     negative_prompt: str
     sampler: str  # display names, as recorded in infotext
@@ -98,6 +106,7 @@ class _Run:
     cancel: CancelToken | None
     hooks: tuple[Hook, ...]
     preview_every: int
+    on_image: ImageFn | None
 
 
 class Engine:
@@ -112,12 +121,16 @@ class Engine:
 
     def run(
         self,
-        request: Txt2ImgRequest,
+        request: GenerationRequest,
         progress: ProgressFn | None = None,
         cancel: CancelToken | None = None,
         hooks: Sequence[Hook] = (),
         preview_every: int = 0,
+        on_image: ImageFn | None = None,
     ) -> GenerationResult:
+        """Make the request's images. `on_image` is called with each image right after it is saved."""
+        if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
+            raise TypeError(f"cannot run a {type(request).__name__}")
         request.validate()
         sampler, schedule = resolve(request.sampler_name, request.scheduler)
         prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, request.styles)
@@ -141,13 +154,14 @@ class Engine:
             cancel,
             tuple(hooks),
             preview_every,
+            on_image,
         )
         with self.manager.acquire(request.checkpoint, request.vae) as model:
             return self._run_batches(run, model)
 
     def _conditioning(
         self, run: _Run, model: LoadedModel
-    ) -> tuple[ScheduledConditioning, ScheduledConditioning, str | None, tuple[str, ...]]:
+    ) -> tuple[PromptEncoder, ScheduledConditioning, ScheduledConditioning, str | None, tuple[str, ...]]:
         """Both prompts over the steps (encoded once per distinct text, cached across jobs), the
         infotext's TI hashes, and a warning for each embedding named in a prompt that does not fit."""
         library = self.embeddings.library()
@@ -166,97 +180,108 @@ class Engine:
             for name, reason in library.unusable(token_widths(model.components)).items()
             if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE)
         )
-        return cond, uncond, ti, warnings
+        return encoder, cond, uncond, ti, warnings
 
     def _run_batches(self, run: _Run, model: LoadedModel) -> GenerationResult:
         request = run.request
-        if model.components.arch == "sdxl-refiner":
+        img2img = isinstance(request, Img2ImgRequest)
+        if model.components.arch == "sdxl-refiner" and not img2img:
             raise RequestError(
                 "checkpoint", "the SDXL refiner only refines images (img2img); pick a base model"
             )
-        cond, uncond, ti_hashes, warnings = self._conditioning(run, model)
-        folder = image_folder(self.config.outputs_dir, "txt2img-images", datetime.date.today())
+        inputs = (
+            img2img_batch.prepare_inputs(request, run.seed) if isinstance(request, Img2ImgRequest) else None
+        )
+        encoder, cond, uncond, ti_hashes, warnings = self._conditioning(run, model)
+        kind = "img2img" if img2img else "txt2img"
+        folder = image_folder(self.config.outputs_dir, f"{kind}-images", datetime.date.today())
+        batch_size = (
+            request.effective_batch_size if isinstance(request, Img2ImgRequest) else request.batch_size
+        )
         images: list[GeneratedImage] = []
         pairs = noise_mod.batch_seeds(
-            run.seed,
-            run.subseed,
-            request.batch_size,
-            request.n_iter,
-            subseed_strength=request.subseed_strength,
+            run.seed, run.subseed, batch_size, request.n_iter, subseed_strength=request.subseed_strength
         )
+
+        def encode(
+            prompt: str, negative: str, steps: int
+        ) -> tuple[ScheduledConditioning, ScheduledConditioning]:
+            skip = request.clip_skip
+            return encoder.schedule(prompt, steps, skip), encoder.schedule(
+                negative, steps, skip, multicond=False
+            )
+
+        def result(interrupted: bool = False) -> GenerationResult:
+            return GenerationResult(
+                request, tuple(images), model.file.title, interrupted=interrupted, warnings=warnings
+            )
+
         for b in range(request.n_iter):
             if run.cancel is not None and run.cancel.interrupted:
-                return GenerationResult(request, tuple(images), model.file.title, interrupted=True)
-            batch = pairs[b * request.batch_size : (b + 1) * request.batch_size]
+                return result(interrupted=True)
+            batch = pairs[b * batch_size : (b + 1) * batch_size]
             seeds, subseeds = [p[0] for p in batch], [p[1] for p in batch]
+            ctx = BatchContext(
+                model.components,
+                run.prompt,
+                run.negative_prompt,
+                cond,
+                uncond,
+                encode,
+                self._reporter(run, model, b),
+                run.hooks,
+                run.cancel,
+                run.preview_every,
+                dict(
+                    s_churn=request.s_churn,
+                    s_tmin=request.s_tmin,
+                    s_tmax=request.s_tmax,
+                    s_noise=request.s_noise,
+                ),
+            )
             try:
-                latents = self._sample_batch(run, model, b, seeds, subseeds, cond, uncond)
+                if isinstance(request, Img2ImgRequest):
+                    assert inputs is not None
+                    pictures, extra = img2img_batch.make_batch(
+                        ctx, request, inputs, b * batch_size, seeds, subseeds
+                    )
+                    size = (inputs.width, inputs.height)
+                else:
+                    assert isinstance(request, Txt2ImgRequest)
+                    pictures = txt2img_batch.make_batch(ctx, request, seeds, subseeds)
+                    extra = [hires.infotext_params(request) if request.enable_hr else {}] * len(pictures)
+                    size = (request.width, request.height)
             except Stopped as stop:
                 if stop.interrupted:
-                    return GenerationResult(request, tuple(images), model.file.title, interrupted=True)
+                    return result(interrupted=True)
                 continue  # skipped: on to the next batch
-            vae = model.components.vae
-            decoded = torch.cat(
-                [decode(vae, latents[i : i + 1]) for i in range(len(seeds))]
-            )  # as a single run
-            for i, pil in enumerate(to_pil(decoded)):
+            for i, pil in enumerate(pictures):
                 params = infotext_params(
                     request, model, run.sampler, run.schedule, seeds[i], subseeds[i], ti_hashes
                 )
+                params["Size"] = f"{size[0]}x{size[1]}"
+                params.update(extra[i])
                 text = format_infotext(run.prompt, run.negative_prompt, params)
                 path = save_image(pil, folder, seeds[i], text) if request.save_images else None
-                images.append(GeneratedImage(pil, seeds[i], subseeds[i], text, path))
+                image = GeneratedImage(pil, seeds[i], subseeds[i], text, path)
+                images.append(image)
+                if run.on_image is not None:
+                    run.on_image(image)
         grid = None
         if request.save_images and len(images) > 1:
-            grid_dir = image_folder(self.config.outputs_dir, "txt2img-grids", datetime.date.today())
+            grid_dir = image_folder(self.config.outputs_dir, f"{kind}-grids", datetime.date.today())
             grid = save_image(
                 image_grid([i.image for i in images]), grid_dir, images[0].seed, images[0].infotext
             )
         return GenerationResult(request, tuple(images), model.file.title, grid_path=grid, warnings=warnings)
 
-    def _sample_batch(
-        self,
-        run: _Run,
-        model: LoadedModel,
-        b: int,
-        seeds: list[int],
-        subseeds: list[int],
-        cond: ScheduledConditioning,
-        uncond: ScheduledConditioning,
-    ) -> torch.Tensor:
-        """One batch: a fresh scheduler, per-image noise, the loop. Returns final latents."""
-        request, parts = run.request, model.components
-        sched = make_scheduler(
-            request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds
-        )
-        shape = (4, request.height // 8, request.width // 8)
-        resize = (request.seed_resize_from_w, request.seed_resize_from_h)
-        noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength, resize)
-        generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
-        sdxl = parts.arch.startswith("sdxl")
+    @staticmethod
+    def _reporter(run: _Run, model: LoadedModel, b: int) -> Callable[[int, int, float, object], None]:
+        sdxl = model.components.arch.startswith("sdxl")
 
-        def on_step(p: Progress) -> None:
+        def report(step: int, total: int, eta: float, latents: object) -> None:
             if run.progress is not None:
-                preview = cheap_preview(p.latents, sdxl) if p.latents is not None else None
-                run.progress(JobProgress(b + 1, request.n_iter, p.step, p.total, p.eta, preview))
+                preview = cheap_preview(latents, sdxl) if latents is not None else None  # type: ignore[arg-type]
+                run.progress(JobProgress(b + 1, run.request.n_iter, step, total, eta, preview))
 
-        return run_txt2img(
-            parts,
-            sched,
-            noise,
-            generators,
-            cond,
-            uncond,
-            steps=request.steps,
-            cfg_scale=request.cfg_scale,
-            width=request.width,
-            height=request.height,
-            eta=request.eta,
-            churn=dict(
-                s_churn=request.s_churn, s_tmin=request.s_tmin, s_tmax=request.s_tmax, s_noise=request.s_noise
-            ),
-            hooks=run.hooks,
-            on_progress=on_step,
-            cancel=run.cancel,
-            preview_every=run.preview_every,
-        )
+        return report

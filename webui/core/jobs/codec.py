@@ -20,10 +20,11 @@ from typing import Any
 
 from PIL import Image
 
-from webui.core.types import GenerationRequest, RequestError, Txt2ImgRequest
+from webui.core.types import GenerationRequest, Img2ImgRequest, RequestError, Txt2ImgRequest
 
 REQUEST_KINDS: dict[str, type[GenerationRequest]] = {
     "txt2img": Txt2ImgRequest,
+    "img2img": Img2ImgRequest,
 }
 
 _FLOAT_TAG = "$float"

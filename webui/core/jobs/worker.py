@@ -9,7 +9,6 @@ folder, so a client that comes back later can fetch them.
 from __future__ import annotations
 
 import gc
-import inspect
 import io
 import logging
 from collections.abc import Sequence
@@ -110,18 +109,15 @@ def execute(
         png = preview_png(p.preview) if p.preview is not None else None
         report.progress(progress_info(p), png)
 
-    extra: dict[str, Any] = {}
-    if "on_image" in inspect.signature(engine.run).parameters:  # per-image notices, where the engine has them
-        extra["on_image"] = lambda img: images.add([img])
     error: str | None = None
     oom = False
     try:
         result = engine.run(
-            request,  # type: ignore[arg-type]
+            request,
             progress=on_progress,
             cancel=cancel,
             preview_every=preview_every,
-            **extra,
+            on_image=lambda img: images.add([img]),
         )
     except RequestError as e:
         error = str(e)

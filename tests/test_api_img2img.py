@@ -1,0 +1,86 @@
+"""POST /sdapi/v1/img2img and txt2img hires fix over HTTP, against the real server and the tiny models."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.test_server_harness import Running, running_server
+
+FAST = dict(prompt="a red cube", steps=3, width=64, height=64, seed=7, cfg_scale=5)
+
+
+@pytest.fixture(scope="module")
+def srv(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    with running_server(tiny_data_dir, tmp_path_factory.mktemp("img2img-api")) as running:
+        yield running
+
+
+@pytest.fixture
+def c(srv: Running) -> Iterator[httpx.Client]:
+    with srv.client() as client:
+        yield client
+
+
+def _b64(image: Image.Image, data_url: bool = False) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    text = base64.b64encode(buf.getvalue()).decode()
+    return f"data:image/png;base64,{text}" if data_url else text
+
+
+def _image(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB")
+
+
+def _picture() -> Image.Image:
+    return Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+
+
+def test_img2img_with_a_data_url_init_image_and_a_mask_keeps_unmasked_pixels(c: httpx.Client) -> None:
+    init = _picture()
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((8, 8, 30, 30), fill=255)
+    r = c.post(
+        "/sdapi/v1/img2img",
+        json={
+            **FAST,
+            "init_images": [_b64(init, data_url=True)],
+            "mask": _b64(mask),
+            "mask_blur": 0,
+            "denoising_strength": 1.0,
+            "inpainting_fill": 1,
+            "inpaint_full_res": False,
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    info = json.loads(body["info"])
+    out = np.asarray(_image(body["images"][0]))
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(out[keep], np.asarray(init)[keep])
+    assert "Denoising strength: 1" in info["infotexts"][0]
+
+
+def test_img2img_refuses_an_image_url_naming_the_field(c: httpx.Client) -> None:
+    r = c.post("/sdapi/v1/img2img", json={**FAST, "init_images": ["http://169.254.169.254/latest"]})
+    assert r.status_code == 422
+    assert "init_images" in r.text
+
+
+def test_txt2img_hires_fix_over_the_api(c: httpx.Client) -> None:
+    r = c.post(
+        "/sdapi/v1/txt2img",
+        json={**FAST, "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent", "denoising_strength": 0.5},
+    )
+    assert r.status_code == 200, r.text
+    assert _image(r.json()["images"][0]).size == (96, 96)
+    assert "Hires upscale: 1.5" in json.loads(r.json()["info"])["infotexts"][0]

@@ -1,0 +1,60 @@
+"""What a task needs to make one batch of images: the model, its prompts, and the run's controls.
+
+The engine builds one `BatchContext` per batch; the tasks (txt2img with hires fix, img2img/inpaint/
+outpaint) turn seeds into finished pictures with it and never see the job queue or the saving code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from webui.core.models.components import Components
+from webui.core.prompts.conditioning import ScheduledConditioning
+from webui.core.sampling.loop import CancelToken, Hook, Progress, ProgressCallback
+from webui.core.tasks.images import decode, to_pil
+
+# (steps done in the whole batch, steps in the whole batch, ETA of this pass, latents for a preview)
+StepReport = Callable[[int, int, float, torch.Tensor | None], None]
+Encode = Callable[[str, str, int], tuple[ScheduledConditioning, ScheduledConditioning]]
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    parts: Components
+    prompt: str  # with styles applied
+    negative_prompt: str
+    cond: ScheduledConditioning
+    uncond: ScheduledConditioning
+    encode: Encode  # (prompt, negative prompt, steps) -> conditionings (for a second pass's prompts)
+    report: StepReport
+    hooks: tuple[Hook, ...] = ()
+    cancel: CancelToken | None = None
+    preview_every: int = 0
+    churn: Mapping[str, float] = field(default_factory=dict)
+
+    def progress(self, offset: int, total: int) -> ProgressCallback:
+        """The loop's progress callback for a pass that starts `offset` steps into a `total`-step batch."""
+
+        def on_step(p: Progress) -> None:
+            self.report(offset + p.step, total, p.eta, p.latents)
+
+        return on_step
+
+    def loop_args(self, offset: int, total: int) -> dict[str, Any]:
+        return dict(
+            hooks=self.hooks,
+            on_progress=self.progress(offset, total),
+            cancel=self.cancel,
+            preview_every=self.preview_every,
+        )
+
+
+def decode_each(parts: Components, latents: torch.Tensor) -> list[Image.Image]:
+    """Decode image by image (a batch decodes bit-identically to single runs)."""
+    decoded = torch.cat([decode(parts.vae, latents[i : i + 1]) for i in range(latents.shape[0])])
+    return to_pil(decoded)

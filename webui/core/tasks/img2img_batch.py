@@ -1,0 +1,147 @@
+"""One img2img batch: init images (and mask) -> latents -> the loop from the strength's step -> pictures.
+
+`prepare_inputs` runs once per request: every input image is sanitised (orientation, mode, size limits),
+the mask is checked and resized, and outpainting extends the canvas and builds its mask. `make_batch`
+then prepares each image of the batch (resize mode, mask blur/invert, "only masked" crop, masked
+content), encodes it, runs the loop with the mask blended in (or fed to a 9-channel inpainting UNet),
+decodes, and puts the result back into the original picture with untouched pixels restored exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from webui.core.sampling import noise as noise_mod
+from webui.core.sampling.samplers import make_scheduler
+from webui.core.tasks.context import BatchContext, decode_each
+from webui.core.tasks.img2img import (
+    encode_init,
+    inpaint_image_cond,
+    latent_mask,
+    run_img2img,
+    start_step,
+    to_tensor,
+)
+from webui.core.tasks.inpaint import PreparedImage, finish_image, infotext_params, prepare_init
+from webui.core.tasks.input_images import sanitize_image, sanitize_mask
+from webui.core.tasks.outpaint import extend_canvas
+from webui.core.tasks.resize import LATENT_UPSCALE, resize_latents
+from webui.core.types import Img2ImgRequest
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The request's images after sanitising (and outpainting): what every batch starts from."""
+
+    images: tuple[Image.Image, ...]
+    mask: Image.Image | None
+    width: int  # the output size
+    height: int
+
+
+def prepare_inputs(request: Img2ImgRequest, seed: int) -> Inputs:
+    images = [sanitize_image(img, f"init_images[{i}]") for i, img in enumerate(request.init_images)]
+    mask = None
+    if request.mask is not None:
+        mask = sanitize_mask(request.mask, images[0].size, round=request.mask_round)
+    width, height = request.width, request.height
+    if request.outpaint_pixels:
+        extended = []
+        for img in images:
+            out = extend_canvas(
+                img,
+                request.outpaint_pixels,
+                request.outpaint_directions,
+                fill=request.outpaint_fill,
+                noise=request.outpaint_noise,
+                seed=seed,
+                mask=mask if mask is not None and mask.size == img.size else None,
+            )
+            extended.append(out)
+        images = [e.image for e in extended]
+        mask = extended[0].mask
+        width, height = extended[0].geometry.width, extended[0].geometry.height
+    return Inputs(tuple(images), mask, width, height)
+
+
+def total_steps(request: Img2ImgRequest) -> int:
+    return request.steps - start_step(request.steps, request.denoising_strength)
+
+
+def _prepare(request: Img2ImgRequest, inputs: Inputs, image: Image.Image) -> PreparedImage:
+    return prepare_init(
+        image,
+        inputs.mask,
+        width=inputs.width,
+        height=inputs.height,
+        resize_mode=request.resize_mode,
+        mask_blur_x=request.mask_blur_x,
+        mask_blur_y=request.mask_blur_y,
+        inpainting_fill=request.inpainting_fill,
+        inpaint_full_res=request.inpaint_full_res,
+        inpaint_full_res_padding=request.inpaint_full_res_padding,
+        invert=bool(request.inpainting_mask_invert),
+    )
+
+
+def make_batch(
+    ctx: BatchContext,
+    request: Img2ImgRequest,
+    inputs: Inputs,
+    first_index: int,
+    seeds: list[int],
+    subseeds: list[int],
+) -> tuple[list[Image.Image], list[dict[str, object]]]:
+    """The batch's finished pictures and each one's img2img infotext keys."""
+    parts = ctx.parts
+    sources = [inputs.images[(first_index + i) % len(inputs.images)] for i in range(len(seeds))]
+    prepared = [_prepare(request, inputs, img) for img in sources]
+    init = encode_init(parts, [p.image for p in prepared])
+    if request.resize_mode == LATENT_UPSCALE:
+        init = resize_latents(init, inputs.width, inputs.height)
+    shape = (4, inputs.height // 8, inputs.width // 8)
+    resize = (request.seed_resize_from_w, request.seed_resize_from_h)
+    noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength, resize)
+    generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
+    mask_latent = image_cond = None
+    masks = [p.mask for p in prepared if p.mask is not None]
+    if masks:
+        mask_latent = torch.cat([latent_mask(m, shape[1], shape[2], request.mask_round) for m in masks])
+        if parts.unet.config.in_channels == 9:
+            image_cond = torch.cat(
+                [
+                    inpaint_image_cond(parts, to_tensor([p.cond_image]), m, round=request.mask_round)
+                    for p, m in zip(prepared, masks, strict=True)
+                ]
+            )
+    sched = make_scheduler(request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds)
+    latents = run_img2img(
+        parts,
+        sched,
+        init,
+        noise,
+        generators,
+        ctx.cond,
+        ctx.uncond,
+        steps=request.steps,
+        strength=request.denoising_strength,
+        cfg_scale=request.cfg_scale,
+        width=inputs.width,
+        height=inputs.height,
+        eta=request.eta,
+        churn=ctx.churn,
+        mask_latent=mask_latent,
+        image_cond=image_cond,
+        inpainting_fill=request.inpainting_fill,
+        initial_noise_multiplier=request.initial_noise_multiplier,
+        **ctx.loop_args(0, total_steps(request)),
+    )
+    pictures = [finish_image(p, pic) for p, pic in zip(prepared, decode_each(parts, latents), strict=True)]
+    params = [
+        infotext_params(request, src, only_masked_used=p.box is not None)
+        for p, src in zip(prepared, sources, strict=True)
+    ]
+    return pictures, params

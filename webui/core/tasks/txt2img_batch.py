@@ -1,0 +1,107 @@
+"""One txt2img batch: seeded noise -> first pass -> (hires fix: upscale -> second pass) -> pictures.
+
+Hires fix follows A1111: the first pass at width x height; the latents (latent upscalers) or the decoded
+pictures (image upscalers, encoded again) are brought to the target size; new noise of the target size
+comes from the same seeds; an img2img pass with its own steps, sampler, prompts and denoising strength
+finishes the picture.
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from webui.core.sampling import noise as noise_mod
+from webui.core.sampling.samplers import make_scheduler
+from webui.core.tasks import hires
+from webui.core.tasks.context import BatchContext, decode_each
+from webui.core.tasks.img2img import encode_init, run_img2img
+from webui.core.tasks.txt2img import run_txt2img
+from webui.core.types import Txt2ImgRequest
+
+
+def total_steps(request: Txt2ImgRequest) -> int:
+    """Sampling steps of one batch, both passes (for progress)."""
+    if not request.enable_hr:
+        return request.steps
+    from webui.core.tasks.img2img import start_step
+
+    second = hires.second_pass_steps(request)
+    return request.steps + second - start_step(second, request.denoising_strength)
+
+
+def make_batch(
+    ctx: BatchContext, request: Txt2ImgRequest, seeds: list[int], subseeds: list[int]
+) -> list[Image.Image]:
+    parts = ctx.parts
+    total = total_steps(request)
+    sched = make_scheduler(request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds)
+    shape = (4, request.height // 8, request.width // 8)
+    resize = (request.seed_resize_from_w, request.seed_resize_from_h)
+    noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength, resize)
+    generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
+    latents = run_txt2img(
+        parts,
+        sched,
+        noise,
+        generators,
+        ctx.cond,
+        ctx.uncond,
+        steps=request.steps,
+        cfg_scale=request.cfg_scale,
+        width=request.width,
+        height=request.height,
+        eta=request.eta,
+        churn=ctx.churn,
+        **ctx.loop_args(0, total),
+    )
+    if not request.enable_hr:
+        return decode_each(parts, latents)
+    return _second_pass(ctx, request, seeds, subseeds, latents, total)
+
+
+def _second_pass(
+    ctx: BatchContext,
+    request: Txt2ImgRequest,
+    seeds: list[int],
+    subseeds: list[int],
+    latents: torch.Tensor,
+    total: int,
+) -> list[Image.Image]:
+    parts = ctx.parts
+    target = hires.request_target(request)
+    if hires.is_latent(request.hr_upscaler):
+        init = hires.upscale_latents(latents, request.hr_upscaler, target)
+    else:
+        pictures = [hires.upscale_image(p, request.hr_upscaler, target) for p in decode_each(parts, latents)]
+        init = hires.truncate(encode_init(parts, pictures), target)
+    h, w = target.latent_size
+    width, height = target.size
+    shape = (4, h, w)
+    noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength)
+    generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
+    sampler, schedule = hires.second_pass_sampler(request)
+    sched = make_scheduler(sampler, schedule, parts.scheduler_config, noise_seeds=seeds)
+    steps = hires.second_pass_steps(request)
+    # the second pass's prompts, scheduled over its own steps (as A1111)
+    cond, uncond = ctx.encode(
+        request.hr_prompt or ctx.prompt, request.hr_negative_prompt or ctx.negative_prompt, steps
+    )
+    out = run_img2img(
+        parts,
+        sched,
+        init,
+        noise,
+        generators,
+        cond,
+        uncond,
+        steps=steps,
+        strength=request.denoising_strength,
+        cfg_scale=request.cfg_scale,
+        width=width,
+        height=height,
+        eta=request.eta,
+        churn=ctx.churn,
+        **ctx.loop_args(request.steps, total),
+    )
+    return decode_each(parts, out)
