@@ -13,9 +13,11 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision
+from webui.core.extension_points import NO_HOOKS, EngineHooks
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
 from webui.core.outputs.grid import image_grid
 from webui.core.outputs.infotext import format_infotext
@@ -110,8 +112,13 @@ class _Run:
 
 
 class Engine:
-    def __init__(self, config: AppConfig, manager: ModelManager | None = None) -> None:
+    """Runs requests. `hooks` are the extensions' entry points (see webui.core.extension_points)."""
+
+    def __init__(
+        self, config: AppConfig, manager: ModelManager | None = None, hooks: EngineHooks = NO_HOOKS
+    ) -> None:
         self.config = config
+        self.hooks = hooks
         self.manager = manager or ModelManager(config, choose_precision(config))
         if manager is None:
             self.manager.refresh()
@@ -131,6 +138,7 @@ class Engine:
         """Make the request's images. `on_image` is called with each image right after it is saved."""
         if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
             raise TypeError(f"cannot run a {type(request).__name__}")
+        request = self.hooks.request_received(request)
         request.validate()
         sampler, schedule = resolve(request.sampler_name, request.scheduler)
         prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, request.styles)
@@ -152,7 +160,7 @@ class Engine:
             subseed,
             progress,
             cancel,
-            tuple(hooks),
+            (*hooks, *self.hooks.step_hooks(request)),
             preview_every,
             on_image,
         )
@@ -211,9 +219,15 @@ class Engine:
                 negative, steps, skip, multicond=False
             )
 
-        def result(interrupted: bool = False) -> GenerationResult:
+        def result(interrupted: bool = False, grid: Path | None = None) -> GenerationResult:
+            problems = tuple(self.hooks.take_problems())
             return GenerationResult(
-                request, tuple(images), model.file.title, interrupted=interrupted, warnings=warnings
+                request,
+                tuple(images),
+                model.file.title,
+                interrupted=interrupted,
+                grid_path=grid,
+                warnings=warnings + problems,
             )
 
         for b in range(request.n_iter):
@@ -255,16 +269,19 @@ class Engine:
                 if stop.interrupted:
                     return result(interrupted=True)
                 continue  # skipped: on to the next batch
+            pictures = self.hooks.after_decode(request, pictures)
             for i, pil in enumerate(pictures):
                 params = infotext_params(
                     request, model, run.sampler, run.schedule, seeds[i], subseeds[i], ti_hashes
                 )
                 params["Size"] = f"{size[0]}x{size[1]}"
                 params.update(extra[i])
+                params = {**self.hooks.extra_infotext(request), **params}
                 text = format_infotext(run.prompt, run.negative_prompt, params)
                 path = save_image(pil, folder, seeds[i], text) if request.save_images else None
                 image = GeneratedImage(pil, seeds[i], subseeds[i], text, path)
                 images.append(image)
+                self.hooks.after_save(request, image)
                 if run.on_image is not None:
                     run.on_image(image)
         grid = None
@@ -273,7 +290,7 @@ class Engine:
             grid = save_image(
                 image_grid([i.image for i in images]), grid_dir, images[0].seed, images[0].infotext
             )
-        return GenerationResult(request, tuple(images), model.file.title, grid_path=grid, warnings=warnings)
+        return result(grid=grid)
 
     @staticmethod
     def _reporter(run: _Run, model: LoadedModel, b: int) -> Callable[[int, int, float, object], None]:

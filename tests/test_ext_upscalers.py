@@ -1,0 +1,159 @@
+"""The upscalers extension: tiny random ESRGAN/Real-ESRGAN files written here, found, loaded, run."""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from webui.core.config import AppConfig
+from webui.plugins.host import PluginHost
+
+
+@pytest.fixture(scope="module")
+def ext(tmp_path_factory: pytest.TempPathFactory) -> PluginHost:
+    data = tmp_path_factory.mktemp("data")
+    host = PluginHost.for_config(AppConfig.for_data_dir(data), include_pip=False)
+    assert host.extension("upscalers").loaded, host.extension("upscalers").error
+    return host
+
+
+def modules(host: PluginHost) -> tuple:
+    pkg = host.extension("upscalers").module.__package__
+    return tuple(importlib.import_module(f"{pkg}.{m}") for m in ("arch", "models", "main"))
+
+
+def basicsr_rrdb(
+    nf: int = 8, nb: int = 2, gc: int = 4, scale: int = 4, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """A random RRDBNet in BasicSR's key layout (Real-ESRGAN), written from the key names alone."""
+    g = torch.Generator().manual_seed(seed)
+    unshuffle = {4: 1, 2: 2, 1: 4}[scale]
+
+    def conv(name: str, cin: int, cout: int) -> dict[str, torch.Tensor]:
+        return {
+            f"{name}.weight": torch.randn(cout, cin, 3, 3, generator=g) * (0.5 / cin) ** 0.5,
+            f"{name}.bias": torch.randn(cout, generator=g) * 0.01,
+        }
+
+    sd = conv("conv_first", 3 * unshuffle * unshuffle, nf)
+    for b in range(nb):
+        for r in (1, 2, 3):
+            for c in range(1, 6):
+                sd |= conv(f"body.{b}.rdb{r}.conv{c}", nf + (c - 1) * gc, nf if c == 5 else gc)
+    sd |= conv("conv_body", nf, nf) | conv("conv_up1", nf, nf) | conv("conv_up2", nf, nf)
+    return sd | conv("conv_hr", nf, nf) | conv("conv_last", nf, 3)
+
+
+def to_old_esrgan(sd: dict[str, torch.Tensor], nb: int) -> dict[str, torch.Tensor]:
+    """The same weights in the original ESRGAN layout (model.0, model.1.sub.N.RDBk.convj.0, ...)."""
+    top = {"conv_first": 0, "conv_up1": 3, "conv_up2": 6, "conv_hr": 8, "conv_last": 10}
+    out = {}
+    for k, v in sd.items():
+        head, kind = k.rsplit(".", 1)
+        if head in top:
+            out[f"model.{top[head]}.{kind}"] = v
+        elif head == "conv_body":
+            out[f"model.1.sub.{nb}.{kind}"] = v
+        else:
+            _, b, rdb, conv = head.split(".")
+            out[f"model.1.sub.{b}.RDB{rdb[-1]}.{conv}.0.{kind}"] = v
+    return out
+
+
+def compact(nf: int = 8, n_conv: int = 2, scale: int = 4) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    sd, i = {}, 0
+    for cin, cout in [(3, nf)] + [(nf, nf)] * n_conv:
+        sd[f"body.{i}.weight"] = torch.randn(cout, cin, 3, 3, generator=g) * 0.1
+        sd[f"body.{i}.bias"] = torch.zeros(cout)
+        sd[f"body.{i + 1}.weight"] = torch.full((cout,), 0.25)
+        i += 2
+    sd[f"body.{i}.weight"] = torch.randn(3 * scale * scale, nf, 3, 3, generator=g) * 0.1
+    sd[f"body.{i}.bias"] = torch.zeros(3 * scale * scale)
+    return sd
+
+
+def picture(w: int = 40, h: int = 28) -> Image.Image:
+    rng = np.random.default_rng(3)
+    return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "RGB")
+
+
+def test_both_key_layouts_load_to_the_same_network(ext: PluginHost, tmp_path: Path) -> None:
+    _, models, main = modules(ext)
+    sd = basicsr_rrdb()
+    new = tmp_path / "RealESRGAN_x4plus.safetensors"
+    save_file(sd, str(new))
+    old = tmp_path / "4x_old.pth"
+    torch.save(to_old_esrgan(sd, nb=2), old)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"params_ema": sd}, wrapped)
+    a, b, c = (main.spec_for(p, tile=0) for p in (new, old, wrapped))
+    assert a.scale == b.scale == c.scale == 4.0
+    image = picture()
+    out = [np.asarray(s.upscale(image, 160, 112)) for s in (a, b, c)]
+    assert out[0].shape == (112, 160, 3)
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[0], out[2])
+    assert out[0].std() > 1, "a random network still makes a non-flat image"
+
+
+def test_tiles_match_the_whole_image(ext: PluginHost, tmp_path: Path) -> None:
+    arch, models, _ = modules(ext)
+    net = arch.build(basicsr_rrdb(nb=1))
+    x = models.to_tensor(picture(70, 50))
+    whole = models.run_tiled(net, x, 4, tile=0)
+    tiled = models.run_tiled(net, x, 4, tile=24, pad=24)
+    assert tiled.shape == whole.shape == (1, 3, 200, 280)
+    assert torch.allclose(tiled, whole, atol=1e-4)
+    assert not torch.allclose(models.run_tiled(net, x, 4, tile=24, pad=0), whole, atol=1e-4)
+
+
+def test_x2_unshuffle_and_compact_models(ext: PluginHost, tmp_path: Path) -> None:
+    _, _, main = modules(ext)
+    save_file(basicsr_rrdb(scale=2), str(tmp_path / "RealESRGAN_x2plus.safetensors"))
+    save_file(compact(), str(tmp_path / "realesr-general-x4v3.safetensors"))
+    x2 = main.spec_for(tmp_path / "RealESRGAN_x2plus.safetensors")
+    small = main.spec_for(tmp_path / "realesr-general-x4v3.safetensors")
+    assert (x2.scale, small.scale) == (2.0, 4.0)
+    assert x2.upscale(picture(), 80, 56).size == (80, 56)
+    image = picture()
+    assert main.upscale_image(small, image, 8).size == (320, 224)  # two passes of a 4x model
+
+
+def test_registered_from_the_model_folders(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "models" / "ESRGAN").mkdir(parents=True)
+    (data / "models" / "RealESRGAN").mkdir(parents=True)
+    torch.save(to_old_esrgan(basicsr_rrdb(), nb=2), data / "models" / "ESRGAN" / "4x-Tiny.pth")
+    save_file(basicsr_rrdb(scale=2), str(data / "models" / "RealESRGAN" / "RealESRGAN_x2plus.safetensors"))
+    (data / "models" / "ESRGAN" / "junk.pth").write_bytes(b"not a model")
+    host = PluginHost.for_config(AppConfig.for_data_dir(data), include_pip=False)
+    specs = host.upscalers()
+    assert sorted(specs) == ["4x-Tiny", "RealESRGAN_x2plus", "junk"]
+    assert (specs["4x-Tiny"].scale, specs["RealESRGAN_x2plus"].scale) == (4.0, 2.0)
+    out = specs["4x-Tiny"].upscale(picture(16, 16), 64, 64)
+    assert out.size == (64, 64)
+    with pytest.raises(Exception, match="junk.pth: not a readable model file"):
+        specs["junk"].upscale(picture(16, 16), 64, 64)
+
+
+def test_pickles_with_code_are_refused(ext: PluginHost, tmp_path: Path) -> None:
+    _, models, _ = modules(ext)
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self) -> tuple:
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"params": Evil()}, f, protocol=2)
+    with pytest.raises(Exception, match="refused"):
+        models.read_tensors(path)
+    assert not marker.exists()

@@ -1,0 +1,76 @@
+"""The points where the engine hands control to extensions: the `EngineHooks` protocol and `NO_HOOKS`.
+
+The engine knows nothing about plugins, folders or pluggy: it is given one object with these methods
+(webui.plugins.host.PluginHost implements them; `NO_HOOKS` does nothing) and calls them, in this
+order, once per `Engine.run`:
+
+1. `request_received(request)` at the start, before validation: returns the request to run (the same
+   one, or a modified copy made with `dataclasses.replace`). May raise `RequestError` to refuse it.
+2. `step_hooks(request)` once, with the request from 1: the hooks the sampling loop calls at
+   BEFORE_STEP, AFTER_CFG and AFTER_STEP of every step with a mutable `StepState`.
+3. `after_decode(request, images)` once per batch, after the VAE decode: returns the images to save
+   (same number, same order).
+4. `extra_infotext(request)` for every image: keys added to the infotext parameters (the engine's own
+   keys win on a clash).
+5. `after_save(request, image)` for every image, once it is on disk (or final, when not saved).
+6. `take_problems()` at the end: one line per extension that failed during this run, naming it; the
+   engine adds them to `GenerationResult.warnings`. The run itself still finishes.
+
+Every method is called on the thread that runs the job, so an implementation may keep per-job state
+per thread. Implementations must never raise from 2-6: failures are theirs to record and report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from webui.core.sampling.loop import Hook
+    from webui.core.types import GeneratedImage, GenerationRequest
+
+R = TypeVar("R", bound="GenerationRequest")
+
+
+@runtime_checkable
+class EngineHooks(Protocol):
+    """What the engine calls around one run (see the module docstring for the order)."""
+
+    def request_received(self, request: R) -> R: ...
+
+    def step_hooks(self, request: GenerationRequest) -> Sequence[Hook]: ...
+
+    def after_decode(self, request: GenerationRequest, images: list[Image.Image]) -> list[Image.Image]: ...
+
+    def extra_infotext(self, request: GenerationRequest) -> dict[str, object]: ...
+
+    def after_save(self, request: GenerationRequest, image: GeneratedImage) -> None: ...
+
+    def take_problems(self) -> list[str]: ...
+
+
+class NoHooks:
+    """EngineHooks that change nothing: the engine's default when no extensions are loaded."""
+
+    def request_received(self, request: R) -> R:
+        return request
+
+    def step_hooks(self, request: GenerationRequest) -> Sequence[Hook]:
+        return ()
+
+    def after_decode(self, request: GenerationRequest, images: list[Image.Image]) -> list[Image.Image]:
+        return images
+
+    def extra_infotext(self, request: GenerationRequest) -> dict[str, object]:
+        return {}
+
+    def after_save(self, request: GenerationRequest, image: GeneratedImage) -> None:
+        return None
+
+    def take_problems(self) -> list[str]:
+        return []
+
+
+NO_HOOKS: EngineHooks = NoHooks()

@@ -1,0 +1,88 @@
+"""The one module an extension imports: hooks, typed state, requests and descriptors (plugin API 1.0).
+
+    from webui.plugins.api import hookimpl, UiSection, Field
+
+    @hookimpl
+    def register(registry):
+        registry.add(UiSection("txt2img", "My effect", fields=(Field("strength", "slider", 0.5,
+                                                                      minimum=0, maximum=1),)))
+
+    @hookimpl
+    def after_decode(images, args):
+        return [my_effect(im, args["strength"]) for im in images]
+
+Everything else in `webui` is internal and may change between versions; what is named here follows
+API_VERSION (same major: compatible).
+"""
+
+from __future__ import annotations
+
+from webui.core.config import AppConfig
+from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
+from webui.core.outputs.grid import image_grid
+from webui.core.outputs.infotext import format_infotext, parse_infotext
+from webui.core.outputs.saving import image_folder, read_infotext, save_image
+from webui.core.sampling.loop import Hook, HookPoint, StepState
+from webui.core.sampling.noise import resolve_seed
+from webui.core.sampling.samplers import UnknownSampler
+from webui.core.sampling.samplers import resolve as resolve_sampler
+from webui.core.types import (
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    Img2ImgRequest,
+    RequestError,
+    Txt2ImgRequest,
+)
+from webui.plugins.descriptors import (
+    ExtensionContext,
+    Field,
+    Registry,
+    RouteSpec,
+    Runner,
+    SamplerSpec,
+    ScriptSpec,
+    SettingsSection,
+    UiSection,
+    UpscalerSpec,
+)
+from webui.plugins.hookspecs import hookimpl
+from webui.plugins.host import replace_args
+from webui.plugins.manifest import API_VERSION
+
+__all__ = [
+    "API_VERSION",
+    "AppConfig",
+    "CheckpointError",
+    "ExtensionContext",
+    "Field",
+    "GeneratedImage",
+    "GenerationRequest",
+    "GenerationResult",
+    "Hook",
+    "HookPoint",
+    "Img2ImgRequest",
+    "Registry",
+    "RequestError",
+    "RouteSpec",
+    "Runner",
+    "SamplerSpec",
+    "ScriptSpec",
+    "SettingsSection",
+    "StepState",
+    "Txt2ImgRequest",
+    "UiSection",
+    "UnknownSampler",
+    "UpscalerSpec",
+    "format_infotext",
+    "hookimpl",
+    "image_folder",
+    "image_grid",
+    "load_state_dict",
+    "parse_infotext",
+    "read_infotext",
+    "replace_args",
+    "resolve_sampler",
+    "resolve_seed",
+    "save_image",
+]

@@ -1,0 +1,220 @@
+"""What an extension registers: plain, frozen data the UI, the server and the engine read.
+
+An extension never builds widgets or routes itself. It describes them (`UiSection` with `Field`s, a
+`SettingsSection`, an `UpscalerSpec`, a `SamplerSpec`, a `RouteSpec`, a `ScriptSpec`) and the layer that
+owns the thing renders or mounts it. A UiSection's values come back to the extension's hooks by name:
+`request.extension_args[<extension name>][<field name>]` (missing ones filled from the defaults).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from webui.core.types import GenerationRequest, GenerationResult, RequestError
+
+FIELD_KINDS = ("checkbox", "slider", "number", "text", "textarea", "dropdown", "radio")
+TABS = ("txt2img", "img2img", "extras")
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+MAX_TEXT = 100_000
+
+Runner = Callable[[GenerationRequest], GenerationResult]
+"""Runs one request to completion (Engine.run, or the job queue's equivalent)."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One named input. `kind` is one of FIELD_KINDS; `choices` for dropdown/radio; bounds for numbers."""
+
+    name: str
+    kind: str
+    default: Any
+    label: str = ""
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    info: str = ""
+
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.match(self.name):
+            raise ValueError(f"field name {self.name!r}: use letters, digits and _, starting with a letter")
+        if self.kind not in FIELD_KINDS:
+            raise ValueError(f"field {self.name!r}: kind must be one of {', '.join(FIELD_KINDS)}")
+        if isinstance(self.choices, list):
+            object.__setattr__(self, "choices", tuple(self.choices))
+        if self.kind in ("dropdown", "radio") and not self.choices:
+            raise ValueError(f"field {self.name!r}: a {self.kind} needs choices")
+        self.coerce(self.default, f"default of {self.name}", error=ValueError)
+
+    def coerce(self, value: Any, where: str, error: type[Exception] = RequestError) -> Any:
+        """The value checked against the kind (ints become floats for numbers); raises naming `where`."""
+
+        def bad(message: str) -> Exception:
+            return RequestError(where, message) if error is RequestError else error(f"{where}: {message}")
+
+        if self.kind == "checkbox":
+            if not isinstance(value, bool):
+                raise bad(f"must be true or false, got {value!r}")
+            return value
+        if self.kind in ("slider", "number"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad(f"must be a finite number, got {value!r}")
+            if self.minimum is not None and value < self.minimum:
+                raise bad(f"must be at least {self.minimum:g}, got {value:g}")
+            if self.maximum is not None and value > self.maximum:
+                raise bad(f"must be at most {self.maximum:g}, got {value:g}")
+            return value
+        if not isinstance(value, str):
+            raise bad(f"must be text, got {type(value).__name__}")
+        if len(value) > MAX_TEXT:
+            raise bad(f"is {len(value)} characters long (limit {MAX_TEXT})")
+        if self.kind in ("dropdown", "radio") and value not in self.choices:
+            raise bad(f"must be one of {', '.join(map(repr, self.choices))}, got {value!r}")
+        return value
+
+
+def _fields(owner: str, fields: Sequence[Field]) -> tuple[Field, ...]:
+    out = tuple(fields)
+    names = [f.name for f in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{owner}: field names must be unique, repeated: {', '.join(dupes)}")
+    return out
+
+
+@dataclass(frozen=True)
+class UiSection:
+    """An accordion on one or more tabs ("txt2img", "img2img", "extras")."""
+
+    tab: str | tuple[str, ...]
+    title: str
+    fields: tuple[Field, ...] = ()
+    open: bool = False
+
+    def __post_init__(self) -> None:
+        tabs = (self.tab,) if isinstance(self.tab, str) else tuple(self.tab)
+        unknown = [t for t in tabs if t not in TABS]
+        if not tabs or unknown:
+            raise ValueError(
+                f"UiSection {self.title!r}: tab must be among {', '.join(TABS)}, got {self.tab!r}"
+            )
+        object.__setattr__(self, "tab", tabs)
+        object.__setattr__(self, "fields", _fields(f"UiSection {self.title!r}", self.fields))
+
+    @property
+    def tabs(self) -> tuple[str, ...]:
+        return self.tab if isinstance(self.tab, tuple) else (self.tab,)
+
+
+@dataclass(frozen=True)
+class SettingsSection:
+    """A group on the Settings tab; values are stored as `<extension name>.<field name>` settings keys."""
+
+    title: str
+    fields: tuple[Field, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", _fields(f"SettingsSection {self.title!r}", self.fields))
+
+
+@dataclass(frozen=True)
+class UpscalerSpec:
+    """An image upscaler for hires fix and the Extras tab.
+
+    `upscale(image, width, height)` returns the image at exactly width x height. `scale` is the model's
+    native factor (informative: a 4x model resizes its output down when asked for 2x).
+    """
+
+    name: str
+    upscale: Callable[[Any, int, int], Any]
+    scale: float = 4.0
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler: `make_scheduler(scheduler_config)` returns a fresh diffusers-style scheduler."""
+
+    name: str
+    make_scheduler: Callable[[Mapping[str, Any]], Any]
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """An HTTP route, mounted by the server at /api/v1/extensions/<extension name><path> (auth applies)."""
+
+    path: str
+    endpoint: Callable[..., Any]
+    methods: tuple[str, ...] = ("GET",)
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/") or ".." in self.path:
+            raise ValueError(f"route path {self.path!r} must start with / and not contain ..")
+
+
+@dataclass(frozen=True)
+class ScriptSpec:
+    """A selectable script (A1111's `script_name`): it runs the whole job itself through `runner`.
+
+    `run(runner, request, args)` receives the request and its own field values by name, and returns
+    what it made (for X/Y/Z plot: the grid and every cell's result).
+    """
+
+    name: str
+    run: Callable[[Runner, GenerationRequest, Mapping[str, Any]], Any]
+    fields: tuple[Field, ...] = ()
+    tabs: tuple[str, ...] = ("txt2img", "img2img")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fields", _fields(f"script {self.name!r}", self.fields))
+
+
+Descriptor = UiSection | SettingsSection | UpscalerSpec | SamplerSpec | RouteSpec | ScriptSpec
+
+
+@dataclass(frozen=True)
+class ExtensionContext:
+    """What an extension may know about where it runs: its folder, the user's data and the device."""
+
+    name: str
+    folder: Path | None
+    data_dir: Path
+    models_dir: Path
+    outputs_dir: Path
+    device: str = "cpu"
+
+
+@dataclass
+class Registry:
+    """Collects one extension's descriptors during its `register` hook."""
+
+    extension: str
+    items: list[Descriptor] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, item: Descriptor) -> Descriptor:
+        if not isinstance(item, Descriptor):  # type: ignore[arg-type, misc]
+            raise TypeError(
+                f"cannot register a {type(item).__name__}; use the descriptors in webui.plugins.api"
+            )
+        if isinstance(item, UiSection):
+            taken = {f.name for s in self.items if isinstance(s, UiSection) for f in s.fields}
+            clash = sorted(taken & {f.name for f in item.fields})
+            if clash:
+                raise ValueError(f"{self.extension}: UI field names already used: {', '.join(clash)}")
+        self.items.append(item)
+        return item
+
+    def note(self, message: str) -> None:
+        """Something the user should know (shown in the Extensions list), e.g. a model it cannot load."""
+        self.notes.append(message)
+
+    def ui_fields(self) -> tuple[Field, ...]:
+        return tuple(f for s in self.items if isinstance(s, UiSection) for f in s.fields)

@@ -1,0 +1,62 @@
+"""The hooks an extension may implement (pluggy hookspecs, project name "sfumato").
+
+An extension module defines plain functions with these names, marked `@hookimpl` (from
+webui.plugins.api). Like pytest's hooks, an implementation may accept only the arguments it needs, in
+any order, by name. Every hook gets:
+
+- `request`: the request (a frozen GenerationRequest subclass: Txt2ImgRequest, Img2ImgRequest, ...)
+- `args`: this extension's UI values by field name (`request.extension_args[<name>]` with the
+  defaults of its UiSection fields filled in)
+- `context`: its ExtensionContext (name, folder, data_dir, models_dir, device)
+
+Hooks run in the load order (extension names sorted, case-insensitively). A hook that raises is
+recorded with its traceback summary, the extension is skipped for the rest of that job, and the job
+finishes without it (see webui.plugins.host).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "sfumato"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register(registry: Any, context: Any) -> None:
+    """Called once when the extension loads: add descriptors with `registry.add(...)`
+    (UiSection, SettingsSection, UpscalerSpec, SamplerSpec, RouteSpec, ScriptSpec).
+    `context` is an ExtensionContext (its folder, the data and models folders, the device)."""
+
+
+@hookspec
+def request_received(request: Any, args: Any, context: Any) -> Any:
+    """Before the job runs. Return a modified request (`dataclasses.replace(request, ...)`, same type)
+    or None to leave it. Raise RequestError(field, message) to refuse a bad value; the job then fails
+    with that message, as for any invalid request."""
+
+
+@hookspec
+def on_step(point: Any, state: Any, request: Any, args: Any, context: Any) -> None:
+    """At every sampling step, three times: HookPoint.BEFORE_STEP, AFTER_CFG (state.noise_pred is the
+    guided prediction) and AFTER_STEP. `state` is a mutable StepState: assign new tensors to
+    state.latents / state.noise_pred (same shape) to change the result."""
+
+
+@hookspec
+def after_decode(images: Any, request: Any, args: Any, context: Any) -> Any:
+    """After the VAE decode of a batch: return a list with as many PIL images (post-processed), or
+    None to leave them."""
+
+
+@hookspec
+def extra_infotext(request: Any, args: Any, context: Any) -> Any:
+    """Return a dict of extra infotext parameters for this request's images (or None)."""
+
+
+@hookspec
+def after_save(image: Any, request: Any, args: Any, context: Any) -> None:
+    """After an image is final: `image` is a GeneratedImage (image, seed, infotext, path or None)."""

@@ -1,0 +1,369 @@
+"""PluginHost: the loaded extensions, what they registered, and the engine's hooks with isolation.
+
+`PluginHost.for_config(config)` discovers and loads everything once (restart or `reload()` to apply
+enable/disable changes). It implements webui.core.extension_points.EngineHooks: the engine calls it
+around each run. Isolation, per job (a job runs on one thread; the job starts at request_received):
+
+- an extension whose hook raises is recorded with a traceback summary (log, `take_problems()`, and
+  its entry in `extensions()`), then skipped for the rest of that job; the job goes on without it;
+- a hook that returns something unusable (a request of another type, a different number of images,
+  latents of another shape) is treated the same way and its result discarded;
+- `request_received` may refuse a request by raising RequestError naming a field: that propagates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pluggy
+
+from webui.core.types import GeneratedImage, GenerationRequest, RequestError
+from webui.plugins import hookspecs
+from webui.plugins.descriptors import (
+    Descriptor,
+    ExtensionContext,
+    Field,
+    RouteSpec,
+    SamplerSpec,
+    ScriptSpec,
+    SettingsSection,
+    UiSection,
+    UpscalerSpec,
+)
+from webui.plugins.discovery import Found, discover, entry_points
+from webui.plugins.loader import Extension, load_extension, summarize
+from webui.plugins.manifest import Manifest
+from webui.plugins.state import STATE_FILE, ExtensionState
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from webui.core.config import AppConfig
+    from webui.core.sampling.loop import Hook, HookPoint, StepState
+
+log = logging.getLogger("sfumato.plugins")
+R = TypeVar("R", bound=GenerationRequest)
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "extensions"
+
+
+@dataclass(frozen=True)
+class ExtensionInfo:
+    """One row of the Extensions tab and of /sdapi/v1/extensions."""
+
+    name: str
+    version: str
+    description: str
+    source: str  # builtin | user | pip
+    location: str
+    enabled: bool
+    status: str  # loaded | disabled | invalid | incompatible | failed
+    error: str | None
+    notes: tuple[str, ...]
+    last_job_error: str | None
+
+
+@dataclass
+class _Job:
+    failed: set[str] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)
+
+
+class PluginHost:
+    def __init__(self, extensions: Sequence[Extension], pm: pluggy.PluginManager | None = None) -> None:
+        self._extensions = list(extensions)
+        self._by_name = {e.name: e for e in self._extensions}
+        self._pm = pm
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._last_error: dict[str, str] = {}
+        self._load_args: tuple[Any, ...] = ()
+
+    # ---- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        found: Iterable[Found],
+        *,
+        data_dir: Path,
+        outputs_dir: Path | None = None,
+        device: str = "cpu",
+        disabled: frozenset[str] = frozenset(),
+    ) -> PluginHost:
+        pm = pluggy.PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+
+        def context_for(m: Manifest) -> ExtensionContext:
+            outputs = outputs_dir or data_dir / "outputs"
+            return ExtensionContext(m.name, m.folder, data_dir, data_dir / "models", outputs, device)
+
+        loaded = [load_extension(f, pm, disabled, context_for) for f in found]
+        return cls(loaded, pm)
+
+    @classmethod
+    def for_config(
+        cls, config: AppConfig, *, builtin_dir: Path = BUILTIN_DIR, include_pip: bool = True
+    ) -> PluginHost:
+        """Built-in extensions/, then <data dir>/extensions/, then pip entry points; state from
+        <data dir>/extensions.json."""
+        folders = [(builtin_dir, "builtin"), (config.data_dir / "extensions", "user")]
+        found = discover(folders, entry_points() if include_pip else ())
+        disabled = ExtensionState(config.data_dir / STATE_FILE).disabled()
+        device = "cpu" if config.use_cpu else _default_device()
+        host = cls.load(
+            found, data_dir=config.data_dir, outputs_dir=config.outputs_dir, device=device, disabled=disabled
+        )
+        host._load_args = (config, builtin_dir, include_pip)
+        return host
+
+    def reload(self) -> PluginHost:
+        """A new host from the same sources (applies enable/disable changes and updates)."""
+        if not self._load_args:
+            raise RuntimeError("reload() needs a host made by PluginHost.for_config")
+        config, builtin_dir, include_pip = self._load_args
+        return PluginHost.for_config(config, builtin_dir=builtin_dir, include_pip=include_pip)
+
+    # ---- what was loaded and registered ---------------------------------------------------------
+    def extension(self, name: str) -> Extension:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no extension named {name!r}") from None
+
+    @property
+    def loaded(self) -> list[Extension]:
+        return [e for e in self._extensions if e.loaded]
+
+    def extensions(self) -> list[ExtensionInfo]:
+        with self._lock:
+            last = dict(self._last_error)
+        return [
+            ExtensionInfo(
+                e.name,
+                e.manifest.version if e.manifest else "",
+                e.manifest.description if e.manifest else "",
+                e.source,
+                e.location,
+                e.status != "disabled",
+                e.status,
+                e.error,
+                tuple(e.registry.notes) if e.registry else (),
+                last.get(e.name),
+            )
+            for e in self._extensions
+        ]
+
+    def _registered(self, kind: type[Descriptor]) -> list[tuple[str, Any]]:
+        return [
+            (e.name, d) for e in self.loaded if e.registry for d in e.registry.items if isinstance(d, kind)
+        ]
+
+    def ui_sections(self, tab: str | None = None) -> list[tuple[str, UiSection]]:
+        return [(n, s) for n, s in self._registered(UiSection) if tab is None or tab in s.tabs]
+
+    def settings_sections(self) -> list[tuple[str, SettingsSection]]:
+        return self._registered(SettingsSection)
+
+    def routes(self) -> list[tuple[str, RouteSpec]]:
+        return self._registered(RouteSpec)
+
+    def upscalers(self) -> dict[str, UpscalerSpec]:
+        """By name; on a clash the first extension in load order wins."""
+        out: dict[str, UpscalerSpec] = {}
+        for _, spec in self._registered(UpscalerSpec):
+            out.setdefault(spec.name, spec)
+        return out
+
+    def samplers(self) -> dict[str, SamplerSpec]:
+        out: dict[str, SamplerSpec] = {}
+        for _, spec in self._registered(SamplerSpec):
+            out.setdefault(spec.name, spec)
+        return out
+
+    def scripts(self) -> dict[str, tuple[str, ScriptSpec]]:
+        """Selectable scripts by name: (extension name, spec)."""
+        out: dict[str, tuple[str, ScriptSpec]] = {}
+        for ext, spec in self._registered(ScriptSpec):
+            out.setdefault(spec.name, (ext, spec))
+        return out
+
+    def ui_fields(self, name: str) -> tuple[Field, ...]:
+        ext = self._by_name.get(name)
+        return ext.registry.ui_fields() if ext and ext.registry else ()
+
+    # ---- extension args ------------------------------------------------------------------------
+    def check_extension_args(self, extension_args: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Validated values by extension and field; RequestError names `extension_args.<ext>.<field>`."""
+        if not isinstance(extension_args, Mapping):
+            raise RequestError("extension_args", "must be an object keyed by extension name")
+        out: dict[str, dict[str, Any]] = {}
+        for name, values in extension_args.items():
+            ext = self._by_name.get(name)
+            if ext is None:
+                known = ", ".join(e.name for e in self.loaded) or "none"
+                raise RequestError("extension_args", f"unknown extension {name!r} (loaded: {known})")
+            if not ext.loaded:
+                continue  # reported per job in request_received
+            where = f"extension_args.{name}"
+            if not isinstance(values, Mapping):
+                raise RequestError(where, "must be an object keyed by field name")
+            fields = {f.name: f for f in self.ui_fields(name)}
+            checked: dict[str, Any] = {}
+            for key, value in values.items():
+                if isinstance(key, str) and key.startswith("_"):  # the extension's own per-request state
+                    checked[key] = value
+                    continue
+                if key not in fields:
+                    raise RequestError(
+                        f"{where}.{key}", f"unknown field (known: {', '.join(fields) or 'none'})"
+                    )
+                checked[key] = fields[key].coerce(value, f"{where}.{key}")
+            out[name] = checked
+        return out
+
+    def args_for(self, name: str, request: GenerationRequest) -> dict[str, Any]:
+        """This extension's field values for the request, defaults filled in."""
+        values = {f.name: f.default for f in self.ui_fields(name)}
+        given = request.extension_args.get(name) if isinstance(request.extension_args, Mapping) else None
+        if isinstance(given, Mapping):
+            values.update(given)
+        return values
+
+    # ---- EngineHooks ---------------------------------------------------------------------------
+    def _job(self) -> _Job:
+        job: _Job | None = getattr(self._local, "job", None)
+        if job is None:
+            job = self._local.job = _Job()
+        return job
+
+    def _fail(self, ext: Extension, hook: str, reason: str) -> None:
+        job = self._job()
+        job.failed.add(ext.name)
+        line = f"extension {ext.name!r} failed in {hook}: {reason}; it was skipped for the rest of this job"
+        job.problems.append(line)
+        with self._lock:
+            self._last_error[ext.name] = line
+        log.warning("%s", line)
+
+    def _call(self, ext: Extension, hook: str, request: GenerationRequest, **kwargs: Any) -> tuple[bool, Any]:
+        """(called, result) for one extension's hook, isolated; RequestError from request_received passes."""
+        impl = ext.hooks.get(hook)
+        if impl is None or ext.name in self._job().failed:
+            return False, None
+        kwargs.update(request=request, args=self.args_for(ext.name, request), context=ext.context)
+        try:
+            return True, impl.function(*[kwargs[a] for a in impl.argnames])
+        except RequestError:
+            if hook == "request_received":
+                raise
+            self._fail(ext, hook, "raised RequestError outside request_received")
+        except Exception as e:
+            self._fail(ext, hook, summarize(e, ext.manifest.folder if ext.manifest else None))
+            log.debug("traceback", exc_info=e)
+        return False, None
+
+    def request_received(self, request: R) -> R:
+        self._local.job = _Job()
+        self.check_extension_args(request.extension_args)
+        for name in request.extension_args:
+            ext = self._by_name[name]
+            if not ext.loaded:
+                self._job().problems.append(
+                    f"extension {name!r} is not loaded ({ext.status}: {ext.error or 'switched off'}); "
+                    "its settings were ignored"
+                )
+        for ext in self.loaded:
+            called, result = self._call(ext, "request_received", request)
+            if not called or result is None:
+                continue
+            if type(result) is not type(request):
+                self._fail(
+                    ext, "request_received", f"returned {type(result).__name__}, not {type(request).__name__}"
+                )
+                continue
+            request = result
+        return request
+
+    def step_hooks(self, request: GenerationRequest) -> Sequence[Hook]:
+        return [self._step_hook(ext, request) for ext in self.loaded if "on_step" in ext.hooks]
+
+    def _step_hook(self, ext: Extension, request: GenerationRequest) -> Hook:
+        def hook(point: HookPoint, state: StepState) -> None:
+            latents, pred = state.latents, state.noise_pred
+            called, _ = self._call(ext, "on_step", request, point=point, state=state)
+            if not called:
+                state.latents, state.noise_pred = latents, pred
+                return
+            for attr, before in (("latents", latents), ("noise_pred", pred)):
+                after = getattr(state, attr)
+                if before is not None and (after is None or getattr(after, "shape", None) != before.shape):
+                    state.latents, state.noise_pred = latents, pred
+                    self._fail(
+                        ext,
+                        f"on_step ({point.value})",
+                        f"state.{attr} no longer has shape {tuple(before.shape)}",
+                    )
+                    return
+
+        return hook
+
+    def after_decode(self, request: GenerationRequest, images: list[Image.Image]) -> list[Image.Image]:
+        from PIL import Image
+
+        for ext in self.loaded:
+            called, result = self._call(ext, "after_decode", request, images=list(images))
+            if not called or result is None:
+                continue
+            if not isinstance(result, list) or len(result) != len(images):
+                self._fail(ext, "after_decode", f"did not return a list of {len(images)} images")
+            elif not all(isinstance(i, Image.Image) for i in result):
+                self._fail(ext, "after_decode", "returned something that is not a PIL image")
+            else:
+                images = result
+        return images
+
+    def extra_infotext(self, request: GenerationRequest) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for ext in self.loaded:
+            called, result = self._call(ext, "extra_infotext", request)
+            if not called or result is None:
+                continue
+            ok = isinstance(result, Mapping) and all(
+                isinstance(k, str) and (v is None or isinstance(v, (str, int, float)))
+                for k, v in result.items()
+            )
+            if not ok:
+                self._fail(ext, "extra_infotext", "did not return a dict of text keys to text or numbers")
+                continue
+            out.update(result)
+        return out
+
+    def after_save(self, request: GenerationRequest, image: GeneratedImage) -> None:
+        for ext in self.loaded:
+            self._call(ext, "after_save", request, image=image)
+
+    def take_problems(self) -> list[str]:
+        job = self._job()
+        self._local.job = None
+        return list(job.problems)
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def replace_args(request: R, name: str, **values: Any) -> R:
+    """A copy of request whose extension_args[name] has `values` merged in (the original is untouched).
+
+    Use keys starting with "_" for an extension's own per-request state: they are not UI fields and
+    are passed through unchecked."""
+    args = {k: dict(v) if isinstance(v, Mapping) else v for k, v in request.extension_args.items()}
+    args[name] = {**args.get(name, {}), **values}
+    return dataclasses.replace(request, extension_args=args)

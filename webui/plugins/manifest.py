@@ -1,0 +1,113 @@
+"""An extension's manifest (`extension.toml`) and the plugin-API version check done before any import.
+
+    name = "wildcards"            # letters, digits, _ and -; the key of request.extension_args
+    version = "1.2.0"
+    description = "{a|b} variants and __name__ wildcard files"
+    api_version = "1.0"           # the webui.plugins.api version it was written for
+    entry = "wildcards"           # module inside the folder (wildcards.py or wildcards/__init__.py)
+    requirements = ["dynamicprompts==0.31.0"]   # for information: never installed automatically
+
+An extension written for API "M.m" loads when M is this host's major version and m is at most its
+minor version (minor versions only add to the API).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+API_VERSION = (1, 0)
+MANIFEST_NAME = "extension.toml"
+EXTENSION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_VERSION = re.compile(r"^(\d+)(?:\.(\d+))?$")
+MAX_MANIFEST_BYTES = 64 * 1024
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, unreadable or incompatible; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    description: str
+    api_version: str
+    entry: str  # module: relative to `folder` for folder extensions, absolute for pip ones
+    requirements: tuple[str, ...] = ()
+    folder: Path | None = None
+    source: str = "builtin"  # builtin | user | pip
+
+    @property
+    def module_key(self) -> str:
+        """The name's Python-safe form (used for the import package)."""
+        return self.name.replace("-", "_")
+
+
+def api_version_string() -> str:
+    return f"{API_VERSION[0]}.{API_VERSION[1]}"
+
+
+def check_api_version(name: str, wanted: str) -> None:
+    """Raise ManifestError unless an extension for API `wanted` can run on this host."""
+    m = _VERSION.match(wanted)
+    if not m:
+        raise ManifestError(f'{name}: api_version must look like "1.0", got {wanted!r}')
+    major, minor = int(m.group(1)), int(m.group(2) or 0)
+    have = api_version_string()
+    if major != API_VERSION[0]:
+        raise ManifestError(
+            f"{name} targets plugin API {wanted}, but this Sfumato provides API {have}; it was not "
+            f"loaded. Look for a version of the extension made for API {API_VERSION[0]}.x."
+        )
+    if minor > API_VERSION[1]:
+        raise ManifestError(
+            f"{name} needs plugin API {wanted}, newer than this Sfumato's {have}; update Sfumato to use it."
+        )
+
+
+def _text(data: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if isinstance(value, (int, float)) and key == "api_version":
+        value = str(value)
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: {key} must be a string" + ("" if key in data else " (missing)"))
+    return value
+
+
+def parse_manifest(path: Path, source: str = "builtin", folder: Path | None = None) -> Manifest:
+    """Read and check one extension.toml (it is not imported or executed)."""
+    where = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ManifestError(f"{where}: cannot read: {e.strerror or e}") from e
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{where}: {len(raw)} bytes (limit {MAX_MANIFEST_BYTES})")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ManifestError(f"{where}: not valid TOML: {e}") from e
+    name = _text(data, "name", where)
+    if not EXTENSION_NAME.match(name):
+        raise ManifestError(f"{where}: name {name!r} must be letters, digits, _ or -, starting with a letter")
+    entry = _text(data, "entry", where)
+    if not _MODULE.match(entry):
+        raise ManifestError(f'{where}: entry {entry!r} must be a module name such as "main"')
+    requirements = data.get("requirements", [])
+    if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
+        raise ManifestError(f"{where}: requirements must be a list of strings")
+    return Manifest(
+        name=name,
+        version=_text(data, "version", where, "0"),
+        description=_text(data, "description", where, ""),
+        api_version=_text(data, "api_version", where),
+        entry=entry,
+        requirements=tuple(requirements),
+        folder=folder if folder is not None else path.parent,
+        source=source,
+    )
