@@ -12,11 +12,9 @@ message: a bad file never stops the start. Saving is atomic (temporary file, fsy
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +23,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
 from typing import Any
 
+from webui.core.atomic import write_atomic
 from webui.core.types import MAX_SEED, RequestError
 
 Check = Callable[[Any], None]  # raises ValueError with the reason
@@ -254,32 +253,6 @@ class SettingsStore:
             new.save()
             self._settings = new
             return new
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """tmp file in the same folder, fsync, os.replace, fsync the folder. Keeps an existing file's mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # not every platform can open a folder
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _unknown_value(key: Any, value: Any) -> Any:

@@ -12,16 +12,15 @@ applied one after the other, in the order given.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from webui.core.atomic import write_atomic
 from webui.core.types import RequestError
 
 FIELDS = ("name", "prompt", "negative_prompt")
@@ -102,30 +101,8 @@ def _render(fieldnames: Sequence[str], rows: Sequence[dict[str, str]]) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` (UTF-8 with BOM) so that `path` is always either the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    """Write `text` (UTF-8 with BOM, as A1111 writes styles.csv) atomically."""
+    write_atomic(path, text.encode("utf-8-sig"))
 
 
 def _check_style(style: Style) -> None:
