@@ -101,6 +101,28 @@ class Embeddings:
         return {"loaded": loaded, "skipped": {}}
 
 
+def lora_library(engine: Any, config: Any) -> Any:
+    """The engine's LoRA library (`engine.loras`, shared with generation); until the engine has one, a
+    library over the configured folders, built for this call."""
+    library = getattr(engine, "loras", None)
+    if library is None:
+        from webui.core.networks.registry import LoraLibrary
+
+        library = LoraLibrary(config.lora_dirs, config.cache_dir / "hashes.sqlite", hashing=config.hashing)
+    return library
+
+
+def loras_listing(engine: Any, config: Any) -> list[dict[str, Any]]:
+    """GET /sdapi/v1/loras: [{name, alias, path, metadata}], as A1111's Lora extension answers."""
+    return list(lora_library(engine, config).listing())
+
+
+def refresh_loras(engine: Any, config: Any) -> dict[str, Any]:
+    """POST /sdapi/v1/refresh-loras: re-list the LoRA folders; {} or {"problems": [...]}."""
+    problems = lora_library(engine, config).refresh()
+    return {"problems": list(problems)} if problems else {}
+
+
 def _meminfo() -> dict[str, int]:
     out: dict[str, int] = {}
     try:

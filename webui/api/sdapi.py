@@ -254,7 +254,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
 
     @router.get("/loras")
     async def loras() -> Any:
-        return []
+        return await run_in_threadpool(adapters.loras_listing, services.engine, services.config)
 
     @router.get("/hypernetworks")
     async def hypernetworks() -> Any:
@@ -301,7 +301,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
 
     @router.post("/refresh-loras")
     async def refresh_loras() -> Any:
-        return {}
+        return await run_in_threadpool(adapters.refresh_loras, services.engine, services.config)
 
     return router
 

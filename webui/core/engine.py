@@ -19,6 +19,9 @@ from webui.core.config import AppConfig
 from webui.core.devices import choose_precision
 from webui.core.extension_points import NO_HOOKS, EngineHooks
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
+from webui.core.networks.activations import ActivationPlan, lora_hashes, plan_prompt
+from webui.core.networks.apply import AppliedInfo, NetworkCache, apply_networks
+from webui.core.networks.registry import LoraLibrary
 from webui.core.outputs.grid import image_grid
 from webui.core.outputs.infotext import format_infotext
 from webui.core.outputs.saving import image_folder, save_image
@@ -109,6 +112,7 @@ class _Run:
     hooks: tuple[Hook, ...]
     preview_every: int
     on_image: ImageFn | None
+    networks: ActivationPlan
 
 
 class Engine:
@@ -125,6 +129,8 @@ class Engine:
         self.encodings = EncodingCache()
         self.embeddings = EmbeddingFolder(config.embeddings_dir, self.manager.hashes)
         self.styles = StyleStore(config.styles_path)
+        self.loras = LoraLibrary(config.lora_dirs, config.cache_dir / "hashes.sqlite", hashing=config.hashing)
+        self.network_cache = NetworkCache()
 
     def run(
         self,
@@ -150,6 +156,10 @@ class Engine:
             self.manager.resolve_vae(request.vae)
         except ModelNotFound as e:
             raise RequestError("vae" if e.kind == "VAE" else "checkpoint", str(e)) from e
+        networks = plan_prompt(prompt, self.loras)  # a bad <lora:x:w> weight fails here, before any work
+        if networks.messages:  # a LoRA not found may have been added since the folders were listed
+            self.loras.refresh()
+            networks = plan_prompt(prompt, self.loras)
         run = _Run(
             request,
             prompt,
@@ -163,19 +173,26 @@ class Engine:
             (*hooks, *self.hooks.step_hooks(request)),
             preview_every,
             on_image,
+            networks,
         )
-        with self.manager.acquire(request.checkpoint, request.vae) as model:
-            return self._run_batches(run, model)
+        with (
+            self.manager.acquire(request.checkpoint, request.vae) as model,
+            apply_networks(model.components, run.networks.networks, self.network_cache) as applied,
+        ):
+            return self._run_batches(run, model, applied)
 
     def _conditioning(
-        self, run: _Run, model: LoadedModel
+        self, run: _Run, model: LoadedModel, applied: AppliedInfo
     ) -> tuple[PromptEncoder, ScheduledConditioning, ScheduledConditioning, str | None, tuple[str, ...]]:
         """Both prompts over the steps (encoded once per distinct text, cached across jobs), the
         infotext's TI hashes, and a warning for each embedding named in a prompt that does not fit."""
         library = self.embeddings.library()
         f = model.file
         encoder = PromptEncoder(
-            model.components, model_key(f.path, f.size, f.mtime_ns), self.encodings, library.loaded
+            model.components,
+            (model_key(f.path, f.size, f.mtime_ns), applied.text_encoder_key),
+            self.encodings,
+            library.loaded,
         )
         steps, skip = run.request.steps, run.request.clip_skip
         cond = encoder.schedule(run.prompt, steps, skip)
@@ -190,7 +207,7 @@ class Engine:
         )
         return encoder, cond, uncond, ti, warnings
 
-    def _run_batches(self, run: _Run, model: LoadedModel) -> GenerationResult:
+    def _run_batches(self, run: _Run, model: LoadedModel, applied: AppliedInfo) -> GenerationResult:
         request = run.request
         img2img = isinstance(request, Img2ImgRequest)
         if model.components.arch == "sdxl-refiner" and not img2img:
@@ -200,7 +217,9 @@ class Engine:
         inputs = (
             img2img_batch.prepare_inputs(request, run.seed) if isinstance(request, Img2ImgRequest) else None
         )
-        encoder, cond, uncond, ti_hashes, warnings = self._conditioning(run, model)
+        encoder, cond, uncond, ti_hashes, warnings = self._conditioning(run, model, applied)
+        warnings = run.networks.messages + applied.messages + warnings
+        lora_hash_value = lora_hashes(run.networks, self.loras, applied)
         kind = "img2img" if img2img else "txt2img"
         folder = image_folder(self.config.outputs_dir, f"{kind}-images", datetime.date.today())
         batch_size = (
@@ -275,6 +294,7 @@ class Engine:
                     request, model, run.sampler, run.schedule, seeds[i], subseeds[i], ti_hashes
                 )
                 params["Size"] = f"{size[0]}x{size[1]}"
+                params["Lora hashes"] = lora_hash_value
                 params.update(extra[i])
                 params = {**self.hooks.extra_infotext(request), **params}
                 text = format_infotext(run.prompt, run.negative_prompt, params)

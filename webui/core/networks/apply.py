@@ -1,0 +1,229 @@
+"""Patching a loaded model with networks for one job, and putting every original weight back after.
+
+`apply_networks(components, [(network, te_weight, unet_weight), ...], cache)` is a context manager:
+
+    with apply_networks(model.components, plan.networks, cache) as info:
+        ...encode prompts, sample...        # the model carries the networks here
+    # every patched parameter holds its original tensor again, bit for bit
+
+On entry each affected weight is copied (same device), then overwritten with
+`(W.float() + sum(multiplier * delta)).to(W.dtype)`, deltas of several networks on one module summed in
+float32. On exit, error or not, the copies are written back with `copy_`, so the next job without a
+network computes exactly what a fresh start would. A network that does not fit the model (no module
+matches, or a shape differs: an SD1 LoRA on SDXL) is skipped whole with a message in `info.messages`;
+nothing is half-applied. Parsed files are kept in a byte-bounded LRU (`NetworkCache`), so repeating a
+network costs the patch arithmetic only.
+
+Patching changes weights that every user of this Components sees: the cache's per-model lock serializes
+patched jobs on one model. Callers must run every job on a model inside `apply_networks` (an empty list
+is fine and only takes the lock), so a plain job never runs while another job's networks are on.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from webui.core.models.cache import ModelCache
+from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
+from webui.core.networks.formats import (
+    TE1,
+    TE2,
+    UNET,
+    FormatError,
+    ModulePatch,
+    ParsedNetwork,
+    module_index,
+    parse_state_dict,
+)
+
+DEFAULT_CACHE_BYTES = 1 << 30
+
+
+class NetworkRef(Protocol):
+    """What apply needs to know of a network file (a registry `LoraFile` is one)."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def key(self) -> tuple[str, int, int]: ...
+
+
+@dataclass(frozen=True)
+class AppliedNetwork:
+    name: str
+    key: tuple[str, int, int]  # the file's (path, size, mtime_ns)
+    te_weight: float
+    unet_weight: float
+    modules: int  # modules patched
+
+
+@dataclass(frozen=True)
+class AppliedInfo:
+    """What a job ran with: networks applied, messages (skipped networks, unused keys)."""
+
+    applied: tuple[AppliedNetwork, ...]  # in request order; networks skipped whole are not here
+    messages: tuple[str, ...]
+    text_encoder_key: tuple[Hashable, ...]  # identifies the text-encoder patches: add to encoding keys
+
+    @property
+    def patched(self) -> bool:
+        return any(a.modules for a in self.applied)
+
+
+def load_network(path: Path) -> ParsedNetwork:
+    """Read and parse a network file (safetensors, or a weights-only pickle); CPU tensors."""
+    try:
+        return parse_state_dict(load_state_dict(path))
+    except FormatError as e:
+        raise CheckpointError(path, f"not a LoRA/LyCORIS network: {e}") from e
+
+
+class NetworkCache:
+    """Parsed networks, least recently used dropped beyond `budget_bytes`; one patch lock per model."""
+
+    def __init__(self, budget_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self._parsed: ModelCache[ParsedNetwork] = ModelCache(budget_bytes)
+        self._locks: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+        self._guard = threading.Lock()
+
+    def lock_for(self, model: Any) -> threading.RLock:
+        with self._guard:
+            lock = self._locks.get(model)
+            if lock is None:
+                lock = self._locks[model] = threading.RLock()
+            return lock
+
+    def __contains__(self, network: NetworkRef) -> bool:
+        return network.key in self._parsed
+
+    @contextmanager
+    def use(self, network: NetworkRef) -> Iterator[ParsedNetwork]:
+        def load() -> tuple[ParsedNetwork, int]:
+            parsed = load_network(network.path)
+            return parsed, parsed.nbytes
+
+        with self._parsed.use(network.key, load) as parsed:
+            yield parsed
+
+    def clear(self) -> None:
+        self._parsed.clear()
+
+
+_Target = tuple[str, torch.nn.Module, ModulePatch, float]  # (module name, module, patch, multiplier)
+
+
+def _plan(
+    name: str, parsed: ParsedNetwork, index: dict[tuple[str, str], tuple[str, torch.nn.Module]],
+    te_weight: float, unet_weight: float, label: str,
+) -> tuple[list[_Target] | None, list[str]]:  # fmt: skip
+    """Where one network goes (None: skipped whole) and messages. Checks every shape before any change."""
+    targets: list[_Target] = []
+    missing: list[str] = []
+    misfit: list[str] = []
+    for (component, flat), patch in parsed.patches.items():
+        hit = index.get((component, flat))
+        if hit is None:
+            missing.append(f"{component}:{flat}")
+            continue
+        module_name, module = hit
+        if not patch.fits(_weight_of(module).shape, getattr(module, "bias", None) is not None):
+            misfit.append(f"{component}.{module_name}")
+            continue
+        weight = unet_weight if component == UNET else te_weight
+        targets.append((f"{component}.{module_name}", module, patch, weight))
+    total = len(parsed.patches)
+    if parsed.uses_dora:
+        return None, [f"LoRA {name!r} skipped: DoRA networks (dora_scale) are not supported"]
+    if misfit or not targets:
+        example = (misfit or missing)[0]
+        return None, [
+            f"LoRA {name!r} skipped: it does not fit this {label} model ({len(missing)} of {total} modules "
+            f"not found, {len(misfit)} with other shapes, e.g. {example}); is it for another architecture?"
+        ]
+    notes = []
+    if missing:
+        notes.append(f"LoRA {name!r}: {len(missing)} of {total} modules not found in this model, left out")
+    return [t for t in targets if t[3] != 0.0], notes
+
+
+@contextmanager
+def apply_networks(
+    components: Any,
+    networks: Sequence[tuple[NetworkRef, float, float]],
+    cache: NetworkCache,
+) -> Iterator[AppliedInfo]:
+    """Patch `components` (its unet, text_encoder, text_encoder_2) with `(network, te_w, unet_w)` for the
+    duration of the block; restores the original tensors exactly on exit."""
+    with cache.lock_for(components.unet), ExitStack() as stack:
+        messages: list[str] = []
+        index = module_index(components) if networks else {}
+        label = str(getattr(components, "label", "") or getattr(components, "arch", "this"))
+        by_module: dict[str, tuple[torch.nn.Module, list[tuple[ModulePatch, float]]]] = {}
+        applied: list[AppliedNetwork] = []
+        te_key: list[Hashable] = []
+        for net, te_w, unet_w in networks:
+            targets: list[_Target] | None = []
+            if te_w != 0.0 or unet_w != 0.0:  # weight 0: nothing to change, the file is not even read
+                try:
+                    parsed = stack.enter_context(cache.use(net))
+                except (OSError, CheckpointError) as e:
+                    messages.append(f"LoRA {net.name!r} skipped: {e}")
+                    continue
+                targets, notes = _plan(net.name, parsed, index, te_w, unet_w, label)
+                messages.extend(notes)
+            if targets is None:
+                continue
+            applied.append(AppliedNetwork(net.name, net.key, te_w, unet_w, len(targets)))
+            for name, module, patch, weight in targets:
+                by_module.setdefault(name, (module, []))[1].append((patch, weight))
+            if any(t[0].startswith((f"{TE1}.", f"{TE2}.")) for t in targets):
+                te_key.append((net.key, te_w))
+        backups: list[tuple[torch.Tensor, torch.Tensor]] = []
+        try:
+            with torch.no_grad():
+                for module, patches in by_module.values():
+                    _patch_module(module, patches, backups)
+            yield AppliedInfo(tuple(applied), tuple(messages), tuple(te_key))
+        finally:
+            with torch.no_grad():
+                for param, original in reversed(backups):
+                    param.copy_(original)
+
+
+def _weight_of(module: torch.nn.Module) -> torch.Tensor:
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)  # module_index lists only modules with a weight
+    return weight
+
+
+def _patch_module(
+    module: torch.nn.Module,
+    patches: list[tuple[ModulePatch, float]],
+    backups: list[tuple[torch.Tensor, torch.Tensor]],
+) -> None:
+    weight = _weight_of(module)
+    bias: torch.Tensor | None = getattr(module, "bias", None)
+    dw: torch.Tensor | None = None
+    db: torch.Tensor | None = None
+    for patch, multiplier in patches:
+        d = patch.delta(weight.shape, weight.device)
+        if d is not None:
+            dw = d * multiplier if dw is None else dw.add_(d, alpha=multiplier)
+        b = patch.bias_delta(weight.device) if bias is not None else None
+        if b is not None:
+            db = b * multiplier if db is None else db.add_(b, alpha=multiplier)
+    for param, delta in ((weight, dw), (bias, db)):
+        if param is None or delta is None:
+            continue
+        backups.append((param, param.detach().clone()))
+        param.copy_((param.float() + delta.reshape(param.shape)).to(param.dtype))

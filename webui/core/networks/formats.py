@@ -1,0 +1,304 @@
+"""Network file formats -> per-module weight patches, and our model's modules under every naming.
+
+Keys seen in the wild, all read here:
+
+- kohya / A1111: `lora_unet_<module>`, `lora_te_<module>` (SDXL: `lora_te1_`, `lora_te2_`), module names
+  flattened with `_`; the UNet in diffusers names (SD1/SD2 trainers) or in the original LDM names
+  (SDXL trainers: `lora_unet_input_blocks_4_1_...`). Parts `.lora_down.weight`, `.lora_up.weight`,
+  `.alpha`, LyCORIS LoCon's `.lora_mid.weight` (Tucker), LoHa `.hada_w{1,2}_{a,b}` / `.hada_t{1,2}`,
+  LoKr `.lokr_w{1,2}[_a|_b]` / `.lokr_t2`, full `.diff` / `.diff_b`, norms `.w_norm` / `.b_norm`.
+- diffusers / peft: `unet.<module>.lora_A.weight` / `.lora_B.weight` (or `.lora.down.weight` /
+  `.lora.up.weight`, older `.processor.to_q_lora.down.weight`), `text_encoder.` / `text_encoder_2.`.
+
+Every module is keyed by (component, flat name): the dotted module name with `.` -> `_`, and for text
+encoders without a leading `text_model_` (transformers 5's CLIPTextModel has no such level, the
+with-projection model and most files do). A patch's delta is `scale * W_delta` with scale = alpha / rank
+when the file gives alpha (LoKr with both factors full: 1), as A1111 and LyCORIS compute it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from webui.core.models.ldm_layout import LayoutError, rename, unet_rules
+
+UNET, TE1, TE2 = "unet", "text_encoder", "text_encoder_2"
+COMPONENTS = (UNET, TE1, TE2)
+
+_PREFIXES = (
+    ("lora_unet_", UNET),
+    ("lora_te1_", TE1),
+    ("lora_te2_", TE2),
+    ("lora_te_", TE1),
+    ("unet.", UNET),
+    ("text_encoder_2.", TE2),
+    ("text_encoder.", TE1),
+    ("base_model.model.", UNET),
+)
+# file suffix -> part name; weight parts decide the kind, `alpha`/`dora_scale`/`diff_b` go along
+_PARTS = {
+    ".lora_down.weight": "lora_down",
+    ".lora_up.weight": "lora_up",
+    ".lora_mid.weight": "lora_mid",
+    ".lora_A.weight": "lora_down",
+    ".lora_B.weight": "lora_up",
+    ".lora.down.weight": "lora_down",
+    ".lora.up.weight": "lora_up",
+    ".hada_w1_a": "hada_w1_a",
+    ".hada_w1_b": "hada_w1_b",
+    ".hada_w2_a": "hada_w2_a",
+    ".hada_w2_b": "hada_w2_b",
+    ".hada_t1": "hada_t1",
+    ".hada_t2": "hada_t2",
+    ".lokr_w1": "lokr_w1",
+    ".lokr_w1_a": "lokr_w1_a",
+    ".lokr_w1_b": "lokr_w1_b",
+    ".lokr_w2": "lokr_w2",
+    ".lokr_w2_a": "lokr_w2_a",
+    ".lokr_w2_b": "lokr_w2_b",
+    ".lokr_t2": "lokr_t2",
+    ".diff": "diff",
+    ".w_norm": "diff",
+    ".diff_b": "diff_b",
+    ".b_norm": "diff_b",
+    ".alpha": "alpha",
+    ".dora_scale": "dora_scale",
+}
+_SUFFIXES = sorted(_PARTS, key=len, reverse=True)  # ".lora_down.weight" before ".weight"-less parts
+_OLD_DIFFUSERS = (
+    (re.compile(r"\.processor\.(to_q|to_k|to_v)_lora\."), r".\1.lora."),
+    (re.compile(r"\.processor\.to_out_lora\."), ".to_out.0.lora."),
+    (re.compile(r"\.lora_linear_layer\."), ".lora."),
+    (re.compile(r"\.(lora_[AB])\.default\."), r".\1."),
+)
+
+
+class FormatError(ValueError):
+    """A network file holds nothing this module can apply."""
+
+
+def flat_name(component: str, dotted: str) -> str:
+    """The key a module goes by: `_`-joined, text encoders without their `text_model` level."""
+    flat = dotted.replace(".", "_")
+    return flat.removeprefix("text_model_") if component != UNET else flat
+
+
+@dataclass(frozen=True)
+class ModulePatch:
+    """The parts a file holds for one module; `delta()` rebuilds the weight change they describe."""
+
+    kind: str  # "lora" | "loha" | "lokr" | "full"
+    parts: Mapping[str, Tensor]
+    alpha: float | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.parts.values())
+
+    def _get(self, name: str) -> Tensor | None:
+        return self.parts.get(name)
+
+    def _dim(self) -> int | None:
+        """The rank alpha is divided by (A1111: lora_down rows, hada_w1_b rows, lokr w1b/w2b rows)."""
+        if self.kind == "lora":
+            return int(self.parts["lora_down"].shape[0])
+        if self.kind == "loha":
+            return int(self.parts["hada_w1_b"].shape[0])
+        for name in ("lokr_w1_b", "lokr_w2_b"):
+            t = self._get(name)
+            if t is not None:
+                return int(t.shape[0])
+        return None
+
+    @property
+    def scale(self) -> float:
+        dim = self._dim()
+        return self.alpha / dim if self.alpha is not None and dim else 1.0
+
+    def out_features(self) -> int | None:
+        """The output size the patch is for (the target weight's first dimension), None if unknown."""
+        p = self.parts
+        if self.kind == "lora":
+            return int(p["lora_up"].shape[0])
+        if self.kind == "loha":
+            return int(p["hada_w1_a"].shape[1 if "hada_t1" in p else 0])
+        if self.kind == "lokr":
+            w1 = p.get("lokr_w1", p.get("lokr_w1_a"))
+            w2 = p.get("lokr_w2", p.get("lokr_w2_a"))
+            if w1 is None or w2 is None or "lokr_t2" in p:
+                return None
+            return int(w1.shape[0] * w2.shape[0])
+        return None
+
+    def fits(self, weight_shape: torch.Size | tuple[int, ...], bias: bool) -> bool:
+        """Whether the delta can be laid onto a weight of this shape: checked before anything changes, by
+        rebuilding it on the meta device (shapes only, no arithmetic), so a malformed file fails here."""
+        db = self.parts.get("diff_b")
+        if db is not None and bias and db.numel() != weight_shape[0]:
+            return False
+        if self.kind == "full" and "diff" not in self.parts:
+            return bias
+        out = self.out_features()
+        if out is not None and out != weight_shape[0]:
+            return False
+        try:
+            return self._weight(torch.device("meta")).numel() == math.prod(weight_shape)
+        except (RuntimeError, ValueError, IndexError):
+            return False
+
+    def _weight(self, device: torch.device) -> Tensor:
+        f = {k: v.to(device=device, dtype=torch.float32) for k, v in self.parts.items() if k != "dora_scale"}
+        if self.kind == "lora":
+            up, down = f["lora_up"].flatten(1), f["lora_down"].flatten(1)
+            if "lora_mid" in f:
+                return torch.einsum("n m k l, i n, m j -> i j k l", f["lora_mid"], up, down)
+            return up @ down
+        if self.kind == "loha":
+            return _hada(f, "1") * _hada(f, "2")
+        if self.kind == "lokr":
+            w1 = f.get("lokr_w1")
+            if w1 is None:
+                w1 = f["lokr_w1_a"] @ f["lokr_w1_b"]
+            w2 = f.get("lokr_w2")
+            if w2 is None:
+                w2 = (
+                    _tucker(f["lokr_t2"], f["lokr_w2_a"], f["lokr_w2_b"])
+                    if "lokr_t2" in f
+                    else f["lokr_w2_a"] @ f["lokr_w2_b"]
+                )
+            if w2.ndim == 4:
+                w1 = w1[:, :, None, None]
+            return torch.kron(w1, w2.contiguous())
+        return f["diff"]
+
+    def delta(self, weight_shape: torch.Size, device: torch.device) -> Tensor | None:
+        """The float32 weight change (scale included, multiplier not), shaped like the weight."""
+        if "diff" not in self.parts and self.kind == "full":
+            return None
+        return (self._weight(device) * self.scale).reshape(weight_shape)
+
+    def bias_delta(self, device: torch.device) -> Tensor | None:
+        b = self.parts.get("diff_b")
+        return None if b is None else b.to(device=device, dtype=torch.float32)
+
+
+def _tucker(t: Tensor, wa: Tensor, wb: Tensor) -> Tensor:
+    """LyCORIS' Tucker rebuild: t (r, r, k, k), wa (r, out), wb (r, in) -> (out, in, k, k)."""
+    return torch.einsum("i j k l, j r, i p -> p r k l", t, wb, wa)
+
+
+def _hada(f: Mapping[str, Tensor], n: str) -> Tensor:
+    t = f.get(f"hada_t{n}")
+    if t is not None:
+        return _tucker(t, f[f"hada_w{n}_a"], f[f"hada_w{n}_b"])
+    return f[f"hada_w{n}_a"] @ f[f"hada_w{n}_b"]
+
+
+_REQUIRED = {
+    "lora": (("lora_down", "lora_up"),),
+    "loha": (("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"),),
+    "lokr": (("lokr_w1",), ("lokr_w1_a", "lokr_w1_b")),  # and one of the w2 forms, checked below
+    "full": (("diff",), ("diff_b",)),
+}
+
+
+def _kind(parts: Mapping[str, Tensor]) -> str | None:
+    """The patch kind the parts describe, None when incomplete."""
+    for kind, prefix in (("lora", "lora_"), ("loha", "hada_"), ("lokr", "lokr_"), ("full", "diff")):
+        if any(k.startswith(prefix) for k in parts):
+            if not any(all(r in parts for r in req) for req in _REQUIRED[kind]):
+                return None
+            if kind == "lokr" and not ("lokr_w2" in parts or {"lokr_w2_a", "lokr_w2_b"} <= parts.keys()):
+                return None
+            return kind
+    return None
+
+
+def split_key(key: str) -> tuple[str, str, str] | None:
+    """`lora_unet_x_y.lora_down.weight` -> ("unet", "x_y", "lora_down"); None for keys we do not read."""
+    for pattern, repl in _OLD_DIFFUSERS:
+        key = pattern.sub(repl, key)
+    part = next((s for s in _SUFFIXES if key.endswith(s)), None)
+    if part is None:
+        return None
+    module = key[: -len(part)]
+    for prefix, component in _PREFIXES:
+        if module.startswith(prefix):
+            return component, flat_name(component, module[len(prefix) :]), _PARTS[part]
+    return None
+
+
+@dataclass(frozen=True)
+class ParsedNetwork:
+    """A network file's patches by (component, flat module name), and what could not be read."""
+
+    patches: Mapping[tuple[str, str], ModulePatch]
+    ignored: tuple[str, ...] = ()  # keys or modules left out, for messages
+    uses_dora: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.patches.values())
+
+
+def parse_state_dict(sd: Mapping[str, Tensor]) -> ParsedNetwork:
+    """Group a file's tensors into module patches. FormatError when no key is a network key."""
+    groups: dict[tuple[str, str], dict[str, Tensor]] = {}
+    ignored: list[str] = []
+    for key, tensor in sd.items():
+        split = split_key(key)
+        if split is None:
+            ignored.append(key)
+            continue
+        component, module, part = split
+        groups.setdefault((component, module), {})[part] = tensor
+    if not groups:
+        sample = ", ".join(list(sd)[:3]) or "no tensors"
+        raise FormatError(f"no LoRA/LyCORIS keys found (first keys: {sample})")
+    patches: dict[tuple[str, str], ModulePatch] = {}
+    dora = False
+    for target, parts in groups.items():
+        dora = dora or "dora_scale" in parts
+        alpha_t = parts.pop("alpha", None)
+        kind = _kind(parts)
+        if kind is None:
+            ignored.append(f"{target[0]}:{target[1]} (incomplete: {', '.join(sorted(parts))})")
+            continue
+        alpha = float(alpha_t.float().reshape(-1)[0]) if alpha_t is not None and alpha_t.numel() else None
+        patches[target] = ModulePatch(kind, dict(parts), alpha)
+    return ParsedNetwork(patches, tuple(ignored), dora)
+
+
+def module_index(components: Any) -> dict[tuple[str, str], tuple[str, torch.nn.Module]]:
+    """Every weighted module of the UNet and text encoders under each name a file may use for it:
+    {(component, flat name): (dotted name, module)}. The UNet is listed under its diffusers names and,
+    when its config has one, its LDM names too."""
+    index: dict[tuple[str, str], tuple[str, torch.nn.Module]] = {}
+    for component in COMPONENTS:
+        model = getattr(components, component, None)
+        if model is None:
+            continue
+        rules: dict[str, str] = {}
+        if component == UNET:
+            try:
+                rules = unet_rules(model.config)
+            except (LayoutError, KeyError, TypeError):
+                rules = {}
+        for name, module in model.named_modules():
+            if not isinstance(getattr(module, "weight", None), torch.nn.Parameter):
+                continue
+            index[(component, flat_name(component, name))] = (name, module)
+            if rules:
+                try:
+                    ldm = rename(f"{name}.weight", rules).removesuffix(".weight")
+                except LayoutError:
+                    continue
+                index.setdefault((component, flat_name(component, ldm)), (name, module))
+    return index
