@@ -157,3 +157,35 @@ def test_pickles_with_code_are_refused(ext: PluginHost, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="refused"):
         models.read_tensors(path)
     assert not marker.exists()
+
+
+def test_an_extension_upscaler_runs_in_hires_fix(tiny_data_dir: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from webui.core.engine import Engine
+    from webui.core.models.components import Precision
+    from webui.core.models.manager import ModelManager
+    from webui.core.outputs.infotext import parse_infotext
+    from webui.core.types import RequestError, Txt2ImgRequest
+
+    data = tmp_path / "data"
+    (data / "models" / "ESRGAN").mkdir(parents=True)
+    save_file(basicsr_rrdb(scale=2), str(data / "models" / "ESRGAN" / "2x-Tiny.safetensors"))
+    host = PluginHost.for_config(AppConfig.for_data_dir(data), include_pip=False)
+    config = AppConfig.for_data_dir(tiny_data_dir, outputs_dir=tmp_path / "outputs")
+    manager = ModelManager(config, Precision())
+    manager.refresh()
+    engine = Engine(config, manager, host)
+    assert "2x-Tiny" in engine.upscaler_names() and "Latent" in engine.upscaler_names()
+    base = dict(
+        prompt="a cat", steps=3, seed=4, width=64, height=64, checkpoint="tiny-sd1", save_images=False
+    )
+    hr = dict(enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2, denoising_strength=0.5)
+    by_model = engine.run(Txt2ImgRequest(**base, **hr, hr_upscaler="2x-Tiny"))
+    by_lanczos = engine.run(Txt2ImgRequest(**base, **hr, hr_upscaler="Lanczos"))
+    assert by_model.images[0].image.size == (96, 96)
+    assert parse_infotext(by_model.images[0].infotext)["Hires upscaler"] == "2x-Tiny"
+    assert not np.array_equal(np.asarray(by_model.images[0].image), np.asarray(by_lanczos.images[0].image))
+    with pytest.raises(RequestError) as e:
+        engine.run(Txt2ImgRequest(**base, **hr, hr_upscaler="4x-Missing"))
+    assert e.value.field == "hr_upscaler" and "2x-Tiny" in e.value.message

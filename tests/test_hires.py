@@ -105,7 +105,7 @@ def _hr(**kw: object) -> Txt2ImgRequest:
 @pytest.mark.parametrize(
     ("kw", "field"),
     [
-        (dict(hr_upscaler="ESRGAN_4x"), "hr_upscaler"),
+        (dict(hr_upscaler=""), "hr_upscaler"),
         (dict(hr_scale=0.5), "hr_scale"),
         (dict(hr_scale=float("nan")), "hr_scale"),
         (dict(hr_scale=8.0 + 1), "hr_scale"),

@@ -146,6 +146,8 @@ class Engine:
             raise TypeError(f"cannot run a {type(request).__name__}")
         request = self.hooks.request_received(request)
         request.validate()
+        if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+            hires.check_upscaler(request.hr_upscaler, self.hooks.image_upscalers())
         sampler, schedule = resolve(request.sampler_name, request.scheduler)
         prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, request.styles)
         rng = random.Random()
@@ -180,6 +182,10 @@ class Engine:
             apply_networks(model.components, run.networks.networks, self.network_cache) as applied,
         ):
             return self._run_batches(run, model, applied)
+
+    def upscaler_names(self) -> list[str]:
+        """Every name `hr_upscaler` takes: the latent and picture upscalers, then the extensions' ones."""
+        return [*hires.UPSCALERS, *self.hooks.image_upscalers()]
 
     def _conditioning(
         self, run: _Run, model: LoadedModel, applied: AppliedInfo
@@ -271,6 +277,7 @@ class Engine:
                     s_tmax=request.s_tmax,
                     s_noise=request.s_noise,
                 ),
+                self.hooks.image_upscalers(),
             )
             try:
                 if isinstance(request, Img2ImgRequest):

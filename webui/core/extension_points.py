@@ -16,14 +16,17 @@ order, once per `Engine.run`:
 6. `take_problems()` at the end: one line per extension that failed during this run, naming it; the
    engine adds them to `GenerationResult.warnings`. The run itself still finishes.
 
+Besides, `image_upscalers()` names the picture upscalers extensions provide (for hires fix): name ->
+`upscale(image, width, height)` returning the picture at exactly that size.
+
 Every method is called on the thread that runs the job, so an implementation may keep per-job state
 per thread. Implementations must never raise from 2-6: failures are theirs to record and report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
     from webui.core.types import GeneratedImage, GenerationRequest
 
 R = TypeVar("R", bound="GenerationRequest")
+Upscale = Callable[[Any, int, int], Any]  # (PIL image, width, height) -> PIL image of that size
 
 
 @runtime_checkable
@@ -49,6 +53,8 @@ class EngineHooks(Protocol):
     def after_save(self, request: GenerationRequest, image: GeneratedImage) -> None: ...
 
     def take_problems(self) -> list[str]: ...
+
+    def image_upscalers(self) -> Mapping[str, Upscale]: ...
 
 
 class NoHooks:
@@ -71,6 +77,9 @@ class NoHooks:
 
     def take_problems(self) -> list[str]:
         return []
+
+    def image_upscalers(self) -> Mapping[str, Upscale]:
+        return {}
 
 
 NO_HOOKS: EngineHooks = NoHooks()

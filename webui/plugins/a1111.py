@@ -64,20 +64,22 @@ def _arg_info(f: Field) -> dict[str, Any]:
     }
 
 
-def sdapi_scripts(host: PluginHost) -> dict[str, list[str]]:
-    """GET /sdapi/v1/scripts: selectable scripts and always-on ones (extensions with an accordion)."""
+def sdapi_scripts(host: PluginHost, selectable: bool = True) -> dict[str, list[str]]:
+    """GET /sdapi/v1/scripts: selectable scripts (unless `selectable` is off: a server that does not
+    take `script_name` lists only what it accepts) and always-on ones (extensions with an accordion)."""
     out: dict[str, list[str]] = {}
     for tab in ("txt2img", "img2img"):
-        names = [name.casefold() for name, (_, s) in host.scripts().items() if tab in s.tabs]
+        chosen = host.scripts().items() if selectable else ()
+        names = [name.casefold() for name, (_, s) in chosen if tab in s.tabs]
         names += [ext.casefold() for ext in dict.fromkeys(e for e, _ in host.ui_sections(tab))]
         out[tab] = names
     return out
 
 
-def sdapi_script_info(host: PluginHost) -> list[dict[str, Any]]:
-    """GET /sdapi/v1/script-info."""
+def sdapi_script_info(host: PluginHost, selectable: bool = True) -> list[dict[str, Any]]:
+    """GET /sdapi/v1/script-info (selectable scripts only when `selectable`)."""
     out: list[dict[str, Any]] = []
-    for name, (_, spec) in host.scripts().items():
+    for name, (_, spec) in host.scripts().items() if selectable else ():
         for tab in spec.tabs:
             args = [_arg_info(f) for f in spec.fields]
             out.append(

@@ -179,6 +179,10 @@ class PluginHost:
             out.setdefault(spec.name, spec)
         return out
 
+    def image_upscalers(self) -> dict[str, Any]:
+        """EngineHooks: upscaler name -> upscale(image, width, height), for hires fix."""
+        return {name: spec.upscale for name, spec in self.upscalers().items()}
+
     def samplers(self) -> dict[str, SamplerSpec]:
         out: dict[str, SamplerSpec] = {}
         for _, spec in self._registered(SamplerSpec):

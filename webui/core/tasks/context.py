@@ -36,6 +36,7 @@ class BatchContext:
     cancel: CancelToken | None = None
     preview_every: int = 0
     churn: Mapping[str, float] = field(default_factory=dict)
+    upscalers: Mapping[str, Callable[[Image.Image, int, int], Image.Image]] = field(default_factory=dict)
 
     def progress(self, offset: int, total: int) -> ProgressCallback:
         """The loop's progress callback for a pass that starts `offset` steps into a `total`-step batch."""

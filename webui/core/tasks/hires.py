@@ -13,12 +13,13 @@ that is not a multiple of 8 comes out rounded down to one (as in A1111).
 
 Upscalers: the latent modes resize the first pass's latents with torch's interpolate; "Lanczos",
 "Nearest" and "None" (= Lanczos, as A1111's resize falls back to it) decode, resize the picture and
-encode it again. Model upscalers (ESRGAN...) come with extensions.
+encode it again. Model upscalers (ESRGAN...) come with extensions: the engine knows their names and
+hands their upscale functions to the task; requests name them like the built-in ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -112,6 +113,13 @@ def upscale_image(image: Image.Image, upscaler: str, target: HiresTarget) -> Ima
     return image.resize((target.upscale_to_x, target.upscale_to_y), resample=IMAGE_UPSCALERS[upscaler])
 
 
+def check_upscaler(name: str, extra: Iterable[str] = ()) -> None:
+    """An upscaler name must be one of ours or one an extension provides (the engine checks at run)."""
+    valid = [*UPSCALERS, *extra]
+    if name not in valid:
+        raise RequestError("hr_upscaler", f"unknown upscaler {name!r}: valid are {', '.join(valid)}")
+
+
 def second_pass_sampler(request: Txt2ImgRequest) -> tuple[str, str]:
     """(sampler name, schedule type) of the second pass: the hr_* ones, else the first pass's. When only
     the sampler changes and it cannot run the first pass's schedule type, its own default is used."""
@@ -135,10 +143,8 @@ def check_request(request: Txt2ImgRequest) -> None:
     """The hires checks types.Txt2ImgRequest.validate() delegates here (names, resulting size)."""
     from webui.core.sampling.samplers import UnknownSampler, resolve
 
-    if request.hr_upscaler not in UPSCALERS:
-        raise RequestError(
-            "hr_upscaler", f"unknown upscaler {request.hr_upscaler!r}: valid are {', '.join(UPSCALERS)}"
-        )
+    if not isinstance(request.hr_upscaler, str) or not request.hr_upscaler:
+        raise RequestError("hr_upscaler", "must name an upscaler")
     try:
         resolve(*second_pass_sampler(request))
     except UnknownSampler as e:

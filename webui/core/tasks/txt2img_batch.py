@@ -73,7 +73,12 @@ def _second_pass(
     if hires.is_latent(request.hr_upscaler):
         init = hires.upscale_latents(latents, request.hr_upscaler, target)
     else:
-        pictures = [hires.upscale_image(p, request.hr_upscaler, target) for p in decode_each(parts, latents)]
+        size = (target.upscale_to_x, target.upscale_to_y)
+        by_extension = ctx.upscalers.get(request.hr_upscaler)
+        pictures = [
+            by_extension(p, *size) if by_extension else hires.upscale_image(p, request.hr_upscaler, target)
+            for p in decode_each(parts, latents)
+        ]
         init = hires.truncate(encode_init(parts, pictures), target)
     h, w = target.latent_size
     width, height = target.size
