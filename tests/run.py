@@ -16,6 +16,25 @@ sys.path.insert(0, str(ROOT))
 
 from webui import bootstrap, offline  # noqa: E402  (stdlib-only modules)
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> str | None:
+    """Debian's Chromium for the browser tests: installed with apt-get when missing and running as root.
+    Returns why it is unavailable (the browser tests then fail with that reason), or None."""
+    if CHROMIUM.exists():
+        return None
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return f"{CHROMIUM} is missing and this is not root: run `sudo apt-get install -y chromium`"
+    print(f"== installing Chromium ({CHROMIUM} is missing)", flush=True)
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    if subprocess.run(cmd, check=False).returncode != 0:  # a bare machine may have no package lists yet
+        subprocess.run(["apt-get", "update"], check=False)
+        subprocess.run(cmd, check=False)
+    if not CHROMIUM.exists():
+        return "`apt-get install -y chromium` failed: the browser tests (tests/browser) will fail"
+    return None
+
 
 def main(argv: list[str]) -> int:
     venv_dir = Path(os.environ.get("SFUMATO_VENV", ROOT / ".venv"))
@@ -29,6 +48,10 @@ def main(argv: list[str]) -> int:
         ("pytest", [python, "-m", "pytest", "-q", *argv]),
     ]
     failed = []
+    problem = ensure_chromium()
+    if problem:
+        print(f"== chromium: {problem}", flush=True)
+        failed.append("chromium")
     for name, cmd in steps:
         print(f"== {name}", flush=True)
         if subprocess.run(cmd, cwd=ROOT, env=env).returncode != 0:

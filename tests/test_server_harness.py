@@ -94,7 +94,7 @@ def test_home_page_escapes_and_points_to_docs(tiny_data_dir: Path, tmp_path: Pat
     with running_server(tiny_data_dir, tmp_path, flags=[]) as srv, srv.client() as c:
         r = c.get("/")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-        assert "not built yet" in r.text and "href='/docs'" in r.text
+        assert "UI is off" in r.text and "href='/docs'" in r.text
         assert "<script" not in r.text
         assert c.get("/docs").status_code == 200
         assert c.get("/api/v1/health").json()["status"] == "ok"

@@ -130,6 +130,6 @@ def test_a_mounted_gradio_ui_is_behind_the_same_login(tiny_data_dir: Path, tmp_p
         with srv.client(auth=("alice", "pw")) as c:
             assert c.get("/api/v1/health").status_code == 200  # our routes come before the mount
             page = c.get("/")
-            assert page.status_code == 200 and "not built yet" not in page.text
+            assert page.status_code == 200 and "UI is off" not in page.text
             r = c.post("/gradio_api/queue/join", json={}, headers={"Origin": "https://evil.example"})
             assert r.status_code == 403

@@ -1,7 +1,7 @@
 """The application entry behind launch.py: config from flags, model folders, then the server.
 
 Lists the models it finds (writing the tiny demo model first with --demo-model), then serves the APIs
-(and, once it is built, the studio UI) on one port until stopped with Ctrl+C.
+and the studio UI (not with --nowebui) on one port until stopped with Ctrl+C.
 """
 
 from __future__ import annotations
@@ -47,13 +47,17 @@ def main(ns: argparse.Namespace) -> int:
         print(f"  {f.title}  ({f.size / 2**20:.1f} MiB)")
     for f in manager.vaes():
         print(f"  VAE: {f.name}")
-    if ns.share:
-        print("warning: --share is not available yet; serving locally only", file=sys.stderr)
     services = build_services(config, options, manager)
-    print("The studio UI is not built yet: the server answers the APIs (see /docs).", flush=True)
+    ui = None
+    if ns.nowebui:
+        print("--nowebui: serving the APIs only (see /docs).", flush=True)
+    else:
+        from webui.server import build_ui
+
+        ui = build_ui(services)
     tls = {"keyfile": ns.tls_keyfile, "certfile": ns.tls_certfile}
     try:
-        serve(services, None, tls=tls, root_path=ns.subpath or "")
+        serve(services, ui, tls=tls, root_path=ns.subpath or "", share=bool(ns.share) and ui is not None)
     except OSError as e:
         print(f"error: cannot serve on {config.host}:{config.port}: {e}", file=sys.stderr)
         return 1

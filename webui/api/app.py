@@ -1,7 +1,8 @@
 """`create_app(services, ui=None)`: the one FastAPI app of the server.
 
 Our routes come first (native `/api/v1` always, `/sdapi/v1` when enabled); a Gradio UI, when given, is
-mounted at "/" after them. Over everything sit two pure ASGI middlewares: the cross-site/size guard and,
+mounted at "/" after them (a gr.Blocks, or a webui.ui.studio.Studio whose `mount_options` are passed
+to `gr.mount_gradio_app`). Over everything sit two pure ASGI middlewares: the cross-site/size guard and,
 when users are configured, HTTP Basic auth (outermost), so every route, /docs and the UI need a login.
 The job queue starts with the app and is closed when it stops.
 """
@@ -92,7 +93,7 @@ def _home_page(services: Services) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>Sfumato</title>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'></head><body>"
         f"<h1>Sfumato {html.escape(VERSION)}</h1>"
-        "<p>The studio UI is not built yet. The server and its APIs are running.</p>"
+        "<p>The studio UI is off (started with --nowebui). The server and its APIs are running.</p>"
         f"<ul>{api}{sdapi_line}<li>Jobs API at <code>/api/v1/jobs</code></li></ul>"
         f"<p>Data folder: <code>{data}</code></p></body></html>"
     )
@@ -128,12 +129,17 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
             user = scope_user(request.scope, "")
             return user or None
 
+        studio = hasattr(ui, "mount_options")  # a webui.ui.studio.Studio, else a bare gr.Blocks
+        blocks = ui.blocks if studio else ui
+        mount_options = dict(ui.mount_options) if studio else {}
+        mount_options.setdefault("max_file_size", services.options.max_body_bytes)
         app = gr.mount_gradio_app(
             app,
-            ui,
+            blocks,
             path="/",
             auth_dependency=auth_dependency if services.options.auth else None,
             ssr_mode=False,
+            **mount_options,
         )
 
     opts = services.options

@@ -1,8 +1,15 @@
-"""Login for the whole server: A1111's `user:pass` specs and one pure ASGI HTTP Basic middleware.
+"""Login for the whole server: A1111's `user:pass` specs and one pure ASGI login middleware.
 
 The middleware sits over everything (our routes, /docs, /openapi.json, static files, a mounted Gradio
-UI, websockets), so no route can be reached without one of the configured users. Passwords are compared
-in constant time, and failed attempts from one client are slowed down (without blocking the event loop).
+UI, websockets), so no route can be reached without one of the configured users. Two ways in:
+
+- HTTP Basic (scripts, API clients): `Authorization: Basic ...` on every request;
+- a login page for browsers (`/login-sfumato`): a form that sets a signed, HttpOnly, SameSite=Lax
+  session cookie (`sfumato_session`: user, expiry, HMAC-SHA256). A page request (GET, Accept: text/html)
+  without a login is sent there; everything else gets 401 with a Basic challenge.
+
+Passwords are compared in constant time, and failed attempts from one client are slowed down (without
+blocking the event loop). `/logout-sfumato` clears the cookie.
 """
 
 from __future__ import annotations
@@ -10,12 +17,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import hmac
+import html
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -25,6 +36,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 USER_STATE_KEY = "sfumato_user"
 _MAX_TRACKED_CLIENTS = 4096
+LOGIN_PATH = "/login-sfumato"
+LOGOUT_PATH = "/logout-sfumato"
+COOKIE_NAME = "sfumato_session"
+SESSION_SECONDS = 7 * 24 * 3600
+_MAX_FORM_BYTES = 8192
 
 
 class AuthSpecError(ValueError):
@@ -118,8 +134,93 @@ class _Backoff:
         self._failures.pop(client, None)
 
 
+def sign_session(user: str, secret: bytes, expires: float) -> str:
+    """`<user hex>.<expiry>.<hmac>`: who, until when, and proof the server issued it."""
+    body = f"{user.encode().hex()}.{int(expires)}"
+    mac = hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
+    return f"{body}.{mac}"
+
+
+def check_session(
+    token: str | None, secret: bytes, users: Mapping[str, str], now: float | None = None
+) -> str | None:
+    """The user a session cookie proves (signature valid, not expired, user still configured), or None."""
+    if not token or token.count(".") != 2:
+        return None
+    user_hex, expires, mac = token.split(".")
+    expected = hmac.new(secret, f"{user_hex}.{expires}".encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(mac.encode(), expected.encode()):
+        return None
+    try:
+        user = bytes.fromhex(user_hex).decode("utf-8")
+        expiry = int(expires)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if expiry < (time.time() if now is None else now) or user not in users:
+        return None
+    return user
+
+
+def check_password(user: str, password: str, users: Mapping[str, str]) -> str | None:
+    """The user if the pair is right; every configured user is compared (constant time)."""
+    found: str | None = None
+    for name, expected in users.items():
+        if hmac.compare_digest(user.encode(), name.encode()) & hmac.compare_digest(
+            password.encode(), expected.encode()
+        ):
+            found = name
+    return found
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in scope.get("headers", ()):
+        if key == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                name, _, val = part.strip().partition("=")
+                if name:
+                    out[name] = val
+    return out
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after logging in: a path on this server only (never another site)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    if any(ord(c) < 33 for c in target):
+        return "/"
+    return target
+
+
+def login_page(message: str = "", next_path: str = "/") -> bytes:
+    note = f"<p class='err'>{html.escape(message)}</p>" if message else ""
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Sfumato: log in</title>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        "<meta name='color-scheme' content='light dark'><style>"
+        "body{font-family:system-ui,sans-serif;display:flex;justify-content:center;padding-top:12vh;margin:0}"
+        "form{display:flex;flex-direction:column;gap:10px;width:min(320px,90vw)}"
+        "input,button{font-size:16px;padding:8px;border-radius:6px;border:1px solid #888}"
+        "button{background:#f97316;color:#fff;border:none;cursor:pointer}.err{color:#d33}"
+        "</style></head><body>"
+        f"<form method='post' action='{LOGIN_PATH}'><h2>Sfumato</h2>{note}"
+        f"<input type='hidden' name='next' value='{html.escape(next_path, quote=True)}'>"
+        "<label>User name <input name='username' id='username' autocomplete='username' required></label>"
+        "<label>Password <input name='password' id='password' type='password' "
+        "autocomplete='current-password' "
+        "required></label><button type='submit' id='login'>Log in</button></form></body></html>"
+    ).encode()
+
+
 class BasicAuthMiddleware:
-    """Require HTTP Basic credentials of a configured user on every HTTP and websocket request."""
+    """Require a configured user (HTTP Basic or the login page's session cookie) on every request."""
 
     def __init__(
         self,
@@ -129,47 +230,114 @@ class BasicAuthMiddleware:
         delay: float = 0.5,
         delay_max: float = 8.0,
         realm: str = "Sfumato",
+        secret: bytes | None = None,
+        session_seconds: float = SESSION_SECONDS,
     ) -> None:
         self.app = app
         self.users = dict(users)
         self.realm = realm
+        self.secret = secret or secrets.token_bytes(32)
+        self.session_seconds = session_seconds
         self._backoff = _Backoff(delay, delay_max)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        header = None
-        for key, value in scope.get("headers", ()):
-            if key == b"authorization":
-                header = value.decode("latin-1")
-                break
-        client = (scope.get("client") or ("?", 0))[0]
-        user = check_basic(header, self.users)
+        path = scope.get("path", "")
+        client = str((scope.get("client") or ("?", 0))[0])
+        if scope["type"] == "http" and path in (LOGIN_PATH, LOGOUT_PATH):
+            await self._login_route(scope, receive, send, client)
+            return
+        header = _header(scope, b"authorization")
+        user = check_basic(header, self.users) if header else None
+        if user is None and header is None:
+            user = check_session(_cookies(scope).get(COOKIE_NAME), self.secret, self.users)
         if user is None:
-            await asyncio.sleep(self._backoff.delay(str(client)))
+            if header is not None:
+                await asyncio.sleep(self._backoff.delay(client))
             await self._refuse(scope, send, header is not None)
             return
-        self._backoff.success(str(client))
+        if header is not None:
+            self._backoff.success(client)
         state = dict(scope.get("state") or {})
         state[USER_STATE_KEY] = user
         await self.app({**scope, "state": state}, receive, send)
+
+    async def _login_route(self, scope: Scope, receive: Receive, send: Send, client: str) -> None:
+        secure = scope.get("scheme") == "https"
+        if scope["path"] == LOGOUT_PATH:
+            await _send(send, 303, b"", [(b"location", LOGIN_PATH.encode()), _cookie_header("", 0, secure)])
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if scope.get("method") != "POST":
+            next_path = safe_next((query.get("next") or ["/"])[0])
+            await _send(send, 200, login_page("", next_path), _HTML)
+            return
+        body = await _read_body(receive, _MAX_FORM_BYTES)
+        form = parse_qs(body.decode("utf-8", errors="replace")) if body is not None else {}
+        user = check_password(
+            (form.get("username") or [""])[0], (form.get("password") or [""])[0], self.users
+        )
+        next_path = safe_next((form.get("next") or ["/"])[0])
+        if user is None:
+            await asyncio.sleep(self._backoff.delay(client))
+            await _send(send, 401, login_page("Wrong user name or password.", next_path), _HTML)
+            return
+        self._backoff.success(client)
+        token = sign_session(user, self.secret, time.time() + self.session_seconds)
+        cookie = _cookie_header(token, int(self.session_seconds), secure)
+        await _send(send, 303, b"", [(b"location", next_path.encode()), cookie])
 
     async def _refuse(self, scope: Scope, send: Send, attempted: bool) -> None:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": "authentication required"})
             return
+        accept = _header(scope, b"accept") or ""
+        if not attempted and scope.get("method") == "GET" and "text/html" in accept:
+            target = scope.get("path", "/") or "/"
+            qs = scope.get("query_string", b"").decode("latin-1")
+            next_path = quote(safe_next(target + (f"?{qs}" if qs else "")), safe="/")
+            await _send(send, 303, b"", [(b"location", f"{LOGIN_PATH}?next={next_path}".encode())])
+            return
         detail = "wrong user name or password" if attempted else "authentication required"
         body = b'{"detail": "' + detail.encode() + b'"}'
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"www-authenticate", f'Basic realm="{self.realm}", charset="UTF-8"'.encode()),
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        challenge = f'Basic realm="{self.realm}", charset="UTF-8"'.encode()
+        await _send(
+            send, 401, body, [(b"www-authenticate", challenge), (b"content-type", b"application/json")]
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+_HTML = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")]
+
+
+def _cookie_header(token: str, max_age: int, secure: bool) -> tuple[bytes, bytes]:
+    flags = f"Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}" + ("; Secure" if secure else "")
+    return b"set-cookie", f"{COOKIE_NAME}={token}; {flags}".encode()
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None once it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    all_headers = [
+        *headers,
+        (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,134 @@
+"""The real server with the studio on 127.0.0.1, and Chromium (Debian's) driven by Playwright.
+
+The browser tests need /usr/bin/chromium (tests/run.py installs it when it can). Without it they FAIL
+with the reason: the studio's acceptance depends on them, so they are never skipped silently.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from webui.api.app import create_app
+from webui.api.services import Services
+from webui.core.config import AppConfig
+from webui.core.models.components import Precision
+from webui.core.models.manager import ModelManager
+from webui.flags import parse_flags
+from webui.server import bind_socket, build_options, build_services, make_server
+from webui.ui.studio import Studio, build_studio
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@dataclass
+class RunningStudio:
+    url: str
+    services: Services
+    config: AppConfig
+    studio: Studio
+
+
+@contextmanager
+def running_studio(
+    data_dir: Path, tmp: Path, *, flags: list[str] | None = None, manager: ModelManager | None = None
+) -> Iterator[RunningStudio]:
+    """The whole app (API + studio + job queue) on 127.0.0.1:<free port>; stopped on exit."""
+    ns = parse_flags(["--data-dir", str(data_dir), *(flags or [])])
+    options = build_options(ns, auth_delay=0.0)
+    config = AppConfig.for_data_dir(
+        data_dir,
+        outputs_dir=tmp / "outputs",
+        settings_path=tmp / "config.json",
+        cache_dir=tmp / "cache",
+        port=0,
+    )
+    if manager is None:
+        manager = ModelManager(config, Precision())
+        manager.refresh()
+    services = build_services(config, options, manager, db_path=tmp / "jobs" / "jobs.sqlite", preview_every=1)
+    studio = build_studio(services)
+    app = create_app(services, studio)
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = make_server(app, config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the studio server did not start")
+        time.sleep(0.02)
+    try:
+        yield RunningStudio(f"http://127.0.0.1:{port}", services, config, studio)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def require_chromium() -> Path:
+    if not CHROMIUM.exists():
+        raise RuntimeError(
+            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. Install it with "
+            "`apt-get install -y chromium` (tests/run.py does this when run as root)."
+        )
+    return CHROMIUM
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    path = require_chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(path), args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_studio(browser: Any, url: str, **context_args: Any) -> Any:
+    """A new page on the studio, loaded (Generate button present); JS dialogs are recorded, not shown."""
+    context = browser.new_context(
+        viewport=context_args.pop("viewport", {"width": 1280, "height": 900}), **context_args
+    )
+    page = context.new_page()
+    page.dialogs = []  # type: ignore[attr-defined]
+    page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
+    page.goto(url)
+    page.wait_for_selector("#txt2img_generate", timeout=60_000)
+    page.wait_for_timeout(300)  # load events (preferences, reattach)
+    return page
+
+
+def set_number(page: Any, elem_id: str, value: float) -> None:
+    """Type a value into a slider's or number's box and commit it."""
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def wait_status(page: Any, tab: str, words: tuple[str, ...], timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        texts = page.locator(f"#{tab}_status .sf-text").all_inner_texts()
+        text = texts[0] if texts else ""
+        if any(w in text for w in words):
+            return text
+        page.wait_for_timeout(100)
+    raise AssertionError(f"status never showed {words}; last: {text!r}")
+
+
+def generate(page: Any, tab: str, timeout: float = 120) -> str:
+    """Click the tab's Generate and wait for that job's final status (not an earlier job's)."""
+    page.evaluate(f"document.querySelectorAll('#{tab}_status .sf-text').forEach(e => e.textContent = '')")
+    page.click(f"#{tab}_generate")
+    return wait_status(page, tab, ("Done", "Failed", "Interrupted"), timeout)

@@ -1,0 +1,59 @@
+"""The studio behind --gradio-auth in a real browser: anonymous pages are blocked, the login page works."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.harness import RunningStudio, generate, running_studio, set_number
+
+pytestmark = pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting'", "ignore:The copy keyword")
+
+
+@pytest.fixture(scope="module")
+def locked(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStudio]:
+    tmp = tmp_path_factory.mktemp("locked")
+    with running_studio(tiny_data_dir, tmp, flags=["--gradio-auth", "ann:s3cret,bob:hunter2"]) as srv:
+        yield srv
+
+
+def test_anonymous_browser_gets_the_login_page_not_the_studio(locked: RunningStudio, browser: Any) -> None:
+    page = browser.new_page()
+    response = page.goto(locked.url)
+    assert response is not None and "/login-sfumato" in page.url
+    assert page.locator("#txt2img_generate").count() == 0
+    assert page.locator("#password").count() == 1
+    # the studio's own routes answer nothing either
+    for path in ("/config", "/gradio_api/info", "/gradio_api/queue/join"):
+        r = page.request.get(locked.url + path, headers={"Accept": "application/json"})
+        assert r.status == 401, path
+    page.fill("#username", "ann")
+    page.fill("#password", "wrong")
+    page.click("#login")
+    assert "Wrong user name or password" in page.content()
+    assert page.locator("#txt2img_generate").count() == 0
+    page.close()
+
+
+def test_login_page_then_generate_as_that_user(locked: RunningStudio, browser: Any) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.dialogs = []
+    page.goto(locked.url)
+    page.fill("#username", "ann")
+    page.fill("#password", "s3cret")
+    page.click("#login")
+    page.wait_for_selector("#txt2img_generate", timeout=60_000)
+    cookie = next(c for c in context.cookies() if c["name"] == "sfumato_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    page.fill("#txt2img_prompt textarea", "ann's apple")
+    for elem, value in (("txt2img_steps", 2), ("txt2img_width", 64), ("txt2img_height", 64)):
+        set_number(page, elem, value)
+    assert generate(page, "txt2img").startswith("Done")
+    jobs = locked.services.queue.list(owner="ann", limit=5)
+    assert jobs and jobs[0].request["prompt"] == "ann's apple"
+    assert not locked.services.queue.list(owner="anonymous", limit=5)
+    context.close()

@@ -1,0 +1,125 @@
+"""What the studio's handlers share: the services, who is asking, each user's choices and running job.
+
+One `StudioContext` is made per built UI (nothing global). It holds, in memory and under a lock:
+
+- `prefs`: each user's top-bar choices (checkpoint, VAE, clip skip). They are settings of *that user's*
+  next jobs, never a global switch another user would feel.
+- `jobs`: user -> the id of their latest job from the UI: the server-side truth used to reattach a
+  reloaded page (the id the browser keeps is only a hint, always checked against the owner).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+ANONYMOUS = "anonymous"
+SECRET_FILE = "ui-secret"
+
+
+def user_of(request: Any) -> str:
+    """The logged-in user of a gr.Request (set by the auth middleware), or "anonymous"."""
+    name = getattr(request, "username", None) if request is not None else None
+    return name if isinstance(name, str) and name else ANONYMOUS
+
+
+@dataclass(frozen=True)
+class Prefs:
+    checkpoint: str | None = None  # title; None: the settings' default
+    vae: str = "Automatic"
+    clip_skip: int = 1
+
+
+def browser_secret(cache_dir: Path) -> str:
+    """A fixed secret for gr.BrowserState (kept in <cache>/ui-secret), so a restart keeps it readable."""
+    from webui.core.settings import write_atomic
+
+    path = cache_dir / SECRET_FILE
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        if len(text) >= 32:
+            return text
+    except (OSError, UnicodeDecodeError):
+        pass
+    text = secrets.token_hex(32)
+    write_atomic(path, text.encode("ascii"))
+    with contextlib.suppress(OSError):
+        path.chmod(0o600)
+    return text
+
+
+class StudioContext:
+    def __init__(self, services: Any, secret: str | None = None) -> None:
+        from webui.core.prompts.token_count import TokenCounter
+
+        self.services = services
+        self.secret = secret or browser_secret(services.config.cache_dir)
+        self.counter = TokenCounter()
+        self._lock = threading.Lock()
+        self._prefs: dict[str, Prefs] = {}
+        self._jobs: dict[str, str] = {}
+
+    # -- per-user choices -------------------------------------------------------------------------
+    def default_prefs(self) -> Prefs:
+        settings = self.services.settings
+        ckpt = settings.get("sd_model_checkpoint")
+        vae = settings.get("sd_vae")
+        skip = settings.get("CLIP_stop_at_last_layers")
+        return Prefs(
+            checkpoint=ckpt if isinstance(ckpt, str) and ckpt else None,
+            vae=vae if isinstance(vae, str) and vae else "Automatic",
+            clip_skip=skip if isinstance(skip, int) and not isinstance(skip, bool) else 1,
+        )
+
+    def prefs(self, user: str) -> Prefs:
+        with self._lock:
+            found = self._prefs.get(user)
+        return found if found is not None else self.default_prefs()
+
+    def set_pref(self, user: str, **changes: Any) -> Prefs:
+        with self._lock:
+            current = self._prefs.get(user) or self.default_prefs()
+            new = replace(current, **changes)
+            self._prefs[user] = new
+            return new
+
+    # -- jobs ---------------------------------------------------------------------------------------
+    def remember_job(self, user: str, job_id: str) -> None:
+        with self._lock:
+            self._jobs[user] = job_id
+
+    def job_for(self, user: str, hint: str | None = None) -> Any | None:
+        """The job a page of this user should show: the browser's hint if the user owns it (and it is
+        still running, or nothing newer is known), else the user's latest UI job, else their newest
+        unfinished job in the queue. None when there is nothing."""
+        queue = self.services.queue
+        with self._lock:
+            known = self._jobs.get(user)
+        candidates = []
+        for job_id in (hint, known):
+            if not isinstance(job_id, str) or not job_id:
+                continue
+            try:
+                info = queue.get(job_id)
+            except LookupError:
+                continue
+            if info.owner == user:
+                candidates.append(info)
+        running = [c for c in candidates if not c.state.finished]
+        if running:
+            return running[0]
+        for info in queue.list(owner=user, limit=20):
+            if not info.state.finished:
+                return info
+        if candidates:
+            return max(candidates, key=lambda c: c.created)
+        return None
+
+    def active_job_id(self, user: str, hint: str | None = None) -> str | None:
+        """The user's unfinished job (for Interrupt/Skip), or None."""
+        info = self.job_for(user, hint)
+        return info.id if info is not None and not info.state.finished else None

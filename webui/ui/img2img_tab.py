@@ -1,0 +1,197 @@
+"""The img2img and Inpaint tabs: an init image (upload or send-to), denoising, resize mode, outpainting;
+the mask painted on the image (gr.ImageEditor: brush, eraser, clear) or uploaded, blur, masked content,
+inpaint area and padding, invert. Both make Img2ImgRequest jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gradio as gr
+
+from webui.ui import widgets
+from webui.ui.context import StudioContext
+from webui.ui.runner import TabRunner
+from webui.ui.txt2img_tab import extension_area
+
+RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
+MASKED_CONTENT = ["fill", "original", "latent noise", "latent nothing"]
+INPAINT_AREAS = ["Whole picture", "Only masked"]
+MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
+
+
+def mask_from_editor(value: Any) -> Any | None:
+    """The painted mask (white = repaint) from an ImageEditor value: the OR of its layers' alpha.
+    None when nothing is drawn."""
+    import numpy as np
+    from PIL import Image
+
+    if not isinstance(value, Mapping):
+        return None
+    layers = [np.asarray(layer) for layer in (value.get("layers") or []) if layer is not None]
+    drawn = None
+    for layer in layers:
+        alpha = (
+            layer[..., 3] > 0
+            if layer.ndim == 3 and layer.shape[2] == 4
+            else layer.reshape(layer.shape[:2] + (-1,)).max(-1) > 0
+        )
+        drawn = alpha if drawn is None else drawn | alpha
+    if drawn is None or not drawn.any():
+        return None
+    return Image.fromarray((drawn * 255).astype("uint8"), mode="L")
+
+
+def background_of(value: Any) -> Any | None:
+    import numpy as np
+    from PIL import Image
+
+    if not isinstance(value, Mapping) or value.get("background") is None:
+        return None
+    arr = np.asarray(value["background"])
+    image = Image.fromarray(arr.astype("uint8"))
+    return image.convert("RGB")
+
+
+def _common(ctx: StudioContext, tab: str, topbar: dict[str, Any]) -> dict[str, Any]:
+    f: dict[str, Any] = {"_infotexts": gr.State([]), "_seeds": gr.State([])}
+    f.update(widgets.prompt_area(ctx, tab))
+    return f
+
+
+def _settings(f: dict[str, Any], tab: str) -> None:
+    f.update(widgets.sampler_controls(tab))
+    f["resize_mode"] = gr.Radio(
+        RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode", elem_id=f"{tab}_resize_mode"
+    )
+    f.update(widgets.size_controls(tab))
+    f.update(widgets.batch_and_cfg(tab))
+    f["denoising_strength"] = gr.Slider(
+        0, 1, value=0.75, step=0.01, label="Denoising strength", elem_id=f"{tab}_denoising"
+    )
+    f.update(widgets.seed_controls(tab, f["_seeds"]))
+
+
+def _outpaint(f: dict[str, Any], tab: str) -> None:
+    with gr.Accordion("Outpainting", open=False, elem_id=f"{tab}_outpaint"):
+        f["outpaint_pixels"] = gr.Slider(
+            0, 512, value=0, step=8, label="Pixels to expand (0: off)", elem_id=f"{tab}_outpaint_pixels"
+        )
+        f["outpaint_directions"] = gr.CheckboxGroup(
+            ["left", "right", "up", "down"],
+            value=["left", "right", "up", "down"],
+            label="Outpainting direction",
+        )
+        with gr.Row():
+            f["outpaint_fill"] = gr.Radio(
+                ["edge", "average"], value="edge", label="Fill the new area with", min_width=160
+            )
+            f["outpaint_noise"] = gr.Slider(
+                0, 1, value=0, step=0.01, label="Noise in the new area", min_width=160
+            )
+
+
+def _finish(
+    ctx: StudioContext,
+    f: dict[str, Any],
+    topbar: dict[str, Any],
+    job_state: Any,
+    extra: Any,
+    inputs: tuple[str, ...],
+) -> TabRunner:
+    for name in ("checkpoint", "vae", "clip_skip"):
+        f[name] = topbar[name]
+    runner = TabRunner(ctx, "img2img", f, job_state, extra=extra, extra_inputs=inputs)
+    runner.wire()
+    return runner
+
+
+def build_img2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) -> TabRunner:
+    tab = "img2img"
+    f = _common(ctx, tab, topbar)
+    with gr.Row(elem_classes="sf-main-row"):
+        with gr.Column(scale=1, min_width=200):
+            f["_init_image"] = gr.Image(
+                label="Image for img2img", type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
+                elem_id="img2img_image", height=360,
+            )  # fmt: skip
+            _settings(f, tab)
+            _outpaint(f, tab)
+            with extension_area(tab):
+                pass
+        with gr.Column(scale=1, min_width=200):
+            f.update(widgets.results_column(tab))
+
+    def extra(values: Mapping[str, Any]) -> dict[str, Any]:
+        from webui.core.types import RequestError
+
+        image = values.get("_init_image")
+        if image is None:
+            raise RequestError("init_images", "upload an image (or send one from another tab) first")
+        return {"init_images": (image.convert("RGB"),)}
+
+    return _finish(ctx, f, topbar, job_state, extra, ("_init_image",))
+
+
+def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) -> TabRunner:
+    tab = "inpaint"
+    f = _common(ctx, tab, topbar)
+    with gr.Row(elem_classes="sf-main-row"):
+        with gr.Column(scale=1, min_width=200):
+            f["_editor"] = gr.ImageEditor(
+                label="Paint the area to change (white brush); eraser and clear in the toolbar",
+                type="numpy", image_mode="RGBA", sources=["upload", "clipboard"], elem_id="inpaint_editor",
+                layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
+                brush=gr.Brush(default_size=20, colors=["#ffffff"], color_mode="fixed"),
+                eraser=gr.Eraser(default_size=20), transforms=(), height=420,
+            )  # fmt: skip
+            with gr.Accordion("Mask upload (instead of painting)", open=False):
+                f["_mask_upload"] = gr.Image(
+                    label="Mask: white = repaint",
+                    type="pil",
+                    image_mode="L",
+                    elem_id="inpaint_mask_upload",
+                    height=200,
+                )
+            with gr.Row():
+                f["mask_blur"] = gr.Slider(
+                    0, 64, value=4, step=1, label="Mask blur", elem_id="inpaint_mask_blur", min_width=160
+                )
+                f["inpainting_mask_invert"] = gr.Radio(
+                    MASK_MODES, value=MASK_MODES[0], type="index", label="Mask mode", min_width=160
+                )
+            f["inpainting_fill"] = gr.Radio(
+                MASKED_CONTENT, value="original", type="index", label="Masked content", elem_id="inpaint_fill"
+            )
+            with gr.Row():
+                f["inpaint_full_res"] = gr.Radio(
+                    INPAINT_AREAS, value=INPAINT_AREAS[0], label="Inpaint area", min_width=160
+                )
+                f["inpaint_full_res_padding"] = gr.Slider(
+                    0, 256, value=32, step=4, label="Only masked padding, pixels", min_width=160
+                )
+            _settings(f, tab)
+            with extension_area(tab):
+                pass
+        with gr.Column(scale=1, min_width=200):
+            f.update(widgets.results_column(tab))
+
+    def extra(values: Mapping[str, Any]) -> dict[str, Any]:
+        from webui.core.types import RequestError
+
+        image = background_of(values.get("_editor"))
+        if image is None:
+            raise RequestError(
+                "init_images", "upload an image to inpaint (or send one from another tab) first"
+            )
+        mask = values.get("_mask_upload") or mask_from_editor(values.get("_editor"))
+        if mask is None:
+            raise RequestError("mask", "paint over the area to change, or upload a mask")
+        return {
+            "init_images": (image,),
+            "mask": mask,
+            "inpaint_full_res": values.get("inpaint_full_res") == INPAINT_AREAS[1],
+        }
+
+    return _finish(ctx, f, topbar, job_state, extra, ("_editor", "_mask_upload"))

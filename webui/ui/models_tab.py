@@ -1,0 +1,113 @@
+"""The Models tab: checkpoints, VAEs and embeddings with hash, architecture and size; search; refresh.
+
+Listing reads only the scan (names, sizes, cached hashes): thousands of files list at once. The
+architecture is read from the safetensors header of the rows shown (at most MAX_ROWS), cached per file.
+A place for the LoRA browser is kept (the LoRA issue fills it).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import gradio as gr
+
+from webui.ui.context import StudioContext
+
+MAX_ROWS = 200
+HEADERS = ["Kind", "Name", "Hash", "Architecture", "Size (MiB)"]
+
+
+class ArchCache:
+    """(path, mtime) -> architecture, read from safetensors headers on demand."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, int], str] = {}
+
+    def arch(self, item: Any) -> str:
+        key = (str(item.path), item.mtime_ns)
+        with self._lock:
+            if key in self._known:
+                return self._known[key]
+        value = self._read(item)
+        with self._lock:
+            self._known[key] = value
+        return value
+
+    @staticmethod
+    def _read(item: Any) -> str:
+        if item.is_folder or not str(item.path).endswith(".safetensors"):
+            return ""
+        try:
+            from webui.core.models.checkpoint_file import read_safetensors_header
+            from webui.core.models.detect import detect
+
+            shapes = {k: m.shape for k, m in read_safetensors_header(item.path).items()}
+            return str(detect(item.path, shapes).label)
+        except Exception:  # unreadable or not a full checkpoint: shown blank, never fatal
+            return ""
+
+
+def model_rows(ctx: StudioContext, query: str, cache: ArchCache) -> tuple[list[list[Any]], str]:
+    manager = ctx.services.manager
+    q = (query or "").strip().lower()
+    items: list[tuple[str, Any]] = [("checkpoint", f) for f in manager.checkpoints()]
+    items += [("VAE", f) for f in manager.vaes()]
+    try:
+        library = ctx.services.engine.embeddings.library()
+        embeddings = list(library.loaded.values())
+    except Exception:
+        embeddings = []
+    rows: list[list[Any]] = []
+    matched = 0
+    for kind, f in items:
+        if q and q not in f.name.lower() and q not in (f.sha256 or "").lower():
+            continue
+        matched += 1
+        if len(rows) < MAX_ROWS:
+            arch = cache.arch(f) if kind == "checkpoint" else ""
+            rows.append([kind, f.name, f.shorthash or "", arch, round(f.size / 2**20, 1)])
+    for e in embeddings:
+        name = str(getattr(e, "name", ""))
+        if q and q not in name.lower():
+            continue
+        matched += 1
+        if len(rows) < MAX_ROWS:
+            width = getattr(e, "shape", "")
+            rows.append(["embedding", name, getattr(e, "shorthash", "") or "", f"width {width}", ""])
+    shown = f"{matched} match{'es' if matched != 1 else ''}" + (
+        f", first {MAX_ROWS} shown" if matched > MAX_ROWS else ""
+    )
+    return rows, shown
+
+
+def build_models(ctx: StudioContext) -> dict[str, Any]:
+    f: dict[str, Any] = {}
+    cache = ArchCache()
+    rows, shown = model_rows(ctx, "", cache)
+    with gr.Row(equal_height=True):
+        f["_search"] = gr.Textbox(
+            label="Search (name or hash)", elem_id="models_search", scale=4, min_width=200
+        )
+        f["_refresh"] = gr.Button("Refresh", elem_id="models_refresh", scale=1, min_width=100)
+    f["_count"] = gr.Textbox(shown, label="Found", interactive=False, elem_id="models_count", lines=1)
+    f["_table"] = gr.Dataframe(
+        rows, headers=HEADERS, datatype=["str", "str", "str", "str", "number"], interactive=False,
+        elem_id="models_table", wrap=True,
+    )  # fmt: skip
+    with gr.Column(elem_id="models_lora", elem_classes="sf-extensions"):
+        pass  # the LoRA browser goes here
+
+    def search(query: str) -> tuple[Any, str]:
+        found, text = model_rows(ctx, query, cache)
+        return gr.update(value=found), text
+
+    def refresh(query: str) -> tuple[Any, str]:
+        ctx.services.manager.refresh()
+        return search(query)
+
+    quiet: dict[str, Any] = dict(concurrency_limit=None, api_visibility="private")
+    f["_search"].change(search, f["_search"], [f["_table"], f["_count"]], trigger_mode="always_last", **quiet)
+    f["_refresh"].click(refresh, f["_search"], [f["_table"], f["_count"]], **quiet)
+    return f

@@ -1,0 +1,126 @@
+"""Following a job from the browser: status HTML, live preview, finished images, every ~0.25 s.
+
+`follow(queue, job_id)` yields `Frame`s until the job is done, failed or cancelled. A tab turns each
+frame into its outputs (`None` fields become `gr.skip()`, so an unchanged preview is not re-sent).
+All text that reaches HTML goes through `html.escape`.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+POLL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Frame:
+    status: str  # HTML
+    preview: Any | None = None  # PIL image; None: unchanged
+    gallery: list[tuple[str, str]] | None = None  # (path, caption); None: unchanged
+    infotexts: list[str] | None = None
+    seeds: list[int] | None = None
+    done: bool = False
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(seconds), 60)
+    return f"{minutes} min {sec:02d} s"
+
+
+def status_text(info: Any, now: float | None = None) -> str:
+    """One line about the job: queue position, batch/step, ETA, or how it ended (plain text)."""
+    now = time.time() if now is None else now
+    state = info.state.value
+    p = info.progress
+    if state == "queued":
+        pos = info.queue_position
+        return f"Queued: position {pos} in line" if pos else "Queued"
+    if state == "running":
+        if not p.steps:
+            return "Starting (loading the model)…"
+        parts = []
+        if p.batches > 1:
+            parts.append(f"batch {p.batch}/{p.batches}")
+        parts.append(f"step {p.step}/{p.steps}")
+        if p.eta is not None:
+            parts.append(f"ETA {_duration(p.eta)}")
+        return "Generating: " + ", ".join(parts)
+    took = f" in {_duration(info.finished - info.started)}" if info.finished and info.started else ""
+    count = len(info.images)
+    images = f"{count} image{'s' if count != 1 else ''}"
+    if state == "done":
+        return f"Done{took}: {images}"
+    if state == "cancelled":
+        return f"Interrupted{took}: {images} kept"
+    return f"Failed: {info.error or 'unknown error'}"
+
+
+def status_html(text: str, fraction: float = 0.0, kind: str = "info") -> str:
+    """A progress bar and one escaped line of text."""
+    pct = max(0.0, min(1.0, fraction)) * 100
+    return (
+        f"<div class='sf-status sf-{html.escape(kind)}'>"
+        f"<div class='sf-bar'><div class='sf-fill' style='width:{pct:.1f}%'></div></div>"
+        f"<div class='sf-text'>{html.escape(text)}</div></div>"
+    )
+
+
+def info_html(info: Any) -> str:
+    kind = {"failed": "error", "cancelled": "warn", "done": "ok"}.get(info.state.value, "info")
+    fraction = 1.0 if info.state.value == "done" else info.progress.fraction
+    return status_html(status_text(info), fraction, kind)
+
+
+def gallery_items(info: Any) -> list[tuple[str, str]]:
+    return [(img.path, f"seed {img.seed}") for img in info.images]
+
+
+def _preview(data: bytes) -> Any:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.copy()
+
+
+def follow(
+    queue: Any, job_id: str, poll: float = POLL_SECONDS, timeout: float | None = None
+) -> Iterator[Frame]:
+    """Frames for a job until it finishes (or timeout seconds pass; the job itself goes on)."""
+    last_preview: bytes | None = None
+    shown_images = -1
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seq = 0
+    while True:
+        info = queue.get(job_id)
+        preview_bytes = queue.latest_preview(job_id)
+        preview = None
+        if preview_bytes is not None and preview_bytes is not last_preview and not info.state.finished:
+            last_preview = preview_bytes
+            preview = _preview(preview_bytes)
+        gallery = infotexts = seeds = None
+        if len(info.images) != shown_images or info.state.finished:
+            shown_images = len(info.images)
+            gallery = gallery_items(info)
+            infotexts = [i.infotext for i in info.images]
+            seeds = [i.seed for i in info.images]
+        if info.state.finished:
+            yield Frame(info_html(info), None, gallery, infotexts, seeds, done=True)
+            return
+        yield Frame(info_html(info), preview, gallery if info.images else None, infotexts, seeds)
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        started = time.monotonic()
+        events = queue.events(job_id, seq, timeout=poll)  # wakes early on news
+        if events:
+            seq = events[-1].seq
+            if events[-1].kind not in ("done", "failed", "cancelled"):
+                time.sleep(max(0.0, poll - (time.monotonic() - started)))  # at most one frame per poll

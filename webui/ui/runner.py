@@ -1,0 +1,226 @@
+"""Generate / Interrupt / Skip for a tab: fields -> request -> job in the user's name -> streamed frames.
+
+Every click is a job in the one queue (the same fair line as the API), owned by the logged-in user or
+"anonymous". The Generate handler is a generator that follows the job (polling.follow) and streams
+status, preview and images; Interrupt and Skip act only on the caller's own job. A reloaded page finds
+the job again through `reattach` (the browser's remembered id, checked against the owner, or the
+server's user -> job map).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import gradio as gr
+
+from webui.ui.context import StudioContext, user_of
+from webui.ui.polling import Frame, follow, status_html
+
+_INTS = frozenset(
+    {
+        "steps", "width", "height", "n_iter", "batch_size", "seed", "subseed", "seed_resize_from_w",
+        "seed_resize_from_h", "clip_skip", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "mask_blur",
+        "inpaint_full_res_padding", "inpainting_fill", "resize_mode", "outpaint_pixels",
+        "inpainting_mask_invert",
+    }
+)  # fmt: skip
+_FLOATS = frozenset(
+    {
+        "cfg_scale",
+        "subseed_strength",
+        "denoising_strength",
+        "hr_scale",
+        "initial_noise_multiplier",
+        "outpaint_noise",
+    }
+)
+Extra = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+def _coerce(name: str, value: Any) -> Any:
+    from webui.core.types import RequestError
+
+    if name in _INTS:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RequestError(name, f"must be a whole number, got {value}")
+        try:
+            return int(round(float(value)))
+        except (TypeError, ValueError) as e:
+            raise RequestError(name, f"must be a whole number, got {value!r}") from e
+    if name in _FLOATS:
+        try:
+            return float(value)
+        except (TypeError, ValueError) as e:
+            raise RequestError(name, f"must be a number, got {value!r}") from e
+    if name == "styles":
+        return tuple(value or ())
+    if name == "outpaint_directions":
+        return tuple(value or ())
+    return value
+
+
+def build_request(kind: str, values: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Any:
+    """The core request of this kind from field values (names as the request's fields)."""
+    from webui.core.jobs import REQUEST_KINDS
+    from webui.core.types import RequestError
+
+    cls = REQUEST_KINDS.get(kind)
+    if cls is None:
+        raise RequestError("kind", f"{kind} is not available yet in this version")
+    names = set(cls.field_names())
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in names and value is not None and not name.startswith("_"):
+            kwargs[name] = _coerce(name, value)
+    for name in ("seed_resize_from_w", "seed_resize_from_h"):
+        if kwargs.get(name) == 0:
+            kwargs[name] = -1
+    if kwargs.get("checkpoint") in ("", None):
+        kwargs.pop("checkpoint", None)
+    kwargs.update(extra or {})
+    request = cls(**kwargs)
+    request.validate()
+    return request
+
+
+def _check_models(ctx: StudioContext, request: Any) -> None:
+    from webui.core.models.manager import ModelNotFound
+    from webui.core.types import RequestError
+
+    try:
+        ctx.services.manager.resolve(request.checkpoint)
+    except ModelNotFound as e:
+        raise RequestError("checkpoint", str(e)) from e
+    try:
+        ctx.services.manager.resolve_vae(request.vae)
+    except ModelNotFound as e:
+        raise RequestError("vae", str(e)) from e
+
+
+def frame_outputs(frame: Frame) -> tuple[Any, ...]:
+    """(status, preview, gallery, info, infotexts, seeds) for a tab's results column."""
+    skip = gr.skip()
+    if frame.done:
+        preview: Any = gr.update(value=None, visible=False)
+    elif frame.preview is not None:
+        preview = gr.update(value=frame.preview, visible=True)
+    else:
+        preview = skip
+    gallery = frame.gallery if frame.gallery is not None else skip
+    info = (frame.infotexts[0] if frame.infotexts else "") if frame.infotexts is not None else skip
+    infotexts = frame.infotexts if frame.infotexts is not None else skip
+    seeds = frame.seeds if frame.seeds is not None else skip
+    return frame.status, preview, gallery, info, infotexts, seeds
+
+
+def error_outputs(message: str) -> tuple[Any, ...]:
+    skip = gr.skip()
+    return status_html(message, 0.0, "error"), gr.update(visible=False), skip, skip, skip, skip
+
+
+class TabRunner:
+    """Wires one tab's Generate/Interrupt/Skip to the job queue."""
+
+    def __init__(
+        self,
+        ctx: StudioContext,
+        kind: str,
+        fields: Mapping[str, Any],
+        job_state: Any,
+        extra: Extra | None = None,
+        extra_inputs: tuple[str, ...] = (),
+    ) -> None:
+        self.ctx, self.kind, self.fields, self.job_state, self.extra = (
+            ctx,
+            kind,
+            dict(fields),
+            job_state,
+            extra,
+        )
+        self.input_names = [n for n in self.fields if not n.startswith("_")] + list(extra_inputs)
+
+    @property
+    def result_components(self) -> list[Any]:
+        f = self.fields
+        return [f["_status"], f["_preview"], f["_gallery"], f["_info"], f["_infotexts"], f["_seeds"]]
+
+    def submit(self, values: Mapping[str, Any], user: str) -> Any:
+        extra = self.extra(values) if self.extra is not None else None
+        request = build_request(self.kind, values, extra)
+        _check_models(self.ctx, request)
+        info = self.ctx.services.queue.submit(request, owner=user)
+        self.ctx.remember_job(user, info.id)
+        return info
+
+    def stream(self, job_id: str) -> Iterator[tuple[Any, ...]]:
+        for frame in follow(self.ctx.services.queue, job_id):
+            yield frame_outputs(frame)
+
+    def wire(self) -> None:
+        f = self.fields
+        inputs = [f[n] for n in self.input_names]
+        outputs = [*self.result_components, self.job_state]
+        names = self.input_names
+
+        by_component = {f[n]: n for n in names}
+
+        def generate(data: dict[Any, Any], request: gr.Request) -> Iterator[tuple[Any, ...]]:
+            from webui.core.types import RequestError
+
+            user = user_of(request)
+            values = {by_component[c]: v for c, v in data.items() if c in by_component}
+            try:
+                info = self.submit(values, user)
+            except (RequestError, LookupError, PermissionError, RuntimeError) as e:
+                yield (*error_outputs(_error_text(e)), gr.skip())
+                return
+            except Exception as e:  # the queue is full (QueueFull) or closed
+                yield (*error_outputs(_error_text(e)), gr.skip())
+                return
+            yield (*frame_outputs(Frame(status_html("Queued", 0.0))), info.id)
+            for out in self.stream(info.id):
+                yield (*out, gr.skip())
+
+        f["_generate"].click(
+            generate,
+            set(inputs),
+            outputs,
+            concurrency_limit=None,
+            show_progress="hidden",
+            api_visibility="private",
+        )
+
+        def interrupt(hint: str | None, request: gr.Request) -> str:
+            return self._control(hint, request, "cancel")
+
+        def skip(hint: str | None, request: gr.Request) -> str:
+            return self._control(hint, request, "skip")
+
+        for button, fn in ((f["_interrupt"], interrupt), (f["_skip"], skip)):
+            button.click(
+                fn, self.job_state, f["_status"], concurrency_limit=None, show_progress="hidden",
+                api_visibility="private", queue=False,
+            )  # fmt: skip
+
+    def _control(self, hint: str | None, request: Any, action: str) -> Any:
+        user = user_of(request)
+        job_id = self.ctx.active_job_id(user, hint)
+        if job_id is None:
+            return gr.skip()
+        queue = self.ctx.services.queue
+        try:
+            getattr(queue, action)(job_id, by=user)
+        except (LookupError, PermissionError):
+            return gr.skip()
+        return status_html("Interrupting…" if action == "cancel" else "Skipping this batch…", 0.0, "warn")
+
+
+def _error_text(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
+def escape(text: str) -> str:
+    return html.escape(text)

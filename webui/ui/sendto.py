@@ -1,0 +1,124 @@
+"""Moving parameters and images between tabs: "send to txt2img/img2img/inpaint", "reuse parameters".
+
+`field_updates(fields, values)` turns `{field name: value}` (as webui.ui.params reads them from an
+image) into one update per named component of a tab, in the tab's field order; fields an image does
+not name are left as they are (`gr.skip()`), values a control cannot take are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gradio as gr
+
+from webui.ui import params
+from webui.ui.img2img_tab import INPAINT_AREAS, MASKED_CONTENT, RESIZE_MODES
+from webui.ui.widgets import clamp_for
+
+
+def tab_field_names(fields: Mapping[str, Any]) -> list[str]:
+    return [n for n in fields if not n.startswith("_")]
+
+
+def _ui_value(name: str, value: Any, component: Any) -> Any:
+    """The value as the control shows it, or gr.skip() when it cannot take it."""
+    choices = getattr(component, "choices", None)
+    if name == "inpainting_fill":
+        return (
+            MASKED_CONTENT[value]
+            if isinstance(value, int) and 0 <= value < len(MASKED_CONTENT)
+            else gr.skip()
+        )
+    if name == "inpaint_full_res":
+        return INPAINT_AREAS[1 if value else 0]
+    if name == "resize_mode":
+        return RESIZE_MODES[value] if isinstance(value, int) and 0 <= value < len(RESIZE_MODES) else gr.skip()
+    if name in ("seed_resize_from_w", "seed_resize_from_h") and isinstance(value, int) and value < 0:
+        return 0
+    if choices is not None and not isinstance(component, gr.CheckboxGroup):
+        known = [c[1] if isinstance(c, tuple) else c for c in choices]
+        return value if value in known else gr.skip()
+    return clamp_for(component, value)
+
+
+def field_updates(fields: Mapping[str, Any], values: Mapping[str, Any]) -> list[Any]:
+    out: list[Any] = []
+    for name in tab_field_names(fields):
+        out.append(_ui_value(name, values[name], fields[name]) if name in values else gr.skip())
+    return out
+
+
+def _image_from_gallery(gallery: Any, index: int) -> str | None:
+    if not gallery:
+        return None
+    index = index if isinstance(index, int) and 0 <= index < len(gallery) else 0
+    item = gallery[index]
+    path = item[0] if isinstance(item, (tuple, list)) else item
+    if isinstance(path, Mapping):
+        path = path.get("path") or path.get("name")
+    return str(path) if path else None
+
+
+def editor_value(path: str | None) -> Any:
+    return {"background": path, "layers": [], "composite": path} if path else gr.skip()
+
+
+def wire_sendto(ctx: Any, runners: Mapping[str, Any], tabs: Any, pnginfo: Mapping[str, Any] | None) -> None:
+    """Gallery buttons of each generation tab, and PNG Info's buttons."""
+    from webui.ui.pnginfo_tab import find_model_for
+
+    find_model = find_model_for(ctx)
+    quiet: dict[str, Any] = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
+    image_targets = {
+        "img2img": runners["img2img"].fields["_init_image"],
+        "inpaint": runners["inpaint"].fields["_editor"],
+    }
+
+    for runner in runners.values():
+        f = runner.fields
+        for target, button in (("img2img", "_to_img2img"), ("inpaint", "_to_inpaint")):
+            component = image_targets[target]
+
+            def send(gallery: Any, index: int, target: str = target) -> tuple[Any, Any]:
+                path = _image_from_gallery(gallery, index)
+                if path is None:
+                    return gr.skip(), gr.skip()
+                value = editor_value(path) if target == "inpaint" else path
+                return value, gr.update(selected=target)
+
+            f[button].click(send, [f["_gallery"], f["_selected"]], [component, tabs], **quiet)
+
+        def reuse(info: str, fields: Mapping[str, Any] = f) -> list[Any]:
+            return (
+                field_updates(fields, params.from_infotext(info or "", find_model))
+                if info
+                else [gr.skip()] * len(tab_field_names(fields))
+            )
+
+        f["_reuse"].click(reuse, f["_info"], [f[n] for n in tab_field_names(f)], **quiet)
+
+    if pnginfo is None:
+        return
+    for target, button in (
+        ("txt2img", "_to_txt2img"),
+        ("img2img", "_to_img2img"),
+        ("inpaint", "_to_inpaint"),
+    ):
+        tf = runners[target].fields
+        names = tab_field_names(tf)
+        outputs = [tf[n] for n in names] + [tabs]
+        if target in image_targets:
+            outputs.append(image_targets[target])
+
+        def send_fields(
+            values: dict[str, Any], path: str | None, target: str = target, tf: Mapping[str, Any] = tf
+        ) -> list[Any]:
+            out = [*field_updates(tf, values or {}), gr.update(selected=target)]
+            if target in image_targets:
+                out.append(
+                    path if target == "img2img" and path else editor_value(path) if path else gr.skip()
+                )
+            return out
+
+        pnginfo[button].click(send_fields, [pnginfo["_fields"], pnginfo["_image"]], outputs, **quiet)

@@ -1,0 +1,161 @@
+"""`build_studio(services)`: the whole Gradio studio (tabs, top bar, reattach on load) and how to mount it.
+
+Returns a `Studio`: the Blocks and the keyword arguments `gr.mount_gradio_app` needs (CSS, the
+Ctrl+Enter script, run history off, the folders Gradio may serve images from). The theme follows the
+system's light/dark preference (Gradio's default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from webui.ui.context import StudioContext, user_of
+from webui.ui.polling import Frame, follow, info_html
+
+DELETE_CACHE = (600, 3600)  # every 10 minutes, delete Gradio cache files older than an hour
+JOB_STORAGE_KEY = "sfumato_job"
+
+CSS = """
+.sf-status { margin: 4px 0; }
+.sf-bar { height: 6px; border-radius: 3px; background: var(--neutral-200); overflow: hidden; }
+.dark .sf-bar { background: var(--neutral-700); }
+.sf-fill { height: 100%; background: var(--color-accent); transition: width .2s; }
+.sf-error .sf-fill { background: var(--error-text-color, #d33); }
+.sf-text { font-size: var(--text-sm); padding-top: 2px; overflow-wrap: anywhere; }
+.sf-error .sf-text { color: var(--error-text-color, #d33); }
+.sf-tokens { display: block; text-align: right; font-size: var(--text-xs); opacity: .7; margin-top: -6px; }
+.sf-first-run { border: 1px solid var(--color-accent); border-radius: 8px; padding: 8px 16px; }
+.sf-first-run code { overflow-wrap: anywhere; }
+#sf_topbar { align-items: end; }
+.gradio-container { max-width: 1600px !important; }
+@media (max-width: 600px) { .gradio-container { padding: 4px !important; } }
+"""
+
+# Ctrl+Enter (Cmd+Enter) in a tab's prompt clicks that tab's Generate button.
+HEAD = """
+<script>
+document.addEventListener('keydown', (e) => {
+  if (e.key !== 'Enter' || !(e.ctrlKey || e.metaKey)) return;
+  const box = e.target.closest && e.target.closest('[id$="_prompt"], [id$="_neg_prompt"]');
+  if (!box) return;
+  const tab = box.id.replace(/_(neg_)?prompt$/, '');
+  const button = document.getElementById(tab + '_generate');
+  if (button) { e.preventDefault(); button.click(); }
+});
+</script>
+"""
+
+
+@dataclass
+class Studio:
+    blocks: Any  # gr.Blocks
+    context: StudioContext
+    mount_options: dict[str, Any] = field(default_factory=dict)
+
+
+def build_studio(services: Any, *, secret: str | None = None) -> Studio:
+    from webui.ui import (
+        history_tab,
+        img2img_tab,
+        models_tab,
+        pnginfo_tab,
+        sendto,
+        settings_tab,
+        txt2img_tab,
+        widgets,
+    )
+    from webui.ui.topbar import build_topbar, load_prefs, wire_topbar
+
+    ctx = StudioContext(services, secret)
+    runners: dict[str, Any] = {}
+    with gr.Blocks(
+        title="Sfumato", analytics_enabled=False, delete_cache=DELETE_CACHE, fill_width=True
+    ) as blocks:
+        job_state = gr.BrowserState(None, storage_key=JOB_STORAGE_KEY, secret=ctx.secret)
+        topbar = build_topbar(ctx)
+        wire_topbar(ctx, topbar)
+        with gr.Tabs(elem_id="sf_tabs") as tabs:
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+                runners["txt2img"] = txt2img_tab.build_txt2img(ctx, topbar, job_state)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                runners["img2img"] = img2img_tab.build_img2img(ctx, topbar, job_state)
+            with gr.Tab("Inpaint", id="inpaint", elem_id="tab_inpaint"):
+                runners["inpaint"] = img2img_tab.build_inpaint(ctx, topbar, job_state)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                pnginfo = pnginfo_tab.build_pnginfo(ctx)
+            with gr.Tab("Models", id="models", elem_id="tab_models"):
+                models_tab.build_models(ctx)
+            with gr.Tab("History", id="history", elem_id="tab_history") as history_tab_block:
+                history = history_tab.build_history(ctx)
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                settings_tab.build_settings(ctx)
+        for runner in runners.values():
+            widgets.wire_common(ctx, runner.fields)
+        sendto.wire_sendto(ctx, runners, tabs, pnginfo)
+        history_tab_block.select(
+            history["_load"], None, [history["_table"], history["_gallery"]], concurrency_limit=None,
+            api_visibility="private",
+        )  # fmt: skip
+
+        outputs = [topbar["checkpoint"], topbar["vae"], topbar["clip_skip"]]
+
+        def on_load(request: gr.Request) -> tuple[Any, ...]:
+            return load_prefs(ctx, request)
+
+        blocks.load(
+            on_load, None, outputs, concurrency_limit=None,
+            api_visibility="private", queue=False,
+        )  # fmt: skip
+        _wire_reattach(ctx, blocks, runners, job_state, tabs)
+    folders = [
+        str(services.config.outputs_dir),
+        str(getattr(services.queue, "files_dir", services.config.outputs_dir)),
+    ]
+    options = dict(run_history=False, allowed_paths=folders, css=CSS, head=HEAD, footer_links=[])
+    return Studio(blocks, ctx, options)
+
+
+def tab_of(info: Any) -> str:
+    """Which tab shows a job's results."""
+    if info.kind == "img2img":
+        return "inpaint" if info.request.get("mask") else "img2img"
+    return "txt2img"
+
+
+def _wire_reattach(
+    ctx: StudioContext, blocks: Any, runners: dict[str, Any], job_state: Any, tabs: Any
+) -> None:
+    """On page load: find this user's job (browser hint checked against the owner, else the server's
+    map) and stream it into its tab, so a reload mid-job picks the progress up again."""
+    order = list(runners)
+    outputs: list[Any] = [tabs]
+    for name in order:
+        outputs.extend(runners[name].result_components)
+
+    def reattach(hint: str | None, request: gr.Request) -> Iterator[tuple[Any, ...]]:
+        user = user_of(request)
+        info = ctx.job_for(user, hint if isinstance(hint, str) else None)
+        if info is None:
+            return
+        target = tab_of(info)
+        if target not in runners:
+            return
+        from webui.ui.runner import frame_outputs
+
+        def place(frame: Frame, first: bool) -> tuple[Any, ...]:
+            out: list[Any] = [gr.update(selected=target) if first else gr.skip()]
+            for name in order:
+                out.extend(frame_outputs(frame) if name == target else [gr.skip()] * 6)
+            return tuple(out)
+
+        yield place(Frame(info_html(info)), not info.state.finished)
+        for frame in follow(ctx.services.queue, info.id):
+            yield place(frame, False)
+
+    blocks.load(
+        reattach, job_state, outputs, concurrency_limit=None, show_progress="hidden", api_visibility="private"
+    )

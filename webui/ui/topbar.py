@@ -1,0 +1,124 @@
+"""The top bar: checkpoint (with refresh), VAE, clip skip; and the first-run message.
+
+The choices here are the *calling user's* settings for their next jobs (kept per user on the server,
+sent with every Generate): switching a checkpoint never changes what another user is generating.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import gradio as gr
+
+from webui.ui.context import StudioContext, user_of
+
+
+def checkpoint_titles(ctx: StudioContext) -> list[str]:
+    return [f.title for f in ctx.services.manager.checkpoints()]
+
+
+def vae_names(ctx: StudioContext) -> list[str]:
+    return ["Automatic", "None", *[f.name for f in ctx.services.manager.vaes()]]
+
+
+def first_run_html(ctx: StudioContext) -> str:
+    """What to do when there is no checkpoint at all (escaped paths)."""
+    folders = "".join(f"<li><code>{html.escape(str(d))}</code></li>" for d in ctx.services.config.ckpt_dirs)
+    return (
+        "<div class='sf-first-run'><h3>No model found yet</h3>"
+        "<p>Sfumato needs a Stable Diffusion checkpoint (<code>.safetensors</code> or <code>.ckpt</code>, "
+        "or a diffusers folder). Put one in:</p>"
+        f"<ul>{folders}</ul>"
+        "<p>then press <b>Refresh</b> (🔄 next to the checkpoint list).</p>"
+        "<p>Already have AUTOMATIC1111? Start with <code>--data-dir /path/to/stable-diffusion-webui</code> "
+        "to use its models, embeddings and styles.</p>"
+        "<p>Just trying the app? Start with <code>--demo-model</code>: a tiny random-weight model that "
+        "draws noise, not pictures, but exercises everything.</p></div>"
+    )
+
+
+def _resolve_title(ctx: StudioContext, value: str | None) -> str | None:
+    titles = checkpoint_titles(ctx)
+    if not titles:
+        return None
+    if value:
+        from webui.core.models.registry import find
+
+        hit = find(ctx.services.manager.checkpoints(), value)
+        if hit is not None:
+            return hit.title
+    return titles[0]
+
+
+def build_topbar(ctx: StudioContext) -> dict[str, Any]:
+    """Top bar components: {"checkpoint", "vae", "clip_skip", "_refresh", "_first_run"}."""
+    f: dict[str, Any] = {}
+    prefs = ctx.default_prefs()
+    titles = checkpoint_titles(ctx)
+    with gr.Row(elem_id="sf_topbar", equal_height=True):
+        f["checkpoint"] = gr.Dropdown(
+            titles, value=_resolve_title(ctx, prefs.checkpoint), label="Stable Diffusion checkpoint",
+            elem_id="sf_checkpoint", scale=4, min_width=200, allow_custom_value=False,
+        )  # fmt: skip
+        f["_refresh"] = gr.Button("\u21bb", elem_id="sf_refresh", size="sm", scale=0, min_width=40)
+        f["vae"] = gr.Dropdown(
+            vae_names(ctx), value=prefs.vae if prefs.vae in vae_names(ctx) else "Automatic", label="SD VAE",
+            elem_id="sf_vae", scale=2, min_width=160,
+        )  # fmt: skip
+        f["clip_skip"] = gr.Slider(
+            1,
+            12,
+            value=prefs.clip_skip,
+            step=1,
+            label="Clip skip",
+            elem_id="sf_clip_skip",
+            scale=2,
+            min_width=160,
+        )
+    f["_first_run"] = gr.HTML(first_run_html(ctx), visible=not titles, elem_id="sf_first_run")
+    return f
+
+
+def wire_topbar(ctx: StudioContext, f: dict[str, Any]) -> None:
+    def on_checkpoint(value: str | None, request: gr.Request) -> None:
+        ctx.set_pref(user_of(request), checkpoint=value or None)
+
+    def on_vae(value: str | None, request: gr.Request) -> None:
+        ctx.set_pref(user_of(request), vae=value or "Automatic")
+
+    def on_clip_skip(value: float, request: gr.Request) -> None:
+        ctx.set_pref(user_of(request), clip_skip=int(value))
+
+    quiet: dict[str, Any] = dict(
+        concurrency_limit=None, show_progress="hidden", api_visibility="private", queue=False
+    )
+    f["checkpoint"].input(on_checkpoint, f["checkpoint"], None, **quiet)
+    f["vae"].input(on_vae, f["vae"], None, **quiet)
+    f["clip_skip"].release(on_clip_skip, f["clip_skip"], None, **quiet)
+
+    def refresh(current: str | None) -> tuple[Any, Any, Any]:
+        ctx.services.manager.refresh()
+        titles = checkpoint_titles(ctx)
+        value = _resolve_title(ctx, current)
+        return (
+            gr.update(choices=titles, value=value),
+            gr.update(choices=vae_names(ctx)),
+            gr.update(value=first_run_html(ctx), visible=not titles),
+        )
+
+    f["_refresh"].click(
+        refresh, f["checkpoint"], [f["checkpoint"], f["vae"], f["_first_run"]], concurrency_limit=None,
+        api_visibility="private",
+    )  # fmt: skip
+
+
+def load_prefs(ctx: StudioContext, request: Any) -> tuple[Any, Any, Any]:
+    """The top bar as this user left it (page load)."""
+    prefs = ctx.prefs(user_of(request))
+    names = vae_names(ctx)
+    return (
+        gr.update(choices=checkpoint_titles(ctx), value=_resolve_title(ctx, prefs.checkpoint)),
+        gr.update(choices=names, value=prefs.vae if prefs.vae in names else "Automatic"),
+        prefs.clip_skip,
+    )

@@ -1,0 +1,63 @@
+"""The txt2img tab: prompts, sampler, size, CFG, seeds, batch, hires fix; results with live progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from webui.ui import widgets
+from webui.ui.context import StudioContext
+from webui.ui.runner import TabRunner
+
+
+def hires_controls(tab: str) -> dict[str, Any]:
+    from webui.core.tasks.hires import UPSCALERS
+
+    f: dict[str, Any] = {}
+    with gr.Accordion("Hires. fix", open=False, elem_id=f"{tab}_hires"):
+        f["enable_hr"] = gr.Checkbox(False, label="Enable hires. fix", elem_id=f"{tab}_enable_hr")
+        with gr.Row():
+            f["hr_upscaler"] = gr.Dropdown(list(UPSCALERS), value="Latent", label="Upscaler", min_width=160)
+            f["hr_second_pass_steps"] = gr.Slider(0, 150, value=0, step=1, label="Hires steps", min_width=160)
+            f["denoising_strength"] = gr.Slider(
+                0, 1, value=0.7, step=0.01, label="Denoising strength", min_width=160
+            )
+        with gr.Row():
+            f["hr_scale"] = gr.Slider(1, 4, value=2, step=0.05, label="Upscale by", min_width=160)
+            f["hr_resize_x"] = gr.Slider(
+                0, widgets.MAX_UI_SIZE, value=0, step=8, label="Resize width to", min_width=160
+            )
+            f["hr_resize_y"] = gr.Slider(
+                0, widgets.MAX_UI_SIZE, value=0, step=8, label="Resize height to", min_width=160
+            )
+    return f
+
+
+def extension_area(tab: str) -> Any:
+    """Where extension accordions go (the extensions issue renders into this column)."""
+    return gr.Column(elem_id=f"{tab}_extensions", elem_classes="sf-extensions")
+
+
+def build_txt2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) -> TabRunner:
+    tab = "txt2img"
+    f: dict[str, Any] = {}
+    f["_infotexts"] = gr.State([])
+    f["_seeds"] = gr.State([])
+    f.update(widgets.prompt_area(ctx, tab))
+    with gr.Row(elem_classes="sf-main-row"):
+        with gr.Column(scale=1, min_width=200, elem_classes="sf-settings"):
+            f.update(widgets.sampler_controls(tab))
+            f.update(widgets.size_controls(tab))
+            f.update(widgets.batch_and_cfg(tab))
+            f.update(widgets.seed_controls(tab, f["_seeds"]))
+            f.update(hires_controls(tab))
+            with extension_area(tab):
+                pass
+        with gr.Column(scale=1, min_width=200, elem_classes="sf-results"):
+            f.update(widgets.results_column(tab))
+    for name in ("checkpoint", "vae", "clip_skip"):
+        f[name] = topbar[name]
+    runner = TabRunner(ctx, "txt2img", f, job_state)
+    runner.wire()
+    return runner
