@@ -84,3 +84,17 @@ def test_txt2img_hires_fix_over_the_api(c: httpx.Client) -> None:
     assert r.status_code == 200, r.text
     assert _image(r.json()["images"][0]).size == (96, 96)
     assert "Hires upscale: 1.5" in json.loads(r.json()["info"])["infotexts"][0]
+
+
+def test_alwayson_scripts_reach_the_extension_by_name(c: httpx.Client) -> None:
+    payload = {**FAST, "prompt": "a {red|green|blue} cube", "seed": 11}
+    on = c.post("/sdapi/v1/txt2img", json={**payload, "alwayson_scripts": {"wildcards": {"args": [True]}}})
+    off = c.post("/sdapi/v1/txt2img", json={**payload, "alwayson_scripts": {"wildcards": {"args": [False]}}})
+    assert on.status_code == 200 and off.status_code == 200, on.text + off.text
+    on_text = json.loads(on.json()["info"])["infotexts"][0]
+    off_text = json.loads(off.json()["info"])["infotexts"][0]
+    assert on_text.split("\n")[0] in ("a red cube", "a green cube", "a blue cube")
+    assert "Template: " in on_text
+    assert off_text.startswith("a {red|green|blue} cube")
+    bad = c.post("/sdapi/v1/txt2img", json={**payload, "alwayson_scripts": {"nope": {"args": []}}})
+    assert bad.status_code == 422 and "alwayson_scripts" in bad.text

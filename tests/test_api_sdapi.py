@@ -208,9 +208,13 @@ def test_listing_routes_shapes(c: httpx.Client, tiny_files: dict[str, Path]) -> 
     assert {"name": "Latent"} in c.get("/sdapi/v1/latent-upscale-modes").json()
     assert c.get("/sdapi/v1/sd-vae").json() == []
     assert c.get("/sdapi/v1/loras").json() == []
-    assert c.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
-    assert c.get("/sdapi/v1/script-info").json() == []
-    assert c.get("/sdapi/v1/extensions").json() == []
+    # the shipped extensions: wildcards has an always-on accordion; X/Y/Z is a UI script, not offered here
+    assert c.get("/sdapi/v1/scripts").json() == {"txt2img": ["wildcards"], "img2img": ["wildcards"]}
+    info = c.get("/sdapi/v1/script-info").json()
+    assert {i["name"] for i in info} == {"wildcards"} and all(i["is_alwayson"] for i in info)
+    exts = {e["name"]: e for e in c.get("/sdapi/v1/extensions").json()}
+    assert set(exts) >= {"wildcards", "xyz_plot", "upscalers"}
+    assert all(e["status"] == "loaded" and e["enabled"] for e in exts.values())
     emb = c.get("/sdapi/v1/embeddings").json()
     assert set(emb) == {"loaded", "skipped"}
     assert isinstance(c.get("/sdapi/v1/prompt-styles").json(), list)

@@ -65,11 +65,20 @@ def build_services(
     db_path: Path | None = None,
     max_queued: int = 200,
     preview_every: int = 5,
+    extensions: bool = True,
 ) -> Services:
-    """Engine, model manager, job queue (not started: the app starts it) and settings."""
+    """Engine (with the extensions, unless `extensions` is off), model manager, job queue (not started:
+    the app starts it) and settings."""
+    from webui.core.extension_points import NO_HOOKS
     from webui.core.jobs import JobQueue
+    from webui.plugins.host import PluginHost
 
-    engine = Engine(config, manager)
+    hooks = PluginHost.for_config(config) if extensions else NO_HOOKS
+    if isinstance(hooks, PluginHost):
+        for ext in hooks.extensions():
+            if ext.error:
+                log.warning("extension %s: %s (%s)", ext.name, ext.status, ext.error)
+    engine = Engine(config, manager, hooks)
     db = db_path or jobs_db_path(config)
     queue = JobQueue(engine, db, max_queued=max_queued, preview_every=preview_every)
     settings = SettingsHolder.load(config.settings_path)
@@ -78,14 +87,40 @@ def build_services(
     return Services(config, engine, engine.manager, queue, settings, options)
 
 
-def warnings_for(config: AppConfig, options: ServerOptions) -> list[str]:
-    """Loud start-up warnings: reachable from other machines without a login."""
+def warnings_for(config: AppConfig, options: ServerOptions, share: bool = False) -> list[str]:
+    """Loud start-up warnings: reachable from other machines (or the internet) without a login."""
+    out = []
     if config.host not in ("127.0.0.1", "localhost", "::1") and not options.auth:
-        return [
+        out.append(
             f"WARNING: listening on {config.host} WITHOUT a login: anyone who can reach this machine can "
             "use the studio and its API. Set --api-auth / --gradio-auth user:password."
-        ]
-    return []
+        )
+    if share and not options.auth:
+        out.append(
+            "WARNING: --share opens a public Gradio link WITHOUT a login: anyone with the link can use the "
+            "studio and its API. Set --gradio-auth user:password."
+        )
+    return out
+
+
+def build_ui(services: Services) -> Any:
+    """The Gradio studio for these services (webui.ui.studio.Studio)."""
+    from webui.ui.studio import build_studio
+
+    return build_studio(services)
+
+
+def open_share_link(port: int, tunnel: Any = None) -> str | None:
+    """Gradio's share tunnel to 127.0.0.1:port (network: only with --share). None if it cannot open."""
+    import secrets
+
+    if tunnel is None:
+        from gradio.networking import setup_tunnel as tunnel
+    try:
+        return str(tunnel("127.0.0.1", port, secrets.token_urlsafe(32), None, None))
+    except Exception as e:  # no network, blocked, Gradio's server down: the local server still runs
+        print(f"warning: --share: could not open a share link: {e}", flush=True)
+        return None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -123,10 +158,11 @@ def serve(
     *,
     tls: Mapping[str, str | None] | None = None,
     root_path: str = "",
+    share: bool = False,
 ) -> None:
     """Build the app and run it until interrupted (Ctrl+C / SIGTERM)."""
     config = services.config
-    for line in warnings_for(config, services.options):
+    for line in warnings_for(config, services.options, share):
         print(line, flush=True)
     app = create_app(services, ui)
     server = make_server(app, config, tls, root_path=root_path)
@@ -134,6 +170,10 @@ def serve(
     scheme = "https" if tls and tls.get("certfile") else "http"
     host, port = sock.getsockname()[:2]
     print(f"Running on {scheme}://{host}:{port}", flush=True)
+    if share:
+        link = open_share_link(port)
+        if link:
+            print(f"Public share link: {link}", flush=True)
     try:
         server.run(sockets=[sock])
     finally:

@@ -151,9 +151,11 @@ _HARMLESS_SETTINGS = frozenset(
 )  # fmt: skip
 
 
-def _refuse_unsupported(payload: BaseModel, request_fields: frozenset[str]) -> None:
+def _refuse_unsupported(payload: BaseModel, request_fields: frozenset[str], allowed: frozenset[str]) -> None:
     data = payload.model_dump()
     for name, is_default in _REFUSED_UNLESS_DEFAULT.items():
+        if name in allowed:
+            continue
         if name in data and name not in request_fields and not is_default(data[name]):
             why = _WHY.get(name, "it is not supported yet, and it would change the image")
             raise RequestError(name, f"{data[name]!r} cannot be honoured: {why}")
@@ -187,13 +189,16 @@ def to_request(
     request_type: type[GenerationRequest],
     settings: Callable[[str], Any],
     images: Mapping[str, Any] | None = None,
+    *,
+    alwayson: Callable[[Mapping[str, Any]], dict[str, dict[str, Any]]] | None = None,
 ) -> GenerationRequest:
     """The core request for an A1111 payload. `settings(key)` reads the stored options (None if unset).
 
-    `images` holds already-decoded image fields (init_images, mask) for request types that have them.
+    `images` holds already-decoded image fields (init_images, mask) for request types that have them;
+    `alwayson` turns `alwayson_scripts` into `extension_args` when extensions are loaded.
     """
     names = frozenset(request_type.field_names())
-    _refuse_unsupported(payload, names)
+    _refuse_unsupported(payload, names, frozenset({"alwayson_scripts"}) if alwayson else frozenset())
     data = payload.model_dump()
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
@@ -214,6 +219,8 @@ def to_request(
         kwargs["clip_skip"] = clip_skip
     kwargs.update(_override(data["override_settings"] or {}, settings))
     kwargs["save_images"] = bool(data["save_images"]) and not data["do_not_save_samples"]
+    if alwayson is not None and data.get("alwayson_scripts"):
+        kwargs["extension_args"] = alwayson(data["alwayson_scripts"])
     known = {f.name for f in dataclasses.fields(request_type)}
     try:
         request = request_type(**{k: v for k, v in kwargs.items() if k in known})

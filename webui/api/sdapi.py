@@ -7,6 +7,7 @@ act on the caller's own job (or, for progress, on the running one when the calle
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -25,17 +26,12 @@ from webui.core.models.manager import ModelNotFound
 from webui.core.outputs.infotext import parse_infotext, parse_size
 from webui.core.outputs.saving import PARAMETERS_KEY, read_infotext
 from webui.core.sampling.samplers import list_samplers, list_schedulers
+from webui.core.tasks.hires import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, check_upscaler
 from webui.core.types import RequestError
+from webui.plugins.a1111 import alwayson_to_extension_args, sdapi_extensions, sdapi_script_info, sdapi_scripts
+from webui.plugins.host import PluginHost
 
-LATENT_UPSCALE_MODES = (
-    "Latent",
-    "Latent (antialiased)",
-    "Latent (bicubic)",
-    "Latent (bicubic antialiased)",
-    "Latent (nearest)",
-    "Latent (nearest-exact)",
-)
-UPSCALERS = ("None", "Lanczos", "Nearest")
+UPSCALERS = tuple(IMAGE_UPSCALERS)  # picture upscalers; the latent ones are listed by latent-upscale-modes
 
 
 class PngInfoRequest(BaseModel):
@@ -65,6 +61,20 @@ def _active_job(services: Services, user: str) -> Any | None:
     return queued[0] if queued else None
 
 
+def plugin_host(services: Services) -> PluginHost | None:
+    """The extensions host the engine runs with (None when it runs without extensions)."""
+    hooks = services.engine.hooks
+    return hooks if isinstance(hooks, PluginHost) else None
+
+
+def alwayson(services: Services) -> Callable[[Mapping[str, Any]], dict[str, dict[str, Any]]] | None:
+    """`alwayson_scripts` -> extension_args, when extensions are loaded."""
+    host = plugin_host(services)
+    if host is None:
+        return None
+    return lambda scripts: alwayson_to_extension_args(host, scripts)
+
+
 def check_models(services: Services, request: types.GenerationRequest, payload: A1111Processing) -> None:
     """Unknown checkpoint or VAE -> RequestError listing the valid names (before the job is queued)."""
     overrides = payload.override_settings or {}
@@ -77,6 +87,8 @@ def check_models(services: Services, request: types.GenerationRequest, payload: 
         services.manager.resolve_vae(request.vae)
     except ModelNotFound as e:
         raise RequestError(("override_settings." if "sd_vae" in overrides else "") + "sd_vae", str(e)) from e
+    if isinstance(request, types.Txt2ImgRequest) and request.enable_hr:
+        check_upscaler(request.hr_upscaler, services.engine.hooks.image_upscalers())
 
 
 def _result_images(services: Services, info: Any, payload: A1111Processing) -> tuple[list[str], int]:
@@ -132,7 +144,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
 
     @router.post("/txt2img")
     async def txt2img(payload: A1111Txt2Img, request: Request) -> Any:
-        built = to_request(payload, types.Txt2ImgRequest, services.settings.get)
+        built = to_request(payload, types.Txt2ImgRequest, services.settings.get, alwayson=alwayson(services))
         return await generate(services, request, payload, built)
 
     @router.post("/img2img")
@@ -147,7 +159,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
         decoded = await run_in_threadpool(
             _decode_img2img_images, payload, opts.max_body_bytes, opts.max_image_pixels
         )
-        built = to_request(payload, request_type, services.settings.get, decoded)
+        built = to_request(payload, request_type, services.settings.get, decoded, alwayson=alwayson(services))
         return await generate(services, request, payload, built)
 
     @router.get("/progress")
@@ -217,10 +229,22 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
 
     @router.get("/upscalers")
     async def upscalers() -> Any:
-        return [
+        builtin = [
             {"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4.0}
             for n in UPSCALERS
         ]
+        host = plugin_host(services)
+        extra = [
+            {
+                "name": name,
+                "model_name": name,
+                "model_path": str(spec.path) if spec.path else None,
+                "model_url": None,
+                "scale": spec.scale,
+            }
+            for name, spec in (host.upscalers().items() if host else ())
+        ]
+        return builtin + extra
 
     @router.get("/latent-upscale-modes")
     async def latent_upscale_modes() -> Any:
@@ -270,15 +294,18 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
 
     @router.get("/scripts")
     async def scripts() -> Any:
-        return {"txt2img": [], "img2img": []}
+        host = plugin_host(services)
+        return sdapi_scripts(host, selectable=False) if host else {"txt2img": [], "img2img": []}
 
     @router.get("/script-info")
     async def script_info() -> Any:
-        return []
+        host = plugin_host(services)
+        return sdapi_script_info(host, selectable=False) if host else []
 
     @router.get("/extensions")
     async def extensions() -> Any:
-        return []
+        host = plugin_host(services)
+        return await run_in_threadpool(sdapi_extensions, host) if host else []
 
     @router.get("/memory")
     async def memory() -> Any:
