@@ -1,25 +1,18 @@
-"""Small adapters between the routes and parts of the engine that may or may not be present yet.
-
-Styles and embeddings modules land with their own issue; until then their routes answer A1111's empty
-shapes. Settings are read and updated through one lock-guarded holder. Memory figures come from
-/proc/meminfo and torch.cuda.
+"""Small adapters between the routes and the engine: listings in A1111's shapes (styles, embeddings,
+LoRAs, from the engine's own stores), settings read and updated through one lock-guarded holder, and
+memory figures from /proc/meminfo and torch.cuda.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-
-def _optional(module: str) -> Any | None:
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
+if TYPE_CHECKING:
+    from webui.core.engine import Engine
 
 
 class SettingsHolder:
@@ -31,8 +24,9 @@ class SettingsHolder:
 
     @classmethod
     def load(cls, path: Path) -> SettingsHolder:
-        mod = importlib.import_module("webui.core.settings")
-        return cls(mod.Settings.load(path))
+        from webui.core.settings import Settings
+
+        return cls(Settings.load(path))
 
     @property
     def problem(self) -> str | None:
@@ -58,68 +52,39 @@ class SettingsHolder:
             return dict(new.as_dict())
 
 
-class Styles:
-    """GET /sdapi/v1/prompt-styles from styles.csv, once webui.core.prompts.styles exists."""
-
-    def __init__(self, path: Path) -> None:
-        mod = _optional("webui.core.prompts.styles")
-        self._store = mod.StyleStore(path) if mod is not None and hasattr(mod, "StyleStore") else None
-
-    def listing(self) -> list[dict[str, str]]:
-        if self._store is None:
-            return []
-        return [
-            {"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
-            for s in self._store.list()
-        ]
+def styles_listing(engine: Engine) -> list[dict[str, str]]:
+    """GET /sdapi/v1/prompt-styles: the engine's styles.csv (the store generation applies)."""
+    return [
+        {"name": x.name, "prompt": x.prompt, "negative_prompt": x.negative_prompt}
+        for x in engine.styles.list()
+    ]
 
 
-class Embeddings:
-    """GET /sdapi/v1/embeddings, once webui.core.prompts.embeddings exists."""
-
-    def __init__(self, folder: Path, hash_cache: Any) -> None:
-        mod = _optional("webui.core.prompts.embeddings")
-        self._folder = None
-        if mod is not None and hasattr(mod, "EmbeddingFolder"):
-            self._folder = mod.EmbeddingFolder(folder, hash_cache)
-
-    def listing(self) -> dict[str, Any]:
-        if self._folder is None:
-            return {"loaded": {}, "skipped": {}}
-        # Which embeddings fit depends on the model; without one chosen, every readable file is listed.
-        library = self._folder.library()
-        loaded = {
-            name: {
-                "step": e.step,
-                "sd_checkpoint": e.sd_checkpoint,
-                "sd_checkpoint_name": e.sd_checkpoint_name,
-                "shape": e.shape,
-                "vectors": e.vector_count,
-            }
-            for name, e in library.loaded.items()
+def embeddings_listing(engine: Engine) -> dict[str, Any]:
+    """GET /sdapi/v1/embeddings. Which embeddings fit depends on the model; without one chosen, every
+    readable file is listed as loaded (A1111's shape), and unreadable ones under `skipped` with the reason."""
+    library = engine.embeddings.library()
+    loaded = {
+        name: {
+            "step": e.step,
+            "sd_checkpoint": e.sd_checkpoint,
+            "sd_checkpoint_name": e.sd_checkpoint_name,
+            "shape": e.shape,
+            "vectors": e.vector_count,
         }
-        return {"loaded": loaded, "skipped": {}}
+        for name, e in library.loaded.items()
+    }
+    return {"loaded": loaded, "skipped": dict(library.skipped)}
 
 
-def lora_library(engine: Any, config: Any) -> Any:
-    """The engine's LoRA library (`engine.loras`, shared with generation); until the engine has one, a
-    library over the configured folders, built for this call."""
-    library = getattr(engine, "loras", None)
-    if library is None:
-        from webui.core.networks.registry import LoraLibrary
-
-        library = LoraLibrary(config.lora_dirs, config.cache_dir / "hashes.sqlite", hashing=config.hashing)
-    return library
-
-
-def loras_listing(engine: Any, config: Any) -> list[dict[str, Any]]:
+def loras_listing(engine: Engine) -> list[dict[str, Any]]:
     """GET /sdapi/v1/loras: [{name, alias, path, metadata}], as A1111's Lora extension answers."""
-    return list(lora_library(engine, config).listing())
+    return list(engine.loras.listing())
 
 
-def refresh_loras(engine: Any, config: Any) -> dict[str, Any]:
+def refresh_loras(engine: Engine) -> dict[str, Any]:
     """POST /sdapi/v1/refresh-loras: re-list the LoRA folders; {} or {"problems": [...]}."""
-    problems = lora_library(engine, config).refresh()
+    problems = engine.loras.refresh()
     return {"problems": list(problems)} if problems else {}
 
 

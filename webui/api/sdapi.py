@@ -137,9 +137,6 @@ async def generate(
 
 def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small function per route
     router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
-    config = services.config
-    styles = adapters.Styles(getattr(config, "styles_path", config.data_dir / "styles.csv"))
-    embeddings = adapters.Embeddings(services.config.embeddings_dir, services.manager.hashes)
     opts = services.options
 
     @router.post("/txt2img")
@@ -270,15 +267,15 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
 
     @router.get("/prompt-styles")
     async def prompt_styles() -> Any:
-        return await run_in_threadpool(styles.listing)
+        return await run_in_threadpool(adapters.styles_listing, services.engine)
 
     @router.get("/embeddings")
     async def get_embeddings() -> Any:
-        return await run_in_threadpool(embeddings.listing)
+        return await run_in_threadpool(adapters.embeddings_listing, services.engine)
 
     @router.get("/loras")
     async def loras() -> Any:
-        return await run_in_threadpool(adapters.loras_listing, services.engine, services.config)
+        return await run_in_threadpool(adapters.loras_listing, services.engine)
 
     @router.get("/hypernetworks")
     async def hypernetworks() -> Any:
@@ -324,11 +321,12 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
 
     @router.post("/refresh-embeddings")
     async def refresh_embeddings() -> Any:
-        return {}
+        library = await run_in_threadpool(services.engine.embeddings.library)  # rescans what changed
+        return {"problems": list(library.problems)} if library.problems else {}
 
     @router.post("/refresh-loras")
     async def refresh_loras() -> Any:
-        return await run_in_threadpool(adapters.refresh_loras, services.engine, services.config)
+        return await run_in_threadpool(adapters.refresh_loras, services.engine)
 
     return router
 
