@@ -98,3 +98,22 @@ def test_alwayson_scripts_reach_the_extension_by_name(c: httpx.Client) -> None:
     assert off_text.startswith("a {red|green|blue} cube")
     bad = c.post("/sdapi/v1/txt2img", json={**payload, "alwayson_scripts": {"nope": {"args": []}}})
     assert bad.status_code == 422 and "alwayson_scripts" in bad.text
+
+
+def test_xyz_plot_script_over_the_api(c: httpx.Client) -> None:
+    body = {**FAST, "script_name": "X/Y/Z plot", "script_args": ["Seed", "21, 22", "Steps", "2, 3"]}
+    r = c.post("/sdapi/v1/txt2img", json=body)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    pictures = [_image(b) for b in r.json()["images"]]
+    assert len(pictures) == 1 + 4 and info["index_of_first_image"] == 1
+    assert pictures[0].size[0] > 2 * 64 and pictures[0].size[1] > 2 * 64  # a labelled 2x2 grid
+    assert sorted(info["all_seeds"]) == [21, 21, 22, 22]
+    steps = sorted(t.split("Steps: ")[1].split(",")[0] for t in info["infotexts"][1:])
+    assert steps == ["2", "2", "3", "3"]
+    bad = c.post("/sdapi/v1/txt2img", json={**FAST, "script_name": "nope"})
+    assert bad.status_code == 422 and "script_name" in bad.text
+    bad_args = c.post(
+        "/sdapi/v1/txt2img", json={**FAST, "script_name": "x/y/z plot", "script_args": {"q": 1}}
+    )
+    assert bad_args.status_code == 422 and "script_args" in bad_args.text

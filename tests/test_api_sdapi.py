@@ -113,7 +113,8 @@ def test_override_checkpoint_per_request_and_model_hash(c: httpx.Client, tiny_fi
         ({"restore_faces": True}, "restore_faces"),
         ({"tiling": True}, "tiling"),
         ({"alwayson_scripts": {"ControlNet": {"args": []}}}, "alwayson_scripts"),
-        ({"script_name": "x/y/z plot"}, "script_name"),
+        ({"script_name": "x/y/z plot"}, "script_args.x_values"),  # a plot over nothing
+        ({"script_name": "ControlNet"}, "script_name"),
         ({"outpath_samples": "../../etc"}, "outpath_samples"),
         (
             {"override_settings": {"outdir_txt2img_samples": "/tmp/x"}},
@@ -208,10 +209,12 @@ def test_listing_routes_shapes(c: httpx.Client, tiny_files: dict[str, Path]) -> 
     assert {"name": "Latent"} in c.get("/sdapi/v1/latent-upscale-modes").json()
     assert c.get("/sdapi/v1/sd-vae").json() == []
     assert c.get("/sdapi/v1/loras").json() == []
-    # the shipped extensions: wildcards has an always-on accordion; X/Y/Z is a UI script, not offered here
-    assert c.get("/sdapi/v1/scripts").json() == {"txt2img": ["wildcards"], "img2img": ["wildcards"]}
-    info = c.get("/sdapi/v1/script-info").json()
-    assert {i["name"] for i in info} == {"wildcards"} and all(i["is_alwayson"] for i in info)
+    # the shipped extensions: X/Y/Z plot is a selectable script, wildcards has an always-on accordion
+    both = ["x/y/z plot", "wildcards"]
+    assert c.get("/sdapi/v1/scripts").json() == {"txt2img": both, "img2img": both}
+    info = {(i["name"], i["is_img2img"]): i for i in c.get("/sdapi/v1/script-info").json()}
+    assert info["wildcards", False]["is_alwayson"] and not info["x/y/z plot", False]["is_alwayson"]
+    assert [a["label"] for a in info["x/y/z plot", False]["args"]][:2] == ["X type", "X values"]
     exts = {e["name"]: e for e in c.get("/sdapi/v1/extensions").json()}
     assert set(exts) >= {"wildcards", "xyz_plot", "upscalers"}
     assert all(e["status"] == "loaded" and e["enabled"] for e in exts.values())

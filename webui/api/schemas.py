@@ -191,14 +191,19 @@ def to_request(
     images: Mapping[str, Any] | None = None,
     *,
     alwayson: Callable[[Mapping[str, Any]], dict[str, dict[str, Any]]] | None = None,
+    script: bool = False,
 ) -> GenerationRequest:
     """The core request for an A1111 payload. `settings(key)` reads the stored options (None if unset).
 
     `images` holds already-decoded image fields (init_images, mask) for request types that have them;
-    `alwayson` turns `alwayson_scripts` into `extension_args` when extensions are loaded.
+    `alwayson` turns `alwayson_scripts` into `extension_args` when extensions are loaded; `script` says a
+    selectable script was found for `script_name` (it then runs the request itself).
     """
     names = frozenset(request_type.field_names())
-    _refuse_unsupported(payload, names, frozenset({"alwayson_scripts"}) if alwayson else frozenset())
+    allowed = ({"alwayson_scripts"} if alwayson else set()) | (
+        {"script_name", "script_args"} if script else set()
+    )
+    _refuse_unsupported(payload, names, frozenset(allowed))
     data = payload.model_dump()
     kwargs: dict[str, Any] = {}
     for name, value in data.items():

@@ -19,6 +19,7 @@ from webui.api import adapters, images
 from webui.api.auth import scope_user
 from webui.api.jobview import a1111_info, a1111_progress, result_roots, safe_result_path
 from webui.api.schemas import A1111Img2Img, A1111Processing, A1111Txt2Img, to_request
+from webui.api.scripts import find_script, run_script, script_values
 from webui.api.services import ANONYMOUS, Services
 from webui.core import types
 from webui.core.engine import VERSION
@@ -29,6 +30,7 @@ from webui.core.sampling.samplers import list_samplers, list_schedulers
 from webui.core.tasks.hires import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, check_upscaler
 from webui.core.types import RequestError
 from webui.plugins.a1111 import alwayson_to_extension_args, sdapi_extensions, sdapi_script_info, sdapi_scripts
+from webui.plugins.descriptors import ScriptSpec
 from webui.plugins.host import PluginHost
 
 UPSCALERS = tuple(IMAGE_UPSCALERS)  # picture upscalers; the latent ones are listed by latent-upscale-modes
@@ -107,10 +109,24 @@ def _result_images(services: Services, info: Any, payload: A1111Processing) -> t
 
 
 async def generate(
-    services: Services, request: Request, payload: A1111Processing, built: types.GenerationRequest
+    services: Services,
+    request: Request,
+    payload: A1111Processing,
+    built: types.GenerationRequest,
+    script: ScriptSpec | None = None,
 ) -> Any:
     user, _ = caller(request, services)
     check_models(services, built, payload)
+    if script is not None:
+        values = script_values(script, payload.script_args)
+        body = await run_in_threadpool(
+            run_script, script, built, values, services.queue, user, services.options.wait_timeout
+        )
+        return {
+            **body,
+            "images": body["images"] if payload.send_images else [],
+            "parameters": payload.model_dump(),
+        }
     info = await run_in_threadpool(services.queue.submit, built, user)
     info = await run_in_threadpool(services.queue.wait, info.id, services.options.wait_timeout)
     if not info.state.finished:
@@ -141,8 +157,15 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
 
     @router.post("/txt2img")
     async def txt2img(payload: A1111Txt2Img, request: Request) -> Any:
-        built = to_request(payload, types.Txt2ImgRequest, services.settings.get, alwayson=alwayson(services))
-        return await generate(services, request, payload, built)
+        script = find_script(plugin_host(services), payload.script_name, "txt2img")
+        built = to_request(
+            payload,
+            types.Txt2ImgRequest,
+            services.settings.get,
+            alwayson=alwayson(services),
+            script=bool(script),
+        )
+        return await generate(services, request, payload, built, script)
 
     @router.post("/img2img")
     async def img2img(payload: A1111Img2Img, request: Request) -> Any:
@@ -156,8 +179,16 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
         decoded = await run_in_threadpool(
             _decode_img2img_images, payload, opts.max_body_bytes, opts.max_image_pixels
         )
-        built = to_request(payload, request_type, services.settings.get, decoded, alwayson=alwayson(services))
-        return await generate(services, request, payload, built)
+        script = find_script(plugin_host(services), payload.script_name, "img2img")
+        built = to_request(
+            payload,
+            request_type,
+            services.settings.get,
+            decoded,
+            alwayson=alwayson(services),
+            script=bool(script),
+        )
+        return await generate(services, request, payload, built, script)
 
     @router.get("/progress")
     async def progress(request: Request, skip_current_image: bool = False) -> Any:
@@ -292,12 +323,12 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
     @router.get("/scripts")
     async def scripts() -> Any:
         host = plugin_host(services)
-        return sdapi_scripts(host, selectable=False) if host else {"txt2img": [], "img2img": []}
+        return sdapi_scripts(host) if host else {"txt2img": [], "img2img": []}
 
     @router.get("/script-info")
     async def script_info() -> Any:
         host = plugin_host(services)
-        return sdapi_script_info(host, selectable=False) if host else []
+        return sdapi_script_info(host) if host else []
 
     @router.get("/extensions")
     async def extensions() -> Any:

@@ -1,0 +1,43 @@
+"""A runner over the job queue: `runner(request) -> GenerationResult`, like `Engine.run`, but each call
+is a job of one owner in the fair queue. Scripts that make many images (X/Y/Z plot) take a runner, so
+the cells of a plot wait in line like any other job of that user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from webui.core.jobs.info import JobState
+from webui.core.types import GeneratedImage, GenerationRequest, GenerationResult
+
+Runner = Callable[[GenerationRequest], GenerationResult]
+
+
+class JobFailed(RuntimeError):
+    """A job run through a runner failed; the message is the job's error."""
+
+
+def _load(path: str) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def queue_runner(queue: Any, owner: str, timeout: float | None = None) -> Runner:
+    """Submit each request as `owner`'s job, wait for it, and return its images as a GenerationResult."""
+
+    def run(request: GenerationRequest) -> GenerationResult:
+        info = queue.wait(queue.submit(request, owner).id, timeout)
+        if info.state is JobState.FAILED:
+            raise JobFailed(info.error or f"job {info.id} failed")
+        images = tuple(
+            GeneratedImage(_load(i.path), i.seed, i.subseed, i.infotext, Path(i.path)) for i in info.images
+        )
+        stopped = info.state is not JobState.DONE or info.interrupted
+        grid = Path(info.grid_path) if info.grid_path else None
+        return GenerationResult(request, images, info.model_title or "", interrupted=stopped, grid_path=grid)
+
+    return run
