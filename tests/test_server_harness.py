@@ -45,6 +45,7 @@ def running_server(
     flags: list[str] | None = None,
     manager: ModelManager | None = None,
     ui: Any | None = None,
+    preview_every: int = 1,
     **option_overrides: Any,
 ) -> Iterator[Running]:
     """Start the real app (job queue included) on 127.0.0.1:<free port>; stop it on exit."""
@@ -54,7 +55,9 @@ def running_server(
     if manager is None:
         manager = ModelManager(config, Precision())
         manager.refresh()
-    services = build_services(config, options, manager, db_path=tmp / "jobs" / "jobs.sqlite", preview_every=1)
+    services = build_services(
+        config, options, manager, db_path=tmp / "jobs" / "jobs.sqlite", preview_every=preview_every
+    )
     app = create_app(services, ui)
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
