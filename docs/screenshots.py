@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -16,6 +17,54 @@ sys.path.insert(0, str(ROOT))
 from webui import offline  # noqa: E402
 
 offline.apply()
+
+
+def _loras_and_extensions(data: Path, model: object) -> None:
+    """Three tiny LoRAs (two with previews) and a user extension that fails to import."""
+    from PIL import Image
+
+    from webui.core.networks.tiny import write_tiny_lora
+
+    loras = data / "models" / "Lora"
+    for i, name in enumerate(("ink-sketch", "watercolor", "film-grain")):
+        write_tiny_lora(loras / f"{name}.safetensors", model, seed=i)
+        if name != "film-grain":  # one without a preview
+            Image.radial_gradient("L").resize((128, 128)).convert("RGB").point(
+                lambda v, i=i: (v + 80 * i) % 256
+            ).save(loras / f"{name}.preview.png")
+    broken = data / "extensions" / "half-finished"
+    broken.mkdir(parents=True)
+    (broken / "extension.toml").write_text(
+        'name = "half-finished"\nversion = "0.1"\ndescription = "an example of a broken extension"\n'
+        'api_version = "1.0"\nentry = "main"\n'
+    )
+    (broken / "main.py").write_text("import a_module_that_is_not_installed\n")
+
+
+def _new_parts(page: object, out: Path) -> None:
+    """The Extensions tab, the LoRA browser and an X/Y/Z plot over seeds."""
+    from tests.browser.harness import generate, set_number
+
+    p: Any = page
+    p.click("button[role=tab]:has-text('Extensions')")
+    p.wait_for_timeout(800)
+    p.screenshot(path=str(out / "extensions.png"), full_page=True)
+    p.click("button[role=tab]:has-text('txt2img')")
+    p.click("#txt2img_lora .label-wrap")
+    p.wait_for_selector("#txt2img_lora_cards .sf-lora-card")
+    p.fill("#txt2img_prompt textarea", "a lighthouse at dusk")
+    p.click("#txt2img_lora_cards .sf-lora-card[data-name='ink-sketch']")
+    p.wait_for_timeout(500)
+    p.screenshot(path=str(out / "lora.png"), full_page=True)
+    p.click("#txt2img_lora .label-wrap")
+    p.click("#txt2img_script input")
+    p.click("[role=option]:has-text('X/Y/Z plot')")
+    p.wait_for_selector("#txt2img_script_0_x_values", state="visible")
+    p.fill("#txt2img_script_0_x_values textarea, #txt2img_script_0_x_values input", "1, 2, 3")
+    set_number(p, "txt2img_batch_size", 1)
+    generate(p, "txt2img", timeout=300)
+    p.wait_for_timeout(800)
+    p.screenshot(path=str(out / "xyz.png"), full_page=True)
 
 
 def main() -> int:
@@ -33,6 +82,7 @@ def main() -> int:
         (data / "models" / "VAE").mkdir()
         for arch in ("sd1", "sd1-inpaint"):
             save_single_file(build_tiny(arch, seed=0), ckpts / f"tiny-{arch}.safetensors")
+        _loras_and_extensions(data, build_tiny("sd1", seed=0))
         init = tmp / "init.png"
         Image.radial_gradient("L").resize((64, 64)).convert("RGB").save(init)
         with running_studio(data, tmp / "run") as srv, chromium() as browser:
@@ -79,6 +129,7 @@ def main() -> int:
                     page.set_input_files("#pnginfo_image input[type=file]", image)
                     page.wait_for_timeout(1200)
                 page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+            _new_parts(page, out)
             phone = open_studio(browser, srv.url, viewport={"width": 390, "height": 844}, is_mobile=True)
             phone.screenshot(path=str(out / "phone.png"))
     print("screenshots written to", out)

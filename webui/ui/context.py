@@ -58,7 +58,10 @@ class StudioContext:
 
         self.services = services
         self.secret = secret or browser_secret(services.config.cache_dir)
+        from webui.ui.lora_browser import ThumbCache
+
         self.counter = TokenCounter()
+        self.lora_thumbs = ThumbCache()
         self._lock = threading.Lock()
         self._prefs: dict[str, Prefs] = {}
         self._jobs: dict[str, str] = {}

@@ -12,7 +12,10 @@ import gradio as gr
 
 from webui.ui import widgets
 from webui.ui.context import StudioContext
+from webui.ui.extension_sections import build_sections
+from webui.ui.lora_browser import lora_accordion
 from webui.ui.runner import TabRunner
+from webui.ui.script_ui import build_scripts
 from webui.ui.txt2img_tab import extension_area
 
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
@@ -57,6 +60,7 @@ def background_of(value: Any) -> Any | None:
 def _common(ctx: StudioContext, tab: str, topbar: dict[str, Any]) -> dict[str, Any]:
     f: dict[str, Any] = {"_infotexts": gr.State([]), "_seeds": gr.State([])}
     f.update(widgets.prompt_area(ctx, tab))
+    lora_accordion(ctx, tab, ctx.lora_thumbs)
     return f
 
 
@@ -99,10 +103,14 @@ def _finish(
     job_state: Any,
     extra: Any,
     inputs: tuple[str, ...],
+    extensions: Any,
+    scripts: Any = None,
 ) -> TabRunner:
     for name in ("checkpoint", "vae", "clip_skip"):
         f[name] = topbar[name]
-    runner = TabRunner(ctx, "img2img", f, job_state, extra=extra, extra_inputs=inputs)
+    runner = TabRunner(
+        ctx, "img2img", f, job_state, extra=extra, extra_inputs=inputs, extensions=extensions, scripts=scripts
+    )
     runner.wire()
     return runner
 
@@ -119,7 +127,8 @@ def build_img2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
             _settings(f, tab)
             _outpaint(f, tab)
             with extension_area(tab):
-                pass
+                extensions = build_sections(ctx, tab)
+                scripts = build_scripts(ctx, tab)
         with gr.Column(scale=1, min_width=200):
             f.update(widgets.results_column(tab))
 
@@ -131,7 +140,7 @@ def build_img2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
             raise RequestError("init_images", "upload an image (or send one from another tab) first")
         return {"init_images": (image.convert("RGB"),)}
 
-    return _finish(ctx, f, topbar, job_state, extra, ("_init_image",))
+    return _finish(ctx, f, topbar, job_state, extra, ("_init_image",), extensions, scripts)
 
 
 def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) -> TabRunner:
@@ -173,7 +182,7 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
                 )
             _settings(f, tab)
             with extension_area(tab):
-                pass
+                extensions = build_sections(ctx, tab)
         with gr.Column(scale=1, min_width=200):
             f.update(widgets.results_column(tab))
 
@@ -194,4 +203,4 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
             "inpaint_full_res": values.get("inpaint_full_res") == INPAINT_AREAS[1],
         }
 
-    return _finish(ctx, f, topbar, job_state, extra, ("_editor", "_mask_upload"))
+    return _finish(ctx, f, topbar, job_state, extra, ("_editor", "_mask_upload"), extensions)

@@ -2,7 +2,7 @@
 
 Listing reads only the scan (names, sizes, cached hashes): thousands of files list at once. The
 architecture is read from the safetensors header of the rows shown (at most MAX_ROWS), cached per file.
-A place for the LoRA browser is kept (the LoRA issue fills it).
+Below the table, the LoRA browser (cards with search; webui.ui.lora_browser).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from webui.ui.context import StudioContext
+from webui.ui.lora_browser import build_lora_browser
 
 MAX_ROWS = 200
 HEADERS = ["Kind", "Name", "Hash", "Architecture", "Size (MiB)"]
@@ -97,7 +98,8 @@ def build_models(ctx: StudioContext) -> dict[str, Any]:
         elem_id="models_table", wrap=True,
     )  # fmt: skip
     with gr.Column(elem_id="models_lora", elem_classes="sf-extensions"):
-        pass  # the LoRA browser goes here
+        gr.Markdown("### LoRA")
+        build_lora_browser(ctx, "", ctx.lora_thumbs)
 
     def search(query: str) -> tuple[Any, str]:
         found, text = model_rows(ctx, query, cache)

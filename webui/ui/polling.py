@@ -83,7 +83,7 @@ def gallery_items(info: Any) -> list[tuple[str, str]]:
     return [(img.path, f"seed {img.seed}") for img in info.images]
 
 
-def _preview(data: bytes) -> Any:
+def decode_preview(data: bytes) -> Any:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
@@ -105,7 +105,7 @@ def follow(
         preview = None
         if preview_bytes is not None and preview_bytes is not last_preview and not info.state.finished:
             last_preview = preview_bytes
-            preview = _preview(preview_bytes)
+            preview = decode_preview(preview_bytes)
         gallery = infotexts = seeds = None
         if len(info.images) != shown_images or info.state.finished:
             shown_images = len(info.images)

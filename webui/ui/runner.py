@@ -132,25 +132,39 @@ class TabRunner:
         job_state: Any,
         extra: Extra | None = None,
         extra_inputs: tuple[str, ...] = (),
+        extensions: Any | None = None,
+        scripts: Any | None = None,
     ) -> None:
-        self.ctx, self.kind, self.fields, self.job_state, self.extra = (
-            ctx,
-            kind,
-            dict(fields),
-            job_state,
-            extra,
-        )
+        """`extensions` (extension_sections.ExtensionInputs) and `scripts` (script_ui.ScriptInputs) add
+        their controls to the tab's inputs: extension values become `extension_args`, a selected
+        script runs the request through the queue instead of one job."""
+        self.ctx, self.kind, self.fields, self.job_state = ctx, kind, dict(fields), job_state
+        self.extras: list[Extra] = [extra] if extra is not None else []
         self.input_names = [n for n in self.fields if not n.startswith("_")] + list(extra_inputs)
+        self.scripts = scripts
+        for group in (extensions, scripts):
+            for key, component in group.components.items() if group is not None else ():
+                self.fields[key] = component
+                self.input_names.append(key)
+        if extensions is not None:
+            self.extras.append(extensions.extra)
 
     @property
     def result_components(self) -> list[Any]:
         f = self.fields
         return [f["_status"], f["_preview"], f["_gallery"], f["_info"], f["_infotexts"], f["_seeds"]]
 
-    def submit(self, values: Mapping[str, Any], user: str) -> Any:
-        extra = self.extra(values) if self.extra is not None else None
+    def request(self, values: Mapping[str, Any]) -> Any:
+        """The tab's request from its submitted values (checked, models resolved)."""
+        extra: dict[str, Any] = {}
+        for make in self.extras:
+            extra.update(make(values))
         request = build_request(self.kind, values, extra)
         _check_models(self.ctx, request)
+        return request
+
+    def submit(self, values: Mapping[str, Any], user: str) -> Any:
+        request = self.request(values)
         info = self.ctx.services.queue.submit(request, owner=user)
         self.ctx.remember_job(user, info.id)
         return info
@@ -168,17 +182,23 @@ class TabRunner:
         by_component = {f[n]: n for n in names}
 
         def generate(data: dict[Any, Any], request: gr.Request) -> Iterator[tuple[Any, ...]]:
-            from webui.core.types import RequestError
-
             user = user_of(request)
             values = {by_component[c]: v for c, v in data.items() if c in by_component}
             try:
-                info = self.submit(values, user)
-            except (RequestError, LookupError, PermissionError, RuntimeError) as e:
+                script = self.scripts.selected(values) if self.scripts is not None else None
+                if script is not None:
+                    job_request = self.request(values)
+                else:
+                    info = self.submit(values, user)
+            except Exception as e:  # a bad field (RequestError), a full or closed queue (QueueFull)
                 yield (*error_outputs(_error_text(e)), gr.skip())
                 return
-            except Exception as e:  # the queue is full (QueueFull) or closed
-                yield (*error_outputs(_error_text(e)), gr.skip())
+            if script is not None:
+                from webui.ui.script_ui import run_script
+
+                yield (*frame_outputs(Frame(status_html(f"{script[0].name}: starting", 0.0))), gr.skip())
+                for frame, job_id in run_script(self.ctx, script[0], job_request, script[1], user):
+                    yield (*frame_outputs(frame), job_id if job_id is not None else gr.skip())
                 return
             yield (*frame_outputs(Frame(status_html("Queued", 0.0))), info.id)
             for out in self.stream(info.id):

@@ -59,6 +59,7 @@ class Studio:
 
 def build_studio(services: Any, *, secret: str | None = None) -> Studio:
     from webui.ui import (
+        extensions_tab,
         history_tab,
         img2img_tab,
         models_tab,
@@ -91,6 +92,8 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
                 models_tab.build_models(ctx)
             with gr.Tab("History", id="history", elem_id="tab_history") as history_tab_block:
                 history = history_tab.build_history(ctx)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                extensions_tab.build_extensions(ctx)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_tab.build_settings(ctx)
         for runner in runners.values():
@@ -115,7 +118,12 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
         str(services.config.outputs_dir),
         str(getattr(services.queue, "files_dir", services.config.outputs_dir)),
     ]
-    options = dict(run_history=False, allowed_paths=folders, css=CSS, head=HEAD, footer_links=[])
+    from webui.ui.lora_browser import CARD_SCRIPT
+    from webui.ui.lora_browser import CSS as LORA_CSS
+
+    options = dict(
+        run_history=False, allowed_paths=folders, css=CSS + LORA_CSS, head=HEAD + CARD_SCRIPT, footer_links=[]
+    )
     return Studio(blocks, ctx, options)
 
 

@@ -8,17 +8,34 @@ import gradio as gr
 
 from webui.ui import widgets
 from webui.ui.context import StudioContext
+from webui.ui.extension_sections import build_sections
+from webui.ui.lora_browser import lora_accordion
 from webui.ui.runner import TabRunner
+from webui.ui.script_ui import build_scripts
 
 
-def hires_controls(tab: str) -> dict[str, Any]:
+def upscaler_names(ctx: StudioContext) -> list[str]:
+    """Every hires upscaler: the built-in ones and the extensions'."""
+    names = getattr(ctx.services.engine, "upscaler_names", None)
+    if callable(names):
+        return list(names())
     from webui.core.tasks.hires import UPSCALERS
 
+    return list(UPSCALERS)
+
+
+def hires_controls(ctx: StudioContext, tab: str) -> dict[str, Any]:
     f: dict[str, Any] = {}
     with gr.Accordion("Hires. fix", open=False, elem_id=f"{tab}_hires"):
         f["enable_hr"] = gr.Checkbox(False, label="Enable hires. fix", elem_id=f"{tab}_enable_hr")
         with gr.Row():
-            f["hr_upscaler"] = gr.Dropdown(list(UPSCALERS), value="Latent", label="Upscaler", min_width=160)
+            f["hr_upscaler"] = gr.Dropdown(
+                upscaler_names(ctx),
+                value="Latent",
+                label="Upscaler",
+                min_width=160,
+                elem_id=f"{tab}_hr_upscaler",
+            )
             f["hr_second_pass_steps"] = gr.Slider(0, 150, value=0, step=1, label="Hires steps", min_width=160)
             f["denoising_strength"] = gr.Slider(
                 0, 1, value=0.7, step=0.01, label="Denoising strength", min_width=160
@@ -35,7 +52,7 @@ def hires_controls(tab: str) -> dict[str, Any]:
 
 
 def extension_area(tab: str) -> Any:
-    """Where extension accordions go (the extensions issue renders into this column)."""
+    """The column the extension accordions and the Script dropdown go in."""
     return gr.Column(elem_id=f"{tab}_extensions", elem_classes="sf-extensions")
 
 
@@ -45,19 +62,21 @@ def build_txt2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
     f["_infotexts"] = gr.State([])
     f["_seeds"] = gr.State([])
     f.update(widgets.prompt_area(ctx, tab))
+    lora_accordion(ctx, tab, ctx.lora_thumbs)
     with gr.Row(elem_classes="sf-main-row"):
         with gr.Column(scale=1, min_width=200, elem_classes="sf-settings"):
             f.update(widgets.sampler_controls(tab))
             f.update(widgets.size_controls(tab))
             f.update(widgets.batch_and_cfg(tab))
             f.update(widgets.seed_controls(tab, f["_seeds"]))
-            f.update(hires_controls(tab))
+            f.update(hires_controls(ctx, tab))
             with extension_area(tab):
-                pass
+                extensions = build_sections(ctx, tab)
+                scripts = build_scripts(ctx, tab)
         with gr.Column(scale=1, min_width=200, elem_classes="sf-results"):
             f.update(widgets.results_column(tab))
     for name in ("checkpoint", "vae", "clip_skip"):
         f[name] = topbar[name]
-    runner = TabRunner(ctx, "txt2img", f, job_state)
+    runner = TabRunner(ctx, "txt2img", f, job_state, extensions=extensions, scripts=scripts)
     runner.wire()
     return runner
