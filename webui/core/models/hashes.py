@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -24,40 +25,53 @@ def sha256_file(path: Path) -> str:
 
 
 class HashCache:
-    """A small SQLite table; safe to share between threads and processes (each call opens its own handle)."""
+    """A small SQLite table of digests; safe to share between threads and processes (each call opens its
+    own handle). `table` and `digest` let other kinds of hash (LoRA hashes) live beside the model ones."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(
+        self, db_path: Path, table: str = "hashes", digest: Callable[[Path], str] = sha256_file
+    ) -> None:
+        if not table.isidentifier():
+            raise ValueError(f"bad table name {table!r}")
         self.db_path = db_path
+        self.table = table
+        self.digest = digest
 
     def _connect(self) -> sqlite3.Connection:
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.db_path, timeout=30)
         con.execute(
-            "CREATE TABLE IF NOT EXISTS hashes"
+            f"CREATE TABLE IF NOT EXISTS {self.table}"
             " (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT)"
         )
         return con
 
     def get(self, path: Path) -> str | None:
-        """The cached sha256 if the file is unchanged since it was hashed; never reads the file."""
+        """The cached digest if the file is unchanged since it was hashed; never reads the file."""
         st = os.stat(path)
         with closing(self._connect()) as con:
             row = con.execute(
-                "SELECT sha256 FROM hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+                f"SELECT sha256 FROM {self.table} WHERE path = ? AND size = ? AND mtime_ns = ?",
                 (str(path), st.st_size, st.st_mtime_ns),
             ).fetchone()
         return str(row[0]) if row else None
 
+    def all_cached(self) -> dict[str, tuple[int, int, str]]:
+        """Every cached row: {path: (size, mtime_ns, digest)} (one query, for look-ups by hash)."""
+        with closing(self._connect()) as con:
+            rows = con.execute(f"SELECT path, size, mtime_ns, sha256 FROM {self.table}").fetchall()
+        return {str(p): (int(s), int(m), str(h)) for p, s, m, h in rows}
+
     def hash(self, path: Path) -> str:
-        """The file's sha256, from the cache or computed (and cached)."""
+        """The file's digest, from the cache or computed (and cached)."""
         cached = self.get(path)
         if cached:
             return cached
         st = os.stat(path)
-        digest = sha256_file(path)
+        digest = self.digest(path)
         with closing(self._connect()) as con, con:
             con.execute(
-                "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO {self.table} VALUES (?, ?, ?, ?)",
                 (str(path), st.st_size, st.st_mtime_ns, digest),
             )
         return digest

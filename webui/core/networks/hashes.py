@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import struct
-from contextlib import closing
 from pathlib import Path
 
-from webui.core.models.hashes import CHUNK
+from webui.core.models.hashes import CHUNK, HashCache
 
 SHORT = 12
 
@@ -36,50 +34,9 @@ def lora_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class LoraHashCache:
-    """Table `lora_hashes` (path, size, mtime_ns, sha256); each call opens its own SQLite handle.
-
-    Lives in the same database file as `webui.core.models.hashes.HashCache` (whose `hashes` table keeps
-    whole-file digests, a different value for the same path)."""
+class LoraHashCache(HashCache):
+    """Table `lora_hashes` (path, size, mtime_ns, A1111 LoRA hash) in the same database file as the
+    model hashes (whose `hashes` table keeps whole-file digests, a different value for the same path)."""
 
     def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-
-    def _connect(self) -> sqlite3.Connection:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.db_path, timeout=30)
-        con.execute(
-            "CREATE TABLE IF NOT EXISTS lora_hashes"
-            " (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT)"
-        )
-        return con
-
-    def get(self, path: Path) -> str | None:
-        """The cached hash if the file is unchanged since it was hashed; never reads the file."""
-        st = os.stat(path)
-        with closing(self._connect()) as con:
-            row = con.execute(
-                "SELECT sha256 FROM lora_hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
-                (str(path), st.st_size, st.st_mtime_ns),
-            ).fetchone()
-        return str(row[0]) if row else None
-
-    def all_cached(self) -> dict[str, tuple[int, int, str]]:
-        """Every cached row: {path: (size, mtime_ns, sha256)} (one query, for look-ups by hash)."""
-        with closing(self._connect()) as con:
-            rows = con.execute("SELECT path, size, mtime_ns, sha256 FROM lora_hashes").fetchall()
-        return {str(p): (int(s), int(m), str(h)) for p, s, m, h in rows}
-
-    def hash(self, path: Path) -> str:
-        """The file's A1111 LoRA hash, from the cache or computed (and cached)."""
-        cached = self.get(path)
-        if cached:
-            return cached
-        st = os.stat(path)
-        digest = lora_sha256(path)
-        with closing(self._connect()) as con, con:
-            con.execute(
-                "INSERT OR REPLACE INTO lora_hashes VALUES (?, ?, ?, ?)",
-                (str(path), st.st_size, st.st_mtime_ns, digest),
-            )
-        return digest
+        super().__init__(db_path, table="lora_hashes", digest=lora_sha256)
