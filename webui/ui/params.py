@@ -42,6 +42,7 @@ _FLOAT_KEYS = {
 _TEXT_KEYS = {
     "Hires upscaler": "hr_upscaler",
     "Hires sampler": "hr_sampler_name",
+    "Hires schedule type": "hr_scheduler",
     "Hires prompt": "hr_prompt",
     "Hires negative prompt": "hr_negative_prompt",
     "VAE": "vae",
@@ -54,6 +55,10 @@ _ABSENT_DEFAULTS: Mapping[str, Any] = {
     "seed_resize_from_w": -1,
     "seed_resize_from_h": -1,
     "enable_hr": False,
+    "hr_sampler_name": "Use same sampler",
+    "hr_scheduler": "Use same scheduler",
+    "hr_prompt": "",
+    "hr_negative_prompt": "",
 }
 
 

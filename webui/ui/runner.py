@@ -80,6 +80,9 @@ def build_request(kind: str, values: Mapping[str, Any], extra: Mapping[str, Any]
             kwargs[name] = -1
     if kwargs.get("checkpoint") in ("", None):
         kwargs.pop("checkpoint", None)
+    for name, same in (("hr_sampler_name", "Use same sampler"), ("hr_scheduler", "Use same scheduler")):
+        if kwargs.get(name) in ("", same):
+            kwargs.pop(name)  # None: the first pass's
     kwargs.update(extra or {})
     request = cls(**kwargs)
     request.validate()

@@ -24,6 +24,10 @@ def upscaler_names(ctx: StudioContext) -> list[str]:
     return list(UPSCALERS)
 
 
+SAME_SAMPLER = "Use same sampler"
+SAME_SCHEDULER = "Use same scheduler"
+
+
 def hires_controls(ctx: StudioContext, tab: str) -> dict[str, Any]:
     f: dict[str, Any] = {}
     with gr.Accordion("Hires. fix", open=False, elem_id=f"{tab}_hires"):
@@ -48,6 +52,31 @@ def hires_controls(ctx: StudioContext, tab: str) -> dict[str, Any]:
             f["hr_resize_y"] = gr.Slider(
                 0, widgets.MAX_UI_SIZE, value=0, step=8, label="Resize height to", min_width=160
             )
+        from webui.core.sampling.samplers import list_schedulers, sampler_names
+
+        with gr.Row():
+            f["hr_sampler_name"] = gr.Dropdown(
+                [SAME_SAMPLER, *sampler_names()],
+                value=SAME_SAMPLER,
+                label="Hires sampling method",
+                min_width=160,
+                elem_id=f"{tab}_hr_sampler",
+            )
+            f["hr_scheduler"] = gr.Dropdown(
+                [SAME_SCHEDULER, *(s["label"] for s in list_schedulers())],
+                value=SAME_SCHEDULER,
+                label="Hires schedule type",
+                min_width=160,
+                elem_id=f"{tab}_hr_scheduler",
+            )
+        with gr.Row():
+            f["hr_prompt"] = gr.Textbox(
+                "", lines=2, label="Hires prompt", placeholder="empty: the prompt", elem_id=f"{tab}_hr_prompt"
+            )
+            f["hr_negative_prompt"] = gr.Textbox(
+                "", lines=2, label="Hires negative prompt", placeholder="empty: the negative prompt",
+                elem_id=f"{tab}_hr_negative_prompt",
+            )  # fmt: skip
     return f
 
 
