@@ -67,6 +67,19 @@ def _new_parts(page: object, out: Path) -> None:
     p.screenshot(path=str(out / "xyz.png"), full_page=True)
 
 
+def _extras(page: object, out: Path) -> None:
+    """The first txt2img image sent to Extras and upscaled 2x."""
+    from tests.browser.harness import generate
+
+    p: Any = page
+    p.click("button[role=tab]:has-text('txt2img')")
+    p.click("#txt2img_to_extras")
+    p.wait_for_selector("#extras_image img")
+    generate(p, "extras")
+    p.wait_for_timeout(800)
+    p.screenshot(path=str(out / "extras.png"), full_page=True)
+
+
 def main() -> int:
     from PIL import Image
 
@@ -116,6 +129,7 @@ def main() -> int:
             page.fill("#inpaint_prompt textarea", "a window")
             page.wait_for_timeout(500)
             page.screenshot(path=str(out / "inpaint.png"), full_page=True)
+            _extras(page, out)
             image = next(j for j in srv.services.queue.list(limit=10) if j.kind == "txt2img").images[0].path
             for tab, name in (
                 ("PNG Info", "pnginfo"),

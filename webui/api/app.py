@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
-from webui.api import jobs_api, sdapi
+from webui.api import extras_api, jobs_api, sdapi
 from webui.api.auth import BasicAuthMiddleware, scope_user
 from webui.api.security import SecurityMiddleware
 from webui.api.services import ANONYMOUS, Services
@@ -115,6 +115,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     app.include_router(jobs_api.build_router(services))
     if services.options.sdapi:
         app.include_router(sdapi.build_router(services))
+        app.include_router(extras_api.build_router(services))
 
     if ui is None:
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from webui.api import images
+from webui.api.extras_api import native_extras
 from webui.api.jobview import can_see, job_json, result_roots, safe_result_path
 from webui.api.schemas import native_request
 from webui.api.sdapi import caller, request_kinds
@@ -24,6 +25,7 @@ from webui.api.services import Services
 from webui.core import types
 from webui.core.engine import VERSION
 from webui.core.models.manager import ModelNotFound
+from webui.core.tasks.extras import ExtrasRequest
 from webui.core.types import RequestError
 
 FINAL_STATES = ("done", "failed", "cancelled")
@@ -40,13 +42,15 @@ class SubmitBody(BaseModel):
     request: dict[str, Any] = {}
 
 
-def build_request(services: Services, body: SubmitBody) -> types.GenerationRequest:
+def build_request(services: Services, body: SubmitBody) -> types.GenerationRequest | ExtrasRequest:
     kinds = request_kinds()
     request_type = kinds.get(body.kind)
     if request_type is None:
         raise RequestError(
             "kind", f"unknown or unavailable job kind {body.kind!r}; valid: {', '.join(kinds)}"
         )
+    if body.kind == "extras":
+        return native_extras(services, body.request)
     image_fields = IMAGE_FIELDS.get(body.kind, ())
     opts = services.options
     decoded: dict[str, Any] = {}

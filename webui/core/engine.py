@@ -32,7 +32,7 @@ from webui.core.prompts.styles import StyleStore
 from webui.core.sampling import noise as noise_mod
 from webui.core.sampling.loop import CancelToken, Hook, Stopped
 from webui.core.sampling.samplers import resolve
-from webui.core.tasks import hires, img2img_batch, txt2img_batch
+from webui.core.tasks import extras, hires, img2img_batch, txt2img_batch
 from webui.core.tasks.context import BatchContext
 from webui.core.tasks.images import cheap_preview
 from webui.core.types import (
@@ -134,7 +134,7 @@ class Engine:
 
     def run(
         self,
-        request: GenerationRequest,
+        request: GenerationRequest | extras.ExtrasRequest,
         progress: ProgressFn | None = None,
         cancel: CancelToken | None = None,
         hooks: Sequence[Hook] = (),
@@ -142,6 +142,8 @@ class Engine:
         on_image: ImageFn | None = None,
     ) -> GenerationResult:
         """Make the request's images. `on_image` is called with each image right after it is saved."""
+        if isinstance(request, extras.ExtrasRequest):
+            return self._run_extras(request, progress, cancel, on_image)
         if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
             raise TypeError(f"cannot run a {type(request).__name__}")
         request = self.hooks.request_received(request)
@@ -186,6 +188,29 @@ class Engine:
     def upscaler_names(self) -> list[str]:
         """Every name `hr_upscaler` takes: the latent and picture upscalers, then the extensions' ones."""
         return [*hires.UPSCALERS, *self.hooks.image_upscalers()]
+
+    def extras_upscalers(self) -> dict[str, extras.Upscale]:
+        """The upscalers Extras offers by name (besides "None"): Lanczos, Nearest, then the extensions'."""
+        return {**extras.builtin_upscalers(), **self.hooks.image_upscalers()}
+
+    def _run_extras(
+        self,
+        request: extras.ExtrasRequest,
+        progress: ProgressFn | None,
+        cancel: CancelToken | None,
+        on_image: ImageFn | None,
+    ) -> GenerationResult:
+        """Upscale the request's images (no model is loaded; extension upscalers load their own)."""
+
+        def report(done: int, total: int) -> None:
+            if progress is not None:
+                progress(JobProgress(done, total, 1, 1, 0.0))
+
+        folder = self.config.outputs_dir / "extras-images"
+        images, interrupted = extras.run(
+            request, self.extras_upscalers(), folder, report=report, cancel=cancel, on_image=on_image
+        )
+        return GenerationResult(request, tuple(images), "", interrupted=interrupted)
 
     def _conditioning(
         self, run: _Run, model: LoadedModel, applied: AppliedInfo

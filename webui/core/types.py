@@ -326,7 +326,7 @@ class GeneratedImage:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    request: GenerationRequest
+    request: Any  # a GenerationRequest, or a tasks.extras.ExtrasRequest for an Extras job
     images: tuple[GeneratedImage, ...]
     model_title: str
     interrupted: bool = False

@@ -24,7 +24,7 @@ _INTS = frozenset(
         "steps", "width", "height", "n_iter", "batch_size", "seed", "subseed", "seed_resize_from_w",
         "seed_resize_from_h", "clip_skip", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "mask_blur",
         "inpaint_full_res_padding", "inpainting_fill", "resize_mode", "outpaint_pixels",
-        "inpainting_mask_invert",
+        "inpainting_mask_invert", "upscaling_resize_w", "upscaling_resize_h",
     }
 )  # fmt: skip
 _FLOATS = frozenset(
@@ -35,6 +35,8 @@ _FLOATS = frozenset(
         "hr_scale",
         "initial_noise_multiplier",
         "outpaint_noise",
+        "upscaling_resize",
+        "extras_upscaler_2_visibility",
     }
 )
 Extra = Callable[[Mapping[str, Any]], dict[str, Any]]
@@ -93,6 +95,8 @@ def _check_models(ctx: StudioContext, request: Any) -> None:
     from webui.core.models.manager import ModelNotFound
     from webui.core.types import RequestError
 
+    if not hasattr(request, "checkpoint"):
+        return  # an extras job uses no checkpoint
     try:
         ctx.services.manager.resolve(request.checkpoint)
     except ModelNotFound as e:

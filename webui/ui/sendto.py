@@ -74,10 +74,18 @@ def wire_sendto(ctx: Any, runners: Mapping[str, Any], tabs: Any, pnginfo: Mappin
         "img2img": runners["img2img"].fields["_init_image"],
         "inpaint": runners["inpaint"].fields["_editor"],
     }
+    if "extras" in runners:
+        image_targets["extras"] = runners["extras"].fields["_image"]
 
     for runner in runners.values():
         f = runner.fields
-        for target, button in (("img2img", "_to_img2img"), ("inpaint", "_to_inpaint")):
+        for target, button in (
+            ("img2img", "_to_img2img"),
+            ("inpaint", "_to_inpaint"),
+            ("extras", "_to_extras"),
+        ):
+            if button not in f or target not in image_targets:
+                continue
             component = image_targets[target]
 
             def send(gallery: Any, index: int, target: str = target) -> tuple[Any, Any]:
@@ -88,6 +96,9 @@ def wire_sendto(ctx: Any, runners: Mapping[str, Any], tabs: Any, pnginfo: Mappin
                 return value, gr.update(selected=target)
 
             f[button].click(send, [f["_gallery"], f["_selected"]], [component, tabs], **quiet)
+
+        if "_reuse" not in f:
+            continue  # Extras has no parameters to reuse
 
         def reuse(info: str, fields: Mapping[str, Any] = f) -> list[Any]:
             return (

@@ -60,6 +60,7 @@ class Studio:
 def build_studio(services: Any, *, secret: str | None = None) -> Studio:
     from webui.ui import (
         extensions_tab,
+        extras_tab,
         history_tab,
         img2img_tab,
         models_tab,
@@ -86,6 +87,8 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
                 runners["img2img"] = img2img_tab.build_img2img(ctx, topbar, job_state)
             with gr.Tab("Inpaint", id="inpaint", elem_id="tab_inpaint"):
                 runners["inpaint"] = img2img_tab.build_inpaint(ctx, topbar, job_state)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                runners["extras"] = extras_tab.build_extras(ctx, job_state)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 pnginfo = pnginfo_tab.build_pnginfo(ctx)
             with gr.Tab("Models", id="models", elem_id="tab_models"):
@@ -97,7 +100,8 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_tab.build_settings(ctx)
         for runner in runners.values():
-            widgets.wire_common(ctx, runner.fields)
+            if "prompt" in runner.fields:  # the generation tabs (not Extras)
+                widgets.wire_common(ctx, runner.fields)
         sendto.wire_sendto(ctx, runners, tabs, pnginfo)
         history_tab_block.select(
             history["_load"], None, [history["_table"], history["_gallery"]], concurrency_limit=None,
@@ -129,6 +133,8 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
 
 def tab_of(info: Any) -> str:
     """Which tab shows a job's results."""
+    if info.kind == "extras":
+        return "extras"
     if info.kind == "img2img":
         return "inpaint" if info.request.get("mask") else "img2img"
     return "txt2img"

@@ -173,6 +173,7 @@ def results_column(tab: str) -> dict[str, Any]:
     with gr.Row():
         f["_to_img2img"] = gr.Button("Send to img2img", size="sm", elem_id=f"{tab}_to_img2img", min_width=100)
         f["_to_inpaint"] = gr.Button("Send to inpaint", size="sm", elem_id=f"{tab}_to_inpaint", min_width=100)
+        f["_to_extras"] = gr.Button("Send to extras", size="sm", elem_id=f"{tab}_to_extras", min_width=100)
         f["_reuse"] = gr.Button("Reuse parameters", size="sm", elem_id=f"{tab}_reuse", min_width=100)
     f["_info"] = gr.Textbox(
         label="Generation info",

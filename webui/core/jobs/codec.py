@@ -20,18 +20,21 @@ from typing import Any
 
 from PIL import Image
 
+from webui.core.tasks.extras import ExtrasRequest
 from webui.core.types import GenerationRequest, Img2ImgRequest, RequestError, Txt2ImgRequest
 
-REQUEST_KINDS: dict[str, type[GenerationRequest]] = {
+JobRequest = GenerationRequest | ExtrasRequest  # what a job runs
+REQUEST_KINDS: dict[str, type[JobRequest]] = {
     "txt2img": Txt2ImgRequest,
     "img2img": Img2ImgRequest,
+    "extras": ExtrasRequest,
 }
 
 _FLOAT_TAG = "$float"
 _IMAGE_TAG = "$image"
 
 
-def kind_of(request: GenerationRequest) -> str:
+def kind_of(request: JobRequest) -> str:
     """The registered kind of this request's class ("txt2img", ...)."""
     for kind, cls in REQUEST_KINDS.items():
         if type(request) is cls:
@@ -40,7 +43,7 @@ def kind_of(request: GenerationRequest) -> str:
     raise RequestError("kind", f"{type(request).__name__} is not a job kind; known: {known}")
 
 
-def request_to_json(request: GenerationRequest, *, image_dir: Path | None = None) -> dict[str, Any]:
+def request_to_json(request: JobRequest, *, image_dir: Path | None = None) -> dict[str, Any]:
     """Every field of the request as JSON-safe values. Images are written as PNG files into image_dir."""
     images: list[int] = [0]  # a counter shared by the walk
     out: dict[str, Any] = {}
@@ -49,7 +52,7 @@ def request_to_json(request: GenerationRequest, *, image_dir: Path | None = None
     return out
 
 
-def request_from_json(kind: str, data: dict[str, Any], *, image_dir: Path | None = None) -> GenerationRequest:
+def request_from_json(kind: str, data: dict[str, Any], *, image_dir: Path | None = None) -> JobRequest:
     """The request of this kind from request_to_json's output. Missing fields take their defaults."""
     cls = REQUEST_KINDS.get(kind)
     if cls is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from webui.core.engine import Engine
-from webui.core.jobs.codec import kind_of, request_from_json, request_to_json
+from webui.core.jobs.codec import JobRequest, kind_of, request_from_json, request_to_json
 from webui.core.jobs.events import EventLog
 from webui.core.jobs.info import (
     JobEvent,
@@ -38,7 +38,7 @@ from webui.core.jobs.info import (
 from webui.core.jobs.store import JobRow, JobStore
 from webui.core.jobs.worker import Outcome, execute
 from webui.core.sampling.loop import CancelToken
-from webui.core.types import GenerationRequest, RequestError
+from webui.core.types import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class JobQueue:
 
     # --- submitting and reading
 
-    def submit(self, request: GenerationRequest, owner: str) -> JobInfo:
+    def submit(self, request: JobRequest, owner: str) -> JobInfo:
         request.validate()
         kind = kind_of(request)
         if not isinstance(owner, str):

@@ -19,10 +19,11 @@ from typing import Any, Protocol
 import torch
 
 from webui.core.engine import Engine, JobProgress
+from webui.core.jobs.codec import JobRequest
 from webui.core.jobs.info import JobImage, JobProgressInfo
 from webui.core.outputs.saving import save_image
 from webui.core.sampling.loop import CancelToken
-from webui.core.types import GeneratedImage, GenerationRequest, RequestError
+from webui.core.types import GeneratedImage, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class _Images:
 
 def execute(
     engine: Engine,
-    request: GenerationRequest,
+    request: JobRequest,
     cancel: CancelToken,
     *,
     results_dir: Path,

@@ -12,7 +12,7 @@ import contextlib
 import os
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -63,19 +63,22 @@ def next_image_number(folder: Path) -> int:
 def save_image(
     image: Image.Image,
     folder: Path,
-    seed: int,
+    seed: int | None,
     infotext: str,
     fmt: str = "png",
     *,
     quality: int = DEFAULT_QUALITY,
+    extra_text: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write image as folder/NNNNN-SEED.<fmt> with infotext embedded; return the path.
+    """Write image as folder/NNNNN-SEED.<fmt> (NNNNN.<fmt> when seed is None) with infotext
+    embedded; return the path.
 
-    PNG keeps the infotext in a `parameters` text chunk (iTXt when it is not Latin-1); JPEG and WebP in
-    EXIF UserComment. quality applies to JPEG and WebP. On any error nothing is left behind.
+    PNG keeps the infotext in a `parameters` text chunk (iTXt when it is not Latin-1), and each
+    `extra_text` item in a chunk of its own; JPEG and WebP keep the infotext in EXIF UserComment (no
+    extra chunks). quality applies to JPEG and WebP. On any error nothing is left behind.
     """
     pil_format, suffix = _resolve_format(fmt)
-    options = _encoder_options(pil_format, infotext, quality)
+    options = _encoder_options(pil_format, infotext, quality, extra_text or {})
     if pil_format == "JPEG" and image.mode not in _JPEG_MODES:
         image = image.convert("RGB")  # JPEG has no alpha channel
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,11 +118,14 @@ def _resolve_format(fmt: str) -> tuple[str, str]:
         raise ValueError(f"unknown image format {fmt!r}; expected one of {', '.join(FORMATS)}") from None
 
 
-def _encoder_options(pil_format: str, infotext: str, quality: int) -> dict[str, Any]:
+def _encoder_options(
+    pil_format: str, infotext: str, quality: int, extra_text: Mapping[str, str]
+) -> dict[str, Any]:
     if pil_format == "PNG":
         options: dict[str, Any] = {"compress_level": PNG_COMPRESS_LEVEL}
-        if infotext:
-            options["pnginfo"] = _png_text(infotext)
+        chunks = {PARAMETERS_KEY: infotext, **extra_text} if infotext else dict(extra_text)
+        if chunks:
+            options["pnginfo"] = _png_text(chunks)
         return options
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be 1..100, got {quality}")
@@ -135,14 +141,15 @@ def _encoder_options(pil_format: str, infotext: str, quality: int) -> dict[str, 
     return options
 
 
-def _png_text(infotext: str) -> PngInfo:
+def _png_text(chunks: Mapping[str, str]) -> PngInfo:
     info = PngInfo()
-    try:
-        infotext.encode("latin-1")
-    except UnicodeEncodeError:
-        info.add_itxt(PARAMETERS_KEY, infotext)
-    else:
-        info.add_text(PARAMETERS_KEY, infotext)
+    for key, text in chunks.items():
+        try:
+            text.encode("latin-1")
+        except UnicodeEncodeError:
+            info.add_itxt(key, text)
+        else:
+            info.add_text(key, text)
     return info
 
 
@@ -166,11 +173,11 @@ def _write_temp(image: Image.Image, folder: Path, pil_format: str, options: dict
     return temp
 
 
-def _publish(temp: Path, folder: Path, seed: int, suffix: str) -> Path:
-    """Give temp the next free NNNNN-SEED name; the caller holds the folder lock."""
+def _publish(temp: Path, folder: Path, seed: int | None, suffix: str) -> Path:
+    """Give temp the next free NNNNN-SEED (or NNNNN) name; the caller holds the folder lock."""
     number = next_image_number(folder)
     while True:
-        final = folder / f"{number:05}-{seed}{suffix}"
+        final = folder / (f"{number:05}{suffix}" if seed is None else f"{number:05}-{seed}{suffix}")
         try:
             os.link(temp, final)  # atomic, and never replaces an existing file
             return final

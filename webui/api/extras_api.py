@@ -1,0 +1,164 @@
+"""A1111's Extras routes: POST /sdapi/v1/extra-single-image and /sdapi/v1/extra-batch-images.
+
+Each call is one "extras" job in the caller's name (the same fair queue as generation, so an upscale
+on the GPU never runs beside a sampling job). Shapes as A1111 v1.10: the single route answers
+`{"html_info", "image"}`, the batch route `{"html_info", "images"}`. As in A1111's API, nothing is
+written to outputs/ (the images are kept in the job's folder). Face restoration is not offered: a
+request that asks for it (`gfpgan_visibility` or `codeformer_visibility` > 0) is a 422.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from webui.api import images
+from webui.api.jobview import result_roots, safe_result_path
+from webui.api.sdapi import caller
+from webui.api.services import Services
+from webui.core.tasks.extras import ExtrasRequest, check_upscalers, postprocess_text
+from webui.core.types import RequestError
+
+_SETTINGS = (
+    "resize_mode",
+    "upscaling_resize",
+    "upscaling_resize_w",
+    "upscaling_resize_h",
+    "upscaling_crop",
+    "upscaler_1",
+    "upscaler_2",
+    "extras_upscaler_2_visibility",
+)
+
+
+class A1111Extras(BaseModel):
+    resize_mode: int = 0
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0.0
+    codeformer_visibility: float = 0.0
+    codeformer_weight: float = 0.0
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0.0
+    upscale_first: bool = False
+
+
+class A1111ExtrasSingle(A1111Extras):
+    image: str = ""
+
+
+class FileData(BaseModel):
+    data: str
+    name: str = ""
+
+
+class A1111ExtrasBatch(A1111Extras):
+    image_list: list[FileData] = Field(default_factory=list, alias="imageList")
+
+
+def build_request(services: Services, payload: A1111Extras, encoded: list[str]) -> ExtrasRequest:
+    """The core request from an A1111 payload (images decoded with the server's limits, names checked)."""
+    for name in ("gfpgan_visibility", "codeformer_visibility"):
+        if getattr(payload, name) > 0:
+            raise RequestError(name, "face restoration is not available in Sfumato; send 0")
+    if not encoded:
+        raise RequestError("image" if isinstance(payload, A1111ExtrasSingle) else "imageList", "no image")
+    opts = services.options
+    single = isinstance(payload, A1111ExtrasSingle)
+    decoded = [
+        images.decode_image(
+            data,
+            "image" if single else f"imageList.{i}.data",
+            max_bytes=opts.max_body_bytes,
+            max_pixels=opts.max_image_pixels,
+        )
+        for i, data in enumerate(encoded)
+    ]
+    settings = {name: getattr(payload, name) for name in _SETTINGS}
+    request = ExtrasRequest.from_images(decoded, save_images=False, **settings)
+    request.validate()
+    check_upscalers(request, services.engine.extras_upscalers())
+    return request
+
+
+async def run_job(services: Services, user: str, request: ExtrasRequest) -> tuple[list[str], Any]:
+    """Submit, wait, and return the images (base64 PNG) or an error response."""
+    info = await run_in_threadpool(services.queue.submit, request, user)
+    info = await run_in_threadpool(services.queue.wait, info.id, services.options.wait_timeout)
+    if not info.state.finished:
+        detail = f"job {info.id} is still {info.state.value}"
+        return [], JSONResponse({"error": "Timeout", "detail": detail, "job": info.id}, status_code=504)
+    if info.state.value == "failed":
+        body = {"error": "ExtrasFailed", "detail": info.error, "errors": info.error, "job": info.id}
+        return [], JSONResponse(body, status_code=500)
+    roots = result_roots(services)
+
+    def encode() -> list[str]:
+        paths = [safe_result_path(roots, image.path) for image in info.images]
+        return [images.file_b64(p) for p in paths if p is not None]
+
+    return await run_in_threadpool(encode), None
+
+
+def native_extras(services: Services, data: Mapping[str, Any]) -> ExtrasRequest:
+    """An extras job from the native API: `images` (a list of base64 images) and our field names."""
+    if not isinstance(data, Mapping):
+        raise RequestError("request", "must be an object of request fields")
+    encoded = data.get("images")
+    if not isinstance(encoded, list) or not encoded:
+        raise RequestError("images", "must be a non-empty list of base64-encoded images")
+    known = set(ExtrasRequest.field_names()) - {"images", "source_infotexts"}
+    for key in data:
+        if key != "images" and key not in known:
+            raise RequestError(
+                key, f"unknown field for an extras job (known: images, {', '.join(sorted(known))})"
+            )
+    opts = services.options
+    decoded = [
+        images.decode_image(v, f"images.{i}", max_bytes=opts.max_body_bytes, max_pixels=opts.max_image_pixels)
+        for i, v in enumerate(encoded)
+    ]
+    settings = {k: v for k, v in data.items() if k != "images"}
+    request = ExtrasRequest.from_images(decoded, field="images", **settings)
+    request.validate()
+    check_upscalers(request, services.engine.extras_upscalers())
+    return request
+
+
+def html_info(request: ExtrasRequest) -> str:
+    return f"<p>{html.escape(postprocess_text(request))}</p>"
+
+
+def build_router(services: Services) -> APIRouter:
+    router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
+
+    @router.post("/extra-single-image")
+    async def extra_single_image(payload: A1111ExtrasSingle, request: Request) -> Any:
+        built = await run_in_threadpool(
+            build_request, services, payload, [payload.image] if payload.image else []
+        )
+        encoded, error = await run_job(services, caller(request, services)[0], built)
+        if error is not None:
+            return error
+        return {"html_info": html_info(built), "image": encoded[0] if encoded else ""}
+
+    @router.post("/extra-batch-images")
+    async def extra_batch_images(payload: A1111ExtrasBatch, request: Request) -> Any:
+        data = [f.data for f in payload.image_list]
+        built = await run_in_threadpool(build_request, services, payload, data)
+        encoded, error = await run_job(services, caller(request, services)[0], built)
+        if error is not None:
+            return error
+        return {"html_info": html_info(built), "images": encoded}
+
+    return router

@@ -1,0 +1,248 @@
+"""Extras: "upscale this image" (A1111's Extras tab and `/sdapi/v1/extra-*-image(s)`), as a job.
+
+An `ExtrasRequest` holds one or more images and A1111's upscale settings:
+
+- `resize_mode` 0 "scale by" `upscaling_resize` (the output is round(size x factor)); 1 "scale to"
+  `upscaling_resize_w` x `upscaling_resize_h`: scaled so the image covers that box, then centre-cropped
+  to exactly that size when `upscaling_crop` (else the covering size is kept).
+- `upscaler_1` does the upscale ("None": the image passes through unchanged, as in A1111);
+  `upscaler_2` makes a second upscale of the same image that is blended in with
+  `extras_upscaler_2_visibility` (0: not used).
+- Upscalers are "Lanczos", "Nearest" and whatever extensions register (model upscalers).
+
+Each output keeps its source's generation parameters (the `parameters` PNG chunk, so PNG Info and
+"reuse" still work on an upscale) and records what was done in a `postprocessing` chunk with A1111's
+keys ("Postprocess upscale by: 2, Postprocess upscaler: Lanczos"). Saved images go to
+outputs/extras-images/NNNNN.png (no date folder and no seed in the name, as A1111).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final
+
+from PIL import Image
+
+from webui.core.outputs.saving import read_infotext, save_image
+from webui.core.sampling.loop import CancelToken
+from webui.core.tasks.input_images import sanitize_image
+from webui.core.types import MAX_N_ITER, GeneratedImage, RequestError
+
+Upscale = Callable[[Image.Image, int, int], Image.Image]
+NONE: Final = "None"
+BUILTIN: Final[Mapping[str, Image.Resampling]] = {
+    "Lanczos": Image.Resampling.LANCZOS,
+    "Nearest": Image.Resampling.NEAREST,
+}
+SCALE_BY, SCALE_TO = 0, 1
+MAX_FACTOR: Final = 8.0
+MAX_OUTPUT_SIDE: Final = 8192
+POSTPROCESSING_KEY: Final = "postprocessing"
+
+
+@dataclass(frozen=True)
+class ExtrasRequest:
+    """Upscale images (see the module docstring); field names as A1111's extras API."""
+
+    images: tuple[Any, ...] = field(default=(), compare=False, hash=False)  # PIL images
+    source_infotexts: tuple[str, ...] = ()  # each image's own parameters ("" when none)
+    resize_mode: int = SCALE_BY
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = NONE
+    upscaler_2: str = NONE
+    extras_upscaler_2_visibility: float = 0.0
+    save_images: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("images", "source_infotexts"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @classmethod
+    def from_images(cls, images: Any, *, field: str | None = None, **settings: Any) -> ExtrasRequest:
+        """A request over these images as they arrived (EXIF orientation, colour modes and size limits
+        dealt with as for img2img: see tasks.input_images), each one's own infotext kept for its output.
+        A bad image raises RequestError naming `<field>.<i>` (default: `image` for one image, else
+        `imageList.<i>`, as A1111's API)."""
+        images = tuple(images)
+        if field is not None:
+            names = [f"{field}.{i}" for i in range(len(images))]
+        else:
+            names = ["image"] if len(images) == 1 else [f"imageList.{i}" for i in range(len(images))]
+        clean, texts = [], []
+        for name, im in zip(names, images, strict=True):
+            if not isinstance(im, Image.Image):
+                raise RequestError(name, "must be an image")
+            texts.append(read_infotext(im) or "")
+            clean.append(sanitize_image(im, name))
+        return cls(images=tuple(clean), source_infotexts=tuple(texts), **settings)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @property
+    def n_iter(self) -> int:
+        return 1
+
+    def validate(self) -> None:
+        if not isinstance(self.images, tuple) or not self.images:
+            raise RequestError("image", "an image to upscale is required")
+        if len(self.images) > MAX_N_ITER:
+            raise RequestError("imageList", f"holds {len(self.images)} images (limit {MAX_N_ITER})")
+        for i, im in enumerate(self.images):
+            if not isinstance(im, Image.Image):
+                raise RequestError(f"imageList.{i}", "must be an image")
+        if self.source_infotexts and len(self.source_infotexts) != len(self.images):
+            raise RequestError("source_infotexts", "must have one entry per image")
+        if self.resize_mode not in (SCALE_BY, SCALE_TO) or isinstance(self.resize_mode, bool):
+            raise RequestError(
+                "resize_mode", f"must be 0 (scale by) or 1 (scale to), got {self.resize_mode!r}"
+            )
+        _number("upscaling_resize", self.upscaling_resize, 0.1, MAX_FACTOR)
+        _number("extras_upscaler_2_visibility", self.extras_upscaler_2_visibility, 0.0, 1.0)
+        for name in ("upscaling_resize_w", "upscaling_resize_h"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_OUTPUT_SIDE:
+                raise RequestError(name, f"must be a whole number from 1 to {MAX_OUTPUT_SIDE}, got {value!r}")
+        for name in ("upscaler_1", "upscaler_2"):
+            if not isinstance(getattr(self, name), str):
+                raise RequestError(name, "must name an upscaler")
+        if self.upscaler_1 == NONE:
+            return
+        for i, im in enumerate(self.images):
+            w, h = output_size(self, im.width, im.height)
+            if max(w, h) > MAX_OUTPUT_SIDE:
+                where = "upscaling_resize" if self.resize_mode == SCALE_BY else "upscaling_resize_w"
+                raise RequestError(
+                    where,
+                    f"image {i} ({im.width}x{im.height}) would become {w}x{h} "
+                    f"(limit {MAX_OUTPUT_SIDE} a side)",
+                )
+
+
+def _number(name: str, value: Any, lo: float, hi: float) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not lo <= value <= hi:
+        raise RequestError(name, f"must be a number from {lo:g} to {hi:g}, got {value!r}")
+
+
+def check_upscalers(request: ExtrasRequest, available: Mapping[str, Upscale]) -> None:
+    """Both upscaler names must be "None" or available; the error lists the valid names."""
+    valid = [NONE, *available]
+    for name in ("upscaler_1", "upscaler_2"):
+        value = getattr(request, name)
+        if value != NONE and value not in available:
+            raise RequestError(name, f"unknown upscaler {value!r}: valid are {', '.join(valid)}")
+
+
+def builtin_upscalers() -> dict[str, Upscale]:
+    def resizer(resample: Image.Resampling) -> Upscale:
+        return lambda im, w, h: im.resize((w, h), resample=resample)
+
+    return {name: resizer(resample) for name, resample in BUILTIN.items()}
+
+
+def scale_size(request: ExtrasRequest, width: int, height: int) -> tuple[int, int]:
+    """The size the upscaler makes (before any crop)."""
+    if request.resize_mode == SCALE_BY:
+        factor = float(request.upscaling_resize)
+    else:
+        factor = max(request.upscaling_resize_w / width, request.upscaling_resize_h / height)
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def output_size(request: ExtrasRequest, width: int, height: int) -> tuple[int, int]:
+    """The final size of an image of width x height."""
+    if request.resize_mode == SCALE_TO and request.upscaling_crop:
+        return request.upscaling_resize_w, request.upscaling_resize_h
+    return scale_size(request, width, height)
+
+
+def postprocess_params(request: ExtrasRequest) -> dict[str, object]:
+    """A1111's `Postprocess ...` keys for this request ({} when it upscales nothing)."""
+    if request.upscaler_1 == NONE:
+        return {}
+    out: dict[str, object] = {}
+    if request.resize_mode == SCALE_BY:
+        out["Postprocess upscale by"] = request.upscaling_resize
+    else:
+        size = f"{request.upscaling_resize_w}x{request.upscaling_resize_h}"
+        out["Postprocess upscale to"] = size
+        if request.upscaling_crop:
+            out["Postprocess crop to"] = size
+    out["Postprocess upscaler"] = request.upscaler_1
+    if request.upscaler_2 != NONE and request.extras_upscaler_2_visibility > 0:
+        out["Postprocess upscaler 2"] = request.upscaler_2
+        out["Postprocess upscaler 2 visibility"] = request.extras_upscaler_2_visibility
+    return out
+
+
+def postprocess_text(request: ExtrasRequest) -> str:
+    items = postprocess_params(request).items()
+    return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in items)
+
+
+def upscale(request: ExtrasRequest, image: Image.Image, upscalers: Mapping[str, Upscale]) -> Image.Image:
+    """One image through the request's upscalers (RGB out)."""
+    image = image.convert("RGB")
+    if request.upscaler_1 == NONE:
+        return image
+    w, h = scale_size(request, image.width, image.height)
+    out = _exact(upscalers[request.upscaler_1](image, w, h), w, h)
+    if request.upscaler_2 != NONE and request.extras_upscaler_2_visibility > 0:
+        second = _exact(upscalers[request.upscaler_2](image, w, h), w, h)
+        out = Image.blend(out, second, float(request.extras_upscaler_2_visibility))
+    if request.resize_mode == SCALE_TO and request.upscaling_crop:
+        cw, ch = request.upscaling_resize_w, request.upscaling_resize_h
+        cropped = Image.new("RGB", (cw, ch))
+        cropped.paste(out, box=(cw // 2 - w // 2, ch // 2 - h // 2))
+        out = cropped
+    return out
+
+
+def _exact(image: Image.Image, w: int, h: int) -> Image.Image:
+    """An upscaler's output as RGB at exactly w x h (a model's native factor may differ)."""
+    image = image.convert("RGB")
+    return image if image.size == (w, h) else image.resize((w, h), resample=Image.Resampling.LANCZOS)
+
+
+def run(
+    request: ExtrasRequest,
+    upscalers: Mapping[str, Upscale],
+    folder: Path,
+    *,
+    report: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+    on_image: Callable[[GeneratedImage], object] | None = None,
+) -> tuple[list[GeneratedImage], bool]:
+    """Upscale every image (each written to `folder` first when save_images); (images, interrupted).
+
+    A GeneratedImage's `seed` is the image's index in the request (extras have no seeds) and its
+    infotext the source's parameters."""
+    request.validate()
+    check_upscalers(request, upscalers)
+    done: list[GeneratedImage] = []
+    n = len(request.images)
+    extra = {POSTPROCESSING_KEY: postprocess_text(request)} if request.upscaler_1 != NONE else {}
+    for i, source in enumerate(request.images):
+        if cancel is not None and cancel.interrupted:
+            return done, True
+        out = upscale(request, source, upscalers)
+        if cancel is not None and cancel.take_skip():
+            continue  # skip: this image is dropped, the next one goes on
+        text = request.source_infotexts[i] if request.source_infotexts else ""
+        path = save_image(out, folder, None, text, extra_text=extra) if request.save_images else None
+        image = GeneratedImage(out, i, -1, text, path)
+        done.append(image)
+        if on_image is not None:
+            on_image(image)
+        if report is not None:
+            report(i + 1, n)
+    return done, False
