@@ -69,7 +69,7 @@ def build_request(services: Services, body: SubmitBody) -> types.GenerationReque
             decoded[name] = images.decode_image(
                 value, name, max_bytes=opts.max_body_bytes, max_pixels=opts.max_image_pixels
             )
-    request = native_request(request_type, body.request, decoded)
+    request = native_request(request_type, body.request, decoded, services.engine.samplers)
     try:
         services.manager.resolve(request.checkpoint)
     except ModelNotFound as e:

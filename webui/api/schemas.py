@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from webui.core.sampling.catalog import SamplerCatalog
 from webui.core.types import GenerationRequest, RequestError
 
 
@@ -192,6 +193,7 @@ def to_request(
     *,
     alwayson: Callable[[Mapping[str, Any]], dict[str, dict[str, Any]]] | None = None,
     script: bool = False,
+    samplers: SamplerCatalog | None = None,
 ) -> GenerationRequest:
     """The core request for an A1111 payload. `settings(key)` reads the stored options (None if unset).
 
@@ -231,12 +233,15 @@ def to_request(
         request = request_type(**{k: v for k, v in kwargs.items() if k in known})
     except TypeError as e:
         raise RequestError("request", str(e)) from e
-    request.validate()
+    request.validate(samplers)
     return request
 
 
 def native_request(
-    request_type: type[GenerationRequest], data: Mapping[str, Any], images: Mapping[str, Any] | None = None
+    request_type: type[GenerationRequest],
+    data: Mapping[str, Any],
+    images: Mapping[str, Any] | None = None,
+    samplers: SamplerCatalog | None = None,
 ) -> GenerationRequest:
     """A core request from the native API's `request` object: our own field names, nothing else."""
     if not isinstance(data, Mapping):
@@ -259,5 +264,5 @@ def native_request(
         kwargs[key] = value
     kwargs.update(images or {})
     request = request_type(**kwargs)
-    request.validate()
+    request.validate(samplers)
     return request

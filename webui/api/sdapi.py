@@ -26,7 +26,7 @@ from webui.core.engine import VERSION
 from webui.core.models.manager import ModelNotFound
 from webui.core.outputs.infotext import parse_infotext, parse_size
 from webui.core.outputs.saving import PARAMETERS_KEY, read_infotext
-from webui.core.sampling.samplers import list_samplers, list_schedulers
+from webui.core.sampling.samplers import list_schedulers
 from webui.core.tasks.hires import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, check_upscaler
 from webui.core.types import RequestError
 from webui.plugins.a1111 import alwayson_to_extension_args, sdapi_extensions, sdapi_script_info, sdapi_scripts
@@ -164,6 +164,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
             services.settings.get,
             alwayson=alwayson(services),
             script=bool(script),
+            samplers=services.engine.samplers,
         )
         return await generate(services, request, payload, built, script)
 
@@ -187,6 +188,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
             decoded,
             alwayson=alwayson(services),
             script=bool(script),
+            samplers=services.engine.samplers,
         )
         return await generate(services, request, payload, built, script)
 
@@ -249,7 +251,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
 
     @router.get("/samplers")
     async def samplers() -> Any:
-        return list_samplers()
+        return services.engine.samplers.list_samplers()
 
     @router.get("/schedulers")
     async def schedulers() -> Any:

@@ -30,8 +30,8 @@ from webui.core.prompts.embeddings import EmbeddingFolder
 from webui.core.prompts.encode import token_widths
 from webui.core.prompts.styles import StyleStore
 from webui.core.sampling import noise as noise_mod
+from webui.core.sampling.catalog import ExtraSampler, SamplerCatalog
 from webui.core.sampling.loop import CancelToken, Hook, Stopped
-from webui.core.sampling.samplers import resolve
 from webui.core.tasks import extras, hires, img2img_batch, txt2img_batch
 from webui.core.tasks.context import BatchContext
 from webui.core.tasks.images import cheap_preview
@@ -113,6 +113,7 @@ class _Run:
     preview_every: int
     on_image: ImageFn | None
     networks: ActivationPlan
+    samplers: SamplerCatalog
 
 
 class Engine:
@@ -147,10 +148,11 @@ class Engine:
         if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
             raise TypeError(f"cannot run a {type(request).__name__}")
         request = self.hooks.request_received(request)
-        request.validate()
+        samplers = self.samplers
+        request.validate(samplers)
         if isinstance(request, Txt2ImgRequest) and request.enable_hr:
             hires.check_upscaler(request.hr_upscaler, self.hooks.image_upscalers())
-        sampler, schedule = resolve(request.sampler_name, request.scheduler)
+        sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler)
         prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, request.styles)
         rng = random.Random()
         seed = noise_mod.resolve_seed(request.seed, rng)
@@ -168,7 +170,7 @@ class Engine:
             request,
             prompt,
             negative,
-            sampler.name,
+            sampler,
             schedule,
             seed,
             subseed,
@@ -178,12 +180,19 @@ class Engine:
             preview_every,
             on_image,
             networks,
+            samplers,
         )
         with (
             self.manager.acquire(request.checkpoint, request.vae) as model,
             apply_networks(model.components, run.networks.networks, self.network_cache) as applied,
         ):
             return self._run_batches(run, model, applied)
+
+    @property
+    def samplers(self) -> SamplerCatalog:
+        """The samplers requests may name: the built-in ones and the extensions'."""
+        specs = self.hooks.samplers().values()
+        return SamplerCatalog(tuple(ExtraSampler(s.name, s.make_scheduler, tuple(s.aliases)) for s in specs))
 
     def upscaler_names(self) -> list[str]:
         """Every name `hr_upscaler` takes: the latent and picture upscalers, then the extensions' ones."""
@@ -303,6 +312,7 @@ class Engine:
                     s_noise=request.s_noise,
                 ),
                 self.hooks.image_upscalers(),
+                run.samplers,
             )
             try:
                 if isinstance(request, Img2ImgRequest):
@@ -314,7 +324,9 @@ class Engine:
                 else:
                     assert isinstance(request, Txt2ImgRequest)
                     pictures = txt2img_batch.make_batch(ctx, request, seeds, subseeds)
-                    extra = [hires.infotext_params(request) if request.enable_hr else {}] * len(pictures)
+                    extra = [hires.infotext_params(request, run.samplers) if request.enable_hr else {}] * len(
+                        pictures
+                    )
                     size = (request.width, request.height)
             except Stopped as stop:
                 if stop.interrupted:

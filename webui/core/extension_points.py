@@ -16,8 +16,10 @@ order, once per `Engine.run`:
 6. `take_problems()` at the end: one line per extension that failed during this run, naming it; the
    engine adds them to `GenerationResult.warnings`. The run itself still finishes.
 
-Besides, `image_upscalers()` names the picture upscalers extensions provide (for hires fix): name ->
-`upscale(image, width, height)` returning the picture at exactly that size.
+Besides, `image_upscalers()` names the picture upscalers extensions provide (for hires fix and Extras):
+name -> `upscale(image, width, height)` returning the picture at exactly that size; and `samplers()`
+the samplers they register: name -> an object with `name`, `aliases` and `make_scheduler(config)`
+(webui.plugins.descriptors.SamplerSpec), which the engine turns into its SamplerCatalog.
 
 Every method is called on the thread that runs the job, so an implementation may keep per-job state
 per thread. Implementations must never raise from 2-6: failures are theirs to record and report.
@@ -56,6 +58,8 @@ class EngineHooks(Protocol):
 
     def image_upscalers(self) -> Mapping[str, Upscale]: ...
 
+    def samplers(self) -> Mapping[str, Any]: ...
+
 
 class NoHooks:
     """EngineHooks that change nothing: the engine's default when no extensions are loaded."""
@@ -79,6 +83,9 @@ class NoHooks:
         return []
 
     def image_upscalers(self) -> Mapping[str, Upscale]:
+        return {}
+
+    def samplers(self) -> Mapping[str, Any]:
         return {}
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from webui.core.sampling.catalog import SamplerCatalog
 
 MAX_SEED = 2**32 - 1
 MIN_SIZE, MAX_SIZE = 64, 4096
@@ -74,8 +77,9 @@ class GenerationRequest:
     save_images: bool = True
     extension_args: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    def validate(self) -> None:
-        """Raise RequestError for the first bad field; sampler and schedule names are checked too."""
+    def validate(self, samplers: SamplerCatalog | None = None) -> None:
+        """Raise RequestError for the first bad field; sampler and schedule names are checked too,
+        against `samplers` (default: the built-in ones; the engine's catalog adds the extensions')."""
         for name in ("prompt", "negative_prompt"):
             text = getattr(self, name)
             if not isinstance(text, str):
@@ -104,10 +108,11 @@ class GenerationRequest:
             _finite("eta", self.eta, 0.0, 10.0)
         _finite("s_noise", self.s_noise, 0.0, 10.0)
         _finite("s_churn", self.s_churn, 0.0, 100.0)
-        from webui.core.sampling.samplers import UnknownSampler, resolve
+        from webui.core.sampling.catalog import BUILTIN
+        from webui.core.sampling.samplers import UnknownSampler
 
         try:
-            resolve(self.sampler_name, self.scheduler)
+            (samplers or BUILTIN).resolve(self.sampler_name, self.scheduler)
         except UnknownSampler as e:
             raise RequestError(e.field, str(e)) from e
 
@@ -138,8 +143,8 @@ class Txt2ImgRequest(GenerationRequest):
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
 
-    def validate(self) -> None:
-        super().validate()
+    def validate(self, samplers: SamplerCatalog | None = None) -> None:
+        super().validate(samplers)
         if not isinstance(self.enable_hr, bool):
             raise RequestError("enable_hr", f"must be true or false, got {self.enable_hr!r}")
         if not self.enable_hr:
@@ -160,7 +165,7 @@ class Txt2ImgRequest(GenerationRequest):
                 raise RequestError(name, f"is {len(text)} characters long (limit {MAX_PROMPT_CHARS})")
         from webui.core.tasks import hires
 
-        hires.check_request(self)
+        hires.check_request(self, samplers)
 
 
 _RESIZE_MODES = {
@@ -234,8 +239,8 @@ class Img2ImgRequest(GenerationRequest):
         n = len(self.init_images)
         return self.batch_size if n <= 1 else n
 
-    def validate(self) -> None:
-        super().validate()
+    def validate(self, samplers: SamplerCatalog | None = None) -> None:
+        super().validate(samplers)
         from PIL import Image
 
         if not isinstance(self.init_images, tuple) or not self.init_images:

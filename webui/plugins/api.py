@@ -25,6 +25,7 @@ from webui.core.outputs.saving import image_folder, read_infotext, save_image
 from webui.core.sampling.loop import Hook, HookPoint, StepState
 from webui.core.sampling.noise import resolve_seed
 from webui.core.sampling.samplers import UnknownSampler
+from webui.core.sampling.samplers import make_scheduler as make_builtin_scheduler
 from webui.core.sampling.samplers import resolve as resolve_sampler
 from webui.core.types import (
     GeneratedImage,
@@ -79,6 +80,7 @@ __all__ = [
     "image_folder",
     "image_grid",
     "load_state_dict",
+    "make_builtin_scheduler",
     "parse_infotext",
     "read_infotext",
     "replace_args",

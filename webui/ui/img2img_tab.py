@@ -64,8 +64,8 @@ def _common(ctx: StudioContext, tab: str, topbar: dict[str, Any]) -> dict[str, A
     return f
 
 
-def _settings(f: dict[str, Any], tab: str) -> None:
-    f.update(widgets.sampler_controls(tab))
+def _settings(ctx: StudioContext, f: dict[str, Any], tab: str) -> None:
+    f.update(widgets.sampler_controls(ctx, tab))
     f["resize_mode"] = gr.Radio(
         RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode", elem_id=f"{tab}_resize_mode"
     )
@@ -124,7 +124,7 @@ def build_img2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
                 label="Image for img2img", type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
                 elem_id="img2img_image", height=360,
             )  # fmt: skip
-            _settings(f, tab)
+            _settings(ctx, f, tab)
             _outpaint(f, tab)
             with extension_area(tab):
                 extensions = build_sections(ctx, tab)
@@ -180,7 +180,7 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
                 f["inpaint_full_res_padding"] = gr.Slider(
                     0, 256, value=32, step=4, label="Only masked padding, pixels", min_width=160
                 )
-            _settings(f, tab)
+            _settings(ctx, f, tab)
             with extension_area(tab):
                 extensions = build_sections(ctx, tab)
         with gr.Column(scale=1, min_width=200):

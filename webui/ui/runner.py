@@ -64,7 +64,9 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-def build_request(kind: str, values: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Any:
+def build_request(
+    kind: str, values: Mapping[str, Any], extra: Mapping[str, Any] | None = None, samplers: Any = None
+) -> Any:
     """The core request of this kind from field values (names as the request's fields)."""
     from webui.core.jobs import REQUEST_KINDS
     from webui.core.types import RequestError
@@ -87,7 +89,7 @@ def build_request(kind: str, values: Mapping[str, Any], extra: Mapping[str, Any]
             kwargs.pop(name)  # None: the first pass's
     kwargs.update(extra or {})
     request = cls(**kwargs)
-    request.validate()
+    request.validate(samplers)
     return request
 
 
@@ -166,7 +168,7 @@ class TabRunner:
         extra: dict[str, Any] = {}
         for make in self.extras:
             extra.update(make(values))
-        request = build_request(self.kind, values, extra)
+        request = build_request(self.kind, values, extra, self.ctx.services.engine.samplers)
         _check_models(self.ctx, request)
         return request
 

@@ -52,11 +52,11 @@ def hires_controls(ctx: StudioContext, tab: str) -> dict[str, Any]:
             f["hr_resize_y"] = gr.Slider(
                 0, widgets.MAX_UI_SIZE, value=0, step=8, label="Resize height to", min_width=160
             )
-        from webui.core.sampling.samplers import list_schedulers, sampler_names
+        from webui.core.sampling.samplers import list_schedulers
 
         with gr.Row():
             f["hr_sampler_name"] = gr.Dropdown(
-                [SAME_SAMPLER, *sampler_names()],
+                [SAME_SAMPLER, *widgets.sampler_names(ctx)],
                 value=SAME_SAMPLER,
                 label="Hires sampling method",
                 min_width=160,
@@ -94,7 +94,7 @@ def build_txt2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
     lora_accordion(ctx, tab, ctx.lora_thumbs)
     with gr.Row(elem_classes="sf-main-row"):
         with gr.Column(scale=1, min_width=200, elem_classes="sf-settings"):
-            f.update(widgets.sampler_controls(tab))
+            f.update(widgets.sampler_controls(ctx, tab))
             f.update(widgets.size_controls(tab))
             f.update(widgets.batch_and_cfg(tab))
             f.update(widgets.seed_controls(tab, f["_seeds"]))

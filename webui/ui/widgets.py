@@ -66,13 +66,18 @@ def _styles(ctx: Any) -> list[Any]:
         return []
 
 
-def sampler_controls(tab: str) -> dict[str, Any]:
-    from webui.core.sampling.samplers import list_schedulers, sampler_names
+def sampler_names(ctx: Any) -> list[str]:
+    """Every sampler name a request may use: the built-in ones, then the extensions'."""
+    return ctx.services.engine.samplers.names()  # type: ignore[no-any-return]
+
+
+def sampler_controls(ctx: Any, tab: str) -> dict[str, Any]:
+    from webui.core.sampling.samplers import list_schedulers
 
     f: dict[str, Any] = {}
     with gr.Row():
         f["sampler_name"] = gr.Dropdown(
-            sampler_names(),
+            sampler_names(ctx),
             value="DPM++ 2M",
             label="Sampling method",
             elem_id=f"{tab}_sampler",

@@ -125,7 +125,7 @@ class JobQueue:
     # --- submitting and reading
 
     def submit(self, request: JobRequest, owner: str) -> JobInfo:
-        request.validate()
+        request.validate(self.engine.samplers)
         kind = kind_of(request)
         if not isinstance(owner, str):
             raise RequestError("owner", "must be text")

@@ -15,6 +15,7 @@ from PIL import Image
 
 from webui.core.models.components import Components
 from webui.core.prompts.conditioning import ScheduledConditioning
+from webui.core.sampling.catalog import BUILTIN, SamplerCatalog
 from webui.core.sampling.loop import CancelToken, Hook, Progress, ProgressCallback
 from webui.core.tasks.images import decode, to_pil
 
@@ -37,6 +38,7 @@ class BatchContext:
     preview_every: int = 0
     churn: Mapping[str, float] = field(default_factory=dict)
     upscalers: Mapping[str, Callable[[Image.Image, int, int], Image.Image]] = field(default_factory=dict)
+    samplers: SamplerCatalog = BUILTIN  # makes the schedulers (built-in and extension samplers)
 
     def progress(self, offset: int, total: int) -> ProgressCallback:
         """The loop's progress callback for a pass that starts `offset` steps into a `total`-step batch."""

@@ -91,7 +91,8 @@ class ExtrasRequest:
     def n_iter(self) -> int:
         return 1
 
-    def validate(self) -> None:
+    def validate(self, samplers: object = None) -> None:
+        """RequestError for the first bad field (`samplers` is not used: extras sample nothing)."""
         if not isinstance(self.images, tuple) or not self.images:
             raise RequestError("image", "an image to upscale is required")
         if len(self.images) > MAX_N_ITER:

@@ -29,6 +29,7 @@ from PIL import Image
 from webui.core.types import MAX_SIZE, MIN_SIZE, RequestError
 
 if TYPE_CHECKING:
+    from webui.core.sampling.catalog import SamplerCatalog
     from webui.core.types import Txt2ImgRequest
 
 # name -> (torch interpolate mode, antialias)
@@ -120,16 +121,17 @@ def check_upscaler(name: str, extra: Iterable[str] = ()) -> None:
         raise RequestError("hr_upscaler", f"unknown upscaler {name!r}: valid are {', '.join(valid)}")
 
 
-def second_pass_sampler(request: Txt2ImgRequest) -> tuple[str, str]:
+def second_pass_sampler(request: Txt2ImgRequest, samplers: SamplerCatalog | None = None) -> tuple[str, str]:
     """(sampler name, schedule type) of the second pass: the hr_* ones, else the first pass's. When only
     the sampler changes and it cannot run the first pass's schedule type, its own default is used."""
-    from webui.core.sampling.samplers import AUTOMATIC, UnknownSampler, resolve
+    from webui.core.sampling.catalog import BUILTIN
+    from webui.core.sampling.samplers import AUTOMATIC, UnknownSampler
 
     name = request.hr_sampler_name or request.sampler_name
     if request.hr_scheduler:
         return name, request.hr_scheduler
     try:
-        resolve(name, request.scheduler)
+        (samplers or BUILTIN).resolve(name, request.scheduler)
     except UnknownSampler:
         return name, AUTOMATIC
     return name, request.scheduler
@@ -139,14 +141,15 @@ def second_pass_steps(request: Txt2ImgRequest) -> int:
     return request.hr_second_pass_steps or request.steps
 
 
-def check_request(request: Txt2ImgRequest) -> None:
+def check_request(request: Txt2ImgRequest, samplers: SamplerCatalog | None = None) -> None:
     """The hires checks types.Txt2ImgRequest.validate() delegates here (names, resulting size)."""
-    from webui.core.sampling.samplers import UnknownSampler, resolve
+    from webui.core.sampling.catalog import BUILTIN
+    from webui.core.sampling.samplers import UnknownSampler
 
     if not isinstance(request.hr_upscaler, str) or not request.hr_upscaler:
         raise RequestError("hr_upscaler", "must name an upscaler")
     try:
-        resolve(*second_pass_sampler(request))
+        (samplers or BUILTIN).resolve(*second_pass_sampler(request, samplers))
     except UnknownSampler as e:
         raise RequestError("hr_scheduler" if e.field == "scheduler" else "hr_sampler_name", str(e)) from e
     target = request_target(request)
@@ -159,12 +162,12 @@ def check_request(request: Txt2ImgRequest) -> None:
         raise RequestError(field, f"hires fix would make a {w}x{h} image (at least {MIN_SIZE} a side)")
 
 
-def infotext_params(request: Txt2ImgRequest) -> dict[str, object]:
+def infotext_params(request: Txt2ImgRequest, samplers: SamplerCatalog | None = None) -> dict[str, object]:
     """A1111's infotext keys for a hires request ({} without enable_hr); None values are left out."""
     if not request.enable_hr:
         return {}
     by_size = request.hr_resize_x != 0 or request.hr_resize_y != 0
-    sampler, schedule = second_pass_sampler(request)
+    sampler, schedule = second_pass_sampler(request, samplers)
     return {
         "Denoising strength": request.denoising_strength,
         "Hires upscale": None if by_size else request.hr_scale,

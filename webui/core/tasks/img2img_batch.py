@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 from webui.core.sampling import noise as noise_mod
-from webui.core.sampling.samplers import make_scheduler
 from webui.core.tasks.context import BatchContext, decode_each
 from webui.core.tasks.img2img import (
     encode_init,
@@ -117,7 +116,9 @@ def make_batch(
                     for p, m in zip(prepared, masks, strict=True)
                 ]
             )
-    sched = make_scheduler(request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds)
+    sched = ctx.samplers.make_scheduler(
+        request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds
+    )
     latents = run_img2img(
         parts,
         sched,

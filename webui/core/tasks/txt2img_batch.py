@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from webui.core.sampling import noise as noise_mod
-from webui.core.sampling.samplers import make_scheduler
 from webui.core.tasks import hires
 from webui.core.tasks.context import BatchContext, decode_each
 from webui.core.tasks.img2img import encode_init, run_img2img
@@ -35,7 +34,9 @@ def make_batch(
 ) -> list[Image.Image]:
     parts = ctx.parts
     total = total_steps(request)
-    sched = make_scheduler(request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds)
+    sched = ctx.samplers.make_scheduler(
+        request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds
+    )
     shape = (4, request.height // 8, request.width // 8)
     resize = (request.seed_resize_from_w, request.seed_resize_from_h)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength, resize)
@@ -85,8 +86,8 @@ def _second_pass(
     shape = (4, h, w)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength)
     generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
-    sampler, schedule = hires.second_pass_sampler(request)
-    sched = make_scheduler(sampler, schedule, parts.scheduler_config, noise_seeds=seeds)
+    sampler, schedule = hires.second_pass_sampler(request, ctx.samplers)
+    sched = ctx.samplers.make_scheduler(sampler, schedule, parts.scheduler_config, noise_seeds=seeds)
     steps = hires.second_pass_steps(request)
     # the second pass's prompts, scheduled over its own steps (as A1111)
     cond, uncond = ctx.encode(

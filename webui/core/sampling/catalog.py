@@ -1,0 +1,117 @@
+"""Every sampler a request may name: the built-in ones (webui.core.sampling.samplers) and the ones
+extensions register.
+
+An extension's sampler is a name (plus aliases) and `make(scheduler_config) -> scheduler`: a fresh
+diffusers-style scheduler (set_timesteps, step, timesteps, init_noise_sigma, scale_model_input,
+add_noise, order) built from the model's scheduler config. It runs on its own schedule: its only
+schedule type is "Automatic". A built-in name always wins over an extension's.
+
+`SamplerCatalog` is an immutable value; the engine builds one from its extension hooks when asked
+(`Engine.samplers`), and `BUILTIN` is the catalog without extensions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from webui.core.sampling import samplers as builtin
+from webui.core.sampling.samplers import AUTOMATIC, UnknownSampler
+
+
+@dataclass(frozen=True)
+class ExtraSampler:
+    name: str
+    make: Callable[[Mapping[str, Any]], Any]
+    aliases: tuple[str, ...] = ()
+
+
+_SCHEDULER_METHODS = ("set_timesteps", "step", "scale_model_input", "add_noise")
+
+
+@dataclass(frozen=True)
+class SamplerCatalog:
+    extra: tuple[ExtraSampler, ...] = ()
+
+    def _builtin(self, name: str) -> bool:
+        try:
+            builtin.resolve(name)
+        except UnknownSampler:
+            return False
+        return True
+
+    def _extra(self, name: str) -> ExtraSampler | None:
+        for folded in (False, True):
+            for s in self.extra:
+                for key in (s.name, *s.aliases):
+                    if (key.casefold() == name.casefold()) if folded else key == name:
+                        return s
+        return None
+
+    def names(self) -> list[str]:
+        """The sampler names to offer: the built-in ones, then the extensions' (not shadowed)."""
+        own = builtin.sampler_names()
+        return [*own, *(s.name for s in self.extra if not self._builtin(s.name))]
+
+    def resolve(self, sampler_name: str, scheduler: str | None = None) -> tuple[str, str]:
+        """(sampler name, schedule type label) as infotext records them; UnknownSampler names the field."""
+        if not isinstance(sampler_name, str):
+            raise UnknownSampler(f"sampler name must be text, got {sampler_name!r}")
+        if scheduler is not None and not isinstance(scheduler, str):
+            raise UnknownSampler(f"schedule type must be text, got {scheduler!r}", "scheduler")
+        if self._builtin(sampler_name) or self._extra(sampler_name) is None:
+            try:
+                info, label = builtin.resolve(sampler_name, scheduler)
+            except UnknownSampler as e:
+                if e.field == "sampler_name" and self.extra and not self._builtin(sampler_name):
+                    names = ", ".join(self.names())
+                    raise UnknownSampler(f"unknown sampler {sampler_name!r}: valid names are {names}") from e
+                raise
+            return info.name, label
+        found = self._extra(sampler_name)
+        assert found is not None
+        if scheduler is not None and scheduler.casefold() != AUTOMATIC.casefold():
+            raise UnknownSampler(
+                f"schedule type {scheduler!r} is not supported by {found.name} (an extension's sampler, "
+                f"which runs its own schedule): use {AUTOMATIC}",
+                "scheduler",
+            )
+        return found.name, AUTOMATIC
+
+    def make_scheduler(
+        self,
+        sampler_name: str,
+        schedule: str | None,
+        base_config: Mapping[str, Any],
+        *,
+        noise_seeds: Sequence[int] | None = None,
+    ) -> Any:
+        """A fresh scheduler for one run (see samplers.make_scheduler for the built-in ones)."""
+        if self._builtin(sampler_name) or self._extra(sampler_name) is None:
+            return builtin.make_scheduler(sampler_name, schedule, base_config, noise_seeds=noise_seeds)
+        name, _ = self.resolve(sampler_name, schedule)
+        found = self._extra(sampler_name)
+        assert found is not None
+        scheduler = found.make(dict(base_config))
+        missing = [m for m in _SCHEDULER_METHODS if not callable(getattr(scheduler, m, None))]
+        if missing:
+            raise TypeError(
+                f"sampler {name!r} (from an extension) made a {type(scheduler).__name__} without "
+                f"{', '.join(missing)}: it must return a diffusers-style scheduler"
+            )
+        return scheduler
+
+    def list_samplers(self) -> list[dict[str, Any]]:
+        """GET /sdapi/v1/samplers: the built-in ones, then the extensions'."""
+        out = builtin.list_samplers()
+        seen = {s["name"] for s in out}
+        out += [
+            {"name": s.name, "aliases": list(s.aliases), "options": {}}
+            for s in self.extra
+            if s.name not in seen
+        ]
+        return out
+
+
+BUILTIN = SamplerCatalog()
