@@ -16,6 +16,7 @@ from webui.ui.extension_sections import build_sections
 from webui.ui.lora_browser import lora_accordion
 from webui.ui.runner import TabRunner
 from webui.ui.script_ui import build_scripts
+from webui.ui.styles_editor import build_styles_editor
 from webui.ui.txt2img_tab import extension_area
 
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
@@ -61,6 +62,7 @@ def _common(ctx: StudioContext, tab: str, topbar: dict[str, Any]) -> dict[str, A
     f: dict[str, Any] = {"_infotexts": gr.State([]), "_seeds": gr.State([])}
     f.update(widgets.prompt_area(ctx, tab))
     lora_accordion(ctx, tab, ctx.lora_thumbs)
+    build_styles_editor(ctx, tab, f)
     return f
 
 

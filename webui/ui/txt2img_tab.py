@@ -12,6 +12,7 @@ from webui.ui.extension_sections import build_sections
 from webui.ui.lora_browser import lora_accordion
 from webui.ui.runner import TabRunner
 from webui.ui.script_ui import build_scripts
+from webui.ui.styles_editor import build_styles_editor
 
 
 def upscaler_names(ctx: StudioContext) -> list[str]:
@@ -92,6 +93,7 @@ def build_txt2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
     f["_seeds"] = gr.State([])
     f.update(widgets.prompt_area(ctx, tab))
     lora_accordion(ctx, tab, ctx.lora_thumbs)
+    build_styles_editor(ctx, tab, f)
     with gr.Row(elem_classes="sf-main-row"):
         with gr.Column(scale=1, min_width=200, elem_classes="sf-settings"):
             f.update(widgets.sampler_controls(ctx, tab))

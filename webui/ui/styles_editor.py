@@ -1,0 +1,126 @@
+"""The styles editor under a tab's prompt: pick or type a style name, edit its prompt and negative prompt
+(`{prompt}` stands for the prompt it is applied to), copy them from the prompt boxes, apply them to the
+prompt boxes, save (styles.csv is rewritten atomically, other rows and columns kept) or delete.
+
+styles.csv is shared by everyone using the server, as in A1111. Messages are shown as plain text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+
+def _store(ctx: Any) -> Any:
+    return ctx.services.engine.styles
+
+
+def _names(ctx: Any) -> list[str]:
+    try:
+        return [s.name for s in _store(ctx).list()]
+    except Exception:  # a damaged file: the editor reports it on save
+        return []
+
+
+def build_styles_editor(ctx: Any, tab: str, f: dict[str, Any]) -> None:
+    """The accordion; `f` holds the tab's prompt, negative_prompt and styles components."""
+    e: dict[str, Any] = {}
+    with gr.Accordion("Styles editor", open=False, elem_id=f"{tab}_styles_editor") as e["accordion"]:
+        e["name"] = gr.Dropdown(
+            _names(ctx), value=None, allow_custom_value=True, label="Style (pick one, or type a new name)",
+            elem_id=f"{tab}_style_name",
+        )  # fmt: skip
+        with gr.Row():
+            e["prompt"] = gr.Textbox(
+                label="Style prompt ({prompt} stands for your prompt; else it is added after it)",
+                lines=2, elem_id=f"{tab}_style_prompt",
+            )  # fmt: skip
+            e["negative"] = gr.Textbox(
+                label="Style negative prompt", lines=2, elem_id=f"{tab}_style_negative"
+            )
+        with gr.Row():
+            e["copy"] = gr.Button("Copy from prompt", size="sm", elem_id=f"{tab}_style_copy", min_width=100)
+            e["apply"] = gr.Button("Apply to prompt", size="sm", elem_id=f"{tab}_style_apply", min_width=100)
+            e["save"] = gr.Button(
+                "Save style", size="sm", variant="primary", elem_id=f"{tab}_style_save", min_width=100
+            )
+            e["delete"] = gr.Button(
+                "Delete style", size="sm", variant="stop", elem_id=f"{tab}_style_delete", min_width=100
+            )
+        e["status"] = gr.Textbox(show_label=False, interactive=False, elem_id=f"{tab}_style_status", lines=1)
+    _wire(ctx, f, e)
+
+
+def _wire(ctx: Any, f: dict[str, Any], e: dict[str, Any]) -> None:
+    from webui.core.prompts.styles import Style, StylesFileError, apply_style_text
+    from webui.core.types import RequestError
+
+    quiet: dict[str, Any] = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
+
+    def load(name: str | None) -> tuple[Any, Any]:
+        style = next((s for s in _store(ctx).list() if s.name == name), None) if name else None
+        if style is None:
+            return gr.skip(), gr.skip()  # a new name: keep what is being typed
+        return style.prompt, style.negative_prompt
+
+    e["name"].change(load, e["name"], [e["prompt"], e["negative"]], **quiet)
+
+    def names(current: Any) -> Any:  # styles.csv may have been edited by hand or in another tab
+        return gr.update(choices=_names(ctx), value=current)
+
+    e["accordion"].expand(names, e["name"], e["name"], **quiet)
+    f["_styles_refresh"].click(names, e["name"], e["name"], **quiet)
+    e["copy"].click(
+        lambda p, n: (p or "", n or ""),
+        [f["prompt"], f["negative_prompt"]],
+        [e["prompt"], e["negative"]],
+        **quiet,
+    )
+
+    def apply(style_prompt: str, style_negative: str, prompt: str, negative: str) -> tuple[str, str]:
+        return apply_style_text(style_prompt or "", prompt or ""), apply_style_text(
+            style_negative or "", negative or ""
+        )
+
+    boxes = [f["prompt"], f["negative_prompt"]]
+    e["apply"].click(apply, [e["prompt"], e["negative"], *boxes], boxes, **quiet)
+
+    def refreshed(selected: list[str] | None, name: Any) -> tuple[Any, Any]:
+        names = _names(ctx)
+        return (
+            gr.update(choices=names, value=[s for s in selected or [] if s in names]),
+            gr.update(choices=names, value=name),
+        )
+
+    def save(name: str | None, prompt: str, negative: str, selected: list[str] | None) -> tuple[Any, ...]:
+        name = (name or "").strip()
+        try:
+            if not name:
+                raise RequestError("name", "type a name for the style")
+            _store(ctx).save(Style(name, prompt or "", negative or ""))
+        except (RequestError, StylesFileError) as err:
+            return gr.skip(), gr.skip(), f"Not saved: {err}"
+        return (*refreshed(selected, name), f"Saved style {name!r} to {_store(ctx).path.name}")
+
+    def delete(name: str | None, selected: list[str] | None) -> tuple[Any, ...]:
+        try:
+            if not name:
+                raise RequestError("name", "pick the style to delete")
+            _store(ctx).delete(name)
+        except (RequestError, StylesFileError) as err:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"Not deleted: {err}"
+        return (*refreshed(selected, None), "", "", f"Deleted style {name!r}")
+
+    e["save"].click(
+        save,
+        [e["name"], e["prompt"], e["negative"], f["styles"]],
+        [f["styles"], e["name"], e["status"]],
+        **quiet,
+    )
+    e["delete"].click(
+        delete,
+        [e["name"], f["styles"]],
+        [f["styles"], e["name"], e["prompt"], e["negative"], e["status"]],
+        **quiet,
+    )
