@@ -43,6 +43,8 @@ from webui.core.networks.formats import (
     module_index,
     parse_state_dict,
 )
+from webui.core.networks.peft_meta import PeftConfigs
+from webui.core.networks.registry import read_metadata
 
 DEFAULT_CACHE_BYTES = 1 << 30
 
@@ -83,7 +85,10 @@ class AppliedInfo:
 def load_network(path: Path) -> ParsedNetwork:
     """Read and parse a network file (safetensors, or a weights-only pickle); CPU tensors."""
     try:
-        return parse_state_dict(load_state_dict(path))
+        peft = (
+            PeftConfigs.from_metadata(read_metadata(path)) if path.suffix.lower() == ".safetensors" else None
+        )
+        return parse_state_dict(load_state_dict(path), peft)
     except FormatError as e:
         raise CheckpointError(path, f"not a LoRA/LyCORIS network: {e}") from e
 

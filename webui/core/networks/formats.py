@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from webui.core.models.ldm_layout import LayoutError, rename, unet_rules
+from webui.core.networks.peft_meta import PeftConfigs
 
 UNET, TE1, TE2 = "unet", "text_encoder", "text_encoder_2"
 COMPONENTS = (UNET, TE1, TE2)
@@ -223,6 +224,12 @@ def _kind(parts: Mapping[str, Tensor]) -> str | None:
 
 def split_key(key: str) -> tuple[str, str, str] | None:
     """`lora_unet_x_y.lora_down.weight` -> ("unet", "x_y", "lora_down"); None for keys we do not read."""
+    found = _split(key)
+    return None if found is None else (found[0], flat_name(found[0], found[1]), found[2])
+
+
+def _split(key: str) -> tuple[str, str, str] | None:
+    """(component, module name as the file writes it, part): dotted for diffusers/peft keys."""
     for pattern, repl in _OLD_DIFFUSERS:
         key = pattern.sub(repl, key)
     part = next((s for s in _SUFFIXES if key.endswith(s)), None)
@@ -231,7 +238,7 @@ def split_key(key: str) -> tuple[str, str, str] | None:
     module = key[: -len(part)]
     for prefix, component in _PREFIXES:
         if module.startswith(prefix):
-            return component, flat_name(component, module[len(prefix) :]), _PARTS[part]
+            return component, module[len(prefix) :], _PARTS[part]
     return None
 
 
@@ -248,17 +255,23 @@ class ParsedNetwork:
         return sum(p.nbytes for p in self.patches.values())
 
 
-def parse_state_dict(sd: Mapping[str, Tensor]) -> ParsedNetwork:
-    """Group a file's tensors into module patches. FormatError when no key is a network key."""
+def parse_state_dict(sd: Mapping[str, Tensor], peft: PeftConfigs | None = None) -> ParsedNetwork:
+    """Group a file's tensors into module patches. FormatError when no key is a network key.
+
+    `peft` (the file's peft LoraConfig, from its metadata) gives the alpha of modules that have no
+    `.alpha` tensor."""
     groups: dict[tuple[str, str], dict[str, Tensor]] = {}
+    dotted: dict[tuple[str, str], str] = {}
     ignored: list[str] = []
     for key, tensor in sd.items():
-        split = split_key(key)
+        split = _split(key)
         if split is None:
             ignored.append(key)
             continue
-        component, module, part = split
+        component, name, part = split
+        module = flat_name(component, name)
         groups.setdefault((component, module), {})[part] = tensor
+        dotted.setdefault((component, module), name)
     if not groups:
         sample = ", ".join(list(sd)[:3]) or "no tensors"
         raise FormatError(f"no LoRA/LyCORIS keys found (first keys: {sample})")
@@ -272,6 +285,8 @@ def parse_state_dict(sd: Mapping[str, Tensor]) -> ParsedNetwork:
             ignored.append(f"{target[0]}:{target[1]} (incomplete: {', '.join(sorted(parts))})")
             continue
         alpha = float(alpha_t.float().reshape(-1)[0]) if alpha_t is not None and alpha_t.numel() else None
+        if alpha is None and peft is not None and kind == "lora":
+            alpha = peft.alpha_for(target[0], dotted[target], int(parts["lora_down"].shape[0]))
         patches[target] = ModulePatch(kind, dict(parts), alpha)
     return ParsedNetwork(patches, tuple(ignored), dora)
 
