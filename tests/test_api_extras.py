@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,13 +143,22 @@ def test_none_passes_the_image_through(c: httpx.Client) -> None:
         ({"upscaler_1": "Lanczos", "extras_upscaler_2_visibility": 2}, "extras_upscaler_2_visibility"),
         ({"upscaler_1": "Lanczos", "gfpgan_visibility": 0.5}, "gfpgan_visibility"),
         ({"upscaler_1": "Lanczos", "resize_mode": 1, "upscaling_resize_w": 9000}, "upscaling_resize_w"),
+        (
+            {
+                "upscaler_1": "Lanczos",
+                "resize_mode": 1,
+                "upscaling_resize_w": 8192,
+                "upscaling_resize_h": 8192,
+            },
+            "upscaling_resize_w",
+        ),  # 24x16 would be upscaled x341 before the crop
     ],
 )
 def test_bad_requests_are_422_naming_the_field(c: httpx.Client, payload: dict, field: str) -> None:
     body = {"image": _b64(_picture()), **payload} if field != "image" else payload
     r = c.post("/sdapi/v1/extra-single-image", json=body)
     assert r.status_code == 422, r.text
-    assert field in r.text
+    assert r.json()["field"] == field, r.text
 
 
 def test_a_batch_names_the_bad_image(c: httpx.Client) -> None:
@@ -156,7 +166,10 @@ def test_a_batch_names_the_bad_image(c: httpx.Client) -> None:
         "/sdapi/v1/extra-batch-images",
         json={"imageList": [{"data": _b64(_picture())}, {"data": "AAAA"}], "upscaler_1": "Lanczos"},
     )
-    assert r.status_code == 422 and "imageList.1" in r.text, r.text
+    assert r.status_code == 422 and r.json()["field"] == "imageList.1.data", r.text
+    too_many = [{"data": "AAAA"}] * 101  # refused by count, before any is decoded
+    r = c.post("/sdapi/v1/extra-batch-images", json={"imageList": too_many, "upscaler_1": "Lanczos"})
+    assert r.status_code == 422 and r.json()["field"] == "imageList", r.text
 
 
 def test_the_upscale_is_a_job_of_the_caller_and_writes_nothing_to_outputs(
@@ -194,7 +207,9 @@ def test_native_api_runs_an_extras_job_and_serves_its_image(c: httpx.Client, srv
         np.asarray(out.convert("RGB")), np.asarray(src.resize((60, 36), Image.Resampling.NEAREST))
     )
     saved = Path(info.images[0].path)
-    assert saved.parent == srv.config.outputs_dir / "extras-images" and saved.name.endswith("0.png")
+    assert saved.parent == srv.config.outputs_dir / "extras-images" and re.fullmatch(
+        r"\d{5}\.png", saved.name
+    )
     assert "Postprocess upscaler: Nearest" in Image.open(saved).text["postprocessing"]
 
 
@@ -205,10 +220,11 @@ def test_native_api_runs_an_extras_job_and_serves_its_image(c: httpx.Client, srv
         ({"images": ["AAAA"]}, "images.0"),
         ({"images": [], "x": 1}, "images"),
         ({"images": ["x"], "prompt": "a"}, "prompt"),
+        ({"images": ["x"], "upscaler_1": "Nearest", "upscaling_crop": "false"}, "upscaling_crop"),
     ],
 )
 def test_native_extras_errors_name_the_field(c: httpx.Client, request_body: dict, field: str) -> None:
-    if request_body.get("images") == ["x"]:
+    if request_body.get("images") == ["x"] or field == "upscaling_crop":
         request_body = {**request_body, "images": [_b64(_picture())]}
     r = c.post("/api/v1/jobs", json={"kind": "extras", "request": request_body})
-    assert r.status_code == 422 and field in r.text, r.text
+    assert r.status_code == 422 and r.json()["field"] == field, r.text

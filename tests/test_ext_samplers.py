@@ -115,6 +115,20 @@ def test_it_also_runs_the_hires_second_pass(engine: Engine, host) -> None:  # ty
     assert parse_infotext(result.images[0].infotext)["Hires sampler"] == "Euler Twin"
 
 
+def test_img2img_runs_it_too(engine: Engine, host) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from webui.core.types import Img2ImgRequest
+
+    init = Image.radial_gradient("L").resize((64, 64)).convert("RGB")
+    base = {**SMALL, "init_images": (init,), "denoising_strength": 0.6}
+    before = len(_calls(host))
+    twin = engine.run(Img2ImgRequest(**base, sampler_name="Euler Twin"))
+    euler = engine.run(Img2ImgRequest(**base, sampler_name="Euler"))
+    assert len(_calls(host)) == before + 1
+    assert np.array_equal(np.asarray(twin.images[0].image), np.asarray(euler.images[0].image))
+
+
 def test_bad_names_and_broken_samplers_fail_clearly(engine: Engine) -> None:
     with pytest.raises(RequestError) as e:
         engine.run(Txt2ImgRequest(**SMALL, sampler_name="Euler Twin", scheduler="Karras"))

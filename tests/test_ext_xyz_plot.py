@@ -141,3 +141,22 @@ def test_registered_as_a_script(host: PluginHost, engine: Engine) -> None:
     out = spec.run(engine.run, request, {"x_type": "Seed", "x_values": "1-2", "draw_legend": False})
     assert out.grid.size == (128, 64) and out.grid_path is None
     assert [c.images[0].seed for c in out.cells] == [1, 2]
+
+
+def test_a_sampler_axis_accepts_the_runners_extension_samplers(host: PluginHost, tmp_path: Path) -> None:
+    from webui.core.jobs.runner import QueueRunner
+    from webui.core.sampling.catalog import ExtraSampler, SamplerCatalog
+
+    class Queue:  # what QueueRunner.samplers reads: the queue's engine
+        class engine:  # noqa: N801
+            samplers = SamplerCatalog((ExtraSampler("Mine", lambda config: None),))
+
+    axes = axes_module(host)
+    runner = QueueRunner(Queue(), "ann")
+    request = Txt2ImgRequest(**BASE)
+    assert axes.parse_values("Sampler", "Euler, Mine", request, "x_values", runner.samplers) == [
+        "Euler",
+        "Mine",
+    ]
+    with pytest.raises(RequestError, match="Mine"):
+        axes.parse_values("Sampler", "Euler, Mine", request, "x_values")  # the built-in list alone

@@ -46,7 +46,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     ("settings", "size", "expected"),
     [
         (dict(upscaling_resize=2), (30, 20), (60, 40)),
-        (dict(upscaling_resize=1.5), (33, 21), (50, 32)),  # round(49.5) = 50 (banker's: 50), round(31.5) = 32
+        (dict(upscaling_resize=1.5), (33, 21), (50, 32)),  # round(): 49.5 -> 50, 31.5 -> 32 (A1111: 48x24)
         (dict(resize_mode=1, upscaling_resize_w=100, upscaling_resize_h=100), (30, 20), (100, 100)),
         (
             dict(resize_mode=1, upscaling_resize_w=100, upscaling_resize_h=100, upscaling_crop=False),
@@ -82,8 +82,8 @@ def test_second_upscaler_is_blended_by_its_visibility() -> None:
         request = ExtrasRequest.from_images([src], extras_upscaler_2_visibility=visibility, **base)
         out = np.asarray(extras.upscale(request, request.images[0], ups), dtype=np.float32)
         assert np.abs(out - (near + (lanc - near) * visibility)).max() <= 1
-    assert extras.postprocess_params(ExtrasRequest(**base))  # visibility 0: upscaler 2 not recorded
-    assert "Postprocess upscaler 2" not in extras.postprocess_params(ExtrasRequest(**base))
+    recorded = extras.postprocess_params(ExtrasRequest(**base))  # visibility 0: upscaler 2 is not used
+    assert recorded["Postprocess upscaler"] == "Nearest" and "Postprocess upscaler 2" not in recorded
 
 
 def test_a_model_upscaler_with_another_native_scale_is_brought_to_the_exact_size() -> None:
@@ -139,6 +139,28 @@ def test_bad_images_and_values_name_the_field() -> None:
         (dict(extras_upscaler_2_visibility=-0.1), "extras_upscaler_2_visibility"),
         (dict(upscaling_resize=8, images=(Image.new("RGB", (1100, 10)),)), "upscaling_resize"),
         (dict(source_infotexts=("a", "b")), "source_infotexts"),
+        (dict(images=(_picture(),) * 101), "imageList"),
+        (dict(upscaling_crop="no"), "upscaling_crop"),
+        (dict(save_images=1), "save_images"),
+        # "scale to" a big box from a thin image: the covering upscale (before the crop) is too big
+        (
+            dict(
+                images=(Image.new("RGB", (64, 4096)),),
+                resize_mode=1,
+                upscaling_resize_w=8192,
+                upscaling_resize_h=8192,
+            ),
+            "upscaling_resize_w",
+        ),
+        (
+            dict(
+                images=(Image.new("RGB", (10, 10)),),
+                resize_mode=1,
+                upscaling_resize_w=100,
+                upscaling_resize_h=81,
+            ),
+            "upscaling_resize_w",
+        ),  # x10 > x8
     ]
     for settings, field in cases:
         base = dict(images=(_picture(),), upscaler_1="Lanczos")

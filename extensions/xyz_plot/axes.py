@@ -88,7 +88,9 @@ def _numbers(item: str, kind: type, field: str) -> list[Any]:
         ) from None
 
 
-def parse_values(kind: str, text: str, request: GenerationRequest, field: str) -> list[Any]:
+def parse_values(
+    kind: str, text: str, request: GenerationRequest, field: str, samplers: Any = None
+) -> list[Any]:
     """The axis values (checked); RequestError names `field` for anything it cannot use."""
     if kind not in AXES:
         raise RequestError(
@@ -110,7 +112,7 @@ def parse_values(kind: str, text: str, request: GenerationRequest, field: str) -
     elif kind == "Sampler":
         for v in values:
             try:
-                resolve_sampler(v)
+                samplers.resolve(v) if samplers is not None else resolve_sampler(v)
             except UnknownSampler as e:
                 raise RequestError(field, str(e)) from e
     elif kind == "Prompt S/R":

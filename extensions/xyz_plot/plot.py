@@ -72,7 +72,8 @@ def xyz_plot(
     if "Seed" not in kinds:
         request = dataclasses.replace(request, seed=resolve_seed(request.seed))
     values = [
-        parse_values(a.kind, a.values, request, f"{n}_values") for n, a in zip("xyz", (x, y, z), strict=True)
+        parse_values(a.kind, a.values, request, f"{n}_values", getattr(runner, "samplers", None))
+        for n, a in zip("xyz", (x, y, z), strict=True)
     ]
     xs, ys, zs = values
     if len(xs) * len(ys) * len(zs) > MAX_CELLS:

@@ -1,6 +1,6 @@
 """The Extras tab in a real browser: txt2img -> "Send to extras" -> upscale with a model upscaler (a tiny
 random Real-ESRGAN written here, loaded by the upscalers extension); the file on disk is what the model
-makes, keeps the source's parameters and records the upscale. Batch files; a bad size names the field."""
+makes, keeps the source's parameters and records the upscale. Batch files; no image is refused in words."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from webui.api import images
 from webui.api.jobview import result_roots, safe_result_path
 from webui.api.sdapi import caller
 from webui.api.services import Services
-from webui.core.tasks.extras import ExtrasRequest, check_upscalers, postprocess_text
+from webui.core.tasks.extras import MAX_IMAGES, ExtrasRequest, check_upscalers, postprocess_text
 from webui.core.types import RequestError
 
 _SETTINGS = (
@@ -73,6 +73,8 @@ def build_request(services: Services, payload: A1111Extras, encoded: list[str]) 
             raise RequestError(name, "face restoration is not available in Sfumato; send 0")
     if not encoded:
         raise RequestError("image" if isinstance(payload, A1111ExtrasSingle) else "imageList", "no image")
+    if len(encoded) > MAX_IMAGES:  # before decoding any of them
+        raise RequestError("imageList", f"holds {len(encoded)} images (limit {MAX_IMAGES} a request)")
     opts = services.options
     single = isinstance(payload, A1111ExtrasSingle)
     decoded = [
@@ -117,6 +119,8 @@ def native_extras(services: Services, data: Mapping[str, Any]) -> ExtrasRequest:
     encoded = data.get("images")
     if not isinstance(encoded, list) or not encoded:
         raise RequestError("images", "must be a non-empty list of base64-encoded images")
+    if len(encoded) > MAX_IMAGES:
+        raise RequestError("images", f"holds {len(encoded)} images (limit {MAX_IMAGES} a job)")
     known = set(ExtrasRequest.field_names()) - {"images", "source_infotexts"}
     for key in data:
         if key != "images" and key not in known:

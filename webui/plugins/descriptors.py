@@ -18,12 +18,14 @@ from typing import Any
 from webui.core.types import GenerationRequest, GenerationResult, RequestError
 
 FIELD_KINDS = ("checkbox", "slider", "number", "text", "textarea", "dropdown", "radio")
-TABS = ("txt2img", "img2img", "extras")
+TABS = ("txt2img", "img2img")  # the Extras tab runs no generation hooks, so it takes no sections
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 MAX_TEXT = 100_000
 
 Runner = Callable[[GenerationRequest], GenerationResult]
-"""Runs one request to completion (Engine.run, or the job queue's equivalent)."""
+"""Runs one request to completion (Engine.run, or the job queue's equivalent). The queue's runner also
+has `samplers`, the engine's sampler catalog: `runner.samplers.resolve(name)` accepts extension
+samplers too (raises UnknownSampler)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def _fields(owner: str, fields: Sequence[Field]) -> tuple[Field, ...]:
 
 @dataclass(frozen=True)
 class UiSection:
-    """An accordion on one or more tabs ("txt2img", "img2img", "extras")."""
+    """An accordion on one or more tabs ("txt2img", "img2img": the img2img and Inpaint tabs)."""
 
     tab: str | tuple[str, ...]
     title: str

@@ -22,19 +22,24 @@ def extras_upscaler_names(ctx: StudioContext) -> list[str]:
     return ["None", *ctx.services.engine.extras_upscalers()]
 
 
-def load_images(single: str | None, batch: list[Any] | None, max_pixels: int) -> dict[str, Any]:
-    """The job's images (the batch files when any are given, else the single image), checked and
+def load_images(mode: str, single: str | None, batch: list[Any] | None, max_pixels: int) -> dict[str, Any]:
+    """The job's images (the batch files in "batch" mode, else the single image), checked and
     sanitised as the API's, with each one's own infotext."""
-    from webui.core.tasks.extras import ExtrasRequest
+    from webui.core.tasks.extras import MAX_IMAGES, ExtrasRequest
     from webui.core.tasks.input_images import open_image
     from webui.core.types import RequestError
 
-    paths = [str(getattr(p, "name", p)) for p in batch or []]
-    field = "batch" if paths else None
-    if not paths:
+    if mode == "batch":
+        paths = [str(getattr(p, "name", p)) for p in batch or []]
+        if not paths:
+            raise RequestError("batch", "add image files to upscale (or use Single image)")
+        if len(paths) > MAX_IMAGES:
+            raise RequestError("batch", f"{len(paths)} files (limit {MAX_IMAGES} a job)")
+        field: str | None = "batch"
+    else:
         if not single:
             raise RequestError("image", "drop an image to upscale (or files in Batch)")
-        paths = [single]
+        paths, field = [single], None
     opened = [
         open_image(Path(p).read_bytes(), f"batch.{i}" if field else "image", max_pixels=max_pixels)
         for i, p in enumerate(paths)
@@ -51,15 +56,16 @@ def build_extras(ctx: StudioContext, job_state: Any) -> TabRunner:
     names = extras_upscaler_names(ctx)
     with gr.Row(elem_classes="sf-main-row"):
         with gr.Column(scale=1, min_width=200, elem_classes="sf-settings"):
-            with gr.Tabs():
-                with gr.Tab("Single image", id="extras_single"):
+            f["_mode"] = gr.State("single")
+            with gr.Tabs() as inner_tabs:
+                with gr.Tab("Single image", id="extras_single") as single_tab:
                     f["_image"] = gr.Image(
                         label="Source", type="filepath", sources=["upload", "clipboard"],
                         elem_id="extras_image", height=320,
                     )  # fmt: skip
-                with gr.Tab("Batch", id="extras_batch_tab"):
+                with gr.Tab("Batch", id="extras_batch_tab") as batch_tab:
                     f["_batch"] = gr.File(
-                        label="Images (used instead of the single image when given)",
+                        label="Images (this tab open: these are upscaled)",
                         file_count="multiple", file_types=["image"], elem_id="extras_batch",
                     )  # fmt: skip
             f["resize_mode"] = gr.Radio(
@@ -110,11 +116,30 @@ def build_extras(ctx: StudioContext, job_state: Any) -> TabRunner:
     max_pixels = ctx.services.options.max_image_pixels
 
     def images_of(values: Mapping[str, Any]) -> dict[str, Any]:
-        return load_images(values.get("_image"), values.get("_batch"), max_pixels)
+        from webui.core.tasks.extras import NONE
+        from webui.core.types import RequestError
 
-    runner = TabRunner(ctx, tab, f, job_state, extra=images_of, extra_inputs=("_image", "_batch"))
+        available = ctx.services.engine.extras_upscalers()
+        for name in ("upscaler_1", "upscaler_2"):
+            value = values.get(name)
+            if value != NONE and value not in available:
+                raise RequestError(name, f"{value!r} is not available any more; press Refresh upscalers")
+        return load_images(str(values.get("_mode")), values.get("_image"), values.get("_batch"), max_pixels)
+
+    runner = TabRunner(ctx, tab, f, job_state, extra=images_of, extra_inputs=("_image", "_batch", "_mode"))
     runner.wire()
     _wire_local(ctx, runner.fields)
+
+    quiet: dict[str, Any] = dict(
+        concurrency_limit=None, show_progress="hidden", api_visibility="private", queue=False
+    )
+    single_tab.select(lambda: "single", None, f["_mode"], **quiet)
+    batch_tab.select(lambda: "batch", None, f["_mode"], **quiet)
+
+    def sent(path: str | None) -> tuple[Any, Any]:  # an image arrived ("Send to extras", upload): use it
+        return (gr.update(selected="extras_single"), "single") if path else (gr.skip(), gr.skip())
+
+    f["_image"].change(sent, f["_image"], [inner_tabs, f["_mode"]], **quiet)
 
     def show(mode: int) -> tuple[Any, Any]:
         return gr.update(visible=mode != 1), gr.update(visible=mode == 1)

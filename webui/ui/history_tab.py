@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from webui.ui.context import StudioContext, user_of
+from webui.ui.polling import caption
 
 LIMIT = 50
 HEADERS = ["When", "Kind", "State", "Images", "Prompt", "Job"]
@@ -20,7 +21,7 @@ def history_rows(ctx: StudioContext, user: str) -> tuple[list[list[Any]], list[t
         when = datetime.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M:%S")
         prompt = str(info.request.get("prompt", ""))
         rows.append([when, info.kind, info.state.value, len(info.images), prompt[:200], info.id[:8]])
-        images.extend((img.path, f"seed {img.seed}") for img in info.images)
+        images.extend((img.path, caption(info, img)) for img in info.images)
     return rows, images[:200]
 
 

@@ -44,6 +44,9 @@ def status_text(info: Any, now: float | None = None) -> str:
         pos = info.queue_position
         return f"Queued: position {pos} in line" if pos else "Queued"
     if state == "running":
+        if info.kind == "extras":
+            done = f": {p.batch} of {p.batches} done" if p.batches else ""
+            return f"Upscaling{done}…"
         if not p.steps:
             return "Starting (loading the model)…"
         parts = []
@@ -79,8 +82,13 @@ def info_html(info: Any) -> str:
     return status_html(status_text(info), fraction, kind)
 
 
+def caption(info: Any, image: Any) -> str:
+    """A gallery caption: the seed, or for an upscale (which has none) the image's place in the job."""
+    return f"image {image.seed + 1}" if info.kind == "extras" else f"seed {image.seed}"
+
+
 def gallery_items(info: Any) -> list[tuple[str, str]]:
-    return [(img.path, f"seed {img.seed}") for img in info.images]
+    return [(img.path, caption(info, img)) for img in info.images]
 
 
 def decode_preview(data: bytes) -> Any:

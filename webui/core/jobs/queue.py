@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import logging
+import shutil
 import threading
 import time
 import uuid
@@ -131,21 +132,32 @@ class JobQueue:
             raise RequestError("owner", "must be text")
         job_id = uuid.uuid4().hex
         with self._cond:
-            if self._closing:
-                raise QueueClosed("the job queue is closed; it takes no more jobs")
-            waiting = self._store.count(JobState.QUEUED)
-            if waiting >= self.max_queued:
-                raise QueueFull(
-                    f"the queue is full: {waiting} jobs are waiting (limit {self.max_queued}); "
-                    "try again later"
-                )
-            data = request_to_json(request, image_dir=self.files_dir / job_id)
-            self._store.insert(job_id, owner, kind, data, time.time())
-            self._cond.notify_all()
+            self._check_room()  # refuse early, before writing any input image
+        folder = self.files_dir / job_id
+        # the input images are written (and fsynced) outside the lock: other calls go on meanwhile
+        data = request_to_json(request, image_dir=folder)
+        try:
+            with self._cond:
+                self._check_room()
+                self._store.insert(job_id, owner, kind, data, time.time())
+                self._cond.notify_all()
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         info = self.get(job_id)
         self._events.append(job_id, "queued", info)
         self._announce_positions(skip=job_id)
         return info
+
+    def _check_room(self) -> None:
+        """QueueClosed or QueueFull unless a job may be added now; the caller holds the lock."""
+        if self._closing:
+            raise QueueClosed("the job queue is closed; it takes no more jobs")
+        waiting = self._store.count(JobState.QUEUED)
+        if waiting >= self.max_queued:
+            raise QueueFull(
+                f"the queue is full: {waiting} jobs are waiting (limit {self.max_queued}); try again later"
+            )
 
     def get(self, job_id: str) -> JobInfo:
         row = self._store.get(job_id)

@@ -26,10 +26,21 @@ def _load(path: str) -> Image.Image:
         return im.convert("RGB")
 
 
-def queue_runner(queue: Any, owner: str, timeout: float | None = None) -> Runner:
-    """Submit each request as `owner`'s job, wait for it, and return its images as a GenerationResult."""
+class QueueRunner:
+    """`runner(request) -> GenerationResult`: submit as `owner`'s job, wait, return its images.
 
-    def run(request: GenerationRequest) -> GenerationResult:
+    `samplers` is the engine's sampler catalog (extension samplers included), for scripts that check
+    sampler names before they queue anything."""
+
+    def __init__(self, queue: Any, owner: str, timeout: float | None = None) -> None:
+        self.queue, self.owner, self.timeout = queue, owner, timeout
+
+    @property
+    def samplers(self) -> Any:
+        return self.queue.engine.samplers
+
+    def __call__(self, request: GenerationRequest) -> GenerationResult:
+        queue, owner, timeout = self.queue, self.owner, self.timeout
         info = queue.wait(queue.submit(request, owner).id, timeout)
         if info.state is JobState.FAILED:
             raise JobFailed(info.error or f"job {info.id} failed")
@@ -40,4 +51,7 @@ def queue_runner(queue: Any, owner: str, timeout: float | None = None) -> Runner
         grid = Path(info.grid_path) if info.grid_path else None
         return GenerationResult(request, images, info.model_title or "", interrupted=stopped, grid_path=grid)
 
-    return run
+
+def queue_runner(queue: Any, owner: str, timeout: float | None = None) -> Runner:
+    """Submit each request as `owner`'s job, wait for it, and return its images as a GenerationResult."""
+    return QueueRunner(queue, owner, timeout)

@@ -18,6 +18,7 @@ outputs/extras-images/NNNNN.png (no date folder and no seed in the name, as A111
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -29,7 +30,7 @@ from PIL import Image
 from webui.core.outputs.saving import read_infotext, save_image
 from webui.core.sampling.loop import CancelToken
 from webui.core.tasks.input_images import sanitize_image
-from webui.core.types import MAX_N_ITER, GeneratedImage, RequestError
+from webui.core.types import GeneratedImage, RequestError
 
 Upscale = Callable[[Image.Image, int, int], Image.Image]
 NONE: Final = "None"
@@ -39,7 +40,8 @@ BUILTIN: Final[Mapping[str, Image.Resampling]] = {
 }
 SCALE_BY, SCALE_TO = 0, 1
 MAX_FACTOR: Final = 8.0
-MAX_OUTPUT_SIDE: Final = 8192
+MAX_OUTPUT_SIDE: Final = 8192  # a side of any intermediate or final image
+MAX_IMAGES: Final = 100  # images in one extras job
 POSTPROCESSING_KEY: Final = "postprocessing"
 
 
@@ -95,8 +97,8 @@ class ExtrasRequest:
         """RequestError for the first bad field (`samplers` is not used: extras sample nothing)."""
         if not isinstance(self.images, tuple) or not self.images:
             raise RequestError("image", "an image to upscale is required")
-        if len(self.images) > MAX_N_ITER:
-            raise RequestError("imageList", f"holds {len(self.images)} images (limit {MAX_N_ITER})")
+        if len(self.images) > MAX_IMAGES:
+            raise RequestError("imageList", f"holds {len(self.images)} images (limit {MAX_IMAGES} a job)")
         for i, im in enumerate(self.images):
             if not isinstance(im, Image.Image):
                 raise RequestError(f"imageList.{i}", "must be an image")
@@ -115,16 +117,20 @@ class ExtrasRequest:
         for name in ("upscaler_1", "upscaler_2"):
             if not isinstance(getattr(self, name), str):
                 raise RequestError(name, "must name an upscaler")
+        for name in ("upscaling_crop", "save_images"):
+            if not isinstance(getattr(self, name), bool):
+                raise RequestError(name, f"must be true or false, got {getattr(self, name)!r}")
         if self.upscaler_1 == NONE:
             return
+        where = "upscaling_resize" if self.resize_mode == SCALE_BY else "upscaling_resize_w"
         for i, im in enumerate(self.images):
-            w, h = output_size(self, im.width, im.height)
-            if max(w, h) > MAX_OUTPUT_SIDE:
-                where = "upscaling_resize" if self.resize_mode == SCALE_BY else "upscaling_resize_w"
+            factor = _factor(self, im.width, im.height)
+            w, h = scale_size(self, im.width, im.height)  # before any crop: what the upscaler makes
+            if factor > MAX_FACTOR or max(w, h) > MAX_OUTPUT_SIDE:
                 raise RequestError(
                     where,
-                    f"image {i} ({im.width}x{im.height}) would become {w}x{h} "
-                    f"(limit {MAX_OUTPUT_SIDE} a side)",
+                    f"image {i} ({im.width}x{im.height}) would be upscaled x{factor:.3g} to {w}x{h} "
+                    f"(limits: x{MAX_FACTOR:g}, {MAX_OUTPUT_SIDE} pixels a side)",
                 )
 
 
@@ -150,12 +156,16 @@ def builtin_upscalers() -> dict[str, Upscale]:
     return {name: resizer(resample) for name, resample in BUILTIN.items()}
 
 
-def scale_size(request: ExtrasRequest, width: int, height: int) -> tuple[int, int]:
-    """The size the upscaler makes (before any crop)."""
+def _factor(request: ExtrasRequest, width: int, height: int) -> float:
     if request.resize_mode == SCALE_BY:
-        factor = float(request.upscaling_resize)
-    else:
-        factor = max(request.upscaling_resize_w / width, request.upscaling_resize_h / height)
+        return float(request.upscaling_resize)
+    return max(request.upscaling_resize_w / width, request.upscaling_resize_h / height)
+
+
+def scale_size(request: ExtrasRequest, width: int, height: int) -> tuple[int, int]:
+    """The size the upscaler makes (before any crop): exactly round(size x factor) (A1111 rounds each
+    side down to a multiple of 8 instead)."""
+    factor = _factor(request, width, height)
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 
@@ -226,7 +236,9 @@ def run(
     """Upscale every image (each written to `folder` first when save_images); (images, interrupted).
 
     A GeneratedImage's `seed` is the image's index in the request (extras have no seeds) and its
-    infotext the source's parameters."""
+    infotext the source's parameters. When `on_image` is given it receives each image, and the returned
+    list holds them without their pixels (`image` None), so a long batch never keeps every upscale in
+    memory (the job queue's worker has them written to disk by then)."""
     request.validate()
     check_upscalers(request, upscalers)
     done: list[GeneratedImage] = []
@@ -241,9 +253,10 @@ def run(
         text = request.source_infotexts[i] if request.source_infotexts else ""
         path = save_image(out, folder, None, text, extra_text=extra) if request.save_images else None
         image = GeneratedImage(out, i, -1, text, path)
-        done.append(image)
         if on_image is not None:
             on_image(image)
+            image = dataclasses.replace(image, image=None)
+        done.append(image)
         if report is not None:
             report(i + 1, n)
     return done, False
