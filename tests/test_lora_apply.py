@@ -321,3 +321,18 @@ def test_jobs_on_one_model_take_turns(models: dict[str, Components], tmp_path: P
     t1.join(10)
     t2.join(10)
     assert seen == [True]
+
+
+def test_suspended_gives_back_the_loaded_weights_exactly_then_the_patch(
+    models: dict[str, Components], tmp_path: Path
+) -> None:
+    c = models["sd1"]
+    base = params(c)
+    net = ref(write_tiny_lora(tmp_path / "s.safetensors", c, "kohya", seed=5))
+    with apply_networks(c, [(net, 1.0, 1.0)], NetworkCache()) as info:
+        patched = params(c)
+        assert not same(patched, base)
+        with info.suspended():
+            assert same(params(c), base)
+        assert same(params(c), patched)
+    assert same(params(c), base)

@@ -32,7 +32,7 @@ from webui.core.prompts.styles import StyleStore
 from webui.core.sampling import noise as noise_mod
 from webui.core.sampling.catalog import ExtraSampler, SamplerCatalog
 from webui.core.sampling.loop import CancelToken, Hook, Stopped
-from webui.core.tasks import extras, hires, img2img_batch, txt2img_batch
+from webui.core.tasks import extras, hires, hires_networks, img2img_batch, txt2img_batch
 from webui.core.tasks.context import BatchContext
 from webui.core.tasks.images import cheap_preview
 from webui.core.types import (
@@ -114,6 +114,7 @@ class _Run:
     on_image: ImageFn | None
     networks: ActivationPlan
     samplers: SamplerCatalog
+    hires: hires_networks.HiresPlan | None  # the hires pass's own prompts / LoRAs, when it has them
 
 
 class Engine:
@@ -166,6 +167,7 @@ class Engine:
         if networks.messages:  # a LoRA not found may have been added since the folders were listed
             self.loras.refresh()
             networks = plan_prompt(prompt, self.loras)
+        hr = hires_networks.plan_hires(request, self.styles, self.loras, networks)
         run = _Run(
             request,
             prompt,
@@ -181,6 +183,7 @@ class Engine:
             on_image,
             networks,
             samplers,
+            hr,
         )
         with (
             self.manager.acquire(request.checkpoint, request.vae) as model,
@@ -260,6 +263,22 @@ class Engine:
         encoder, cond, uncond, ti_hashes, warnings = self._conditioning(run, model, applied)
         warnings = run.networks.messages + applied.messages + warnings
         lora_hash_value = lora_hashes(run.networks, self.loras, applied)
+        hr_plan = run.hires.networks if run.hires else None
+        late: list[str] = [f"hires pass: {m}" for m in run.hires.messages] if run.hires else []
+        second_pass = None
+        if hr_plan is not None:
+            lora_hash_value = hires_networks.merged_hashes(lora_hash_value, hr_plan, self.loras)
+            second_pass = hires_networks.second_pass_scope(
+                model.components,
+                applied,
+                hr_plan.networks,
+                self.network_cache,
+                model_key(model.file.path, model.file.size, model.file.mtime_ns),
+                self.encodings,
+                self.embeddings.library().loaded,
+                request.clip_skip,
+                late,
+            )
         kind = "img2img" if img2img else "txt2img"
         folder = image_folder(self.config.outputs_dir, f"{kind}-images", datetime.date.today())
         batch_size = (
@@ -286,7 +305,7 @@ class Engine:
                 model.file.title,
                 interrupted=interrupted,
                 grid_path=grid,
-                warnings=warnings + problems,
+                warnings=warnings + tuple(m for m in late if m not in warnings) + problems,
             )
 
         for b in range(request.n_iter):
@@ -313,6 +332,8 @@ class Engine:
                 ),
                 self.hooks.image_upscalers(),
                 run.samplers,
+                (run.hires.prompt, run.hires.negative) if run.hires else None,
+                second_pass,
             )
             try:
                 if isinstance(request, Img2ImgRequest):

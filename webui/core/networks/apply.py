@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Hashable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -76,6 +76,9 @@ class AppliedInfo:
     applied: tuple[AppliedNetwork, ...]  # in request order; networks skipped whole are not here
     messages: tuple[str, ...]
     text_encoder_key: tuple[Hashable, ...]  # identifies the text-encoder patches: add to encoding keys
+    # a context in which the patched tensors hold their original values again (exactly), patched again
+    # on exit: how a hires pass with other LoRAs starts from the model as loaded
+    suspended: Callable[[], AbstractContextManager[None]] = nullcontext
 
     @property
     def patched(self) -> bool:
@@ -194,11 +197,25 @@ def apply_networks(
             if any(t[0].startswith((f"{TE1}.", f"{TE2}.")) for t in targets):
                 te_key.append((net.key, te_w))
         backups: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        @contextmanager
+        def suspended() -> Iterator[None]:
+            with torch.no_grad():
+                patched = [(param, param.detach().clone()) for param, _ in backups]
+                for param, original in backups:
+                    param.copy_(original)
+            try:
+                yield
+            finally:
+                with torch.no_grad():
+                    for param, value in patched:
+                        param.copy_(value)
+
         try:
             with torch.no_grad():
                 for module, patches in by_module.values():
                     _patch_module(module, patches, backups)
-            yield AppliedInfo(tuple(applied), tuple(messages), tuple(te_key))
+            yield AppliedInfo(tuple(applied), tuple(messages), tuple(te_key), suspended)
         finally:
             with torch.no_grad():
                 for param, original in reversed(backups):

@@ -7,6 +7,7 @@ outpaint) turn seeds into finished pictures with it and never see the job queue 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,10 @@ class BatchContext:
     churn: Mapping[str, float] = field(default_factory=dict)
     upscalers: Mapping[str, Callable[[Image.Image, int, int], Image.Image]] = field(default_factory=dict)
     samplers: SamplerCatalog = BUILTIN  # makes the schedulers (built-in and extension samplers)
+    # hires fix: the second pass's (prompt, negative prompt) with styles applied (None: the first
+    # pass's), and the context it runs in when its LoRAs differ (see tasks.hires_networks)
+    hr_prompts: tuple[str, str] | None = None
+    second_pass: Callable[[], AbstractContextManager[Encode]] | None = None
 
     def progress(self, offset: int, total: int) -> ProgressCallback:
         """The loop's progress callback for a pass that starts `offset` steps into a `total`-step batch."""

@@ -8,6 +8,9 @@ finishes the picture.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from typing import Any
+
 import torch
 from PIL import Image
 
@@ -82,18 +85,37 @@ def _second_pass(
         ]
         init = hires.truncate(encode_init(parts, pictures), target)
     h, w = target.latent_size
-    width, height = target.size
     shape = (4, h, w)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength)
     generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
     sampler, schedule = hires.second_pass_sampler(request, ctx.samplers)
     sched = ctx.samplers.make_scheduler(sampler, schedule, parts.scheduler_config, noise_seeds=seeds)
     steps = hires.second_pass_steps(request)
-    # the second pass's prompts, scheduled over its own steps (as A1111)
-    cond, uncond = ctx.encode(
-        request.hr_prompt or ctx.prompt, request.hr_negative_prompt or ctx.negative_prompt, steps
-    )
-    out = run_img2img(
+    with ctx.second_pass() if ctx.second_pass is not None else nullcontext(ctx.encode) as encode:
+        # the second pass's prompts, scheduled over its own steps (as A1111)
+        cond, uncond = encode(*(ctx.hr_prompts or (ctx.prompt, ctx.negative_prompt)), steps)
+        out = _sample_second_pass(
+            ctx, request, sched, init, noise, generators, cond, uncond, steps, total, target
+        )
+    return decode_each(parts, out)
+
+
+def _sample_second_pass(
+    ctx: BatchContext,
+    request: Txt2ImgRequest,
+    sched: Any,
+    init: torch.Tensor,
+    noise: torch.Tensor,
+    generators: Any,
+    cond: Any,
+    uncond: Any,
+    steps: int,
+    total: int,
+    target: hires.HiresTarget,
+) -> torch.Tensor:
+    width, height = target.size
+    parts = ctx.parts
+    return run_img2img(
         parts,
         sched,
         init,
@@ -110,4 +132,3 @@ def _second_pass(
         churn=ctx.churn,
         **ctx.loop_args(request.steps, total),
     )
-    return decode_each(parts, out)
