@@ -228,3 +228,18 @@ def test_native_extras_errors_name_the_field(c: httpx.Client, request_body: dict
         request_body = {**request_body, "images": [_b64(_picture())]}
     r = c.post("/api/v1/jobs", json={"kind": "extras", "request": request_body})
     assert r.status_code == 422 and r.json()["field"] == field, r.text
+
+
+def test_history_lists_an_upscale_with_what_it_did(c: httpx.Client, srv: Running) -> None:
+    from webui.ui.context import StudioContext
+    from webui.ui.history_tab import history_rows
+
+    r = c.post(
+        "/sdapi/v1/extra-single-image",
+        json={"image": _b64(_picture()), "upscaler_1": "Nearest", "upscaling_resize": 3},
+    )
+    assert r.status_code == 200
+    rows, images = history_rows(StudioContext(srv.services), "anonymous")
+    row = next(row for row in rows if row[1] == "extras")
+    assert row[4] == "Upscale 1 image x3.0 with Nearest" and row[3] == 1
+    assert any(caption == "image 1" for _, caption in images)

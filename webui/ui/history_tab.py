@@ -19,10 +19,23 @@ def history_rows(ctx: StudioContext, user: str) -> tuple[list[list[Any]], list[t
     images: list[tuple[str, str]] = []
     for info in ctx.services.queue.list(owner=user, limit=LIMIT):
         when = datetime.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M:%S")
-        prompt = str(info.request.get("prompt", ""))
+        prompt = (
+            str(info.request.get("prompt", "")) if info.kind != "extras" else _upscale_summary(info.request)
+        )
         rows.append([when, info.kind, info.state.value, len(info.images), prompt[:200], info.id[:8]])
         images.extend((img.path, caption(info, img)) for img in info.images)
     return rows, images[:200]
+
+
+def _upscale_summary(request: dict[str, Any]) -> str:
+    """What an extras job did, for the History table (it has no prompt)."""
+    n = len(request.get("images") or [])
+    images = f"{n} image{'s' if n != 1 else ''}"
+    if request.get("resize_mode") == 1:
+        how = f"to {request.get('upscaling_resize_w')}x{request.get('upscaling_resize_h')}"
+    else:
+        how = f"x{request.get('upscaling_resize')}"
+    return f"Upscale {images} {how} with {request.get('upscaler_1')}"
 
 
 def build_history(ctx: StudioContext) -> dict[str, Any]:
