@@ -143,16 +143,28 @@ def test_registered_as_a_script(host: PluginHost, engine: Engine) -> None:
     assert [c.images[0].seed for c in out.cells] == [1, 2]
 
 
-def test_a_sampler_axis_accepts_the_runners_extension_samplers(host: PluginHost, tmp_path: Path) -> None:
+def test_a_sampler_axis_accepts_the_runners_extension_samplers(
+    host: PluginHost, engine: Engine, tmp_path: Path
+) -> None:
+    from tests.test_plugins_host import load_host, write_extension
+    from webui.core.jobs import JobQueue
     from webui.core.jobs.runner import QueueRunner
-    from webui.core.sampling.catalog import ExtraSampler, SamplerCatalog
 
-    class Queue:  # what QueueRunner.samplers reads: the queue's engine
-        class engine:  # noqa: N801
-            samplers = SamplerCatalog((ExtraSampler("Mine", lambda config: None),))
+    root = tmp_path / "extensions"
+    write_extension(
+        root,
+        "mine",
+        """
+        from webui.plugins.api import SamplerSpec, hookimpl, make_builtin_scheduler
 
+        @hookimpl
+        def register(registry):
+            registry.add(SamplerSpec("Mine", lambda config: make_builtin_scheduler("Euler", None, config)))
+        """,
+    )
+    hooked = Engine(engine.config, engine.manager, load_host(root))
+    runner = QueueRunner(JobQueue(hooked, tmp_path / "jobs.sqlite"), "ann")  # the queue's own engine
     axes = axes_module(host)
-    runner = QueueRunner(Queue(), "ann")
     request = Txt2ImgRequest(**BASE)
     assert axes.parse_values("Sampler", "Euler, Mine", request, "x_values", runner.samplers) == [
         "Euler",

@@ -6,6 +6,7 @@ with the reason: the studio's acceptance depends on them, so they are never skip
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -70,6 +71,13 @@ def running_studio(
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+def sd1_data_dir(tiny_files: dict[str, Path], data: Path) -> Path:
+    """`data` as a data folder holding only the tiny SD1 checkpoint (models/Stable-diffusion/tiny-sd1)."""
+    (data / "models" / "Stable-diffusion").mkdir(parents=True)
+    shutil.copy(tiny_files["sd1"], data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")
+    return data
 
 
 def require_chromium() -> Path:

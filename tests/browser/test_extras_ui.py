@@ -4,7 +4,6 @@ makes, keeps the source's parameters and records the upscale. Batch files; no im
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,14 @@ import pytest
 from PIL import Image
 from safetensors.torch import save_file
 
-from tests.browser.harness import RunningStudio, generate, open_studio, running_studio, set_number
+from tests.browser.harness import (
+    RunningStudio,
+    generate,
+    open_studio,
+    running_studio,
+    sd1_data_dir,
+    set_number,
+)
 from tests.test_ext_upscalers import basicsr_rrdb
 
 pytestmark = pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting'", "ignore:The copy keyword")
@@ -23,9 +29,7 @@ MODEL = "RealESRGAN_x2plus"
 
 @pytest.fixture(scope="module")
 def studio(tiny_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStudio]:
-    data = tmp_path_factory.mktemp("extras-data")
-    (data / "models" / "Stable-diffusion").mkdir(parents=True)
-    shutil.copy(tiny_files["sd1"], data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")
+    data = sd1_data_dir(tiny_files, tmp_path_factory.mktemp("extras-data"))
     (data / "models" / "RealESRGAN").mkdir(parents=True)
     save_file(basicsr_rrdb(scale=2), str(data / "models" / "RealESRGAN" / f"{MODEL}.safetensors"))
     with running_studio(data, tmp_path_factory.mktemp("extras-studio")) as srv:

@@ -5,14 +5,20 @@ the style), apply it to the prompt, delete it; a bad name is refused in words.""
 from __future__ import annotations
 
 import csv
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.harness import RunningStudio, generate, open_studio, running_studio, set_number
+from tests.browser.harness import (
+    RunningStudio,
+    generate,
+    open_studio,
+    running_studio,
+    sd1_data_dir,
+    set_number,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting'", "ignore:The copy keyword")
 EXISTING = 'name,prompt,negative_prompt,description\n# a divider,,,\nwarm,"{prompt}, golden hour",cold,kept\n'
@@ -20,9 +26,7 @@ EXISTING = 'name,prompt,negative_prompt,description\n# a divider,,,\nwarm,"{prom
 
 @pytest.fixture(scope="module")
 def studio(tiny_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStudio]:
-    data = tmp_path_factory.mktemp("styles-data")
-    (data / "models" / "Stable-diffusion").mkdir(parents=True)
-    shutil.copy(tiny_files["sd1"], data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")
+    data = sd1_data_dir(tiny_files, tmp_path_factory.mktemp("styles-data"))
     with running_studio(data, tmp_path_factory.mktemp("styles-studio")) as srv:
         srv.services.engine.styles.path.write_text(EXISTING, encoding="utf-8")
         yield srv

@@ -75,19 +75,23 @@ def build_request(services: Services, payload: A1111Extras, encoded: list[str]) 
         raise RequestError("image" if isinstance(payload, A1111ExtrasSingle) else "imageList", "no image")
     if len(encoded) > MAX_IMAGES:  # before decoding any of them
         raise RequestError("imageList", f"holds {len(encoded)} images (limit {MAX_IMAGES} a request)")
-    opts = services.options
     single = isinstance(payload, A1111ExtrasSingle)
-    decoded = [
-        images.decode_image(
-            data,
-            "image" if single else f"imageList.{i}.data",
-            max_bytes=opts.max_body_bytes,
-            max_pixels=opts.max_image_pixels,
-        )
-        for i, data in enumerate(encoded)
-    ]
+    names = ["image"] if single else [f"imageList.{i}.data" for i in range(len(encoded))]
     settings = {name: getattr(payload, name) for name in _SETTINGS}
-    request = ExtrasRequest.from_images(decoded, save_images=False, **settings)
+    return _checked_request(services, encoded, names, None, {**settings, "save_images": False})
+
+
+def _checked_request(
+    services: Services, encoded: list[Any], names: list[str], field: str | None, settings: dict[str, Any]
+) -> ExtrasRequest:
+    """Decode each image (with the server's limits, errors naming `names[i]`), build the request, check
+    its values and upscaler names."""
+    opts = services.options
+    decoded = [
+        images.decode_image(data, name, max_bytes=opts.max_body_bytes, max_pixels=opts.max_image_pixels)
+        for name, data in zip(names, encoded, strict=True)
+    ]
+    request = ExtrasRequest.from_images(decoded, field=field, **settings)
     request.validate()
     check_upscalers(request, services.engine.extras_upscalers())
     return request
@@ -127,16 +131,9 @@ def native_extras(services: Services, data: Mapping[str, Any]) -> ExtrasRequest:
             raise RequestError(
                 key, f"unknown field for an extras job (known: images, {', '.join(sorted(known))})"
             )
-    opts = services.options
-    decoded = [
-        images.decode_image(v, f"images.{i}", max_bytes=opts.max_body_bytes, max_pixels=opts.max_image_pixels)
-        for i, v in enumerate(encoded)
-    ]
     settings = {k: v for k, v in data.items() if k != "images"}
-    request = ExtrasRequest.from_images(decoded, field="images", **settings)
-    request.validate()
-    check_upscalers(request, services.engine.extras_upscalers())
-    return request
+    names = [f"images.{i}" for i in range(len(encoded))]
+    return _checked_request(services, encoded, names, "images", settings)
 
 
 def html_info(request: ExtrasRequest) -> str:

@@ -275,7 +275,7 @@ class Engine:
                 self.network_cache,
                 model_key(model.file.path, model.file.size, model.file.mtime_ns),
                 self.encodings,
-                self.embeddings.library().loaded,
+                encoder.embeddings,  # the usable ones, as the first pass read them
                 request.clip_skip,
                 late,
             )

@@ -13,6 +13,7 @@ import gradio as gr
 
 from webui.ui.context import StudioContext
 from webui.ui.runner import TabRunner
+from webui.ui.widgets import QUIET, wire_gallery_select
 
 SCALE_MODES = ["Scale by", "Scale to"]
 
@@ -128,34 +129,24 @@ def build_extras(ctx: StudioContext, job_state: Any) -> TabRunner:
 
     runner = TabRunner(ctx, tab, f, job_state, extra=images_of, extra_inputs=("_image", "_batch", "_mode"))
     runner.wire()
-    _wire_local(ctx, runner.fields)
-
-    quiet: dict[str, Any] = dict(
-        concurrency_limit=None, show_progress="hidden", api_visibility="private", queue=False
-    )
-    single_tab.select(lambda: "single", None, f["_mode"], **quiet)
-    batch_tab.select(lambda: "batch", None, f["_mode"], **quiet)
+    _wire_refresh(ctx, f)
+    wire_gallery_select(runner.fields)
+    single_tab.select(lambda: "single", None, f["_mode"], **QUIET)
+    batch_tab.select(lambda: "batch", None, f["_mode"], **QUIET)
 
     def sent(path: str | None) -> tuple[Any, Any]:  # an image arrived ("Send to extras", upload): use it
         return (gr.update(selected="extras_single"), "single") if path else (gr.skip(), gr.skip())
 
-    f["_image"].change(sent, f["_image"], [inner_tabs, f["_mode"]], **quiet)
+    f["_image"].change(sent, f["_image"], [inner_tabs, f["_mode"]], **QUIET)
 
     def show(mode: int) -> tuple[Any, Any]:
         return gr.update(visible=mode != 1), gr.update(visible=mode == 1)
 
-    f["resize_mode"].change(
-        show, f["resize_mode"], [f["upscaling_resize"], size_row],
-        concurrency_limit=None, show_progress="hidden", api_visibility="private", queue=False,
-    )  # fmt: skip
+    f["resize_mode"].change(show, f["resize_mode"], [f["upscaling_resize"], size_row], **QUIET)
     return runner
 
 
-def _wire_local(ctx: StudioContext, f: dict[str, Any]) -> None:
-    quiet: dict[str, Any] = dict(
-        concurrency_limit=None, show_progress="hidden", api_visibility="private", queue=False
-    )
-
+def _wire_refresh(ctx: StudioContext, f: dict[str, Any]) -> None:
     def refresh(first: str, second: str) -> tuple[Any, Any]:
         names = extras_upscaler_names(ctx)
         return (
@@ -164,12 +155,5 @@ def _wire_local(ctx: StudioContext, f: dict[str, Any]) -> None:
         )
 
     f["_refresh"].click(
-        refresh, [f["upscaler_1"], f["upscaler_2"]], [f["upscaler_1"], f["upscaler_2"]], **quiet
+        refresh, [f["upscaler_1"], f["upscaler_2"]], [f["upscaler_1"], f["upscaler_2"]], **QUIET
     )
-
-    def select(infotexts: list[str], evt: gr.SelectData) -> tuple[str, int]:
-        index = evt.index if isinstance(evt.index, int) else 0
-        return (infotexts[index] if 0 <= index < len(infotexts) else ""), index
-
-    f["_selected"] = gr.State(0)
-    f["_gallery"].select(select, f["_infotexts"], [f["_info"], f["_selected"]], **quiet)

@@ -202,11 +202,26 @@ def clamp_for(component: Any, value: Any) -> Any:
     return value
 
 
+# event options of the small UI-only handlers: unqueued, no progress overlay, not in the API
+QUIET: dict[str, Any] = dict(
+    concurrency_limit=None, show_progress="hidden", api_visibility="private", queue=False
+)
+
+
+def wire_gallery_select(f: dict[str, Any]) -> None:
+    """Clicking a gallery image shows its infotext and remembers its index (for "send to")."""
+
+    def select(infotexts: list[str], evt: gr.SelectData) -> tuple[str, int]:
+        index = evt.index if isinstance(evt.index, int) else 0
+        return (infotexts[index] if 0 <= index < len(infotexts) else ""), index
+
+    f["_selected"] = gr.State(0)
+    f["_gallery"].select(select, f["_infotexts"], [f["_info"], f["_selected"]], **QUIET)
+
+
 def wire_common(ctx: Any, f: dict[str, Any]) -> None:
     """Token counters, styles refresh and gallery selection for a generation tab."""
-    quiet: dict[str, Any] = dict(
-        concurrency_limit=None, show_progress="hidden", api_visibility="private", queue=False
-    )
+    quiet = QUIET
 
     def count(text: str, steps: float) -> str:
         return token_counter_html(str(ctx.counter.count(text or "", int(steps or 1))))
@@ -220,10 +235,4 @@ def wire_common(ctx: Any, f: dict[str, Any]) -> None:
         return gr.update(choices=names, value=[c for c in (current or []) if c in names])
 
     f["_styles_refresh"].click(refresh_styles, f["styles"], f["styles"], **quiet)
-
-    def select(infotexts: list[str], evt: gr.SelectData) -> tuple[str, int]:
-        index = evt.index if isinstance(evt.index, int) else 0
-        return (infotexts[index] if 0 <= index < len(infotexts) else ""), index
-
-    f["_selected"] = gr.State(0)
-    f["_gallery"].select(select, f["_infotexts"], [f["_info"], f["_selected"]], **quiet)
+    wire_gallery_select(f)

@@ -41,13 +41,14 @@ class SamplerCatalog:
             return False
         return True
 
-    def _extra(self, name: str) -> ExtraSampler | None:
-        for folded in (False, True):
-            for s in self.extra:
-                for key in (s.name, *s.aliases):
-                    if (key.casefold() == name.casefold()) if folded else key == name:
-                        return s
-        return None
+    def _extension(self, name: str) -> ExtraSampler | None:
+        """The extension sampler `name` means (exact name or alias first, then case-insensitive);
+        None for a built-in or unknown name."""
+        if self._builtin(name):
+            return None
+        keys = [(key, s) for s in self.extra for key in (s.name, *s.aliases)]
+        exact = next((s for key, s in keys if key == name), None)
+        return exact or next((s for key, s in keys if key.casefold() == name.casefold()), None)
 
     def names(self) -> list[str]:
         """The sampler names to offer: the built-in ones, then the extensions' (not shadowed)."""
@@ -60,7 +61,8 @@ class SamplerCatalog:
             raise UnknownSampler(f"sampler name must be text, got {sampler_name!r}")
         if scheduler is not None and not isinstance(scheduler, str):
             raise UnknownSampler(f"schedule type must be text, got {scheduler!r}", "scheduler")
-        if self._builtin(sampler_name) or self._extra(sampler_name) is None:
+        found = self._extension(sampler_name)
+        if found is None:
             try:
                 info, label = builtin.resolve(sampler_name, scheduler)
             except UnknownSampler as e:
@@ -69,8 +71,6 @@ class SamplerCatalog:
                     raise UnknownSampler(f"unknown sampler {sampler_name!r}: valid names are {names}") from e
                 raise
             return info.name, label
-        found = self._extra(sampler_name)
-        assert found is not None
         if scheduler is not None and scheduler.casefold() != AUTOMATIC.casefold():
             raise UnknownSampler(
                 f"schedule type {scheduler!r} is not supported by {found.name} (an extension's sampler, "
@@ -88,11 +88,10 @@ class SamplerCatalog:
         noise_seeds: Sequence[int] | None = None,
     ) -> Any:
         """A fresh scheduler for one run (see samplers.make_scheduler for the built-in ones)."""
-        if self._builtin(sampler_name) or self._extra(sampler_name) is None:
+        found = self._extension(sampler_name)
+        if found is None:
             return builtin.make_scheduler(sampler_name, schedule, base_config, noise_seeds=noise_seeds)
-        name, _ = self.resolve(sampler_name, schedule)
-        found = self._extra(sampler_name)
-        assert found is not None
+        name, _ = self.resolve(sampler_name, schedule)  # the schedule type must be Automatic
         scheduler = found.make(dict(base_config))
         missing = [m for m in _SCHEDULER_METHODS if not callable(getattr(scheduler, m, None))]
         if missing:

@@ -19,7 +19,6 @@ outputs/extras-images/NNNNN.png (no date folder and no seed in the name, as A111
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,15 +28,12 @@ from PIL import Image
 
 from webui.core.outputs.saving import read_infotext, save_image
 from webui.core.sampling.loop import CancelToken
+from webui.core.tasks.hires import IMAGE_UPSCALERS
 from webui.core.tasks.input_images import sanitize_image
-from webui.core.types import GeneratedImage, RequestError
+from webui.core.types import GeneratedImage, RequestError, _finite, _int
 
 Upscale = Callable[[Image.Image, int, int], Image.Image]
 NONE: Final = "None"
-BUILTIN: Final[Mapping[str, Image.Resampling]] = {
-    "Lanczos": Image.Resampling.LANCZOS,
-    "Nearest": Image.Resampling.NEAREST,
-}
 SCALE_BY, SCALE_TO = 0, 1
 MAX_FACTOR: Final = 8.0
 MAX_OUTPUT_SIDE: Final = 8192  # a side of any intermediate or final image
@@ -108,12 +104,10 @@ class ExtrasRequest:
             raise RequestError(
                 "resize_mode", f"must be 0 (scale by) or 1 (scale to), got {self.resize_mode!r}"
             )
-        _number("upscaling_resize", self.upscaling_resize, 0.1, MAX_FACTOR)
-        _number("extras_upscaler_2_visibility", self.extras_upscaler_2_visibility, 0.0, 1.0)
+        _finite("upscaling_resize", self.upscaling_resize, 0.1, MAX_FACTOR)
+        _finite("extras_upscaler_2_visibility", self.extras_upscaler_2_visibility, 0.0, 1.0)
         for name in ("upscaling_resize_w", "upscaling_resize_h"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_OUTPUT_SIDE:
-                raise RequestError(name, f"must be a whole number from 1 to {MAX_OUTPUT_SIDE}, got {value!r}")
+            _int(name, getattr(self, name), 1, MAX_OUTPUT_SIDE)
         for name in ("upscaler_1", "upscaler_2"):
             if not isinstance(getattr(self, name), str):
                 raise RequestError(name, "must name an upscaler")
@@ -134,12 +128,6 @@ class ExtrasRequest:
                 )
 
 
-def _number(name: str, value: Any, lo: float, hi: float) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not lo <= value <= hi:
-        raise RequestError(name, f"must be a number from {lo:g} to {hi:g}, got {value!r}")
-
-
 def check_upscalers(request: ExtrasRequest, available: Mapping[str, Upscale]) -> None:
     """Both upscaler names must be "None" or available; the error lists the valid names."""
     valid = [NONE, *available]
@@ -150,10 +138,12 @@ def check_upscalers(request: ExtrasRequest, available: Mapping[str, Upscale]) ->
 
 
 def builtin_upscalers() -> dict[str, Upscale]:
+    """Hires fix's picture upscalers (Lanczos, Nearest); "None" here means no upscale at all."""
+
     def resizer(resample: Image.Resampling) -> Upscale:
         return lambda im, w, h: im.resize((w, h), resample=resample)
 
-    return {name: resizer(resample) for name, resample in BUILTIN.items()}
+    return {name: resizer(resample) for name, resample in IMAGE_UPSCALERS.items() if name != NONE}
 
 
 def _factor(request: ExtrasRequest, width: int, height: int) -> float:

@@ -9,7 +9,6 @@ finishes the picture.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any
 
 import torch
 from PIL import Image
@@ -91,44 +90,25 @@ def _second_pass(
     sampler, schedule = hires.second_pass_sampler(request, ctx.samplers)
     sched = ctx.samplers.make_scheduler(sampler, schedule, parts.scheduler_config, noise_seeds=seeds)
     steps = hires.second_pass_steps(request)
+    width, height = target.size
     with ctx.second_pass() if ctx.second_pass is not None else nullcontext(ctx.encode) as encode:
         # the second pass's prompts, scheduled over its own steps (as A1111)
         cond, uncond = encode(*(ctx.hr_prompts or (ctx.prompt, ctx.negative_prompt)), steps)
-        out = _sample_second_pass(
-            ctx, request, sched, init, noise, generators, cond, uncond, steps, total, target
+        out = run_img2img(
+            parts,
+            sched,
+            init,
+            noise,
+            generators,
+            cond,
+            uncond,
+            steps=steps,
+            strength=request.denoising_strength,
+            cfg_scale=request.cfg_scale,
+            width=width,
+            height=height,
+            eta=request.eta,
+            churn=ctx.churn,
+            **ctx.loop_args(request.steps, total),
         )
     return decode_each(parts, out)
-
-
-def _sample_second_pass(
-    ctx: BatchContext,
-    request: Txt2ImgRequest,
-    sched: Any,
-    init: torch.Tensor,
-    noise: torch.Tensor,
-    generators: Any,
-    cond: Any,
-    uncond: Any,
-    steps: int,
-    total: int,
-    target: hires.HiresTarget,
-) -> torch.Tensor:
-    width, height = target.size
-    parts = ctx.parts
-    return run_img2img(
-        parts,
-        sched,
-        init,
-        noise,
-        generators,
-        cond,
-        uncond,
-        steps=steps,
-        strength=request.denoising_strength,
-        cfg_scale=request.cfg_scale,
-        width=width,
-        height=height,
-        eta=request.eta,
-        churn=ctx.churn,
-        **ctx.loop_args(request.steps, total),
-    )
