@@ -2,50 +2,31 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.netguard import sitecustomize as netguard
 from webui import offline
 
 offline.apply()  # before diffusers/transformers/gradio are imported by any test module
 
-_real_connect = socket.socket.connect
-_real_connect_ex = socket.socket.connect_ex
-
-
-def _is_loopback(address: Any) -> bool:
-    if not isinstance(address, tuple):  # AF_UNIX paths
-        return True
-    host = address[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _guarded(real: Callable[..., Any]) -> Callable[..., Any]:
-    def connect(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
-            raise ConnectionRefusedError(f"tests may only contact loopback; refused {address!r}")
-        return real(self, address)
-
-    return connect
-
 
 @pytest.fixture(autouse=True, scope="session")
 def _no_network() -> Iterator[None]:
-    socket.socket.connect = _guarded(_real_connect)  # type: ignore[method-assign]
-    socket.socket.connect_ex = _guarded(_real_connect_ex)  # type: ignore[method-assign]
+    """Loopback only and no remote name lookups, here and in every Python process a test starts."""
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "SFUMATO_TEST_NETGUARD")}
+    os.environ.update(netguard.child_env(dict(os.environ)))
+    netguard.install()
     yield
-    socket.socket.connect = _real_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+    netguard.uninstall()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.netguard import sitecustomize as netguard
 from webui import offline
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run_until_killed(args: list[str], until: Any, timeout: float = 240) -> list[dict[str, Any]]:
     """Start the worker process, read its JSON lines until `until(line)`, then SIGKILL it."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = netguard.child_env(dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"))
     offline.apply(env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.jobs_helpers.crash_worker", *args],
