@@ -162,7 +162,7 @@ def build_tiny_flow(arch: str, seed: int = 0) -> TinyFlowModel:
     with torch.random.fork_rng(devices=[]):
         transformer = cls(**transformer_config(arch))
         vae = vae_cls(**vae_config(arch))
-        clip_l = (
+        clip_l: Any = (
             CLIPTextModel(_clip_config(32, "quick_gelu"))
             if flux
             else CLIPTextModelWithProjection(_clip_config(32, "quick_gelu", projection_dim=32))
