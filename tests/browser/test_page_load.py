@@ -6,6 +6,7 @@ elsewhere (no ↻ needed)."""
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,4 +111,25 @@ def test_a_style_saved_elsewhere_shows_after_a_reload(studio: RunningStudio, bro
     reload(page)
     page.click("#txt2img_styles input")
     page.locator("[role=option]:has-text('sunset')").wait_for(timeout=10_000)
+    page.context.close()
+
+
+def test_a_model_added_and_refreshed_through_the_api_shows_after_a_reload(
+    studio: RunningStudio, browser: Any
+) -> None:
+    page = open_studio(browser, studio.url)
+    page.locator("#sf_first_run").wait_for(state="visible")  # no model yet: the first-run notice
+    folder = studio.config.ckpt_dirs[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "fresh-model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")  # listed, never loaded
+    response = httpx.post(f"{studio.url}/sdapi/v1/refresh-checkpoints")
+    assert response.status_code == 200, response.text
+    reload(page)
+    page.locator("#sf_first_run").wait_for(state="hidden")
+    assert "fresh-model" in page.input_value("#sf_checkpoint input")
+    page.click("button[role=tab]:has-text('Models')")
+    page.wait_for_function(
+        "document.querySelector('#models_table').innerText.includes('fresh-model.safetensors')",
+        timeout=10_000,
+    )
     page.context.close()

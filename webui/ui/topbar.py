@@ -30,7 +30,7 @@ def first_run_html(ctx: StudioContext) -> str:
         "<p>Sfumato needs a Stable Diffusion checkpoint (<code>.safetensors</code> or <code>.ckpt</code>, "
         "or a diffusers folder). Put one in:</p>"
         f"<ul>{folders}</ul>"
-        "<p>then press <b>Refresh</b> (🔄 next to the checkpoint list).</p>"
+        "<p>then press <b>↻</b> next to the checkpoint list.</p>"
         "<p>Already have AUTOMATIC1111? Start with <code>--data-dir /path/to/stable-diffusion-webui</code> "
         "to use its models, embeddings and styles.</p>"
         "<p>Just trying the app? Start with <code>--demo-model</code>: a tiny random-weight model that "
