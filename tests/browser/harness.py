@@ -126,6 +126,18 @@ def reload(page: Any) -> None:
     wait_loaded(page)
 
 
+def wait_value(page: Any, selector: str, text: str, *, exact: bool = False, timeout: float = 30) -> None:
+    """Wait until the first input or textarea under `selector` holds `text` (or contains it)."""
+    page.wait_for_function(
+        """([sel, text, exact]) => {
+            const box = document.querySelector(`${sel} textarea, ${sel} input`);
+            return !!box && (exact ? box.value === text : box.value.includes(text));
+        }""",
+        arg=[selector, text, exact],
+        timeout=timeout * 1000,
+    )
+
+
 def set_number(page: Any, elem_id: str, value: float) -> None:
     """Type a value into a slider's or number's box and commit it."""
     box = page.locator(f"#{elem_id} input[type=number]").first
