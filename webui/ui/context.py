@@ -39,7 +39,7 @@ class Prefs:
 
 def browser_secret(cache_dir: Path) -> str:
     """A fixed secret for gr.BrowserState (kept in <cache>/ui-secret), so a restart keeps it readable."""
-    from webui.core.settings import write_atomic
+    from webui.core.atomic import write_atomic
 
     path = cache_dir / SECRET_FILE
     try:

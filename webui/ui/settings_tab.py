@@ -84,9 +84,9 @@ def build_settings(ctx: StudioContext) -> dict[str, Any]:
         reload = gr.Button("Reload", elem_id="settings_reload", min_width=100)
     result = gr.Textbox(label="Result", interactive=False, elem_id="settings_result", lines=1)
     loaded_state = gr.State(None)  # {key: value} as this page loaded them
-    for group, keys in GROUPS.items():
+    for group, members in GROUPS.items():
         with gr.Accordion(group, open=group == "Saving images"):
-            for key in keys:
+            for key in members:
                 spec = SPECS.get(key)
                 if spec is not None:
                     controls[key] = _control(spec)
@@ -112,12 +112,12 @@ def build_settings(ctx: StudioContext) -> dict[str, Any]:
                 store.update(changes, ctx.services.manager.resolve, ctx.services.manager.resolve_vae)
             except (RequestError, LookupError, ValueError) as e:
                 return [f"Not saved: {e}", *_skips()]
-            message = f"Saved {_plural(len(changes))}: {', '.join(changes)}"
+            said = [f"Saved {_plural(len(changes))}: {', '.join(changes)}"]
         else:
-            message = "Nothing changed."
+            said = ["Nothing changed"]
         if elsewhere:
-            message += f". Kept as saved elsewhere meanwhile: {', '.join(elsewhere)}"
-        return [message, *snapshot()]
+            said.append(f"kept as saved elsewhere meanwhile: {', '.join(elsewhere)}")
+        return ["; ".join(said) + ".", *snapshot()]
 
     def _skips() -> list[Any]:
         return [gr.skip()] * (len(keys) + 1)
