@@ -177,6 +177,19 @@ def test_concurrent_updates_lose_nothing(tmp_path: Path) -> None:
     assert store.current.as_dict() == {**store.current.as_dict(), **on_disk}
 
 
+def test_the_store_is_what_the_api_and_the_studio_read(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"jpeg_quality": 500, "quicksettings_list": ["sd_vae"]}))
+    store = SettingsStore(path)
+    assert store.problem is not None and "jpeg_quality" in store.problem  # bad value: reported, not used
+    assert store.get("jpeg_quality") == 80 and store.get("quicksettings_list") == ["sd_vae"]
+    assert store.get("no_such_option") is None  # A1111 clients ask for options they know
+    seen: list[str] = []
+    store.update({"sd_vae": "my.vae.pt"}, None, seen.append)  # the API passes both checks by position
+    assert seen == ["my.vae.pt"] and store.as_dict()["sd_vae"] == "my.vae.pt"
+    assert json.loads(path.read_text())["sd_vae"] == "my.vae.pt"
+
+
 def test_save_keeps_the_file_mode(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     path.write_text("{}")

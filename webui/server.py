@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from webui.api.adapters import SettingsHolder
 from webui.api.app import create_app
 from webui.api.auth import users_from_flags
 from webui.api.services import ServerOptions, Services
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
 from webui.core.models.manager import ModelManager
+from webui.core.settings import SettingsStore
 
 log = logging.getLogger("sfumato.server")
 
@@ -81,7 +81,7 @@ def build_services(
     engine = Engine(config, manager, hooks)
     db = db_path or jobs_db_path(config)
     queue = JobQueue(engine, db, max_queued=max_queued, preview_every=preview_every)
-    settings = SettingsHolder.load(config.settings_path)
+    settings = SettingsStore(config.settings_path)
     if settings.problem:
         log.warning("settings: %s", settings.problem)
     return Services(config, engine, engine.manager, queue, settings, options)

@@ -111,9 +111,31 @@ def open_studio(browser: Any, url: str, **context_args: Any) -> Any:
     page.dialogs = []  # type: ignore[attr-defined]
     page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
     page.goto(url)
-    page.wait_for_selector("#txt2img_generate", timeout=60_000)
-    page.wait_for_timeout(300)  # load events (preferences, reattach)
+    wait_loaded(page)
     return page
+
+
+def wait_loaded(page: Any, timeout: float = 60) -> None:
+    """Wait until the page has read its stored state (settings, lists, top bar: webui.ui.page_load)."""
+    page.wait_for_function("document.body.dataset.sfLoaded === '1'", timeout=timeout * 1000)
+
+
+def reload(page: Any) -> None:
+    """Reload the page and wait until it has read its stored state again."""
+    page.reload()
+    wait_loaded(page)
+
+
+def wait_value(page: Any, selector: str, text: str, *, exact: bool = False, timeout: float = 30) -> None:
+    """Wait until the first input or textarea under `selector` holds `text` (or contains it)."""
+    page.wait_for_function(
+        """([sel, text, exact]) => {
+            const box = document.querySelector(`${sel} textarea, ${sel} input`);
+            return !!box && (exact ? box.value === text : box.value.includes(text));
+        }""",
+        arg=[selector, text, exact],
+        timeout=timeout * 1000,
+    )
 
 
 def set_number(page: Any, elem_id: str, value: float) -> None:
@@ -123,13 +145,16 @@ def set_number(page: Any, elem_id: str, value: float) -> None:
     box.press("Enter")
 
 
-def wait_status(page: Any, tab: str, words: tuple[str, ...], timeout: float = 60) -> str:
+def wait_status(
+    page: Any, tab: str, words: tuple[str, ...], timeout: float = 60, *, start: bool = False
+) -> str:
+    """The tab's status once it contains one of `words` (with `start`: begins with one)."""
     deadline = time.monotonic() + timeout
     text = ""
     while time.monotonic() < deadline:
         texts = page.locator(f"#{tab}_status .sf-text").all_inner_texts()
         text = texts[0] if texts else ""
-        if any(w in text for w in words):
+        if any(text.startswith(w) if start else w in text for w in words):
             return text
         page.wait_for_timeout(100)
     raise AssertionError(f"status never showed {words}; last: {text!r}")
@@ -139,4 +164,5 @@ def generate(page: Any, tab: str, timeout: float = 120) -> str:
     """Click the tab's Generate and wait for that job's final status (not an earlier job's)."""
     page.evaluate(f"document.querySelectorAll('#{tab}_status .sf-text').forEach(e => e.textContent = '')")
     page.click(f"#{tab}_generate")
-    return wait_status(page, tab, ("Done", "Failed", "Interrupted"), timeout)
+    # the final status starts with these (a script's per-cell lines, "X/Y/Z plot: image 2: Done", do not)
+    return wait_status(page, tab, ("Done", "Failed", "Interrupted"), timeout, start=True)

@@ -17,7 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.harness import RunningStudio, generate, open_studio, running_studio, set_number
+from tests.browser.harness import (
+    RunningStudio,
+    generate,
+    open_studio,
+    reload,
+    running_studio,
+    set_number,
+    wait_value,
+)
 from tests.test_plugins_host import BROKEN, write_extension
 
 pytestmark = pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting'", "ignore:The copy keyword")
@@ -95,11 +103,10 @@ def test_an_extension_accordion_value_reaches_its_hook_by_name(studio: RunningSt
     page.check("#txt2img_ext_inverter_invert input[type=checkbox]")
     page.click("#txt2img_ext_inverter_mode label:has-text('half')")
     assert generate(page, "txt2img").startswith("Done")
-    page.wait_for_timeout(500)
+    wait_value(page, "#txt2img_info", "Inverted: half x1")
     inverted = _latest(studio)[0]
     assert inverted.id != plain.id
     assert inverted.request["extension_args"]["inverter"] == {"invert": True, "amount": 1, "mode": "half"}
-    assert "Inverted: half x1" in page.input_value("#txt2img_info textarea")
     with Image.open(plain.images[0].path) as a, Image.open(inverted.images[0].path) as b:
         assert np.array_equal(255 - np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
     assert "Inverted" not in plain.images[0].infotext
@@ -121,13 +128,12 @@ def test_the_extensions_tab_lists_errors_and_disabling_persists(studio: RunningS
     state = json.loads((studio.config.data_dir / "extensions.json").read_text())
     assert state["disabled"] == ["inverter"]
     assert "applied on restart" in page.inner_text("#extensions_table")
-    page.reload()
-    page.wait_for_selector("#txt2img_generate")
+    reload(page)
     page.click("button[role=tab]:has-text('Extensions')")
     assert "applied on restart" in page.inner_text("#extensions_table")  # read back from the file
     _pick(page, "extensions_name", "inverter")
     page.click("#extensions_enable")
-    page.wait_for_timeout(800)
+    wait_value(page, "#extensions_message", "will be enabled")
     assert json.loads((studio.config.data_dir / "extensions.json").read_text())["disabled"] == []
 
 
@@ -145,7 +151,7 @@ def test_lora_card_click_inserts_the_tag_and_the_image_records_its_hash(
     assert page.input_value("#txt2img_prompt textarea") == f"a tree <lora:{LORA}:1>"
     _small(page, 5)
     assert generate(page, "txt2img").startswith("Done")
-    page.wait_for_timeout(500)
+    wait_value(page, "#txt2img_info", "Lora hashes")
     job = _latest(studio)[0]
     assert job.request["prompt"] == f"a tree <lora:{LORA}:1>"  # what the browser showed is what ran
     assert f'Lora hashes: "{LORA}: ' in page.input_value("#txt2img_info textarea")

@@ -84,7 +84,7 @@ def test_batch_files_scale_to_a_size(studio: RunningStudio, browser: Any, tmp_pa
     page.click("button[role=tab]:has-text('Extras')")
     page.click("button[role=tab]:has-text('Batch')")
     page.set_input_files("#extras_batch input[type=file]", files)
-    page.wait_for_timeout(800)
+    page.wait_for_function("document.querySelectorAll('#extras_batch td.filename').length === 2")
     page.click("#extras_resize_mode label:has-text('Scale to')")
     set_number(page, "extras_upscaling_resize_w", 48)
     set_number(page, "extras_upscaling_resize_h", 32)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from tests.browser.harness import RunningStudio, generate, open_studio, set_number
+from tests.browser.harness import RunningStudio, generate, open_studio, set_number, wait_value
 
 pytestmark = pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting'", "ignore:The copy keyword")
 XSS = "<img src=x onerror=alert(1)>"
@@ -28,7 +28,7 @@ def _latest_done(studio: RunningStudio, kind: str) -> Any:
 
 def _tab(page: Any, name: str) -> None:
     page.click(f"button[role=tab]:has-text('{name}')")
-    page.wait_for_timeout(300)
+    page.locator(f"button[role=tab][aria-selected=true]:has-text('{name}')").wait_for()
 
 
 def _reference_image(studio: RunningStudio) -> Path:
@@ -55,7 +55,7 @@ def test_png_info_send_to_txt2img_regenerates_the_same_image(studio: RunningStud
     )
     assert "A1111 infotext" in page.input_value("#pnginfo_summary textarea, #pnginfo_summary input")
     page.click("#pnginfo_to_txt2img")
-    page.wait_for_timeout(800)
+    wait_value(page, "#txt2img_seed", "4242", exact=True)
     assert page.input_value("#txt2img_prompt textarea") == "a (blue:1.2) house"
     assert page.input_value("#txt2img_neg_prompt textarea") == "fog"
     assert page.input_value("#txt2img_seed input") == "4242"
@@ -90,7 +90,7 @@ def test_png_info_shows_comfyui_and_invokeai_metadata_as_text(
     page.wait_for_function("document.querySelector('#pnginfo_other textarea').value.includes('workflow')")
     assert "ComfyUI" in page.input_value("#pnginfo_summary textarea, #pnginfo_summary input")
     page.click("#pnginfo_to_txt2img")
-    page.wait_for_timeout(800)
+    wait_value(page, "#txt2img_seed", "99", exact=True)
     assert page.input_value("#txt2img_prompt textarea") == f"comfy cat {XSS}"
     assert page.input_value("#txt2img_seed input") == "99"
     assert page.locator("img[src='x']").count() == 0 and page.dialogs == []
@@ -149,7 +149,7 @@ def test_models_tab_lists_and_searches(studio: RunningStudio, browser: Any) -> N
     _tab(page, "Models")
     assert "tiny-sdxl.safetensors" in page.inner_text("#models_table")
     page.fill("#models_search textarea, #models_search input", "sd2")
-    page.wait_for_timeout(1000)
+    page.wait_for_function("!document.querySelector('#models_table').innerText.includes('tiny-sdxl')")
     text = page.inner_text("#models_table")
     assert "tiny-sd2-v.safetensors" in text and "tiny-sdxl" not in text
 

@@ -17,6 +17,7 @@ from tests.browser.harness import (
     running_studio,
     set_number,
     wait_status,
+    wait_value,
 )
 from webui.core.outputs.saving import read_infotext
 
@@ -140,8 +141,7 @@ def test_markup_in_a_prompt_and_in_infotext_renders_as_text(studio: RunningStudi
     page.fill("#txt2img_neg_prompt textarea", XSS)
     _small(page, steps=2)
     assert generate(page, "txt2img").startswith("Done")
-    page.wait_for_timeout(500)
-    assert XSS in page.input_value("#txt2img_info textarea")
+    wait_value(page, "#txt2img_info", XSS)
     assert page.locator("img[src='x']").count() == 0
     assert page.dialogs == []
 
@@ -164,7 +164,6 @@ def test_markup_in_a_model_file_name_renders_as_text(
         page.fill("#txt2img_prompt textarea", "escaped")
         _small(page, steps=2)
         assert generate(page, "txt2img").startswith("Done")
-        page.wait_for_timeout(500)
-        assert f"Model: {XSS}" in page.input_value("#txt2img_info textarea")
+        wait_value(page, "#txt2img_info", f"Model: {XSS}")
         assert page.locator("img[src='x']").count() == 0
         assert page.dialogs == []

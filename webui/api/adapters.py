@@ -1,55 +1,15 @@
 """Small adapters between the routes and the engine: listings in A1111's shapes (styles, embeddings,
-LoRAs, from the engine's own stores), settings read and updated through one lock-guarded holder, and
-memory figures from /proc/meminfo and torch.cuda.
+LoRAs, from the engine's own stores) and memory figures from /proc/meminfo and torch.cuda. Settings live
+in webui.core.settings.SettingsStore (the one store the API and the studio share).
 """
 
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from webui.core.engine import Engine
-
-
-class SettingsHolder:
-    """The current Settings (immutable snapshots), replaced atomically under a lock on update."""
-
-    def __init__(self, settings: Any) -> None:
-        self._settings = settings
-        self._lock = threading.Lock()
-
-    @classmethod
-    def load(cls, path: Path) -> SettingsHolder:
-        from webui.core.settings import Settings
-
-        return cls(Settings.load(path))
-
-    @property
-    def problem(self) -> str | None:
-        return getattr(self._settings, "problem", None)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self._settings.as_dict())
-
-    def get(self, key: str) -> Any:
-        return self.as_dict().get(key)
-
-    def update(
-        self,
-        changes: Mapping[str, Any],
-        validate_checkpoint: Callable[[str], None],
-        validate_vae: Callable[[str], None],
-    ) -> dict[str, Any]:
-        """Validate every change, write config.json atomically, then publish (nothing changes on error)."""
-        with self._lock:
-            new = self._settings.updated(dict(changes), validate_checkpoint, validate_vae=validate_vae)
-            new.save()
-            self._settings = new
-            return dict(new.as_dict())
 
 
 def styles_listing(engine: Engine) -> list[dict[str, str]]:

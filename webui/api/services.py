@@ -47,5 +47,5 @@ class Services:
     engine: Engine
     manager: ModelManager
     queue: Any  # webui.core.jobs.JobQueue
-    settings: Any  # webui.core.settings store (get/as_dict/updated/save)
+    settings: Any  # webui.core.settings.SettingsStore (get, as_dict, update)
     options: ServerOptions = field(default_factory=ServerOptions)

@@ -230,7 +230,8 @@ class Settings:
 
 
 class SettingsStore:
-    """The current Settings, replaced whole under a lock (readers never see half an update)."""
+    """The one current Settings of a running server (the API's options, the Settings tab, the top bar's
+    defaults all read it here), replaced whole under a lock: readers never see half an update."""
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
@@ -240,14 +241,29 @@ class SettingsStore:
     def current(self) -> Settings:
         return self._settings
 
+    @property
+    def problem(self) -> str | None:
+        """Why the file could not be used as it is (read at start), or None."""
+        return self._settings.problem
+
+    def as_dict(self) -> dict[str, Any]:
+        return self._settings.as_dict()
+
+    def get(self, key: str) -> Any:
+        """A setting's value in use; None for a key that is neither known nor in the file."""
+        try:
+            return self._settings.get(key)
+        except KeyError:
+            return None
+
     def update(
         self,
         changes: Mapping[str, Any],
         validate_checkpoint: Callable[[str], object] | None = None,
-        *,
         validate_vae: Callable[[str], object] | None = None,
     ) -> Settings:
-        """Validate, save, then publish. On any error nothing changes, on disk or here."""
+        """Validate every change, write config.json atomically, then publish. On any error nothing
+        changes, on disk or here."""
         with self._lock:
             new = self._settings.updated(changes, validate_checkpoint, validate_vae=validate_vae)
             new.save()

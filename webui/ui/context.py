@@ -6,6 +6,9 @@ One `StudioContext` is made per built UI (nothing global). It holds, in memory a
   next jobs, never a global switch another user would feel.
 - `jobs`: user -> the id of their latest job from the UI: the server-side truth used to reattach a
   reloaded page (the id the browser keeps is only a hint, always checked against the owner).
+
+and `page_load`: the readers, registered while the UI is built, that fill a page's stored-state controls
+when it opens (webui.ui.page_load).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class Prefs:
 
 def browser_secret(cache_dir: Path) -> str:
     """A fixed secret for gr.BrowserState (kept in <cache>/ui-secret), so a restart keeps it readable."""
-    from webui.core.settings import write_atomic
+    from webui.core.atomic import write_atomic
 
     path = cache_dir / SECRET_FILE
     try:
@@ -59,9 +62,11 @@ class StudioContext:
         self.services = services
         self.secret = secret or browser_secret(services.config.cache_dir)
         from webui.ui.lora_browser import ThumbCache
+        from webui.ui.page_load import PageLoad
 
         self.counter = TokenCounter()
         self.lora_thumbs = ThumbCache()
+        self.page_load = PageLoad()  # what each page reads when it opens
         self._lock = threading.Lock()
         self._prefs: dict[str, Prefs] = {}
         self._jobs: dict[str, str] = {}

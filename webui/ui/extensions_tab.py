@@ -118,14 +118,12 @@ class ExtensionsPanel:
 def build_extensions(ctx: Any) -> dict[str, Any]:
     panel = ExtensionsPanel(ctx.services)
     f: dict[str, Any] = {}
-    f["_table"] = gr.Dataframe(  # a function: read again on every page load
-        panel.rows, headers=HEADERS, interactive=False, wrap=True, elem_id="extensions_table",
+    f["_table"] = gr.Dataframe(  # rows and names: read when the page opens
+        [], headers=HEADERS, interactive=False, wrap=True, elem_id="extensions_table",
         datatype=["str"] * len(HEADERS),
     )  # fmt: skip
     with gr.Row(equal_height=True):
-        f["_name"] = gr.Dropdown(
-            panel.names(), label="Extension", elem_id="extensions_name", scale=3, min_width=160
-        )
+        f["_name"] = gr.Dropdown([], label="Extension", elem_id="extensions_name", scale=3, min_width=160)
         f["_enable"] = gr.Button("Enable", elem_id="extensions_enable", scale=1, min_width=90)
         f["_disable"] = gr.Button("Disable", elem_id="extensions_disable", scale=1, min_width=90)
         f["_update"] = gr.Button("Update from git", elem_id="extensions_update", scale=1, min_width=120)
@@ -147,6 +145,10 @@ def build_extensions(ctx: Any) -> dict[str, Any]:
         return message, gr.update(value=panel.rows())
 
     quiet: dict[str, Any] = dict(api_visibility="private", show_progress="hidden")
+    ctx.page_load.add(
+        lambda _request: [gr.update(value=panel.rows()), gr.update(choices=panel.names())],
+        [f["_table"], f["_name"]],
+    )
     f["_enable"].click(lambda n: after(panel.set_enabled(n, True)), f["_name"], outputs, **quiet)
     f["_disable"].click(lambda n: after(panel.set_enabled(n, False)), f["_name"], outputs, **quiet)
     f["_update"].click(lambda n: after(panel.update(n)), f["_name"], outputs, **quiet)

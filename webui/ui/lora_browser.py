@@ -163,8 +163,8 @@ def build_lora_browser(ctx: Any, tab: str, thumbs: ThumbCache) -> dict[str, Any]
         f["_lora_refresh"] = gr.Button(
             "\u21bb", size="sm", min_width=40, scale=0, elem_id=f"{prefix}_lora_refresh"
         )
-    f["_lora_cards"] = gr.HTML(
-        render(library, "", tab, thumbs), elem_id=f"{prefix}_lora_cards", padding=False
+    f["_lora_cards"] = gr.HTML(  # read when the page opens
+        "", elem_id=f"{prefix}_lora_cards", padding=False
     )
 
     def search(query: str) -> str:
@@ -175,6 +175,7 @@ def build_lora_browser(ctx: Any, tab: str, thumbs: ThumbCache) -> dict[str, Any]
         return render(library, query, tab, thumbs)
 
     quiet: dict[str, Any] = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    ctx.page_load.add(lambda _request: [search("")], [f["_lora_cards"]])
     f["_lora_search"].change(search, f["_lora_search"], f["_lora_cards"], trigger_mode="always_last", **quiet)
     f["_lora_refresh"].click(refresh, f["_lora_search"], f["_lora_cards"], **quiet)
     return f

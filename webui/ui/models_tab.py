@@ -86,15 +86,14 @@ def model_rows(ctx: StudioContext, query: str, cache: ArchCache) -> tuple[list[l
 def build_models(ctx: StudioContext) -> dict[str, Any]:
     f: dict[str, Any] = {}
     cache = ArchCache()
-    rows, shown = model_rows(ctx, "", cache)
     with gr.Row(equal_height=True):
         f["_search"] = gr.Textbox(
             label="Search (name or hash)", elem_id="models_search", scale=4, min_width=200
         )
         f["_refresh"] = gr.Button("Refresh", elem_id="models_refresh", scale=1, min_width=100)
-    f["_count"] = gr.Textbox(shown, label="Found", interactive=False, elem_id="models_count", lines=1)
-    f["_table"] = gr.Dataframe(
-        rows, headers=HEADERS, datatype=["str", "str", "str", "str", "number"], interactive=False,
+    f["_count"] = gr.Textbox("", label="Found", interactive=False, elem_id="models_count", lines=1)
+    f["_table"] = gr.Dataframe(  # rows: read when the page opens
+        [], headers=HEADERS, datatype=["str", "str", "str", "str", "number"], interactive=False,
         elem_id="models_table", wrap=True,
     )  # fmt: skip
     with gr.Column(elem_id="models_lora", elem_classes="sf-extensions"):
@@ -110,6 +109,7 @@ def build_models(ctx: StudioContext) -> dict[str, Any]:
         return search(query)
 
     quiet: dict[str, Any] = dict(concurrency_limit=None, api_visibility="private")
+    ctx.page_load.add(lambda _request: search(""), [f["_table"], f["_count"]])
     f["_search"].change(search, f["_search"], [f["_table"], f["_count"]], trigger_mode="always_last", **quiet)
     f["_refresh"].click(refresh, f["_search"], [f["_table"], f["_count"]], **quiet)
     return f

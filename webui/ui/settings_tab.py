@@ -1,9 +1,14 @@
 """The Settings tab: the options of /sdapi/v1/options (webui.core.settings.SPECS), grouped; saved
-atomically through the same settings holder the API uses (all changes validated first, then one write).
+atomically through the server's one SettingsStore (the API's too; all changes validated, then one write).
+
+The controls are filled when the page opens (and by Reload), and the page keeps what it loaded. Apply
+writes only the settings the user changed since then: a setting saved meanwhile by another tab, browser
+or the API is kept unless this page changed that same setting, and the page then shows the store again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gradio as gr
@@ -31,64 +36,100 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def _control(spec: Any, value: Any) -> Any:
+def _control(spec: Any) -> Any:
     label = f"{spec.label} ({spec.key})"
     if spec.kind is bool:
-        return gr.Checkbox(bool(value), label=label)
+        return gr.Checkbox(bool(spec.default), label=label)
     if spec.kind in (int, float):
-        return gr.Number(value, label=label, precision=0 if spec.kind is int else None)
-    return gr.Textbox("" if value is None else str(value), label=label, lines=1)
+        return gr.Number(spec.default, label=label, precision=0 if spec.kind is int else None)
+    return gr.Textbox(shown(spec.default), label=label, lines=1)
+
+
+def shown(value: Any) -> Any:
+    """A stored value as its control shows it (None: an empty box)."""
+    return "" if value is None else value
+
+
+def from_control(spec: Any, value: Any) -> Any:
+    """A control's value as the setting's type (what the store compares and saves)."""
+    if spec.kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if spec.kind is str and spec.nullable and value == "":
+        return None
+    return value
+
+
+def edits(keys: Sequence[str], loaded: Mapping[str, Any], values: Sequence[Any]) -> dict[str, Any]:
+    """The settings the user changed on this page: control values that differ from what it loaded."""
+    from webui.core.settings import SPECS
+
+    out: dict[str, Any] = {}
+    for key, value in zip(keys, values, strict=True):
+        value = from_control(SPECS[key], value)
+        if key not in loaded or value != loaded[key]:
+            out[key] = value
+    return out
+
+
+def _plural(n: int) -> str:
+    return f"{n} setting{'s' if n != 1 else ''}"
 
 
 def build_settings(ctx: StudioContext) -> dict[str, Any]:
     from webui.core.settings import SPECS
 
-    current = ctx.services.settings.as_dict()
     controls: dict[str, Any] = {}
     with gr.Row():
         save = gr.Button("Apply settings", variant="primary", elem_id="settings_apply", min_width=160)
         reload = gr.Button("Reload", elem_id="settings_reload", min_width=100)
     result = gr.Textbox(label="Result", interactive=False, elem_id="settings_result", lines=1)
-    for group, keys in GROUPS.items():
+    loaded_state = gr.State(None)  # {key: value} as this page loaded them
+    for group, members in GROUPS.items():
         with gr.Accordion(group, open=group == "Saving images"):
-            for key in keys:
+            for key in members:
                 spec = SPECS.get(key)
                 if spec is not None:
-                    controls[key] = _control(spec, current.get(key))
+                    controls[key] = _control(spec)
     keys = list(controls)
+    store = ctx.services.settings
 
-    def apply(*values: Any) -> str:
+    def snapshot() -> list[Any]:
+        now = store.as_dict()
+        loaded = {k: now.get(k) for k in keys}
+        return [loaded, *(shown(loaded[k]) for k in keys)]
+
+    def apply(loaded: dict[str, Any] | None, *values: Any) -> list[Any]:
         from webui.core.types import RequestError
 
-        now = ctx.services.settings.as_dict()
-        changes: dict[str, Any] = {}
-        for key, value in zip(keys, values, strict=True):
-            spec = SPECS[key]
-            if spec.kind is int and isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if spec.kind is str and spec.nullable and value == "":
-                value = None
-            if value != now.get(key):
-                changes[key] = value
-        if not changes:
-            return "Nothing changed."
+        if not isinstance(loaded, dict):
+            return ["Not saved: the page has not finished loading the settings; press Reload.", *_skips()]
+        changes = edits(keys, loaded, values)
+        now = store.as_dict()
+        elsewhere = [k for k in keys if k not in changes and now.get(k) != loaded.get(k)]
+        changes = {k: v for k, v in changes.items() if v != now.get(k)}
+        if changes:
+            try:
+                store.update(changes, ctx.services.manager.resolve, ctx.services.manager.resolve_vae)
+            except (RequestError, LookupError, ValueError) as e:
+                return [f"Not saved: {e}", *_skips()]
+            said = [f"Saved {_plural(len(changes))}: {', '.join(changes)}"]
+        else:
+            said = ["Nothing changed"]
+        if elsewhere:
+            said.append(f"kept as saved elsewhere meanwhile: {', '.join(elsewhere)}")
+        return ["; ".join(said) + ".", *snapshot()]
 
-        def check_checkpoint(name: str) -> None:
-            ctx.services.manager.resolve(name)
+    def _skips() -> list[Any]:
+        return [gr.skip()] * (len(keys) + 1)
 
-        def check_vae(name: str) -> None:
-            ctx.services.manager.resolve_vae(name)
-
-        try:
-            ctx.services.settings.update(changes, check_checkpoint, check_vae)
-        except (RequestError, LookupError, ValueError) as e:
-            return f"Not saved: {e}"
-        return f"Saved {len(changes)} setting{'s' if len(changes) != 1 else ''}: {', '.join(changes)}"
-
-    def load() -> list[Any]:
-        now = ctx.services.settings.as_dict()
-        return [now.get(k) if now.get(k) is not None else "" for k in keys]
-
-    save.click(apply, [controls[k] for k in keys], result, concurrency_limit=None, api_visibility="private")
-    reload.click(load, None, [controls[k] for k in keys], concurrency_limit=None, api_visibility="private")
-    return {"_controls": controls, "_result": result, "_apply": save}
+    fields = [controls[k] for k in keys]
+    ctx.page_load.add(lambda _request: snapshot(), [loaded_state, *fields])
+    save.click(
+        apply, [loaded_state, *fields], [result, loaded_state, *fields], concurrency_limit=None,
+        api_visibility="private",
+    )  # fmt: skip
+    reload.click(
+        lambda: ["Reloaded.", *snapshot()], None, [result, loaded_state, *fields], concurrency_limit=None,
+        api_visibility="private",
+    )  # fmt: skip
+    return {"_controls": controls, "_result": result, "_apply": save, "_loaded": loaded_state}

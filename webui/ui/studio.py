@@ -70,7 +70,7 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
         txt2img_tab,
         widgets,
     )
-    from webui.ui.topbar import build_topbar, load_prefs, wire_topbar
+    from webui.ui.topbar import build_topbar, wire_topbar
 
     ctx = StudioContext(services, secret)
     runners: dict[str, Any] = {}
@@ -108,15 +108,7 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
             api_visibility="private",
         )  # fmt: skip
 
-        outputs = [topbar["checkpoint"], topbar["vae"], topbar["clip_skip"]]
-
-        def on_load(request: gr.Request) -> tuple[Any, ...]:
-            return load_prefs(ctx, request)
-
-        blocks.load(
-            on_load, None, outputs, concurrency_limit=None,
-            api_visibility="private", queue=False,
-        )  # fmt: skip
+        ctx.page_load.wire(blocks)
         _wire_reattach(ctx, blocks, runners, job_state, tabs)
     folders = [
         str(services.config.outputs_dir),

@@ -2,7 +2,9 @@
 (`{prompt}` stands for the prompt it is applied to), copy them from the prompt boxes, apply them to the
 prompt boxes, save (styles.csv is rewritten atomically, other rows and columns kept) or delete.
 
-styles.csv is shared by everyone using the server, as in A1111. Messages are shown as plain text.
+styles.csv is shared by everyone using the server, as in A1111: both style lists (this editor's and the
+tab's Styles box) are read when the page opens, and again by ↻ or opening the editor. Messages are shown
+as plain text.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def build_styles_editor(ctx: Any, tab: str, f: dict[str, Any]) -> None:
     e: dict[str, Any] = {}
     with gr.Accordion("Styles editor", open=False, elem_id=f"{tab}_styles_editor") as e["accordion"]:
         e["name"] = gr.Dropdown(
-            _names(ctx), value=None, allow_custom_value=True, label="Style (pick one, or type a new name)",
+            [], value=None, allow_custom_value=True, label="Style (pick one, or type a new name)",
             elem_id=f"{tab}_style_name",
         )  # fmt: skip
         with gr.Row():
@@ -50,6 +52,12 @@ def build_styles_editor(ctx: Any, tab: str, f: dict[str, Any]) -> None:
             )
         e["status"] = gr.Textbox(show_label=False, interactive=False, elem_id=f"{tab}_style_status", lines=1)
     _wire(ctx, f, e)
+
+    def on_page_load(_request: Any) -> tuple[Any, Any]:  # styles.csv as it is now, in both lists
+        names = _names(ctx)
+        return gr.update(choices=names), gr.update(choices=names)
+
+    ctx.page_load.add(on_page_load, [f["styles"], e["name"]])
 
 
 def _wire(ctx: Any, f: dict[str, Any], e: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ def first_run_html(ctx: StudioContext) -> str:
         "<p>Sfumato needs a Stable Diffusion checkpoint (<code>.safetensors</code> or <code>.ckpt</code>, "
         "or a diffusers folder). Put one in:</p>"
         f"<ul>{folders}</ul>"
-        "<p>then press <b>Refresh</b> (🔄 next to the checkpoint list).</p>"
+        "<p>then press <b>↻</b> next to the checkpoint list.</p>"
         "<p>Already have AUTOMATIC1111? Start with <code>--data-dir /path/to/stable-diffusion-webui</code> "
         "to use its models, embeddings and styles.</p>"
         "<p>Just trying the app? Start with <code>--demo-model</code>: a tiny random-weight model that "
@@ -107,18 +107,22 @@ def wire_topbar(ctx: StudioContext, f: dict[str, Any]) -> None:
             gr.update(value=first_run_html(ctx), visible=not titles),
         )
 
+    page = [f["checkpoint"], f["vae"], f["clip_skip"], f["_first_run"]]
+    ctx.page_load.add(lambda request: load_prefs(ctx, request), page)
     f["_refresh"].click(
         refresh, f["checkpoint"], [f["checkpoint"], f["vae"], f["_first_run"]], concurrency_limit=None,
         api_visibility="private",
     )  # fmt: skip
 
 
-def load_prefs(ctx: StudioContext, request: Any) -> tuple[Any, Any, Any]:
-    """The top bar as this user left it (page load)."""
+def load_prefs(ctx: StudioContext, request: Any) -> tuple[Any, Any, Any, Any]:
+    """The top bar as this user left it, over the model lists as they are now (page load)."""
     prefs = ctx.prefs(user_of(request))
     names = vae_names(ctx)
+    titles = checkpoint_titles(ctx)
     return (
-        gr.update(choices=checkpoint_titles(ctx), value=_resolve_title(ctx, prefs.checkpoint)),
+        gr.update(choices=titles, value=_resolve_title(ctx, prefs.checkpoint)),
         gr.update(choices=names, value=prefs.vae if prefs.vae in names else "Automatic"),
         prefs.clip_skip,
+        gr.update(value=first_run_html(ctx), visible=not titles),
     )

@@ -44,10 +44,9 @@ def prompt_area(ctx: Any, tab: str, steps: gr.Slider | None = None) -> dict[str,
             with gr.Row():
                 f["_interrupt"] = gr.Button("Interrupt", elem_id=f"{tab}_interrupt", size="sm", min_width=80)
                 f["_skip"] = gr.Button("Skip", elem_id=f"{tab}_skip", size="sm", min_width=80)
-            names = [s.name for s in _styles(ctx)]
             with gr.Row():
-                f["styles"] = gr.Dropdown(
-                    names,
+                f["styles"] = gr.Dropdown(  # choices: read when the page opens (styles_editor)
+                    [],
                     value=[],
                     multiselect=True,
                     label="Styles",
