@@ -13,6 +13,7 @@ at the real width).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor
 
@@ -114,20 +115,24 @@ def from_original(checkpoint: Mapping[str, Tensor], prefix: str = "") -> dict[st
     return _from_original(found, sd, sizes, "Flux transformer")
 
 
-def transformer_config(checkpoint: Mapping[str, Tensor], prefix: str = "") -> dict[str, object]:
-    """The FluxTransformer2DModel config of these weights (BFL layout), sized from the tensors."""
-    sd = _unprefixed(checkpoint, prefix)
-    width = sd["img_in.weight"].shape[0]
-    head_dim = sd["double_blocks.0.img_attn.norm.query_norm.scale"].shape[0]
+def transformer_config(shapes: Mapping[str, tuple[int, ...]], prefix: str = "") -> dict[str, Any]:
+    """The FluxTransformer2DModel config of BFL-layout weights, sized from their shapes."""
+    sd = {k[len(prefix) :]: v for k, v in shapes.items() if k.startswith(prefix)}
+    if "img_in.weight" not in sd:
+        raise ValueError(f"not a Flux transformer: no {prefix}img_in.weight")
+    width, in_channels = sd["img_in.weight"]
+    head_dim = sd["double_blocks.0.img_attn.norm.query_norm.scale"][0]
     return {
         "patch_size": 1,
-        "in_channels": sd["img_in.weight"].shape[1],
-        "out_channels": sd["final_layer.linear.weight"].shape[0],
+        "in_channels": in_channels,
+        "out_channels": sd["final_layer.linear.weight"][0],
         "num_layers": depth(sd, "double_blocks."),
         "num_single_layers": depth(sd, "single_blocks."),
         "attention_head_dim": head_dim,
         "num_attention_heads": width // head_dim,
-        "joint_attention_dim": sd["txt_in.weight"].shape[1],
-        "pooled_projection_dim": sd["vector_in.in_layer.weight"].shape[1],
+        "joint_attention_dim": sd["txt_in.weight"][1],
+        "pooled_projection_dim": sd["vector_in.in_layer.weight"][1],
         "guidance_embeds": "guidance_in.in_layer.weight" in sd,
+        # RoPE over (time, height, width): Flux splits its 128-wide heads 16/56/56; same proportions
+        "axes_dims_rope": (head_dim // 8, (head_dim - head_dim // 8) // 2, (head_dim - head_dim // 8) // 2),
     }

@@ -40,6 +40,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T
 from webui.core.models import flux_layout, sd3_layout
 from webui.core.models.ldm_layout import vae_to_ldm
 from webui.core.models.t5_tokenizer import tokenizer_dir
+from webui.core.models.text_layout import with_text_model_level
 from webui.core.models.tiny import _clip_config, _randomize
 from webui.core.models.tokenizer import EOS_TOKEN, OPENCLIP_PAD_TOKEN, save_clip_tokenizer
 
@@ -92,22 +93,31 @@ def transformer_config(arch: str) -> dict[str, Any]:
             in_channels=64,
             num_layers=1,
             num_single_layers=2,
-            attention_head_dim=16,
+            attention_head_dim=32,
             num_attention_heads=2,
             joint_attention_dim=T5_WIDTH,
             pooled_projection_dim=32,
             guidance_embeds=arch == "flux-dev",
-            axes_dims_rope=(4, 6, 6),
+            axes_dims_rope=(4, 14, 14),  # the real split (16, 56, 56) scaled to 32
         )
-    extra: dict[str, Any] = {"qk_norm": "rms_norm", "dual_attention_layers": (0,)} if arch == "sd3.5" else {}
+    # SD3 Medium has no q/k norm, so a loader takes its head width (64) by convention: one 32-wide head
+    # here keeps that rule true for the fixture; SD3.5's norms carry their width (2 heads of 16).
+    extra: dict[str, Any] = (
+        {
+            "qk_norm": "rms_norm",
+            "dual_attention_layers": (0,),
+            "num_attention_heads": 2,
+            "attention_head_dim": 16,
+        }
+        if arch == "sd3.5"
+        else {"num_attention_heads": 1, "attention_head_dim": 32}
+    )
     return dict(
         sample_size=32,
         patch_size=2,
         in_channels=16,
         out_channels=16,
         num_layers=3,
-        attention_head_dim=16,
-        num_attention_heads=2,
         joint_attention_dim=T5_WIDTH,
         caption_projection_dim=32,
         pooled_projection_dim=32 + 40,
@@ -186,6 +196,16 @@ def _detached(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in sd.items()}
 
 
+def clip_state_dict(module: Any) -> dict[str, Tensor]:
+    """A CLIP text encoder as files hold it: `text_model.` before every key but `text_projection`."""
+    flat = {
+        k.removeprefix("text_model."): v
+        for k, v in module.state_dict().items()
+        if not k.endswith("position_ids")
+    }
+    return with_text_model_level(flat)
+
+
 def t5_state_dict(model: TinyFlowModel) -> dict[str, Tensor]:
     """T5 as `t5xxl_*.safetensors` hold it: `shared.weight` once (the tied embedding not repeated)."""
     return {k: v for k, v in model.t5.state_dict().items() if k != "encoder.embed_tokens.weight"}
@@ -214,7 +234,9 @@ def single_file(model: TinyFlowModel, layout: str) -> dict[str, Tensor]:
     encoders = {"clip_l": model.clip_l, "clip_g": model.clip_g}
     for name, module in encoders.items():
         if module is not None:
-            sd.update({f"text_encoders.{name}.transformer.{k}": v for k, v in module.state_dict().items()})
+            sd.update(
+                {f"text_encoders.{name}.transformer.{k}": v for k, v in clip_state_dict(module).items()}
+            )
     sd.update({f"text_encoders.t5xxl.transformer.{k}": v for k, v in t5_state_dict(model).items()})
     return _detached(sd)
 
@@ -237,7 +259,7 @@ def split_files(
         "transformer": save(
             _detached(transformer_state_dict(model)), models_dir / "Stable-diffusion" / f"{name}.safetensors"
         ),
-        "clip_l": save(_detached(model.clip_l.state_dict()), enc / "clip_l.safetensors"),
+        "clip_l": save(_detached(clip_state_dict(model.clip_l)), enc / "clip_l.safetensors"),
         "t5xxl": save(
             {k: v.to(t5_dtype) for k, v in _detached(t5_state_dict(model)).items()},
             enc / f"{t5_name}.safetensors",
@@ -245,7 +267,7 @@ def split_files(
         "vae": save(_detached(vae_state_dict(model)), models_dir / "VAE" / "ae.safetensors"),
     }
     if model.clip_g is not None:
-        files["clip_g"] = save(_detached(model.clip_g.state_dict()), enc / "clip_g.safetensors")
+        files["clip_g"] = save(_detached(clip_state_dict(model.clip_g)), enc / "clip_g.safetensors")
     return files
 
 
