@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.netguard import sitecustomize as netguard
 from webui.core.config import AppConfig
 from webui.core.models.components import Precision
 from webui.core.models.manager import ModelManager
@@ -206,7 +207,7 @@ def test_kill_9_during_saves_never_leaves_a_broken_file(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"counter": 0, "keep": "me"}))
     rng = random.Random(1)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = netguard.child_env(dict(os.environ, PYTHONPATH=str(ROOT)))
     last = 0
     for _ in range(5):
         proc = subprocess.Popen(
