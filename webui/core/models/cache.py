@@ -29,6 +29,7 @@ class ModelCache(Generic[T]):
         self._entries: OrderedDict[Hashable, _Entry[T]] = OrderedDict()
         self._lock = threading.RLock()
         self._loading: dict[Hashable, threading.Lock] = {}
+        self._stale: set[Hashable] = set()
 
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
@@ -79,7 +80,19 @@ class ModelCache(Generic[T]):
         finally:
             with self._lock:
                 entry.pins -= 1
+                if entry.pins == 0 and key in self._stale:
+                    self._stale.discard(key)
+                    self._entries.pop(key, None)
                 self._evict()
+
+    def discard(self, stale: Callable[[Hashable], bool]) -> None:
+        """Drop the entries whose key is `stale`, now if unused, else when their last user lets go."""
+        with self._lock:
+            for key in [k for k, e in self._entries.items() if stale(k)]:
+                if self._entries[key].pins == 0:
+                    del self._entries[key]
+                else:
+                    self._stale.add(key)
 
     def clear(self) -> None:
         """Drop every entry that is not in use."""

@@ -21,6 +21,7 @@ from webui.core.models.cache import ModelCache
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.models.components import Components, Precision
 from webui.core.models.hashes import HashCache
+from webui.core.models.in_memory import copy_into_memory
 from webui.core.models.infer import ShapeError, vae_config
 from webui.core.models.loader import load_model
 from webui.core.models.registry import (
@@ -69,6 +70,10 @@ def load_vae_file(path: Path, arch: str, precision: Precision) -> Any:
     if any(p.is_meta for p in vae.parameters()):
         raise CheckpointError(path, "not a usable VAE: some weights are missing")
     return vae.to(device=precision.device, dtype=precision.vae_dtype).eval().requires_grad_(False)
+
+
+def _cache_key(file: ModelFile) -> tuple[Path, int, int]:
+    return (file.path, file.size, file.mtime_ns)
 
 
 class ModelManager:
@@ -132,19 +137,43 @@ class ModelManager:
         return hit
 
     # -- loading -------------------------------------------------------------------------------------
+    def _fresh(self, file: ModelFile) -> ModelFile:
+        """`file` as it is on disk now: a file replaced or rewritten since the scan is a new file (its
+        hash is computed again and it is loaded again; the old copy leaves the cache when unused)."""
+        if file.is_folder:
+            return file
+        try:
+            st = file.path.stat()
+        except OSError as e:
+            raise CheckpointError(file.path, f"cannot read file: {e.strerror or e}") from e
+        if (st.st_size, st.st_mtime_ns) == (file.size, file.mtime_ns):
+            return file
+        new = dataclasses.replace(file, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
+        for scan_attr in ("_checkpoints", "_vae_files"):
+            result: ScanResult = getattr(self, scan_attr)
+            if file in result.files:
+                files = tuple(new if f == file else f for f in result.files)
+                setattr(self, scan_attr, dataclasses.replace(result, files=files))
+        self._models.discard(lambda key: isinstance(key, tuple) and key[0] == file.path)
+        self._vaes.discard(lambda key: isinstance(key, tuple) and key[0] == file.path)
+        return new
+
     @contextmanager
     def acquire(self, checkpoint: str | None = None, vae: str | None = None) -> Iterator[LoadedModel]:
         """Hold a loaded model (from the cache or freshly loaded) for the duration of the block."""
-        file = self.resolve(checkpoint)
+        file = self._fresh(self.resolve(checkpoint))
         vae_file = self.resolve_vae(vae)
+        if vae_file is not None:
+            vae_file = self._fresh(vae_file)
         if self.config.hashing:
             file = with_hash(file, self.hashes)
 
         def load() -> tuple[Components, int]:
             parts = load_model(file.path, self.precision)
+            copy_into_memory(parts.modules().values())
             return parts, parts.nbytes()
 
-        with self._models.use((file.path, file.mtime_ns), load) as parts:
+        with self._models.use(_cache_key(file), load) as parts:
             if vae_file is None:
                 yield LoadedModel(file, parts)
                 return
@@ -152,9 +181,10 @@ class ModelManager:
 
             def load_vae() -> tuple[Any, int]:
                 v = load_vae_file(vae_file.path, arch, self.precision)
+                copy_into_memory([v])
                 return v, sum(t.numel() * t.element_size() for t in v.parameters())
 
-            with self._vaes.use((vae_file.path, vae_file.mtime_ns, arch), load_vae) as v:
+            with self._vaes.use((*_cache_key(vae_file), arch), load_vae) as v:
                 yield LoadedModel(file, dataclasses.replace(parts, vae=v), vae_file)
 
     def cached(self) -> list[Path]:
