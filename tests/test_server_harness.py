@@ -61,7 +61,7 @@ def running_server(
     app = create_app(services, ui)
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = make_server(app, config)
+    server = make_server(app, config, forwarded_allow_ips=options.forwarded_allow_ips)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -2,8 +2,9 @@
 
 Our routes come first (native `/api/v1` always, `/sdapi/v1` when enabled); a Gradio UI, when given, is
 mounted at "/" after them (a gr.Blocks, or a webui.ui.studio.Studio whose `mount_options` are passed
-to `gr.mount_gradio_app`). Over everything sit two pure ASGI middlewares: the cross-site/size guard and,
-when users are configured, HTTP Basic auth (outermost), so every route, /docs and the UI need a login.
+to `gr.mount_gradio_app`). Over everything sit pure ASGI middlewares: the cross-site/size guard, then,
+when users are configured, the login (so every route, /docs and the UI need one), and outermost the
+Host check against DNS rebinding (webui.api.hosts).
 The job queue starts with the app and is closed when it stops.
 """
 
@@ -22,6 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from webui.api import extras_api, jobs_api, sdapi
 from webui.api.auth import BasicAuthMiddleware, scope_user
+from webui.api.hosts import HostCheckMiddleware, HostPolicy
 from webui.api.security import SecurityMiddleware
 from webui.api.services import ANONYMOUS, Services
 from webui.core.engine import VERSION
@@ -159,6 +161,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
         app.add_middleware(
             BasicAuthMiddleware, users=opts.users, delay=opts.auth_delay, delay_max=opts.auth_delay_max
         )
+    app.add_middleware(HostCheckMiddleware, policy=HostPolicy(opts.allowed_hosts, bind_host=opts.bind_host))
     return app
 
 
