@@ -31,8 +31,8 @@ class ServerOptions:
     bind_host: str = "127.0.0.1"  # the address bound: beyond loopback, any IP-literal Host is accepted
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    auth_delay: float = 0.5  # seconds of delay after the first failed login; doubles per failure
-    auth_delay_max: float = 8.0
+    auth_delay: float = 0.5  # seconds a failed login blocks its address and user name; doubles per failure
+    auth_delay_max: float = 30.0
     wait_timeout: float = 3600.0  # the longest a blocking /sdapi call waits for its job
     events_poll: float = 15.0  # long-poll slice of the SSE stream
     forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For is trusted; None: none
