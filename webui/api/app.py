@@ -26,6 +26,7 @@ from webui.api.auth import BasicAuthMiddleware, scope_user
 from webui.api.hosts import HostCheckMiddleware, HostPolicy
 from webui.api.security import SecurityMiddleware
 from webui.api.services import ANONYMOUS, Services
+from webui.api.waiting import TooManyWaits, Waiting
 from webui.core.engine import VERSION
 from webui.core.types import RequestError
 
@@ -71,6 +72,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
+    async def on_too_many_waits(_: Request, exc: Exception) -> JSONResponse:
+        body = {"detail": str(exc), "error": "TooManyWaits"}
+        return JSONResponse(body, status_code=429, headers={"Retry-After": "5"})
+
+    app.add_exception_handler(TooManyWaits, on_too_many_waits)
     app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     errors = _jobs_errors()
@@ -114,10 +120,11 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
 
     app = FastAPI(title="Sfumato", version=VERSION, lifespan=lifespan)
     _install_error_handlers(app)
-    app.include_router(jobs_api.build_router(services))
+    waits = Waiting(services.queue, per_user=services.options.max_waits_per_user)
+    app.include_router(jobs_api.build_router(services, waits))
     if services.options.sdapi:
-        app.include_router(sdapi.build_router(services))
-        app.include_router(extras_api.build_router(services))
+        app.include_router(sdapi.build_router(services, waits))
+        app.include_router(extras_api.build_router(services, waits))
 
     if ui is None:
 

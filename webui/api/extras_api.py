@@ -22,6 +22,7 @@ from webui.api import images
 from webui.api.jobview import result_roots, safe_result_path
 from webui.api.sdapi import caller
 from webui.api.services import Services
+from webui.api.waiting import Waiting
 from webui.core.tasks.extras import MAX_IMAGES, ExtrasRequest, check_upscalers, postprocess_text
 from webui.core.types import RequestError
 
@@ -97,10 +98,14 @@ def _checked_request(
     return request
 
 
-async def run_job(services: Services, user: str, request: ExtrasRequest) -> tuple[list[str], Any]:
-    """Submit, wait, and return the images (base64 PNG) or an error response."""
-    info = await run_in_threadpool(services.queue.submit, request, user)
-    info = await run_in_threadpool(services.queue.wait, info.id, services.options.wait_timeout)
+async def run_job(
+    services: Services, waits: Waiting, user: str, request: ExtrasRequest
+) -> tuple[list[str], Any]:
+    """Submit, wait (no thread held; at most `waits.per_user` at once per user), and return the images
+    (base64 PNG) or an error response."""
+    with waits.slot(user):
+        info = await waits.db(services.queue.submit, request, user)
+        info = await waits.finished(info.id, services.options.wait_timeout)
     if not info.state.finished:
         detail = f"job {info.id} is still {info.state.value}"
         return [], JSONResponse({"error": "Timeout", "detail": detail, "job": info.id}, status_code=504)
@@ -140,7 +145,7 @@ def html_info(request: ExtrasRequest) -> str:
     return f"<p>{html.escape(postprocess_text(request))}</p>"
 
 
-def build_router(services: Services) -> APIRouter:
+def build_router(services: Services, waits: Waiting) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
 
     @router.post("/extra-single-image")
@@ -148,7 +153,7 @@ def build_router(services: Services) -> APIRouter:
         built = await run_in_threadpool(
             build_request, services, payload, [payload.image] if payload.image else []
         )
-        encoded, error = await run_job(services, caller(request, services)[0], built)
+        encoded, error = await run_job(services, waits, caller(request, services)[0], built)
         if error is not None:
             return error
         return {"html_info": html_info(built), "image": encoded[0] if encoded else ""}
@@ -157,7 +162,7 @@ def build_router(services: Services) -> APIRouter:
     async def extra_batch_images(payload: A1111ExtrasBatch, request: Request) -> Any:
         data = [f.data for f in payload.image_list]
         built = await run_in_threadpool(build_request, services, payload, data)
-        encoded, error = await run_job(services, caller(request, services)[0], built)
+        encoded, error = await run_job(services, waits, caller(request, services)[0], built)
         if error is not None:
             return error
         return {"html_info": html_info(built), "images": encoded}

@@ -35,6 +35,7 @@ class ServerOptions:
     auth_delay_max: float = 30.0
     wait_timeout: float = 3600.0  # the longest a blocking /sdapi call waits for its job
     events_poll: float = 15.0  # long-poll slice of the SSE stream
+    max_waits_per_user: int = 64  # blocking /sdapi calls one user may have waiting at once (429 beyond)
     forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For is trusted; None: none
     max_job_work: float = DEFAULT_MAX_JOB_WORK  # the largest job, megapixel-steps; 0: no limit
     cmd_flags: Mapping[str, Any] = field(default_factory=dict)  # every flag, secrets redacted

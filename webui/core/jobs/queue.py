@@ -199,6 +199,11 @@ class JobQueue:
         self._events.ensure(job_id, info, _SNAPSHOT_KIND[info.state])
         return self._events.since(job_id, after_seq, timeout)
 
+    def event_position(self, job_id: str) -> tuple[int, bool]:
+        """(newest event number, final event seen) from memory: cheap enough to poll from an event loop
+        (an async caller waits with this and reads the store only when it changes)."""
+        return self._events.position(job_id)
+
     def latest_preview(self, job_id: str) -> bytes | None:
         return self._events.latest_preview(job_id)
 
