@@ -102,7 +102,9 @@ def build_services(
                 log.warning("extension %s: %s (%s)", ext.name, ext.status, ext.error)
     engine = Engine(config, manager, hooks)
     db = db_path or jobs_db_path(config)
-    queue = JobQueue(engine, db, max_queued=max_queued, preview_every=preview_every)
+    queue = JobQueue(
+        engine, db, max_queued=max_queued, preview_every=preview_every, max_job_work=options.max_job_work
+    )
     settings = SettingsHolder.load(config.settings_path)
     if settings.problem:
         log.warning("settings: %s", settings.problem)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from webui.core.engine import Engine
+from webui.core.jobs.budget import check_work
 from webui.core.jobs.codec import JobRequest, kind_of, request_from_json, request_to_json
 from webui.core.jobs.events import EventLog
 from webui.core.jobs.info import (
@@ -76,9 +77,16 @@ class _Running:
 
 class JobQueue:
     def __init__(
-        self, engine: Engine, db_path: Path, *, max_queued: int = 200, preview_every: int = 0
+        self,
+        engine: Engine,
+        db_path: Path,
+        *,
+        max_queued: int = 200,
+        preview_every: int = 0,
+        max_job_work: float = 0.0,
     ) -> None:
         self.engine = engine
+        self.max_job_work = max_job_work  # megapixel-steps a job may ask for (budget.py); 0: no limit
         self.db_path = Path(db_path)
         # one folder per job: its input images, and the images its request asked not to save
         self.files_dir = self.db_path.parent / f"{self.db_path.stem}-files"
@@ -127,6 +135,7 @@ class JobQueue:
 
     def submit(self, request: JobRequest, owner: str) -> JobInfo:
         request.validate(self.engine.samplers)
+        check_work(request, self.max_job_work)
         kind = kind_of(request)
         if not isinstance(owner, str):
             raise RequestError("owner", "must be text")
