@@ -106,3 +106,27 @@ def test_admin_flag_names_configured_users() -> None:
         build_options(parse_flags(["--api-auth", USERS, "--admin", "root,eve"]))
     with pytest.raises(AuthSpecError, match="--admin: needs users"):
         build_options(parse_flags(["--admin", "root"]))
+
+
+def test_a_restart_does_not_run_an_oversized_job_again(tiny_data_dir: Path, tmp_path: Path) -> None:
+    from tests.test_server_harness import server_config
+    from webui.core.engine import Engine
+    from webui.core.jobs import JobQueue
+    from webui.core.jobs.store import JobStore
+
+    db = tmp_path / "jobs" / "jobs.sqlite"
+    earlier = JobQueue(Engine(server_config(tiny_data_dir, tmp_path)), db)  # no budget back then
+    huge = earlier.submit(Txt2ImgRequest(**HUGE), "alice").id
+    waiting = earlier.submit(Txt2ImgRequest(**{**HUGE, "n_iter": 2, "prompt": "queued"}), "bob").id
+    small = earlier.submit(Txt2ImgRequest(prompt="s", steps=2, width=64, height=64), "alice").id
+    earlier.close()
+    store = JobStore(db)
+    claimed = store.claim_next()  # the process was killed while it ran the huge job
+    assert claimed is not None and claimed.id == huge
+    store.close()
+    with running_server(tiny_data_dir, tmp_path, flags=["--api", "--max-job-work", "100"]) as srv:
+        queue = srv.services.queue
+        for job_id in (huge, waiting):
+            info = queue.get(job_id)
+            assert info.state.value == "failed" and "--max-job-work" in (info.error or ""), info
+        assert queue.wait(small, 120).state.value == "done"

@@ -9,6 +9,8 @@ minutes on a good GPU while allowing every ordinary request (1024x1024, 30 steps
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from webui.core.types import RequestError
@@ -46,4 +48,19 @@ def check_work(request: Any, limit: float) -> None:
         f"{', plus the hires pass' if getattr(request, 'enable_hr', False) is True else ''}); "
         f"the server takes at most {limit:,g} a job (--max-job-work): lower n_iter, batch_size, "
         "steps or the size, or split it into several jobs",
+    )
+
+
+def stored_work(request: Mapping[str, Any]) -> float:
+    """job_work of a request as the store holds it (its fields as JSON), without decoding its images."""
+    try:
+        return job_work(SimpleNamespace(**request))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return 0.0  # a record this version cannot read fails when it runs, with its own message
+
+
+def over_budget_message(work: float, limit: float) -> str:
+    return (
+        f"not run: this job is {work:,.1f} megapixel-steps, over the server's limit of {limit:,g} a job "
+        "(--max-job-work)"
     )

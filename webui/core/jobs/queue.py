@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from webui.core.engine import Engine
-from webui.core.jobs.budget import check_work
+from webui.core.jobs.budget import check_work, over_budget_message, stored_work
 from webui.core.jobs.codec import JobRequest, kind_of, request_from_json, request_to_json
 from webui.core.jobs.events import EventLog
 from webui.core.jobs.info import (
@@ -109,6 +109,7 @@ class JobQueue:
             raise QueueClosed("the job queue is closed")
         for job_id, state in self._store.recover().items():
             log.warning("job %s was running when the last process stopped: now %s", job_id, state.value)
+        self._fail_oversized()
         self._thread = threading.Thread(target=self._work, name="sfumato-jobs", daemon=True)
         self._thread.start()
 
@@ -157,6 +158,18 @@ class JobQueue:
         self._events.append(job_id, "queued", info)
         self._announce_positions(skip=job_id)
         return info
+
+    def _fail_oversized(self) -> None:
+        """Waiting jobs over the work budget (queued under a larger one, or re-queued by a restart) fail
+        instead of running: lowering --max-job-work and restarting stops a runaway job for good."""
+        if self.max_job_work <= 0:
+            return
+        for job_id in self._store.queue_order():
+            row = self._store.get(job_id)
+            work = stored_work(row.request) if row is not None else 0.0
+            if work > self.max_job_work:
+                self._store.fail_queued(job_id, over_budget_message(work, self.max_job_work))
+                log.warning("job %s: %.1f megapixel-steps is over --max-job-work: failed", job_id, work)
 
     def _check_room(self) -> None:
         """QueueClosed or QueueFull unless a job may be added now; the caller holds the lock."""
