@@ -106,7 +106,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:
         return {
             "status": "ok",
             "version": VERSION,
-            "queued": queue.queued_count(),
+            "queued": await waits.db(queue.queued_count),
             "running": running is not None,
         }
 

@@ -218,7 +218,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
         if info is not None and mine and not skip_current_image:
             png = services.queue.latest_preview(info.id)
             preview = images.b64(png) if png else None
-        body = a1111_progress(info, services.queue.queued_count(), preview)
+        body = a1111_progress(info, await waits.db(services.queue.queued_count), preview)
         if info is not None and not mine:  # somebody else's job: how busy we are, not what they make
             body["current_task"] = None
         return body
@@ -228,7 +228,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
         user, admin = caller(request, services)
         running = services.queue.running()
         if running is not None and (admin or running.owner == user):
-            services.queue.cancel(running.id, by=user, admin=admin)
+            await waits.db(services.queue.cancel, running.id, user, admin)
         return {}
 
     @router.post("/skip")
@@ -236,7 +236,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
         user, admin = caller(request, services)
         running = services.queue.running()
         if running is not None and (admin or running.owner == user):
-            services.queue.skip(running.id, by=user, admin=admin)
+            await waits.db(services.queue.skip, running.id, user, admin)
         return None
 
     @router.get("/options")
