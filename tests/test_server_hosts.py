@@ -124,3 +124,16 @@ def test_websockets_with_a_foreign_host_are_closed() -> None:
             client.websocket_connect("/ws", headers={"Host": "evil.example"}) as s,
         ):
             s.receive_text()
+
+
+def test_the_share_links_host_is_allowed(tmp_path: Path) -> None:
+    from webui.api.services import ServerOptions, Services
+    from webui.core.config import AppConfig
+    from webui.server import with_share_host
+
+    services = Services(AppConfig.for_data_dir(tmp_path), None, None, None, None, ServerOptions())  # type: ignore[arg-type]
+    shared = with_share_host(services, "https://0123abcd.gradio.live")
+    assert shared.options.allowed_hosts == {"0123abcd.gradio.live"}
+    policy = HostPolicy(shared.options.allowed_hosts, bind_host=shared.options.bind_host)
+    assert policy.allows("0123abcd.gradio.live") and not policy.allows("other.gradio.live")
+    assert not HostPolicy(services.options.allowed_hosts).allows("0123abcd.gradio.live")
