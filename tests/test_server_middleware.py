@@ -199,3 +199,15 @@ def test_websockets_need_login_and_same_origin() -> None:
         ):
             with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws", headers=headers) as s:
                 s.receive_text()
+
+
+def test_a_flood_of_made_up_names_does_not_wipe_a_real_users_counter() -> None:
+    from webui.api.throttle import MAX_TRACKED, LoginThrottle
+
+    throttle = LoginThrottle(10, 10, protected=["alice"])
+    throttle.failure("10.0.0.1", "alice", now=0)
+    for n in range(MAX_TRACKED + 10):
+        throttle.failure(f"10.1.{n // 250}.{n % 250}", f"made-up-{n}", now=1)
+    assert throttle.retry_after("10.9.9.9", "alice", now=2) == 8  # still blocked until t=10
+    assert throttle.retry_after("10.9.9.9", "made-up-0", now=2) == 0  # evicted: memory stays bounded
+    assert len(throttle._failures) <= MAX_TRACKED

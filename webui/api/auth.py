@@ -231,7 +231,7 @@ class BasicAuthMiddleware:
         self.realm = realm
         self.secret = secret or secrets.token_bytes(32)
         self.session_seconds = session_seconds
-        self._throttle = LoginThrottle(delay, delay_max)
+        self._throttle = LoginThrottle(delay, delay_max, protected=self.users)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

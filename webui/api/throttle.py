@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, MutableMapping
 
 MAX_TRACKED = 4096  # most recent addresses and user names remembered (memory stays bounded)
 FAILURE_WINDOW = 15 * 60.0
@@ -21,9 +22,21 @@ _MAX_NAME = 200
 
 
 class LoginThrottle:
-    def __init__(self, base: float, cap: float, window: float = FAILURE_WINDOW) -> None:
+    """`protected`: the configured user names, whose counters are never evicted to bound memory (other
+    names and addresses are, oldest first, past MAX_TRACKED), so a flood of made-up names cannot wipe
+    a real user's counter. Made-up names are counted like real ones: answers do not reveal which exist.
+    """
+
+    def __init__(
+        self, base: float, cap: float, window: float = FAILURE_WINDOW, protected: Iterable[str] = ()
+    ) -> None:
         self.base, self.cap, self.window = base, cap, window
+        self._protected = frozenset(("user", u[:_MAX_NAME]) for u in protected)
         self._failures: OrderedDict[tuple[str, str], tuple[int, float, float]] = OrderedDict()
+        self._users: dict[tuple[str, str], tuple[int, float, float]] = {}  # the protected counters
+
+    def _table(self, key: tuple[str, str]) -> MutableMapping[tuple[str, str], tuple[int, float, float]]:
+        return self._users if key in self._protected else self._failures
 
     @staticmethod
     def _keys(client: str, user: str) -> list[tuple[str, str]]:
@@ -37,7 +50,7 @@ class LoginThrottle:
         now = time.monotonic() if now is None else now
         wait = 0.0
         for key in self._keys(client, user):
-            entry = self._failures.get(key)
+            entry = self._table(key).get(key)
             if entry is not None:
                 wait = max(wait, entry[2] - now)
         return wait
@@ -48,16 +61,18 @@ class LoginThrottle:
             return
         now = time.monotonic() if now is None else now
         for key in self._keys(client, user):
-            count, last, _ = self._failures.get(key, (0, 0.0, 0.0))
+            table = self._table(key)
+            count, last, _ = table.get(key, (0, 0.0, 0.0))
             if count and now - last > self.window:
                 count = 0
             delay = min(self.base * 2**count, self.cap)
-            self._failures[key] = (count + 1, now, now + delay)
-            self._failures.move_to_end(key)
+            table[key] = (count + 1, now, now + delay)
+            if table is self._failures:
+                self._failures.move_to_end(key)
         while len(self._failures) > MAX_TRACKED:
             self._failures.popitem(last=False)
 
     def success(self, client: str, user: str) -> None:
         """A right login: forget the failures of this address and of this user (only)."""
         for key in self._keys(client, user):
-            self._failures.pop(key, None)
+            self._table(key).pop(key, None)
