@@ -137,3 +137,24 @@ def test_the_share_links_host_is_allowed(tmp_path: Path) -> None:
     policy = HostPolicy(shared.options.allowed_hosts, bind_host=shared.options.bind_host)
     assert policy.allows("0123abcd.gradio.live") and not policy.allows("other.gradio.live")
     assert not HostPolicy(services.options.allowed_hosts).allows("0123abcd.gradio.live")
+
+
+def test_the_studios_events_extension_install_included_refuse_a_foreign_host(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    from webui.server import build_ui
+
+    with running_server(tiny_data_dir, tmp_path, flags=[], ui_factory=build_ui) as srv, srv.client() as c:
+        config = c.get("/config").json()
+        ids = {b.get("props", {}).get("elem_id"): b["id"] for b in config["components"]}
+        deps = config["dependencies"]
+        install = next(i for i, d in enumerate(deps) if [ids["extensions_install"], "click"] in d["targets"])
+        assert len(deps) > 20
+        extensions = sorted(p.name for p in (srv.config.data_dir / "extensions").glob("*"))
+        for index in [install, *range(len(deps))]:
+            data = ["file:///nonexistent/ext.git", ""] if index == install else []
+            body = {"fn_index": index, "data": data, "session_hash": "evil", "event_data": None}
+            for path in ("/gradio_api/queue/join", f"/gradio_api/run/{index}"):
+                r = c.post(path, json=body, headers={"Host": "evil.example"})
+                assert r.status_code == 400 and "not allowed" in r.json()["detail"], (index, path, r.text)
+        assert sorted(p.name for p in (srv.config.data_dir / "extensions").glob("*")) == extensions
