@@ -128,3 +128,33 @@ def test_one_users_blocking_requests_are_capped(tiny_data_dir: Path, tmp_path: P
                 assert c.post("/sdapi/v1/txt2img", json=FAST).status_code == 200
         finally:
             _cancel_everything(srv)
+
+
+def test_api_submission_does_not_wait_for_busy_gradio_handlers(tiny_data_dir: Path, tmp_path: Path) -> None:
+    import gradio as gr
+
+    release = threading.Event()
+    busy = threading.Semaphore(0)
+
+    def slow(text: str) -> str:  # a sync Gradio handler: it runs on anyio's default thread pool
+        busy.release()
+        release.wait(120)
+        return text
+
+    with gr.Blocks(analytics_enabled=False) as ui:
+        box = gr.Textbox()
+        out = gr.Textbox()
+        box.submit(slow, box, out, concurrency_limit=None)
+    with running_server(tiny_data_dir, tmp_path, ui=ui) as srv, srv.client(timeout=60) as c:
+        try:
+            for n in range(40):  # a 41st join would wait: Gradio itself needs a thread for it
+                body = {"fn_index": 0, "data": [str(n)], "session_hash": f"s{n}", "event_data": None}
+                assert c.post("/gradio_api/queue/join", json=body).status_code == 200
+            for _ in range(40):  # every default thread is taken by a handler
+                assert busy.acquire(timeout=60)
+            submitted = c.post("/api/v1/jobs", json={"kind": "txt2img", "request": FAST})
+            listing = c.get("/api/v1/jobs")
+            assert submitted.status_code == 201 and listing.status_code == 200
+            assert not release.is_set()  # answered while the handlers still held their threads
+        finally:
+            release.set()

@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from webui.api import images
 from webui.api.jobview import result_roots, safe_result_path
@@ -118,7 +117,7 @@ async def run_job(
         paths = [safe_result_path(roots, image.path) for image in info.images]
         return [images.file_b64(p) for p in paths if p is not None]
 
-    return await run_in_threadpool(encode), None
+    return await waits.work(encode), None
 
 
 def native_extras(services: Services, data: Mapping[str, Any]) -> ExtrasRequest:
@@ -150,9 +149,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:
 
     @router.post("/extra-single-image")
     async def extra_single_image(payload: A1111ExtrasSingle, request: Request) -> Any:
-        built = await run_in_threadpool(
-            build_request, services, payload, [payload.image] if payload.image else []
-        )
+        built = await waits.work(build_request, services, payload, [payload.image] if payload.image else [])
         encoded, error = await run_job(services, waits, caller(request, services)[0], built)
         if error is not None:
             return error
@@ -161,7 +158,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:
     @router.post("/extra-batch-images")
     async def extra_batch_images(payload: A1111ExtrasBatch, request: Request) -> Any:
         data = [f.data for f in payload.image_list]
-        built = await run_in_threadpool(build_request, services, payload, data)
+        built = await waits.work(build_request, services, payload, data)
         encoded, error = await run_job(services, waits, caller(request, services)[0], built)
         if error is not None:
             return error

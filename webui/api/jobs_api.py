@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
-from starlette.concurrency import run_in_threadpool
 
 from webui.api import images
 from webui.api.extras_api import native_extras
@@ -113,7 +112,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:
     @router.post("/jobs", status_code=201)
     async def submit(body: SubmitBody, request: Request) -> Any:
         user, _ = caller(request, services)
-        built = await run_in_threadpool(build_request, services, body)
+        built = await waits.work(build_request, services, body)
         info = await waits.db(queue.submit, built, user)
         return {"id": info.id, "state": info.state.value, "queue_position": info.queue_position}
 

@@ -154,7 +154,7 @@ async def _generate(
             {"error": "GenerationFailed", "detail": info.error, "errors": info.error, "job": info.id},
             status_code=500,
         )
-    encoded, first = await run_in_threadpool(_result_images, services, info, payload)
+    encoded, first = await waits.work(_result_images, services, info, payload)
     parameters = payload.model_dump()
     for key in ("init_images", "mask"):
         if key in parameters:
@@ -192,7 +192,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
             payload = payload.model_copy(
                 update={"mask_blur_x": payload.mask_blur, "mask_blur_y": payload.mask_blur}
             )
-        decoded = await run_in_threadpool(
+        decoded = await waits.work(
             _decode_img2img_images, payload, opts.max_body_bytes, opts.max_image_pixels
         )
         script = find_script(plugin_host(services), payload.script_name, "img2img")

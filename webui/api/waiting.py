@@ -6,9 +6,10 @@ sync handlers and every other route share: 40 waiting clients stalled the whole 
 a coroutine that polls the queue's in-memory event counter (`JobQueue.event_position`) and reads the
 store only when something changed (or every `reread` seconds, for writers in other processes).
 
-Short store calls run on their own CapacityLimiter (`db`), scripts that run whole series of jobs on
-another (`script`), so neither can starve the other or the default pool. Each user may have at most
-`per_user` blocking waits in flight; one more gets 429 (TooManyWaits).
+Short store calls run on their own CapacityLimiter (`db`), the CPU work of submitting and answering
+(decoding, encoding images) on another (`work`), scripts that run whole series of jobs on a third
+(`script`): none can starve the others, and none waits for the default pool Gradio's handlers use.
+Each user may have at most `per_user` blocking waits in flight; one more gets 429 (TooManyWaits).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import anyio.to_thread
 T = TypeVar("T")
 DB_THREADS = 8
 SCRIPT_THREADS = 4
+WORK_THREADS = 4
 DEFAULT_WAITS_PER_USER = 64
 
 
@@ -43,17 +45,24 @@ class Waiting:
         reread: float = 2.0,
         db_threads: int = DB_THREADS,
         script_threads: int = SCRIPT_THREADS,
+        work_threads: int = WORK_THREADS,
     ) -> None:
         self.queue = queue
         self.per_user = per_user
         self.poll, self.reread = poll, reread
         self.db_limiter = anyio.CapacityLimiter(db_threads)
         self.script_limiter = anyio.CapacityLimiter(script_threads)
+        self.work_limiter = anyio.CapacityLimiter(work_threads)
         self._in_flight: dict[str, int] = {}  # touched only on the event loop
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """A short store call (submit, get, list, cancel) on the store's own threads."""
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self.db_limiter)
+
+    async def work(self, fn: Callable[..., T], *args: Any) -> T:
+        """Short CPU work of job submission and results (decode inputs, build the request, encode the
+        images) on its own threads, so submitting never waits for Gradio's handlers."""
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self.work_limiter)
 
     async def script(self, fn: Callable[..., T], *args: Any) -> T:
         """A blocking script run (it submits and waits for its own jobs) on the scripts' threads."""
