@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +45,12 @@ def running_server(
     flags: list[str] | None = None,
     manager: ModelManager | None = None,
     ui: Any | None = None,
+    ui_factory: Callable[[Services], Any] | None = None,
     preview_every: int = 1,
     **option_overrides: Any,
 ) -> Iterator[Running]:
-    """Start the real app (job queue included) on 127.0.0.1:<free port>; stop it on exit."""
+    """Start the real app (job queue included) on 127.0.0.1:<free port>; stop it on exit. The UI is `ui`, or
+    what `ui_factory(services)` builds (the studio needs the services first)."""
     ns = parse_flags(["--data-dir", str(data_dir), *(["--api"] if flags is None else flags)])
     options = build_options(ns, **option_overrides)
     config = server_config(data_dir, tmp)
@@ -58,10 +60,10 @@ def running_server(
     services = build_services(
         config, options, manager, db_path=tmp / "jobs" / "jobs.sqlite", preview_every=preview_every
     )
-    app = create_app(services, ui)
+    app = create_app(services, ui_factory(services) if ui_factory is not None else ui)
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = make_server(app, config)
+    server = make_server(app, config, forwarded_allow_ips=options.forwarded_allow_ips)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

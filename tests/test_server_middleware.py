@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -79,40 +78,45 @@ def test_check_basic() -> None:
 # -- login middleware ----------------------------------------------------------------------------------------
 
 
-def test_login_required_user_recorded_and_failures_slowed() -> None:
+def test_login_required_user_recorded_and_failures_block_the_next_guess() -> None:
     app = BasicAuthMiddleware(_app(), {"alice": "pw"}, delay=0.1, delay_max=0.4)
 
     async def go() -> None:
         async with _client(app) as c:
             r = await c.get("/x")
             assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
-            times = []
-            for _ in range(3):
-                t0 = time.monotonic()
+            waits = []
+            for _ in range(4):
                 r = await c.get("/x", headers=_basic("alice", "nope"))
-                times.append(time.monotonic() - t0)
                 assert r.status_code == 401
-            assert times[2] >= 0.35 and times[2] > times[0]  # backoff grows, capped at delay_max
+                r = await c.get("/x", headers=_basic("alice", "pw"))  # blocked, right or not
+                assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+                waits.append(r.json()["retry_after"])
+                await asyncio.sleep(r.json()["retry_after"] + 0.02)
+            assert waits[0] <= 0.1 < waits[1] <= 0.2 < waits[2] <= 0.4 and waits[3] <= 0.4  # doubles, capped
             r = await c.get("/x", headers=_basic("alice", "pw"))
             assert r.status_code == 200 and r.json()["user"] == "alice"
-            t0 = time.monotonic()
-            await c.get("/x")  # success reset the backoff
-            assert time.monotonic() - t0 < 0.35
+            r = await c.get("/x", headers=_basic("alice", "nope"))
+            assert r.status_code == 401
+            assert (await c.get("/x", headers=_basic("alice", "pw"))).json()["retry_after"] <= 0.1  # reset
 
     asyncio.run(go())
 
 
-def test_slow_failures_do_not_block_other_clients() -> None:
-    app = BasicAuthMiddleware(_app(), {"alice": "pw"}, delay=0.5, delay_max=0.5)
+def test_failures_block_their_address_and_user_only() -> None:
+    app = BasicAuthMiddleware(_app(), {"alice": "pw", "bob": "pw2"}, delay=5, delay_max=5)
+
+    def client(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 1234))
+        return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:7860")
 
     async def go() -> None:
-        async with _client(app) as c:
-            bad = asyncio.create_task(c.get("/x", headers=_basic("alice", "bad")))
-            await asyncio.sleep(0.05)
-            t0 = time.monotonic()
-            ok = await c.get("/x", headers=_basic("alice", "pw"))
-            assert ok.status_code == 200 and time.monotonic() - t0 < 0.3
-            assert (await bad).status_code == 401
+        async with client("10.0.0.1") as one, client("10.0.0.2") as two:
+            assert (await one.get("/x", headers=_basic("alice", "bad"))).status_code == 401
+            assert (await one.get("/x", headers=_basic("bob", "pw2"))).status_code == 429  # same address
+            assert (await two.get("/x", headers=_basic("alice", "pw"))).status_code == 429  # same user
+            assert (await two.get("/x", headers=_basic("bob", "pw2"))).json()["user"] == "bob"
+            assert (await one.get("/x")).status_code == 401  # no guess, no block: just the challenge
 
     asyncio.run(go())
 
@@ -195,3 +199,15 @@ def test_websockets_need_login_and_same_origin() -> None:
         ):
             with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws", headers=headers) as s:
                 s.receive_text()
+
+
+def test_a_flood_of_made_up_names_does_not_wipe_a_real_users_counter() -> None:
+    from webui.api.throttle import MAX_TRACKED, LoginThrottle
+
+    throttle = LoginThrottle(10, 10, protected=["alice"])
+    throttle.failure("10.0.0.1", "alice", now=0)
+    for n in range(MAX_TRACKED + 10):
+        throttle.failure(f"10.1.{n // 250}.{n % 250}", f"made-up-{n}", now=1)
+    assert throttle.retry_after("10.9.9.9", "alice", now=2) == 8  # still blocked until t=10
+    assert throttle.retry_after("10.9.9.9", "made-up-0", now=2) == 0  # evicted: memory stays bounded
+    assert len(throttle._failures) <= MAX_TRACKED

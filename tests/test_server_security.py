@@ -23,8 +23,7 @@ def srv(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         tmp,
         flags=flags,
         manager=make_manager(tiny_data_dir, tmp),
-        auth_delay=0.01,
-        auth_delay_max=0.02,
+        auth_delay=0,  # no throttling here: every wrong login must meet a 401 (tests/test_server_throttle.py)
         max_body_bytes=200_000,
     ) as running:
         yield running

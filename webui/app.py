@@ -16,11 +16,12 @@ from webui.core.models.manager import ModelManager
 
 def main(ns: argparse.Namespace) -> int:
     from webui.api.auth import AuthSpecError
+    from webui.api.hosts import HostSpecError
     from webui.server import build_options, build_services, serve
 
     try:
         options = build_options(ns)
-    except AuthSpecError as e:
+    except (AuthSpecError, HostSpecError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     config = AppConfig.from_flags(ns)

@@ -53,7 +53,12 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     net = p.add_argument_group("network")
-    net.add_argument("--listen", action="store_true", help="bind 0.0.0.0 (default: 127.0.0.1 only)")
+    net.add_argument(
+        "--listen",
+        action="store_true",
+        help="bind 0.0.0.0 (default: 127.0.0.1 only); requests may then name any IP address of this "
+        "machine as Host, host names need --allowed-hosts",
+    )
     net.add_argument("--server-name", default=None, help="host name or address to bind")
     net.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     net.add_argument("--share", action="store_true", help="open a Gradio share link")
@@ -63,6 +68,36 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
     net.add_argument("--gradio-auth-path", default=None, metavar="FILE", help="file of U:P lines")
     net.add_argument("--api-auth", default=None, metavar="U:P[,U:P]", help="users for the API")
     net.add_argument("--cors-allow-origins", default=None, help="comma-separated allowed origins")
+    net.add_argument(
+        "--allowed-hosts",
+        default=None,
+        metavar="NAME[,NAME]",
+        help="host names the server answers to besides localhost, 127.0.0.1, [::1] and --server-name "
+        "(any other Host header gets 400: a guard against DNS rebinding). With --listen any IP address "
+        "works too; a LAN name, a reverse proxy's public name or a tunnel's name must be listed here. "
+        "'*' turns the check off",
+    )
+    net.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="IP[,IP]",
+        help="trust X-Forwarded-For/-Proto only from these proxy addresses ('*': any). Default: trusted "
+        "from nowhere, so the client address (login throttling, logs) is the connecting socket's",
+    )
+    net.add_argument(
+        "--admin",
+        default=None,
+        metavar="USER[,USER]",
+        help="users (of --api-auth / --gradio-auth) who may see, cancel and skip every user's jobs",
+    )
+    net.add_argument(
+        "--max-job-work",
+        type=float,
+        default=None,
+        metavar="MPIX_STEPS",
+        help="largest job accepted, in megapixel-steps: width*height/1e6 * steps * batch_size * n_iter "
+        "(hires second pass added). Default 4096 (e.g. 512x512, 50 steps, 312 images); 0: no limit",
+    )
     net.add_argument("--tls-keyfile", default=None)
     net.add_argument("--tls-certfile", default=None)
     net.add_argument("--subpath", default=None, help="serve under this URL path")
@@ -99,5 +134,7 @@ def parse_flags(argv: Sequence[str], prog: str = "launch.py") -> argparse.Namesp
     ns = build_parser(prog).parse_args(list(argv))
     if not 1 <= ns.port <= 65535:
         raise FlagError(f"--port: {ns.port} is not a port number (1-65535)")
+    if ns.max_job_work is not None and not ns.max_job_work >= 0:
+        raise FlagError(f"--max-job-work: must be 0 (no limit) or more, got {ns.max_job_work}")
     check_common(ns)
     return ns

@@ -7,6 +7,7 @@ makes the engine, model manager, job queue and settings, and `serve(...)` runs u
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import socket
 from collections.abc import Mapping
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from webui.api.app import create_app
-from webui.api.auth import users_from_flags
+from webui.api.auth import AuthSpecError, users_from_flags
+from webui.api.hosts import parse_allowed_hosts
 from webui.api.services import ServerOptions, Services
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
@@ -36,21 +38,41 @@ def redacted_flags(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_options(ns: argparse.Namespace, **overrides: Any) -> ServerOptions:
-    """ServerOptions from the flags; a malformed auth spec raises AuthSpecError naming the flag."""
+    """ServerOptions from the flags; a malformed auth, admin or host spec raises an error naming the flag
+    (AuthSpecError, HostSpecError)."""
     users = users_from_flags(
         getattr(ns, "api_auth", None), getattr(ns, "gradio_auth", None), getattr(ns, "gradio_auth_path", None)
     )
     origins = tuple(
         o.strip() for o in (getattr(ns, "cors_allow_origins", None) or "").split(",") if o.strip()
     )
+    listen, server_name = bool(getattr(ns, "listen", False)), getattr(ns, "server_name", None)
     base: dict[str, Any] = dict(
         sdapi=bool(getattr(ns, "api", False) or getattr(ns, "nowebui", False)),
         users=users,
+        admins=admins_from_flag(getattr(ns, "admin", None), users),
         cors_origins=origins,
+        allowed_hosts=parse_allowed_hosts(getattr(ns, "allowed_hosts", None)),
+        bind_host=server_name or ("0.0.0.0" if listen else "127.0.0.1"),
+        forwarded_allow_ips=(getattr(ns, "forwarded_allow_ips", None) or "").strip() or None,
         cmd_flags=redacted_flags(ns),
     )
+    max_work = getattr(ns, "max_job_work", None)
+    if max_work is not None:
+        base["max_job_work"] = float(max_work)
     base.update(overrides)
     return ServerOptions(**base)
+
+
+def admins_from_flag(spec: str | None, users: Mapping[str, str]) -> frozenset[str]:
+    """--admin USER[,USER]: each must be a configured user (without a login nobody is told apart)."""
+    names = frozenset(n.strip() for n in (spec or "").split(",") if n.strip())
+    if names and not users:
+        raise AuthSpecError("--admin: needs users (--api-auth / --gradio-auth / --gradio-auth-path)")
+    unknown = sorted(names - set(users))
+    if unknown:
+        raise AuthSpecError(f"--admin: {', '.join(unknown)} is not a configured user")
+    return names
 
 
 def jobs_db_path(config: AppConfig) -> Path:
@@ -80,7 +102,9 @@ def build_services(
                 log.warning("extension %s: %s (%s)", ext.name, ext.status, ext.error)
     engine = Engine(config, manager, hooks)
     db = db_path or jobs_db_path(config)
-    queue = JobQueue(engine, db, max_queued=max_queued, preview_every=preview_every)
+    queue = JobQueue(
+        engine, db, max_queued=max_queued, preview_every=preview_every, max_job_work=options.max_job_work
+    )
     settings = SettingsStore(config.settings_path)
     if settings.problem:
         log.warning("settings: %s", settings.problem)
@@ -123,6 +147,17 @@ def open_share_link(port: int, tunnel: Any = None) -> str | None:
         return None
 
 
+def with_share_host(services: Services, link: str) -> Services:
+    """The services with the share link's host name allowed (the tunnel forwards its Host header)."""
+    from urllib.parse import urlsplit
+
+    name = urlsplit(link).hostname
+    if not name:
+        return services
+    options = dataclasses.replace(services.options, allowed_hosts=services.options.allowed_hosts | {name})
+    return dataclasses.replace(services, options=options)
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0: any free port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -134,8 +169,18 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(app: Any, config: AppConfig, tls: Mapping[str, str | None] | None = None, **kw: Any) -> Any:
-    """A uvicorn.Server for the app on config.host/port (run it with .run(sockets=[...]))."""
+def make_server(
+    app: Any,
+    config: AppConfig,
+    tls: Mapping[str, str | None] | None = None,
+    *,
+    forwarded_allow_ips: str | None = None,
+    **kw: Any,
+) -> Any:
+    """A uvicorn.Server for the app on config.host/port (run it with .run(sockets=[...])).
+
+    X-Forwarded-For/-Proto are honoured only from the `forwarded_allow_ips` proxies (uvicorn's own
+    default trusts 127.0.0.1, which would let anything behind a local tunnel pick its client address)."""
     import uvicorn
 
     tls = tls or {}
@@ -143,6 +188,8 @@ def make_server(app: Any, config: AppConfig, tls: Mapping[str, str | None] | Non
         app,
         host=config.host,
         port=config.port,
+        proxy_headers=forwarded_allow_ips is not None,
+        forwarded_allow_ips=forwarded_allow_ips or "",
         log_level=kw.pop("log_level", "warning"),
         ssl_keyfile=tls.get("keyfile"),
         ssl_certfile=tls.get("certfile"),
@@ -164,8 +211,6 @@ def serve(
     config = services.config
     for line in warnings_for(config, services.options, share):
         print(line, flush=True)
-    app = create_app(services, ui)
-    server = make_server(app, config, tls, root_path=root_path)
     sock = bind_socket(config.host, config.port)
     scheme = "https" if tls and tls.get("certfile") else "http"
     host, port = sock.getsockname()[:2]
@@ -174,6 +219,11 @@ def serve(
         link = open_share_link(port)
         if link:
             print(f"Public share link: {link}", flush=True)
+            services = with_share_host(services, link)
+    app = create_app(services, ui)
+    server = make_server(
+        app, config, tls, forwarded_allow_ips=services.options.forwarded_allow_ips, root_path=root_path
+    )
     try:
         server.run(sockets=[sock])
     finally:

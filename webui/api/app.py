@@ -2,8 +2,9 @@
 
 Our routes come first (native `/api/v1` always, `/sdapi/v1` when enabled); a Gradio UI, when given, is
 mounted at "/" after them (a gr.Blocks, or a webui.ui.studio.Studio whose `mount_options` are passed
-to `gr.mount_gradio_app`). Over everything sit two pure ASGI middlewares: the cross-site/size guard and,
-when users are configured, HTTP Basic auth (outermost), so every route, /docs and the UI need a login.
+to `gr.mount_gradio_app`). Over everything sit pure ASGI middlewares: the cross-site/size guard, then,
+when users are configured, the login (so every route, /docs and the UI need one), and outermost the
+Host check against DNS rebinding (webui.api.hosts).
 The job queue starts with the app and is closed when it stops.
 """
 
@@ -22,8 +23,10 @@ from starlette.middleware.cors import CORSMiddleware
 
 from webui.api import extras_api, jobs_api, sdapi
 from webui.api.auth import BasicAuthMiddleware, scope_user
+from webui.api.hosts import HostCheckMiddleware, HostPolicy
 from webui.api.security import SecurityMiddleware
 from webui.api.services import ANONYMOUS, Services
+from webui.api.waiting import TooManyWaits, Waiting
 from webui.core.engine import VERSION
 from webui.core.types import RequestError
 
@@ -69,6 +72,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
+    async def on_too_many_waits(_: Request, exc: Exception) -> JSONResponse:
+        body = {"detail": str(exc), "error": "TooManyWaits"}
+        return JSONResponse(body, status_code=429, headers={"Retry-After": "5"})
+
+    app.add_exception_handler(TooManyWaits, on_too_many_waits)
     app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     errors = _jobs_errors()
@@ -112,10 +120,11 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
 
     app = FastAPI(title="Sfumato", version=VERSION, lifespan=lifespan)
     _install_error_handlers(app)
-    app.include_router(jobs_api.build_router(services))
+    waits = Waiting(services.queue, per_user=services.options.max_waits_per_user)
+    app.include_router(jobs_api.build_router(services, waits))
     if services.options.sdapi:
-        app.include_router(sdapi.build_router(services))
-        app.include_router(extras_api.build_router(services))
+        app.include_router(sdapi.build_router(services, waits))
+        app.include_router(extras_api.build_router(services, waits))
 
     if ui is None:
 
@@ -159,6 +168,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
         app.add_middleware(
             BasicAuthMiddleware, users=opts.users, delay=opts.auth_delay, delay_max=opts.auth_delay_max
         )
+    app.add_middleware(HostCheckMiddleware, policy=HostPolicy(opts.allowed_hosts, bind_host=opts.bind_host))
     return app
 
 

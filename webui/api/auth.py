@@ -8,25 +8,28 @@ UI, websockets), so no route can be reached without one of the configured users.
   session cookie (`sfumato_session`: user, expiry, HMAC-SHA256). A page request (GET, Accept: text/html)
   without a login is sent there; everything else gets 401 with a Basic challenge.
 
-Passwords are compared in constant time, and failed attempts from one client are slowed down (without
-blocking the event loop). `/logout-sfumato` clears the cookie.
+Passwords are compared in constant time. After a failed login, further guesses from that address or
+at that user name get 429 (Retry-After) before they are evaluated, for a delay that doubles per failure
+(webui.api.throttle). `/logout-sfumato` clears the cookie.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import html
+import json
+import math
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
+
+from webui.api.throttle import LoginThrottle
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,7 +38,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 USER_STATE_KEY = "sfumato_user"
-_MAX_TRACKED_CLIENTS = 4096
 LOGIN_PATH = "/login-sfumato"
 LOGOUT_PATH = "/logout-sfumato"
 COOKIE_NAME = "sfumato_session"
@@ -106,32 +108,23 @@ def check_basic(header: str | None, users: Mapping[str, str]) -> str | None:
     return found
 
 
+def basic_user_name(header: str) -> str:
+    """The user name an `Authorization: Basic` header claims ("" when it names none)."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[0]
+
+
 def scope_user(scope: Mapping[str, Any], default: str) -> str:
     """The authenticated user recorded on a request scope by BasicAuthMiddleware, else `default`."""
     state = scope.get("state") or {}
     user = state.get(USER_STATE_KEY) if isinstance(state, Mapping) else None
     return user if isinstance(user, str) else default
-
-
-class _Backoff:
-    """Per-client delay after failed logins: base, 2*base, 4*base, ... up to cap; reset on success."""
-
-    def __init__(self, base: float, cap: float) -> None:
-        self.base, self.cap = base, cap
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
-
-    def delay(self, client: str) -> float:
-        count, last = self._failures.get(client, (0, 0.0))
-        if count and time.monotonic() - last > 15 * 60:
-            count = 0
-        self._failures[client] = (count + 1, time.monotonic())
-        self._failures.move_to_end(client)
-        while len(self._failures) > _MAX_TRACKED_CLIENTS:
-            self._failures.popitem(last=False)
-        return min(self.base * 2**count, self.cap) if self.base > 0 else 0.0
-
-    def success(self, client: str) -> None:
-        self._failures.pop(client, None)
 
 
 def sign_session(user: str, secret: bytes, expires: float) -> str:
@@ -228,7 +221,7 @@ class BasicAuthMiddleware:
         users: Mapping[str, str],
         *,
         delay: float = 0.5,
-        delay_max: float = 8.0,
+        delay_max: float = 30.0,
         realm: str = "Sfumato",
         secret: bytes | None = None,
         session_seconds: float = SESSION_SECONDS,
@@ -238,7 +231,7 @@ class BasicAuthMiddleware:
         self.realm = realm
         self.secret = secret or secrets.token_bytes(32)
         self.session_seconds = session_seconds
-        self._backoff = _Backoff(delay, delay_max)
+        self._throttle = LoginThrottle(delay, delay_max, protected=self.users)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -250,16 +243,22 @@ class BasicAuthMiddleware:
             await self._login_route(scope, receive, send, client)
             return
         header = _header(scope, b"authorization")
-        user = check_basic(header, self.users) if header else None
-        if user is None and header is None:
+        if header is None:
             user = check_session(_cookies(scope).get(COOKIE_NAME), self.secret, self.users)
+        else:
+            claimed = basic_user_name(header)
+            wait = self._throttle.retry_after(client, claimed)
+            if wait > 0:  # blocked: the guess is not even evaluated
+                await self._too_many(scope, send, wait)
+                return
+            user = check_basic(header, self.users)
+            if user is None:
+                self._throttle.failure(client, claimed)
+            else:
+                self._throttle.success(client, user)
         if user is None:
-            if header is not None:
-                await asyncio.sleep(self._backoff.delay(client))
             await self._refuse(scope, send, header is not None)
             return
-        if header is not None:
-            self._backoff.success(client)
         state = dict(scope.get("state") or {})
         state[USER_STATE_KEY] = user
         await self.app({**scope, "state": state}, receive, send)
@@ -276,18 +275,34 @@ class BasicAuthMiddleware:
             return
         body = await _read_body(receive, _MAX_FORM_BYTES)
         form = parse_qs(body.decode("utf-8", errors="replace")) if body is not None else {}
-        user = check_password(
-            (form.get("username") or [""])[0], (form.get("password") or [""])[0], self.users
-        )
+        claimed = (form.get("username") or [""])[0]
         next_path = safe_next((form.get("next") or ["/"])[0])
+        wait = self._throttle.retry_after(client, claimed)
+        if wait > 0:  # blocked: the password is not even compared
+            message = f"Too many failed logins: try again in {math.ceil(wait)} s."
+            headers = [*_HTML, (b"retry-after", str(math.ceil(wait)).encode())]
+            await _send(send, 429, login_page(message, next_path), headers)
+            return
+        user = check_password(claimed, (form.get("password") or [""])[0], self.users)
         if user is None:
-            await asyncio.sleep(self._backoff.delay(client))
+            self._throttle.failure(client, claimed)
             await _send(send, 401, login_page("Wrong user name or password.", next_path), _HTML)
             return
-        self._backoff.success(client)
+        self._throttle.success(client, user)
         token = sign_session(user, self.secret, time.time() + self.session_seconds)
         cookie = _cookie_header(token, int(self.session_seconds), secure)
         await _send(send, 303, b"", [(b"location", next_path.encode()), cookie])
+
+    async def _too_many(self, scope: Scope, send: Send, wait: float) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "too many failed logins"})
+            return
+        seconds = math.ceil(wait)
+        body = json.dumps(
+            {"detail": f"too many failed logins: try again in {seconds} s", "retry_after": round(wait, 3)}
+        ).encode()
+        headers = [(b"retry-after", str(seconds).encode()), (b"content-type", b"application/json")]
+        await _send(send, 429, body, headers)
 
     async def _refuse(self, scope: Scope, send: Send, attempted: bool) -> None:
         if scope["type"] == "websocket":

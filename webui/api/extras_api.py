@@ -16,12 +16,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from webui.api import images
 from webui.api.jobview import result_roots, safe_result_path
 from webui.api.sdapi import caller
 from webui.api.services import Services
+from webui.api.waiting import Waiting
 from webui.core.tasks.extras import MAX_IMAGES, ExtrasRequest, check_upscalers, postprocess_text
 from webui.core.types import RequestError
 
@@ -97,10 +97,14 @@ def _checked_request(
     return request
 
 
-async def run_job(services: Services, user: str, request: ExtrasRequest) -> tuple[list[str], Any]:
-    """Submit, wait, and return the images (base64 PNG) or an error response."""
-    info = await run_in_threadpool(services.queue.submit, request, user)
-    info = await run_in_threadpool(services.queue.wait, info.id, services.options.wait_timeout)
+async def run_job(
+    services: Services, waits: Waiting, user: str, request: ExtrasRequest
+) -> tuple[list[str], Any]:
+    """Submit, wait (no thread held; at most `waits.per_user` at once per user), and return the images
+    (base64 PNG) or an error response."""
+    with waits.slot(user):
+        info = await waits.db(services.queue.submit, request, user)
+        info = await waits.finished(info.id, services.options.wait_timeout)
     if not info.state.finished:
         detail = f"job {info.id} is still {info.state.value}"
         return [], JSONResponse({"error": "Timeout", "detail": detail, "job": info.id}, status_code=504)
@@ -113,7 +117,7 @@ async def run_job(services: Services, user: str, request: ExtrasRequest) -> tupl
         paths = [safe_result_path(roots, image.path) for image in info.images]
         return [images.file_b64(p) for p in paths if p is not None]
 
-    return await run_in_threadpool(encode), None
+    return await waits.work(encode), None
 
 
 def native_extras(services: Services, data: Mapping[str, Any]) -> ExtrasRequest:
@@ -140,15 +144,13 @@ def html_info(request: ExtrasRequest) -> str:
     return f"<p>{html.escape(postprocess_text(request))}</p>"
 
 
-def build_router(services: Services) -> APIRouter:
+def build_router(services: Services, waits: Waiting) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
 
     @router.post("/extra-single-image")
     async def extra_single_image(payload: A1111ExtrasSingle, request: Request) -> Any:
-        built = await run_in_threadpool(
-            build_request, services, payload, [payload.image] if payload.image else []
-        )
-        encoded, error = await run_job(services, caller(request, services)[0], built)
+        built = await waits.work(build_request, services, payload, [payload.image] if payload.image else [])
+        encoded, error = await run_job(services, waits, caller(request, services)[0], built)
         if error is not None:
             return error
         return {"html_info": html_info(built), "image": encoded[0] if encoded else ""}
@@ -156,8 +158,8 @@ def build_router(services: Services) -> APIRouter:
     @router.post("/extra-batch-images")
     async def extra_batch_images(payload: A1111ExtrasBatch, request: Request) -> Any:
         data = [f.data for f in payload.image_list]
-        built = await run_in_threadpool(build_request, services, payload, data)
-        encoded, error = await run_job(services, caller(request, services)[0], built)
+        built = await waits.work(build_request, services, payload, data)
+        encoded, error = await run_job(services, waits, caller(request, services)[0], built)
         if error is not None:
             return error
         return {"html_info": html_info(built), "images": encoded}

@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
-from starlette.concurrency import run_in_threadpool
 
 from webui.api import images
 from webui.api.extras_api import native_extras
@@ -22,6 +21,7 @@ from webui.api.jobview import can_see, job_json, result_roots, safe_result_path
 from webui.api.schemas import native_request
 from webui.api.sdapi import caller, request_kinds
 from webui.api.services import Services
+from webui.api.waiting import Waiting
 from webui.core import types
 from webui.core.engine import VERSION
 from webui.core.models.manager import ModelNotFound
@@ -85,7 +85,7 @@ def _sse(seq: int, kind: str, data: dict[str, Any]) -> str:
     return f"id: {seq}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
 
 
-def build_router(services: Services) -> APIRouter:
+def build_router(services: Services, waits: Waiting) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["jobs"])
     queue = services.queue
 
@@ -105,43 +105,43 @@ def build_router(services: Services) -> APIRouter:
         return {
             "status": "ok",
             "version": VERSION,
-            "queued": queue.queued_count(),
+            "queued": await waits.db(queue.queued_count),
             "running": running is not None,
         }
 
     @router.post("/jobs", status_code=201)
     async def submit(body: SubmitBody, request: Request) -> Any:
         user, _ = caller(request, services)
-        built = await run_in_threadpool(build_request, services, body)
-        info = await run_in_threadpool(queue.submit, built, user)
+        built = await waits.work(build_request, services, body)
+        info = await waits.db(queue.submit, built, user)
         return {"id": info.id, "state": info.state.value, "queue_position": info.queue_position}
 
     @router.get("/jobs")
     async def list_jobs(request: Request, limit: int = 100) -> Any:
         user, admin = caller(request, services)
         limit = max(1, min(limit, 1000))
-        infos = await run_in_threadpool(queue.list, None if admin else user, limit)
+        infos = await waits.db(queue.list, None if admin else user, limit)
         return {"jobs": [job_json(i) for i in infos]}
 
     @router.get("/jobs/{job_id}")
     async def get_job(job_id: str, request: Request) -> Any:
-        return job_json(await run_in_threadpool(visible, request, job_id))
+        return job_json(await waits.db(visible, request, job_id))
 
     @router.post("/jobs/{job_id}/cancel")
     async def cancel(job_id: str, request: Request) -> Any:
-        info = await run_in_threadpool(visible, request, job_id)
+        info = await waits.db(visible, request, job_id)
         user, admin = caller(request, services)
-        return job_json(await run_in_threadpool(queue.cancel, info.id, user, admin))
+        return job_json(await waits.db(queue.cancel, info.id, user, admin))
 
     @router.post("/jobs/{job_id}/skip")
     async def skip(job_id: str, request: Request) -> Any:
-        info = await run_in_threadpool(visible, request, job_id)
+        info = await waits.db(visible, request, job_id)
         user, admin = caller(request, services)
-        return job_json(await run_in_threadpool(queue.skip, info.id, user, admin))
+        return job_json(await waits.db(queue.skip, info.id, user, admin))
 
     @router.get("/jobs/{job_id}/images/{index}")
     async def image(job_id: str, index: str, request: Request) -> Any:
-        info = await run_in_threadpool(visible, request, job_id)
+        info = await waits.db(visible, request, job_id)
         if index == "grid":
             recorded = info.grid_path
         elif index.isascii() and index.isdigit() and int(index) < len(info.images):
@@ -158,7 +158,7 @@ def build_router(services: Services) -> APIRouter:
 
     @router.get("/jobs/{job_id}/preview")
     async def preview(job_id: str, request: Request) -> Any:
-        info = await run_in_threadpool(visible, request, job_id)
+        info = await waits.db(visible, request, job_id)
         png = queue.latest_preview(info.id)
         if not png:
             return Response(status_code=204)
@@ -166,11 +166,11 @@ def build_router(services: Services) -> APIRouter:
 
     @router.get("/jobs/{job_id}/events")
     async def events(job_id: str, request: Request) -> Any:
-        info = await run_in_threadpool(visible, request, job_id)
+        info = await waits.db(visible, request, job_id)
         last = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
         after = int(last) if last.isascii() and last.isdigit() else 0
         return StreamingResponse(
-            _event_stream(services, info.id, after),
+            _event_stream(services, waits, info.id, after),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -178,12 +178,12 @@ def build_router(services: Services) -> APIRouter:
     return router
 
 
-async def _event_stream(services: Services, job_id: str, after: int) -> AsyncIterator[str]:
-    """Long-poll JobQueue.events and forward each event; end after the job's final event."""
+async def _event_stream(services: Services, waits: Waiting, job_id: str, after: int) -> AsyncIterator[str]:
+    """Long-poll the job's events (no thread held while waiting) and forward each; end after the final one."""
     queue = services.queue
     yield "retry: 2000\n\n"
     while True:
-        batch = await run_in_threadpool(queue.events, job_id, after, services.options.events_poll)
+        batch = await waits.events(job_id, after, services.options.events_poll)
         for event in batch:
             after = max(after, event.seq)
             data = {"seq": event.seq, "kind": event.kind, "job": job_json(event.info)}
@@ -192,9 +192,9 @@ async def _event_stream(services: Services, job_id: str, after: int) -> AsyncIte
                 return
         if not batch:
             # A job that finished before `after` (or whose events were dropped): say so once, and end.
-            info = await run_in_threadpool(queue.get, job_id)
+            info = await waits.db(queue.get, job_id)
             final = info.state.value
-            if final in FINAL_STATES and not queue.events(job_id, after, 0):
+            if final in FINAL_STATES and not await waits.db(queue.events, job_id, after, 0):
                 yield _sse(after, final, {"seq": after, "kind": final, "job": job_json(info)})
                 return
             yield ": keep-alive\n\n"

@@ -1,8 +1,9 @@
 """AUTOMATIC1111's `/sdapi/v1` routes, in A1111 v1.10's shapes, over the job queue.
 
-Blocking calls (txt2img, img2img) submit a job in the caller's name and wait for it in a worker thread,
-so they stand in the same fair queue as the browser and the native API. Progress, interrupt and skip
-act on the caller's own job (or, for progress, on the running one when the caller has none).
+Blocking calls (txt2img, img2img) submit a job in the caller's name and wait for it without holding a
+thread (webui.api.waiting), so they stand in the same fair queue as the browser and the native API.
+Progress, interrupt and skip act on the caller's own job (or, for progress, on the running one when
+the caller has none).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from webui.api.jobview import a1111_info, a1111_progress, result_roots, safe_res
 from webui.api.schemas import A1111Img2Img, A1111Processing, A1111Txt2Img, to_request
 from webui.api.scripts import find_script, run_script, script_values
 from webui.api.services import ANONYMOUS, Services
+from webui.api.waiting import Waiting
 from webui.core import types
 from webui.core.engine import VERSION
 from webui.core.models.manager import ModelNotFound
@@ -110,6 +112,7 @@ def _result_images(services: Services, info: Any, payload: A1111Processing) -> t
 
 async def generate(
     services: Services,
+    waits: Waiting,
     request: Request,
     payload: A1111Processing,
     built: types.GenerationRequest,
@@ -117,9 +120,21 @@ async def generate(
 ) -> Any:
     user, _ = caller(request, services)
     check_models(services, built, payload)
+    with waits.slot(user):
+        return await _generate(services, waits, user, payload, built, script)
+
+
+async def _generate(
+    services: Services,
+    waits: Waiting,
+    user: str,
+    payload: A1111Processing,
+    built: types.GenerationRequest,
+    script: ScriptSpec | None,
+) -> Any:
     if script is not None:
         values = script_values(script, payload.script_args)
-        body = await run_in_threadpool(
+        body = await waits.script(
             run_script, script, built, values, services.queue, user, services.options.wait_timeout
         )
         return {
@@ -127,8 +142,8 @@ async def generate(
             "images": body["images"] if payload.send_images else [],
             "parameters": payload.model_dump(),
         }
-    info = await run_in_threadpool(services.queue.submit, built, user)
-    info = await run_in_threadpool(services.queue.wait, info.id, services.options.wait_timeout)
+    info = await waits.db(services.queue.submit, built, user)
+    info = await waits.finished(info.id, services.options.wait_timeout)
     if not info.state.finished:
         return JSONResponse(
             {"error": "Timeout", "detail": f"job {info.id} is still {info.state.value}", "job": info.id},
@@ -139,7 +154,7 @@ async def generate(
             {"error": "GenerationFailed", "detail": info.error, "errors": info.error, "job": info.id},
             status_code=500,
         )
-    encoded, first = await run_in_threadpool(_result_images, services, info, payload)
+    encoded, first = await waits.work(_result_images, services, info, payload)
     parameters = payload.model_dump()
     for key in ("init_images", "mask"):
         if key in parameters:
@@ -151,7 +166,7 @@ async def generate(
     }
 
 
-def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small function per route
+def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901 - one small function per route
     router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
     opts = services.options
 
@@ -166,7 +181,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
             script=bool(script),
             samplers=services.engine.samplers,
         )
-        return await generate(services, request, payload, built, script)
+        return await generate(services, waits, request, payload, built, script)
 
     @router.post("/img2img")
     async def img2img(payload: A1111Img2Img, request: Request) -> Any:
@@ -177,7 +192,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
             payload = payload.model_copy(
                 update={"mask_blur_x": payload.mask_blur, "mask_blur_y": payload.mask_blur}
             )
-        decoded = await run_in_threadpool(
+        decoded = await waits.work(
             _decode_img2img_images, payload, opts.max_body_bytes, opts.max_image_pixels
         )
         script = find_script(plugin_host(services), payload.script_name, "img2img")
@@ -190,12 +205,12 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
             script=bool(script),
             samplers=services.engine.samplers,
         )
-        return await generate(services, request, payload, built, script)
+        return await generate(services, waits, request, payload, built, script)
 
     @router.get("/progress")
     async def progress(request: Request, skip_current_image: bool = False) -> Any:
         user, admin = caller(request, services)
-        info = await run_in_threadpool(_active_job, services, user)
+        info = await waits.db(_active_job, services, user)
         if info is None:
             info = services.queue.running()
         mine = info is not None and (admin or info.owner == user)
@@ -203,7 +218,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
         if info is not None and mine and not skip_current_image:
             png = services.queue.latest_preview(info.id)
             preview = images.b64(png) if png else None
-        body = a1111_progress(info, services.queue.queued_count(), preview)
+        body = a1111_progress(info, await waits.db(services.queue.queued_count), preview)
         if info is not None and not mine:  # somebody else's job: how busy we are, not what they make
             body["current_task"] = None
         return body
@@ -213,7 +228,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
         user, admin = caller(request, services)
         running = services.queue.running()
         if running is not None and (admin or running.owner == user):
-            services.queue.cancel(running.id, by=user, admin=admin)
+            await waits.db(services.queue.cancel, running.id, user, admin)
         return {}
 
     @router.post("/skip")
@@ -221,7 +236,7 @@ def build_router(services: Services) -> APIRouter:  # noqa: C901 - one small fun
         user, admin = caller(request, services)
         running = services.queue.running()
         if running is not None and (admin or running.owner == user):
-            services.queue.skip(running.id, by=user, admin=admin)
+            await waits.db(services.queue.skip, running.id, user, admin)
         return None
 
     @router.get("/options")

@@ -16,6 +16,7 @@ from webui.core.models.manager import ModelManager
 DEFAULT_MAX_BODY_BYTES = 50 * 2**20
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 ANONYMOUS = "anonymous"
+DEFAULT_MAX_JOB_WORK = 4096.0  # megapixel-steps (--max-job-work)
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,17 @@ class ServerOptions:
     users: Mapping[str, str] = field(default_factory=dict)  # user -> password; empty: auth off
     admins: frozenset[str] = frozenset()  # users who may see and cancel every job
     cors_origins: tuple[str, ...] = ()  # origins allowed besides the server's own
+    allowed_hosts: frozenset[str] = frozenset()  # Host names accepted besides loopback (--allowed-hosts)
+    bind_host: str = "127.0.0.1"  # the address bound: beyond loopback, any IP-literal Host is accepted
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    auth_delay: float = 0.5  # seconds of delay after the first failed login; doubles per failure
-    auth_delay_max: float = 8.0
+    auth_delay: float = 0.5  # seconds a failed login blocks its address and user name; doubles per failure
+    auth_delay_max: float = 30.0
     wait_timeout: float = 3600.0  # the longest a blocking /sdapi call waits for its job
     events_poll: float = 15.0  # long-poll slice of the SSE stream
+    max_waits_per_user: int = 64  # blocking /sdapi calls one user may have waiting at once (429 beyond)
+    forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For is trusted; None: none
+    max_job_work: float = DEFAULT_MAX_JOB_WORK  # the largest job, megapixel-steps; 0: no limit
     cmd_flags: Mapping[str, Any] = field(default_factory=dict)  # every flag, secrets redacted
 
     @property

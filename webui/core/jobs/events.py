@@ -66,6 +66,13 @@ class EventLog:
             log = self._logs.get(job_id)
             return 0 if log is None else log.next_seq - 1
 
+    def position(self, job_id: str) -> tuple[int, bool]:
+        """(the newest event's number, whether the job's final event is in) without waiting; (0, False)
+        for a job this log does not hold."""
+        with self._cond:
+            log = self._logs.get(job_id)
+            return (0, False) if log is None else (log.next_seq - 1, log.finished_at is not None)
+
     def since(self, job_id: str, after_seq: int, timeout: float) -> list[JobEvent]:
         """Events with seq > after_seq, waiting up to timeout for the first one.
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from webui.core.engine import Engine
+from webui.core.jobs.budget import check_work, over_budget_message, stored_work
 from webui.core.jobs.codec import JobRequest, kind_of, request_from_json, request_to_json
 from webui.core.jobs.events import EventLog
 from webui.core.jobs.info import (
@@ -76,9 +77,16 @@ class _Running:
 
 class JobQueue:
     def __init__(
-        self, engine: Engine, db_path: Path, *, max_queued: int = 200, preview_every: int = 0
+        self,
+        engine: Engine,
+        db_path: Path,
+        *,
+        max_queued: int = 200,
+        preview_every: int = 0,
+        max_job_work: float = 0.0,
     ) -> None:
         self.engine = engine
+        self.max_job_work = max_job_work  # megapixel-steps a job may ask for (budget.py); 0: no limit
         self.db_path = Path(db_path)
         # one folder per job: its input images, and the images its request asked not to save
         self.files_dir = self.db_path.parent / f"{self.db_path.stem}-files"
@@ -101,6 +109,7 @@ class JobQueue:
             raise QueueClosed("the job queue is closed")
         for job_id, state in self._store.recover().items():
             log.warning("job %s was running when the last process stopped: now %s", job_id, state.value)
+        self._fail_oversized()
         self._thread = threading.Thread(target=self._work, name="sfumato-jobs", daemon=True)
         self._thread.start()
 
@@ -127,6 +136,7 @@ class JobQueue:
 
     def submit(self, request: JobRequest, owner: str) -> JobInfo:
         request.validate(self.engine.samplers)
+        check_work(request, self.max_job_work)
         kind = kind_of(request)
         if not isinstance(owner, str):
             raise RequestError("owner", "must be text")
@@ -148,6 +158,18 @@ class JobQueue:
         self._events.append(job_id, "queued", info)
         self._announce_positions(skip=job_id)
         return info
+
+    def _fail_oversized(self) -> None:
+        """Waiting jobs over the work budget (queued under a larger one, or re-queued by a restart) fail
+        instead of running: lowering --max-job-work and restarting stops a runaway job for good."""
+        if self.max_job_work <= 0:
+            return
+        for job_id in self._store.queue_order():
+            row = self._store.get(job_id)
+            work = stored_work(row.request) if row is not None else 0.0
+            if work > self.max_job_work:
+                self._store.fail_queued(job_id, over_budget_message(work, self.max_job_work))
+                log.warning("job %s: %.1f megapixel-steps is over --max-job-work: failed", job_id, work)
 
     def _check_room(self) -> None:
         """QueueClosed or QueueFull unless a job may be added now; the caller holds the lock."""
@@ -198,6 +220,11 @@ class JobQueue:
         info = self.get(job_id)
         self._events.ensure(job_id, info, _SNAPSHOT_KIND[info.state])
         return self._events.since(job_id, after_seq, timeout)
+
+    def event_position(self, job_id: str) -> tuple[int, bool]:
+        """(newest event number, final event seen) from memory: cheap enough to poll from an event loop
+        (an async caller waits with this and reads the store only when it changes)."""
+        return self._events.position(job_id)
 
     def latest_preview(self, job_id: str) -> bytes | None:
         return self._events.latest_preview(job_id)

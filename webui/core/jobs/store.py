@@ -229,6 +229,15 @@ class JobStore:
             )
         return cur.rowcount == 1
 
+    def fail_queued(self, job_id: str, error: str, now: float | None = None) -> bool:
+        """queued -> failed with `error` (a job that may no longer run). False if it was not queued."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state='failed', finished=?, error=? WHERE id=? AND state='queued'",
+                (now or time.time(), error, job_id),
+            )
+        return cur.rowcount == 1
+
     def requeue(self, job_id: str) -> bool:
         """running -> queued, not counted as an attempt (the worker was stopped by a clean shutdown)."""
         with self._write() as db:
