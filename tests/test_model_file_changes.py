@@ -94,3 +94,29 @@ def test_a_half_written_file_is_a_clear_error_then_loads_when_complete(tmp_path:
         engine.run(_request())
     target.write_bytes(complete)
     assert engine.run(_request()).images
+
+
+def test_a_default_checkpoint_that_cannot_load_is_passed_over_with_a_note(tmp_path: Path) -> None:
+    from webui.core.models.components import Precision
+    from webui.core.models.manager import ModelManager
+
+    data = tmp_path / "data"
+    folder = data / "models" / "Stable-diffusion"
+    partial = save_single_file(build_tiny("sd1", seed=0), folder / "aaa-partial.safetensors")
+    with open(partial, "r+b") as f:  # an interrupted download that sorts first
+        f.truncate(partial.stat().st_size // 3)
+    save_single_file(build_tiny("sd1", seed=1), folder / "bbb-good.safetensors")
+    manager = ModelManager(AppConfig.for_data_dir(data), Precision())
+    manager.refresh()
+    assert manager.checkpoints()[0].name == "aaa-partial.safetensors"
+    with manager.acquire(None) as loaded:
+        assert loaded.file.name == "bbb-good.safetensors"
+        assert len(loaded.notes) == 1
+        assert (
+            "aaa-partial.safetensors cannot be loaded" in loaded.notes[0] and "incomplete" in loaded.notes[0]
+        )
+        assert loaded.notes[0].endswith("using bbb-good.safetensors")
+    with pytest.raises(CheckpointError, match="incomplete"), manager.acquire("aaa-partial"):
+        pass
+    with manager.acquire("bbb-good") as loaded:
+        assert loaded.notes == ()

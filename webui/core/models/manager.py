@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ class LoadedModel:
     file: ModelFile
     components: Components
     vae_file: ModelFile | None = None
+    notes: tuple[str, ...] = ()  # what the user should know (a default checkpoint that was passed over)
 
 
 def load_vae_file(path: Path, arch: str, precision: Precision) -> Any:
@@ -160,22 +161,35 @@ class ModelManager:
 
     @contextmanager
     def acquire(self, checkpoint: str | None = None, vae: str | None = None) -> Iterator[LoadedModel]:
-        """Hold a loaded model (from the cache or freshly loaded) for the duration of the block."""
-        file = self._fresh(self.resolve(checkpoint))
+        """Hold a loaded model (from the cache or freshly loaded) for the duration of the block.
+
+        Without a checkpoint, the first listed one that loads is used: a file that cannot load (a
+        partial download, an unknown architecture) is passed over, and `LoadedModel.notes` says so.
+        """
+        named = bool(checkpoint)
+        candidates = [self.resolve(checkpoint)] if named else list(self.checkpoints()) or [self.resolve(None)]
         vae_file = self.resolve_vae(vae)
         if vae_file is not None:
             vae_file = self._fresh(vae_file)
-        if self.config.hashing:
-            file = with_hash(file, self.hashes)
-
-        def load() -> tuple[Components, int]:
-            parts = load_model(file.path, self.precision)
-            copy_into_memory(parts.modules().values())
-            return parts, parts.nbytes()
-
-        with self._models.use(_cache_key(file), load) as parts:
+        passed_over: list[tuple[str, str]] = []
+        with ExitStack() as stack:
+            for i, candidate in enumerate(candidates):
+                file = self._fresh(candidate)
+                if self.config.hashing:
+                    file = with_hash(file, self.hashes)
+                try:
+                    parts = stack.enter_context(self._models.use(_cache_key(file), self._loader(file)))
+                    break
+                except (CheckpointError, ShapeError) as e:
+                    if named or i == len(candidates) - 1:
+                        raise
+                    passed_over.append((file.name, str(e)))
+            notes = tuple(
+                f"the default checkpoint {name} cannot be loaded ({why}); using {file.name}"
+                for name, why in passed_over
+            )
             if vae_file is None:
-                yield LoadedModel(file, parts)
+                yield LoadedModel(file, parts, notes=notes)
                 return
             arch = parts.arch
 
@@ -185,7 +199,15 @@ class ModelManager:
                 return v, sum(t.numel() * t.element_size() for t in v.parameters())
 
             with self._vaes.use((*_cache_key(vae_file), arch), load_vae) as v:
-                yield LoadedModel(file, dataclasses.replace(parts, vae=v), vae_file)
+                yield LoadedModel(file, dataclasses.replace(parts, vae=v), vae_file, notes)
+
+    def _loader(self, file: ModelFile) -> Callable[[], tuple[Components, int]]:
+        def load() -> tuple[Components, int]:
+            parts = load_model(file.path, self.precision)
+            copy_into_memory(parts.modules().values())
+            return parts, parts.nbytes()
+
+        return load
 
     def cached(self) -> list[Path]:
         """Paths of the models in the RAM cache, least recently used first."""
