@@ -36,6 +36,9 @@ def main(ns: argparse.Namespace) -> int:
             manager.hashes.hash(demo)  # tiny: hash it now so its title is complete from the start
     for problem in manager.refresh():
         print(f"warning: {problem}", file=sys.stderr)
+    for flag in ("medvram", "lowvram"):
+        if getattr(ns, flag, False):
+            print(f"warning: --{flag} has no effect yet: whole models stay on the GPU", file=sys.stderr)
     files = manager.checkpoints()
     print(f"Sfumato: data folder {config.data_dir}; device {precision.device} ({precision.dtype})")
     if not files:

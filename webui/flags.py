@@ -40,8 +40,16 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
     dev.add_argument("--no-half", action="store_true", help="keep models in fp32")
     dev.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32")
     dev.add_argument("--precision", choices=["full", "autocast", "half", "bf16"], default="autocast")
-    dev.add_argument("--medvram", action="store_true", help="offload models between steps to save VRAM")
-    dev.add_argument("--lowvram", action="store_true", help="offload aggressively to save VRAM")
+    dev.add_argument(
+        "--medvram",
+        action="store_true",
+        help="accepted for A1111 scripts; no effect yet (models stay on the GPU)",
+    )
+    dev.add_argument(
+        "--lowvram",
+        action="store_true",
+        help="accepted for A1111 scripts; no effect yet (models stay on the GPU)",
+    )
     dev.add_argument("--skip-torch-cuda-test", action="store_true", help="start without a GPU")
     dev.add_argument("--model-cache-gb", type=float, default=None, help="RAM for recently used models (GiB)")
 
