@@ -44,6 +44,7 @@ class CheckpointError(Exception):
 class TensorMeta:
     dtype: str
     shape: tuple[int, ...]
+    offsets: tuple[int, int] = (0, 0)  # byte range in the data section (after the header)
 
 
 def sniff_format(path: Path) -> str:
@@ -103,7 +104,7 @@ def read_safetensors_header(path: Path) -> dict[str, TensorMeta]:
         if not ok:
             raise CheckpointError(path, f"safetensors header entry {name!r} has inconsistent size")
         end_max = max(end_max, end)
-        out[name] = TensorMeta(dtype, tuple(int(d) for d in shape))
+        out[name] = TensorMeta(dtype, tuple(int(d) for d in shape), (int(start), int(end)))
     if end_max > data_size:
         raise CheckpointError(
             path,
@@ -121,24 +122,49 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
+_TORCH_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64,
+}  # fmt: skip
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor read into the process's own memory with plain reads, never memory-mapped: a file
+    rewritten in place while the server runs (a re-download under the same name, `cp`) must not take
+    the weights with it (SIGBUS), and each byte is held once."""
+    header = read_safetensors_header(path)
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        start = 8 + n
+        out: dict[str, torch.Tensor] = {}
+        for name, meta in sorted(header.items(), key=lambda item: item[1].offsets[0]):
+            size = meta.offsets[1] - meta.offsets[0]
+            buf = bytearray(size)
+            f.seek(start + meta.offsets[0])
+            if f.readinto(buf) != size:
+                raise CheckpointError(
+                    path, f"incomplete file: tensor {name!r} is cut short (file changed while read?)"
+                )
+            dtype = _TORCH_DTYPES[meta.dtype]
+            t = torch.frombuffer(buf, dtype=dtype) if size else torch.empty(0, dtype=dtype)
+            out[name] = t.reshape(meta.shape)
+    return out
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load every tensor of a checkpoint on the CPU (safetensors memory-mapped)."""
+    """Load every tensor of a checkpoint on the CPU, into memory of its own (see `_read_safetensors`)."""
     fmt = sniff_format(path)
     if fmt == SAFETENSORS:
-        read_safetensors_header(path)
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as e:  # safetensors raises its own SafetensorError
-            raise CheckpointError(path, f"cannot read safetensors data: {e}") from e
+        return _read_safetensors(path)
     try:
         if path.suffix.lower() == ".safetensors":
             # torch.load goes by extension and would hand this pickle to safetensors: pass a file object
             with open(path, "rb") as f:
                 obj = torch.load(f, map_location="cpu", weights_only=True)
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == ZIP_PICKLE)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(

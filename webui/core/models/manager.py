@@ -21,7 +21,6 @@ from webui.core.models.cache import ModelCache
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.models.components import Components, Precision
 from webui.core.models.hashes import HashCache
-from webui.core.models.in_memory import copy_into_memory
 from webui.core.models.infer import ShapeError, vae_config
 from webui.core.models.loader import load_model
 from webui.core.models.registry import (
@@ -195,7 +194,6 @@ class ModelManager:
 
             def load_vae() -> tuple[Any, int]:
                 v = load_vae_file(vae_file.path, arch, self.precision)
-                copy_into_memory([v])
                 return v, sum(t.numel() * t.element_size() for t in v.parameters())
 
             with self._vaes.use((*_cache_key(vae_file), arch), load_vae) as v:
@@ -204,7 +202,6 @@ class ModelManager:
     def _loader(self, file: ModelFile) -> Callable[[], tuple[Components, int]]:
         def load() -> tuple[Components, int]:
             parts = load_model(file.path, self.precision)
-            copy_into_memory(parts.modules().values())
             return parts, parts.nbytes()
 
         return load
