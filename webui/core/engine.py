@@ -99,6 +99,15 @@ def infotext_params(
     }
 
 
+def _tasks(request: GenerationRequest) -> list[families.Task]:
+    """What a request asks of the model's family."""
+    if isinstance(request, Img2ImgRequest):
+        return ["img2img", "inpaint"] if request.mask is not None else ["img2img"]
+    if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+        return ["txt2img", "hires"]
+    return ["txt2img"]
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Run:
     request: GenerationRequest
@@ -261,10 +270,12 @@ class Engine:
         request = run.request
         img2img = isinstance(request, Img2ImgRequest)
         family = families.of(model.components)
-        if not family.supports("img2img" if img2img else "txt2img"):
-            task = "img2img" if img2img else "txt2img"
-            only = "; it only refines images (img2img)" if family.supports("img2img") else ""
-            message = f"the {family.group_label} cannot run {task}{only}: pick a base model"
+        unsupported = [t for t in _tasks(request) if not family.supports(t)]
+        if unsupported:
+            runs = ", ".join(family.tasks)
+            message = (
+                f"the {family.group_label} cannot run {unsupported[0]} (it runs {runs}): pick another model"
+            )
             raise RequestError("checkpoint", message)
         inputs = (
             img2img_batch.prepare_inputs(request, run.seed) if isinstance(request, Img2ImgRequest) else None
