@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from webui.core import families
+from webui.core import families, sizes
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
 from webui.core.models import configs
@@ -109,6 +109,12 @@ def test_detected_checkpoints_pick_their_family(
 ) -> None:
     det = Detected(group, inpaint, prediction)
     assert det.base_config == arch and det.label == label
+
+
+def test_every_family_has_the_latent_downscale_sizes_assume() -> None:
+    """Hires targets, outpainting canvases and seed resizing round to sizes.LATENT_DOWNSCALE; a family
+    with another downscale needs them to ask it (and this test to go)."""
+    assert {f.latent.downscale for f in families.FAMILIES} == {sizes.LATENT_DOWNSCALE}
 
 
 def test_the_refiner_only_refines() -> None:

@@ -1,7 +1,9 @@
-"""Latents to pictures: the VAE decode, and a cheap preview that needs no VAE."""
+"""Pictures to latents and back: the VAE encode and decode (with the VAE's scale and shift), and a cheap
+preview that needs no VAE."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -9,6 +11,34 @@ import torch
 from PIL import Image
 
 from webui.core.families.base import LatentFormat
+from webui.core.models.components import Components
+
+
+def to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """RGB images of one size to a (B, 3, H, W) float32 tensor in -1..1."""
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+@torch.no_grad()
+def encode_init(parts: Components, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+    """Images (PIL, or a (B, 3, H, W) tensor in -1..1) to scaled latents in the UNet's device/dtype.
+
+    The mode of the VAE's latent distribution is taken (deterministic, the best round trip; A1111 and
+    diffusers sample it, which adds noise of the order of the distribution's tiny std). One image per
+    VAE call, so an image's latents do not depend on its batch.
+    """
+    x = images if isinstance(images, torch.Tensor) else to_tensor(images)
+    vae = parts.vae
+    p = next(vae.parameters())
+    shift = getattr(vae.config, "shift_factor", None)
+    out = []
+    for i in range(x.shape[0]):
+        z = vae.encode(x[i : i + 1].to(device=p.device, dtype=p.dtype)).latent_dist.mode()
+        if shift:
+            z = z - shift
+        out.append(z * vae.config.scaling_factor)
+    return torch.cat(out).to(device=parts.device, dtype=parts.dtype)
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -53,36 +53,11 @@ from webui.core.sampling.loop import (
     step_kwargs,
 )
 from webui.core.sampling.samplers import set_timesteps
+from webui.core.tasks.images import encode_init as encode_init  # re-exported: img2img's first step
+from webui.core.tasks.images import to_tensor as to_tensor
 from webui.core.tasks.txt2img import inpaint_model_blank_cond
 
 FILL, ORIGINAL, LATENT_NOISE, LATENT_NOTHING = 0, 1, 2, 3
-
-
-def to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
-    """RGB images of one size to a (B, 3, H, W) float32 tensor in -1..1."""
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-
-
-@torch.no_grad()
-def encode_init(parts: Components, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
-    """Images (PIL, or a (B, 3, H, W) tensor in -1..1) to scaled latents in the UNet's device/dtype.
-
-    The mode of the VAE's latent distribution is taken (deterministic, the best round trip; A1111 and
-    diffusers sample it, which adds noise of the order of the distribution's tiny std). One image per
-    VAE call, so an image's latents do not depend on its batch.
-    """
-    x = images if isinstance(images, torch.Tensor) else to_tensor(images)
-    vae = parts.vae
-    p = next(vae.parameters())
-    shift = getattr(vae.config, "shift_factor", None)
-    out = []
-    for i in range(x.shape[0]):
-        z = vae.encode(x[i : i + 1].to(device=p.device, dtype=p.dtype)).latent_dist.mode()
-        if shift:
-            z = z - shift
-        out.append(z * vae.config.scaling_factor)
-    return torch.cat(out).to(device=parts.device, dtype=parts.dtype)
 
 
 def start_step(steps: int, strength: float) -> int:

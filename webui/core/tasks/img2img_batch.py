@@ -99,10 +99,10 @@ def make_batch(
     parts = ctx.parts
     sources = [inputs.images[(first_index + i) % len(inputs.images)] for i in range(len(seeds))]
     prepared = [_prepare(request, inputs, img) for img in sources]
+    family = families.of(parts)
     init = encode_init(parts, [p.image for p in prepared])
     if request.resize_mode == LATENT_UPSCALE:
-        init = resize_latents(init, inputs.width, inputs.height)
-    family = families.of(parts)
+        init = resize_latents(init, inputs.width, inputs.height, family.latent.downscale)
     shape = family.latent.shape(inputs.width, inputs.height)
     resize = (request.seed_resize_from_w, request.seed_resize_from_h)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength, resize)

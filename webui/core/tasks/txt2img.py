@@ -13,6 +13,7 @@ from webui.core.models.components import Components
 from webui.core.sampling.guidance import CondInput
 from webui.core.sampling.loop import CancelToken, Hook, ModelHook, ProgressCallback, denoise, step_kwargs
 from webui.core.sampling.samplers import set_timesteps
+from webui.core.tasks.images import encode_init
 
 sdxl_time_ids = target_size_ids  # SDXL's size conditioning, for callers that compare with diffusers
 
@@ -20,14 +21,10 @@ sdxl_time_ids = target_size_ids  # SDXL's size conditioning, for callers that co
 @torch.no_grad()
 def inpaint_model_blank_cond(parts: Components, batch: int, height: int, width: int) -> torch.Tensor:
     """For an inpainting denoiser in txt2img: everything masked, over a mid-grey image (as A1111)."""
-    vae = parts.vae
-    p = next(vae.parameters())
-    grey = torch.zeros(1, 3, height, width, device=p.device, dtype=p.dtype)
-    z = vae.encode(grey).latent_dist.mode() * vae.config.scaling_factor
+    z = encode_init(parts, torch.zeros(1, 3, height, width))
     _, h, w = families.of(parts).latent.shape(width, height)
     mask = torch.ones(1, 1, h, w, device=z.device, dtype=z.dtype)
-    cond = torch.cat([mask, z], dim=1).to(parts.dtype)
-    return cond.repeat(batch, 1, 1, 1)
+    return torch.cat([mask, z], dim=1).repeat(batch, 1, 1, 1)
 
 
 def run_txt2img(
