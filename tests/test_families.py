@@ -25,6 +25,7 @@ from webui.core.models.components import Components, Precision
 from webui.core.models.detect import Detected
 from webui.core.models.loader import load_model
 from webui.core.models.tiny import ARCHES
+from webui.core.prompts.chunks import CHUNK_LENGTH
 from webui.core.prompts.encode import encode_prompts
 from webui.core.sampling.loop import HookPoint, ModelCallState
 from webui.core.sampling.noise import NoiseSource, initial_noise
@@ -115,6 +116,10 @@ def test_every_family_has_the_latent_downscale_sizes_assume() -> None:
     """Hires targets, outpainting canvases and seed resizing round to sizes.LATENT_DOWNSCALE; a family
     with another downscale needs them to ask it (and this test to go)."""
     assert {f.latent.downscale for f in families.FAMILIES} == {sizes.LATENT_DOWNSCALE}
+
+
+def test_token_limits_are_the_chunks_the_prompt_code_builds() -> None:
+    assert {f.text.token_limit for f in families.FAMILIES} == {CHUNK_LENGTH + 2}  # BOS + 75 + EOS
 
 
 def test_the_refiner_only_refines() -> None:

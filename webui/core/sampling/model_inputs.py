@@ -8,7 +8,9 @@ Hooks add inputs in `extra` for this job only, e.g. ControlNet residuals
 (`down_block_additional_residuals`, `mid_block_additional_residual`), T2I-Adapter features
 (`down_intrablock_additional_residuals`) or `cross_attention_kwargs`; they may also wrap `model`
 (a per-job patch). Every tensor in `kwargs` and `extra` whose first dimension is the batch's row count
-is per-row (sliced with the rows); anything else is passed as it is.
+is per-row (sliced with the rows); anything else is passed as it is. The text inputs in `kwargs` are
+shared by the steps that use the same prompts: replace a value, never change a tensor or nested dict
+in place.
 """
 
 from __future__ import annotations
