@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from webui.core import families
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision
 from webui.core.extension_points import NO_HOOKS, EngineHooks
@@ -31,7 +32,7 @@ from webui.core.prompts.encode import token_widths
 from webui.core.prompts.styles import StyleStore
 from webui.core.sampling import noise as noise_mod
 from webui.core.sampling.catalog import ExtraSampler, SamplerCatalog
-from webui.core.sampling.loop import CancelToken, Hook, Stopped
+from webui.core.sampling.loop import CancelToken, Hook, ModelHook, Stopped
 from webui.core.tasks import extras, hires, hires_networks, img2img_batch, txt2img_batch
 from webui.core.tasks.context import BatchContext
 from webui.core.tasks.images import cheap_preview
@@ -98,7 +99,16 @@ def infotext_params(
     }
 
 
-@dataclass(frozen=True)
+def _tasks(request: GenerationRequest) -> list[families.Task]:
+    """What a request asks of the model's family."""
+    if isinstance(request, Img2ImgRequest):
+        return ["img2img", "inpaint"] if request.mask is not None else ["img2img"]
+    if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+        return ["txt2img", "hires"]
+    return ["txt2img"]
+
+
+@dataclass(frozen=True, kw_only=True)
 class _Run:
     request: GenerationRequest
     prompt: str  # with styles applied: what the infotext records and the encoder reads
@@ -110,6 +120,7 @@ class _Run:
     progress: ProgressFn | None
     cancel: CancelToken | None
     hooks: tuple[Hook, ...]
+    model_hooks: tuple[ModelHook, ...]
     preview_every: int
     on_image: ImageFn | None
     networks: ActivationPlan
@@ -142,8 +153,12 @@ class Engine:
         hooks: Sequence[Hook] = (),
         preview_every: int = 0,
         on_image: ImageFn | None = None,
+        model_hooks: Sequence[ModelHook] = (),
     ) -> GenerationResult:
-        """Make the request's images. `on_image` is called with each image right after it is saved."""
+        """Make the request's images. `on_image` is called with each image right after it is saved.
+
+        `hooks` are called at every step (BEFORE_STEP, AFTER_CFG, AFTER_STEP), `model_hooks` right
+        before every model call (BEFORE_MODEL: they may add model inputs, e.g. ControlNet residuals)."""
         if isinstance(request, extras.ExtrasRequest):
             return self._run_extras(request, progress, cancel, on_image)
         if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
@@ -169,21 +184,22 @@ class Engine:
             networks = plan_prompt(prompt, self.loras)
         hr = hires_networks.plan_hires(request, self.styles, self.loras, networks)
         run = _Run(
-            request,
-            prompt,
-            negative,
-            sampler,
-            schedule,
-            seed,
-            subseed,
-            progress,
-            cancel,
-            (*hooks, *self.hooks.step_hooks(request)),
-            preview_every,
-            on_image,
-            networks,
-            samplers,
-            hr,
+            request=request,
+            prompt=prompt,
+            negative_prompt=negative,
+            sampler=sampler,
+            schedule=schedule,
+            seed=seed,
+            subseed=subseed,
+            progress=progress,
+            cancel=cancel,
+            hooks=(*hooks, *self.hooks.step_hooks(request)),
+            model_hooks=tuple(model_hooks),
+            preview_every=preview_every,
+            on_image=on_image,
+            networks=networks,
+            samplers=samplers,
+            hires=hr,
         )
         with (
             self.manager.acquire(request.checkpoint, request.vae) as model,
@@ -253,10 +269,14 @@ class Engine:
     def _run_batches(self, run: _Run, model: LoadedModel, applied: AppliedInfo) -> GenerationResult:
         request = run.request
         img2img = isinstance(request, Img2ImgRequest)
-        if model.components.arch == "sdxl-refiner" and not img2img:
-            raise RequestError(
-                "checkpoint", "the SDXL refiner only refines images (img2img); pick a base model"
+        family = families.of(model.components)
+        unsupported = [t for t in _tasks(request) if not family.supports(t)]
+        if unsupported:
+            runs = ", ".join(family.tasks)
+            message = (
+                f"the {family.group_label} cannot run {unsupported[0]} (it runs {runs}): pick another model"
             )
+            raise RequestError("checkpoint", message)
         inputs = (
             img2img_batch.prepare_inputs(request, run.seed) if isinstance(request, Img2ImgRequest) else None
         )
@@ -314,26 +334,27 @@ class Engine:
             batch = pairs[b * batch_size : (b + 1) * batch_size]
             seeds, subseeds = [p[0] for p in batch], [p[1] for p in batch]
             ctx = BatchContext(
-                model.components,
-                run.prompt,
-                run.negative_prompt,
-                cond,
-                uncond,
-                encode,
-                self._reporter(run, model, b),
-                run.hooks,
-                run.cancel,
-                run.preview_every,
-                dict(
+                parts=model.components,
+                prompt=run.prompt,
+                negative_prompt=run.negative_prompt,
+                cond=cond,
+                uncond=uncond,
+                encode=encode,
+                report=self._reporter(run, model, b),
+                hooks=run.hooks,
+                model_hooks=run.model_hooks,
+                cancel=run.cancel,
+                preview_every=run.preview_every,
+                churn=dict(
                     s_churn=request.s_churn,
                     s_tmin=request.s_tmin,
                     s_tmax=request.s_tmax,
                     s_noise=request.s_noise,
                 ),
-                self.hooks.image_upscalers(),
-                run.samplers,
-                (run.hires.prompt, run.hires.negative) if run.hires else None,
-                second_pass,
+                upscalers=self.hooks.image_upscalers(),
+                samplers=run.samplers,
+                hr_prompts=(run.hires.prompt, run.hires.negative) if run.hires else None,
+                second_pass=second_pass,
             )
             try:
                 if isinstance(request, Img2ImgRequest):
@@ -379,11 +400,11 @@ class Engine:
 
     @staticmethod
     def _reporter(run: _Run, model: LoadedModel, b: int) -> Callable[[int, int, float, object], None]:
-        sdxl = model.components.arch.startswith("sdxl")
+        latent = families.of(model.components).latent
 
         def report(step: int, total: int, eta: float, latents: object) -> None:
             if run.progress is not None:
-                preview = cheap_preview(latents, sdxl) if latents is not None else None  # type: ignore[arg-type]
+                preview = cheap_preview(latents, latent) if latents is not None else None  # type: ignore[arg-type]
                 run.progress(JobProgress(b + 1, run.request.n_iter, step, total, eta, preview))
 
         return report

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from webui.core import sizes
+
 if TYPE_CHECKING:
     from webui.core.sampling.catalog import SamplerCatalog
 
@@ -128,7 +130,7 @@ class Txt2ImgRequest(GenerationRequest):
     Hires fields are A1111's; they are checked only when `enable_hr` is set. The second pass runs
     `hr_second_pass_steps` steps (0: `steps`) with `hr_sampler_name`/`hr_scheduler` (None: the first
     pass's), `hr_prompt`/`hr_negative_prompt` ("": the first pass's) and `denoising_strength`. The target
-    size is `hr_scale` times the base size, or `hr_resize_x` x `hr_resize_y` (see tasks/hires.py).
+    size is `hr_scale` times the base size, or `hr_resize_x` x `hr_resize_y` (see webui/core/sizes.py).
     """
 
     enable_hr: bool = False
@@ -163,9 +165,47 @@ class Txt2ImgRequest(GenerationRequest):
                 raise RequestError(name, "must be text")
             if len(text) > MAX_PROMPT_CHARS:
                 raise RequestError(name, f"is {len(text)} characters long (limit {MAX_PROMPT_CHARS})")
-        from webui.core.tasks import hires
+        self._validate_hires_target(samplers)
 
-        hires.check_request(self, samplers)
+    def _validate_hires_target(self, samplers: SamplerCatalog | None) -> None:
+        """The upscaler named, the second pass's sampler known, the resulting size within limits."""
+        from webui.core.sampling.catalog import BUILTIN
+        from webui.core.sampling.samplers import UnknownSampler
+
+        if not isinstance(self.hr_upscaler, str) or not self.hr_upscaler:
+            raise RequestError("hr_upscaler", "must name an upscaler")
+        try:
+            (samplers or BUILTIN).resolve(*self.hr_sampler(samplers))
+        except UnknownSampler as e:
+            raise RequestError("hr_scheduler" if e.field == "scheduler" else "hr_sampler_name", str(e)) from e
+        target = self.hr_target
+        field = "hr_scale" if self.hr_resize_x == 0 and self.hr_resize_y == 0 else "hr_resize_x"
+        w, h = target.size
+        to_x, to_y = target.upscale_to_x, target.upscale_to_y
+        if max(to_x, to_y) > MAX_SIZE:
+            raise RequestError(field, f"hires fix would upscale to {to_x}x{to_y} (limit {MAX_SIZE} a side)")
+        if min(w, h) < MIN_SIZE:
+            raise RequestError(field, f"hires fix would make a {w}x{h} image (at least {MIN_SIZE} a side)")
+
+    @property
+    def hr_target(self) -> sizes.HiresTarget:
+        """The hires fix's upscale and final size (A1111's rules, see webui/core/sizes.py)."""
+        return sizes.hires_target(self.width, self.height, self.hr_scale, self.hr_resize_x, self.hr_resize_y)
+
+    def hr_sampler(self, samplers: SamplerCatalog | None = None) -> tuple[str, str]:
+        """(sampler name, schedule type) of the second pass: the hr_* ones, else the first pass's. When
+        only the sampler changes and it cannot run the first pass's schedule type, its own default is used."""
+        from webui.core.sampling.catalog import BUILTIN
+        from webui.core.sampling.samplers import AUTOMATIC, UnknownSampler
+
+        name = self.hr_sampler_name or self.sampler_name
+        if self.hr_scheduler:
+            return name, self.hr_scheduler
+        try:
+            (samplers or BUILTIN).resolve(name, self.scheduler)
+        except UnknownSampler:
+            return name, AUTOMATIC
+        return name, self.scheduler
 
 
 _RESIZE_MODES = {
@@ -175,7 +215,7 @@ _RESIZE_MODES = {
     3: "just resize (latent upscale)",
 }
 _FILL_MODES = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
-OUTPAINT_DIRECTIONS = ("left", "right", "up", "down")
+OUTPAINT_DIRECTIONS = sizes.OUTPAINT_DIRECTIONS
 OUTPAINT_FILLS = ("edge", "average")
 MAX_INIT_PIXELS = 40_000_000  # an init image or mask larger than this is refused (decompression bombs)
 MAX_MASK_BLUR = 256
@@ -255,8 +295,6 @@ class Img2ImgRequest(GenerationRequest):
             _check_image(f"init_images[{i}]", image, Image.Image)
         if self.mask is not None:
             _check_image("mask", self.mask, Image.Image)
-            from webui.core.tasks.input_images import check_mask_size
-
             check_mask_size(self.mask.size, self.init_images[0].size)
         _choice("resize_mode", self.resize_mode, _RESIZE_MODES)
         _finite("denoising_strength", self.denoising_strength, 0.0, 1.0)
@@ -289,10 +327,8 @@ class Img2ImgRequest(GenerationRequest):
             return
         if not dirs:
             raise RequestError("outpaint_directions", "names no side to extend")
-        from webui.core.tasks.outpaint import canvas_geometry
-
         w, h = self.init_images[0].size
-        geo = canvas_geometry(w, h, self.outpaint_pixels, dirs)
+        geo = sizes.canvas_geometry(w, h, self.outpaint_pixels, dirs)
         if max(geo.width, geo.height) > MAX_SIZE:
             raise RequestError(
                 "outpaint_pixels",
@@ -302,6 +338,17 @@ class Img2ImgRequest(GenerationRequest):
             raise RequestError(
                 "init_images", f"the canvas would be {geo.width}x{geo.height} (at least {MIN_SIZE} a side)"
             )
+
+
+def check_mask_size(mask_size: tuple[int, int], image_size: tuple[int, int], field: str = "mask") -> None:
+    """Refuse a mask whose aspect ratio differs from the image's by more than a pixel's rounding."""
+    if not sizes.mask_fits(mask_size, image_size):
+        (mw, mh), (iw, ih) = mask_size, image_size
+        raise RequestError(
+            field,
+            f"is {mw}x{mh} but the image is {iw}x{ih}: a mask must have the image's size or at least "
+            "its aspect ratio",
+        )
 
 
 def _choice(name: str, value: int, choices: dict[int, str]) -> None:

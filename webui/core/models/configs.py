@@ -11,19 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-ARCHITECTURES: tuple[str, ...] = ("sd1", "sd1-inpaint", "sd2", "sd2-v", "sdxl", "sdxl-refiner")
+from webui.core import families
 
-_EOS = "<|endoftext|>"
-_OPENCLIP_PAD = "!"
-# arch -> ((tokenizer, pad token), ...): CLIP ViT-L pads with <|endoftext|>, OpenCLIP with "!" (id 0).
-_PAD_TOKENS: dict[str, tuple[tuple[str, str], ...]] = {
-    "sd1": (("tokenizer", _EOS),),
-    "sd1-inpaint": (("tokenizer", _EOS),),
-    "sd2": (("tokenizer", _OPENCLIP_PAD),),
-    "sd2-v": (("tokenizer", _OPENCLIP_PAD),),
-    "sdxl": (("tokenizer", _EOS), ("tokenizer_2", _OPENCLIP_PAD)),
-    "sdxl-refiner": (("tokenizer_2", _OPENCLIP_PAD),),
-}
+ARCHITECTURES: tuple[str, ...] = families.ARCHITECTURES
 
 
 def configs_root() -> Path:
@@ -61,9 +51,5 @@ def load_component_config(arch: str, component: str) -> dict[str, Any]:
 
 
 def pad_token_for(arch: str, component: str) -> str:
-    """The pad token of ``component`` ("tokenizer" or "tokenizer_2") in ``arch``."""
-    config_dir(arch)  # validates the name
-    pads = dict(_PAD_TOKENS[arch])
-    if component not in pads:
-        raise ValueError(f"architecture {arch!r} has no {component!r}; it has: {', '.join(pads)}")
-    return pads[component]
+    """The pad token of ``component`` ("tokenizer" or "tokenizer_2") in ``arch`` (the family says)."""
+    return families.family(arch).pad_token(component)

@@ -22,39 +22,39 @@ from typing import Any
 
 import yaml
 
+from webui.core import families
+from webui.core.families import sd1, sd2, sdxl
 from webui.core.models.checkpoint_file import CheckpointError
 
-UNET = "model.diffusion_model."
-SD1_TE = "cond_stage_model.transformer.text_model."
-SD2_TE = "cond_stage_model.model."
-SDXL_TE1 = "conditioner.embedders.0.transformer.text_model."
-SDXL_TE2 = "conditioner.embedders.1.model."
-REFINER_TE = "conditioner.embedders.0.model."
+UNET = sd1.UNET_KEYS
+SD1_TE = sd1.TEXT_KEYS
+SD2_TE = sd2.TEXT_KEYS
+SDXL_TE1 = sdxl.CLIP_KEYS
+SDXL_TE2 = sdxl.OPENCLIP_KEYS
+REFINER_TE = sdxl.REFINER_KEYS
 
 Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclass(frozen=True)
 class Detected:
-    family: str  # sd1 | sd2 | sdxl | sdxl-refiner
+    family: str  # a family group: sd1 | sd2 | sdxl | sdxl-refiner
     inpaint: bool
     prediction_type: str  # epsilon | v_prediction
 
     @property
+    def arch(self) -> families.Family:
+        """The family (and shipped config) this checkpoint is built as."""
+        return families.pick(self.family, self.inpaint, self.prediction_type)
+
+    @property
     def base_config(self) -> str:
         """The shipped config folder this checkpoint starts from."""
-        if self.family == "sd1" and self.inpaint:
-            return "sd1-inpaint"
-        if self.family == "sd2" and self.prediction_type == "v_prediction":
-            return "sd2-v"
-        return self.family
+        return self.arch.arch
 
     @property
     def label(self) -> str:
-        extra = [s for s, on in (("inpaint", self.inpaint), ("v", self.prediction_type != "epsilon")) if on]
-        return self.family.upper().replace("-REFINER", " refiner") + (
-            f" ({', '.join(extra)})" if extra else ""
-        )
+        return self.arch.label(self.inpaint, self.prediction_type)
 
 
 def _has_prefix(shapes: Shapes, prefix: str) -> bool:
@@ -113,8 +113,22 @@ def detect(path: Path, shapes: Shapes, sidecar: Mapping[str, Any] | None = None)
         raise CheckpointError(path, "unknown architecture: a UNet without a known text encoder")
     if conv_in[1] not in (4, 9):
         raise CheckpointError(path, f"unknown architecture: UNet takes {conv_in[1]} input channels (4 or 9)")
-    params = _yaml_params(sidecar)
+    params = _yaml_params(sidecar)  # v-prediction: the sidecar yaml or a marker key
     v = params.get("parameterization") == "v" or "v_pred" in shapes
     return Detected(
         family=family, inpaint=conv_in[1] == 9, prediction_type="v_prediction" if v else "epsilon"
     )
+
+
+def detect_folder(
+    has_te: bool, has_te2: bool, te_act: str | None, in_channels: int, prediction: str
+) -> Detected:
+    """The architecture of a diffusers folder, from the text encoders it has and the UNet's inputs:
+    no first encoder is the SDXL refiner, two are SDXL, one with gelu is OpenCLIP (SD2), else SD1."""
+    if not has_te:
+        family = "sdxl-refiner"
+    elif has_te2:
+        family = "sdxl"
+    else:
+        family = "sd2" if te_act == "gelu" else "sd1"
+    return Detected(family, in_channels == 9, prediction)

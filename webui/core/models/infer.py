@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from webui.core.models.detect import REFINER_TE, SD1_TE, SD2_TE, SDXL_TE1, SDXL_TE2, UNET, Detected, Shapes
+from webui.core.models.detect import UNET, Detected, Shapes
 
 
 class ShapeError(ValueError):
@@ -79,12 +79,15 @@ def unet_config(
     blk = f"{p}input_blocks.{first}.1."
     cfg["cross_attention_dim"] = _need(shapes, blk + "transformer_blocks.0.attn2.to_k.weight")[1]
     cfg["use_linear_projection"] = len(_need(shapes, blk + "proj_in.weight")) == 2
-    cfg["attention_head_dim"] = 8 if det.family == "sd1" else [_heads(c) for c in channels]
+    fixed_heads = det.arch.unet_head_dim
+    cfg["attention_head_dim"] = fixed_heads if fixed_heads is not None else [_heads(c) for c in channels]
     label = shapes.get(p + "label_emb.0.0.weight")
     if label is not None:
         if te2_proj is None:
             raise ShapeError("UNet has size conditioning but no pooled text projection was found")
-        n_ids = 5 if det.family == "sdxl-refiner" else 6
+        n_ids = det.arch.time_id_count
+        if n_ids == 0:
+            raise ShapeError(f"UNet has size conditioning, which {det.label} models do not have")
         cfg["projection_class_embeddings_input_dim"] = label[1]
         cfg["addition_time_embed_dim"] = (label[1] - te2_proj) // n_ids
     return cfg
@@ -155,13 +158,7 @@ def openclip_config(
 
 def text_encoder_prefixes(det: Detected) -> dict[str, tuple[str, str]]:
     """component -> (layout, key prefix) for the family's text encoders."""
-    if det.family == "sd1":
-        return {"text_encoder": ("clip", SD1_TE)}
-    if det.family == "sd2":
-        return {"text_encoder": ("openclip-penultimate", SD2_TE)}
-    if det.family == "sdxl":
-        return {"text_encoder": ("clip", SDXL_TE1), "text_encoder_2": ("openclip", SDXL_TE2)}
-    return {"text_encoder_2": ("openclip", REFINER_TE)}
+    return {e.component: (e.layout, e.key_prefix) for e in det.arch.text.encoders}
 
 
 def text_config(shapes: Shapes, base: Mapping[str, Any], layout: str, prefix: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import torch
 from webui.core.models import configs
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.models.components import Components, Precision
-from webui.core.models.detect import UNET, Detected, detect, read_sidecar_yaml
+from webui.core.models.detect import UNET, Detected, detect, detect_folder, read_sidecar_yaml
 from webui.core.models.infer import ShapeError, text_config, text_encoder_prefixes, unet_config, vae_config
 from webui.core.models.text_layout import clip_from_ldm, openclip_from_ldm
 from webui.core.models.tokenizer import clip_tokenizer
@@ -72,11 +72,7 @@ def _text_model(layout: str, cfg: dict[str, Any], sd: Mapping[str, torch.Tensor]
 
 
 def _pipeline_class(det: Detected) -> str:
-    if det.family == "sdxl-refiner":
-        return "StableDiffusionXLImg2ImgPipeline"
-    if det.family == "sdxl":
-        return "StableDiffusionXLInpaintPipeline" if det.inpaint else "StableDiffusionXLPipeline"
-    return "StableDiffusionInpaintPipeline" if det.inpaint else "StableDiffusionPipeline"
+    return det.arch.pipeline_class_for(det.inpaint)
 
 
 def load_single_file(path: Path, precision: Precision) -> Components:
@@ -162,13 +158,13 @@ def load_diffusers_folder(folder: Path, precision: Precision) -> Components:
         sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(folder, f"incomplete diffusers folder: {str(e).splitlines()[0]}") from e
-    if te is None:
-        family = "sdxl-refiner"
-    elif te2 is not None:
-        family = "sdxl"
-    else:
-        family = "sd2" if te.config.hidden_act == "gelu" else "sd1"
-    det = Detected(family, unet.config.in_channels == 9, sched.get("prediction_type", "epsilon"))
+    det = detect_folder(
+        te is not None,
+        te2 is not None,
+        te.config.hidden_act if te is not None else None,
+        unet.config.in_channels,
+        sched.get("prediction_type", "epsilon"),
+    )
     tok, tok2 = _tokenizers(det.base_config, te is not None, te2 is not None)
     parts = Components(
         arch=det.base_config,

@@ -28,25 +28,16 @@ from torch import Tensor, nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 
+from webui.core import families
+from webui.core.families import sd1
 from webui.core.models.ldm_layout import unet_to_ldm, vae_to_ldm
 from webui.core.models.text_layout import clip_to_ldm, openclip_to_ldm
-from webui.core.models.tokenizer import EOS_TOKEN, OPENCLIP_PAD_TOKEN, save_clip_tokenizer
+from webui.core.models.tokenizer import save_clip_tokenizer
 
 ARCHES = ("sd1", "sd1-inpaint", "sd2-v", "sdxl")
 
-UNET_PREFIX = "model.diffusion_model."
+UNET_PREFIX = sd1.UNET_KEYS
 VAE_PREFIX = "first_stage_model."
-SD1_TE_PREFIX = "cond_stage_model.transformer.text_model."
-SD2_TE_PREFIX = "cond_stage_model.model."
-SDXL_TE1_PREFIX = "conditioner.embedders.0.transformer.text_model."
-SDXL_TE2_PREFIX = "conditioner.embedders.1.model."
-
-_PIPELINES = {
-    "sd1": "StableDiffusionPipeline",
-    "sd1-inpaint": "StableDiffusionInpaintPipeline",
-    "sd2-v": "StableDiffusionPipeline",
-    "sdxl": "StableDiffusionXLPipeline",
-}
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,20 +54,26 @@ class TinyModel:
     extra_text_block: dict[str, Tensor] | None = field(default=None, repr=False)
 
 
-def _check_arch(arch: str) -> None:
+def _family(arch: str) -> families.Family:
+    """The family a tiny `arch` model follows (its latent format, text encoders, conventions)."""
     if arch not in ARCHES:
         raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHES)}")
+    return families.family(arch)
+
+
+_TEXT_WIDTHS = (32, 48)  # SDXL's two encoders MUST differ in width (see text_config_2)
 
 
 # ---- configs ----------------------------------------------------------------------------------------
 
 
 def unet_config(arch: str) -> dict[str, Any]:
-    _check_arch(arch)
+    fam = _family(arch)
+    latent = fam.latent
     cfg: dict[str, Any] = {
         "sample_size": 8,
-        "in_channels": 9 if arch == "sd1-inpaint" else 4,
-        "out_channels": 4,
+        "in_channels": latent.inpaint_in_channels if fam.when_inpaint else latent.channels,
+        "out_channels": latent.channels,
         "block_out_channels": (32, 64),
         "layers_per_block": 2,
         "norm_num_groups": 32,
@@ -86,36 +83,36 @@ def unet_config(arch: str) -> dict[str, Any]:
         "attention_head_dim": 8,  # SD1: diffusers' field holds the number of heads
         "use_linear_projection": False,
     }
-    if arch == "sd2-v":
+    if fam.unet_head_dim is None:  # SD2, SDXL
         cfg.update(use_linear_projection=True, attention_head_dim=[1, 1])  # heads = channels // 64
-    if arch == "sdxl":
+    if fam.time_id_count:  # SDXL
         cfg.update(
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             transformer_layers_per_block=(1, 2),
             use_linear_projection=True,
             attention_head_dim=[1, 1],
-            cross_attention_dim=32 + 48,  # both encoders' hidden states, concatenated
+            cross_attention_dim=sum(_TEXT_WIDTHS),  # both encoders' hidden states, concatenated
             addition_embed_type="text_time",
             addition_time_embed_dim=8,
-            projection_class_embeddings_input_dim=6 * 8 + 40,  # 6 size/crop ids + pooled projection
+            projection_class_embeddings_input_dim=fam.time_id_count * 8 + 40,  # size/crop ids + pooled
         )
     return cfg
 
 
 def vae_config(arch: str) -> dict[str, Any]:
-    _check_arch(arch)
+    latent = _family(arch).latent
     return {
         "sample_size": 64,
         "in_channels": 3,
         "out_channels": 3,
-        "latent_channels": 4,
+        "latent_channels": latent.channels,
         "block_out_channels": (32, 32, 64, 64),
         "down_block_types": ("DownEncoderBlock2D",) * 4,
         "up_block_types": ("UpDecoderBlock2D",) * 4,
         "layers_per_block": 1,
         "norm_num_groups": 32,
-        "scaling_factor": 0.13025 if arch == "sdxl" else 0.18215,
+        "scaling_factor": latent.scaling_factor,
     }
 
 
@@ -134,27 +131,27 @@ def _clip_config(width: int, act: str, **extra: Any) -> CLIPTextConfig:
 
 def text_config(arch: str) -> CLIPTextConfig:
     """The first (SD1/SD2: only) text encoder: CLIP-L style, or OpenCLIP style for SD2."""
-    _check_arch(arch)
-    return _clip_config(32, "gelu" if arch == "sd2-v" else "quick_gelu")
+    first = _family(arch).text.encoders[0]
+    return _clip_config(_TEXT_WIDTHS[0], "gelu" if first.layout.startswith("openclip") else "quick_gelu")
 
 
 def text_config_2(arch: str) -> CLIPTextConfig | None:
     """SDXL's OpenCLIP-bigG-style second encoder: wider than the first, projection neither width."""
-    _check_arch(arch)
-    return _clip_config(48, "gelu", projection_dim=40) if arch == "sdxl" else None
+    second = len(_family(arch).text.encoders) > 1
+    return _clip_config(_TEXT_WIDTHS[1], "gelu", projection_dim=40) if second else None
 
 
 def scheduler_config(arch: str) -> dict[str, Any]:
     """SD's training schedule, as a config for `SchedulerClass.from_config` (which ignores keys a class
     does not take; passing them as keyword arguments fails: PNDM rejects `clip_sample`). `clip_sample`
     must be False: DDIM defaults to True, which is wrong for Stable Diffusion."""
-    _check_arch(arch)
+    fam = _family(arch)
     return {
         "num_train_timesteps": 1000,
         "beta_start": 0.00085,
         "beta_end": 0.012,
         "beta_schedule": "scaled_linear",
-        "prediction_type": "v_prediction" if arch == "sd2-v" else "epsilon",
+        "prediction_type": fam.prediction_type,
         "timestep_spacing": "leading",
         "steps_offset": 1,
         "clip_sample": False,
@@ -182,7 +179,7 @@ def _randomize(module: nn.Module, gen: torch.Generator) -> None:
 
 def build_tiny(arch: str, seed: int = 0) -> TinyModel:
     """A tiny `arch` model with weights drawn from `seed`, in eval mode, fp32, on the CPU."""
-    _check_arch(arch)
+    fam = _family(arch)
     gen = torch.Generator().manual_seed(seed)
     te_cfg = text_config(arch)
     te2_cfg = text_config_2(arch)
@@ -193,7 +190,7 @@ def build_tiny(arch: str, seed: int = 0) -> TinyModel:
         vae = vae_cls(**vae_config(arch))
         te = CLIPTextModel(te_cfg)
         te2 = CLIPTextModelWithProjection(te2_cfg) if te2_cfg is not None else None
-        extra = CLIPEncoderLayer(te_cfg) if arch == "sd2-v" else None
+        extra = CLIPEncoderLayer(te_cfg) if _penultimate(fam) else None
     modules: list[Any] = [m for m in (unet, vae, te, te2, extra) if m is not None]
     for m in modules:
         _randomize(m, gen)
@@ -212,20 +209,24 @@ def build_tiny(arch: str, seed: int = 0) -> TinyModel:
 # ---- single file ------------------------------------------------------------------------------------
 
 
+def _penultimate(fam: families.Family) -> bool:
+    """SD2: the file has one OpenCLIP block more than the model conditions on."""
+    return any(e.layout == "openclip-penultimate" for e in fam.text.encoders)
+
+
 def to_ldm_state_dict(model: TinyModel) -> dict[str, Tensor]:
-    """The whole model in single-file (LDM) layout, with each architecture's prefixes."""
+    """The whole model in single-file (LDM) layout, with its family's prefixes."""
     sd = {UNET_PREFIX + k: v for k, v in unet_to_ldm(model.unet.state_dict(), model.unet.config).items()}
     sd.update({VAE_PREFIX + k: v for k, v in vae_to_ldm(model.vae.state_dict(), model.vae.config).items()})
-    te = model.text_encoder.state_dict()
-    if model.arch in ("sd1", "sd1-inpaint"):
-        sd.update(clip_to_ldm(te, SD1_TE_PREFIX))
-    elif model.arch == "sd2-v":
-        sd.update(openclip_to_ldm(te, SD2_TE_PREFIX, extra_final_block=model.extra_text_block))
-    else:
-        if model.text_encoder_2 is None:
-            raise ValueError("an SDXL model needs text_encoder_2")
-        sd.update(clip_to_ldm(te, SDXL_TE1_PREFIX))
-        sd.update(openclip_to_ldm(model.text_encoder_2.state_dict(), SDXL_TE2_PREFIX))
+    for e in _family(model.arch).text.encoders:
+        module = getattr(model, e.component)
+        if module is None:
+            raise ValueError(f"a {model.arch} model needs {e.component}")
+        if e.layout == "clip":
+            sd.update(clip_to_ldm(module.state_dict(), e.key_prefix))
+        else:
+            extra = model.extra_text_block if e.layout == "openclip-penultimate" else None
+            sd.update(openclip_to_ldm(module.state_dict(), e.key_prefix, extra_final_block=extra))
     return {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in sd.items()}
 
 
@@ -268,7 +269,7 @@ def save_single_file(model: TinyModel, path: Path) -> Path:
         _atomic_write(path, lambda tmp: torch.save({"state_dict": sd}, tmp))
     else:
         raise ValueError(f"{path.name}: a single file ends in .safetensors or .ckpt")
-    if model.arch == "sd2-v":
+    if _family(model.arch).prediction_type == "v_prediction":
         text = yaml.safe_dump(v_prediction_yaml(), sort_keys=False)
         _atomic_write(path.with_suffix(".yaml"), lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
@@ -283,9 +284,13 @@ def write_demo_checkpoint(models_dir: Path, arch: str = "sd1") -> Path:
 # ---- diffusers folder -------------------------------------------------------------------------------
 
 
+def _two_encoders(model: TinyModel) -> bool:
+    return len(_family(model.arch).text.encoders) > 1
+
+
 def _model_index(model: TinyModel) -> dict[str, Any]:
     index: dict[str, Any] = {
-        "_class_name": _PIPELINES[model.arch],
+        "_class_name": _family(model.arch).pipeline_class,
         "_diffusers_version": diffusers_version,
         "vae": ["diffusers", "AutoencoderKL"],
         "unet": ["diffusers", "UNet2DConditionModel"],
@@ -295,7 +300,7 @@ def _model_index(model: TinyModel) -> dict[str, Any]:
         "feature_extractor": [None, None],
         "image_encoder": [None, None],
     }
-    if model.arch == "sdxl":
+    if _two_encoders(model):  # SDXL
         index.update(
             text_encoder_2=["transformers", "CLIPTextModelWithProjection"],
             tokenizer_2=["transformers", "CLIPTokenizer"],
@@ -321,10 +326,10 @@ def save_diffusers(model: TinyModel, folder: Path) -> Path:
     for name, module in components.items():
         if module is not None:
             module.save_pretrained(folder / name)
-    save_clip_tokenizer(folder / "tokenizer", OPENCLIP_PAD_TOKEN if model.arch == "sd2-v" else EOS_TOKEN)
-    if model.text_encoder_2 is not None:
-        save_clip_tokenizer(folder / "tokenizer_2", OPENCLIP_PAD_TOKEN)
-    scheduler_cls: Any = EulerDiscreteScheduler if model.arch == "sdxl" else DDIMScheduler
+    fam = _family(model.arch)
+    for e in fam.text.encoders:
+        save_clip_tokenizer(folder / e.tokenizer, e.pad_token)
+    scheduler_cls: Any = EulerDiscreteScheduler if _two_encoders(model) else DDIMScheduler
     scheduler_cls.from_config(model.scheduler_config).save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return folder

@@ -1,5 +1,8 @@
 """Text to conditioning: run the text encoder(s) over 77-token chunks and pick the layer clip skip asks for.
 
+What clip skip means and which encoder gives the pooled vector is the family's (`families.base.
+TextConditioning`):
+
 - SD1/SD2: clip skip 1 is the encoder's last hidden state (after its final layer norm); clip skip N
   takes the hidden state N-1 layers earlier and applies the final layer norm (A1111's definition).
 - SDXL: both encoders' penultimate hidden states (no final norm), concatenated on the feature axis, and
@@ -23,6 +26,7 @@ from typing import Any
 
 import torch
 
+from webui.core import families
 from webui.core.models.components import Components
 from webui.core.prompts.chunks import Chunk, TokenizedPrompt, with_pad_id
 
@@ -42,10 +46,18 @@ class Conditioning:
         return int(self.embeds.shape[1])
 
 
+def _named_encoders(parts: Components) -> list[tuple[str, Any, Any]]:
+    """(component, tokenizer, text encoder) of a model, in the order their outputs are concatenated."""
+    return [
+        (e.component, getattr(parts, e.tokenizer), getattr(parts, e.component))
+        for e in families.of(parts).text.encoders
+        if getattr(parts, e.component) is not None
+    ]
+
+
 def encoders(parts: Components) -> list[tuple[Any, Any]]:
     """(tokenizer, text encoder) pairs of a model, in the order their outputs are concatenated."""
-    pairs = [(parts.tokenizer, parts.text_encoder), (parts.tokenizer_2, parts.text_encoder_2)]
-    return [(tok, te) for tok, te in pairs if te is not None]
+    return [(tok, te) for _, tok, te in _named_encoders(parts)]
 
 
 def token_widths(parts: Components) -> tuple[int, ...]:
@@ -90,18 +102,20 @@ def encode_chunk(
 ) -> Conditioning:
     """One 77-token chunk -> (1, 77, width) embeddings (+ pooled for SDXL)."""
     device, dtype = parts.device, parts.dtype
-    sdxl = parts.text_encoder_2 is not None
-    layer = -(clip_skip + 1) if sdxl else -clip_skip
+    text = families.of(parts).text
+    penultimate = text.hidden_layer == "penultimate"
+    layer = -(clip_skip + 1) if penultimate else -clip_skip
+    pooled_from = {e.component for e in text.encoders if e.pooled}
     outs: list[torch.Tensor] = []
     pooled = None
-    for k, (tok, te) in enumerate(encoders(parts)):
+    for k, (name, tok, te) in enumerate(_named_encoders(parts)):
         ids = with_pad_id(chunk.tokens, int(tok.eos_token_id), int(tok.pad_token_id))
         fixes = [(f.offset, (vectors or {})[f.name][k]) for f in chunk.fixes if f.name in (vectors or {})]
         out = _run(te, torch.tensor([ids], device=device), fixes)
-        if sdxl:
+        if name in pooled_from:
+            pooled = out.text_embeds
+        if penultimate:
             z = out.hidden_states[layer]
-            if te is parts.text_encoder_2:
-                pooled = out.text_embeds
         else:
             z = te.final_layer_norm(out.hidden_states[layer]) if clip_skip > 1 else out.last_hidden_state
         outs.append(_apply_weights(z, chunk.weights))
@@ -137,7 +151,7 @@ def _ids(tokenizer: Any, texts: Sequence[str], device: torch.device) -> torch.Te
 def encode_prompts(parts: Components, texts: Sequence[str], clip_skip: int = 1) -> Conditioning:
     """Encode a batch of plain texts (no prompt syntax, first 75 tokens), as diffusers does."""
     device, dtype = parts.device, parts.dtype
-    if parts.text_encoder_2 is None:  # SD1 / SD2
+    if families.of(parts).text.hidden_layer == "last":  # SD1 / SD2
         te = parts.text_encoder
         out = te(_ids(parts.tokenizer, texts, device), output_hidden_states=clip_skip > 1)
         hidden = (

@@ -1,13 +1,15 @@
-"""The classifier-free-guided denoising loop, written to read like the maths.
+"""The guided denoising loop, written to read like the maths.
 
     for each timestep t:
-        eps_u, eps_c = unet([x, x], t, [uncond, cond])        # one batch
-        eps = eps_u + cfg * (eps_c - eps_u)                     # guidance
+        eps_u, eps_c = model([x, x], t, [uncond, cond])       # one batch, through the family's call
+        eps = eps_u + cfg * (eps_c - eps_u)                     # guidance (the family's strategy)
         x = scheduler.step(eps, t, x)
 
-Around it: named hook points with a typed, mutable step state (extensions may read or replace latents
-and the guided prediction), a progress callback with ETA and an optional cheap preview, and a cancel
-token checked before every step. With the same components, scheduler, generators and embeddings it
+Around it: named hook points with a typed, mutable state each (`Hook`s get a `StepState` at
+BEFORE_STEP, AFTER_CFG and AFTER_STEP: they may read or replace latents and the guided prediction;
+`ModelHook`s get a `ModelCallState` at BEFORE_MODEL: they may add model inputs such as ControlNet
+residuals), a progress callback with ETA and an optional cheap preview, and a cancel token checked
+before every step. With the same components, scheduler, generators and embeddings it
 computes exactly what diffusers' StableDiffusion(XL)Pipeline computes (tests/test_parity.py).
 """
 
@@ -23,12 +25,16 @@ from typing import Any
 
 import torch
 
+from webui.core.families.unet import UNET_CALL
 from webui.core.prompts.conditioning import ScheduledConditioning, step_groups
 from webui.core.prompts.encode import Conditioning
+from webui.core.sampling.guidance import CFG, CondInput, Guidance
+from webui.core.sampling.model_inputs import DenoiserCall, ModelInputs
 
 
 class HookPoint(Enum):
     BEFORE_STEP = "before_step"
+    BEFORE_MODEL = "before_model"  # `ModelHook`s only, with a ModelCallState
     AFTER_CFG = "after_cfg"
     AFTER_STEP = "after_step"
 
@@ -45,6 +51,19 @@ class StepState:
 
 
 Hook = Callable[[HookPoint, StepState], None]
+
+
+@dataclass
+class ModelCallState:
+    """What a BEFORE_MODEL hook sees: the step and the model inputs of the whole batch, which it may
+    change or add to (`inputs.extra`) for this call only."""
+
+    step: int
+    total: int
+    inputs: ModelInputs
+
+
+ModelHook = Callable[[HookPoint, ModelCallState], None]
 
 
 @dataclass(frozen=True)
@@ -114,36 +133,19 @@ def step_kwargs(
     return kw
 
 
-def predict(
-    unet: Any,
-    x: torch.Tensor,
-    t: torch.Tensor,
-    embeds: torch.Tensor,
-    added: dict[str, torch.Tensor] | None,
-    groups: int,
-    per_image: bool,
-) -> torch.Tensor:
-    """The UNet's prediction for a batch laid out group by group: [uncond_0..uncond_n, cond_0..cond_n, ...].
+def predict(call: DenoiserCall, inputs: ModelInputs, groups: int, per_image: bool) -> torch.Tensor:
+    """The model's prediction for a batch laid out group by group: [uncond_0..uncond_n, cond_0..cond_n, ...].
 
-    With `per_image`, each image's rows (one per group) go through the UNet in their own call.
+    With `per_image`, each image's rows (one per group) go through the model in their own call.
     Convolution and matmul kernels pick different algorithms for different batch sizes, so a batched
     call rounds differently in the last bits; one call per image makes image i of a batch bit-identical
     to a single run with its seed, at some cost in GPU throughput for large batches.
     """
-    n = x.shape[0] // groups
+    n = inputs.rows // groups
     if not per_image or n == 1:
-        return unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]  # type: ignore[no-any-return]
-    outs = []
-    for i in range(n):
-        idx = [j * n + i for j in range(groups)]
-        extra = {k: v[idx] for k, v in added.items()} if added is not None else None
-        outs.append(
-            unet(x[idx], t, encoder_hidden_states=embeds[idx], added_cond_kwargs=extra, return_dict=False)[0]
-        )
+        return call(inputs)
+    outs = [call(inputs.select([j * n + i for j in range(groups)])) for i in range(n)]
     return torch.cat([o[j : j + 1] for j in range(groups) for o in outs])
-
-
-CondInput = Conditioning | ScheduledConditioning
 
 
 def _step_key(cond: CondInput, uncond: CondInput, step: int) -> tuple[int, ...]:
@@ -166,35 +168,21 @@ def _step_conds(
     return (groups if guided else groups[1:]), weights
 
 
-def _needs_uncond(cond: CondInput, cfg_scale: float) -> bool:
-    if isinstance(cond, ScheduledConditioning) and [p.weight for p in cond.parts] != [1.0]:
-        return True  # composable diffusion combines every part against the uncond prediction
-    return cfg_scale != 1.0
-
-
-def _guide(pred: torch.Tensor, groups: int, weights: list[float], cfg_scale: float) -> torch.Tensor:
-    chunks = pred.chunk(groups)
-    pred_uncond = chunks[0]
-    if weights == [1.0]:
-        return pred_uncond + cfg_scale * (chunks[1] - pred_uncond)
-    out = pred_uncond
-    for w, pred_cond in zip(weights, chunks[1:], strict=True):
-        out = out + (w * cfg_scale) * (pred_cond - pred_uncond)
-    return out
-
-
 def denoise(
-    unet: Any,
+    model: Any,
     scheduler: Any,
     latents: torch.Tensor,
     cond: CondInput,
     uncond: CondInput,
     cfg_scale: float,
     *,
+    call: DenoiserCall = UNET_CALL,
+    guidance: Guidance = CFG,
     time_ids: torch.Tensor | None = None,
     image_cond: torch.Tensor | None = None,
     extra_step: dict[str, Any] | None = None,
     hooks: Sequence[Hook] = (),
+    model_hooks: Sequence[ModelHook] = (),
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     preview_every: int = 0,
@@ -202,22 +190,23 @@ def denoise(
 ) -> torch.Tensor:
     """Run the scheduler's timesteps (already set) from `latents`; return the final latents.
 
+    `model` is the denoiser, called through the family's `call` (default: a diffusers UNet, as
+    SD1/SD2/SDXL) and guided by its `guidance` (default: CFG).
     `cond`/`uncond` are either fixed `Conditioning`s with one row per image, or
     `ScheduledConditioning`s (prompt editing and `AND` parts) that give each step its own
     conditioning, repeated for the batch. With several `AND` parts the guided prediction is
     uncond + cfg * sum(weight_i * (cond_i - uncond)) (composable diffusion, as A1111).
-    `time_ids` (SDXL size/crop conditioning, one row) and `image_cond` (9-channel inpainting UNets:
-    mask + masked-image latents, one per image) are passed to the UNet as diffusers' pipelines do.
-    `per_image` runs the UNet once per image (see `predict`).
+    `time_ids` (SDXL size/crop conditioning, one row or one per row) and `image_cond` (inpainting
+    denoisers: mask + masked-image latents, one per image) reach the model through `call`.
+    `per_image` runs the model once per image (see `predict`).
     """
-    guided = _needs_uncond(cond, cfg_scale)
+    guided = guidance.needs_uncond(cond, cfg_scale)
     n = latents.shape[0]
     timesteps = scheduler.timesteps
     total = len(timesteps)
     start = time.perf_counter()
     last_key: tuple[int, ...] = ()
-    embeds = torch.empty(0)
-    added: dict[str, torch.Tensor] | None = None
+    text: dict[str, Any] = {}
     groups: list[Conditioning] = []
     weights: list[float] = []
     for i, t in enumerate(timesteps):
@@ -226,18 +215,27 @@ def denoise(
         key = _step_key(cond, uncond, i)
         if key != last_key:
             groups, weights = _step_conds(cond, uncond, i, n, guided)
-            embeds, added = _unet_inputs(groups, time_ids, latents.device)
+            text = call.text_inputs(groups, time_ids, latents.device)
             last_key = key
         state = StepState(i, total, t, latents)
         for hook in hooks:
             hook(HookPoint.BEFORE_STEP, state)
         x = torch.cat([state.latents] * len(groups))
-        x = scheduler.scale_model_input(x, t)
-        if image_cond is not None:  # inpainting UNets: mask and masked-image latents as extra channels
-            x = torch.cat([x, torch.cat([image_cond] * len(groups))], dim=1)
-        pred = predict(unet, x, t, embeds, added, len(groups), per_image)
+        inputs = ModelInputs(
+            model,
+            scheduler.scale_model_input(x, t),
+            t,
+            dict(text),
+            torch.cat([image_cond] * len(groups)) if image_cond is not None else None,
+        )
+        if model_hooks:
+            call_state = ModelCallState(i, total, inputs)
+            for model_hook in model_hooks:
+                model_hook(HookPoint.BEFORE_MODEL, call_state)
+            inputs = call_state.inputs
+        pred = predict(call, inputs, len(groups), per_image)
         if guided:
-            pred = _guide(pred, len(groups), weights, cfg_scale)
+            pred = guidance.combine(pred, len(groups), weights, cfg_scale)
         state.noise_pred = pred
         for hook in hooks:
             hook(HookPoint.AFTER_CFG, state)
@@ -256,17 +254,3 @@ def denoise(
                 )
             )
     return latents
-
-
-def _unet_inputs(
-    groups: Sequence[Conditioning], time_ids: torch.Tensor | None, device: torch.device
-) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
-    """encoder_hidden_states and SDXL's added conditioning for a step's groups."""
-    embeds = torch.cat([g.embeds for g in groups])
-    if groups[0].pooled is None:
-        return embeds, None
-    if time_ids is None or any(g.pooled is None for g in groups):
-        raise ValueError("an SDXL model needs pooled embeddings and time ids for every prompt")
-    pooled = torch.cat([g.pooled for g in groups if g.pooled is not None])
-    ids = time_ids.to(device=device, dtype=embeds.dtype)
-    return embeds, {"text_embeds": pooled, "time_ids": ids.repeat(pooled.shape[0] // ids.shape[0], 1)}

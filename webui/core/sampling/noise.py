@@ -31,10 +31,12 @@ from typing import Final
 
 import torch
 
+from webui.core.sizes import LATENT_DOWNSCALE
+
 MAX_SEED: Final = 2**32 - 1
 RANDOM_SEED: Final = -1
 GENERATOR_SEED_LIMIT: Final = 2**64 - 1  # torch.Generator.manual_seed's range; seed + i may pass MAX_SEED
-LATENT_SCALE: Final = 8  # pixels per latent pixel for SD1/SD2/SDXL VAEs
+LATENT_SCALE: Final = LATENT_DOWNSCALE  # pixels per latent pixel (every family so far)
 _PARALLEL: Final = 0.9995  # A1111's threshold on the mean cosine for falling back to lerp
 
 Shape3 = tuple[int, int, int]

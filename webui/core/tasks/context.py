@@ -17,7 +17,7 @@ from PIL import Image
 from webui.core.models.components import Components
 from webui.core.prompts.conditioning import ScheduledConditioning
 from webui.core.sampling.catalog import BUILTIN, SamplerCatalog
-from webui.core.sampling.loop import CancelToken, Hook, Progress, ProgressCallback
+from webui.core.sampling.loop import CancelToken, Hook, ModelHook, Progress, ProgressCallback
 from webui.core.tasks.images import decode, to_pil
 
 # (steps done in the whole batch, steps in the whole batch, ETA of this pass, latents for a preview)
@@ -25,7 +25,7 @@ StepReport = Callable[[int, int, float, torch.Tensor | None], None]
 Encode = Callable[[str, str, int], tuple[ScheduledConditioning, ScheduledConditioning]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchContext:
     parts: Components
     prompt: str  # with styles applied
@@ -35,6 +35,7 @@ class BatchContext:
     encode: Encode  # (prompt, negative prompt, steps) -> conditionings (for a second pass's prompts)
     report: StepReport
     hooks: tuple[Hook, ...] = ()
+    model_hooks: tuple[ModelHook, ...] = ()  # BEFORE_MODEL: extra model inputs (ControlNet...)
     cancel: CancelToken | None = None
     preview_every: int = 0
     churn: Mapping[str, float] = field(default_factory=dict)
@@ -56,6 +57,7 @@ class BatchContext:
     def loop_args(self, offset: int, total: int) -> dict[str, Any]:
         return dict(
             hooks=self.hooks,
+            model_hooks=self.model_hooks,
             on_progress=self.progress(offset, total),
             cancel=self.cancel,
             preview_every=self.preview_every,

@@ -1,15 +1,7 @@
-"""Hires fix: the target size, the upscale between the passes, and its infotext (A1111's rules).
+"""Hires fix: the upscale between the passes, the second pass's settings, and its infotext (A1111's rules).
 
-Target size (A1111's calculate_target_resolution), for a first pass of width x height:
-
-    hr_resize_x = hr_resize_y = 0     int(width * hr_scale) x int(height * hr_scale)        "Hires upscale"
-    only hr_resize_x                  hr_resize_x x (hr_resize_x * height // width)          "Hires resize"
-    only hr_resize_y                  (hr_resize_y * width // height) x hr_resize_y
-    both                              scaled to cover hr_resize_x x hr_resize_y keeping the aspect ratio,
-                                      then the latents are cropped (centred) to the requested size
-
-The second pass works on latents of (upscale_to // 8 - truncate): the output is that x 8, so a target
-that is not a multiple of 8 comes out rounded down to one (as in A1111).
+The target size (A1111's calculate_target_resolution) is `webui.core.sizes.hires_target`, which request
+validation uses too; `Txt2ImgRequest.hr_target` and `hr_sampler` give a request's.
 
 Upscalers: the latent modes resize the first pass's latents with torch's interpolate; "Lanczos",
 "Nearest" and "None" (= Lanczos, as A1111's resize falls back to it) decode, resize the picture and
@@ -20,13 +12,14 @@ hands their upscale functions to the task; requests name them like the built-in 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import torch
 from PIL import Image
 
-from webui.core.types import MAX_SIZE, MIN_SIZE, RequestError
+from webui.core.sizes import HiresTarget as HiresTarget  # re-exported: callers think "hires"
+from webui.core.sizes import hires_target as hires_target
+from webui.core.types import RequestError
 
 if TYPE_CHECKING:
     from webui.core.sampling.catalog import SamplerCatalog
@@ -49,45 +42,8 @@ IMAGE_UPSCALERS: Final[Mapping[str, Image.Resampling]] = {
 UPSCALERS: Final = (*LATENT_UPSCALE_MODES, *IMAGE_UPSCALERS)
 
 
-@dataclass(frozen=True)
-class HiresTarget:
-    upscale_to_x: int  # the size the first pass is upscaled to
-    upscale_to_y: int
-    truncate_x: int = 0  # latent columns/rows cropped off afterwards (both hr_resize sides given)
-    truncate_y: int = 0
-
-    @property
-    def latent_size(self) -> tuple[int, int]:
-        """(height, width) of the second pass's latents."""
-        return self.upscale_to_y // 8 - self.truncate_y, self.upscale_to_x // 8 - self.truncate_x
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) of the final image."""
-        h, w = self.latent_size
-        return w * 8, h * 8
-
-
-def hires_target(
-    width: int, height: int, hr_scale: float, hr_resize_x: int = 0, hr_resize_y: int = 0
-) -> HiresTarget:
-    if hr_resize_x == 0 and hr_resize_y == 0:
-        return HiresTarget(int(width * hr_scale), int(height * hr_scale))
-    if hr_resize_y == 0:
-        return HiresTarget(hr_resize_x, hr_resize_x * height // width)
-    if hr_resize_x == 0:
-        return HiresTarget(hr_resize_y * width // height, hr_resize_y)
-    if width / height < hr_resize_x / hr_resize_y:  # wider target: fit the width, crop the height
-        to_x, to_y = hr_resize_x, hr_resize_x * height // width
-    else:
-        to_x, to_y = hr_resize_y * width // height, hr_resize_y
-    return HiresTarget(to_x, to_y, (to_x - hr_resize_x) // 8, (to_y - hr_resize_y) // 8)
-
-
 def request_target(request: Txt2ImgRequest) -> HiresTarget:
-    return hires_target(
-        request.width, request.height, request.hr_scale, request.hr_resize_x, request.hr_resize_y
-    )
+    return request.hr_target
 
 
 def truncate(latents: torch.Tensor, target: HiresTarget) -> torch.Tensor:
@@ -122,44 +78,12 @@ def check_upscaler(name: str, extra: Iterable[str] = ()) -> None:
 
 
 def second_pass_sampler(request: Txt2ImgRequest, samplers: SamplerCatalog | None = None) -> tuple[str, str]:
-    """(sampler name, schedule type) of the second pass: the hr_* ones, else the first pass's. When only
-    the sampler changes and it cannot run the first pass's schedule type, its own default is used."""
-    from webui.core.sampling.catalog import BUILTIN
-    from webui.core.sampling.samplers import AUTOMATIC, UnknownSampler
-
-    name = request.hr_sampler_name or request.sampler_name
-    if request.hr_scheduler:
-        return name, request.hr_scheduler
-    try:
-        (samplers or BUILTIN).resolve(name, request.scheduler)
-    except UnknownSampler:
-        return name, AUTOMATIC
-    return name, request.scheduler
+    """(sampler name, schedule type) of the second pass (see Txt2ImgRequest.hr_sampler)."""
+    return request.hr_sampler(samplers)
 
 
 def second_pass_steps(request: Txt2ImgRequest) -> int:
     return request.hr_second_pass_steps or request.steps
-
-
-def check_request(request: Txt2ImgRequest, samplers: SamplerCatalog | None = None) -> None:
-    """The hires checks types.Txt2ImgRequest.validate() delegates here (names, resulting size)."""
-    from webui.core.sampling.catalog import BUILTIN
-    from webui.core.sampling.samplers import UnknownSampler
-
-    if not isinstance(request.hr_upscaler, str) or not request.hr_upscaler:
-        raise RequestError("hr_upscaler", "must name an upscaler")
-    try:
-        (samplers or BUILTIN).resolve(*second_pass_sampler(request, samplers))
-    except UnknownSampler as e:
-        raise RequestError("hr_scheduler" if e.field == "scheduler" else "hr_sampler_name", str(e)) from e
-    target = request_target(request)
-    field = "hr_scale" if request.hr_resize_x == 0 and request.hr_resize_y == 0 else "hr_resize_x"
-    w, h = target.size
-    to_x, to_y = target.upscale_to_x, target.upscale_to_y
-    if max(to_x, to_y) > MAX_SIZE:
-        raise RequestError(field, f"hires fix would upscale to {to_x}x{to_y} (limit {MAX_SIZE} a side)")
-    if min(w, h) < MIN_SIZE:
-        raise RequestError(field, f"hires fix would make a {w}x{h} image (at least {MIN_SIZE} a side)")
 
 
 def infotext_params(request: Txt2ImgRequest, samplers: SamplerCatalog | None = None) -> dict[str, object]:

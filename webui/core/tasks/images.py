@@ -1,27 +1,44 @@
-"""Latents to pictures: the VAE decode, and a cheap preview that needs no VAE."""
+"""Pictures to latents and back: the VAE encode and decode (with the VAE's scale and shift), and a cheap
+preview that needs no VAE."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-# Least-squares maps from the 4 latent channels to RGB (A1111's "cheap approximation"); values in -1..1.
-_SD_LATENT_RGB = (
-    (0.298, 0.207, 0.208),
-    (0.187, 0.286, 0.173),
-    (-0.158, 0.189, 0.264),
-    (-0.184, -0.271, -0.473),
-)
-_SDXL_LATENT_RGB = (
-    (0.3651, 0.4232, 0.4341),
-    (-0.2533, -0.0042, 0.1068),
-    (0.1076, 0.1111, -0.0362),
-    (-0.3165, -0.2492, -0.2188),
-)
-_SDXL_BIAS = (0.1084, -0.0175, -0.0011)
+from webui.core.families.base import LatentFormat
+from webui.core.models.components import Components
+
+
+def to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """RGB images of one size to a (B, 3, H, W) float32 tensor in -1..1."""
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+@torch.no_grad()
+def encode_init(parts: Components, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+    """Images (PIL, or a (B, 3, H, W) tensor in -1..1) to scaled latents in the UNet's device/dtype.
+
+    The mode of the VAE's latent distribution is taken (deterministic, the best round trip; A1111 and
+    diffusers sample it, which adds noise of the order of the distribution's tiny std). One image per
+    VAE call, so an image's latents do not depend on its batch.
+    """
+    x = images if isinstance(images, torch.Tensor) else to_tensor(images)
+    vae = parts.vae
+    p = next(vae.parameters())
+    shift = getattr(vae.config, "shift_factor", None)
+    out = []
+    for i in range(x.shape[0]):
+        z = vae.encode(x[i : i + 1].to(device=p.device, dtype=p.dtype)).latent_dist.mode()
+        if shift:
+            z = z - shift
+        out.append(z * vae.config.scaling_factor)
+    return torch.cat(out).to(device=parts.device, dtype=parts.dtype)
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -33,7 +50,7 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 @torch.no_grad()
 def decode(vae: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Latents (B, 4, h, w) to images (B, 3, 8h, 8w) in -1..1."""
+    """Latents (B, C, h, w) to images (B, 3, H, W) in -1..1 (the VAE's scale and shift undone)."""
     z = latents.to(next(vae.parameters()).dtype) / vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None)
     if shift:
@@ -42,10 +59,6 @@ def decode(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def cheap_preview(latents: torch.Tensor, sdxl: bool) -> Image.Image:
-    """The first image of a batch, approximated from its latents (1/8 size), for live progress."""
-    m = torch.tensor(_SDXL_LATENT_RGB if sdxl else _SD_LATENT_RGB, dtype=torch.float32)
-    rgb = torch.einsum("chw,cr->rhw", latents[0].float().cpu(), m)
-    if sdxl:
-        rgb = rgb + torch.tensor(_SDXL_BIAS).view(3, 1, 1)
-    return to_pil(rgb.unsqueeze(0))[0]
+def cheap_preview(latents: torch.Tensor, latent: LatentFormat) -> Image.Image:
+    """The first image of a batch, approximated from its latents (latent size), for live progress."""
+    return to_pil(latent.preview(latents[0]).unsqueeze(0))[0]

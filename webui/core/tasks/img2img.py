@@ -19,13 +19,15 @@ Inpainting:
 - a latent mask (B or 1, 1, h, w), 1 = repaint, drives masked content: 2 "latent noise" replaces the
   masked init latents by the image's noise, 3 "latent nothing" by zeros (0 "fill" is done on pixels,
   see masks.fill_masked; 1 "original" leaves them);
-- ordinary (4-channel) UNets: after every step the known region is put back, noised to the level the
-  latents are now at: latents = add_noise(init, noise, t_next) * (1 - mask) + latents * mask, and the
-  clean init after the last step (diffusers' StableDiffusionInpaintPipeline does the same). This runs
-  as an AFTER_STEP hook, so the loop itself is unchanged;
-- 9-channel inpainting UNets see the mask instead, through `image_cond` = cat(mask, masked-image
-  latents) (`inpaint_image_cond`); they are not blended. Without an image_cond they get the
-  everything-masked grey conditioning, as in txt2img (A1111's img2img without a mask).
+- ordinary UNets (latent channels in, no mask): after every step the known region is put back,
+  noised to the level the latents are now at:
+  latents = add_noise(init, noise, t_next) * (1 - mask) + latents * mask,
+  and the clean init after the last step (diffusers' StableDiffusionInpaintPipeline does the same).
+  This runs as an AFTER_STEP hook, so the loop itself is unchanged;
+- inpainting UNets (9 input channels for SD: the family says) see the mask instead, through
+  `image_cond` = cat(mask, masked-image latents) (`inpaint_image_cond`); they are not blended.
+  Without an image_cond they get the everything-masked grey conditioning, as in txt2img (A1111's
+  img2img without a mask).
 """
 
 from __future__ import annotations
@@ -37,49 +39,25 @@ import numpy as np
 import torch
 from PIL import Image
 
+from webui.core import families
 from webui.core.models.components import Components
+from webui.core.sampling.guidance import CondInput
 from webui.core.sampling.loop import (
     CancelToken,
-    CondInput,
     Hook,
     HookPoint,
+    ModelHook,
     ProgressCallback,
     StepState,
     denoise,
     step_kwargs,
 )
 from webui.core.sampling.samplers import set_timesteps
-from webui.core.tasks.txt2img import inpaint_model_blank_cond, sdxl_time_ids
+from webui.core.tasks.images import encode_init as encode_init  # re-exported: img2img's first step
+from webui.core.tasks.images import to_tensor as to_tensor
+from webui.core.tasks.txt2img import inpaint_model_blank_cond
 
 FILL, ORIGINAL, LATENT_NOISE, LATENT_NOTHING = 0, 1, 2, 3
-REFINER_AESTHETIC_SCORES = (2.5, 6.0)  # (negative, positive): diffusers' SDXL img2img defaults
-
-
-def to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
-    """RGB images of one size to a (B, 3, H, W) float32 tensor in -1..1."""
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-
-
-@torch.no_grad()
-def encode_init(parts: Components, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
-    """Images (PIL, or a (B, 3, H, W) tensor in -1..1) to scaled latents in the UNet's device/dtype.
-
-    The mode of the VAE's latent distribution is taken (deterministic, the best round trip; A1111 and
-    diffusers sample it, which adds noise of the order of the distribution's tiny std). One image per
-    VAE call, so an image's latents do not depend on its batch.
-    """
-    x = images if isinstance(images, torch.Tensor) else to_tensor(images)
-    vae = parts.vae
-    p = next(vae.parameters())
-    shift = getattr(vae.config, "shift_factor", None)
-    out = []
-    for i in range(x.shape[0]):
-        z = vae.encode(x[i : i + 1].to(device=p.device, dtype=p.dtype)).latent_dist.mode()
-        if shift:
-            z = z - shift
-        out.append(z * vae.config.scaling_factor)
-    return torch.cat(out).to(device=parts.device, dtype=parts.dtype)
 
 
 def start_step(steps: int, strength: float) -> int:
@@ -135,20 +113,10 @@ def inpaint_image_cond(
 
 
 def time_ids(parts: Components, width: int, height: int, batch: int, guided: bool) -> torch.Tensor | None:
-    """SDXL size conditioning for the loop (None for SD1/SD2).
-
-    The refiner's rows carry aesthetic scores instead of a target size, and they differ between the
-    negative and positive prompts, so it gets one row per UNet row: [negative x batch, positive x batch]
-    when guided. (With several `AND` prompt parts the loop has more than two groups; it repeats these
-    rows only when the count divides, so the refiner needs per-group ids from the loop then.)"""
-    if parts.arch == "sdxl-refiner":
-        neg, pos = REFINER_AESTHETIC_SCORES
-        rows = [[height, width, 0, 0, neg]] * batch if guided else []
-        rows += [[height, width, 0, 0, pos]] * batch
-        return torch.tensor(rows, dtype=torch.float32)
-    if parts.text_encoder_2 is not None:
-        return sdxl_time_ids(width, height)
-    return None
+    """The family's size conditioning for the loop (None for SD1/SD2; SDXL's time ids; the refiner's
+    aesthetic-score rows, one per UNet row). (With several `AND` prompt parts the loop has more than two
+    groups; it repeats these rows only when the count divides, so the refiner needs per-group ids then.)"""
+    return families.of(parts).size_conditioning(width, height, batch, guided)
 
 
 class _FromStep:
@@ -211,17 +179,19 @@ def run_img2img(
     inpainting_fill: int = ORIGINAL,
     initial_noise_multiplier: float = 1.0,
     hooks: Sequence[Hook] = (),
+    model_hooks: Sequence[ModelHook] = (),
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     preview_every: int = 0,
 ) -> torch.Tensor:
-    """Denoise `init_latents` (B, 4, h, w; scaled, from `encode_init`) from the step `strength` picks.
+    """Denoise `init_latents` (B, C, h, w; scaled, from `encode_init`) from the step `strength` picks.
 
     `noise` has the init latents' shape (unit variance, from the image seeds); `mask_latent` (1 =
     repaint) enables masked content and, for 4-channel UNets, the per-step blending; `image_cond` is the
     9-channel UNet's conditioning (`inpaint_image_cond`). `scheduler` must be fresh: its timesteps are
     set here. Returns the final latents.
     """
+    family = families.of(parts)
     unet = parts.unet
     device, dtype = parts.device, parts.dtype
     if init_latents.shape != noise.shape:
@@ -242,12 +212,12 @@ def run_img2img(
     else:
         latents = scheduler.add_noise(init, start_noise, timesteps[:1].repeat(init.shape[0]))
     all_hooks = list(hooks)
-    if unet.config.in_channels == 9:
+    if family.takes_image_cond(unet):
         if image_cond is None:
             image_cond = inpaint_model_blank_cond(parts, init.shape[0], height, width)
     elif mask_latent is not None:
         all_hooks.insert(0, MaskBlend(scheduler, timesteps, init, noise, mask_latent))
-    guided = cfg_scale != 1.0
+    guided = family.guidance.needs_uncond(cond, cfg_scale)
     return denoise(
         unet,
         _FromStep(scheduler, begin),
@@ -255,10 +225,13 @@ def run_img2img(
         cond,
         uncond,
         cfg_scale,
-        time_ids=time_ids(parts, width, height, init.shape[0], guided),
+        call=family.denoiser,
+        guidance=family.guidance,
+        time_ids=family.size_conditioning(width, height, init.shape[0], guided),
         image_cond=image_cond.to(device=device, dtype=dtype) if image_cond is not None else None,
         extra_step=step_kwargs(scheduler, generators, eta, churn),
         hooks=all_hooks,
+        model_hooks=model_hooks,
         on_progress=on_progress,
         cancel=cancel,
         preview_every=preview_every,

@@ -3,7 +3,7 @@
 `prepare_inputs` runs once per request: every input image is sanitised (orientation, mode, size limits),
 the mask is checked and resized, and outpainting extends the canvas and builds its mask. `make_batch`
 then prepares each image of the batch (resize mode, mask blur/invert, "only masked" crop, masked
-content), encodes it, runs the loop with the mask blended in (or fed to a 9-channel inpainting UNet),
+content), encodes it, runs the loop with the mask blended in (or fed to an inpainting denoiser),
 decodes, and puts the result back into the original picture with untouched pixels restored exactly.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from webui.core import families
 from webui.core.sampling import noise as noise_mod
 from webui.core.tasks.context import BatchContext, decode_each
 from webui.core.tasks.img2img import (
@@ -98,10 +99,11 @@ def make_batch(
     parts = ctx.parts
     sources = [inputs.images[(first_index + i) % len(inputs.images)] for i in range(len(seeds))]
     prepared = [_prepare(request, inputs, img) for img in sources]
+    family = families.of(parts)
     init = encode_init(parts, [p.image for p in prepared])
     if request.resize_mode == LATENT_UPSCALE:
-        init = resize_latents(init, inputs.width, inputs.height)
-    shape = (4, inputs.height // 8, inputs.width // 8)
+        init = resize_latents(init, inputs.width, inputs.height, family.latent.downscale)
+    shape = family.latent.shape(inputs.width, inputs.height)
     resize = (request.seed_resize_from_w, request.seed_resize_from_h)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength, resize)
     generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
@@ -109,7 +111,7 @@ def make_batch(
     masks = [p.mask for p in prepared if p.mask is not None]
     if masks:
         mask_latent = torch.cat([latent_mask(m, shape[1], shape[2], request.mask_round) for m in masks])
-        if parts.unet.config.in_channels == 9:
+        if family.takes_image_cond(parts.unet):
             image_cond = torch.cat(
                 [
                     inpaint_image_cond(parts, to_tensor([p.cond_image]), m, round=request.mask_round)

@@ -27,7 +27,7 @@ from typing import Final
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from webui.core.types import MAX_INIT_PIXELS, RequestError
+from webui.core.types import MAX_INIT_PIXELS, RequestError, check_mask_size
 
 BACKGROUND: Final = (255, 255, 255)
 _ALPHA_MODES: Final = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -113,20 +113,6 @@ def sanitize_mask(
         check_mask_size(out.size, image_size, field)
         out = out.resize(image_size, resample=Image.Resampling.LANCZOS)
     return out
-
-
-def check_mask_size(mask_size: tuple[int, int], image_size: tuple[int, int], field: str = "mask") -> None:
-    """Refuse a mask whose aspect ratio differs from the image's by more than a pixel's rounding."""
-    (mw, mh), (iw, ih) = mask_size, image_size
-    if (mw, mh) == (iw, ih):
-        return
-    # The mask scaled to the image's width must land within a pixel of its height (and vice versa).
-    if abs(mh * iw / mw - ih) > 1.0 and abs(mw * ih / mh - iw) > 1.0:
-        raise RequestError(
-            field,
-            f"is {mw}x{mh} but the image is {iw}x{ih}: a mask must have the image's size or at least "
-            "its aspect ratio",
-        )
 
 
 def init_image_hash(image: Image.Image) -> str:

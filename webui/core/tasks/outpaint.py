@@ -1,9 +1,8 @@
 """Outpainting: a bigger canvas around the init image, its new area filled and masked for inpainting.
 
 The canvas grows by `pixels` on each chosen side and is then rounded up to a multiple of 8 (latents are
-1/8 size). As in A1111's "poor man's outpainting", the rounding surplus is shared between the two sides
-of an axis in proportion to what each asked for; when neither side of an axis was chosen it goes to the
-right / bottom (and is masked like the rest of the new area).
+1/8 size; see `webui.core.sizes.canvas_geometry`); the rounding surplus is masked like the rest of the
+new area.
 
 The new area is pre-filled so the model starts from something plausible rather than black:
 
@@ -18,28 +17,18 @@ mask is white exactly on the new area; the original pixels are black, so inpaint
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageChops
 
-DIRECTIONS = ("left", "right", "up", "down")
+from webui.core.sizes import OUTPAINT_DIRECTIONS as DIRECTIONS
+from webui.core.sizes import CanvasGeometry, canvas_geometry
+
 FILLS = ("edge", "average")
 _FADE = 0.015  # per pixel of distance: how fast edge stripes fade to the mean colour
 _NOISE_LEVELS = 64.0
-
-
-@dataclass(frozen=True)
-class CanvasGeometry:
-    width: int
-    height: int
-    left: int  # where the original's top-left corner lands
-    top: int
-
-    def original_box(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
-        return self.left, self.top, self.left + size[0], self.top + size[1]
 
 
 @dataclass(frozen=True)
@@ -47,29 +36,6 @@ class Outpaint:
     image: Image.Image  # RGB canvas, original pasted at (geometry.left, geometry.top)
     mask: Image.Image  # "L": 255 on the new area, 0 on the original
     geometry: CanvasGeometry
-
-
-def _split(size: int, lo_px: int, hi_px: int) -> tuple[int, int]:
-    """(before, total) for one axis: the canvas size rounded up to 8, the surplus shared."""
-    total = math.ceil((size + lo_px + hi_px) / 8) * 8
-    extra = total - size
-    if lo_px and hi_px:
-        return extra * lo_px // (lo_px + hi_px), total
-    if lo_px:
-        return extra, total
-    return 0, total
-
-
-def canvas_geometry(width: int, height: int, pixels: int, directions: Sequence[str]) -> CanvasGeometry:
-    """Where an image of width x height lands on its outpainting canvas."""
-    bad = [d for d in directions if d not in DIRECTIONS]
-    if bad:
-        raise ValueError(f"unknown outpainting direction {bad[0]!r}: use {', '.join(DIRECTIONS)}")
-    if pixels < 0:
-        raise ValueError(f"outpainting pixels must be 0 or more, got {pixels}")
-    left, cw = _split(width, pixels * ("left" in directions), pixels * ("right" in directions))
-    top, ch = _split(height, pixels * ("up" in directions), pixels * ("down" in directions))
-    return CanvasGeometry(cw, ch, left, top)
 
 
 def _edge_fill(arr: np.ndarray, geo: CanvasGeometry) -> np.ndarray:

@@ -23,6 +23,8 @@ from typing import Final
 import torch
 from PIL import Image
 
+from webui.core.sizes import LATENT_DOWNSCALE
+
 JUST_RESIZE: Final = 0
 CROP_AND_RESIZE: Final = 1
 RESIZE_AND_FILL: Final = 2
@@ -100,9 +102,12 @@ def _fill_bars(
             out.paste(right, box=(bar + src_w, 0))
 
 
-def resize_latents(latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Mode 3: latents (B, C, h, w) resized to the target's latent size (bilinear, as A1111)."""
-    size = (height // 8, width // 8)
+def resize_latents(
+    latents: torch.Tensor, width: int, height: int, downscale: int = LATENT_DOWNSCALE
+) -> torch.Tensor:
+    """Mode 3: latents (B, C, h, w) resized to the target's latent size (bilinear, as A1111);
+    `downscale` is the family's (`LatentFormat.downscale`)."""
+    size = (height // downscale, width // downscale)
     if tuple(latents.shape[-2:]) == size:
         return latents
     return torch.nn.functional.interpolate(latents, size=size, mode="bilinear")

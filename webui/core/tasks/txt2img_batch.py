@@ -13,6 +13,7 @@ from contextlib import nullcontext
 import torch
 from PIL import Image
 
+from webui.core import families
 from webui.core.sampling import noise as noise_mod
 from webui.core.tasks import hires
 from webui.core.tasks.context import BatchContext, decode_each
@@ -39,7 +40,7 @@ def make_batch(
     sched = ctx.samplers.make_scheduler(
         request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds
     )
-    shape = (4, request.height // 8, request.width // 8)
+    shape = families.of(parts).latent.shape(request.width, request.height)
     resize = (request.seed_resize_from_w, request.seed_resize_from_h)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength, resize)
     generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
@@ -84,7 +85,7 @@ def _second_pass(
         ]
         init = hires.truncate(encode_init(parts, pictures), target)
     h, w = target.latent_size
-    shape = (4, h, w)
+    shape = (families.of(parts).latent.channels, h, w)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength)
     generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
     sampler, schedule = hires.second_pass_sampler(request, ctx.samplers)

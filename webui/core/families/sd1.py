@@ -1,0 +1,53 @@
+"""Stable Diffusion 1.x: one CLIP ViT-L text encoder, a 4-channel latent UNet, epsilon prediction.
+
+`sd1` and `sd1-inpaint` (a 9-channel UNet: latents, mask, masked-image latents). Single files keep the
+UNet under `model.diffusion_model.`, the VAE under `first_stage_model.` and CLIP (Hugging Face layout)
+under `cond_stage_model.transformer.text_model.`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from webui.core.families.base import Defaults, Family, LatentFormat, TextConditioning, TextEncoder
+from webui.core.families.unet import UNET_CALL
+from webui.core.models.tokenizer import EOS_TOKEN as EOS
+from webui.core.sampling.guidance import CFG
+
+UNET_KEYS = "model.diffusion_model."
+TEXT_KEYS = "cond_stage_model.transformer.text_model."
+
+# The SD VAE's latents (SD1 and SD2); preview factors are A1111's "cheap approximation".
+LATENT = LatentFormat(
+    channels=4,
+    downscale=8,
+    scaling_factor=0.18215,
+    preview_rgb=(
+        (0.298, 0.207, 0.208),
+        (0.187, 0.286, 0.173),
+        (-0.158, 0.189, 0.264),
+        (-0.184, -0.271, -0.473),
+    ),
+)
+
+SD1 = Family(
+    arch="sd1",
+    group="sd1",
+    group_label="SD1",
+    pipeline_class="StableDiffusionPipeline",
+    inpaint_pipeline_class="StableDiffusionInpaintPipeline",
+    components=("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
+    latent=LATENT,
+    text=TextConditioning((TextEncoder("text_encoder", "tokenizer", EOS, "clip", TEXT_KEYS),)),
+    denoiser=UNET_CALL,
+    guidance=CFG,
+    when_inpaint=False,
+    unet_head_dim=8,
+    defaults=Defaults(),
+)
+
+SD1_INPAINT = dataclasses.replace(
+    SD1, arch="sd1-inpaint", pipeline_class="StableDiffusionInpaintPipeline", when_inpaint=True
+)
+
+FAMILIES: tuple[Family, ...] = (SD1, SD1_INPAINT)

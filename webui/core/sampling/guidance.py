@@ -1,0 +1,58 @@
+"""How the guided prediction is formed from the model's predictions: a strategy each family chooses.
+
+    ClassifierFree (SD1, SD2, SDXL):  eps = eps_u + cfg * sum_i w_i * (eps_c_i - eps_u)
+        with one `AND` part (w = 1) the plain CFG formula; no uncond pass at CFG 1 unless the prompt has
+        weighted `AND` parts (composable diffusion, as A1111).
+
+A distilled-guidance family (Flux dev) would never need the uncond pass and pass the scale to the model
+as an input instead (its denoiser call reads it); `needs_uncond` False and `combine` the identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from webui.core.prompts.conditioning import ScheduledConditioning
+from webui.core.prompts.encode import Conditioning
+
+CondInput = Conditioning | ScheduledConditioning
+
+
+class Guidance(Protocol):
+    def needs_uncond(self, cond: CondInput, cfg_scale: float) -> bool:
+        """Whether the negative prompt's prediction is computed (the first group of every step)."""
+        ...
+
+    def combine(
+        self, pred: torch.Tensor, groups: int, weights: list[float], cfg_scale: float
+    ) -> torch.Tensor:
+        """The guided prediction from `pred`, `groups` equal chunks: [uncond,] cond_1, ..., cond_k."""
+        ...
+
+
+@dataclass(frozen=True)
+class ClassifierFree:
+    def needs_uncond(self, cond: CondInput, cfg_scale: float) -> bool:
+        if isinstance(cond, ScheduledConditioning) and [p.weight for p in cond.parts] != [1.0]:
+            return True  # composable diffusion combines every part against the uncond prediction
+        return cfg_scale != 1.0
+
+    def combine(
+        self, pred: torch.Tensor, groups: int, weights: list[float], cfg_scale: float
+    ) -> torch.Tensor:
+        chunks = pred.chunk(groups)
+        if groups == 1:  # no uncond pass: the prediction as it is
+            return chunks[0]
+        pred_uncond = chunks[0]
+        if weights == [1.0]:
+            return pred_uncond + cfg_scale * (chunks[1] - pred_uncond)
+        out = pred_uncond
+        for w, pred_cond in zip(weights, chunks[1:], strict=True):
+            out = out + (w * cfg_scale) * (pred_cond - pred_uncond)
+        return out
+
+
+CFG = ClassifierFree()
