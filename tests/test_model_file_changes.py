@@ -120,3 +120,17 @@ def test_a_default_checkpoint_that_cannot_load_is_passed_over_with_a_note(tmp_pa
         pass
     with manager.acquire("bbb-good") as loaded:
         assert loaded.notes == ()
+
+
+def test_the_engine_reports_a_passed_over_default_checkpoint(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    folder = data / "models" / "Stable-diffusion"
+    partial = save_single_file(build_tiny("sd1", seed=0), folder / "aaa-partial.safetensors")
+    with open(partial, "r+b") as f:
+        f.truncate(partial.stat().st_size // 3)
+    save_single_file(build_tiny("sd1", seed=1), folder / "bbb-good.safetensors")
+    result = Engine(AppConfig.for_data_dir(data)).run(
+        Txt2ImgRequest(prompt="a cat", steps=2, width=64, height=64, save_images=False)
+    )
+    assert result.model_title.startswith("bbb-good.safetensors")
+    assert any("aaa-partial.safetensors cannot be loaded" in w for w in result.warnings)

@@ -281,7 +281,7 @@ class Engine:
             img2img_batch.prepare_inputs(request, run.seed) if isinstance(request, Img2ImgRequest) else None
         )
         encoder, cond, uncond, ti_hashes, warnings = self._conditioning(run, model, applied)
-        warnings = run.networks.messages + applied.messages + warnings
+        warnings = model.notes + run.networks.messages + applied.messages + warnings
         lora_hash_value = lora_hashes(run.networks, self.loras, applied)
         hr_plan = run.hires.networks if run.hires else None
         late: list[str] = [f"hires pass: {m}" for m in run.hires.messages] if run.hires else []
