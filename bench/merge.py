@@ -1,0 +1,98 @@
+"""Checkpoint merger speed: a weighted-sum merge of two checkpoints against reading them once.
+
+    python bench/merge.py [--size tiny|sd15] [--work DIR]
+
+`sd15` uses two SD1.5-size random-weight fp32 files (~4.3 GB each; the first is bench/load.py's, the
+second is written from its header with other random values, once). Prints the time to read both files
+once (every tensor into memory, as the loader does), the merge's time (read A and B tensor by tensor,
+mix in float32, write the result atomically), the ratio, and the merge's peak RSS growth against one
+file's size (the merge streams: about 0 means one tensor at a time was held). Never passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from webui import offline  # noqa: E402
+
+offline.apply()
+
+
+def _second_file(first: Path, second: Path) -> None:
+    import torch
+
+    from webui.core.models.checkpoint_file import _TORCH_DTYPES, read_safetensors_header
+    from webui.core.models.safetensors_writer import Planned, write_streaming
+
+    header = read_safetensors_header(first)
+    plan = [Planned(k, _TORCH_DTYPES[m.dtype], m.shape) for k, m in header.items()]
+    gen = torch.Generator().manual_seed(1)
+
+    def produce(item: Planned) -> torch.Tensor:
+        if not item.dtype.is_floating_point:
+            return torch.zeros(item.shape, dtype=item.dtype)
+        return (torch.randn(item.shape, generator=gen) * 0.02).to(item.dtype)
+
+    write_streaming(second, plan, produce, {"format": "pt"})
+
+
+def _files(size: str, work: Path) -> tuple[Path, Path]:
+    from webui.core.models.tiny import build_tiny, save_single_file
+
+    work.mkdir(parents=True, exist_ok=True)
+    if size == "tiny":
+        return (
+            save_single_file(build_tiny("sd1", seed=1), work / "tiny-a.safetensors"),
+            save_single_file(build_tiny("sd1", seed=2), work / "tiny-b.safetensors"),
+        )
+    first = ROOT / "bench" / "results" / "load" / "sd15-size-random.safetensors"
+    if not first.exists():
+        raise SystemExit(f"{first} is missing: run `python bench/load.py` once first (it writes it)")
+    second = work / "sd15-size-random-b.safetensors"
+    if not second.exists():
+        print("writing a second SD1.5-size random-weight checkpoint (once) ...", flush=True)
+        _second_file(first, second)
+    return first, second
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=["tiny", "sd15"], default="sd15")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "merge")
+    args = ap.parse_args()
+    from webui.core.models.checkpoint_file import load_state_dict
+    from webui.core.models.merge import MergeRequest, merge_checkpoints
+
+    a, b = _files(args.size, args.work)
+    t0 = time.perf_counter()
+    for path in (a, b):
+        sd = load_state_dict(path)
+        del sd
+    read_s = time.perf_counter() - t0
+    out = args.work / f"merged-{args.size}.safetensors"
+    out.unlink(missing_ok=True)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    merge_checkpoints(MergeRequest(a, out, "Weighted sum", b, multiplier=0.5))
+    merge_s = time.perf_counter() - t0
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    size = a.stat().st_size
+    print(f"files: 2 x {size / 2**20:.1f} MiB ({args.size})")
+    print(f"read both once:        {read_s:8.2f} s")
+    print(f"weighted-sum merge:    {merge_s:8.2f} s   ratio {merge_s / read_s:.2f}")
+    print(
+        f"peak RSS growth in the merge beyond the read: {max(0, rss_after - rss_before) / 2**20:.0f} MiB "
+        f"({max(0, rss_after - rss_before) / size:.2f}x one file)"
+    )
+    out.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
