@@ -5,14 +5,17 @@
 `sd15` uses two SD1.5-size random-weight fp32 files (~4.3 GB each; the first is bench/load.py's, the
 second is written from its header with other random values, once). Prints the time to read both files
 once (every tensor into memory, as the loader does), the merge's time (read A and B tensor by tensor,
-mix in float32, write the result atomically), the ratio, and the merge's peak RSS growth against one
-file's size (the merge streams: about 0 means one tensor at a time was held). Never passes or fails.
+mix in float32, write the result atomically; in a child process), the ratio, and the merge's peak
+growth of its own memory (RssAnon, sampled every few ms from this process; pages of the memory-mapped
+inputs are the kernel's cache and not counted) against one file's size: the merge streams, so this is
+a few copies of the largest tensor, not a model. Never passes or fails.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,13 +65,54 @@ def _files(size: str, work: Path) -> tuple[Path, Path]:
     return first, second
 
 
+def _anon_bytes(pid: int) -> int:
+    """RssAnon of a process: its own memory (file pages mapped for reading are not counted)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _merge_child(a: Path, b: Path, out: Path) -> None:
+    from webui.core.models.merge import MergeRequest, merge_checkpoints
+
+    print(_anon_bytes(os.getpid()), flush=True)  # the baseline, once imports are done
+    sys.stdin.readline()  # the parent is watching: go
+    merge_checkpoints(MergeRequest(a, out, "Weighted sum", b, multiplier=0.5))
+
+
+def _watched_merge(a: Path, b: Path, out: Path) -> tuple[float, int]:
+    """Merge in a child process while this one samples its RssAnon every few milliseconds."""
+    cmd = [sys.executable, __file__, "--merge-child", str(a), str(b), str(out)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    baseline = int(proc.stdout.readline())
+    peak = baseline
+    t0 = time.perf_counter()
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    while proc.poll() is None:
+        peak = max(peak, _anon_bytes(proc.pid))
+        time.sleep(0.003)
+    if proc.returncode != 0:
+        raise SystemExit(f"merge failed with exit {proc.returncode}")
+    return time.perf_counter() - t0, peak - baseline
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=["tiny", "sd15"], default="sd15")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "merge")
+    ap.add_argument("--merge-child", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.merge_child:
+        _merge_child(*args.merge_child)
+        return
     from webui.core.models.checkpoint_file import load_state_dict
-    from webui.core.models.merge import MergeRequest, merge_checkpoints
 
     a, b = _files(args.size, args.work)
     t0 = time.perf_counter()
@@ -78,18 +122,13 @@ def main() -> None:
     read_s = time.perf_counter() - t0
     out = args.work / f"merged-{args.size}.safetensors"
     out.unlink(missing_ok=True)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t0 = time.perf_counter()
-    merge_checkpoints(MergeRequest(a, out, "Weighted sum", b, multiplier=0.5))
-    merge_s = time.perf_counter() - t0
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    merge_s, grown = _watched_merge(a, b, out)
     size = a.stat().st_size
     print(f"files: 2 x {size / 2**20:.1f} MiB ({args.size})")
     print(f"read both once:        {read_s:8.2f} s")
     print(f"weighted-sum merge:    {merge_s:8.2f} s   ratio {merge_s / read_s:.2f}")
     print(
-        f"peak RSS growth in the merge beyond the read: {max(0, rss_after - rss_before) / 2**20:.0f} MiB "
-        f"({max(0, rss_after - rss_before) / size:.2f}x one file)"
+        f"peak own memory (RssAnon) during the merge: +{grown / 2**20:.0f} MiB ({grown / size:.3f}x one file)"
     )
     out.unlink(missing_ok=True)
 
