@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from webui.ui.context import StudioContext, user_of
-from webui.ui.polling import Frame, follow, status_html
+from webui.ui.polling import Frame, follow, status_html, warnings_html
 
 _INTS = frozenset(
     {
@@ -109,8 +109,11 @@ def _check_models(ctx: StudioContext, request: Any) -> None:
         raise RequestError("vae", str(e)) from e
 
 
+RESULT_OUTPUTS = 7  # how many components frame_outputs fills (TabRunner.result_components)
+
+
 def frame_outputs(frame: Frame) -> tuple[Any, ...]:
-    """(status, preview, gallery, info, infotexts, seeds) for a tab's results column."""
+    """(status, preview, gallery, info, infotexts, seeds, warnings) for a tab's results column."""
     skip = gr.skip()
     if frame.done:
         preview: Any = gr.update(value=None, visible=False)
@@ -122,12 +125,18 @@ def frame_outputs(frame: Frame) -> tuple[Any, ...]:
     info = (frame.infotexts[0] if frame.infotexts else "") if frame.infotexts is not None else skip
     infotexts = frame.infotexts if frame.infotexts is not None else skip
     seeds = frame.seeds if frame.seeds is not None else skip
-    return frame.status, preview, gallery, info, infotexts, seeds
+    warnings = (
+        skip
+        if frame.warnings is None
+        else gr.update(value=warnings_html(frame.warnings), visible=bool(frame.warnings))
+    )
+    return frame.status, preview, gallery, info, infotexts, seeds, warnings
 
 
 def error_outputs(message: str) -> tuple[Any, ...]:
     skip = gr.skip()
-    return status_html(message, 0.0, "error"), gr.update(visible=False), skip, skip, skip, skip
+    hidden = gr.update(value="", visible=False)
+    return status_html(message, 0.0, "error"), gr.update(visible=False), skip, skip, skip, skip, hidden
 
 
 class TabRunner:
@@ -161,7 +170,8 @@ class TabRunner:
     @property
     def result_components(self) -> list[Any]:
         f = self.fields
-        return [f["_status"], f["_preview"], f["_gallery"], f["_info"], f["_infotexts"], f["_seeds"]]
+        names = ("_status", "_preview", "_gallery", "_info", "_infotexts", "_seeds", "_warnings")
+        return [f[n] for n in names]
 
     def request(self, values: Mapping[str, Any]) -> Any:
         """The tab's request from its submitted values (checked, models resolved)."""
@@ -205,11 +215,12 @@ class TabRunner:
             if script is not None:
                 from webui.ui.script_ui import run_script
 
-                yield (*frame_outputs(Frame(status_html(f"{script[0].name}: starting", 0.0))), gr.skip())
+                starting = Frame(status_html(f"{script[0].name}: starting", 0.0), warnings=())
+                yield (*frame_outputs(starting), gr.skip())
                 for frame, job_id in run_script(self.ctx, script[0], job_request, script[1], user):
                     yield (*frame_outputs(frame), job_id if job_id is not None else gr.skip())
                 return
-            yield (*frame_outputs(Frame(status_html("Queued", 0.0))), info.id)
+            yield (*frame_outputs(Frame(status_html("Queued", 0.0), warnings=())), info.id)
             for out in self.stream(info.id):
                 yield (*out, gr.skip())
 

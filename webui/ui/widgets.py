@@ -174,6 +174,7 @@ def results_column(tab: str) -> dict[str, Any]:
         label="Output", elem_id=f"{tab}_gallery", columns=3, height="auto", object_fit="contain",
         interactive=False, type="filepath", format="png",
     )  # fmt: skip
+    f["_warnings"] = warnings_box(tab)
     with gr.Row():
         f["_to_img2img"] = gr.Button("Send to img2img", size="sm", elem_id=f"{tab}_to_img2img", min_width=100)
         f["_to_inpaint"] = gr.Button("Send to inpaint", size="sm", elem_id=f"{tab}_to_inpaint", min_width=100)
@@ -188,6 +189,11 @@ def results_column(tab: str) -> dict[str, Any]:
         buttons=["copy"],
     )
     return f
+
+
+def warnings_box(tab: str) -> Any:
+    """Where a finished job's warnings show (a missing LoRA, a model passed over): under the gallery."""
+    return gr.HTML("", visible=False, elem_id=f"{tab}_warnings", padding=False)
 
 
 def clamp_for(component: Any, value: Any) -> Any:
