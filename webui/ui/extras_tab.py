@@ -109,6 +109,7 @@ def build_extras(ctx: StudioContext, job_state: Any) -> TabRunner:
                 interactive=False, type="filepath", format="png",
             )  # fmt: skip
             f["_warnings"] = warnings_box(tab)
+            f["_selected"] = gr.State(0)
             with gr.Row():
                 f["_to_img2img"] = gr.Button("Send to img2img", size="sm", elem_id="extras_to_img2img")
                 f["_to_inpaint"] = gr.Button("Send to inpaint", size="sm", elem_id="extras_to_inpaint")

@@ -109,11 +109,12 @@ def _check_models(ctx: StudioContext, request: Any) -> None:
         raise RequestError("vae", str(e)) from e
 
 
-RESULT_OUTPUTS = 7  # how many components frame_outputs fills (TabRunner.result_components)
+RESULT_OUTPUTS = 8  # how many components frame_outputs fills (TabRunner.result_components)
 
 
 def frame_outputs(frame: Frame) -> tuple[Any, ...]:
-    """(status, preview, gallery, info, infotexts, seeds, warnings) for a tab's results column."""
+    """(status, preview, gallery, info, infotexts, seeds, warnings, selected) for a tab's results column;
+    a new gallery selects its first image."""
     skip = gr.skip()
     if frame.done:
         preview: Any = gr.update(value=None, visible=False)
@@ -130,13 +131,15 @@ def frame_outputs(frame: Frame) -> tuple[Any, ...]:
         if frame.warnings is None
         else gr.update(value=warnings_html(frame.warnings), visible=bool(frame.warnings))
     )
-    return frame.status, preview, gallery, info, infotexts, seeds, warnings
+    selected = 0 if frame.gallery is not None else skip
+    return frame.status, preview, gallery, info, infotexts, seeds, warnings, selected
 
 
 def error_outputs(message: str) -> tuple[Any, ...]:
     skip = gr.skip()
     hidden = gr.update(value="", visible=False)
-    return status_html(message, 0.0, "error"), gr.update(visible=False), skip, skip, skip, skip, hidden
+    error = status_html(message, 0.0, "error")
+    return error, gr.update(visible=False), skip, skip, skip, skip, hidden, skip
 
 
 class TabRunner:
@@ -170,7 +173,7 @@ class TabRunner:
     @property
     def result_components(self) -> list[Any]:
         f = self.fields
-        names = ("_status", "_preview", "_gallery", "_info", "_infotexts", "_seeds", "_warnings")
+        names = ("_status", "_preview", "_gallery", "_info", "_infotexts", "_seeds", "_warnings", "_selected")
         return [f[n] for n in names]
 
     def request(self, values: Mapping[str, Any]) -> Any:

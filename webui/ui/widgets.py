@@ -118,14 +118,15 @@ def batch_and_cfg(tab: str) -> dict[str, Any]:
     return f
 
 
-def seed_controls(tab: str, last_seeds: gr.State) -> dict[str, Any]:
+def seed_controls(tab: str) -> dict[str, Any]:
+    """Seed, random and reuse (♻️: the selected image's seed, wired by wire_gallery_select), variation."""
     f: dict[str, Any] = {}
     with gr.Row(equal_height=True):
         f["seed"] = gr.Number(
             -1, precision=0, label="Seed (-1: random)", elem_id=f"{tab}_seed", scale=4, min_width=140
         )
         random_seed = gr.Button(RANDOM, size="sm", min_width=70, scale=0, elem_id=f"{tab}_random_seed")
-        reuse_seed = gr.Button(REUSE, size="sm", min_width=40, scale=0, elem_id=f"{tab}_reuse_seed")
+        f["_reuse_seed"] = gr.Button(REUSE, size="sm", min_width=40, scale=0, elem_id=f"{tab}_reuse_seed")
     with gr.Accordion("Variation seed", open=False, elem_id=f"{tab}_variation"):
         with gr.Row(equal_height=True):
             f["subseed"] = gr.Number(
@@ -148,13 +149,6 @@ def seed_controls(tab: str, last_seeds: gr.State) -> dict[str, Any]:
                 0, MAX_UI_SIZE, value=0, step=8, label="Resize seed from height", min_width=160
             )
     random_seed.click(lambda: -1, None, f["seed"], concurrency_limit=None, show_progress="hidden")
-    reuse_seed.click(
-        lambda seeds: seeds[0] if seeds else gr.skip(),
-        last_seeds,
-        f["seed"],
-        concurrency_limit=None,
-        show_progress="hidden",
-    )
     return f
 
 
@@ -175,6 +169,7 @@ def results_column(tab: str) -> dict[str, Any]:
         interactive=False, type="filepath", format="png",
     )  # fmt: skip
     f["_warnings"] = warnings_box(tab)
+    f["_selected"] = gr.State(0)  # the gallery image "send to" and ♻️ act on
     with gr.Row():
         f["_to_img2img"] = gr.Button("Send to img2img", size="sm", elem_id=f"{tab}_to_img2img", min_width=100)
         f["_to_inpaint"] = gr.Button("Send to inpaint", size="sm", elem_id=f"{tab}_to_inpaint", min_width=100)
@@ -213,15 +208,29 @@ QUIET: dict[str, Any] = dict(
 )
 
 
+def selected_index(items: list[Any] | None, index: Any) -> int | None:
+    """The selected gallery image's place in `items` (the first when the selection is stale); None: empty."""
+    if not items:
+        return None
+    return index if isinstance(index, int) and 0 <= index < len(items) else 0
+
+
 def wire_gallery_select(f: dict[str, Any]) -> None:
-    """Clicking a gallery image shows its infotext and remembers its index (for "send to")."""
+    """Clicking a gallery image shows its infotext and remembers its index in `_selected` (for "send to"
+    and ♻️); each new gallery of results selects its first image again (runner.frame_outputs)."""
 
     def select(infotexts: list[str], evt: gr.SelectData) -> tuple[str, int]:
         index = evt.index if isinstance(evt.index, int) else 0
         return (infotexts[index] if 0 <= index < len(infotexts) else ""), index
 
-    f["_selected"] = gr.State(0)
     f["_gallery"].select(select, f["_infotexts"], [f["_info"], f["_selected"]], **QUIET)
+    if "_reuse_seed" in f:
+
+        def reuse_seed(seeds: list[int] | None, index: int) -> Any:
+            at = selected_index(seeds, index)
+            return gr.skip() if at is None or seeds is None or seeds[at] < 0 else seeds[at]
+
+        f["_reuse_seed"].click(reuse_seed, [f["_seeds"], f["_selected"]], f["seed"], **QUIET)
 
 
 def wire_common(ctx: Any, f: dict[str, Any]) -> None:
