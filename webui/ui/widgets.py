@@ -7,14 +7,17 @@ same names as webui.core.types requests, and as the PNG Info readers produce).
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 import gradio as gr
 
 MAX_UI_SIZE = 2048
+MIN_UI_SIZE = 64
 RANDOM = "Random"
 REUSE = "\u267b\ufe0f"  # recycle
 SWAP = "\u21c5"
+DETECT = "\U0001f4d0"  # triangular ruler
 
 
 def token_counter_html(text: str) -> str:
@@ -90,15 +93,21 @@ def sampler_controls(ctx: Any, tab: str) -> dict[str, Any]:
     return f
 
 
-def size_controls(tab: str) -> dict[str, Any]:
+def size_controls(tab: str, detect: bool = False) -> dict[str, Any]:
+    """Width and height with ⇅ (swap); with `detect`, also 📐 (the picture's size: img2img_size)."""
     f: dict[str, Any] = {}
     with gr.Row(equal_height=True):
         with gr.Column(scale=4, min_width=200):
-            f["width"] = gr.Slider(64, MAX_UI_SIZE, value=512, step=8, label="Width", elem_id=f"{tab}_width")
-            f["height"] = gr.Slider(
-                64, MAX_UI_SIZE, value=512, step=8, label="Height", elem_id=f"{tab}_height"
+            f["width"] = gr.Slider(
+                MIN_UI_SIZE, MAX_UI_SIZE, value=512, step=8, label="Width", elem_id=f"{tab}_width"
             )
-        f["_swap"] = gr.Button(SWAP, size="sm", min_width=40, scale=0, elem_id=f"{tab}_swap")
+            f["height"] = gr.Slider(
+                MIN_UI_SIZE, MAX_UI_SIZE, value=512, step=8, label="Height", elem_id=f"{tab}_height"
+            )
+        with gr.Column(scale=0, min_width=40):
+            f["_swap"] = gr.Button(SWAP, size="sm", min_width=40, elem_id=f"{tab}_swap")
+            if detect:
+                f["_detect_size"] = gr.Button(DETECT, size="sm", min_width=40, elem_id=f"{tab}_detect_size")
     f["_swap"].click(
         lambda w, h: (h, w), [f["width"], f["height"]], [f["width"], f["height"]], concurrency_limit=None
     )
@@ -184,6 +193,15 @@ def results_column(tab: str) -> dict[str, Any]:
         buttons=["copy"],
     )
     return f
+
+
+def snap_to_step(value: float, lo: float, step: float, hi: float | None = None) -> int | float:
+    """`value` on the grid lo, lo + step, ... (nearest point), within lo..hi."""
+    snapped = lo + math.floor((value - lo) / step + 0.5) * step  # halves go up, as the slider shows them
+    if hi is not None:
+        snapped = min(snapped, lo + ((hi - lo) // step) * step)
+    snapped = max(lo, snapped)
+    return int(snapped) if float(snapped).is_integer() else snapped
 
 
 def warnings_box(tab: str) -> Any:
