@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -213,7 +214,7 @@ class TabRunner:
                 else:
                     info = self.submit(values, user)
             except Exception as e:  # a bad field (RequestError), a full or closed queue (QueueFull)
-                yield (*error_outputs(_error_text(e)), gr.skip())
+                yield (*error_outputs(error_text(e, self.fields)), gr.skip())
                 return
             if script is not None:
                 from webui.ui.script_ui import run_script
@@ -261,7 +262,25 @@ class TabRunner:
         return status_html("Interrupting…" if action == "cancel" else "Skipping this batch…", 0.0, "warn")
 
 
-def _error_text(e: BaseException) -> str:
+# request fields a tab fills from a picture, not from a labelled control
+_PICTURE_LABELS = {"init_images": "Image", "mask": "Mask"}
+
+
+def field_label(fields: Mapping[str, Any], name: str) -> str:
+    """The label the user sees for a request field ("Width", "Sampling steps"); the name if none."""
+    base = re.sub(r"\[\d+\]$", "", name)
+    label = getattr(fields.get(base), "label", None)
+    if isinstance(label, str) and label:
+        return label
+    return _PICTURE_LABELS.get(base, name)
+
+
+def error_text(e: BaseException, fields: Mapping[str, Any]) -> str:
+    """An error for the status line: a bad field is named by its label."""
+    from webui.core.types import RequestError
+
+    if isinstance(e, RequestError):
+        return f"{field_label(fields, e.field)}: {e.message}"
     return str(e) or type(e).__name__
 
 

@@ -251,6 +251,25 @@ def wire_gallery_select(f: dict[str, Any]) -> None:
         f["_reuse_seed"].click(reuse_seed, [f["_seeds"], f["_selected"]], f["seed"], **QUIET)
 
 
+SNAPPED_STEP = 8  # sliders with this step (sizes) snap a typed value to it at once
+
+
+def wire_size_snapping(f: dict[str, Any]) -> None:
+    """A size typed into a slider's box (Width 100) becomes the multiple of 8 the slider shows (104) as
+    soon as it is entered, instead of failing at Generate."""
+    for component in f.values():
+        if not isinstance(component, gr.Slider) or component.step != SNAPPED_STEP:
+            continue
+
+        def snap(value: Any, c: gr.Slider = component) -> Any:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+                return gr.skip()
+            snapped = snap_to_step(value, c.minimum, c.step, c.maximum)
+            return gr.skip() if snapped == value else snapped
+
+        component.change(snap, component, component, **QUIET)
+
+
 def wire_common(ctx: Any, f: dict[str, Any]) -> None:
     """Token counters, styles refresh and gallery selection for a generation tab."""
     quiet = QUIET
@@ -268,3 +287,4 @@ def wire_common(ctx: Any, f: dict[str, Any]) -> None:
 
     f["_styles_refresh"].click(refresh_styles, f["styles"], f["styles"], **quiet)
     wire_gallery_select(f)
+    wire_size_snapping(f)
