@@ -89,6 +89,7 @@ def job_json(info: Any) -> dict[str, Any]:
         "preview": f"{base}/preview",
         "model_title": info.model_title,
         "interrupted": info.interrupted,
+        "warnings": list(info.warnings),
         "error": info.error,
         "attempts": info.attempts,
         "request": info.request,
@@ -141,6 +142,7 @@ def a1111_info(info: Any, request: Any, index_of_first_image: int, version: str)
         "clip_skip": request.clip_skip,
         "is_using_inpainting_conditioning": False,
         "version": first.get("Version", version),
+        "warnings": list(info.warnings),
     }
     return json.dumps(data)
 

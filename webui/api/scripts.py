@@ -75,7 +75,9 @@ def run_script(
         encoded.append(images.file_b64(path) if path else images.b64(images.png_bytes(grid, text)))
         infotexts.append(text)
     seeds: list[int] = []
+    warnings: dict[str, None] = {}  # each message once, in order
     for cell in getattr(out, "cells", ()) or ():
+        warnings.update(dict.fromkeys(getattr(cell, "warnings", ()) if cell is not None else ()))
         for image in cell.images if cell is not None else ():
             encoded.append(
                 images.file_b64(image.path) if image.path else images.b64(images.png_bytes(image.image))
@@ -92,5 +94,6 @@ def run_script(
         "script_name": spec.name,
         "interrupted": bool(getattr(out, "interrupted", False)),
         "version": VERSION,
+        "warnings": list(warnings),
     }
     return {"images": encoded, "info": json.dumps(info)}

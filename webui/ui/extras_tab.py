@@ -13,7 +13,7 @@ import gradio as gr
 
 from webui.ui.context import StudioContext
 from webui.ui.runner import TabRunner
-from webui.ui.widgets import QUIET, wire_gallery_select
+from webui.ui.widgets import QUIET, warnings_box, wire_gallery_select
 
 SCALE_MODES = ["Scale by", "Scale to"]
 
@@ -108,6 +108,8 @@ def build_extras(ctx: StudioContext, job_state: Any) -> TabRunner:
                 label="Output", elem_id="extras_gallery", columns=3, height="auto", object_fit="contain",
                 interactive=False, type="filepath", format="png",
             )  # fmt: skip
+            f["_warnings"] = warnings_box(tab)
+            f["_selected"] = gr.State(0)
             with gr.Row():
                 f["_to_img2img"] = gr.Button("Send to img2img", size="sm", elem_id="extras_to_img2img")
                 f["_to_inpaint"] = gr.Button("Send to inpaint", size="sm", elem_id="extras_to_inpaint")

@@ -10,7 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.ui import widgets
+from webui.ui import img2img_size, widgets
 from webui.ui.context import StudioContext
 from webui.ui.extension_sections import build_sections
 from webui.ui.lora_browser import lora_accordion
@@ -71,12 +71,12 @@ def _settings(ctx: StudioContext, f: dict[str, Any], tab: str) -> None:
     f["resize_mode"] = gr.Radio(
         RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode", elem_id=f"{tab}_resize_mode"
     )
-    f.update(widgets.size_controls(tab))
+    f.update(img2img_size.size_controls(tab))
     f.update(widgets.batch_and_cfg(tab))
     f["denoising_strength"] = gr.Slider(
         0, 1, value=0.75, step=0.01, label="Denoising strength", elem_id=f"{tab}_denoising"
     )
-    f.update(widgets.seed_controls(tab, f["_seeds"]))
+    f.update(widgets.seed_controls(tab))
 
 
 def _outpaint(f: dict[str, Any], tab: str) -> None:
@@ -110,6 +110,7 @@ def _finish(
 ) -> TabRunner:
     for name in ("checkpoint", "vae", "clip_skip"):
         f[name] = topbar[name]
+    inputs = (*inputs, *img2img_size.EXTRA_INPUTS)
     runner = TabRunner(
         ctx, "img2img", f, job_state, extra=extra, extra_inputs=inputs, extensions=extensions, scripts=scripts
     )
@@ -140,8 +141,9 @@ def build_img2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
         image = values.get("_init_image")
         if image is None:
             raise RequestError("init_images", "upload an image (or send one from another tab) first")
-        return {"init_images": (image.convert("RGB"),)}
+        return {"init_images": (image.convert("RGB"),), **img2img_size.requested_size(values, image)}
 
+    img2img_size.wire_picture_size(f, "_init_image")
     return _finish(ctx, f, topbar, job_state, extra, ("_init_image",), extensions, scripts)
 
 
@@ -203,6 +205,8 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
             "init_images": (image,),
             "mask": mask,
             "inpaint_full_res": values.get("inpaint_full_res") == INPAINT_AREAS[1],
+            **img2img_size.requested_size(values, image),
         }
 
+    img2img_size.wire_picture_size(f, "_editor")
     return _finish(ctx, f, topbar, job_state, extra, ("_editor", "_mask_upload"), extensions)

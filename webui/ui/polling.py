@@ -25,6 +25,7 @@ class Frame:
     infotexts: list[str] | None = None
     seeds: list[int] | None = None
     done: bool = False
+    warnings: tuple[str, ...] | None = None  # what the job warned about; () clears the box; None: unchanged
 
 
 def _duration(seconds: float) -> str:
@@ -76,6 +77,15 @@ def status_html(text: str, fraction: float = 0.0, kind: str = "info") -> str:
     )
 
 
+def warnings_html(warnings: tuple[str, ...] | list[str]) -> str:
+    """The warning box under a tab's gallery (escaped); empty when there is nothing to say."""
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    title = "Warning" if len(warnings) == 1 else f"{len(warnings)} warnings"
+    return f"<div class='sf-warnings' role='status'><strong>{title}</strong><ul>{items}</ul></div>"
+
+
 def info_html(info: Any) -> str:
     kind = {"failed": "error", "cancelled": "warn", "done": "ok"}.get(info.state.value, "info")
     fraction = 1.0 if info.state.value == "done" else info.progress.fraction
@@ -121,7 +131,7 @@ def follow(
             infotexts = [i.infotext for i in info.images]
             seeds = [i.seed for i in info.images]
         if info.state.finished:
-            yield Frame(info_html(info), None, gallery, infotexts, seeds, done=True)
+            yield Frame(info_html(info), None, gallery, infotexts, seeds, done=True, warnings=info.warnings)
             return
         yield Frame(info_html(info), preview, gallery if info.images else None, infotexts, seeds)
         if deadline is not None and time.monotonic() > deadline:

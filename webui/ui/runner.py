@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import gradio as gr
 
 from webui.ui.context import StudioContext, user_of
-from webui.ui.polling import Frame, follow, status_html
+from webui.ui.polling import Frame, follow, status_html, warnings_html
 
 _INTS = frozenset(
     {
@@ -109,8 +110,12 @@ def _check_models(ctx: StudioContext, request: Any) -> None:
         raise RequestError("vae", str(e)) from e
 
 
+RESULT_OUTPUTS = 8  # how many components frame_outputs fills (TabRunner.result_components)
+
+
 def frame_outputs(frame: Frame) -> tuple[Any, ...]:
-    """(status, preview, gallery, info, infotexts, seeds) for a tab's results column."""
+    """(status, preview, gallery, info, infotexts, seeds, warnings, selected) for a tab's results column;
+    a new gallery selects its first image."""
     skip = gr.skip()
     if frame.done:
         preview: Any = gr.update(value=None, visible=False)
@@ -122,12 +127,20 @@ def frame_outputs(frame: Frame) -> tuple[Any, ...]:
     info = (frame.infotexts[0] if frame.infotexts else "") if frame.infotexts is not None else skip
     infotexts = frame.infotexts if frame.infotexts is not None else skip
     seeds = frame.seeds if frame.seeds is not None else skip
-    return frame.status, preview, gallery, info, infotexts, seeds
+    warnings = (
+        skip
+        if frame.warnings is None
+        else gr.update(value=warnings_html(frame.warnings), visible=bool(frame.warnings))
+    )
+    selected = 0 if frame.gallery is not None else skip
+    return frame.status, preview, gallery, info, infotexts, seeds, warnings, selected
 
 
 def error_outputs(message: str) -> tuple[Any, ...]:
     skip = gr.skip()
-    return status_html(message, 0.0, "error"), gr.update(visible=False), skip, skip, skip, skip
+    hidden = gr.update(value="", visible=False)
+    error = status_html(message, 0.0, "error")
+    return error, gr.update(visible=False), skip, skip, skip, skip, hidden, skip
 
 
 class TabRunner:
@@ -161,7 +174,8 @@ class TabRunner:
     @property
     def result_components(self) -> list[Any]:
         f = self.fields
-        return [f["_status"], f["_preview"], f["_gallery"], f["_info"], f["_infotexts"], f["_seeds"]]
+        names = ("_status", "_preview", "_gallery", "_info", "_infotexts", "_seeds", "_warnings", "_selected")
+        return [f[n] for n in names]
 
     def request(self, values: Mapping[str, Any]) -> Any:
         """The tab's request from its submitted values (checked, models resolved)."""
@@ -200,16 +214,17 @@ class TabRunner:
                 else:
                     info = self.submit(values, user)
             except Exception as e:  # a bad field (RequestError), a full or closed queue (QueueFull)
-                yield (*error_outputs(_error_text(e)), gr.skip())
+                yield (*error_outputs(error_text(e, self.fields)), gr.skip())
                 return
             if script is not None:
                 from webui.ui.script_ui import run_script
 
-                yield (*frame_outputs(Frame(status_html(f"{script[0].name}: starting", 0.0))), gr.skip())
+                starting = Frame(status_html(f"{script[0].name}: starting", 0.0), warnings=())
+                yield (*frame_outputs(starting), gr.skip())
                 for frame, job_id in run_script(self.ctx, script[0], job_request, script[1], user):
                     yield (*frame_outputs(frame), job_id if job_id is not None else gr.skip())
                 return
-            yield (*frame_outputs(Frame(status_html("Queued", 0.0))), info.id)
+            yield (*frame_outputs(Frame(status_html("Queued", 0.0), warnings=())), info.id)
             for out in self.stream(info.id):
                 yield (*out, gr.skip())
 
@@ -247,7 +262,25 @@ class TabRunner:
         return status_html("Interrupting…" if action == "cancel" else "Skipping this batch…", 0.0, "warn")
 
 
-def _error_text(e: BaseException) -> str:
+# request fields a tab fills from a picture, not from a labelled control
+_PICTURE_LABELS = {"init_images": "Image", "mask": "Mask"}
+
+
+def field_label(fields: Mapping[str, Any], name: str) -> str:
+    """The label the user sees for a request field ("Width", "Sampling steps"); the name if none."""
+    base = re.sub(r"\[\d+\]$", "", name)
+    label = getattr(fields.get(base), "label", None)
+    if isinstance(label, str) and label:
+        return label
+    return _PICTURE_LABELS.get(base, name)
+
+
+def error_text(e: BaseException, fields: Mapping[str, Any]) -> str:
+    """An error for the status line: a bad field is named by its label."""
+    from webui.core.types import RequestError
+
+    if isinstance(e, RequestError):
+        return f"{field_label(fields, e.field)}: {e.message}"
     return str(e) or type(e).__name__
 
 

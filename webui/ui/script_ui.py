@@ -118,7 +118,9 @@ def result_frame(result: Any) -> Frame:
     if cells is None and hasattr(result, "images"):
         cells = (result,)
     count = 0
+    warnings: dict[str, None] = {}  # each message once, in order
     for cell in cells or ():
+        warnings.update(dict.fromkeys(getattr(cell, "warnings", ()) if cell is not None else ()))
         for image in getattr(cell, "images", ()) if cell is not None else ():
             path = getattr(image, "path", None)
             gallery.append((str(path) if path else image.image, f"seed {image.seed}"))
@@ -130,7 +132,7 @@ def result_frame(result: Any) -> Frame:
     status = status_html(text, 1.0, "warn" if stopped else "ok")
     if seeds and seeds[0] == -1:
         seeds[0] = seeds[1] if len(seeds) > 1 else -1
-    return Frame(status, None, gallery, infotexts, seeds, done=True)
+    return Frame(status, None, gallery, infotexts, seeds, done=True, warnings=tuple(warnings))
 
 
 def run_script(

@@ -1,5 +1,9 @@
 """Moving parameters and images between tabs: "send to txt2img/img2img/inpaint", "reuse parameters".
 
+"Send to img2img / inpaint" carries the selected image with its prompt, negative prompt, seed, steps,
+sampler, schedule type, CFG and size (A1111's send_seed / send_size defaults), read from that image's
+infotext; "Send to extras" carries the picture only.
+
 `field_updates(fields, values)` turns `{field name: value}` (as webui.ui.params reads them from an
 image) into one update per named component of a tab, in the tab's field order; fields an image does
 not name are left as they are (`gr.skip()`), values a control cannot take are left out.
@@ -14,7 +18,12 @@ import gradio as gr
 
 from webui.ui import params
 from webui.ui.img2img_tab import INPAINT_AREAS, MASKED_CONTENT, RESIZE_MODES
-from webui.ui.widgets import clamp_for
+from webui.ui.widgets import clamp_for, selected_index
+
+# what "Send to img2img / inpaint" carries with the picture (request field names)
+SENT_WITH_IMAGE = (
+    "prompt", "negative_prompt", "seed", "steps", "sampler_name", "scheduler", "cfg_scale", "width", "height",
+)  # fmt: skip
 
 
 def tab_field_names(fields: Mapping[str, Any]) -> list[str]:
@@ -50,14 +59,23 @@ def field_updates(fields: Mapping[str, Any], values: Mapping[str, Any]) -> list[
 
 
 def _image_from_gallery(gallery: Any, index: int) -> str | None:
-    if not gallery:
+    at = selected_index(gallery, index)
+    if at is None:
         return None
-    index = index if isinstance(index, int) and 0 <= index < len(gallery) else 0
-    item = gallery[index]
+    item = gallery[at]
     path = item[0] if isinstance(item, (tuple, list)) else item
     if isinstance(path, Mapping):
         path = path.get("path") or path.get("name")
     return str(path) if path else None
+
+
+def carried_updates(
+    fields: Mapping[str, Any], names: list[str], infotexts: list[str] | None, index: Any
+) -> list[Any]:
+    """One update per name in `names`: the value the selected image's infotext gives it, or unchanged."""
+    at = selected_index(infotexts, index)
+    values = params.from_infotext(infotexts[at]) if infotexts and at is not None and infotexts[at] else {}
+    return [_ui_value(n, values[n], fields[n]) if n in values else gr.skip() for n in names]
 
 
 def editor_value(path: str | None) -> Any:
@@ -87,15 +105,25 @@ def wire_sendto(ctx: Any, runners: Mapping[str, Any], tabs: Any, pnginfo: Mappin
             if button not in f or target not in image_targets:
                 continue
             component = image_targets[target]
+            tf = runners[target].fields
+            carried = [n for n in SENT_WITH_IMAGE if n in tf] if target != "extras" else []
 
-            def send(gallery: Any, index: int, target: str = target) -> tuple[Any, Any]:
+            def send(
+                gallery: Any,
+                index: int,
+                infotexts: list[str] | None,
+                target: str = target,
+                carried: list[str] = carried,
+                tf: Mapping[str, Any] = tf,
+            ) -> list[Any]:
                 path = _image_from_gallery(gallery, index)
                 if path is None:
-                    return gr.skip(), gr.skip()
+                    return [gr.skip()] * (2 + len(carried))
                 value = editor_value(path) if target == "inpaint" else path
-                return value, gr.update(selected=target)
+                return [value, gr.update(selected=target), *carried_updates(tf, carried, infotexts, index)]
 
-            f[button].click(send, [f["_gallery"], f["_selected"]], [component, tabs], **quiet)
+            outputs = [component, tabs, *(tf[n] for n in carried)]
+            f[button].click(send, [f["_gallery"], f["_selected"], f["_infotexts"]], outputs, **quiet)
 
         if "_reuse" not in f:
             continue  # Extras has no parameters to reuse

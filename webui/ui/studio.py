@@ -27,6 +27,10 @@ CSS = """
 .sf-error .sf-fill { background: var(--error-text-color, #d33); }
 .sf-text { font-size: var(--text-sm); padding-top: 2px; overflow-wrap: anywhere; }
 .sf-error .sf-text { color: var(--error-text-color, #d33); }
+.sf-warnings { border: 1px solid #b45309; border-radius: 8px; padding: 6px 12px; margin: 4px 0;
+  background: #fffbeb; color: #78350f; font-size: var(--text-sm); overflow-wrap: anywhere; }
+.dark .sf-warnings { background: #451a03; color: #fde68a; border-color: #d97706; }
+.sf-warnings ul { margin: 2px 0 0 1.2em; padding: 0; }
 .sf-tokens { display: block; text-align: right; font-size: var(--text-xs); opacity: .7; margin-top: -6px; }
 .sf-first-run { border: 1px solid var(--color-accent); border-radius: 8px; padding: 8px 16px; }
 .sf-first-run code { overflow-wrap: anywhere; }
@@ -150,12 +154,12 @@ def _wire_reattach(
         target = tab_of(info)
         if target not in runners:
             return
-        from webui.ui.runner import frame_outputs
+        from webui.ui.runner import RESULT_OUTPUTS, frame_outputs
 
         def place(frame: Frame, first: bool) -> tuple[Any, ...]:
             out: list[Any] = [gr.update(selected=target) if first else gr.skip()]
             for name in order:
-                out.extend(frame_outputs(frame) if name == target else [gr.skip()] * 6)
+                out.extend(frame_outputs(frame) if name == target else [gr.skip()] * RESULT_OUTPUTS)
             return tuple(out)
 
         yield place(Frame(info_html(info)), not info.state.finished)

@@ -7,14 +7,17 @@ same names as webui.core.types requests, and as the PNG Info readers produce).
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 import gradio as gr
 
 MAX_UI_SIZE = 2048
+MIN_UI_SIZE = 64
 RANDOM = "Random"
 REUSE = "\u267b\ufe0f"  # recycle
 SWAP = "\u21c5"
+DETECT = "\U0001f4d0"  # triangular ruler
 
 
 def token_counter_html(text: str) -> str:
@@ -90,15 +93,21 @@ def sampler_controls(ctx: Any, tab: str) -> dict[str, Any]:
     return f
 
 
-def size_controls(tab: str) -> dict[str, Any]:
+def size_controls(tab: str, detect: bool = False) -> dict[str, Any]:
+    """Width and height with ⇅ (swap); with `detect`, also 📐 (the picture's size: img2img_size)."""
     f: dict[str, Any] = {}
     with gr.Row(equal_height=True):
         with gr.Column(scale=4, min_width=200):
-            f["width"] = gr.Slider(64, MAX_UI_SIZE, value=512, step=8, label="Width", elem_id=f"{tab}_width")
-            f["height"] = gr.Slider(
-                64, MAX_UI_SIZE, value=512, step=8, label="Height", elem_id=f"{tab}_height"
+            f["width"] = gr.Slider(
+                MIN_UI_SIZE, MAX_UI_SIZE, value=512, step=8, label="Width", elem_id=f"{tab}_width"
             )
-        f["_swap"] = gr.Button(SWAP, size="sm", min_width=40, scale=0, elem_id=f"{tab}_swap")
+            f["height"] = gr.Slider(
+                MIN_UI_SIZE, MAX_UI_SIZE, value=512, step=8, label="Height", elem_id=f"{tab}_height"
+            )
+        with gr.Column(scale=0, min_width=40):
+            f["_swap"] = gr.Button(SWAP, size="sm", min_width=40, elem_id=f"{tab}_swap")
+            if detect:
+                f["_detect_size"] = gr.Button(DETECT, size="sm", min_width=40, elem_id=f"{tab}_detect_size")
     f["_swap"].click(
         lambda w, h: (h, w), [f["width"], f["height"]], [f["width"], f["height"]], concurrency_limit=None
     )
@@ -118,14 +127,15 @@ def batch_and_cfg(tab: str) -> dict[str, Any]:
     return f
 
 
-def seed_controls(tab: str, last_seeds: gr.State) -> dict[str, Any]:
+def seed_controls(tab: str) -> dict[str, Any]:
+    """Seed, random and reuse (♻️: the selected image's seed, wired by wire_gallery_select), variation."""
     f: dict[str, Any] = {}
     with gr.Row(equal_height=True):
         f["seed"] = gr.Number(
             -1, precision=0, label="Seed (-1: random)", elem_id=f"{tab}_seed", scale=4, min_width=140
         )
         random_seed = gr.Button(RANDOM, size="sm", min_width=70, scale=0, elem_id=f"{tab}_random_seed")
-        reuse_seed = gr.Button(REUSE, size="sm", min_width=40, scale=0, elem_id=f"{tab}_reuse_seed")
+        f["_reuse_seed"] = gr.Button(REUSE, size="sm", min_width=40, scale=0, elem_id=f"{tab}_reuse_seed")
     with gr.Accordion("Variation seed", open=False, elem_id=f"{tab}_variation"):
         with gr.Row(equal_height=True):
             f["subseed"] = gr.Number(
@@ -148,13 +158,6 @@ def seed_controls(tab: str, last_seeds: gr.State) -> dict[str, Any]:
                 0, MAX_UI_SIZE, value=0, step=8, label="Resize seed from height", min_width=160
             )
     random_seed.click(lambda: -1, None, f["seed"], concurrency_limit=None, show_progress="hidden")
-    reuse_seed.click(
-        lambda seeds: seeds[0] if seeds else gr.skip(),
-        last_seeds,
-        f["seed"],
-        concurrency_limit=None,
-        show_progress="hidden",
-    )
     return f
 
 
@@ -174,6 +177,8 @@ def results_column(tab: str) -> dict[str, Any]:
         label="Output", elem_id=f"{tab}_gallery", columns=3, height="auto", object_fit="contain",
         interactive=False, type="filepath", format="png",
     )  # fmt: skip
+    f["_warnings"] = warnings_box(tab)
+    f["_selected"] = gr.State(0)  # the gallery image "send to" and ♻️ act on
     with gr.Row():
         f["_to_img2img"] = gr.Button("Send to img2img", size="sm", elem_id=f"{tab}_to_img2img", min_width=100)
         f["_to_inpaint"] = gr.Button("Send to inpaint", size="sm", elem_id=f"{tab}_to_inpaint", min_width=100)
@@ -188,6 +193,20 @@ def results_column(tab: str) -> dict[str, Any]:
         buttons=["copy"],
     )
     return f
+
+
+def snap_to_step(value: float, lo: float, step: float, hi: float | None = None) -> int | float:
+    """`value` on the grid lo, lo + step, ... (nearest point), within lo..hi."""
+    snapped = lo + math.floor((value - lo) / step + 0.5) * step  # halves go up, as the slider shows them
+    if hi is not None:
+        snapped = min(snapped, lo + ((hi - lo) // step) * step)
+    snapped = max(lo, snapped)
+    return int(snapped) if float(snapped).is_integer() else snapped
+
+
+def warnings_box(tab: str) -> Any:
+    """Where a finished job's warnings show (a missing LoRA, a model passed over): under the gallery."""
+    return gr.HTML("", visible=False, elem_id=f"{tab}_warnings", padding=False)
 
 
 def clamp_for(component: Any, value: Any) -> Any:
@@ -207,15 +226,48 @@ QUIET: dict[str, Any] = dict(
 )
 
 
+def selected_index(items: list[Any] | None, index: Any) -> int | None:
+    """The selected gallery image's place in `items` (the first when the selection is stale); None: empty."""
+    if not items:
+        return None
+    return index if isinstance(index, int) and 0 <= index < len(items) else 0
+
+
 def wire_gallery_select(f: dict[str, Any]) -> None:
-    """Clicking a gallery image shows its infotext and remembers its index (for "send to")."""
+    """Clicking a gallery image shows its infotext and remembers its index in `_selected` (for "send to"
+    and ♻️); each new gallery of results selects its first image again (runner.frame_outputs)."""
 
     def select(infotexts: list[str], evt: gr.SelectData) -> tuple[str, int]:
         index = evt.index if isinstance(evt.index, int) else 0
         return (infotexts[index] if 0 <= index < len(infotexts) else ""), index
 
-    f["_selected"] = gr.State(0)
     f["_gallery"].select(select, f["_infotexts"], [f["_info"], f["_selected"]], **QUIET)
+    if "_reuse_seed" in f:
+
+        def reuse_seed(seeds: list[int] | None, index: int) -> Any:
+            at = selected_index(seeds, index)
+            return gr.skip() if at is None or seeds is None or seeds[at] < 0 else seeds[at]
+
+        f["_reuse_seed"].click(reuse_seed, [f["_seeds"], f["_selected"]], f["seed"], **QUIET)
+
+
+SNAPPED_STEP = 8  # sliders with this step (sizes) snap a typed value to it at once
+
+
+def wire_size_snapping(f: dict[str, Any]) -> None:
+    """A size typed into a slider's box (Width 100) becomes the multiple of 8 the slider shows (104) as
+    soon as it is entered, instead of failing at Generate."""
+    for component in f.values():
+        if not isinstance(component, gr.Slider) or component.step != SNAPPED_STEP:
+            continue
+
+        def snap(value: Any, c: gr.Slider = component) -> Any:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+                return gr.skip()
+            snapped = snap_to_step(value, c.minimum, c.step, c.maximum)
+            return gr.skip() if snapped == value else snapped
+
+        component.change(snap, component, component, **QUIET)
 
 
 def wire_common(ctx: Any, f: dict[str, Any]) -> None:
@@ -235,3 +287,4 @@ def wire_common(ctx: Any, f: dict[str, Any]) -> None:
 
     f["_styles_refresh"].click(refresh_styles, f["styles"], f["styles"], **quiet)
     wire_gallery_select(f)
+    wire_size_snapping(f)

@@ -72,13 +72,26 @@ class JobImage:
     seed: int
     subseed: int
     infotext: str
+    # what the run that made this image warned about (a missing LoRA, a model passed over); stored with
+    # each image, because the image list is what the job record keeps of a finished run
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "seed": self.seed, "subseed": self.subseed, "infotext": self.infotext}
+        out: dict[str, Any] = {
+            "path": self.path,
+            "seed": self.seed,
+            "subseed": self.subseed,
+            "infotext": self.infotext,
+        }
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobImage:
-        return cls(str(data["path"]), int(data["seed"]), int(data["subseed"]), str(data["infotext"]))
+        warnings = tuple(str(w) for w in data.get("warnings") or ())
+        seed, subseed = int(data["seed"]), int(data["subseed"])
+        return cls(str(data["path"]), seed, subseed, str(data["infotext"]), warnings)
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,14 @@ class JobInfo:
     interrupted: bool  # stopped early by cancel/interrupt
     error: str | None  # failure reason (also for jobs failed by a crash)
     attempts: int  # how many times a worker has started it
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the job's run warned about (each message once, in order), read from its images."""
+        seen: dict[str, None] = {}
+        for image in self.images:
+            seen.update(dict.fromkeys(image.warnings))
+        return tuple(seen)
 
 
 EVENT_KINDS = ("queued", "started", "progress", "image", "done", "failed", "cancelled")

@@ -49,7 +49,14 @@ class QueueRunner:
         )
         stopped = info.state is not JobState.DONE or info.interrupted
         grid = Path(info.grid_path) if info.grid_path else None
-        return GenerationResult(request, images, info.model_title or "", interrupted=stopped, grid_path=grid)
+        return GenerationResult(
+            request,
+            images,
+            info.model_title or "",
+            interrupted=stopped,
+            grid_path=grid,
+            warnings=info.warnings,
+        )
 
 
 def queue_runner(queue: Any, owner: str, timeout: float | None = None) -> Runner:

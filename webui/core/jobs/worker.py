@@ -8,6 +8,7 @@ folder, so a client that comes back later can fetch them.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import io
 import logging
@@ -134,6 +135,10 @@ def execute(
             free_memory()  # after the except block: the traceback no longer holds the tensors
         return Outcome(tuple(images.done.values()), error=error)
     listed = images.add(result.images)
+    if result.warnings:
+        for message in result.warnings:
+            log.warning("job warning: %s", message)
+        listed = tuple(dataclasses.replace(i, warnings=tuple(result.warnings)) for i in listed)
     return Outcome(
         listed,
         grid_path=None if result.grid_path is None else str(result.grid_path),
