@@ -4,7 +4,7 @@ Our routes come first (native `/api/v1` always, `/sdapi/v1` when enabled); a Gra
 mounted at "/" after them (a gr.Blocks, or a webui.ui.studio.Studio whose `mount_options` are passed
 to `gr.mount_gradio_app`). Over everything sit pure ASGI middlewares: the cross-site/size guard, then,
 when users are configured, the login (so every route, /docs and the UI need one; sessions are kept in
-<cache>/sessions.sqlite), and outermost the
+<cache>/sessions.sqlite), else each browser's own identity (webui.api.identity), and outermost the
 Host check against DNS rebinding (webui.api.hosts).
 The job queue starts with the app and is closed when it stops.
 """
@@ -25,6 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 from webui.api import extras_api, jobs_api, sdapi, sessions_api
 from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
 from webui.api.hosts import HostCheckMiddleware, HostPolicy
+from webui.api.identity import BrowserIdentityMiddleware, identity_secret
 from webui.api.security import SecurityMiddleware
 from webui.api.services import ANONYMOUS, Services
 from webui.api.sessions import SESSIONS_FILE, SessionStore
@@ -145,7 +146,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
         import gradio as gr
 
         def auth_dependency(request: Request) -> str | None:
-            user = scope_user(request.scope, "")
+            # the logged-in user, or without a login the browser's own identity (else "anonymous")
+            user = scope_user(request.scope, "" if services.options.auth else ANONYMOUS)
             return user or None
 
         studio = hasattr(ui, "mount_options")  # a webui.ui.studio.Studio, else a bare gr.Blocks
@@ -156,7 +158,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
             app,
             blocks,
             path="/",
-            auth_dependency=auth_dependency if services.options.auth else None,
+            auth_dependency=auth_dependency,
             ssr_mode=False,
             **mount_options,
         )
@@ -172,6 +174,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     app.add_middleware(
         SecurityMiddleware, allowed_origins=opts.cors_origins, max_body_bytes=opts.max_body_bytes
     )
+    if not opts.auth:  # one identity per browser (a signed cookie), where a login would put the user
+        app.add_middleware(BrowserIdentityMiddleware, secret=identity_secret(services.config.cache_dir))
     if opts.auth:
         app.add_middleware(
             BasicAuthMiddleware,
