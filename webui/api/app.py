@@ -5,7 +5,7 @@ mounted at "/" after them (a gr.Blocks, or a webui.ui.studio.Studio whose `mount
 to `gr.mount_gradio_app`). Over everything sit pure ASGI middlewares: the cross-site/size guard, then,
 when users are configured, the login (so every route, /docs and the UI need one; sessions are kept in
 <cache>/sessions.sqlite), else each browser's own identity (webui.api.identity), and outermost the
-Host check against DNS rebinding (webui.api.hosts).
+Host check against DNS rebinding (webui.api.hosts), wrapped in the no-framing headers (webui.api.framing).
 The job queue starts with the app and is closed when it stops.
 """
 
@@ -24,6 +24,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from webui.api import extras_api, jobs_api, sdapi, sessions_api
 from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
+from webui.api.framing import FrameGuardMiddleware
 from webui.api.hosts import HostCheckMiddleware, HostPolicy
 from webui.api.identity import BrowserIdentityMiddleware, identity_secret
 from webui.api.security import SecurityMiddleware
@@ -186,6 +187,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
             allowed_origins=opts.cors_origins,
         )
     app.add_middleware(HostCheckMiddleware, policy=HostPolicy(opts.allowed_hosts, bind_host=opts.bind_host))
+    app.add_middleware(FrameGuardMiddleware)  # outermost: every answer, refusals included
     return app
 
 
