@@ -38,7 +38,10 @@ def _cancel_everything(srv: Running) -> None:
 @pytest.fixture()
 def srv(tiny_data_dir: Path, tmp_path: Path) -> Iterator[Running]:
     manager = make_manager(tiny_data_dir, tmp_path)
-    with running_server(tiny_data_dir, tmp_path, manager=manager, max_waits_per_user=200) as running:
+    # no per-user queue quota here: one user fills the queue on purpose (tests/test_server_quota.py)
+    with running_server(
+        tiny_data_dir, tmp_path, manager=manager, max_waits_per_user=200, max_queued_per_user=0
+    ) as running:
         try:
             yield running
         finally:

@@ -1,9 +1,8 @@
-"""The browser login (signed session cookie) of the auth middleware, without a browser."""
+"""The browser login (server-side session cookie) of the auth middleware, without a browser."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx
@@ -17,14 +16,12 @@ from webui.api.auth import (
     COOKIE_NAME,
     LOGIN_PATH,
     BasicAuthMiddleware,
-    check_session,
     safe_next,
     scope_user,
-    sign_session,
 )
+from webui.api.sessions import SessionStore
 
 USERS = {"ann": "s3cret", "bob": "pw"}
-SECRET = b"k" * 32
 
 
 async def _echo(request: Request) -> JSONResponse:
@@ -33,20 +30,22 @@ async def _echo(request: Request) -> JSONResponse:
 
 def _client() -> httpx.AsyncClient:
     app = Starlette(routes=[Route("/x", _echo), Route("/", _echo)])
-    wrapped: Any = BasicAuthMiddleware(app, USERS, delay=0.0, secret=SECRET)
+    wrapped: Any = BasicAuthMiddleware(app, USERS, delay=0.0)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=wrapped), base_url="http://127.0.0.1:7860")
 
 
-def test_session_tokens_are_signed_expire_and_name_a_configured_user() -> None:
-    token = sign_session("ann", SECRET, time.time() + 60)
-    assert check_session(token, SECRET, USERS) == "ann"
-    assert check_session(token, b"other" * 8, USERS) is None
-    assert check_session(sign_session("ann", SECRET, time.time() - 1), SECRET, USERS) is None
-    assert check_session(sign_session("eve", SECRET, time.time() + 60), SECRET, USERS) is None
-    user_hex, expires, mac = token.split(".")
-    forged = f"{b'bob'.hex()}.{expires}.{mac}"
-    assert check_session(forged, SECRET, USERS) is None
-    assert check_session("garbage", SECRET, USERS) is None and check_session(None, SECRET, USERS) is None
+def test_sessions_live_on_the_server_expire_and_can_be_revoked() -> None:
+    store = SessionStore(None, 60)
+    token = store.create("ann", now=1000)
+    assert store.user(token, now=1030) == "ann"
+    assert store.user(token, now=1061) is None  # expired (and swept)
+    a, b = store.create("ann"), store.create("ann")
+    ids = [s.id for s in store.list("ann")]
+    assert len(ids) == 2 and store.id_of(a) in ids and a not in repr(store.list("ann"))
+    assert not store.revoke("bob", store.id_of(a) or "")  # not bob's
+    assert store.revoke("ann", store.id_of(a) or "") and store.user(a) is None and store.user(b) == "ann"
+    assert store.revoke_token(b) and store.user(b) is None
+    assert store.user("garbage") is None and store.user(None) is None and store.user("x" * 5000) is None
 
 
 @pytest.mark.parametrize(
@@ -83,8 +82,10 @@ async def _login_flow() -> None:
         forged = token[:-1] + ("1" if token.endswith("0") else "0")  # a different last digit of the MAC
         tampered = await c.get("/x", headers={"Cookie": f"{COOKIE_NAME}={forged}", "Accept": "*/*"})
         assert tampered.status_code == 401
-        out = await c.get("/logout-sfumato")
+        out = await c.get("/logout-sfumato", headers={"Cookie": f"{COOKIE_NAME}={token}"})
         assert out.status_code == 303 and "Max-Age=0" in out.headers["set-cookie"]
+        after = await c.get("/x", headers={"Cookie": f"{COOKIE_NAME}={token}", "Accept": "*/*"})
+        assert after.status_code == 401  # the session ended on the server, not just in the browser
 
 
 def test_login_page_escapes_the_next_path_and_refuses_huge_forms() -> None:

@@ -106,6 +106,14 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
         help="largest job accepted, in megapixel-steps: width*height/1e6 * steps * batch_size * n_iter "
         "(hires second pass added). Default 4096 (e.g. 512x512, 50 steps, 312 images); 0: no limit",
     )
+    net.add_argument(
+        "--max-queued-per-user",
+        type=int,
+        default=50,
+        metavar="N",
+        help="jobs one user may have waiting in the queue at once (default 50; the queue holds 200 in all); "
+        "one more gets 429, so one user cannot lock the others out. 0: no per-user limit",
+    )
     net.add_argument("--tls-keyfile", default=None)
     net.add_argument("--tls-certfile", default=None)
     net.add_argument("--subpath", default=None, help="serve under this URL path")
@@ -144,5 +152,7 @@ def parse_flags(argv: Sequence[str], prog: str = "launch.py") -> argparse.Namesp
         raise FlagError(f"--port: {ns.port} is not a port number (1-65535)")
     if ns.max_job_work is not None and not ns.max_job_work >= 0:
         raise FlagError(f"--max-job-work: must be 0 (no limit) or more, got {ns.max_job_work}")
+    if ns.max_queued_per_user < 0:
+        raise FlagError(f"--max-queued-per-user: must be 0 (no limit) or more, got {ns.max_queued_per_user}")
     check_common(ns)
     return ns

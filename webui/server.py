@@ -57,6 +57,9 @@ def build_options(ns: argparse.Namespace, **overrides: Any) -> ServerOptions:
         forwarded_allow_ips=(getattr(ns, "forwarded_allow_ips", None) or "").strip() or None,
         cmd_flags=redacted_flags(ns),
     )
+    per_user = getattr(ns, "max_queued_per_user", None)
+    if per_user is not None:
+        base["max_queued_per_user"] = int(per_user)
     max_work = getattr(ns, "max_job_work", None)
     if max_work is not None:
         base["max_job_work"] = float(max_work)
@@ -103,7 +106,12 @@ def build_services(
     engine = Engine(config, manager, hooks)
     db = db_path or jobs_db_path(config)
     queue = JobQueue(
-        engine, db, max_queued=max_queued, preview_every=preview_every, max_job_work=options.max_job_work
+        engine,
+        db,
+        max_queued=max_queued,
+        max_per_user=options.max_queued_per_user,
+        preview_every=preview_every,
+        max_job_work=options.max_job_work,
     )
     settings = SettingsStore(config.settings_path)
     if settings.problem:

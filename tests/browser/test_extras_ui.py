@@ -42,7 +42,7 @@ def _pick(page: Any, dropdown: str, option: str) -> None:
 
 
 def _extras_jobs(studio: RunningStudio) -> list[Any]:
-    return [j for j in studio.services.queue.list(owner="anonymous", limit=20) if j.kind == "extras"]
+    return [j for j in studio.services.queue.list(limit=20) if j.kind == "extras"]
 
 
 def test_send_a_generated_image_to_extras_and_upscale_it_with_a_model(
@@ -55,7 +55,7 @@ def test_send_a_generated_image_to_extras_and_upscale_it_with_a_model(
     set_number(page, "txt2img_seed", 77)
     assert generate(page, "txt2img").startswith("Done")
     page.wait_for_selector("#txt2img_gallery img")
-    source = next(j for j in studio.services.queue.list(owner="anonymous", limit=5) if j.kind == "txt2img")
+    source = next(j for j in studio.services.queue.list(limit=5) if j.kind == "txt2img")
     page.click("#txt2img_to_extras")
     page.wait_for_selector("#extras_image img", timeout=10_000)
     _pick(page, "extras_upscaler_1", MODEL)

@@ -75,7 +75,7 @@ def test_save_use_apply_and_delete_a_style(studio: RunningStudio, browser: Any) 
     for elem, value in (("txt2img_steps", 2), ("txt2img_width", 64), ("txt2img_height", 64)):
         set_number(page, elem, value)
     assert generate(page, "txt2img").startswith("Done")
-    job = next(j for j in studio.services.queue.list(owner="anonymous", limit=5) if j.kind == "txt2img")
+    job = next(j for j in studio.services.queue.list(limit=5) if j.kind == "txt2img")
     assert job.request["styles"] == ["noir"] and job.request["prompt"] == "a cat"
     assert job.images[0].infotext.startswith("a cat, film noir\nNegative prompt: colour\n")
 

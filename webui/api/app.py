@@ -3,8 +3,9 @@
 Our routes come first (native `/api/v1` always, `/sdapi/v1` when enabled); a Gradio UI, when given, is
 mounted at "/" after them (a gr.Blocks, or a webui.ui.studio.Studio whose `mount_options` are passed
 to `gr.mount_gradio_app`). Over everything sit pure ASGI middlewares: the cross-site/size guard, then,
-when users are configured, the login (so every route, /docs and the UI need one), and outermost the
-Host check against DNS rebinding (webui.api.hosts).
+when users are configured, the login (so every route, /docs and the UI need one; sessions are kept in
+<cache>/sessions.sqlite), else each browser's own identity (webui.api.identity), and outermost the
+Host check against DNS rebinding (webui.api.hosts), wrapped in the no-framing headers (webui.api.framing).
 The job queue starts with the app and is closed when it stops.
 """
 
@@ -21,11 +22,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
-from webui.api import extras_api, jobs_api, sdapi
-from webui.api.auth import BasicAuthMiddleware, scope_user
+from webui.api import extras_api, jobs_api, sdapi, sessions_api
+from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
+from webui.api.framing import FrameGuardMiddleware
 from webui.api.hosts import HostCheckMiddleware, HostPolicy
+from webui.api.identity import BrowserIdentityMiddleware, identity_secret
 from webui.api.security import SecurityMiddleware
 from webui.api.services import ANONYMOUS, Services
+from webui.api.sessions import SESSIONS_FILE, SessionStore
 from webui.api.waiting import TooManyWaits, Waiting
 from webui.core.engine import VERSION
 from webui.core.types import RequestError
@@ -110,6 +114,9 @@ def _home_page(services: Services) -> str:
 def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     """The server's ASGI app. `ui` is an optional gradio Blocks, mounted at "/" after our routes."""
 
+    opts = services.options
+    sessions = SessionStore(services.config.cache_dir / SESSIONS_FILE, SESSION_SECONDS) if opts.auth else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(services.queue.start)
@@ -117,11 +124,15 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
             yield
         finally:
             await run_in_threadpool(services.queue.close)
+            if sessions is not None:
+                sessions.close()
 
     app = FastAPI(title="Sfumato", version=VERSION, lifespan=lifespan)
     _install_error_handlers(app)
     waits = Waiting(services.queue, per_user=services.options.max_waits_per_user)
     app.include_router(jobs_api.build_router(services, waits))
+    if sessions is not None:
+        app.include_router(sessions_api.build_router(sessions))
     if services.options.sdapi:
         app.include_router(sdapi.build_router(services, waits))
         app.include_router(extras_api.build_router(services, waits))
@@ -136,7 +147,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
         import gradio as gr
 
         def auth_dependency(request: Request) -> str | None:
-            user = scope_user(request.scope, "")
+            # the logged-in user, or without a login the browser's own identity (else "anonymous")
+            user = scope_user(request.scope, "" if services.options.auth else ANONYMOUS)
             return user or None
 
         studio = hasattr(ui, "mount_options")  # a webui.ui.studio.Studio, else a bare gr.Blocks
@@ -147,12 +159,11 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
             app,
             blocks,
             path="/",
-            auth_dependency=auth_dependency if services.options.auth else None,
+            auth_dependency=auth_dependency,
             ssr_mode=False,
             **mount_options,
         )
 
-    opts = services.options
     if opts.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -164,11 +175,19 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     app.add_middleware(
         SecurityMiddleware, allowed_origins=opts.cors_origins, max_body_bytes=opts.max_body_bytes
     )
+    if not opts.auth:  # one identity per browser (a signed cookie), where a login would put the user
+        app.add_middleware(BrowserIdentityMiddleware, secret=identity_secret(services.config.cache_dir))
     if opts.auth:
         app.add_middleware(
-            BasicAuthMiddleware, users=opts.users, delay=opts.auth_delay, delay_max=opts.auth_delay_max
+            BasicAuthMiddleware,
+            users=opts.users,
+            delay=opts.auth_delay,
+            delay_max=opts.auth_delay_max,
+            sessions=sessions,
+            allowed_origins=opts.cors_origins,
         )
     app.add_middleware(HostCheckMiddleware, policy=HostPolicy(opts.allowed_hosts, bind_host=opts.bind_host))
+    app.add_middleware(FrameGuardMiddleware)  # outermost: every answer, refusals included
     return app
 
 

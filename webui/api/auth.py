@@ -4,31 +4,32 @@ The middleware sits over everything (our routes, /docs, /openapi.json, static fi
 UI, websockets), so no route can be reached without one of the configured users. Two ways in:
 
 - HTTP Basic (scripts, API clients): `Authorization: Basic ...` on every request;
-- a login page for browsers (`/login-sfumato`): a form that sets a signed, HttpOnly, SameSite=Lax
-  session cookie (`sfumato_session`: user, expiry, HMAC-SHA256). A page request (GET, Accept: text/html)
-  without a login is sent there; everything else gets 401 with a Basic challenge.
+- a login page for browsers (`/login-sfumato`): a form that sets an HttpOnly, SameSite=Lax session
+  cookie (`sfumato_session`), a random key to a server-side session (webui.api.sessions): logging out
+  deletes it, so the old cookie opens nothing; each login starts a new one (and ends the one the browser
+  had). A page request (GET, Accept: text/html) without a login is sent there; everything else gets 401
+  with a Basic challenge.
 
 Passwords are compared in constant time. After a failed login, further guesses from that address or
 at that user name get 429 (Retry-After) before they are evaluated, for a delay that doubles per failure
-(webui.api.throttle). `/logout-sfumato` clears the cookie.
+(webui.api.throttle). `/logout-sfumato` ends the session and clears the cookie. A cross-site POST to the
+login page (login CSRF) and a cross-site logout (GET or POST) get 403 (webui.api.security).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import html
 import json
 import math
-import secrets
-import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+from webui.api.sessions import SessionStore
 from webui.api.throttle import LoginThrottle
 
 Scope = MutableMapping[str, Any]
@@ -127,33 +128,6 @@ def scope_user(scope: Mapping[str, Any], default: str) -> str:
     return user if isinstance(user, str) else default
 
 
-def sign_session(user: str, secret: bytes, expires: float) -> str:
-    """`<user hex>.<expiry>.<hmac>`: who, until when, and proof the server issued it."""
-    body = f"{user.encode().hex()}.{int(expires)}"
-    mac = hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
-    return f"{body}.{mac}"
-
-
-def check_session(
-    token: str | None, secret: bytes, users: Mapping[str, str], now: float | None = None
-) -> str | None:
-    """The user a session cookie proves (signature valid, not expired, user still configured), or None."""
-    if not token or token.count(".") != 2:
-        return None
-    user_hex, expires, mac = token.split(".")
-    expected = hmac.new(secret, f"{user_hex}.{expires}".encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(mac.encode(), expected.encode()):
-        return None
-    try:
-        user = bytes.fromhex(user_hex).decode("utf-8")
-        expiry = int(expires)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if expiry < (time.time() if now is None else now) or user not in users:
-        return None
-    return user
-
-
 def check_password(user: str, password: str, users: Mapping[str, str]) -> str | None:
     """The user if the pair is right; every configured user is compared (constant time)."""
     found: str | None = None
@@ -165,7 +139,7 @@ def check_password(user: str, password: str, users: Mapping[str, str]) -> str | 
     return found
 
 
-def _cookies(scope: Scope) -> dict[str, str]:
+def cookies_of(scope: Scope) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in scope.get("headers", ()):
         if key == b"cookie":
@@ -176,7 +150,7 @@ def _cookies(scope: Scope) -> dict[str, str]:
     return out
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header_of(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
             return str(value.decode("latin-1"))
@@ -223,14 +197,16 @@ class BasicAuthMiddleware:
         delay: float = 0.5,
         delay_max: float = 30.0,
         realm: str = "Sfumato",
-        secret: bytes | None = None,
-        session_seconds: float = SESSION_SECONDS,
+        sessions: SessionStore | None = None,
+        allowed_origins: Iterable[str] = (),
     ) -> None:
+        from webui.api.security import normalize_origin
+
         self.app = app
         self.users = dict(users)
         self.realm = realm
-        self.secret = secret or secrets.token_bytes(32)
-        self.session_seconds = session_seconds
+        self.sessions = sessions or SessionStore(None, SESSION_SECONDS)
+        self.allowed = frozenset(o for o in (normalize_origin(x) for x in allowed_origins) if o)
         self._throttle = LoginThrottle(delay, delay_max, protected=self.users)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -242,9 +218,10 @@ class BasicAuthMiddleware:
         if scope["type"] == "http" and path in (LOGIN_PATH, LOGOUT_PATH):
             await self._login_route(scope, receive, send, client)
             return
-        header = _header(scope, b"authorization")
+        header = header_of(scope, b"authorization")
         if header is None:
-            user = check_session(_cookies(scope).get(COOKIE_NAME), self.secret, self.users)
+            user = self.sessions.user(cookies_of(scope).get(COOKIE_NAME))
+            user = user if user in self.users else None
         else:
             claimed = basic_user_name(header)
             wait = self._throttle.retry_after(client, claimed)
@@ -264,8 +241,18 @@ class BasicAuthMiddleware:
         await self.app({**scope, "state": state}, receive, send)
 
     async def _login_route(self, scope: Scope, receive: Receive, send: Send, client: str) -> None:
+        from webui.api.security import cross_site_reason
+
         secure = scope.get("scheme") == "https"
-        if scope["path"] == LOGOUT_PATH:
+        logout = scope["path"] == LOGOUT_PATH
+        reason = cross_site_reason(scope, self.allowed, any_method=logout)
+        if reason is not None:  # login CSRF, or another site logging the user out
+            detail = json.dumps({"detail": reason}).encode()
+            await _send(send, 403, detail, [(b"content-type", b"application/json")])
+            return
+        old = cookies_of(scope).get(COOKIE_NAME)
+        if logout:
+            self.sessions.revoke_token(old)
             await _send(send, 303, b"", [(b"location", LOGIN_PATH.encode()), _cookie_header("", 0, secure)])
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -289,8 +276,9 @@ class BasicAuthMiddleware:
             await _send(send, 401, login_page("Wrong user name or password.", next_path), _HTML)
             return
         self._throttle.success(client, user)
-        token = sign_session(user, self.secret, time.time() + self.session_seconds)
-        cookie = _cookie_header(token, int(self.session_seconds), secure)
+        self.sessions.revoke_token(old)  # a new session on every login: a planted cookie is worthless
+        token = self.sessions.create(user)
+        cookie = _cookie_header(token, int(self.sessions.seconds), secure)
         await _send(send, 303, b"", [(b"location", next_path.encode()), cookie])
 
     async def _too_many(self, scope: Scope, send: Send, wait: float) -> None:
@@ -308,7 +296,7 @@ class BasicAuthMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": "authentication required"})
             return
-        accept = _header(scope, b"accept") or ""
+        accept = header_of(scope, b"accept") or ""
         if not attempted and scope.get("method") == "GET" and "text/html" in accept:
             target = scope.get("path", "/") or "/"
             qs = scope.get("query_string", b"").decode("latin-1")

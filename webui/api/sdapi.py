@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from webui.api import adapters, images
 from webui.api.auth import scope_user
 from webui.api.jobview import a1111_info, a1111_progress, result_roots, safe_result_path
+from webui.api.roles import require_admin
 from webui.api.schemas import A1111Img2Img, A1111Processing, A1111Txt2Img, to_request
 from webui.api.scripts import find_script, run_script, script_values
 from webui.api.services import ANONYMOUS, Services
@@ -244,7 +245,9 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
         return services.settings.as_dict()
 
     @router.post("/options")
-    async def set_options(changes: dict[str, Any]) -> Any:
+    async def set_options(changes: dict[str, Any], request: Request) -> Any:
+        require_admin(caller(request, services)[0], opts, "Changing server settings")
+
         def validate_checkpoint(name: str) -> None:
             try:
                 services.manager.resolve(name)
@@ -360,7 +363,8 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
     async def png_info(body: PngInfoRequest) -> Any:
         return await run_in_threadpool(_png_info, body.image, opts.max_body_bytes, opts.max_image_pixels)
 
-    async def _refresh() -> Any:
+    async def _refresh(request: Request) -> Any:
+        require_admin(caller(request, services)[0], opts, "Refreshing the model lists")
         problems = await run_in_threadpool(services.manager.refresh)
         return {"problems": list(problems)} if problems else {}
 
@@ -368,12 +372,14 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
     router.add_api_route("/refresh-vae", _refresh, methods=["POST"])
 
     @router.post("/refresh-embeddings")
-    async def refresh_embeddings() -> Any:
+    async def refresh_embeddings(request: Request) -> Any:
+        require_admin(caller(request, services)[0], opts, "Refreshing the embeddings")
         library = await run_in_threadpool(services.engine.embeddings.library)  # rescans what changed
         return {"problems": list(library.problems)} if library.problems else {}
 
     @router.post("/refresh-loras")
-    async def refresh_loras() -> Any:
+    async def refresh_loras(request: Request) -> Any:
+        require_admin(caller(request, services)[0], opts, "Refreshing the LoRAs")
         return await run_in_threadpool(adapters.refresh_loras, services.engine)
 
     return router

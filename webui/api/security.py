@@ -60,9 +60,11 @@ def own_origin(scope: Scope, headers: Mapping[str, str]) -> str | None:
     return normalize_origin(f"{scheme}://{host}")
 
 
-def cross_site_reason(scope: Scope, allowed: Iterable[str]) -> str | None:
-    """Why this request must be refused as cross-site, or None when it may proceed."""
-    if scope["type"] == "http" and scope.get("method", "GET").upper() not in UNSAFE_METHODS:
+def cross_site_reason(scope: Scope, allowed: Iterable[str], *, any_method: bool = False) -> str | None:
+    """Why this request must be refused as cross-site, or None when it may proceed. Only
+    state-changing methods are checked, unless `any_method` (logout changes state even by GET)."""
+    safe = scope.get("method", "GET").upper() not in UNSAFE_METHODS
+    if scope["type"] == "http" and safe and not any_method:
         return None
     headers = _headers(scope)
     if headers.get("sec-fetch-site", "").strip().lower() == "cross-site":

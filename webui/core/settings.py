@@ -136,6 +136,10 @@ SPECS: Mapping[str, SettingSpec] = _specs(
     ),
 )
 MAX_UNKNOWN_KEY_CHARS = 200
+# Keys Sfumato does not use are kept for A1111 clients that write them back, within bounds: a client
+# cannot grow config.json without end (the count and the JSON size of all unknown values together).
+MAX_UNKNOWN_KEYS = 1024
+MAX_UNKNOWN_BYTES = 1 << 20
 
 
 class Settings:
@@ -212,6 +216,7 @@ class Settings:
                 clean[key] = spec.coerce(value)
             else:
                 clean[key] = _unknown_value(key, value)
+        _check_unknown_room(self._raw, clean)
         checks = (("sd_model_checkpoint", validate_checkpoint), ("sd_vae", validate_vae))
         for key, validator in checks:
             if validator is not None and clean.get(key) is not None:
@@ -279,6 +284,32 @@ def _unknown_value(key: Any, value: Any) -> Any:
     except (TypeError, ValueError) as e:
         raise RequestError(key, f"cannot be stored: {e}") from e
     return value
+
+
+def _check_unknown_room(raw: Mapping[str, Any], clean: Mapping[str, Any]) -> None:
+    """RequestError naming the first new or changed unknown key that takes the stored unknown keys past
+    MAX_UNKNOWN_KEYS or MAX_UNKNOWN_BYTES (keys already stored count; known settings never do)."""
+    changed = [k for k in clean if k not in SPECS]
+    if not changed:
+        return
+    merged = {k: v for k, v in {**raw, **clean}.items() if k not in SPECS}
+    kept = {k: v for k, v in merged.items() if k not in clean}
+    count = len(kept)
+    size = sum(len(k) + len(json.dumps(v, ensure_ascii=False)) for k, v in kept.items())
+    for key in changed:
+        count += 1
+        size += len(key) + len(json.dumps(clean[key], ensure_ascii=False))
+        if count > MAX_UNKNOWN_KEYS:
+            raise RequestError(
+                key,
+                f"too many unknown settings: at most {MAX_UNKNOWN_KEYS} keys Sfumato does not use are kept",
+            )
+        if size > MAX_UNKNOWN_BYTES:
+            raise RequestError(
+                key,
+                f"unknown settings too large: keys Sfumato does not use may hold at most "
+                f"{MAX_UNKNOWN_BYTES} bytes of JSON together",
+            )
 
 
 def _set_aside(path: Path, reason: str) -> str:

@@ -30,6 +30,14 @@ def user_of(request: Any) -> str:
     return name if isinstance(name, str) and name else ANONYMOUS
 
 
+def refusal(services: Any, request: Any, what: str) -> str | None:
+    """Why the user of this gr.Request may not do `what` to state every user shares (settings,
+    extensions, styles.csv), or None when they may (webui.api.roles: admins, or everyone without a login)."""
+    from webui.api.roles import admin_refusal
+
+    return admin_refusal(user_of(request), services.options, what)
+
+
 @dataclass(frozen=True)
 class Prefs:
     checkpoint: str | None = None  # title; None: the settings' default

@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 
+from webui.ui.context import refusal
 from webui.ui.extension_sections import host_of
 
 HEADERS = ["Name", "Version", "Status", "Enabled", "Source", "Error / notes", "Folder"]
@@ -128,10 +129,10 @@ def build_extensions(ctx: Any) -> dict[str, Any]:
         f["_disable"] = gr.Button("Disable", elem_id="extensions_disable", scale=1, min_width=90)
         f["_update"] = gr.Button("Update from git", elem_id="extensions_update", scale=1, min_width=120)
     f["_message"] = gr.Textbox(label="Result", interactive=False, elem_id="extensions_message", lines=1)
-    refusal = panel.install_refusal()
+    off = panel.install_refusal()
     with gr.Accordion("Install from a git URL", open=False, elem_id="extensions_install_box"):
-        if refusal:
-            gr.Textbox(refusal, label="Installing is off", interactive=False, elem_id="extensions_refusal")
+        if off:
+            gr.Textbox(off, label="Installing is off", interactive=False, elem_id="extensions_refusal")
         with gr.Row(equal_height=True):
             f["_url"] = gr.Textbox(label="Git URL", elem_id="extensions_url", scale=4, min_width=200)
             f["_folder"] = gr.Textbox(
@@ -149,8 +150,22 @@ def build_extensions(ctx: Any) -> dict[str, Any]:
         lambda _request: [gr.update(value=panel.rows()), gr.update(choices=panel.names())],
         [f["_table"], f["_name"]],
     )
-    f["_enable"].click(lambda n: after(panel.set_enabled(n, True)), f["_name"], outputs, **quiet)
-    f["_disable"].click(lambda n: after(panel.set_enabled(n, False)), f["_name"], outputs, **quiet)
-    f["_update"].click(lambda n: after(panel.update(n)), f["_name"], outputs, **quiet)
-    f["_install"].click(lambda u, d: after(panel.install(u, d)), [f["_url"], f["_folder"]], outputs, **quiet)
+
+    def enable(request: gr.Request, name: str | None) -> tuple[str, Any]:
+        return after(refusal(ctx.services, request, "Enabling an extension") or panel.set_enabled(name, True))
+
+    def disable(request: gr.Request, name: str | None) -> tuple[str, Any]:
+        refused = refusal(ctx.services, request, "Disabling an extension")
+        return after(refused or panel.set_enabled(name, False))
+
+    def update(request: gr.Request, name: str | None) -> tuple[str, Any]:
+        return after(refusal(ctx.services, request, "Updating an extension") or panel.update(name))
+
+    def install(request: gr.Request, url: str, folder: str) -> tuple[str, Any]:
+        return after(refusal(ctx.services, request, "Installing an extension") or panel.install(url, folder))
+
+    f["_enable"].click(enable, f["_name"], outputs, **quiet)
+    f["_disable"].click(disable, f["_name"], outputs, **quiet)
+    f["_update"].click(update, f["_name"], outputs, **quiet)
+    f["_install"].click(install, [f["_url"], f["_folder"]], outputs, **quiet)
     return f

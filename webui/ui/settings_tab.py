@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.ui.context import StudioContext
+from webui.ui.context import StudioContext, refusal
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "Saving images": (
@@ -98,9 +98,12 @@ def build_settings(ctx: StudioContext) -> dict[str, Any]:
         loaded = {k: now.get(k) for k in keys}
         return [loaded, *(shown(loaded[k]) for k in keys)]
 
-    def apply(loaded: dict[str, Any] | None, *values: Any) -> list[Any]:
+    def apply(request: gr.Request, loaded: dict[str, Any] | None, *values: Any) -> list[Any]:
         from webui.core.types import RequestError
 
+        refused = refusal(ctx.services, request, "Changing server settings")
+        if refused:
+            return [f"Not saved: {refused}", *_skips()]
         if not isinstance(loaded, dict):
             return ["Not saved: the page has not finished loading the settings; press Reload.", *_skips()]
         changes = edits(keys, loaded, values)

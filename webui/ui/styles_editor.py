@@ -13,6 +13,8 @@ from typing import Any
 
 import gradio as gr
 
+from webui.ui.context import refusal
+
 
 def _store(ctx: Any) -> Any:
     return ctx.services.engine.styles
@@ -101,8 +103,13 @@ def _wire(ctx: Any, f: dict[str, Any], e: dict[str, Any]) -> None:
             gr.update(choices=names, value=name),
         )
 
-    def save(name: str | None, prompt: str, negative: str, selected: list[str] | None) -> tuple[Any, ...]:
+    def save(
+        request: gr.Request, name: str | None, prompt: str, negative: str, selected: list[str] | None
+    ) -> tuple[Any, ...]:
         name = (name or "").strip()
+        refused = refusal(ctx.services, request, "Saving a style to styles.csv")
+        if refused:
+            return gr.skip(), gr.skip(), f"Not saved: {refused}"
         try:
             if not name:
                 raise RequestError("name", "type a name for the style")
@@ -111,7 +118,10 @@ def _wire(ctx: Any, f: dict[str, Any], e: dict[str, Any]) -> None:
             return gr.skip(), gr.skip(), f"Not saved: {err}"
         return (*refreshed(selected, name), f"Saved style {name!r} to {_store(ctx).path.name}")
 
-    def delete(name: str | None, selected: list[str] | None) -> tuple[Any, ...]:
+    def delete(request: gr.Request, name: str | None, selected: list[str] | None) -> tuple[Any, ...]:
+        refused = refusal(ctx.services, request, "Deleting a style from styles.csv")
+        if refused:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"Not deleted: {refused}"
         try:
             if not name:
                 raise RequestError("name", "pick the style to delete")

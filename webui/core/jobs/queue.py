@@ -82,6 +82,7 @@ class JobQueue:
         db_path: Path,
         *,
         max_queued: int = 200,
+        max_per_user: int = 0,
         preview_every: int = 0,
         max_job_work: float = 0.0,
     ) -> None:
@@ -91,6 +92,7 @@ class JobQueue:
         # one folder per job: its input images, and the images its request asked not to save
         self.files_dir = self.db_path.parent / f"{self.db_path.stem}-files"
         self.max_queued = max_queued
+        self.max_per_user = max_per_user  # jobs one owner may have waiting; 0: no per-owner limit
         self.preview_every = preview_every
         self._store = JobStore(self.db_path)
         self._events = EventLog()
@@ -142,13 +144,13 @@ class JobQueue:
             raise RequestError("owner", "must be text")
         job_id = uuid.uuid4().hex
         with self._cond:
-            self._check_room()  # refuse early, before writing any input image
+            self._check_room(owner)  # refuse early, before writing any input image
         folder = self.files_dir / job_id
         # the input images are written (and fsynced) outside the lock: other calls go on meanwhile
         data = request_to_json(request, image_dir=folder)
         try:
             with self._cond:
-                self._check_room()
+                self._check_room(owner)
                 self._store.insert(job_id, owner, kind, data, time.time())
                 self._cond.notify_all()
         except BaseException:
@@ -171,14 +173,20 @@ class JobQueue:
                 self._store.fail_queued(job_id, over_budget_message(work, self.max_job_work))
                 log.warning("job %s: %.1f megapixel-steps is over --max-job-work: failed", job_id, work)
 
-    def _check_room(self) -> None:
-        """QueueClosed or QueueFull unless a job may be added now; the caller holds the lock."""
+    def _check_room(self, owner: str) -> None:
+        """QueueClosed or QueueFull unless a job of `owner` may be added now; the caller holds the lock."""
         if self._closing:
             raise QueueClosed("the job queue is closed; it takes no more jobs")
         waiting = self._store.count(JobState.QUEUED)
         if waiting >= self.max_queued:
             raise QueueFull(
                 f"the queue is full: {waiting} jobs are waiting (limit {self.max_queued}); try again later"
+            )
+        mine = self._store.count(JobState.QUEUED, owner) if self.max_per_user else 0
+        if self.max_per_user and mine >= self.max_per_user:
+            raise QueueFull(
+                f"you have {mine} jobs waiting (limit {self.max_per_user} per user, --max-queued-per-user); "
+                "wait for some to finish or cancel some"
             )
 
     def get(self, job_id: str) -> JobInfo:

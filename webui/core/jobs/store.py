@@ -138,9 +138,13 @@ class JobStore:
             rows = self._db.execute(sql, (*args, max(int(limit), 0))).fetchall()
         return [_row(r) for r in rows]
 
-    def count(self, state: JobState) -> int:
+    def count(self, state: JobState, owner: str | None = None) -> int:
+        """How many jobs are in `state` (of `owner` only, when given)."""
+        sql, args = "SELECT COUNT(*) FROM jobs WHERE state=?", [state.value]
+        if owner is not None:
+            sql, args = sql + " AND owner=?", [state.value, owner]
         with self._lock:
-            row = self._db.execute("SELECT COUNT(*) FROM jobs WHERE state=?", (state.value,)).fetchone()
+            row = self._db.execute(sql, args).fetchone()
         return int(row[0])
 
     def queue_order(self) -> list[str]:
