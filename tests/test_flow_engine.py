@@ -197,3 +197,34 @@ def test_the_manager_tells_each_listed_files_family(engine: Engine) -> None:
         assert fam is not None, f.name
         found[Path(f.name).stem] = fam.arch
     assert found == {name: arch for name, (arch, _) in CHECKPOINTS.items()}
+
+
+@pytest.mark.parametrize(("demo", "arch"), [("sd3", "sd3.5"), ("flux", "flux-dev")])
+def test_demo_models_of_the_flow_families_run(demo: str, arch: str, tmp_path: Path) -> None:
+    from webui.core.models.demo import write_demo
+    from webui.flags import DEMO_MODELS
+
+    assert demo in DEMO_MODELS
+    path = write_demo(tmp_path / "models", demo)
+    assert path.name == f"sfumato-demo-tiny-random-{arch}.safetensors"
+    config = AppConfig.for_data_dir(tmp_path, hashing=False)
+    engine = Engine(config, None)
+    fam = families.family(arch)
+    req = Txt2ImgRequest(
+        prompt="x", steps=2, width=64, height=64, sampler_name="Euler", cfg_scale=fam.defaults.cfg_scale
+    )
+    result = engine.run(req)
+    assert result.images[0].image.size == (64, 64)
+    assert engine.manager.family_of(engine.manager.checkpoints()[0]) == fam
+
+
+def test_demo_model_flag_takes_an_arch() -> None:
+    from webui.core.models.demo import DEMOS
+    from webui.flags import DEMO_MODELS, FlagError, parse_flags
+
+    assert tuple(DEMOS) == DEMO_MODELS
+    assert parse_flags(["--demo-model"]).demo_model == "sd1"
+    assert parse_flags(["--demo-model", "flux", "--port", "7861"]).demo_model == "flux"
+    assert parse_flags([]).demo_model is None
+    with pytest.raises(FlagError, match="sd9"):
+        parse_flags(["--demo-model", "sd9"])
