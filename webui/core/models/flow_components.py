@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from webui.core import families
 from webui.core.models.checkpoint_file import (
@@ -67,4 +68,63 @@ def load_flow_components(
     for name, module in parts.modules().items():
         if any(p.is_meta for p in module.parameters()):
             raise CheckpointError(path, f"{name} weights are missing")
+    return parts.to(precision)
+
+
+FLOW_PIPELINES = ("StableDiffusion3Pipeline", "FluxPipeline")  # diffusers folders loaded here
+
+
+def load_flow_folder(folder: Path, precision: Precision) -> Components:
+    """A diffusers StableDiffusion3Pipeline / FluxPipeline folder, offline; our shipped tokenizers."""
+    import json
+
+    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
+
+    from webui.core.models.t5_tokenizer import t5_tokenizer
+    from webui.core.models.tokenizer import EOS_TOKEN, OPENCLIP_PAD_TOKEN, clip_tokenizer
+
+    kw: dict[str, Any] = dict(local_files_only=True)
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        flux = index.get("_class_name") == "FluxPipeline"
+        t_cls: Any = FluxTransformer2DModel if flux else SD3Transformer2DModel
+        transformer = t_cls.from_pretrained(folder, subfolder="transformer", **kw)
+        vae: Any = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)  # type: ignore[no-untyped-call]
+        clip_cls: Any = CLIPTextModel if flux else CLIPTextModelWithProjection
+        clip_l = clip_cls.from_pretrained(folder, subfolder="text_encoder", **kw)
+        clip_g = (
+            None
+            if flux
+            else CLIPTextModelWithProjection.from_pretrained(folder, subfolder="text_encoder_2", **kw)
+        )
+        t5 = T5EncoderModel.from_pretrained(
+            folder, subfolder="text_encoder_2" if flux else "text_encoder_3", **kw
+        )
+        sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(folder, f"incomplete diffusers folder: {str(e).splitlines()[0]}") from e
+    if flux:
+        variant = "flux-dev" if transformer.config.guidance_embeds else "flux-schnell"
+    else:
+        variant = "sd3.5" if transformer.config.qk_norm else "sd3"
+    family = families.family(variant)
+    parts = Components(
+        arch=family.arch,
+        label=family.group_label,
+        pipeline_class=family.pipeline_class,
+        unet=None,
+        vae=vae,
+        text_encoder=clip_l,
+        text_encoder_2=clip_g,
+        tokenizer=clip_tokenizer(EOS_TOKEN),
+        tokenizer_2=None if flux else clip_tokenizer(OPENCLIP_PAD_TOKEN),
+        scheduler_config={k: v for k, v in sched.items() if not k.startswith("_")},
+        transformer=transformer,
+        text_encoder_3=t5,
+        tokenizer_3=t5_tokenizer(family.text.t5_length),
+    )
+    for name, module in parts.modules().items():
+        if any(p.is_meta for p in module.parameters()):
+            raise CheckpointError(folder, f"{name} weights are missing")
     return parts.to(precision)

@@ -20,7 +20,12 @@ from webui.core.models import configs
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.models.components import Components, Precision
 from webui.core.models.detect import UNET, Detected, detect, detect_folder, read_sidecar_yaml
-from webui.core.models.flow_components import detect_flow_file, load_flow_components
+from webui.core.models.flow_components import (
+    FLOW_PIPELINES,
+    detect_flow_file,
+    load_flow_components,
+    load_flow_folder,
+)
 from webui.core.models.infer import ShapeError, text_config, text_encoder_prefixes, unet_config, vae_config
 from webui.core.models.text_layout import clip_from_ldm, openclip_from_ldm
 from webui.core.models.tokenizer import clip_tokenizer
@@ -142,6 +147,8 @@ def load_diffusers_folder(folder: Path, precision: Precision) -> Components:
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(folder, f"unreadable model_index.json: {e}") from e
+    if index.get("_class_name") in FLOW_PIPELINES:
+        return load_flow_folder(folder, precision)
     kw: dict[str, Any] = dict(local_files_only=True)
     try:
         unet: Any = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)  # type: ignore[no-untyped-call]
