@@ -261,3 +261,11 @@ def test_a_diffusers_folder_draws_what_its_single_file_draws(arch: str, layout: 
     assert "Shift:" in images[0].infotext
     with engine.manager.acquire("folder") as loaded:
         assert loaded.components.arch == arch and loaded.components.unet is None
+
+
+def test_a_prompt_longer_than_t5_reads_is_reported(engine: Engine) -> None:
+    long = ", ".join(f"word{i}" for i in range(200))  # well over 255 T5 tokens
+    result = engine.run(_request("flux-schnell-split", prompt=long, save_images=False))
+    assert any("T5 tokens long" in w and "reads 255" in w for w in result.warnings), result.warnings
+    short = engine.run(_request("flux-schnell-split", save_images=False))
+    assert not any("T5" in w for w in short.warnings)

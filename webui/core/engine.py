@@ -30,6 +30,7 @@ from webui.core.outputs.saving import image_folder, save_image
 from webui.core.prompts.conditioning import EncodingCache, PromptEncoder, ScheduledConditioning, model_key
 from webui.core.prompts.embeddings import EmbeddingFolder
 from webui.core.prompts.encode import token_widths
+from webui.core.prompts.flow_encode import t5_overflow_warnings
 from webui.core.prompts.styles import StyleStore
 from webui.core.sampling import noise as noise_mod
 from webui.core.sampling.catalog import ExtraSampler, SamplerCatalog
@@ -305,6 +306,8 @@ class Engine:
             for name, reason in library.unusable(token_widths(model.components)).items()
             if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE)
         )
+        for label, prompt in (("prompt", run.prompt), ("negative prompt", run.negative_prompt)):
+            warnings += t5_overflow_warnings(model.components, label, prompt)
         return encoder, cond, uncond, ti, warnings
 
     def _run_batches(self, run: _Run, model: LoadedModel, applied: AppliedInfo) -> GenerationResult:

@@ -21,6 +21,7 @@ from webui.core import families
 from webui.core.models.components import Components
 from webui.core.prompts.chunks import TokenizedPrompt, with_pad_id
 from webui.core.prompts.encode import Conditioning, _apply_weights, _named_encoders, _run
+from webui.core.prompts.syntax import extract_networks
 from webui.core.prompts.t5_encode import encode_t5, t5_tokens
 
 
@@ -54,3 +55,18 @@ def encode_flow(
         clip = F.pad(clip, (0, embeds.shape[-1] - clip.shape[-1]))
         embeds = torch.cat([clip.to(embeds.dtype), embeds], dim=-2)
     return Conditioning(embeds.to(parts.dtype), torch.cat(pooled, dim=-1).to(parts.dtype))
+
+
+def t5_overflow_warnings(parts: Components, label: str, prompt: str) -> tuple[str, ...]:
+    """A warning when a prompt has more T5 tokens than the model reads (none for models without T5)."""
+    length = families.of(parts).text.t5_length
+    if not length:
+        return ()
+    text, _networks = extract_networks(prompt)
+    dropped = t5_tokens(parts.tokenizer_3, text, length).dropped
+    if not dropped:
+        return ()
+    return (
+        f"the {label} is {length - 1 + dropped} T5 tokens long; this {parts.label} model reads "
+        f"{length - 1}: the last {dropped} are not used",
+    )
