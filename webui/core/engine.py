@@ -20,6 +20,7 @@ from webui.core import families
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision
 from webui.core.extension_points import NO_HOOKS, EngineHooks
+from webui.core.family_requests import family_params, fit_request
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
 from webui.core.networks.activations import ActivationPlan, lora_hashes, plan_prompt
 from webui.core.networks.apply import AppliedInfo, NetworkCache, apply_networks
@@ -35,7 +36,6 @@ from webui.core.prompts.styles import StyleStore
 from webui.core.sampling import noise as noise_mod
 from webui.core.sampling.catalog import ExtraSampler, SamplerCatalog
 from webui.core.sampling.loop import CancelToken, Hook, ModelHook, Stopped
-from webui.core.sampling.samplers import UnknownSampler
 from webui.core.tasks import extras, hires, hires_networks, img2img_batch, txt2img_batch
 from webui.core.tasks.context import BatchContext
 from webui.core.tasks.images import cheap_preview
@@ -100,45 +100,6 @@ def infotext_params(
         "App": "Sfumato",
         "Version": VERSION,
     }
-
-
-def family_params(
-    request: GenerationRequest, model: LoadedModel, family: families.Family
-) -> dict[str, object]:
-    """The infotext keys of the model's family (Forge's): `Distilled CFG Scale`, `Shift` and
-    `Module 1..n` (the files of a model assembled from several: VAE, text encoders)."""
-    params: dict[str, object] = {}
-    if family.distilled_guidance:
-        params["Distilled CFG Scale"] = request.distilled_cfg_scale
-    parts = model.components
-    config = parts.scheduler_config
-    if family.flow_matching and not config.get("use_dynamic_shifting"):
-        params["Shift"] = float(config.get("shift", 1.0))
-    main = model.file.path
-    modules = sorted({p.stem for p in parts.sources.values() if p != main})
-    for i, name in enumerate(modules, 1):
-        params[f"Module {i}"] = name
-    return params
-
-
-def _fit_to_family(run: _Run, family: families.Family) -> _Run:
-    """Checks that need the model's family (sizes its denoiser takes, the samplers it runs), and the
-    sampler and schedule names it runs under, as infotext records them."""
-    request = run.request
-    m = family.latent.size_multiple
-    for name in ("width", "height"):
-        value = getattr(request, name)
-        if value % m:
-            raise RequestError(
-                name, f"must be a multiple of {m} for {family.group_label} models, got {value}"
-            )
-    try:
-        sampler, schedule = run.samplers.resolve_for(
-            family.flow_matching, request.sampler_name, request.scheduler
-        )
-    except UnknownSampler as e:
-        raise RequestError(e.field, f"{e} (the model is {family.group_label})") from e
-    return dataclasses.replace(run, sampler=sampler, schedule=schedule)
 
 
 def _tasks(request: GenerationRequest) -> list[families.Task]:
@@ -321,7 +282,8 @@ class Engine:
                 f"the {family.group_label} cannot run {unsupported[0]} (it runs {runs}): pick another model"
             )
             raise RequestError("checkpoint", message)
-        run = _fit_to_family(run, family)
+        sampler, schedule = fit_request(request, family, run.samplers)
+        run = dataclasses.replace(run, sampler=sampler, schedule=schedule)
         inputs = (
             img2img_batch.prepare_inputs(request, run.seed) if isinstance(request, Img2ImgRequest) else None
         )
@@ -425,7 +387,7 @@ class Engine:
                     request, model, run.sampler, run.schedule, seeds[i], subseeds[i], ti_hashes
                 )
                 params["Size"] = f"{size[0]}x{size[1]}"
-                params.update(family_params(request, model, family))
+                params.update(family_params(request, model.file.path, model.components, family))
                 params["Lora hashes"] = lora_hash_value
                 params.update(extra[i])
                 params = {**self.hooks.extra_infotext(request), **params}
