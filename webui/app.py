@@ -28,9 +28,9 @@ def main(ns: argparse.Namespace) -> int:
     precision = choose_precision(config)
     manager = ModelManager(config, precision)
     if ns.demo_model:
-        from webui.core.models.tiny import write_demo_checkpoint
+        from webui.core.models.demo import write_demo
 
-        demo = write_demo_checkpoint(config.models_dir)
+        demo = write_demo(config.models_dir, ns.demo_model)
         print(f"Demo model (tiny, random weights: it draws noise, not pictures): {demo}")
         if config.hashing:
             manager.hashes.hash(demo)  # tiny: hash it now so its title is complete from the start

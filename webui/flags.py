@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+DEMO_MODELS = ("sd1", "sdxl", "sd3", "flux")  # --demo-model ARCH (webui/core/models/demo.py writes them)
+
 
 class FlagError(ValueError):
     """A command-line flag is unknown or has a bad value."""
@@ -129,8 +131,13 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
     app = p.add_argument_group("sfumato")
     app.add_argument(
         "--demo-model",
-        action="store_true",
-        help="write a tiny random-weight checkpoint into models/Stable-diffusion to try the app",
+        nargs="?",
+        const="sd1",
+        default=None,
+        choices=DEMO_MODELS,
+        metavar="ARCH",
+        help="write a tiny random-weight checkpoint of ARCH (" + ", ".join(DEMO_MODELS) + "; default sd1) "
+        "into models/Stable-diffusion to try the app",
     )
     app.add_argument("--skip-install", action="store_true", help="do not install requirements")
     app.add_argument("--venv", default=None, help="virtual environment folder (default: .venv)")

@@ -38,6 +38,7 @@ class AppConfig:
     server_name: str | None = None
     port: int = 7860
     api: bool = False
+    text_encoder_dirs: tuple[Path, ...] = ()  # SD3/Flux text encoders kept apart (clip_l, clip_g, t5xxl)
 
     @property
     def models_dir(self) -> Path:
@@ -58,6 +59,7 @@ class AppConfig:
             data_dir=d,
             ckpt_dirs=(d / "models" / "Stable-diffusion",),
             vae_dirs=(d / "models" / "VAE",),
+            text_encoder_dirs=(d / "models" / "text_encoder",),
             lora_dirs=(d / "models" / "Lora", d / "models" / "LyCORIS"),
             embeddings_dir=d / "embeddings",
             outputs_dir=d / "outputs",

@@ -8,6 +8,7 @@ infotext) to disk, and only then hand it back.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import random
 import re
@@ -19,6 +20,7 @@ from webui.core import families
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision
 from webui.core.extension_points import NO_HOOKS, EngineHooks
+from webui.core.family_requests import family_params, fit_request
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
 from webui.core.networks.activations import ActivationPlan, lora_hashes, plan_prompt
 from webui.core.networks.apply import AppliedInfo, NetworkCache, apply_networks
@@ -29,6 +31,7 @@ from webui.core.outputs.saving import image_folder, save_image
 from webui.core.prompts.conditioning import EncodingCache, PromptEncoder, ScheduledConditioning, model_key
 from webui.core.prompts.embeddings import EmbeddingFolder
 from webui.core.prompts.encode import token_widths
+from webui.core.prompts.flow_encode import t5_overflow_warnings
 from webui.core.prompts.styles import StyleStore
 from webui.core.sampling import noise as noise_mod
 from webui.core.sampling.catalog import ExtraSampler, SamplerCatalog
@@ -264,6 +267,8 @@ class Engine:
             for name, reason in library.unusable(token_widths(model.components)).items()
             if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE)
         )
+        for label, prompt in (("prompt", run.prompt), ("negative prompt", run.negative_prompt)):
+            warnings += t5_overflow_warnings(model.components, label, prompt)
         return encoder, cond, uncond, ti, warnings
 
     def _run_batches(self, run: _Run, model: LoadedModel, applied: AppliedInfo) -> GenerationResult:
@@ -277,6 +282,8 @@ class Engine:
                 f"the {family.group_label} cannot run {unsupported[0]} (it runs {runs}): pick another model"
             )
             raise RequestError("checkpoint", message)
+        sampler, schedule = fit_request(request, family, run.samplers)
+        run = dataclasses.replace(run, sampler=sampler, schedule=schedule)
         inputs = (
             img2img_batch.prepare_inputs(request, run.seed) if isinstance(request, Img2ImgRequest) else None
         )
@@ -380,6 +387,7 @@ class Engine:
                     request, model, run.sampler, run.schedule, seeds[i], subseeds[i], ti_hashes
                 )
                 params["Size"] = f"{size[0]}x{size[1]}"
+                params.update(family_params(request, model.file.path, model.components, family))
                 params["Lora hashes"] = lora_hash_value
                 params.update(extra[i])
                 params = {**self.hooks.extra_infotext(request), **params}

@@ -64,6 +64,7 @@ class GenerationRequest:
     scheduler: str = "Automatic"
     steps: int = 20
     cfg_scale: float = 7.0
+    distilled_cfg_scale: float = 3.5  # Flux dev's guidance input (Forge's "Distilled CFG Scale")
     width: int = 512
     height: int = 512
     batch_size: int = 1
@@ -97,6 +98,7 @@ class GenerationRequest:
         _int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         _int("n_iter", self.n_iter, 1, MAX_N_ITER)
         _finite("cfg_scale", self.cfg_scale, 0.0, MAX_CFG)
+        _finite("distilled_cfg_scale", self.distilled_cfg_scale, 0.0, MAX_CFG)
         _int("seed", self.seed, -1, MAX_SEED)
         _int("subseed", self.subseed, -1, MAX_SEED)
         _finite("subseed_strength", self.subseed_strength, 0.0, 1.0)

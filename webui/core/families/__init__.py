@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from webui.core.families import sd1, sd2, sdxl
+from webui.core.families import flux, sd1, sd2, sd3, sdxl
 from webui.core.families.base import Family, LatentFormat, Task, TextConditioning, TextEncoder
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
     "pick",
 ]
 
-FAMILIES: tuple[Family, ...] = (*sd1.FAMILIES, *sd2.FAMILIES, *sdxl.FAMILIES)
+FAMILIES: tuple[Family, ...] = (*sd1.FAMILIES, *sd2.FAMILIES, *sdxl.FAMILIES, *sd3.FAMILIES, *flux.FAMILIES)
 ARCHITECTURES: tuple[str, ...] = tuple(f.arch for f in FAMILIES)
 
 

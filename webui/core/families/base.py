@@ -11,8 +11,9 @@ Each says:
 - `latent`: the latent format (channels, downscale, VAE factors, cheap-preview factors);
 - `text`: its text conditioning (encoders, pooled vector, token limit, what clip skip means);
 - `denoiser`/`size_conditioning`: how the denoiser is called (the model inputs it builds);
-- `guidance`: how the guided prediction is formed (CFG; room for distilled guidance);
-- `prediction_type`, `defaults`, `tasks`.
+- `guidance`: how the guided prediction is formed (CFG, or distilled guidance with
+  `distilled_guidance`: the scale is a model input and there is no uncond pass);
+- `prediction_type`, `sampling` (diffusion samplers, or flow-matching ones), `defaults`, `tasks`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class LatentFormat:
     shift_factor: float | None = None
     preview_rgb: tuple[RGB, ...] = ()  # one row per channel: a least-squares map to RGB in -1..1
     preview_bias: RGB | None = None
+    size_multiple: int = 8  # pixel sizes must be multiples of this (a patchifying denoiser: 8 x patch)
 
     def shape(self, width: int, height: int) -> tuple[int, int, int]:
         """(channels, h, w) of one image's latents."""
@@ -89,6 +91,8 @@ class TextConditioning:
     encoders: tuple[TextEncoder, ...]
     hidden_layer: Literal["last", "penultimate"] = "last"
     token_limit: int = MAX_LENGTH  # tokens per chunk, start and end tokens included
+    t5_length: int = 0  # flow families: T5 tokens appended to the sequence (0: no T5)
+    clip_in_sequence: bool = True  # the CLIP hidden states join the sequence (SD3), or only pooled (Flux)
 
     @property
     def pooled(self) -> bool:
@@ -109,7 +113,9 @@ def no_size_conditioning(width: int, height: int, batch: int, guided: bool) -> N
 class Defaults:
     sampler: str = "DPM++ 2M"
     schedule: str = "Automatic"
+    steps: int = 20
     cfg_scale: float = 7.0
+    distilled_cfg_scale: float | None = None  # families with distilled guidance
     width: int = 512
     height: int = 512
 
@@ -134,15 +140,22 @@ class Family:
     unet_head_dim: int | None = None  # attention head count where it is fixed (SD1: 8), else 64-wide
     defaults: Defaults = field(default_factory=Defaults)
     tasks: tuple[Task, ...] = ALL_TASKS
+    sampling: Literal["diffusion", "flow"] = "diffusion"  # flow: webui.core.sampling.flow_samplers
+    distilled_guidance: bool = False  # the guidance scale is a model input ("Distilled CFG Scale")
 
     def label(self, inpaint: bool = False, prediction_type: str = "epsilon") -> str:
         """For people: "SD1", "SD1 (inpaint)", "SD2 (v)", "SDXL refiner"."""
-        extra = [s for s, on in (("inpaint", inpaint), ("v", prediction_type != "epsilon")) if on]
+        extra = [s for s, on in (("inpaint", inpaint), ("v", prediction_type == "v_prediction")) if on]
         return self.group_label + (f" ({', '.join(extra)})" if extra else "")
 
     def pipeline_class_for(self, inpaint: bool) -> str:
         """The diffusers pipeline of a checkpoint of this arch (9-channel UNets: the inpaint one)."""
         return (self.inpaint_pipeline_class or self.pipeline_class) if inpaint else self.pipeline_class
+
+    @property
+    def flow_matching(self) -> bool:
+        """Sampled with the flow-matching samplers (webui.core.sampling.flow_samplers)."""
+        return self.sampling == "flow"
 
     def supports(self, task: Task) -> bool:
         return task in self.tasks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,9 +18,15 @@ class Precision:
 
 @dataclass(frozen=True)
 class Components:
-    """UNet, VAE, text encoders and tokenizers of one checkpoint, plus its scheduler config."""
+    """Denoiser, VAE, text encoders and tokenizers of one checkpoint, plus its scheduler config.
 
-    arch: str  # the shipped config it was built from: sd1, sd1-inpaint, sd2, sd2-v, sdxl, sdxl-refiner
+    The denoiser is `unet` (SD1/SD2/SDXL) or `transformer` (SD3, Flux; `unet` is None); the family
+    (`families.of(parts)`) says which text encoders it has and how they are used. `text_encoder_3` /
+    `tokenizer_3` are T5 (SD3 and Flux alike). `sources` names the file each part came from when a
+    model is assembled from several files (a transformer-only file plus text encoders and a VAE).
+    """
+
+    arch: str  # the family's arch name: sd1, sd1-inpaint, sd2, sd2-v, sdxl, sdxl-refiner, sd3, flux-dev...
     label: str  # for people: "SD1", "SDXL", "SD2 (v)"...
     pipeline_class: str
     unet: Any
@@ -29,15 +36,23 @@ class Components:
     tokenizer: Any
     tokenizer_2: Any
     scheduler_config: dict[str, Any] = field(default_factory=dict)
+    transformer: Any = None
+    text_encoder_3: Any = None
+    tokenizer_3: Any = None
+    sources: dict[str, Path] = field(default_factory=dict)  # part -> file, for models from several files
+
+    @property
+    def denoiser(self) -> Any:
+        return self.unet if self.unet is not None else self.transformer
 
     @property
     def device(self) -> torch.device:
-        """Where the UNet runs (one parameter look-up; diffusers' `.device` walks every module)."""
-        return next(self.unet.parameters()).device  # type: ignore[no-any-return]
+        """Where the denoiser runs (one parameter look-up; diffusers' `.device` walks every module)."""
+        return next(self.denoiser.parameters()).device  # type: ignore[no-any-return]
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype  # type: ignore[no-any-return]
+        return next(self.denoiser.parameters()).dtype  # type: ignore[no-any-return]
 
     @property
     def prediction_type(self) -> str:
@@ -46,9 +61,11 @@ class Components:
     def modules(self) -> dict[str, torch.nn.Module]:
         named = {
             "unet": self.unet,
+            "transformer": self.transformer,
             "vae": self.vae,
             "text_encoder": self.text_encoder,
             "text_encoder_2": self.text_encoder_2,
+            "text_encoder_3": self.text_encoder_3,
         }
         return {k: v for k, v in named.items() if v is not None}
 

@@ -7,7 +7,9 @@ original (LDM) layout:
 - SDXL refiner: an OpenCLIP embedder at `conditioner.embedders.0.model.*` and no second one;
 - SD2: OpenCLIP at `cond_stage_model.model.*`;
 - SD1: CLIP at `cond_stage_model.transformer.*`;
-- inpainting: a 9-channel UNet input.
+- inpainting: a 9-channel UNet input;
+- SD3 / SD3.5 and Flux.1 (dev, schnell): their transformers' blocks, bare or under
+  `model.diffusion_model.` (`flow_components.detect_flow`, with `flow_loader`'s marks).
 
 v-prediction cannot be read from weights: it comes from the sidecar `name.yaml` (A1111's convention,
 `parameterization: "v"`) or a `v_pred` marker tensor that some trainers add.
@@ -38,13 +40,16 @@ Shapes = Mapping[str, tuple[int, ...]]
 
 @dataclass(frozen=True)
 class Detected:
-    family: str  # a family group: sd1 | sd2 | sdxl | sdxl-refiner
+    family: str  # a family group: sd1 | sd2 | sdxl | sdxl-refiner | sd3 | flux
     inpaint: bool
-    prediction_type: str  # epsilon | v_prediction
+    prediction_type: str  # epsilon | v_prediction | flow
+    variant: str | None = None  # the arch itself, where the weights tell it (sd3.5, flux-schnell...)
 
     @property
     def arch(self) -> families.Family:
         """The family (and shipped config) this checkpoint is built as."""
+        if self.variant is not None:
+            return families.family(self.variant)
         return families.pick(self.family, self.inpaint, self.prediction_type)
 
     @property

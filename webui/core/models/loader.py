@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,12 @@ from webui.core.models import configs
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.models.components import Components, Precision
 from webui.core.models.detect import UNET, Detected, detect, detect_folder, read_sidecar_yaml
+from webui.core.models.flow_components import (
+    FLOW_PIPELINES,
+    detect_flow_file,
+    load_flow_components,
+    load_flow_folder,
+)
 from webui.core.models.infer import ShapeError, text_config, text_encoder_prefixes, unet_config, vae_config
 from webui.core.models.text_layout import clip_from_ldm, openclip_from_ldm
 from webui.core.models.tokenizer import clip_tokenizer
@@ -141,6 +147,8 @@ def load_diffusers_folder(folder: Path, precision: Precision) -> Components:
         index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(folder, f"unreadable model_index.json: {e}") from e
+    if index.get("_class_name") in FLOW_PIPELINES:
+        return load_flow_folder(folder, precision)
     kw: dict[str, Any] = dict(local_files_only=True)
     try:
         unet: Any = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)  # type: ignore[no-untyped-call]
@@ -183,8 +191,16 @@ def load_diffusers_folder(folder: Path, precision: Precision) -> Components:
     return parts.to(precision)
 
 
-def load_model(path: Path, precision: Precision) -> Components:
-    """Load a checkpoint file or a diffusers folder."""
+def load_model(
+    path: Path,
+    precision: Precision,
+    text_encoder_dirs: Sequence[Path] = (),
+    vae_dirs: Sequence[Path] = (),
+) -> Components:
+    """Load a checkpoint file or a diffusers folder. SD3 and Flux files may hold their transformer
+    only: their text encoders and VAE then come from `text_encoder_dirs` and `vae_dirs`."""
     if path.is_dir():
         return load_diffusers_folder(path, precision)
+    if detect_flow_file(path) is not None:
+        return load_flow_components(path, precision, text_encoder_dirs, vae_dirs)
     return load_single_file(path, precision)

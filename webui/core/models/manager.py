@@ -15,11 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from webui.core import families
 from webui.core.config import AppConfig
 from webui.core.models import configs
 from webui.core.models.cache import ModelCache
-from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
+from webui.core.models.checkpoint_file import (
+    SAFETENSORS,
+    CheckpointError,
+    load_state_dict,
+    sniff_format,
+    tensor_shapes,
+)
 from webui.core.models.components import Components, Precision
+from webui.core.models.detect import detect, read_sidecar_yaml
+from webui.core.models.flow_components import detect_flow_file
 from webui.core.models.hashes import HashCache
 from webui.core.models.infer import ShapeError, vae_config
 from webui.core.models.loader import load_model
@@ -191,6 +200,12 @@ class ModelManager:
                 yield LoadedModel(file, parts, notes=notes)
                 return
             arch = parts.arch
+            if families.of(parts).flow_matching:
+                raise CheckpointError(
+                    vae_file.path,
+                    f"a separate VAE cannot be chosen for {parts.label} models yet: they take the VAE in "
+                    "their file, else ae.safetensors from the VAE folder (use Automatic)",
+                )
 
             def load_vae() -> tuple[Any, int]:
                 v = load_vae_file(vae_file.path, arch, self.precision)
@@ -201,10 +216,23 @@ class ModelManager:
 
     def _loader(self, file: ModelFile) -> Callable[[], tuple[Components, int]]:
         def load() -> tuple[Components, int]:
-            parts = load_model(file.path, self.precision)
+            parts = load_model(file.path, self.precision, self.config.text_encoder_dirs, self.config.vae_dirs)
             return parts, parts.nbytes()
 
         return load
+
+    def family_of(self, file: ModelFile) -> families.Family | None:
+        """The family of a listed safetensors checkpoint, from its header alone (no weights read); None
+        for other files or when it cannot be told (for `/sdapi/v1/sd-models` and the model lists)."""
+        try:
+            if file.is_folder or sniff_format(file.path) != SAFETENSORS:
+                return None
+            flow = detect_flow_file(file.path)
+            if flow is not None:
+                return flow.arch
+            return detect(file.path, tensor_shapes(file.path), read_sidecar_yaml(file.path)).arch
+        except (CheckpointError, ValueError, OSError):
+            return None
 
     def cached(self) -> list[Path]:
         """Paths of the models in the RAM cache, least recently used first."""

@@ -172,7 +172,7 @@ def apply_networks(
 ) -> Iterator[AppliedInfo]:
     """Patch `components` (its unet, text_encoder, text_encoder_2) with `(network, te_w, unet_w)` for the
     duration of the block; restores the original tensors exactly on exit."""
-    with cache.lock_for(components.unet), ExitStack() as stack:
+    with cache.lock_for(getattr(components, "denoiser", None) or components.unet), ExitStack() as stack:
         messages: list[str] = []
         index = module_index(components) if networks else {}
         label = str(getattr(components, "label", "") or getattr(components, "arch", "this"))

@@ -24,12 +24,17 @@ CORE_KEYS: tuple[str, ...] = (
     "Sampler",
     "Schedule type",
     "CFG scale",
+    "Distilled CFG Scale",  # Forge's, for guidance-distilled models (Flux dev)
     "Image CFG scale",
     "Seed",
     "Face restoration",
     "Size",
     "Model hash",
     "Model",
+    "Module 1",  # Forge's: the separate files (VAE, text encoders) a model was assembled from
+    "Module 2",
+    "Module 3",
+    "Module 4",
     "VAE hash",
     "VAE",
     "Variation seed",
@@ -59,6 +64,7 @@ EXTRA_KEYS: tuple[str, ...] = (
     "Masked area padding",
     "Noise multiplier",
     "Emphasis",
+    "Shift",  # flow-matching models: the scheduler's shift
     "Lora hashes",
     "TI hashes",
 )

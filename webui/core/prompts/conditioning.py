@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 
 import torch
 
+from webui.core import families
 from webui.core.models.components import Components
 from webui.core.prompts.chunks import EmbeddingMatcher, tokenize_prompt
 from webui.core.prompts.encode import Conditioning, encode_tokenized, token_widths
+from webui.core.prompts.flow_encode import encode_flow
 from webui.core.prompts.schedule import prompt_schedule
 from webui.core.prompts.syntax import extract_networks, split_and
 
@@ -129,7 +131,10 @@ class PromptEncoder:
 
         def compute() -> tuple[Conditioning, tuple[str, ...]]:
             tokenized = tokenize_prompt(text, tokenizer, self.matcher)
-            cond = encode_tokenized(self.parts, tokenized, clip_skip, self.vectors)
+            if families.of(self.parts).text.t5_length:  # SD3, Flux: CLIP and T5
+                cond = encode_flow(self.parts, text, tokenized, clip_skip, self.vectors)
+            else:
+                cond = encode_tokenized(self.parts, tokenized, clip_skip, self.vectors)
             return cond, tokenized.embeddings
 
         return self.cache.get(("text", self._key, text, clip_skip), compute)

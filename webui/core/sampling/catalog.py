@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from webui.core.sampling import flow_samplers
 from webui.core.sampling import samplers as builtin
 from webui.core.sampling.samplers import AUTOMATIC, UnknownSampler
 
@@ -56,7 +57,30 @@ class SamplerCatalog:
         return [*own, *(s.name for s in self.extra if not self._builtin(s.name))]
 
     def resolve(self, sampler_name: str, scheduler: str | None = None) -> tuple[str, str]:
-        """(sampler name, schedule type label) as infotext records them; UnknownSampler names the field."""
+        """(sampler name, schedule type label) as infotext records them; UnknownSampler names the field.
+
+        A name/schedule only flow-matching models run (Euler with Simple) passes too: which sampler a
+        model runs is checked once the model is known (`resolve_for`)."""
+        try:
+            return self._resolve(sampler_name, scheduler)
+        except UnknownSampler:
+            try:
+                return flow_samplers.resolve_flow_sampler(sampler_name, scheduler)
+            except (ValueError, AttributeError):
+                pass
+            raise
+
+    def resolve_for(self, flow: bool, sampler_name: str, scheduler: str | None = None) -> tuple[str, str]:
+        """(sampler name, schedule label) for a model family: flow-matching samplers or the others."""
+        if not flow:
+            return self._resolve(sampler_name, scheduler)
+        try:
+            return flow_samplers.resolve_flow_sampler(sampler_name, scheduler)
+        except ValueError as e:
+            field = "scheduler" if "schedule" in str(e).split(";")[0] else "sampler_name"
+            raise UnknownSampler(str(e), field) from e
+
+    def _resolve(self, sampler_name: str, scheduler: str | None = None) -> tuple[str, str]:
         if not isinstance(sampler_name, str):
             raise UnknownSampler(f"sampler name must be text, got {sampler_name!r}")
         if scheduler is not None and not isinstance(scheduler, str):

@@ -73,6 +73,20 @@ def _find(name: str) -> FlowSampler:
     )
 
 
+def resolve_flow_sampler(sampler_name: str, schedule: str | None) -> tuple[str, str]:
+    """(sampler name, schedule label) a flow model runs for a request; ValueError says what is wrong.
+    No schedule, or "Automatic", is the family's own: Simple."""
+    sampler = _find(sampler_name)
+    label = "Simple" if schedule in (None, "", "Automatic") else str(schedule)
+    match = next((s for s in sampler.schedules if s.lower() == label.lower()), None)
+    if match is None:
+        raise ValueError(
+            f"{sampler.name} has no {label!r} schedule for flow-matching models; "
+            f"valid: {', '.join(sampler.schedules)}"
+        )
+    return sampler.name, match
+
+
 def dynamic_mu(config: Mapping[str, Any], image_seq_len: int) -> float:
     """Flux dev's shift exponent for an image of `image_seq_len` tokens (linear in the length)."""
     base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)

@@ -1,11 +1,12 @@
 """How the guided prediction is formed from the model's predictions: a strategy each family chooses.
 
-    ClassifierFree (SD1, SD2, SDXL):  eps = eps_u + cfg * sum_i w_i * (eps_c_i - eps_u)
-        with one `AND` part (w = 1) the plain CFG formula; no uncond pass at CFG 1 unless the prompt has
-        weighted `AND` parts (composable diffusion, as A1111).
+ClassifierFree (SD1, SD2, SDXL):  eps = eps_u + cfg * sum_i w_i * (eps_c_i - eps_u)
+    with one `AND` part (w = 1) the plain CFG formula; no uncond pass at CFG 1 unless the prompt has
+    weighted `AND` parts (composable diffusion, as A1111).
 
-A distilled-guidance family (Flux dev) would never need the uncond pass and pass the scale to the model
-as an input instead (its denoiser call reads it); `needs_uncond` False and `combine` the identity.
+Distilled (Flux): no uncond pass at all; the guidance scale is a model input (the family's denoiser
+    call reads it, "Distilled CFG Scale") and CFG stays 1. Weighted `AND` parts are averaged by
+    their weights.
 """
 
 from __future__ import annotations
@@ -56,3 +57,24 @@ class ClassifierFree:
 
 
 CFG = ClassifierFree()
+
+
+@dataclass(frozen=True)
+class Distilled:
+    def needs_uncond(self, cond: CondInput, cfg_scale: float) -> bool:
+        return False
+
+    def combine(
+        self, pred: torch.Tensor, groups: int, weights: list[float], cfg_scale: float
+    ) -> torch.Tensor:
+        chunks = pred.chunk(groups)
+        if groups == 1:
+            return chunks[0]
+        total = sum(weights) or 1.0
+        out = torch.zeros_like(chunks[0])
+        for w, pred_cond in zip(weights, chunks, strict=True):
+            out = out + (w / total) * pred_cond
+        return out
+
+
+DISTILLED = Distilled()

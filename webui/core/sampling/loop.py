@@ -180,6 +180,7 @@ def denoise(
     guidance: Guidance = CFG,
     time_ids: torch.Tensor | None = None,
     image_cond: torch.Tensor | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
     extra_step: dict[str, Any] | None = None,
     hooks: Sequence[Hook] = (),
     model_hooks: Sequence[ModelHook] = (),
@@ -197,7 +198,8 @@ def denoise(
     conditioning, repeated for the batch. With several `AND` parts the guided prediction is
     uncond + cfg * sum(weight_i * (cond_i - uncond)) (composable diffusion, as A1111).
     `time_ids` (SDXL size/crop conditioning, one row or one per row) and `image_cond` (inpainting
-    denoisers: mask + masked-image latents, one per image) reach the model through `call`.
+    denoisers: mask + masked-image latents, one per image) reach the model through `call`;
+    `model_kwargs` too (inputs the family's call reads every step, e.g. Flux's distilled guidance).
     `per_image` runs the model once per image (see `predict`).
     """
     guided = guidance.needs_uncond(cond, cfg_scale)
@@ -215,15 +217,16 @@ def denoise(
         key = _step_key(cond, uncond, i)
         if key != last_key:
             groups, weights = _step_conds(cond, uncond, i, n, guided)
-            text = call.text_inputs(groups, time_ids, latents.device)
+            text = {**call.text_inputs(groups, time_ids, latents.device), **(model_kwargs or {})}
             last_key = key
         state = StepState(i, total, t, latents)
         for hook in hooks:
             hook(HookPoint.BEFORE_STEP, state)
         x = torch.cat([state.latents] * len(groups))
+        scale_input = getattr(scheduler, "scale_model_input", None)  # flow-matching schedulers have none
         inputs = ModelInputs(
             model,
-            scheduler.scale_model_input(x, t),
+            scale_input(x, t) if scale_input is not None else x,
             t,
             dict(text),
             torch.cat([image_cond] * len(groups)) if image_cond is not None else None,
@@ -234,7 +237,7 @@ def denoise(
                 model_hook(HookPoint.BEFORE_MODEL, call_state)
             inputs = call_state.inputs
         pred = predict(call, inputs, len(groups), per_image)
-        if guided:
+        if len(groups) > 1:  # uncond and/or several AND parts
             pred = guidance.combine(pred, len(groups), weights, cfg_scale)
         state.noise_pred = pred
         for hook in hooks:

@@ -387,7 +387,12 @@ def make_scheduler(
 
 
 def set_timesteps(
-    scheduler: Any, steps: int, device: str | torch.device | None = None, *, begin_index: int = 0
+    scheduler: Any,
+    steps: int,
+    device: str | torch.device | None = None,
+    *,
+    begin_index: int = 0,
+    **kwargs: Any,
 ) -> None:
     """`scheduler.set_timesteps(steps, device)`, then start at `begin_index` (0 for txt2img).
 
@@ -396,8 +401,9 @@ def set_timesteps(
     (an img2img convention). The integer timesteps of DPM++ 2M/2M SDE/2S a, UniPC and DEIS repeat at
     the start with the Beta schedule from about 50 steps, so the run would end in an IndexError or
     AssertionError one step early. img2img passes the index of its first step (t_start * order).
+    `kwargs` go to set_timesteps as they are (a flow schedule's `sigmas` and `mu`).
     """
-    scheduler.set_timesteps(steps, device=device)
+    scheduler.set_timesteps(steps, device=device, **kwargs)
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(begin_index)
 

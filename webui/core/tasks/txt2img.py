@@ -46,14 +46,21 @@ def run_txt2img(
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     preview_every: int = 0,
+    timestep_kwargs: Mapping[str, Any] | None = None,
+    distilled_cfg_scale: float | None = None,
 ) -> torch.Tensor:
     """Denoise `noise` (B, C, h, w in the family's latent format; unit variance, from the image seeds)
-    into final latents."""
+    into final latents. `timestep_kwargs` go to the scheduler's set_timesteps (a flow schedule's sigmas
+    and shift); `distilled_cfg_scale` reaches families with distilled guidance as a model input."""
     family = families.of(parts)
-    unet = parts.unet
+    unet = parts.denoiser
     device, dtype = parts.device, parts.dtype
-    set_timesteps(scheduler, steps, device)
-    latents = noise.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
+    set_timesteps(scheduler, steps, device, **(timestep_kwargs or {}))
+    latents = noise.to(device=device, dtype=dtype) * getattr(scheduler, "init_noise_sigma", 1.0)
+    model_kwargs = None
+    if family.distilled_guidance:
+        scale = family.defaults.distilled_cfg_scale if distilled_cfg_scale is None else distilled_cfg_scale
+        model_kwargs = {"guidance": scale}
     image_cond = None
     if family.takes_image_cond(unet):
         image_cond = inpaint_model_blank_cond(parts, noise.shape[0], height, width)
@@ -69,6 +76,7 @@ def run_txt2img(
         guidance=family.guidance,
         time_ids=family.size_conditioning(width, height, noise.shape[0], guided),
         image_cond=image_cond,
+        model_kwargs=model_kwargs,
         extra_step=step_kwargs(scheduler, generators, eta, churn),
         hooks=hooks,
         model_hooks=model_hooks,

@@ -9,12 +9,14 @@ finishes the picture.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 from PIL import Image
 
 from webui.core import families
 from webui.core.sampling import noise as noise_mod
+from webui.core.sampling.flow_samplers import make_flow_scheduler
 from webui.core.tasks import hires
 from webui.core.tasks.context import BatchContext, decode_each
 from webui.core.tasks.img2img import encode_init, run_img2img
@@ -37,9 +39,7 @@ def make_batch(
 ) -> list[Image.Image]:
     parts = ctx.parts
     total = total_steps(request)
-    sched = ctx.samplers.make_scheduler(
-        request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds
-    )
+    sched, timestep_kwargs = _first_pass_scheduler(ctx, request, seeds)
     shape = families.of(parts).latent.shape(request.width, request.height)
     resize = (request.seed_resize_from_w, request.seed_resize_from_h)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength, resize)
@@ -57,11 +57,32 @@ def make_batch(
         height=request.height,
         eta=request.eta,
         churn=ctx.churn,
+        timestep_kwargs=timestep_kwargs,
+        distilled_cfg_scale=request.distilled_cfg_scale,
         **ctx.loop_args(0, total),
     )
     if not request.enable_hr:
         return decode_each(parts, latents)
     return _second_pass(ctx, request, seeds, subseeds, latents, total)
+
+
+def _first_pass_scheduler(
+    ctx: BatchContext, request: Txt2ImgRequest, seeds: list[int]
+) -> tuple[Any, dict[str, Any]]:
+    """A fresh scheduler for the first pass and what its set_timesteps needs: flow-matching families get
+    a flow sampler with their shift (by image size where it is dynamic)."""
+    parts = ctx.parts
+    family = families.of(parts)
+    if not family.flow_matching:
+        sched = ctx.samplers.make_scheduler(
+            request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds
+        )
+        return sched, {}
+    sampler, schedule = ctx.samplers.resolve_for(True, request.sampler_name, request.scheduler)
+    m = family.latent.size_multiple
+    image_seq_len = (request.height // m) * (request.width // m)
+    flow = make_flow_scheduler(sampler, schedule, parts.scheduler_config, image_seq_len, request.steps)
+    return flow.scheduler, flow.timestep_kwargs
 
 
 def _second_pass(

@@ -1,0 +1,51 @@
+"""What a request must satisfy once its model's family is known, and the infotext keys a family adds.
+
+Validation that needs no model happens once, in `types`; these checks need the model's family: the
+sizes its denoiser takes (multiples of 16 for SD3's and Flux's 2x2 patches) and the samplers it runs
+(flow-matching samplers for SD3/Flux). Each failure is a `RequestError` naming the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from webui.core import families
+from webui.core.models.components import Components
+from webui.core.sampling.catalog import SamplerCatalog
+from webui.core.sampling.samplers import UnknownSampler
+from webui.core.types import GenerationRequest, RequestError
+
+
+def fit_request(
+    request: GenerationRequest, family: families.Family, samplers: SamplerCatalog
+) -> tuple[str, str]:
+    """Check the request against the family; return the (sampler, schedule type) names it runs under,
+    as infotext records them."""
+    m = family.latent.size_multiple
+    for name in ("width", "height"):
+        value = getattr(request, name)
+        if value % m:
+            raise RequestError(
+                name, f"must be a multiple of {m} for {family.group_label} models, got {value}"
+            )
+    try:
+        return samplers.resolve_for(family.flow_matching, request.sampler_name, request.scheduler)
+    except UnknownSampler as e:
+        raise RequestError(e.field, f"{e} (the model is {family.group_label})") from e
+
+
+def family_params(
+    request: GenerationRequest, checkpoint: Path, parts: Components, family: families.Family
+) -> dict[str, object]:
+    """The infotext keys of the model's family (Forge's): `Distilled CFG Scale`, `Shift` (a fixed
+    flow shift) and `Module 1..n` (the files a model was assembled from besides `checkpoint`)."""
+    params: dict[str, object] = {}
+    if family.distilled_guidance:
+        params["Distilled CFG Scale"] = request.distilled_cfg_scale
+    config = parts.scheduler_config
+    if family.flow_matching and not config.get("use_dynamic_shifting"):
+        params["Shift"] = float(config.get("shift", 1.0))
+    modules = sorted({p.stem for p in parts.sources.values() if p != checkpoint})
+    for i, name in enumerate(modules, 1):
+        params[f"Module {i}"] = name
+    return params
