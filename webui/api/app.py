@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
-from webui.api import extras_api, jobs_api, sdapi, sessions_api
+from webui.api import extras_api, jobs_api, merge_api, sdapi, sessions_api
 from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
 from webui.api.framing import FrameGuardMiddleware
 from webui.api.hosts import HostCheckMiddleware, HostPolicy
@@ -131,6 +131,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     _install_error_handlers(app)
     waits = Waiting(services.queue, per_user=services.options.max_waits_per_user)
     app.include_router(jobs_api.build_router(services, waits))
+    if services.merges is not None:
+        app.include_router(merge_api.build_router(services, services.merges))
     if sessions is not None:
         app.include_router(sessions_api.build_router(sessions))
     if services.options.sdapi:

@@ -56,3 +56,10 @@ class Services:
     queue: Any  # webui.core.jobs.JobQueue
     settings: Any  # webui.core.settings.SettingsStore (get, as_dict, update)
     options: ServerOptions = field(default_factory=ServerOptions)
+    merges: Any = None  # webui.core.models.merge_runs.MergeRuns: built for the manager when not given
+
+    def __post_init__(self) -> None:
+        if self.merges is None and self.manager is not None:
+            from webui.core.models.merge_runs import MergeRuns
+
+            self.merges = MergeRuns(self.manager)

@@ -2,7 +2,8 @@
 
 Listing reads only the scan (names, sizes, cached hashes): thousands of files list at once. The
 architecture is read from the safetensors header of the rows shown (at most MAX_ROWS), cached per file.
-Below the table, the LoRA browser (cards with search; webui.ui.lora_browser).
+Below the table, the LoRA browser (cards with search; webui.ui.lora_browser) and the checkpoint
+merger (webui.ui.merger_panel).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import gradio as gr
 
 from webui.ui.context import StudioContext
 from webui.ui.lora_browser import build_lora_browser
+from webui.ui.merger_panel import build_merger
 
 MAX_ROWS = 200
 HEADERS = ["Kind", "Name", "Hash", "Architecture", "Size (MiB)"]
@@ -99,6 +101,7 @@ def build_models(ctx: StudioContext) -> dict[str, Any]:
     with gr.Column(elem_id="models_lora", elem_classes="sf-extensions"):
         gr.Markdown("### LoRA")
         build_lora_browser(ctx, "", ctx.lora_thumbs)
+    merger = build_merger(ctx)
 
     def search(query: str) -> tuple[Any, str]:
         found, text = model_rows(ctx, query, cache)
@@ -112,4 +115,5 @@ def build_models(ctx: StudioContext) -> dict[str, Any]:
     ctx.page_load.add(lambda _request: search(""), [f["_table"], f["_count"]])
     f["_search"].change(search, f["_search"], [f["_table"], f["_count"]], trigger_mode="always_last", **quiet)
     f["_refresh"].click(refresh, f["_search"], [f["_table"], f["_count"]], **quiet)
+    f["_merger"] = merger
     return f
