@@ -110,7 +110,8 @@ def test_bad_known_values_in_the_file_are_reported_not_used_and_kept(tmp_path: P
         ("outdir_samples", "../../etc"),
         ("outdir_txt2img_samples", "/etc/cron.d"),
         ("outdir_grids", "C:\\Windows"),
-        ("outdir_save", "ok/../../up"),
+        ("outdir_txt2img_grids", "outputs/ok/../../up"),
+        ("outdir_samples", "my/images"),  # not under outputs/: images are served only from there
         ("outdir_img2img_samples", "a\x00b"),
         ("sd_vae", None),
         ("unknown_key", float("inf")),
@@ -132,14 +133,14 @@ def test_updates_are_validated_and_name_the_key(tmp_path: Path, key: str, value:
 def test_good_values_are_accepted(tmp_path: Path) -> None:
     s = Settings.load(tmp_path / "config.json").updated(
         {
-            "outdir_samples": "my/images",
+            "outdir_samples": "outputs/my/images",
             "s_tmax": 5,
             "sd_model_checkpoint": None,
             "eta_noise_seed_delta": 31337,
             "some_a1111_option": {"kept": [1, 2]},
         }
     )
-    assert s.get("outdir_samples") == "my/images" and s.get("s_tmax") == 5.0
+    assert s.get("outdir_samples") == "outputs/my/images" and s.get("s_tmax") == 5.0
     assert s.get("eta_noise_seed_delta") == 31337 and s.get("some_a1111_option") == {"kept": [1, 2]}
 
 

@@ -89,11 +89,12 @@ def build_services(
     *,
     db_path: Path | None = None,
     max_queued: int = 200,
-    preview_every: int = 5,
+    preview_every: int | None = None,
     extensions: bool = True,
 ) -> Services:
     """Engine (with the extensions, unless `extensions` is off), model manager, job queue (not started:
-    the app starts it) and settings."""
+    the app starts it) and settings. Each job is saved as the settings say when it runs; live previews
+    follow the settings unless `preview_every` fixes their period (tests)."""
     from webui.core.extension_points import NO_HOOKS
     from webui.core.jobs import JobQueue
     from webui.plugins.host import PluginHost
@@ -105,6 +106,9 @@ def build_services(
                 log.warning("extension %s: %s (%s)", ext.name, ext.status, ext.error)
     engine = Engine(config, manager, hooks)
     db = db_path or jobs_db_path(config)
+    settings = SettingsStore(config.settings_path)
+    if settings.problem:
+        log.warning("settings: %s", settings.problem)
     queue = JobQueue(
         engine,
         db,
@@ -112,10 +116,8 @@ def build_services(
         max_per_user=options.max_queued_per_user,
         preview_every=preview_every,
         max_job_work=options.max_job_work,
+        settings=settings.get,
     )
-    settings = SettingsStore(config.settings_path)
-    if settings.problem:
-        log.warning("settings: %s", settings.problem)
     return Services(config, engine, engine.manager, queue, settings, options)
 
 

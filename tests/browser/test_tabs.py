@@ -92,9 +92,23 @@ def test_png_info_shows_comfyui_and_invokeai_metadata_as_text(
     assert page.locator("img[src='x']").count() == 0 and page.dialogs == []
 
 
-def _upload_init(page: Any, selector: str, path: Path) -> None:
-    page.set_input_files(f"{selector} input[type=file]", str(path))
-    page.wait_for_timeout(1000)
+def _upload_init(page: Any, selector: str, path: Path, tab: str) -> None:
+    """Upload a 64x64 picture and wait until the server has it (the tab's size follows the picture).
+    The image editor drops a file given before its canvas is up: then a copy (a new file, so the input
+    changes) is given again."""
+    page.locator(selector).first.wait_for(state="visible")
+    for attempt in range(3):
+        given = path if attempt == 0 else path.with_name(f"{path.stem}-{attempt}{path.suffix}")
+        if given != path:
+            given.write_bytes(path.read_bytes())
+        page.set_input_files(f"{selector} input[type=file]", str(given))
+        try:
+            wait_value(page, f"#{tab}_width", "64", exact=True, timeout=10)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+    page.wait_for_timeout(300)
 
 
 def test_img2img_generates_from_an_uploaded_image(
@@ -104,7 +118,7 @@ def test_img2img_generates_from_an_uploaded_image(
     Image.new("RGB", (64, 64), (200, 30, 30)).save(init)
     page = open_studio(browser, studio.url)
     _tab(page, "img2img")
-    _upload_init(page, "#img2img_image", init)
+    _upload_init(page, "#img2img_image", init, "img2img")
     page.fill("#img2img_prompt textarea", "a red square, repainted")
     for elem, value in (("img2img_steps", 3), ("img2img_width", 64), ("img2img_height", 64)):
         set_number(page, elem, value)
@@ -120,7 +134,7 @@ def test_inpaint_generates_with_a_painted_mask(studio: RunningStudio, browser: A
     Image.new("RGB", (64, 64), (30, 30, 200)).save(init)
     page = open_studio(browser, studio.url)
     _tab(page, "Inpaint")
-    _upload_init(page, "#inpaint_editor", init)
+    _upload_init(page, "#inpaint_editor", init, "inpaint")
     canvas = page.locator("#inpaint_editor canvas").first
     box = canvas.bounding_box()
     assert box is not None

@@ -21,7 +21,7 @@ def test_a_typed_width_snaps_to_a_multiple_of_8_and_generates(studio: RunningStu
     wait_value(page, "#txt2img_height", "64", exact=True)
     status = generate(page, "txt2img")
     assert status.startswith("Done"), status
-    job = next(j for j in studio.services.queue.list(owner="anonymous", limit=5) if j.kind == "txt2img")
+    job = next(j for j in studio.services.queue.list(limit=5) if j.kind == "txt2img")
     assert (job.request["width"], job.request["height"]) == (104, 64)
 
 

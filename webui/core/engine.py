@@ -9,7 +9,6 @@ infotext) to disk, and only then hand it back.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from webui.core.networks.apply import AppliedInfo, NetworkCache, apply_networks
 from webui.core.networks.registry import LoraLibrary
 from webui.core.outputs.grid import image_grid
 from webui.core.outputs.infotext import format_infotext
-from webui.core.outputs.saving import image_folder, save_image
+from webui.core.outputs.options import OutputOptions
 from webui.core.prompts.conditioning import EncodingCache, PromptEncoder, ScheduledConditioning, model_key
 from webui.core.prompts.embeddings import EmbeddingFolder
 from webui.core.prompts.encode import token_widths
@@ -129,6 +128,7 @@ class _Run:
     networks: ActivationPlan
     samplers: SamplerCatalog
     hires: hires_networks.HiresPlan | None  # the hires pass's own prompts / LoRAs, when it has them
+    outputs: OutputOptions  # where and how images are written (the saving settings)
 
 
 class Engine:
@@ -157,13 +157,15 @@ class Engine:
         preview_every: int = 0,
         on_image: ImageFn | None = None,
         model_hooks: Sequence[ModelHook] = (),
+        outputs: OutputOptions | None = None,
     ) -> GenerationResult:
         """Make the request's images. `on_image` is called with each image right after it is saved.
+        `outputs` says where and how (the saving settings; default: A1111's, under the outputs folder).
 
         `hooks` are called at every step (BEFORE_STEP, AFTER_CFG, AFTER_STEP), `model_hooks` right
         before every model call (BEFORE_MODEL: they may add model inputs, e.g. ControlNet residuals)."""
         if isinstance(request, extras.ExtrasRequest):
-            return self._run_extras(request, progress, cancel, on_image)
+            return self._run_extras(request, progress, cancel, on_image, outputs)
         if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
             raise TypeError(f"cannot run a {type(request).__name__}")
         request = self.hooks.request_received(request)
@@ -203,6 +205,7 @@ class Engine:
             networks=networks,
             samplers=samplers,
             hires=hr,
+            outputs=outputs or OutputOptions(self.config.outputs_dir),
         )
         with (
             self.manager.acquire(request.checkpoint, request.vae) as model,
@@ -230,6 +233,7 @@ class Engine:
         progress: ProgressFn | None,
         cancel: CancelToken | None,
         on_image: ImageFn | None,
+        outputs: OutputOptions | None,
     ) -> GenerationResult:
         """Upscale the request's images (no model is loaded; extension upscalers load their own)."""
 
@@ -237,10 +241,12 @@ class Engine:
             if progress is not None:
                 progress(JobProgress(done, total, 1, 1, 0.0))
 
-        folder = self.config.outputs_dir / "extras-images"
+        opts = outputs or OutputOptions(self.config.outputs_dir)
+        folder = opts.outputs_dir / "extras-images"
         images, interrupted = extras.run(
-            request, self.extras_upscalers(), folder, report=report, cancel=cancel, on_image=on_image
-        )
+            request, self.extras_upscalers(), folder, report=report, cancel=cancel, on_image=on_image,
+            fmt=opts.samples_format, quality=opts.jpeg_quality, pnginfo=opts.enable_pnginfo,
+        )  # fmt: skip
         return GenerationResult(request, tuple(images), "", interrupted=interrupted)
 
     def _conditioning(
@@ -307,7 +313,7 @@ class Engine:
                 late,
             )
         kind = "img2img" if img2img else "txt2img"
-        folder = image_folder(self.config.outputs_dir, f"{kind}-images", datetime.date.today())
+        opts = run.outputs
         batch_size = (
             request.effective_batch_size if isinstance(request, Img2ImgRequest) else request.batch_size
         )
@@ -392,18 +398,17 @@ class Engine:
                 params.update(extra[i])
                 params = {**self.hooks.extra_infotext(request), **params}
                 text = format_infotext(run.prompt, run.negative_prompt, params)
-                path = save_image(pil, folder, seeds[i], text) if request.save_images else None
+                keep = request.save_images and opts.samples_save
+                path = opts.save(pil, f"{kind}-images", seeds[i], text) if keep else None
                 image = GeneratedImage(pil, seeds[i], subseeds[i], text, path)
                 images.append(image)
                 self.hooks.after_save(request, image)
                 if run.on_image is not None:
                     run.on_image(image)
         grid = None
-        if request.save_images and len(images) > 1:
-            grid_dir = image_folder(self.config.outputs_dir, f"{kind}-grids", datetime.date.today())
-            grid = save_image(
-                image_grid([i.image for i in images]), grid_dir, images[0].seed, images[0].infotext
-            )
+        if request.save_images and opts.grid_save and len(images) > 1:
+            grid_image = image_grid([i.image for i in images])
+            grid = opts.save(grid_image, f"{kind}-grids", images[0].seed, images[0].infotext, grid=True)
         return result(grid=grid)
 
     @staticmethod

@@ -75,16 +75,32 @@ def _one_of(*choices: str) -> Check:
     return check
 
 
-def _relative_folder(value: Any) -> None:
-    """An output folder: relative to the data folder, never climbing out of it ("" = the default)."""
+OUTPUTS = "outputs"  # the first part of every output folder setting
+
+
+def output_folder_parts(value: str) -> tuple[str, ...]:
+    """The parts of an output folder setting below `outputs/` ("" -> ())."""
+    parts = PurePosixPath(value.replace("\\", "/")).parts
+    return tuple(parts[1:]) if parts and parts[0] == OUTPUTS else tuple(parts)
+
+
+def _output_folder(value: Any) -> None:
+    """An output folder: `outputs/<folders>` relative to the data folder ("" = the default). Images
+    are served to browsers and clients only from the outputs folder, so nothing may point elsewhere."""
     if any(ord(c) < 32 for c in value):
         raise ValueError("must not contain control characters")
     if not value:
         return
     if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or ":" in value:
-        raise ValueError(f"must be a folder relative to the data folder, got {value!r}")
-    if ".." in PurePosixPath(value.replace("\\", "/")).parts:
+        raise ValueError(f"must be a folder under outputs/ (such as outputs/portraits), got {value!r}")
+    parts = PurePosixPath(value.replace("\\", "/")).parts
+    if ".." in parts:
         raise ValueError(f"must not contain '..', got {value!r}")
+    if not parts or parts[0] != OUTPUTS:
+        raise ValueError(
+            f"must be a folder under outputs/ (such as outputs/portraits), got {value!r}: images are "
+            "served only from the outputs folder"
+        )
 
 
 def _specs(*specs: SettingSpec) -> Mapping[str, SettingSpec]:
@@ -113,21 +129,16 @@ SPECS: Mapping[str, SettingSpec] = _specs(
     SettingSpec("grid_format", "png", str, "File format for grids", check=_one_of(*FORMATS)),
     SettingSpec("jpeg_quality", 80, int, "Quality for saved jpeg and webp images", check=_between(1, 100)),
     SettingSpec("enable_pnginfo", True, bool, "Save text information about generation parameters"),
-    SettingSpec("outdir_samples", "", str, "Output directory for images", check=_relative_folder),
+    SettingSpec("outdir_samples", "", str, "Output directory for images", check=_output_folder),
     SettingSpec(
-        "outdir_txt2img_samples", "outputs/txt2img-images", str, "txt2img images", check=_relative_folder
+        "outdir_txt2img_samples", "outputs/txt2img-images", str, "txt2img images", check=_output_folder
     ),
     SettingSpec(
-        "outdir_img2img_samples", "outputs/img2img-images", str, "img2img images", check=_relative_folder
+        "outdir_img2img_samples", "outputs/img2img-images", str, "img2img images", check=_output_folder
     ),
-    SettingSpec("outdir_grids", "", str, "Output directory for grids", check=_relative_folder),
-    SettingSpec(
-        "outdir_txt2img_grids", "outputs/txt2img-grids", str, "txt2img grids", check=_relative_folder
-    ),
-    SettingSpec(
-        "outdir_img2img_grids", "outputs/img2img-grids", str, "img2img grids", check=_relative_folder
-    ),
-    SettingSpec("outdir_save", "log/images", str, "Directory for saving images", check=_relative_folder),
+    SettingSpec("outdir_grids", "", str, "Output directory for grids", check=_output_folder),
+    SettingSpec("outdir_txt2img_grids", "outputs/txt2img-grids", str, "txt2img grids", check=_output_folder),
+    SettingSpec("outdir_img2img_grids", "outputs/img2img-grids", str, "img2img grids", check=_output_folder),
     SettingSpec("live_previews_enable", True, bool, "Show live previews of the created image"),
     SettingSpec("show_progress_every_n_steps", 10, int, "Live preview every N steps", check=_between(-1, 32)),
     SettingSpec("img2img_fix_steps", False, bool, "img2img: do exactly the amount of steps the slider says"),

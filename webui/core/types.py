@@ -177,7 +177,8 @@ class Txt2ImgRequest(GenerationRequest):
         if not isinstance(self.hr_upscaler, str) or not self.hr_upscaler:
             raise RequestError("hr_upscaler", "must name an upscaler")
         try:
-            (samplers or BUILTIN).resolve(*self.hr_sampler(samplers))
+            # hires fix runs on the diffusion families only (flow families answer 422 for it)
+            (samplers or BUILTIN).resolve_for(False, *self.hr_sampler(samplers))
         except UnknownSampler as e:
             raise RequestError("hr_scheduler" if e.field == "scheduler" else "hr_sampler_name", str(e)) from e
         target = self.hr_target
@@ -204,7 +205,7 @@ class Txt2ImgRequest(GenerationRequest):
         if self.hr_scheduler:
             return name, self.hr_scheduler
         try:
-            (samplers or BUILTIN).resolve(name, self.scheduler)
+            (samplers or BUILTIN).resolve_for(False, name, self.scheduler)
         except UnknownSampler:
             return name, AUTOMATIC
         return name, self.scheduler

@@ -22,7 +22,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "Output folders": (
         "outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_grids",
-        "outdir_txt2img_grids", "outdir_img2img_grids", "outdir_save",
+        "outdir_txt2img_grids", "outdir_img2img_grids",
     ),
     "Live previews": ("live_previews_enable", "show_progress_every_n_steps"),
     "Stable Diffusion (defaults)": (

@@ -19,6 +19,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from webui.core.jobs.info import (
 )
 from webui.core.jobs.store import JobRow, JobStore
 from webui.core.jobs.worker import Outcome, execute
+from webui.core.outputs.options import OutputOptions
 from webui.core.sampling.loop import CancelToken
 from webui.core.types import RequestError
 
@@ -83,10 +85,15 @@ class JobQueue:
         *,
         max_queued: int = 200,
         max_per_user: int = 0,
-        preview_every: int = 0,
+        preview_every: int | None = 0,
         max_job_work: float = 0.0,
+        settings: Callable[[str], Any] | None = None,
     ) -> None:
+        """`settings(key)` reads the stored settings (SettingsStore.get): each job is saved as they say
+        then (format, folders, ...), and previews follow them unless `preview_every` fixes the period
+        (None: the settings decide; 0: no previews; N: every N steps)."""
         self.engine = engine
+        self.settings = settings
         self.max_job_work = max_job_work  # megapixel-steps a job may ask for (budget.py); 0: no limit
         self.db_path = Path(db_path)
         # one folder per job: its input images, and the images its request asked not to save
@@ -339,11 +346,25 @@ class JobQueue:
                 run.token,
                 results_dir=folder,
                 report=_Reporter(self, run),
-                preview_every=self.preview_every,
+                preview_every=self._preview_every(),
+                outputs=self._outputs(),
             )
         except RequestError as e:  # a stored request this version cannot read
             outcome = Outcome((), error=str(e))
         self._finish(run, outcome)
+
+    def _preview_every(self) -> int:
+        if self.preview_every is not None:
+            return self.preview_every
+        if self.settings is None or not self.settings("live_previews_enable"):
+            return 0
+        every = int(self.settings("show_progress_every_n_steps") or 0)
+        return every if every > 0 else 0  # -1 (A1111: only when a batch ends): the finished images show then
+
+    def _outputs(self) -> OutputOptions:
+        if self.settings is None:
+            return OutputOptions(self.engine.config.outputs_dir)
+        return OutputOptions.from_settings(self.settings, self.engine.config.outputs_dir)
 
     def _finish(self, run: _Running, outcome: Outcome) -> None:
         job_id = run.base.id

@@ -22,6 +22,7 @@ import torch
 from webui.core.engine import Engine, JobProgress
 from webui.core.jobs.codec import JobRequest
 from webui.core.jobs.info import JobImage, JobProgressInfo
+from webui.core.outputs.options import OutputOptions
 from webui.core.outputs.saving import save_image
 from webui.core.sampling.loop import CancelToken
 from webui.core.types import GeneratedImage, RequestError
@@ -103,6 +104,7 @@ def execute(
     results_dir: Path,
     report: Reporter,
     preview_every: int = 0,
+    outputs: OutputOptions | None = None,
 ) -> Outcome:
     """Run one request; never raises for a failing job."""
     images = _Images(results_dir, report)
@@ -120,6 +122,7 @@ def execute(
             cancel=cancel,
             preview_every=preview_every,
             on_image=lambda img: images.add([img]),
+            outputs=outputs,
         )
     except RequestError as e:
         error = str(e)

@@ -13,7 +13,9 @@ from typing import Any
 
 from webui.core import families
 
-ARCHITECTURES: tuple[str, ...] = families.ARCHITECTURES
+# The diffusion (LDM) families ship a diffusers config folder each; the flow families (SD3, Flux) are
+# built from the official configs in code (webui.core.models.flow_loader, tiny_flow).
+ARCHITECTURES: tuple[str, ...] = tuple(f.arch for f in families.FAMILIES if not f.flow_matching)
 
 
 def configs_root() -> Path:

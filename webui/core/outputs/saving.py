@@ -69,13 +69,16 @@ def save_image(
     *,
     quality: int = DEFAULT_QUALITY,
     extra_text: Mapping[str, str] | None = None,
+    numbered: bool = True,
 ) -> Path:
     """Write image as folder/NNNNN-SEED.<fmt> (NNNNN.<fmt> when seed is None) with infotext
     embedded; return the path.
 
     PNG keeps the infotext in a `parameters` text chunk (iTXt when it is not Latin-1), and each
     `extra_text` item in a chunk of its own; JPEG and WebP keep the infotext in EXIF UserComment (no
-    extra chunks). quality applies to JPEG and WebP. On any error nothing is left behind.
+    extra chunks). quality applies to JPEG and WebP. Without `numbered` (A1111's "Add number to
+    filename" off) the name is SEED.<fmt>, then SEED-1.<fmt>, ... so nothing is overwritten. On any error
+    nothing is left behind.
     """
     pil_format, suffix = _resolve_format(fmt)
     options = _encoder_options(pil_format, infotext, quality, extra_text or {})
@@ -85,7 +88,11 @@ def save_image(
     temp = _write_temp(image, folder, pil_format, options)
     try:
         with _folder_lock(folder):
-            final = _publish(temp, folder, seed, suffix)
+            final = (
+                _publish(temp, folder, seed, suffix)
+                if numbered or seed is None
+                else _publish_plain(temp, folder, seed, suffix)
+            )
     finally:
         temp.unlink(missing_ok=True)
     _fsync_folder(folder)
@@ -186,6 +193,24 @@ def _publish(temp: Path, folder: Path, seed: int | None, suffix: str) -> Path:
         except OSError:  # no hard links on this file system (FAT, some shares)
             if final.exists():
                 number += 1
+                continue
+            os.replace(temp, final)
+            return final
+
+
+def _publish_plain(temp: Path, folder: Path, seed: int, suffix: str) -> Path:
+    """Give temp the name SEED<suffix>, or SEED-N<suffix> with the first free N; the caller holds the lock."""
+    n = 0
+    while True:
+        final = folder / (f"{seed}{suffix}" if n == 0 else f"{seed}-{n}{suffix}")
+        try:
+            os.link(temp, final)
+            return final
+        except FileExistsError:
+            n += 1
+        except OSError:
+            if final.exists():
+                n += 1
                 continue
             os.replace(temp, final)
             return final

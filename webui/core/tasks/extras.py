@@ -222,8 +222,13 @@ def run(
     report: Callable[[int, int], None] | None = None,
     cancel: CancelToken | None = None,
     on_image: Callable[[GeneratedImage], object] | None = None,
+    fmt: str = "png",
+    quality: int = 80,
+    pnginfo: bool = True,
 ) -> tuple[list[GeneratedImage], bool]:
     """Upscale every image (each written to `folder` first when save_images); (images, interrupted).
+    `fmt`, `quality` and `pnginfo` are the saving settings (file format, JPEG/WebP quality, whether the
+    parameters are embedded).
 
     A GeneratedImage's `seed` is the image's index in the request (extras have no seeds) and its
     infotext the source's parameters. When `on_image` is given it receives each image, and the returned
@@ -241,7 +246,19 @@ def run(
         if cancel is not None and cancel.take_skip():
             continue  # skip: this image is dropped, the next one goes on
         text = request.source_infotexts[i] if request.source_infotexts else ""
-        path = save_image(out, folder, None, text, extra_text=extra) if request.save_images else None
+        path = (
+            save_image(
+                out,
+                folder,
+                None,
+                text if pnginfo else "",
+                fmt,
+                quality=quality,
+                extra_text=extra if pnginfo else {},
+            )
+            if request.save_images
+            else None
+        )
         image = GeneratedImage(out, i, -1, text, path)
         if on_image is not None:
             on_image(image)
