@@ -120,7 +120,8 @@ def test_override_checkpoint_per_request_and_model_hash(c: httpx.Client, tiny_fi
             {"override_settings": {"outdir_txt2img_samples": "/tmp/x"}},
             "override_settings.outdir_txt2img_samples",
         ),
-        ({"override_settings": {"eta_noise_seed_delta": 31337}}, "override_settings.eta_noise_seed_delta"),
+        ({"override_settings": {"randn_source": "GPU"}}, "override_settings.randn_source"),
+        ({"override_settings": {"eta_noise_seed_delta": "lots"}}, "eta_noise_seed_delta"),
         (
             {"override_settings": {"sd_model_checkpoint": "nope.safetensors"}},
             "override_settings.sd_model_checkpoint",

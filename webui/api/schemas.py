@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from webui.core.sampling.catalog import SamplerCatalog
+from webui.core.settings import REQUEST_DEFAULT_SETTINGS, request_defaults
 from webui.core.types import GenerationRequest, RequestError
 
 
@@ -147,7 +148,7 @@ _HARMLESS_SETTINGS = frozenset(
         "samples_filename_pattern", "show_progressbar", "live_previews_enable", "show_progress_every_n_steps",
         "live_preview_content", "return_grid", "do_not_show_images", "sd_checkpoint_cache",
         "sd_vae_checkpoint_cache", "enable_emphasis", "save_init_img", "return_mask",
-        "return_mask_composite", "img2img_color_correction", "img2img_fix_steps",
+        "return_mask_composite", "img2img_color_correction",
     }
 )  # fmt: skip
 
@@ -177,6 +178,8 @@ def _override(overrides: Mapping[str, Any], current: Callable[[str], Any]) -> di
             mapped["vae"] = value or None
         elif key == "CLIP_stop_at_last_layers":
             mapped["clip_skip"] = value
+        elif key in REQUEST_DEFAULT_SETTINGS:
+            pass  # the request's defaults (to_request reads them through `layered`)
         elif key.startswith("outdir") or key in _HARMLESS_SETTINGS:
             if key.startswith("outdir") and value:
                 raise RequestError(field, "output folders cannot be chosen through the API")
@@ -224,7 +227,14 @@ def to_request(
     clip_skip = settings("CLIP_stop_at_last_layers")
     if isinstance(clip_skip, int) and not isinstance(clip_skip, bool):
         kwargs["clip_skip"] = clip_skip
-    kwargs.update(_override(data["override_settings"] or {}, settings))
+    overrides = data["override_settings"] or {}
+
+    def layered(key: str) -> Any:  # A1111: the payload's fields, then override_settings, then the options
+        return overrides[key] if key in overrides else settings(key)
+
+    for name, value in request_defaults(layered, names, kwargs["sampler_name"]).items():
+        kwargs.setdefault(name, value)
+    kwargs.update(_override(overrides, settings))
     kwargs["save_images"] = bool(data["save_images"]) and not data["do_not_save_samples"]
     if alwayson is not None and data.get("alwayson_scripts"):
         kwargs["extension_args"] = alwayson(data["alwayson_scripts"])

@@ -94,6 +94,7 @@ def infotext_params(
         "Variation seed strength": request.subseed_strength if variation else None,
         "Seed resize from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}" if resize else None,
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+        "ENSD": request.eta_noise_seed_delta or None,
         "RNG": "CPU",
         "TI hashes": ti_hashes,
         "App": "Sfumato",

@@ -17,7 +17,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import MappingProxyType
@@ -111,17 +111,14 @@ FORMATS = ("png", "jpg", "jpeg", "webp")
 SPECS: Mapping[str, SettingSpec] = _specs(
     SettingSpec("sd_model_checkpoint", None, str, "Stable Diffusion checkpoint", nullable=True),
     SettingSpec("sd_vae", "Automatic", str, "SD VAE"),
-    SettingSpec("sd_vae_overrides_per_model_preferences", True, bool, "Selected VAE overrides per-model"),
     SettingSpec("CLIP_stop_at_last_layers", 1, int, "Clip skip", check=_between(1, 12)),
     SettingSpec("eta_noise_seed_delta", 0, int, "Eta noise seed delta (ENSD)", check=_between(0, MAX_SEED)),
     SettingSpec("randn_source", "CPU", str, "Random number generator source", check=_one_of("CPU")),
-    SettingSpec("eta_ddim", 0.0, float, "Eta for DDIM", check=_between(0, 1)),
-    SettingSpec("eta_ancestral", 1.0, float, "Eta for ancestral samplers", check=_between(0, 1)),
+    SettingSpec("eta_ddim", 0.0, float, "Eta for DDIM (when a request leaves eta out)", check=_between(0, 1)),
     SettingSpec("s_churn", 0.0, float, "sigma churn", check=_between(0, 100)),
     SettingSpec("s_tmin", 0.0, float, "sigma tmin", check=_between(0, 10)),
     SettingSpec("s_tmax", 0.0, float, "sigma tmax (0 = infinity)", check=_between(0, 999)),
     SettingSpec("s_noise", 1.0, float, "sigma noise", check=_between(0, 1.1)),
-    SettingSpec("comma_padding_backtrack", 20, int, "Prompt word wrap length limit", check=_between(0, 74)),
     SettingSpec("samples_save", True, bool, "Always save all generated images"),
     SettingSpec("samples_format", "png", str, "File format for images", check=_one_of(*FORMATS)),
     SettingSpec("save_images_add_number", True, bool, "Add number to filename when saving"),
@@ -141,11 +138,41 @@ SPECS: Mapping[str, SettingSpec] = _specs(
     SettingSpec("outdir_img2img_grids", "outputs/img2img-grids", str, "img2img grids", check=_output_folder),
     SettingSpec("live_previews_enable", True, bool, "Show live previews of the created image"),
     SettingSpec("show_progress_every_n_steps", 10, int, "Live preview every N steps", check=_between(-1, 32)),
-    SettingSpec("img2img_fix_steps", False, bool, "img2img: do exactly the amount of steps the slider says"),
     SettingSpec(
         "initial_noise_multiplier", 1.0, float, "Noise multiplier for img2img", check=_between(0, 1.5)
     ),
 )
+# Settings that are the defaults of request fields: the studio's tabs and the A1111 API use them when a
+# request leaves the field out (as A1111 reads its opts); the native jobs API takes requests as sent.
+_REQUEST_DEFAULTS = {
+    "s_churn": "s_churn",
+    "s_tmin": "s_tmin",
+    "s_noise": "s_noise",
+    "eta_noise_seed_delta": "eta_noise_seed_delta",
+    "initial_noise_multiplier": "initial_noise_multiplier",
+}
+
+
+def request_defaults(
+    get: Callable[[str], Any], fields: Collection[str], sampler_name: str | None = None
+) -> dict[str, Any]:
+    """The request fields (among `fields`) the stored settings give when a request leaves them out:
+    sigma churn/tmin/tmax/noise, ENSD, img2img's noise multiplier, and eta for DDIM (`eta_ddim`)."""
+    out: dict[str, Any] = {}
+    for name, key in _REQUEST_DEFAULTS.items():
+        value = get(key)
+        if name in fields and value is not None:
+            out[name] = value
+    tmax = get("s_tmax")
+    if "s_tmax" in fields and tmax is not None:
+        out["s_tmax"] = float(tmax) if tmax > 0 else math.inf  # A1111: 0 means no upper bound
+    eta = get("eta_ddim")
+    if "eta" in fields and sampler_name == "DDIM" and eta is not None:
+        out["eta"] = eta
+    return out
+
+
+REQUEST_DEFAULT_SETTINGS = frozenset({*_REQUEST_DEFAULTS.values(), "s_tmax", "eta_ddim"})
 MAX_UNKNOWN_KEY_CHARS = 200
 # Keys Sfumato does not use are kept for A1111 clients that write them back, within bounds: a client
 # cannot grow config.json without end (the count and the JSON size of all unknown values together).

@@ -75,6 +75,7 @@ class GenerationRequest:
     s_tmin: float = 0.0
     s_tmax: float = math.inf
     s_noise: float = 1.0
+    eta_noise_seed_delta: int = 0  # A1111's ENSD: step noise of ancestral/SDE samplers from seed + delta
     checkpoint: str | None = None  # title, name or hash; None: the default checkpoint
     vae: str | None = None  # None/"Automatic": the checkpoint's own VAE
     save_images: bool = True
@@ -112,6 +113,7 @@ class GenerationRequest:
             _finite("eta", self.eta, 0.0, 10.0)
         _finite("s_noise", self.s_noise, 0.0, 10.0)
         _finite("s_churn", self.s_churn, 0.0, 100.0)
+        _int("eta_noise_seed_delta", self.eta_noise_seed_delta, 0, MAX_SEED)
         from webui.core.sampling.catalog import BUILTIN
         from webui.core.sampling.samplers import UnknownSampler
 

@@ -66,10 +66,16 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def build_request(
-    kind: str, values: Mapping[str, Any], extra: Mapping[str, Any] | None = None, samplers: Any = None
+    kind: str,
+    values: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+    samplers: Any = None,
+    settings: Callable[[str], Any] | None = None,
 ) -> Any:
-    """The core request of this kind from field values (names as the request's fields)."""
+    """The core request of this kind from field values (names as the request's fields); fields the tab
+    has no control for take their stored settings (`settings(key)`, see core.settings.request_defaults)."""
     from webui.core.jobs import REQUEST_KINDS
+    from webui.core.settings import request_defaults
     from webui.core.types import RequestError
 
     cls = REQUEST_KINDS.get(kind)
@@ -89,6 +95,9 @@ def build_request(
         if kwargs.get(name) in ("", same):
             kwargs.pop(name)  # None: the first pass's
     kwargs.update(extra or {})
+    if settings is not None:
+        for name, value in request_defaults(settings, names, kwargs.get("sampler_name")).items():
+            kwargs.setdefault(name, value)
     request = cls(**kwargs)
     request.validate(samplers)
     return request
@@ -182,7 +191,9 @@ class TabRunner:
         extra: dict[str, Any] = {}
         for make in self.extras:
             extra.update(make(values))
-        request = build_request(self.kind, values, extra, self.ctx.services.engine.samplers)
+        request = build_request(
+            self.kind, values, extra, self.ctx.services.engine.samplers, self.ctx.services.settings.get
+        )
         _check_models(self.ctx, request)
         return request
 

@@ -26,11 +26,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "Live previews": ("live_previews_enable", "show_progress_every_n_steps"),
     "Stable Diffusion (defaults)": (
-        "sd_model_checkpoint", "sd_vae", "sd_vae_overrides_per_model_preferences", "CLIP_stop_at_last_layers",
-        "comma_padding_backtrack", "img2img_fix_steps", "initial_noise_multiplier",
+        "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "initial_noise_multiplier",
     ),
     "Sampler parameters": (
-        "eta_noise_seed_delta", "randn_source", "eta_ddim", "eta_ancestral", "s_churn", "s_tmin", "s_tmax",
+        "eta_noise_seed_delta", "randn_source", "eta_ddim", "s_churn", "s_tmin", "s_tmax",
         "s_noise",
     ),
 }  # fmt: skip

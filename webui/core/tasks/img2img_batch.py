@@ -106,7 +106,9 @@ def make_batch(
     shape = family.latent.shape(inputs.width, inputs.height)
     resize = (request.seed_resize_from_w, request.seed_resize_from_h)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength, resize)
-    generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
+    generators = noise_mod.NoiseSource.for_seeds(
+        shape, seeds, eta_noise_seed_delta=request.eta_noise_seed_delta
+    ).generator_list()
     mask_latent = image_cond = None
     masks = [p.mask for p in prepared if p.mask is not None]
     if masks:

@@ -43,7 +43,9 @@ def make_batch(
     shape = families.of(parts).latent.shape(request.width, request.height)
     resize = (request.seed_resize_from_w, request.seed_resize_from_h)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength, resize)
-    generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
+    generators = noise_mod.NoiseSource.for_seeds(
+        shape, seeds, eta_noise_seed_delta=request.eta_noise_seed_delta
+    ).generator_list()
     latents = run_txt2img(
         parts,
         sched,
@@ -108,7 +110,9 @@ def _second_pass(
     h, w = target.latent_size
     shape = (families.of(parts).latent.channels, h, w)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength)
-    generators = noise_mod.NoiseSource.for_seeds(shape, seeds).generator_list()
+    generators = noise_mod.NoiseSource.for_seeds(
+        shape, seeds, eta_noise_seed_delta=request.eta_noise_seed_delta
+    ).generator_list()
     sampler, schedule = hires.second_pass_sampler(request, ctx.samplers)
     sched = ctx.samplers.make_scheduler(sampler, schedule, parts.scheduler_config, noise_seeds=seeds)
     steps = hires.second_pass_steps(request)
