@@ -52,6 +52,14 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accepted for A1111 scripts; no effect yet (models stay on the GPU)",
     )
+    dev.add_argument(
+        "--batch-mode",
+        choices=["auto", "batched", "per-image"],
+        default="auto",
+        help="how a batch goes through the model: 'batched' (one call for the whole batch: fast on a GPU; "
+        "image i matches a single run within 2/255), 'per-image' (one call per image: bit-identical to "
+        "single runs), 'auto' (batched on a GPU, per-image on the CPU)",
+    )
     dev.add_argument("--skip-torch-cuda-test", action="store_true", help="start without a GPU")
     dev.add_argument("--model-cache-gb", type=float, default=None, help="RAM for recently used models (GiB)")
 

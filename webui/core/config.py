@@ -39,6 +39,7 @@ class AppConfig:
     port: int = 7860
     api: bool = False
     text_encoder_dirs: tuple[Path, ...] = ()  # SD3/Flux text encoders kept apart (clip_l, clip_g, t5xxl)
+    batch_mode: str = "auto"  # auto | batched | per-image: how the denoiser sees a batch (devices.per_image)
 
     @property
     def models_dir(self) -> Path:
@@ -92,6 +93,7 @@ class AppConfig:
             precision=ns.precision,
             no_half=ns.no_half,
             no_half_vae=ns.no_half_vae,
+            batch_mode=getattr(ns, "batch_mode", "auto"),
             model_cache_bytes=int(cache_gb * 2**30),
             listen=ns.listen,
             server_name=ns.server_name,

@@ -20,3 +20,17 @@ def choose_precision(config: AppConfig, cuda_available: bool | None = None) -> P
         dtype = torch.float16
     vae_dtype = torch.float32 if config.no_half_vae else dtype
     return Precision("cuda", dtype, vae_dtype)
+
+
+BATCH_MODES = ("auto", "batched", "per-image")
+
+
+def per_image(batch_mode: str, device: torch.device | str) -> bool:
+    """Whether the denoiser runs image by image (`--batch-mode`): 'auto' batches on an accelerator, where
+    one call for the batch uses the chip, and goes image by image on the CPU, where batching gains
+    nothing and image i of a batch is then bit-identical to a single run with its seed."""
+    if batch_mode not in BATCH_MODES:
+        raise ValueError(f"batch mode must be one of {', '.join(BATCH_MODES)}, got {batch_mode!r}")
+    if batch_mode == "auto":
+        return torch.device(device).type == "cpu"
+    return batch_mode == "per-image"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from webui.core import families
 from webui.core.config import AppConfig
-from webui.core.devices import choose_precision
+from webui.core.devices import choose_precision, per_image
 from webui.core.extension_points import NO_HOOKS, EngineHooks
 from webui.core.family_requests import family_params, fit_request
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
@@ -359,6 +359,7 @@ class Engine:
                 model_hooks=run.model_hooks,
                 cancel=run.cancel,
                 preview_every=run.preview_every,
+                per_image=per_image(self.config.batch_mode, model.components.device),
                 churn=dict(
                     s_churn=request.s_churn,
                     s_tmin=request.s_tmin,

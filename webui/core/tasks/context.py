@@ -38,6 +38,7 @@ class BatchContext:
     model_hooks: tuple[ModelHook, ...] = ()  # BEFORE_MODEL: extra model inputs (ControlNet...)
     cancel: CancelToken | None = None
     preview_every: int = 0
+    per_image: bool = True  # the model sees one image at a time (see sampling.loop.predict)
     churn: Mapping[str, float] = field(default_factory=dict)
     upscalers: Mapping[str, Callable[[Image.Image, int, int], Image.Image]] = field(default_factory=dict)
     samplers: SamplerCatalog = BUILTIN  # makes the schedulers (built-in and extension samplers)
@@ -61,10 +62,14 @@ class BatchContext:
             on_progress=self.progress(offset, total),
             cancel=self.cancel,
             preview_every=self.preview_every,
+            per_image=self.per_image,
         )
 
 
-def decode_each(parts: Components, latents: torch.Tensor) -> list[Image.Image]:
-    """Decode image by image (a batch decodes bit-identically to single runs)."""
+def decode_each(parts: Components, latents: torch.Tensor, per_image: bool = True) -> list[Image.Image]:
+    """Decode image by image (a batch decodes bit-identically to single runs), or the batch at once
+    (`per_image` False: the batched mode on accelerators)."""
+    if not per_image:
+        return to_pil(decode(parts.vae, latents))
     decoded = torch.cat([decode(parts.vae, latents[i : i + 1]) for i in range(latents.shape[0])])
     return to_pil(decoded)

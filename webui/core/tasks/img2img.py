@@ -183,6 +183,7 @@ def run_img2img(
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     preview_every: int = 0,
+    per_image: bool = True,
 ) -> torch.Tensor:
     """Denoise `init_latents` (B, C, h, w; scaled, from `encode_init`) from the step `strength` picks.
 
@@ -235,4 +236,5 @@ def run_img2img(
         on_progress=on_progress,
         cancel=cancel,
         preview_every=preview_every,
+        per_image=per_image,
     )

@@ -144,7 +144,10 @@ def make_batch(
         initial_noise_multiplier=request.initial_noise_multiplier,
         **ctx.loop_args(0, total_steps(request)),
     )
-    pictures = [finish_image(p, pic) for p, pic in zip(prepared, decode_each(parts, latents), strict=True)]
+    pictures = [
+        finish_image(p, pic)
+        for p, pic in zip(prepared, decode_each(parts, latents, ctx.per_image), strict=True)
+    ]
     params = [
         infotext_params(request, src, only_masked_used=p.box is not None)
         for p, src in zip(prepared, sources, strict=True)

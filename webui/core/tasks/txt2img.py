@@ -46,6 +46,7 @@ def run_txt2img(
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     preview_every: int = 0,
+    per_image: bool = True,
     timestep_kwargs: Mapping[str, Any] | None = None,
     distilled_cfg_scale: float | None = None,
 ) -> torch.Tensor:
@@ -83,4 +84,5 @@ def run_txt2img(
         on_progress=on_progress,
         cancel=cancel,
         preview_every=preview_every,
+        per_image=per_image,
     )

@@ -64,7 +64,7 @@ def make_batch(
         **ctx.loop_args(0, total),
     )
     if not request.enable_hr:
-        return decode_each(parts, latents)
+        return decode_each(parts, latents, ctx.per_image)
     return _second_pass(ctx, request, seeds, subseeds, latents, total)
 
 
@@ -104,7 +104,7 @@ def _second_pass(
         by_extension = ctx.upscalers.get(request.hr_upscaler)
         pictures = [
             by_extension(p, *size) if by_extension else hires.upscale_image(p, request.hr_upscaler, target)
-            for p in decode_each(parts, latents)
+            for p in decode_each(parts, latents, ctx.per_image)
         ]
         init = hires.truncate(encode_init(parts, pictures), target)
     h, w = target.latent_size
@@ -137,4 +137,4 @@ def _second_pass(
             churn=ctx.churn,
             **ctx.loop_args(request.steps, total),
         )
-    return decode_each(parts, out)
+    return decode_each(parts, out, ctx.per_image)
