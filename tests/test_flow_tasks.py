@@ -114,6 +114,26 @@ def test_inpaint_keeps_every_pixel_outside_an_unblurred_mask(
     assert params["Denoising strength"] == str(strength).rstrip("0").rstrip(".")
 
 
+def test_only_masked_with_latent_noise_keeps_the_rest_of_the_picture(engine: Engine) -> None:
+    init, mask = _picture(), _mask()
+    req = _img2img(
+        "flux-dev-aio",
+        mask=mask,
+        mask_blur=0,
+        inpaint_full_res=True,
+        inpaint_full_res_padding=4,
+        inpainting_fill=2,
+        denoising_strength=0.8,
+        save_images=False,
+    )
+    r = engine.run(req)
+    out, keep = np.asarray(r.images[0].image), np.asarray(mask) == 0
+    assert np.array_equal(out[keep], np.asarray(init)[keep])
+    assert not np.array_equal(out[~keep], np.asarray(init)[~keep])
+    params = parse_infotext(r.images[0].infotext)
+    assert params["Inpaint area"] == "Only masked" and params["Masked content"] == "latent noise"
+
+
 @pytest.mark.parametrize("name", list(CHECKPOINTS))
 def test_batch_items_are_the_single_runs_with_their_seeds(name: str, engine: Engine) -> None:
     """Image i of a batch is the single run with seed + i; with a variation, the same seed and
