@@ -24,7 +24,7 @@ def fit_request(
     """Check the request against the family; return the (sampler, schedule type) names it runs under,
     as infotext records them."""
     for name in ("width", "height"):
-        check_multiple(family, name, "", getattr(request, name))
+        _check_multiple(family, name, "", getattr(request, name))
     if isinstance(request, Txt2ImgRequest) and request.enable_hr:
         _fit_hires(request, family, samplers)
     try:
@@ -33,7 +33,7 @@ def fit_request(
         raise RequestError(e.field, f"{e} (the model is {family.group_label})") from e
 
 
-def check_multiple(family: families.Family, field: str, what: str, *sides: int) -> None:
+def _check_multiple(family: families.Family, field: str, what: str, *sides: int) -> None:
     """Each side a multiple of the family's size multiple, or a RequestError on `field`."""
     m = family.latent.size_multiple
     if any(side % m for side in sides):
@@ -50,7 +50,7 @@ def _fit_hires(request: Txt2ImgRequest, family: families.Family, samplers: Sampl
         field = "hr_scheduler" if e.field == "scheduler" else "hr_sampler_name"
         raise RequestError(field, f"{e} (the model is {family.group_label})") from e
     field = "hr_scale" if request.hr_resize_x == 0 and request.hr_resize_y == 0 else "hr_resize_x"
-    check_multiple(family, field, "the hires fix size ", *request.hr_target.size)
+    _check_multiple(family, field, "the hires fix size ", *request.hr_target.size)
 
 
 def family_params(
