@@ -1,11 +1,10 @@
 """SD3 / SD3.5 and Flux.1 through `Engine.run`, from the files people keep them in: detection by the
 tensors, loading through the manager (text encoders from models/text_encoder, the VAE from models/VAE
-for split files), txt2img with flow samplers, Distilled CFG, sizes, infotext and its read-back, and a
-clear 422 for what these families cannot do yet."""
+for split files), txt2img with flow samplers, Distilled CFG, sizes, infotext and its read-back
+(img2img, inpainting and hires fix: test_flow_tasks.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from webui.core.models.manager import ModelManager
 from webui.core.models.tiny_flow import build_tiny_flow, save, single_file, split_files
 from webui.core.outputs.infotext import parse_infotext
 from webui.core.outputs.saving import read_infotext
-from webui.core.types import Img2ImgRequest, RequestError, Txt2ImgRequest
+from webui.core.types import RequestError, Txt2ImgRequest
 
 # checkpoint name -> (arch, how it is kept)
 CHECKPOINTS = {
@@ -159,16 +158,6 @@ def test_samplers_and_schedules_flow_models_cannot_run_are_refused(engine: Engin
     with pytest.raises(RequestError) as e:
         engine.run(_request("flux-dev-aio", sampler_name="DDIM", scheduler="Automatic"))
     assert e.value.field == "sampler_name"
-
-
-def test_tasks_these_families_do_not_run_yet_are_a_clear_422(engine: Engine) -> None:
-    picture = Image.new("RGB", (64, 64), "grey")
-    req = Img2ImgRequest(prompt="x", checkpoint="sd3-aio", init_images=(picture,), width=64, height=64)
-    with pytest.raises(RequestError) as e:
-        engine.run(req)
-    assert e.value.field == "checkpoint" and "cannot run img2img" in e.value.message
-    with pytest.raises(RequestError, match="cannot run hires"):
-        engine.run(dataclasses.replace(_request("flux-dev-aio"), enable_hr=True))
 
 
 def test_distilled_cfg_scale_is_validated() -> None:

@@ -11,10 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from webui.core import families
+from webui.core.family_requests import fit_request
 from webui.core.models.components import Precision
 from webui.core.models.loader import load_model
 from webui.core.outputs.infotext import format_infotext, parse_infotext
 from webui.core.prompts.encode import encode_prompts
+from webui.core.sampling.catalog import BUILTIN
 from webui.core.sampling.noise import NoiseSource, initial_noise
 from webui.core.sampling.samplers import make_scheduler
 from webui.core.tasks import hires, img2img
@@ -117,7 +120,7 @@ def _hr(**kw: object) -> Txt2ImgRequest:
         (dict(hr_second_pass_steps=-1), "hr_second_pass_steps"),
         (dict(denoising_strength=1.5), "denoising_strength"),
         (dict(hr_sampler_name="Eulerish"), "hr_sampler_name"),
-        (dict(hr_sampler_name="Euler a", hr_scheduler="Karras"), "hr_scheduler"),
+        (dict(hr_sampler_name="DDIM", hr_scheduler="Karras"), "hr_scheduler"),  # no family runs it
         (dict(hr_prompt=3), "hr_prompt"),
         (dict(enable_hr="yes"), "enable_hr"),
     ],
@@ -126,6 +129,17 @@ def test_bad_hires_fields(kw: dict[str, object], field: str) -> None:
     with pytest.raises(RequestError) as info:
         _hr(**kw).validate()
     assert info.value.field == field
+
+
+def test_the_second_pass_sampler_must_run_on_the_models_family() -> None:
+    """Euler a with Karras is a flow-matching sampler only: valid until the model is known, then
+    refused for an SD model (and taken by a flow one)."""
+    request = _hr(hr_sampler_name="Euler a", hr_scheduler="Karras")
+    request.validate()
+    with pytest.raises(RequestError) as info:
+        fit_request(request, families.family("sd1"), BUILTIN)
+    assert info.value.field == "hr_scheduler" and "SD1" in info.value.message
+    fit_request(request, families.family("flux-dev"), BUILTIN)
 
 
 def test_good_hires_requests_pass() -> None:

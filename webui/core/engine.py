@@ -292,7 +292,9 @@ class Engine:
         sampler, schedule = fit_request(request, family, run.samplers)
         run = dataclasses.replace(run, sampler=sampler, schedule=schedule)
         inputs = (
-            img2img_batch.prepare_inputs(request, run.seed) if isinstance(request, Img2ImgRequest) else None
+            img2img_batch.prepare_inputs(request, run.seed, family.latent.size_multiple)
+            if isinstance(request, Img2ImgRequest)
+            else None
         )
         encoder, cond, uncond, ti_hashes, warnings = self._conditioning(run, model, applied)
         warnings = model.notes + run.networks.messages + applied.messages + warnings
@@ -381,9 +383,8 @@ class Engine:
                 else:
                     assert isinstance(request, Txt2ImgRequest)
                     pictures = txt2img_batch.make_batch(ctx, request, seeds, subseeds)
-                    extra = [hires.infotext_params(request, run.samplers) if request.enable_hr else {}] * len(
-                        pictures
-                    )
+                    hr = hires.infotext_params(request, run.samplers, family.flow_matching)
+                    extra = [hr] * len(pictures)
                     size = (request.width, request.height)
             except Stopped as stop:
                 if stop.interrupted:

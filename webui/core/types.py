@@ -179,8 +179,9 @@ class Txt2ImgRequest(GenerationRequest):
         if not isinstance(self.hr_upscaler, str) or not self.hr_upscaler:
             raise RequestError("hr_upscaler", "must name an upscaler")
         try:
-            # hires fix runs on the diffusion families only (flow families answer 422 for it)
-            (samplers or BUILTIN).resolve_for(False, *self.hr_sampler(samplers))
+            # a name some family runs; whether the model's family runs it is checked once the model is
+            # known (family_requests.fit_request), as for the first pass
+            (samplers or BUILTIN).resolve(*self.hr_sampler(samplers, None))
         except UnknownSampler as e:
             raise RequestError("hr_scheduler" if e.field == "scheduler" else "hr_sampler_name", str(e)) from e
         target = self.hr_target
@@ -197,17 +198,24 @@ class Txt2ImgRequest(GenerationRequest):
         """The hires fix's upscale and final size (A1111's rules, see webui/core/sizes.py)."""
         return sizes.hires_target(self.width, self.height, self.hr_scale, self.hr_resize_x, self.hr_resize_y)
 
-    def hr_sampler(self, samplers: SamplerCatalog | None = None) -> tuple[str, str]:
+    def hr_sampler(
+        self, samplers: SamplerCatalog | None = None, flow: bool | None = False
+    ) -> tuple[str, str]:
         """(sampler name, schedule type) of the second pass: the hr_* ones, else the first pass's. When
-        only the sampler changes and it cannot run the first pass's schedule type, its own default is used."""
+        only the sampler changes and it cannot run the first pass's schedule type, its own default is used.
+        `flow`: for a flow-matching model (True), a diffusion one (False) or either (None: not known yet)."""
         from webui.core.sampling.catalog import BUILTIN
         from webui.core.sampling.samplers import AUTOMATIC, UnknownSampler
 
         name = self.hr_sampler_name or self.sampler_name
         if self.hr_scheduler:
             return name, self.hr_scheduler
+        catalog = samplers or BUILTIN
         try:
-            (samplers or BUILTIN).resolve_for(False, name, self.scheduler)
+            if flow is None:
+                catalog.resolve(name, self.scheduler)
+            else:
+                catalog.resolve_for(flow, name, self.scheduler)
         except UnknownSampler:
             return name, AUTOMATIC
         return name, self.scheduler

@@ -72,7 +72,6 @@ FLUX_DEV = Family(
     defaults=Defaults(
         sampler="Euler", schedule="Simple", cfg_scale=1.0, distilled_cfg_scale=3.5, width=1024, height=1024
     ),
-    tasks=("txt2img",),
 )
 
 FLUX_SCHNELL = dataclasses.replace(

@@ -81,7 +81,6 @@ SD3 = Family(
     prediction_type="flow",
     sampling="flow",
     defaults=Defaults(sampler="Euler", schedule="Simple", cfg_scale=7.0, width=1024, height=1024),
-    tasks=("txt2img",),
 )
 
 SD3_5 = dataclasses.replace(

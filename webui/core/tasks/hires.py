@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 import torch
 from PIL import Image
 
+from webui.core.sizes import LATENT_DOWNSCALE
 from webui.core.sizes import HiresTarget as HiresTarget  # re-exported: callers think "hires"
 from webui.core.sizes import hires_target as hires_target
 from webui.core.types import RequestError
@@ -60,7 +61,8 @@ def is_latent(upscaler: str) -> bool:
 def upscale_latents(latents: torch.Tensor, upscaler: str, target: HiresTarget) -> torch.Tensor:
     """First-pass latents to the second pass's latents with a latent upscale mode."""
     mode, antialias = LATENT_UPSCALE_MODES[upscaler]
-    size = (target.upscale_to_y // 8, target.upscale_to_x // 8)
+    d = LATENT_DOWNSCALE
+    size = (target.upscale_to_y // d, target.upscale_to_x // d)
     out = torch.nn.functional.interpolate(latents, size=size, mode=mode, antialias=antialias)
     return truncate(out, target)
 
@@ -77,21 +79,26 @@ def check_upscaler(name: str, extra: Iterable[str] = ()) -> None:
         raise RequestError("hr_upscaler", f"unknown upscaler {name!r}: valid are {', '.join(valid)}")
 
 
-def second_pass_sampler(request: Txt2ImgRequest, samplers: SamplerCatalog | None = None) -> tuple[str, str]:
-    """(sampler name, schedule type) of the second pass (see Txt2ImgRequest.hr_sampler)."""
-    return request.hr_sampler(samplers)
+def second_pass_sampler(
+    request: Txt2ImgRequest, samplers: SamplerCatalog | None = None, flow: bool = False
+) -> tuple[str, str]:
+    """(sampler name, schedule type) of the second pass (see Txt2ImgRequest.hr_sampler); `flow` for
+    a flow-matching model."""
+    return request.hr_sampler(samplers, flow)
 
 
 def second_pass_steps(request: Txt2ImgRequest) -> int:
     return request.hr_second_pass_steps or request.steps
 
 
-def infotext_params(request: Txt2ImgRequest, samplers: SamplerCatalog | None = None) -> dict[str, object]:
+def infotext_params(
+    request: Txt2ImgRequest, samplers: SamplerCatalog | None = None, flow: bool = False
+) -> dict[str, object]:
     """A1111's infotext keys for a hires request ({} without enable_hr); None values are left out."""
     if not request.enable_hr:
         return {}
     by_size = request.hr_resize_x != 0 or request.hr_resize_y != 0
-    sampler, schedule = second_pass_sampler(request, samplers)
+    sampler, schedule = second_pass_sampler(request, samplers, flow)
     return {
         "Denoising strength": request.denoising_strength,
         "Hires upscale": None if by_size else request.hr_scale,

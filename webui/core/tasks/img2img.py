@@ -119,7 +119,7 @@ def time_ids(parts: Components, width: int, height: int, batch: int, guided: boo
     return families.of(parts).size_conditioning(width, height, batch, guided)
 
 
-class _FromStep:
+class FromStep:
     """A view of a scheduler whose `timesteps` start at `begin` (everything else is the scheduler's)."""
 
     def __init__(self, scheduler: Any, begin: int) -> None:
@@ -221,7 +221,7 @@ def run_img2img(
     guided = family.guidance.needs_uncond(cond, cfg_scale)
     return denoise(
         unet,
-        _FromStep(scheduler, begin),
+        FromStep(scheduler, begin),
         latents,
         cond,
         uncond,

@@ -21,15 +21,15 @@ from webui.core.tasks.img2img import (
     encode_init,
     inpaint_image_cond,
     latent_mask,
-    run_img2img,
     start_step,
     to_tensor,
 )
 from webui.core.tasks.inpaint import PreparedImage, finish_image, infotext_params, prepare_init
 from webui.core.tasks.input_images import sanitize_image, sanitize_mask
 from webui.core.tasks.outpaint import extend_canvas
+from webui.core.tasks.passes import pass_scheduler, run_img2img_pass
 from webui.core.tasks.resize import LATENT_UPSCALE, resize_latents
-from webui.core.types import Img2ImgRequest
+from webui.core.types import Img2ImgRequest, RequestError
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,9 @@ class Inputs:
     height: int
 
 
-def prepare_inputs(request: Img2ImgRequest, seed: int) -> Inputs:
+def prepare_inputs(request: Img2ImgRequest, seed: int, size_multiple: int = 8) -> Inputs:
+    """The request's images, sanitised (and outpainted: the canvas must be a multiple of `size_multiple`,
+    the model family's, a side)."""
     images = [sanitize_image(img, f"init_images[{i}]") for i, img in enumerate(request.init_images)]
     mask = None
     if request.mask is not None:
@@ -64,6 +66,12 @@ def prepare_inputs(request: Img2ImgRequest, seed: int) -> Inputs:
         images = [e.image for e in extended]
         mask = extended[0].mask
         width, height = extended[0].geometry.width, extended[0].geometry.height
+        if width % size_multiple or height % size_multiple:
+            raise RequestError(
+                "outpaint_pixels",
+                f"the outpainted canvas would be {width}x{height}: this model needs a multiple of "
+                f"{size_multiple} a side",
+            )
     return Inputs(tuple(images), mask, width, height)
 
 
@@ -113,17 +121,24 @@ def make_batch(
     masks = [p.mask for p in prepared if p.mask is not None]
     if masks:
         mask_latent = torch.cat([latent_mask(m, shape[1], shape[2], request.mask_round) for m in masks])
-        if family.takes_image_cond(parts.unet):
+        if family.takes_image_cond(parts.denoiser):
             image_cond = torch.cat(
                 [
                     inpaint_image_cond(parts, to_tensor([p.cond_image]), m, round=request.mask_round)
                     for p, m in zip(prepared, masks, strict=True)
                 ]
             )
-    sched = ctx.samplers.make_scheduler(
-        request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds
+    sched = pass_scheduler(
+        ctx.samplers,
+        parts,
+        request.sampler_name,
+        request.scheduler,
+        width=inputs.width,
+        height=inputs.height,
+        steps=request.steps,
+        seeds=seeds,
     )
-    latents = run_img2img(
+    latents = run_img2img_pass(
         parts,
         sched,
         init,
@@ -140,6 +155,7 @@ def make_batch(
         churn=ctx.churn,
         mask_latent=mask_latent,
         image_cond=image_cond,
+        distilled_cfg_scale=request.distilled_cfg_scale,
         inpainting_fill=request.inpainting_fill,
         initial_noise_multiplier=request.initial_noise_multiplier,
         **ctx.loop_args(0, total_steps(request)),

@@ -27,6 +27,14 @@ def inpaint_model_blank_cond(parts: Components, batch: int, height: int, width: 
     return torch.cat([mask, z], dim=1).repeat(batch, 1, 1, 1)
 
 
+def family_model_kwargs(family: families.Family, distilled_cfg_scale: float | None) -> dict[str, Any] | None:
+    """The inputs the family's denoiser call reads every step: Flux dev's distilled guidance scale."""
+    if not family.distilled_guidance:
+        return None
+    scale = family.defaults.distilled_cfg_scale if distilled_cfg_scale is None else distilled_cfg_scale
+    return {"guidance": scale}
+
+
 def run_txt2img(
     parts: Components,
     scheduler: Any,
@@ -58,10 +66,7 @@ def run_txt2img(
     device, dtype = parts.device, parts.dtype
     set_timesteps(scheduler, steps, device, **(timestep_kwargs or {}))
     latents = noise.to(device=device, dtype=dtype) * getattr(scheduler, "init_noise_sigma", 1.0)
-    model_kwargs = None
-    if family.distilled_guidance:
-        scale = family.defaults.distilled_cfg_scale if distilled_cfg_scale is None else distilled_cfg_scale
-        model_kwargs = {"guidance": scale}
+    model_kwargs = family_model_kwargs(family, distilled_cfg_scale)
     image_cond = None
     if family.takes_image_cond(unet):
         image_cond = inpaint_model_blank_cond(parts, noise.shape[0], height, width)

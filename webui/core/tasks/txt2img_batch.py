@@ -9,17 +9,16 @@ finishes the picture.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any
 
 import torch
 from PIL import Image
 
 from webui.core import families
 from webui.core.sampling import noise as noise_mod
-from webui.core.sampling.flow_samplers import make_flow_scheduler
 from webui.core.tasks import hires
 from webui.core.tasks.context import BatchContext, decode_each
-from webui.core.tasks.img2img import encode_init, run_img2img
+from webui.core.tasks.img2img import encode_init
+from webui.core.tasks.passes import pass_scheduler, run_img2img_pass
 from webui.core.tasks.txt2img import run_txt2img
 from webui.core.types import Txt2ImgRequest
 
@@ -39,7 +38,16 @@ def make_batch(
 ) -> list[Image.Image]:
     parts = ctx.parts
     total = total_steps(request)
-    sched, timestep_kwargs = _first_pass_scheduler(ctx, request, seeds)
+    sched = pass_scheduler(
+        ctx.samplers,
+        parts,
+        request.sampler_name,
+        request.scheduler,
+        width=request.width,
+        height=request.height,
+        steps=request.steps,
+        seeds=seeds,
+    )
     shape = families.of(parts).latent.shape(request.width, request.height)
     resize = (request.seed_resize_from_w, request.seed_resize_from_h)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength, resize)
@@ -48,7 +56,7 @@ def make_batch(
     ).generator_list()
     latents = run_txt2img(
         parts,
-        sched,
+        sched.scheduler,
         noise,
         generators,
         ctx.cond,
@@ -59,32 +67,13 @@ def make_batch(
         height=request.height,
         eta=request.eta,
         churn=ctx.churn,
-        timestep_kwargs=timestep_kwargs,
+        timestep_kwargs=sched.timestep_kwargs,
         distilled_cfg_scale=request.distilled_cfg_scale,
         **ctx.loop_args(0, total),
     )
     if not request.enable_hr:
         return decode_each(parts, latents, ctx.per_image)
     return _second_pass(ctx, request, seeds, subseeds, latents, total)
-
-
-def _first_pass_scheduler(
-    ctx: BatchContext, request: Txt2ImgRequest, seeds: list[int]
-) -> tuple[Any, dict[str, Any]]:
-    """A fresh scheduler for the first pass and what its set_timesteps needs: flow-matching families get
-    a flow sampler with their shift (by image size where it is dynamic)."""
-    parts = ctx.parts
-    family = families.of(parts)
-    if not family.flow_matching:
-        sched = ctx.samplers.make_scheduler(
-            request.sampler_name, request.scheduler, parts.scheduler_config, noise_seeds=seeds
-        )
-        return sched, {}
-    sampler, schedule = ctx.samplers.resolve_for(True, request.sampler_name, request.scheduler)
-    m = family.latent.size_multiple
-    image_seq_len = (request.height // m) * (request.width // m)
-    flow = make_flow_scheduler(sampler, schedule, parts.scheduler_config, image_seq_len, request.steps)
-    return flow.scheduler, flow.timestep_kwargs
 
 
 def _second_pass(
@@ -96,6 +85,7 @@ def _second_pass(
     total: int,
 ) -> list[Image.Image]:
     parts = ctx.parts
+    family = families.of(parts)
     target = hires.request_target(request)
     if hires.is_latent(request.hr_upscaler):
         init = hires.upscale_latents(latents, request.hr_upscaler, target)
@@ -108,19 +98,21 @@ def _second_pass(
         ]
         init = hires.truncate(encode_init(parts, pictures), target)
     h, w = target.latent_size
-    shape = (families.of(parts).latent.channels, h, w)
+    shape = (family.latent.channels, h, w)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength)
     generators = noise_mod.NoiseSource.for_seeds(
         shape, seeds, eta_noise_seed_delta=request.eta_noise_seed_delta
     ).generator_list()
-    sampler, schedule = hires.second_pass_sampler(request, ctx.samplers)
-    sched = ctx.samplers.make_scheduler(sampler, schedule, parts.scheduler_config, noise_seeds=seeds)
+    sampler, schedule = hires.second_pass_sampler(request, ctx.samplers, family.flow_matching)
     steps = hires.second_pass_steps(request)
     width, height = target.size
+    sched = pass_scheduler(
+        ctx.samplers, parts, sampler, schedule, width=width, height=height, steps=steps, seeds=seeds
+    )
     with ctx.second_pass() if ctx.second_pass is not None else nullcontext(ctx.encode) as encode:
         # the second pass's prompts, scheduled over its own steps (as A1111)
         cond, uncond = encode(*(ctx.hr_prompts or (ctx.prompt, ctx.negative_prompt)), steps)
-        out = run_img2img(
+        out = run_img2img_pass(
             parts,
             sched,
             init,
@@ -131,6 +123,7 @@ def _second_pass(
             steps=steps,
             strength=request.denoising_strength,
             cfg_scale=request.cfg_scale,
+            distilled_cfg_scale=request.distilled_cfg_scale,
             width=width,
             height=height,
             eta=request.eta,
