@@ -5,6 +5,10 @@ of the same name, `sampler_index` as the old alias of `sampler_name`, `override_
 checkpoint, VAE and clip skip of this request only). Fields clients routinely send at their defaults are
 ignored while they hold those defaults; any other value of them would change the image in a way we do
 not implement, so it is refused with a RequestError naming the field (HTTP 422).
+
+Forge's fields: `distilled_cfg_scale` reaches the request (Flux dev's guidance input; as in Forge, models
+without a guidance input ignore it, and their infotext does not record it); `forge_additional_modules` and
+`hr_additional_modules` naming files are refused (modules cannot be chosen per request yet).
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class A1111Processing(BaseModel):
     outpath_samples: str | None = None
     outpath_grids: str | None = None
     sampler_noise_scheduler_override: Any = None
+    distilled_cfg_scale: float | None = None  # Forge's: Flux dev's guidance input; other models ignore it
+    forge_additional_modules: list[str] | None = None  # Forge's: text encoder / VAE files of a split model
 
 
 class A1111Txt2Img(A1111Processing):
@@ -126,13 +132,22 @@ _REFUSED_UNLESS_DEFAULT: dict[str, Callable[[Any], bool]] = {
     "outpath_grids": _falsy,
     "firstphase_width": _falsy,
     "firstphase_height": _falsy,
+    "forge_additional_modules": _falsy,
+    "hr_additional_modules": lambda v: _falsy(v) or v == ["Use same choices"],
 }
+_MODULES_WHY = (
+    "modules cannot be chosen per request yet: a split SD3/Flux model takes its text encoders from "
+    "models/text_encoder and its VAE from models/VAE by their usual names (clip_l, clip_g, t5xxl_fp16 or "
+    "t5xxl_fp8_e4m3fn, ae; GET /sdapi/v1/sd-modules lists the files); send an empty list"
+)
 _WHY = {
     "outpath_samples": "output folders cannot be chosen through the API",
     "outpath_grids": "output folders cannot be chosen through the API",
     "alwayson_scripts": "no always-on scripts are installed (GET /sdapi/v1/scripts lists them)",
     "script_name": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
     "script_args": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
+    "forge_additional_modules": _MODULES_WHY,
+    "hr_additional_modules": _MODULES_WHY,
 }
 # Request fields handled here rather than copied by name.
 _SPECIAL = frozenset(

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from webui.api import adapters, images
+from webui.api import adapters, images, model_lists
 from webui.api.auth import scope_user
 from webui.api.jobview import a1111_info, a1111_progress, result_roots, safe_result_path
 from webui.api.roles import require_admin
@@ -300,17 +300,11 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
 
     @router.get("/sd-models")
     async def sd_models() -> Any:
-        return [
-            {
-                "title": f.title,
-                "model_name": f.model_name,
-                "hash": f.shorthash,
-                "sha256": f.sha256,
-                "filename": str(f.path),
-                "config": None,
-            }
-            for f in services.manager.checkpoints()
-        ]
+        return await run_in_threadpool(model_lists.sd_models, services.manager)
+
+    @router.get("/sd-modules")
+    async def sd_modules() -> Any:
+        return model_lists.sd_modules(services.manager)
 
     @router.get("/sd-vae")
     async def sd_vae() -> Any:

@@ -11,7 +11,8 @@ from typing import Any
 
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
-from webui.core.models.manager import ModelManager
+from webui.core.families import Family
+from webui.core.models.manager import ModelManager, ModelNotFound
 
 DEFAULT_MAX_BODY_BYTES = 50 * 2**20
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
@@ -63,3 +64,12 @@ class Services:
             from webui.core.models.merge_runs import MergeRuns
 
             self.merges = MergeRuns(self.manager)
+
+    def checkpoint_family(self, query: str | None) -> Family | None:
+        """The family of the checkpoint a title or name picks (the first listed one for None), or None
+        when no listed checkpoint matches or its file cannot tell (the UI shows a family's controls)."""
+        try:
+            file = self.manager.resolve(query)
+        except ModelNotFound:
+            return None
+        return self.manager.family_of(file)

@@ -19,21 +19,15 @@ from webui.core import families
 from webui.core.config import AppConfig
 from webui.core.models import configs
 from webui.core.models.cache import ModelCache
-from webui.core.models.checkpoint_file import (
-    SAFETENSORS,
-    CheckpointError,
-    load_state_dict,
-    sniff_format,
-    tensor_shapes,
-)
+from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.models.components import Components, Precision
-from webui.core.models.detect import detect, read_sidecar_yaml
-from webui.core.models.flow_components import detect_flow_file
+from webui.core.models.family_probe import family_of_path
 from webui.core.models.hashes import HashCache
 from webui.core.models.infer import ShapeError, vae_config
 from webui.core.models.loader import load_model
 from webui.core.models.registry import (
     CHECKPOINT_EXTENSIONS,
+    TEXT_ENCODER_EXTENSIONS,
     VAE_EXTENSIONS,
     ModelFile,
     ScanResult,
@@ -94,6 +88,8 @@ class ModelManager:
         self._vaes: ModelCache[Any] = ModelCache(max(config.model_cache_bytes // 8, 0))
         self._checkpoints = ScanResult(())
         self._vae_files = ScanResult(())
+        self._text_encoders = ScanResult(())
+        self._families: dict[tuple[Path, int, int], families.Family | None] = {}
 
     # -- listing -------------------------------------------------------------------------------------
     def refresh(self) -> tuple[str, ...]:
@@ -101,13 +97,19 @@ class ModelManager:
         hashes = self.hashes if self.config.hashing else None
         self._checkpoints = scan(self.config.ckpt_dirs, CHECKPOINT_EXTENSIONS, hashes)
         self._vae_files = scan(self.config.vae_dirs, VAE_EXTENSIONS, hashes, folders=False)
-        return self._checkpoints.problems + self._vae_files.problems
+        te_dirs = [d for d in self.config.text_encoder_dirs if d.is_dir()]  # optional: SD3/Flux split files
+        self._text_encoders = scan(te_dirs, TEXT_ENCODER_EXTENSIONS, None, folders=False)
+        return self._checkpoints.problems + self._vae_files.problems + self._text_encoders.problems
 
     def checkpoints(self) -> tuple[ModelFile, ...]:
         return self._checkpoints.files
 
     def vaes(self) -> tuple[ModelFile, ...]:
         return self._vae_files.files
+
+    def text_encoders(self) -> tuple[ModelFile, ...]:
+        """The text encoder files of split SD3/Flux models (models/text_encoder: clip_l, t5xxl...)."""
+        return self._text_encoders.files
 
     def hash_all(self) -> tuple[ModelFile, ...]:
         """Compute (or read cached) hashes for every checkpoint; titles then carry `[shorthash]`."""
@@ -222,17 +224,12 @@ class ModelManager:
         return load
 
     def family_of(self, file: ModelFile) -> families.Family | None:
-        """The family of a listed safetensors checkpoint, from its header alone (no weights read); None
-        for other files or when it cannot be told (for `/sdapi/v1/sd-models` and the model lists)."""
-        try:
-            if file.is_folder or sniff_format(file.path) != SAFETENSORS:
-                return None
-            flow = detect_flow_file(file.path)
-            if flow is not None:
-                return flow.arch
-            return detect(file.path, tensor_shapes(file.path), read_sidecar_yaml(file.path)).arch
-        except (CheckpointError, ValueError, OSError):
-            return None
+        """The family of a listed checkpoint, from a safetensors header or a diffusers folder's configs
+        (no weights read; remembered per file version); None when that cannot tell it (a `.ckpt`)."""
+        key = _cache_key(file)
+        if key not in self._families:
+            self._families[key] = family_of_path(file.path)
+        return self._families[key]
 
     def cached(self) -> list[Path]:
         """Paths of the models in the RAM cache, least recently used first."""
