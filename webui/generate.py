@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg-scale", type=float, default=7.0)
+    p.add_argument(
+        "--distilled-cfg-scale", type=float, default=3.5, help="Flux dev's guidance input (others: ignored)"
+    )
     p.add_argument("--sampler", "--sampler-name", dest="sampler_name", default="DPM++ 2M")
     p.add_argument("--scheduler", default="Automatic", help="schedule type (Karras, Exponential, ...)")
     p.add_argument("--seed", type=int, default=-1, help="-1: random (the chosen seed is recorded)")
