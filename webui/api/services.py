@@ -13,6 +13,7 @@ from webui.core.config import AppConfig
 from webui.core.engine import Engine
 from webui.core.families import Family
 from webui.core.models.manager import ModelManager, ModelNotFound
+from webui.core.models.registry import ModelFile, find
 
 DEFAULT_MAX_BODY_BYTES = 50 * 2**20
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
@@ -64,6 +65,10 @@ class Services:
             from webui.core.models.merge_runs import MergeRuns
 
             self.merges = MergeRuns(self.manager)
+
+    def find_checkpoint(self, query: str) -> ModelFile | None:
+        """The listed checkpoint a title, name or hash names (A1111's look-up order), or None."""
+        return find(self.manager.checkpoints(), query)
 
     def checkpoint_family(self, query: str | None) -> Family | None:
         """The family of the checkpoint a title or name picks (the first listed one for None), or None

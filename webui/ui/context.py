@@ -43,6 +43,7 @@ class Prefs:
     checkpoint: str | None = None  # title; None: the settings' default
     vae: str = "Automatic"
     clip_skip: int = 1
+    distilled_cfg_scale: float = 3.5  # Flux dev's guidance input (the request's default)
 
 
 def browser_secret(cache_dir: Path) -> str:

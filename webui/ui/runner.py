@@ -31,6 +31,7 @@ _INTS = frozenset(
 _FLOATS = frozenset(
     {
         "cfg_scale",
+        "distilled_cfg_scale",
         "subseed_strength",
         "denoising_strength",
         "hr_scale",
