@@ -70,6 +70,14 @@ class Services:
         """The listed checkpoint a title, name or hash names (A1111's look-up order), or None."""
         return find(self.manager.checkpoints(), query)
 
+    def checkpoint_label(self, file: ModelFile) -> str:
+        """A listed checkpoint's family for people ("SD1 (inpaint)", "SD2 (v)", "Flux dev"), or ""."""
+        family = self.manager.family_of(file)
+        if family is None:
+            return ""
+        v = "v_prediction" if family.when_v else family.prediction_type
+        return family.label(family.when_inpaint is True, v)
+
     def checkpoint_family(self, query: str | None) -> Family | None:
         """The family of the checkpoint a title or name picks (the first listed one for None), or None
         when no listed checkpoint matches or its file cannot tell (the UI shows a family's controls)."""
