@@ -1,6 +1,6 @@
 """/sdapi/v1 for the model families over HTTP (the real server, tiny models): sd-models says each
 checkpoint's family, sd-modules lists the text encoders and VAEs, Forge's `distilled_cfg_scale` reaches
-the job, and Forge's module lists are refused rather than ignored."""
+the job, and Forge's `forge_additional_modules` picks the files a model is assembled from."""
 
 from __future__ import annotations
 
@@ -87,26 +87,57 @@ def test_distilled_cfg_scale_is_validated(c: httpx.Client) -> None:
     assert r.status_code == 422 and r.json()["field"] == "distilled_cfg_scale"
 
 
+@pytest.mark.parametrize("by", ["file name", "full path"])
+def test_forge_additional_modules_assemble_the_model(
+    c: httpx.Client, tiny_flux_data_dir: Path, by: str
+) -> None:
+    """The demo Flux file has its own VAE; a module picks the split model's ae instead."""
+    ae = tiny_flux_data_dir / "models" / "VAE" / "ae.safetensors"
+    own = c.post("/sdapi/v1/txt2img", json=FLUX)
+    picked = c.post(
+        "/sdapi/v1/txt2img",
+        json={**FLUX, "forge_additional_modules": [ae.name if by == "file name" else str(ae)]},
+    )
+    assert own.status_code == picked.status_code == 200, picked.text
+    assert "Module 1" not in _infotext(own.json())
+    assert _infotext(picked.json())["Module 1"] == "ae"
+    assert own.json()["images"] != picked.json()["images"]
+
+
 @pytest.mark.parametrize(
-    ("route", "field", "value"),
+    ("route", "payload", "field", "words"),
     [
-        ("txt2img", "forge_additional_modules", ["clip_l.safetensors", "ae.safetensors"]),
-        ("img2img", "forge_additional_modules", ["t5xxl_fp16.safetensors"]),
-        ("txt2img", "hr_additional_modules", ["ae.safetensors"]),
+        (
+            "txt2img",
+            {"forge_additional_modules": ["nope.safetensors"]},
+            "forge_additional_modules",
+            "ae.safetensors",
+        ),
+        ("img2img", {"forge_additional_modules": ["nope.safetensors"]}, "forge_additional_modules", "clip_l"),
+        (
+            "txt2img",
+            {
+                "forge_additional_modules": ["ae.safetensors"],
+                "override_settings": {"sd_model_checkpoint": "tiny-sd1"},
+            },
+            "forge_additional_modules",
+            "only SD3 and Flux",
+        ),
+        ("txt2img", {"hr_additional_modules": ["ae.safetensors"]}, "hr_additional_modules", "first pass"),
+        ("txt2img", {"forge_additional_modules": "ae.safetensors"}, "forge_additional_modules", "list"),
     ],
 )
-def test_module_lists_are_refused_naming_the_field(
-    c: httpx.Client, route: str, field: str, value: Any
+def test_bad_module_lists_are_422_naming_the_field(
+    c: httpx.Client, route: str, payload: dict[str, Any], field: str, words: str
 ) -> None:
-    payload = {**FLUX, field: value}
+    body = {**FLUX, **payload}
     if route == "img2img":
         buf = io.BytesIO()
         Image.new("RGB", (64, 64), "red").save(buf, format="PNG")
-        payload["init_images"] = [base64.b64encode(buf.getvalue()).decode()]
-    r = c.post(f"/sdapi/v1/{route}", json=payload)
+        body["init_images"] = [base64.b64encode(buf.getvalue()).decode()]
+    r = c.post(f"/sdapi/v1/{route}", json=body)
     assert r.status_code == 422, r.text
-    body = r.json()
-    assert body["field"] == field and "models/text_encoder" in body["error"]
+    assert r.json()["field"] == field and words in r.json()["error"]
 
 
 def test_empty_module_lists_are_what_forge_clients_send_by_default(c: httpx.Client) -> None:
@@ -125,3 +156,14 @@ def test_a_diffusers_folders_family_is_read_from_its_configs(tmp_path: Path) -> 
         assert found is not None and found.arch == arch
     (tmp_path / "broken").mkdir()
     assert family_of_path(tmp_path / "broken") is None  # no model_index.json: cannot tell, no error
+
+
+def test_a_model_that_takes_no_modules_says_so(tiny_flux_data_dir: Path, tmp_path: Path) -> None:
+    from webui.core.models.checkpoint_file import CheckpointError
+    from webui.core.models.manager import ModelNotFound
+
+    manager = make_manager(tiny_flux_data_dir, tmp_path)
+    with pytest.raises(CheckpointError, match="takes no modules"), manager.acquire("tiny-sd1", None, ["ae"]):
+        pass
+    with pytest.raises(ModelNotFound, match="t5xxl_fp16.safetensors"), manager.acquire(None, None, ["x"]):
+        pass

@@ -93,8 +93,10 @@ def test_a_flux_file_writes_a_png_whose_infotext_reads_back(tiny_flux_data_dir: 
     from webui.ui.params import from_infotext
 
     data = _data_dir(tiny_flux_data_dir, tmp_path)
+    (data / "models" / "VAE").symlink_to(tiny_flux_data_dir / "models" / "VAE")
     model = Path(FLUX_DEMO).stem
-    args = ["a lighthouse", "--model", model, "--steps", "2", "--sampler", "Euler", "--cfg-scale", "1",
+    args = ["a lighthouse", "--model", model, "--module", "ae.safetensors", "--steps", "2", "--sampler",
+            "Euler", "--cfg-scale", "1",
             "--distilled-cfg-scale", "4.5", "--seed", "3", "--width", "64", "--height", "80",
             "--data-dir", str(data)]  # fmt: skip
     r = _generate(args)
@@ -105,6 +107,7 @@ def test_a_flux_file_writes_a_png_whose_infotext_reads_back(tiny_flux_data_dir: 
         text = read_infotext(im) or ""
     params = parse_infotext(text)
     assert params["Model"] == model and params["Distilled CFG Scale"] == "4.5"
+    assert params["Module 1"] == "ae"  # --module: the split model's VAE instead of the file's own
     fields = from_infotext(text)  # what PNG Info sends to txt2img
     assert fields["distilled_cfg_scale"] == 4.5 and fields["seed"] == 3 and fields["cfg_scale"] == 1.0
     assert (fields["width"], fields["height"], fields["steps"]) == (64, 80, 2)

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "--checkpoint", dest="checkpoint", default=None, help="title, name or hash")
     p.add_argument("--vae", default=None, help="VAE file name (default: the checkpoint's own)")
     p.add_argument(
+        "--module", dest="modules", action="append", default=[],
+        help="a text encoder or VAE file a split SD3/Flux model takes (repeatable; default: found by name)",
+    )  # fmt: skip
+    p.add_argument(
         "--style", dest="styles", action="append", default=[], help="a style from styles.csv (repeatable)"
     )
     flags.add_folder_flags(p)
@@ -62,6 +66,7 @@ def main(argv: Sequence[str]) -> int:
 
     fields = {k: getattr(ns, k) for k in Txt2ImgRequest.field_names() if hasattr(ns, k)}
     fields["styles"] = tuple(ns.styles)
+    fields["modules"] = tuple(ns.modules)
     request = Txt2ImgRequest(**fields)
     engine = Engine(AppConfig.from_flags(ns))
     try:

@@ -7,8 +7,9 @@ ignored while they hold those defaults; any other value of them would change the
 not implement, so it is refused with a RequestError naming the field (HTTP 422).
 
 Forge's fields: `distilled_cfg_scale` reaches the request (Flux dev's guidance input; as in Forge, models
-without a guidance input ignore it, and their infotext does not record it); `forge_additional_modules` and
-`hr_additional_modules` naming files are refused (modules cannot be chosen per request yet).
+without a guidance input ignore it, and their infotext does not record it); `forge_additional_modules`
+becomes the request's `modules` (the text encoder / VAE files a split SD3/Flux model takes);
+`hr_additional_modules` naming files is refused (the hires pass uses the first pass's model).
 """
 
 from __future__ import annotations
@@ -132,26 +133,29 @@ _REFUSED_UNLESS_DEFAULT: dict[str, Callable[[Any], bool]] = {
     "outpath_grids": _falsy,
     "firstphase_width": _falsy,
     "firstphase_height": _falsy,
-    "forge_additional_modules": _falsy,
     "hr_additional_modules": lambda v: _falsy(v) or v == ["Use same choices"],
 }
-_MODULES_WHY = (
-    "modules cannot be chosen per request yet: a split SD3/Flux model takes its text encoders from "
-    "models/text_encoder and its VAE from models/VAE by their usual names (clip_l, clip_g, t5xxl_fp16 or "
-    "t5xxl_fp8_e4m3fn, ae; GET /sdapi/v1/sd-modules lists the files); send an empty list"
-)
 _WHY = {
     "outpath_samples": "output folders cannot be chosen through the API",
     "outpath_grids": "output folders cannot be chosen through the API",
     "alwayson_scripts": "no always-on scripts are installed (GET /sdapi/v1/scripts lists them)",
     "script_name": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
     "script_args": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
-    "forge_additional_modules": _MODULES_WHY,
-    "hr_additional_modules": _MODULES_WHY,
+    "hr_additional_modules": "the hires pass runs on the first pass's model and modules ('Use same choices')",
 }
 # Request fields handled here rather than copied by name.
 _SPECIAL = frozenset(
-    {"styles", "sampler_name", "scheduler", "s_tmax", "checkpoint", "vae", "clip_skip", "save_images"}
+    {
+        "styles",
+        "sampler_name",
+        "scheduler",
+        "s_tmax",
+        "checkpoint",
+        "vae",
+        "clip_skip",
+        "save_images",
+        "modules",
+    }
 )
 # override_settings keys that do not change the pixels (saving, UI, live preview): accepted, ignored.
 _HARMLESS_SETTINGS = frozenset(
@@ -228,6 +232,7 @@ def to_request(
             kwargs[name] = value
     kwargs.update(images or {})
     kwargs["styles"] = tuple(data["styles"] or ())
+    kwargs["modules"] = tuple(data["forge_additional_modules"] or ())
     kwargs["sampler_name"] = data["sampler_name"] or data["sampler_index"] or "Euler"
     kwargs["scheduler"] = data["scheduler"] or "Automatic"
     if data["s_tmax"] is not None:

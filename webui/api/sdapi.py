@@ -92,8 +92,23 @@ def check_models(services: Services, request: types.GenerationRequest, payload: 
         services.manager.resolve_vae(request.vae)
     except ModelNotFound as e:
         raise RequestError(("override_settings." if "sd_vae" in overrides else "") + "sd_vae", str(e)) from e
+    check_modules(services, request)
     if isinstance(request, types.Txt2ImgRequest) and request.enable_hr:
         check_upscaler(request.hr_upscaler, services.engine.hooks.image_upscalers())
+
+
+def check_modules(services: Services, request: types.GenerationRequest) -> None:
+    """`forge_additional_modules`: listed files (GET sd-modules), for a model that is assembled from them."""
+    if not request.modules:
+        return
+    field = "forge_additional_modules"
+    try:
+        services.manager.resolve_modules(request.modules)
+    except ModelNotFound as e:
+        raise RequestError(field, str(e)) from e
+    family = services.checkpoint_family(request.checkpoint)
+    if family is None or not family.flow_matching:
+        raise RequestError(field, "only SD3 and Flux models are assembled from modules; send an empty list")
 
 
 def _result_images(services: Services, info: Any, payload: A1111Processing) -> tuple[list[str], int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +147,18 @@ class ModelManager:
             raise ModelNotFound("VAE", query, [f.name for f in self.vaes()])
         return hit
 
+    def resolve_modules(self, queries: Sequence[str]) -> tuple[ModelFile, ...]:
+        """The VAE / text encoder files a request names (file name, name without extension, or full
+        path, as Forge's forge_additional_modules), in order; ModelNotFound lists the valid names."""
+        files = (*self.vaes(), *self.text_encoders())
+        out = []
+        for query in queries:
+            hit = find(files, query) or next((f for f in files if str(f.path) == query), None)
+            if hit is None:
+                raise ModelNotFound("module", query, [f.name for f in files])
+            out.append(hit)
+        return tuple(out)
+
     # -- loading -------------------------------------------------------------------------------------
     def _fresh(self, file: ModelFile) -> ModelFile:
         """`file` as it is on disk now: a file replaced or rewritten since the scan is a new file (its
@@ -170,8 +182,11 @@ class ModelManager:
         return new
 
     @contextmanager
-    def acquire(self, checkpoint: str | None = None, vae: str | None = None) -> Iterator[LoadedModel]:
-        """Hold a loaded model (from the cache or freshly loaded) for the duration of the block.
+    def acquire(
+        self, checkpoint: str | None = None, vae: str | None = None, modules: Sequence[str] = ()
+    ) -> Iterator[LoadedModel]:
+        """Hold a loaded model (from the cache or freshly loaded) for the duration of the block;
+        `modules` name the text encoder / VAE files a split SD3/Flux model is assembled from.
 
         Without a checkpoint, the first listed one that loads is used: a file that cannot load (a
         partial download, an unknown architecture) is passed over, and `LoadedModel.notes` says so.
@@ -179,6 +194,7 @@ class ModelManager:
         named = bool(checkpoint)
         candidates = [self.resolve(checkpoint)] if named else list(self.checkpoints()) or [self.resolve(None)]
         vae_file = self.resolve_vae(vae)
+        parts_files = tuple(self._fresh(m) for m in self.resolve_modules(modules))
         if vae_file is not None:
             vae_file = self._fresh(vae_file)
         passed_over: list[tuple[str, str]] = []
@@ -188,7 +204,8 @@ class ModelManager:
                 if self.config.hashing:
                     file = with_hash(file, self.hashes)
                 try:
-                    parts = stack.enter_context(self._models.use(_cache_key(file), self._loader(file)))
+                    key = (*_cache_key(file), *(_cache_key(m) for m in parts_files))
+                    parts = stack.enter_context(self._models.use(key, self._loader(file, parts_files)))
                     break
                 except (CheckpointError, ShapeError) as e:
                     if named or i == len(candidates) - 1:
@@ -216,9 +233,13 @@ class ModelManager:
             with self._vaes.use((*_cache_key(vae_file), arch), load_vae) as v:
                 yield LoadedModel(file, dataclasses.replace(parts, vae=v), vae_file, notes)
 
-    def _loader(self, file: ModelFile) -> Callable[[], tuple[Components, int]]:
+    def _loader(
+        self, file: ModelFile, modules: Sequence[ModelFile] = ()
+    ) -> Callable[[], tuple[Components, int]]:
         def load() -> tuple[Components, int]:
-            parts = load_model(file.path, self.precision, self.config.text_encoder_dirs, self.config.vae_dirs)
+            config = self.config
+            extra = [m.path for m in modules]
+            parts = load_model(file.path, self.precision, config.text_encoder_dirs, config.vae_dirs, extra)
             return parts, parts.nbytes()
 
         return load
