@@ -70,6 +70,10 @@ class Services:
         """The listed checkpoint a title, name or hash names (A1111's look-up order), or None."""
         return find(self.manager.checkpoints(), query)
 
+    def module_names(self) -> list[str]:
+        """The files a split SD3/Flux model can be assembled from (VAEs, text encoders), by request name."""
+        return [f.name for f in (*self.manager.vaes(), *self.manager.text_encoders())]
+
     def checkpoint_label(self, file: ModelFile) -> str:
         """A listed checkpoint's family for people ("SD1 (inpaint)", "SD2 (v)", "Flux dev"), or ""."""
         family = self.manager.family_of(file)
