@@ -50,3 +50,25 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_data_dir(tiny_files: dict[str, Path]) -> Path:
     return next(iter(tiny_files.values())).parents[2]
+
+
+FLUX_DEMO = "sfumato-demo-tiny-random-flux-dev.safetensors"  # what `--demo-model flux` writes
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_data_dir(tiny_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder with the tiny SD1 (`tiny-sd1`), the tiny Flux dev all-in-one file `--demo-model flux`
+    writes (FLUX_DEMO) and a split tiny Flux schnell (`tiny-flux-schnell-split` in Stable-diffusion/, its
+    clip_l and t5xxl_fp16 in text_encoder/, ae in VAE/)."""
+    import shutil
+
+    from webui.core.models.demo import write_demo
+    from webui.core.models.tiny_flow import build_tiny_flow, split_files
+
+    data = tmp_path_factory.mktemp("flux-data")
+    models = data / "models"
+    (models / "Stable-diffusion").mkdir(parents=True)
+    shutil.copy(tiny_files["sd1"], models / "Stable-diffusion" / "tiny-sd1.safetensors")
+    assert write_demo(models, "flux").name == FLUX_DEMO
+    split_files(build_tiny_flow("flux-schnell", seed=3), models, "tiny-flux-schnell-split")
+    return data

@@ -195,7 +195,11 @@ def test_listing_routes_shapes(c: httpx.Client, tiny_files: dict[str, Path]) -> 
     models = c.get("/sdapi/v1/sd-models").json()
     assert {Path(m["filename"]).name for m in models} >= {p.name for p in tiny_files.values()}
     for m in models:
-        assert set(m) == {"title", "model_name", "hash", "sha256", "filename", "config"}
+        # A1111's fields, plus the family (Forge-like extras: webui.api.model_lists)
+        assert set(m) == {"title", "model_name", "hash", "sha256", "filename", "config", "family", "arch"}
+    by_file = {Path(m["filename"]).name: m for m in models}
+    assert by_file["tiny-sdxl.safetensors"]["family"] == "SDXL"
+    assert by_file["tiny-sd1.safetensors"]["arch"] == "sd1"
     samplers = c.get("/sdapi/v1/samplers").json()
     assert any(s["name"] == "DPM++ 2M" for s in samplers) and set(samplers[0]) == {
         "name",

@@ -84,3 +84,31 @@ def test_bad_values_exit_2_naming_the_field_and_write_nothing(
     assert r.returncode == 2
     assert needle in r.stderr
     assert not (data / "outputs").exists()
+
+
+def test_a_flux_file_writes_a_png_whose_infotext_reads_back(tiny_flux_data_dir: Path, tmp_path: Path) -> None:
+    from tests.conftest import FLUX_DEMO
+    from webui.core.outputs.infotext import parse_infotext
+    from webui.core.outputs.saving import read_infotext
+    from webui.ui.params import from_infotext
+
+    data = _data_dir(tiny_flux_data_dir, tmp_path)
+    (data / "models" / "VAE").symlink_to(tiny_flux_data_dir / "models" / "VAE")
+    model = Path(FLUX_DEMO).stem
+    args = ["a lighthouse", "--model", model, "--module", "ae.safetensors", "--steps", "2", "--sampler",
+            "Euler", "--cfg-scale", "1",
+            "--distilled-cfg-scale", "4.5", "--seed", "3", "--width", "64", "--height", "80",
+            "--data-dir", str(data)]  # fmt: skip
+    r = _generate(args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (path,) = [Path(line) for line in r.stdout.split()]
+    with Image.open(path) as im:
+        assert im.size == (64, 80)
+        text = read_infotext(im) or ""
+    params = parse_infotext(text)
+    assert params["Model"] == model and params["Distilled CFG Scale"] == "4.5"
+    assert params["Module 1"] == "ae"  # --module: the split model's VAE instead of the file's own
+    fields = from_infotext(text)  # what PNG Info sends to txt2img
+    assert fields["distilled_cfg_scale"] == 4.5 and fields["seed"] == 3 and fields["cfg_scale"] == 1.0
+    assert (fields["width"], fields["height"], fields["steps"]) == (64, 80, 2)
+    assert fields["sampler_name"] == "Euler"

@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--cfg-scale", type=float, default=7.0)
+    p.add_argument(
+        "--distilled-cfg-scale", type=float, default=3.5, help="Flux dev's guidance input (others: ignored)"
+    )
     p.add_argument("--sampler", "--sampler-name", dest="sampler_name", default="DPM++ 2M")
     p.add_argument("--scheduler", default="Automatic", help="schedule type (Karras, Exponential, ...)")
     p.add_argument("--seed", type=int, default=-1, help="-1: random (the chosen seed is recorded)")
@@ -35,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=float, default=None)
     p.add_argument("--model", "--checkpoint", dest="checkpoint", default=None, help="title, name or hash")
     p.add_argument("--vae", default=None, help="VAE file name (default: the checkpoint's own)")
+    p.add_argument(
+        "--module", dest="modules", action="append", default=[],
+        help="a text encoder or VAE file a split SD3/Flux model takes (repeatable; default: found by name)",
+    )  # fmt: skip
     p.add_argument(
         "--style", dest="styles", action="append", default=[], help="a style from styles.csv (repeatable)"
     )
@@ -59,6 +66,7 @@ def main(argv: Sequence[str]) -> int:
 
     fields = {k: getattr(ns, k) for k in Txt2ImgRequest.field_names() if hasattr(ns, k)}
     fields["styles"] = tuple(ns.styles)
+    fields["modules"] = tuple(ns.modules)
     request = Txt2ImgRequest(**fields)
     engine = Engine(AppConfig.from_flags(ns))
     try:

@@ -5,6 +5,11 @@ of the same name, `sampler_index` as the old alias of `sampler_name`, `override_
 checkpoint, VAE and clip skip of this request only). Fields clients routinely send at their defaults are
 ignored while they hold those defaults; any other value of them would change the image in a way we do
 not implement, so it is refused with a RequestError naming the field (HTTP 422).
+
+Forge's fields: `distilled_cfg_scale` reaches the request (Flux dev's guidance input; as in Forge, models
+without a guidance input ignore it, and their infotext does not record it); `forge_additional_modules`
+becomes the request's `modules` (the text encoder / VAE files a split SD3/Flux model takes);
+`hr_additional_modules` naming files is refused (the hires pass uses the first pass's model).
 """
 
 from __future__ import annotations
@@ -72,6 +77,8 @@ class A1111Processing(BaseModel):
     outpath_samples: str | None = None
     outpath_grids: str | None = None
     sampler_noise_scheduler_override: Any = None
+    distilled_cfg_scale: float | None = None  # Forge's: Flux dev's guidance input; other models ignore it
+    forge_additional_modules: list[str] | None = None  # Forge's: text encoder / VAE files of a split model
 
 
 class A1111Txt2Img(A1111Processing):
@@ -127,6 +134,7 @@ _REFUSED_UNLESS_DEFAULT: dict[str, Callable[[Any], bool]] = {
     "outpath_grids": _falsy,
     "firstphase_width": _falsy,
     "firstphase_height": _falsy,
+    "hr_additional_modules": lambda v: _falsy(v) or v == ["Use same choices"],
 }
 _WHY = {
     "outpath_samples": "output folders cannot be chosen through the API",
@@ -134,10 +142,21 @@ _WHY = {
     "alwayson_scripts": "no always-on scripts are installed (GET /sdapi/v1/scripts lists them)",
     "script_name": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
     "script_args": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
+    "hr_additional_modules": "the hires pass runs on the first pass's model and modules ('Use same choices')",
 }
 # Request fields handled here rather than copied by name.
 _SPECIAL = frozenset(
-    {"styles", "sampler_name", "scheduler", "s_tmax", "checkpoint", "vae", "clip_skip", "save_images"}
+    {
+        "styles",
+        "sampler_name",
+        "scheduler",
+        "s_tmax",
+        "checkpoint",
+        "vae",
+        "clip_skip",
+        "save_images",
+        "modules",
+    }
 )
 # override_settings keys that do not change the pixels (saving, UI, live preview): accepted, ignored.
 _HARMLESS_SETTINGS = frozenset(
@@ -216,6 +235,7 @@ def to_request(
             kwargs[name] = value
     kwargs.update(images or {})
     kwargs["styles"] = tuple(data["styles"] or ())
+    kwargs["modules"] = tuple(data["forge_additional_modules"] or ())
     kwargs["sampler_name"] = data["sampler_name"] or data["sampler_index"] or "Euler"
     kwargs["scheduler"] = data["scheduler"] or "Automatic"
     if data["s_tmax"] is not None:

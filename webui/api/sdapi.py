@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from webui.api import adapters, images
+from webui.api import adapters, images, model_lists
 from webui.api.auth import scope_user
 from webui.api.jobview import a1111_info, a1111_progress, result_roots, safe_result_path
 from webui.api.roles import require_admin
@@ -92,8 +92,23 @@ def check_models(services: Services, request: types.GenerationRequest, payload: 
         services.manager.resolve_vae(request.vae)
     except ModelNotFound as e:
         raise RequestError(("override_settings." if "sd_vae" in overrides else "") + "sd_vae", str(e)) from e
+    check_modules(services, request)
     if isinstance(request, types.Txt2ImgRequest) and request.enable_hr:
         check_upscaler(request.hr_upscaler, services.engine.hooks.image_upscalers())
+
+
+def check_modules(services: Services, request: types.GenerationRequest) -> None:
+    """`forge_additional_modules`: listed files (GET sd-modules), for a model that is assembled from them."""
+    if not request.modules:
+        return
+    field = "forge_additional_modules"
+    try:
+        services.manager.resolve_modules(request.modules)
+    except ModelNotFound as e:
+        raise RequestError(field, str(e)) from e
+    family = services.checkpoint_family(request.checkpoint)
+    if family is None or not family.flow_matching:
+        raise RequestError(field, "only SD3 and Flux models are assembled from modules; send an empty list")
 
 
 def _result_images(services: Services, info: Any, payload: A1111Processing) -> tuple[list[str], int]:
@@ -300,17 +315,11 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
 
     @router.get("/sd-models")
     async def sd_models() -> Any:
-        return [
-            {
-                "title": f.title,
-                "model_name": f.model_name,
-                "hash": f.shorthash,
-                "sha256": f.sha256,
-                "filename": str(f.path),
-                "config": None,
-            }
-            for f in services.manager.checkpoints()
-        ]
+        return await run_in_threadpool(model_lists.sd_models, services.manager)
+
+    @router.get("/sd-modules")
+    async def sd_modules() -> Any:
+        return model_lists.sd_modules(services.manager)
 
     @router.get("/sd-vae")
     async def sd_vae() -> Any:

@@ -11,7 +11,9 @@ from typing import Any
 
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
-from webui.core.models.manager import ModelManager
+from webui.core.families import Family
+from webui.core.models.manager import ModelManager, ModelNotFound
+from webui.core.models.registry import ModelFile, find
 
 DEFAULT_MAX_BODY_BYTES = 50 * 2**20
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
@@ -63,3 +65,28 @@ class Services:
             from webui.core.models.merge_runs import MergeRuns
 
             self.merges = MergeRuns(self.manager)
+
+    def find_checkpoint(self, query: str) -> ModelFile | None:
+        """The listed checkpoint a title, name or hash names (A1111's look-up order), or None."""
+        return find(self.manager.checkpoints(), query)
+
+    def module_names(self) -> list[str]:
+        """The files a split SD3/Flux model can be assembled from (VAEs, text encoders), by request name."""
+        return [f.name for f in (*self.manager.vaes(), *self.manager.text_encoders())]
+
+    def checkpoint_label(self, file: ModelFile) -> str:
+        """A listed checkpoint's family for people ("SD1 (inpaint)", "SD2 (v)", "Flux dev"), or ""."""
+        family = self.manager.family_of(file)
+        if family is None:
+            return ""
+        v = "v_prediction" if family.when_v else family.prediction_type
+        return family.label(family.when_inpaint is True, v)
+
+    def checkpoint_family(self, query: str | None) -> Family | None:
+        """The family of the checkpoint a title or name picks (the first listed one for None), or None
+        when no listed checkpoint matches or its file cannot tell (the UI shows a family's controls)."""
+        try:
+            file = self.manager.resolve(query)
+        except ModelNotFound:
+            return None
+        return self.manager.family_of(file)

@@ -209,7 +209,7 @@ class Engine:
             outputs=outputs or OutputOptions(self.config.outputs_dir),
         )
         with (
-            self.manager.acquire(request.checkpoint, request.vae) as model,
+            self.manager.acquire(request.checkpoint, request.vae, request.modules) as model,
             apply_networks(model.components, run.networks.networks, self.network_cache) as applied,
         ):
             return self._run_batches(run, model, applied)

@@ -23,6 +23,7 @@ MAX_BATCH_SIZE = 64
 MAX_N_ITER = 1000
 MAX_CFG = 100.0
 MAX_PROMPT_CHARS = 100_000
+MAX_MODULES = 8  # SD3 takes four parts (CLIP-L, CLIP-G, T5, VAE)
 
 
 class RequestError(ValueError):
@@ -78,6 +79,7 @@ class GenerationRequest:
     eta_noise_seed_delta: int = 0  # A1111's ENSD: step noise of ancestral/SDE samplers from seed + delta
     checkpoint: str | None = None  # title, name or hash; None: the default checkpoint
     vae: str | None = None  # None/"Automatic": the checkpoint's own VAE
+    modules: tuple[str, ...] = ()  # text encoder / VAE files a split SD3/Flux model takes (Forge's)
     save_images: bool = True
     extension_args: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -109,6 +111,10 @@ class GenerationRequest:
             if value > 0 and value % 8:
                 raise RequestError(name, f"must be a multiple of 8, got {value}")
         _int("clip_skip", self.clip_skip, 1, 12)
+        if not isinstance(self.modules, tuple) or not all(isinstance(m, str) and m for m in self.modules):
+            raise RequestError("modules", "must be a list of module file names")
+        if len(self.modules) > MAX_MODULES:
+            raise RequestError("modules", f"names {len(self.modules)} files (at most {MAX_MODULES})")
         if self.eta is not None:
             _finite("eta", self.eta, 0.0, 10.0)
         _finite("s_noise", self.s_noise, 0.0, 10.0)

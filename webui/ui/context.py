@@ -43,6 +43,8 @@ class Prefs:
     checkpoint: str | None = None  # title; None: the settings' default
     vae: str = "Automatic"
     clip_skip: int = 1
+    distilled_cfg_scale: float = 3.5  # Flux dev's guidance input (the request's default)
+    modules: tuple[str, ...] = ()  # VAE / text encoder files of a split SD3/Flux model; (): by their names
 
 
 def browser_secret(cache_dir: Path) -> str:

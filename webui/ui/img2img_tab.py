@@ -17,6 +17,7 @@ from webui.ui.lora_browser import lora_accordion
 from webui.ui.runner import TabRunner
 from webui.ui.script_ui import build_scripts
 from webui.ui.styles_editor import build_styles_editor
+from webui.ui.topbar import TOPBAR_FIELDS
 from webui.ui.txt2img_tab import extension_area
 
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
@@ -108,7 +109,7 @@ def _finish(
     extensions: Any,
     scripts: Any = None,
 ) -> TabRunner:
-    for name in ("checkpoint", "vae", "clip_skip"):
+    for name in TOPBAR_FIELDS:
         f[name] = topbar[name]
     inputs = (*inputs, *img2img_size.EXTRA_INPUTS)
     runner = TabRunner(

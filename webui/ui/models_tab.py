@@ -1,14 +1,14 @@
-"""The Models tab: checkpoints, VAEs and embeddings with hash, architecture and size; search; refresh.
+"""The Models tab: checkpoints, VAEs, text encoders and embeddings with hash, family, size; search, refresh.
 
-Listing reads only the scan (names, sizes, cached hashes): thousands of files list at once. The
-architecture is read from the safetensors header of the rows shown (at most MAX_ROWS), cached per file.
+Listing reads only the scan (names, sizes, cached hashes): thousands of files list at once. The family
+of the rows shown (at most MAX_ROWS) comes from the services (a safetensors header or a diffusers
+folder's configs, remembered per file).
 Below the table, the LoRA browser (cards with search; webui.ui.lora_browser) and the checkpoint
 merger (webui.ui.merger_panel).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import gradio as gr
@@ -21,42 +21,12 @@ MAX_ROWS = 200
 HEADERS = ["Kind", "Name", "Hash", "Architecture", "Size (MiB)"]
 
 
-class ArchCache:
-    """(path, mtime) -> architecture, read from safetensors headers on demand."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._known: dict[tuple[str, int], str] = {}
-
-    def arch(self, item: Any) -> str:
-        key = (str(item.path), item.mtime_ns)
-        with self._lock:
-            if key in self._known:
-                return self._known[key]
-        value = self._read(item)
-        with self._lock:
-            self._known[key] = value
-        return value
-
-    @staticmethod
-    def _read(item: Any) -> str:
-        if item.is_folder or not str(item.path).endswith(".safetensors"):
-            return ""
-        try:
-            from webui.core.models.checkpoint_file import read_safetensors_header
-            from webui.core.models.detect import detect
-
-            shapes = {k: m.shape for k, m in read_safetensors_header(item.path).items()}
-            return str(detect(item.path, shapes).label)
-        except Exception:  # unreadable or not a full checkpoint: shown blank, never fatal
-            return ""
-
-
-def model_rows(ctx: StudioContext, query: str, cache: ArchCache) -> tuple[list[list[Any]], str]:
+def model_rows(ctx: StudioContext, query: str) -> tuple[list[list[Any]], str]:
     manager = ctx.services.manager
     q = (query or "").strip().lower()
     items: list[tuple[str, Any]] = [("checkpoint", f) for f in manager.checkpoints()]
     items += [("VAE", f) for f in manager.vaes()]
+    items += [("text encoder", f) for f in manager.text_encoders()]
     try:
         library = ctx.services.engine.embeddings.library()
         embeddings = list(library.loaded.values())
@@ -69,7 +39,7 @@ def model_rows(ctx: StudioContext, query: str, cache: ArchCache) -> tuple[list[l
             continue
         matched += 1
         if len(rows) < MAX_ROWS:
-            arch = cache.arch(f) if kind == "checkpoint" else ""
+            arch = ctx.services.checkpoint_label(f) if kind == "checkpoint" else ""
             rows.append([kind, f.name, f.shorthash or "", arch, round(f.size / 2**20, 1)])
     for e in embeddings:
         name = str(getattr(e, "name", ""))
@@ -87,7 +57,6 @@ def model_rows(ctx: StudioContext, query: str, cache: ArchCache) -> tuple[list[l
 
 def build_models(ctx: StudioContext) -> dict[str, Any]:
     f: dict[str, Any] = {}
-    cache = ArchCache()
     with gr.Row(equal_height=True):
         f["_search"] = gr.Textbox(
             label="Search (name or hash)", elem_id="models_search", scale=4, min_width=200
@@ -104,7 +73,7 @@ def build_models(ctx: StudioContext) -> dict[str, Any]:
     merger = build_merger(ctx)
 
     def search(query: str) -> tuple[Any, str]:
-        found, text = model_rows(ctx, query, cache)
+        found, text = model_rows(ctx, query)
         return gr.update(value=found), text
 
     def refresh(query: str) -> tuple[Any, str]:

@@ -34,6 +34,7 @@ _INT_KEYS = {
 }
 _FLOAT_KEYS = {
     "CFG scale": "cfg_scale",
+    "Distilled CFG Scale": "distilled_cfg_scale",  # Forge's, Flux dev
     "Variation seed strength": "subseed_strength",
     "Denoising strength": "denoising_strength",
     "Hires upscale": "hr_scale",
@@ -60,6 +61,7 @@ _ABSENT_DEFAULTS: Mapping[str, Any] = {
     "hr_scheduler": "Use same scheduler",
     "hr_prompt": "",
     "hr_negative_prompt": "",
+    "modules": [],
 }
 
 
@@ -101,6 +103,9 @@ def from_infotext(text: str, find_model: FindModel | None = None) -> dict[str, A
     for key, name in _TEXT_KEYS.items():
         if key in params:
             out[name] = params[key]
+    modules = [params[f"Module {i}"] for i in range(1, 9) if f"Module {i}" in params]
+    if modules:
+        out["modules"] = modules  # names without extension, as Forge writes them (sendto matches files)
     if "Sampler" in params:
         out["sampler_name"], out["scheduler"] = split_sampler(params["Sampler"], params.get("Schedule type"))
     for key, (wname, hname) in {

@@ -47,11 +47,9 @@ def _pretty(text: str) -> str:
 
 
 def find_model_for(ctx: StudioContext) -> params.FindModel:
-    from webui.core.models.registry import find
-
     def lookup(name: str) -> str | None:
-        hit = find(ctx.services.manager.checkpoints(), name)
-        return hit.title if hit is not None else None
+        hit = ctx.services.find_checkpoint(name)
+        return str(hit.title) if hit is not None else None
 
     return lookup
 

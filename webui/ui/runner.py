@@ -31,6 +31,7 @@ _INTS = frozenset(
 _FLOATS = frozenset(
     {
         "cfg_scale",
+        "distilled_cfg_scale",
         "subseed_strength",
         "denoising_strength",
         "hr_scale",
@@ -60,7 +61,7 @@ def _coerce(name: str, value: Any) -> Any:
             raise RequestError(name, f"must be a number, got {value!r}") from e
     if name == "styles":
         return tuple(value or ())
-    if name == "outpaint_directions":
+    if name in ("outpaint_directions", "modules"):
         return tuple(value or ())
     return value
 

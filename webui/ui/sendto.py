@@ -43,6 +43,10 @@ def _ui_value(name: str, value: Any, component: Any) -> Any:
         return INPAINT_AREAS[1 if value else 0]
     if name == "resize_mode":
         return RESIZE_MODES[value] if isinstance(value, int) and 0 <= value < len(RESIZE_MODES) else gr.skip()
+    if name == "modules" and choices is not None and isinstance(value, list):
+        known = [c[1] if isinstance(c, tuple) else c for c in choices]  # file names; infotext has stems
+        found = [next((k for k in known if v in (k, k.rsplit(".", 1)[0])), None) for v in value]
+        return gr.skip() if None in found else found
     if name in ("seed_resize_from_w", "seed_resize_from_h") and isinstance(value, int) and value < 0:
         return 0
     if choices is not None and not isinstance(component, gr.CheckboxGroup):

@@ -1,4 +1,10 @@
-"""The top bar: checkpoint (with refresh), VAE, clip skip; and the first-run message.
+"""The top bar: checkpoint (with refresh), VAE, clip skip, the family's own controls; the first-run message.
+
+A family's controls show only for a checkpoint of that family: "Distilled CFG Scale" (Forge's name and
+range) for a guidance-distilled model (Flux dev), and Forge's "VAE / Text Encoder" picker (the files in
+models/VAE and models/text_encoder a split model is assembled from; none picked: found by their usual
+names) for SD3 and Flux. The model's family comes from the services
+(`Services.checkpoint_family`), never from the model code directly.
 
 The choices here are the *calling user's* settings for their next jobs (kept per user on the server,
 sent with every Generate): switching a checkpoint never changes what another user is generating.
@@ -12,6 +18,10 @@ from typing import Any
 import gradio as gr
 
 from webui.ui.context import StudioContext, user_of
+
+# the top bar's values that every generation tab sends with its request (request field names)
+TOPBAR_FIELDS = ("checkpoint", "vae", "clip_skip", "distilled_cfg_scale", "modules")
+DISTILLED_CFG_MAX = 30.0
 
 
 def checkpoint_titles(ctx: StudioContext) -> list[str]:
@@ -43,12 +53,30 @@ def _resolve_title(ctx: StudioContext, value: str | None) -> str | None:
     if not titles:
         return None
     if value:
-        from webui.core.models.registry import find
-
-        hit = find(ctx.services.manager.checkpoints(), value)
+        hit = ctx.services.find_checkpoint(value)
         if hit is not None:
-            return hit.title
+            return str(hit.title)
     return titles[0]
+
+
+def shows_distilled_cfg(ctx: StudioContext, title: str | None) -> bool:
+    """Whether the checkpoint takes a distilled guidance scale (Flux dev): its slider is shown then."""
+    family = ctx.services.checkpoint_family(title or None)
+    return family is not None and family.distilled_guidance
+
+
+def shows_modules(ctx: StudioContext, title: str | None) -> bool:
+    """Whether the checkpoint can be assembled from module files (SD3, Flux): the picker is shown then."""
+    family = ctx.services.checkpoint_family(title or None)
+    return family is not None and family.flow_matching
+
+
+def _modules_update(ctx: StudioContext, title: str | None, value: list[str]) -> Any:
+    """The picker over the files as they are now; hidden and empty for a model that takes no modules (so
+    a hidden choice never reaches its requests)."""
+    names = ctx.services.module_names()
+    shown = shows_modules(ctx, title)
+    return gr.update(choices=names, visible=shown, value=[v for v in value if v in names] if shown else [])
 
 
 def build_topbar(ctx: StudioContext) -> dict[str, Any]:
@@ -76,6 +104,16 @@ def build_topbar(ctx: StudioContext) -> dict[str, Any]:
             scale=2,
             min_width=160,
         )
+        f["distilled_cfg_scale"] = gr.Slider(
+            0, DISTILLED_CFG_MAX, value=prefs.distilled_cfg_scale, step=0.1, label="Distilled CFG Scale",
+            elem_id="sf_distilled_cfg", scale=2, min_width=160,
+            visible=shows_distilled_cfg(ctx, _resolve_title(ctx, prefs.checkpoint)),
+        )  # fmt: skip
+        modular = shows_modules(ctx, _resolve_title(ctx, prefs.checkpoint))
+        f["modules"] = gr.Dropdown(
+            ctx.services.module_names(), value=list(prefs.modules) if modular else [], multiselect=True,
+            label="VAE / Text Encoder", elem_id="sf_modules", scale=3, min_width=200, visible=modular,
+        )  # fmt: skip
     f["_first_run"] = gr.HTML(first_run_html(ctx), visible=not titles, elem_id="sf_first_run")
     return f
 
@@ -90,39 +128,65 @@ def wire_topbar(ctx: StudioContext, f: dict[str, Any]) -> None:
     def on_clip_skip(value: float, request: gr.Request) -> None:
         ctx.set_pref(user_of(request), clip_skip=int(value))
 
+    def on_distilled(value: float, request: gr.Request) -> None:
+        ctx.set_pref(user_of(request), distilled_cfg_scale=float(value))
+
+    def on_modules(value: list[str] | None, request: gr.Request) -> None:
+        ctx.set_pref(user_of(request), modules=tuple(value or ()))
+
+    def family_controls(title: str | None, modules: list[str] | None) -> tuple[Any, Any]:
+        return gr.update(visible=shows_distilled_cfg(ctx, title)), _modules_update(ctx, title, modules or [])
+
     quiet: dict[str, Any] = dict(
         concurrency_limit=None, show_progress="hidden", api_visibility="private", queue=False
     )
     f["checkpoint"].input(on_checkpoint, f["checkpoint"], None, **quiet)
     f["vae"].input(on_vae, f["vae"], None, **quiet)
     f["clip_skip"].release(on_clip_skip, f["clip_skip"], None, **quiet)
+    f["distilled_cfg_scale"].release(on_distilled, f["distilled_cfg_scale"], None, **quiet)
+    # any change of checkpoint (picked, refreshed, page load, sent from PNG Info) shows its family's controls
+    f["modules"].input(on_modules, f["modules"], None, **quiet)
+    family = [f["distilled_cfg_scale"], f["modules"]]
+    f["checkpoint"].change(family_controls, [f["checkpoint"], f["modules"]], family, **quiet)
 
-    def refresh(current: str | None) -> tuple[Any, Any, Any]:
+    def refresh(current: str | None, modules: list[str] | None) -> tuple[Any, Any, Any, Any]:
         ctx.services.manager.refresh()
         titles = checkpoint_titles(ctx)
         value = _resolve_title(ctx, current)
         return (
             gr.update(choices=titles, value=value),
             gr.update(choices=vae_names(ctx)),
+            _modules_update(ctx, value, modules or []),
             gr.update(value=first_run_html(ctx), visible=not titles),
         )
 
-    page = [f["checkpoint"], f["vae"], f["clip_skip"], f["_first_run"]]
+    page = [
+        f["checkpoint"],
+        f["vae"],
+        f["clip_skip"],
+        f["distilled_cfg_scale"],
+        f["modules"],
+        f["_first_run"],
+    ]
     ctx.page_load.add(lambda request: load_prefs(ctx, request), page)
     f["_refresh"].click(
-        refresh, f["checkpoint"], [f["checkpoint"], f["vae"], f["_first_run"]], concurrency_limit=None,
+        refresh, [f["checkpoint"], f["modules"]], [f["checkpoint"], f["vae"], f["modules"], f["_first_run"]],
+        concurrency_limit=None,
         api_visibility="private",
     )  # fmt: skip
 
 
-def load_prefs(ctx: StudioContext, request: Any) -> tuple[Any, Any, Any, Any]:
+def load_prefs(ctx: StudioContext, request: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
     """The top bar as this user left it, over the model lists as they are now (page load)."""
     prefs = ctx.prefs(user_of(request))
     names = vae_names(ctx)
     titles = checkpoint_titles(ctx)
+    title = _resolve_title(ctx, prefs.checkpoint)
     return (
-        gr.update(choices=titles, value=_resolve_title(ctx, prefs.checkpoint)),
+        gr.update(choices=titles, value=title),
         gr.update(choices=names, value=prefs.vae if prefs.vae in names else "Automatic"),
         prefs.clip_skip,
+        gr.update(value=prefs.distilled_cfg_scale, visible=shows_distilled_cfg(ctx, title)),
+        _modules_update(ctx, title, list(prefs.modules)),
         gr.update(value=first_run_html(ctx), visible=not titles),
     )

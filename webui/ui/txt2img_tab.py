@@ -13,6 +13,7 @@ from webui.ui.lora_browser import lora_accordion
 from webui.ui.runner import TabRunner
 from webui.ui.script_ui import build_scripts
 from webui.ui.styles_editor import build_styles_editor
+from webui.ui.topbar import TOPBAR_FIELDS
 
 
 def upscaler_names(ctx: StudioContext) -> list[str]:
@@ -106,7 +107,7 @@ def build_txt2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
                 scripts = build_scripts(ctx, tab)
         with gr.Column(scale=1, min_width=200, elem_classes="sf-results"):
             f.update(widgets.results_column(tab))
-    for name in ("checkpoint", "vae", "clip_skip"):
+    for name in TOPBAR_FIELDS:
         f[name] = topbar[name]
     runner = TabRunner(ctx, "txt2img", f, job_state, extensions=extensions, scripts=scripts)
     runner.wire()

@@ -196,11 +196,18 @@ def load_model(
     precision: Precision,
     text_encoder_dirs: Sequence[Path] = (),
     vae_dirs: Sequence[Path] = (),
+    modules: Sequence[Path] = (),
 ) -> Components:
     """Load a checkpoint file or a diffusers folder. SD3 and Flux files may hold their transformer
-    only: their text encoders and VAE then come from `text_encoder_dirs` and `vae_dirs`."""
+    only: their text encoders and VAE then come from `modules` (files the user picked), else from
+    `text_encoder_dirs` and `vae_dirs`. Other models take no modules (a CheckpointError says so)."""
+    flow = not path.is_dir() and detect_flow_file(path) is not None
+    if modules and not flow:
+        raise CheckpointError(
+            path, "takes no modules: only single-file SD3 and Flux models are assembled from them"
+        )
     if path.is_dir():
         return load_diffusers_folder(path, precision)
-    if detect_flow_file(path) is not None:
-        return load_flow_components(path, precision, text_encoder_dirs, vae_dirs)
+    if flow:
+        return load_flow_components(path, precision, text_encoder_dirs, vae_dirs, modules)
     return load_single_file(path, precision)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,21 +19,15 @@ from webui.core import families
 from webui.core.config import AppConfig
 from webui.core.models import configs
 from webui.core.models.cache import ModelCache
-from webui.core.models.checkpoint_file import (
-    SAFETENSORS,
-    CheckpointError,
-    load_state_dict,
-    sniff_format,
-    tensor_shapes,
-)
+from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.models.components import Components, Precision
-from webui.core.models.detect import detect, read_sidecar_yaml
-from webui.core.models.flow_components import detect_flow_file
+from webui.core.models.family_probe import family_of_path
 from webui.core.models.hashes import HashCache
 from webui.core.models.infer import ShapeError, vae_config
 from webui.core.models.loader import load_model
 from webui.core.models.registry import (
     CHECKPOINT_EXTENSIONS,
+    TEXT_ENCODER_EXTENSIONS,
     VAE_EXTENSIONS,
     ModelFile,
     ScanResult,
@@ -94,6 +88,8 @@ class ModelManager:
         self._vaes: ModelCache[Any] = ModelCache(max(config.model_cache_bytes // 8, 0))
         self._checkpoints = ScanResult(())
         self._vae_files = ScanResult(())
+        self._text_encoders = ScanResult(())
+        self._families: dict[tuple[Path, int, int], families.Family | None] = {}
 
     # -- listing -------------------------------------------------------------------------------------
     def refresh(self) -> tuple[str, ...]:
@@ -101,13 +97,19 @@ class ModelManager:
         hashes = self.hashes if self.config.hashing else None
         self._checkpoints = scan(self.config.ckpt_dirs, CHECKPOINT_EXTENSIONS, hashes)
         self._vae_files = scan(self.config.vae_dirs, VAE_EXTENSIONS, hashes, folders=False)
-        return self._checkpoints.problems + self._vae_files.problems
+        te_dirs = [d for d in self.config.text_encoder_dirs if d.is_dir()]  # optional: SD3/Flux split files
+        self._text_encoders = scan(te_dirs, TEXT_ENCODER_EXTENSIONS, None, folders=False)
+        return self._checkpoints.problems + self._vae_files.problems + self._text_encoders.problems
 
     def checkpoints(self) -> tuple[ModelFile, ...]:
         return self._checkpoints.files
 
     def vaes(self) -> tuple[ModelFile, ...]:
         return self._vae_files.files
+
+    def text_encoders(self) -> tuple[ModelFile, ...]:
+        """The text encoder files of split SD3/Flux models (models/text_encoder: clip_l, t5xxl...)."""
+        return self._text_encoders.files
 
     def hash_all(self) -> tuple[ModelFile, ...]:
         """Compute (or read cached) hashes for every checkpoint; titles then carry `[shorthash]`."""
@@ -145,6 +147,18 @@ class ModelManager:
             raise ModelNotFound("VAE", query, [f.name for f in self.vaes()])
         return hit
 
+    def resolve_modules(self, queries: Sequence[str]) -> tuple[ModelFile, ...]:
+        """The VAE / text encoder files a request names (file name, name without extension, or full
+        path, as Forge's forge_additional_modules), in order; ModelNotFound lists the valid names."""
+        files = (*self.vaes(), *self.text_encoders())
+        out = []
+        for query in queries:
+            hit = find(files, query) or next((f for f in files if str(f.path) == query), None)
+            if hit is None:
+                raise ModelNotFound("module", query, [f.name for f in files])
+            out.append(hit)
+        return tuple(out)
+
     # -- loading -------------------------------------------------------------------------------------
     def _fresh(self, file: ModelFile) -> ModelFile:
         """`file` as it is on disk now: a file replaced or rewritten since the scan is a new file (its
@@ -168,8 +182,11 @@ class ModelManager:
         return new
 
     @contextmanager
-    def acquire(self, checkpoint: str | None = None, vae: str | None = None) -> Iterator[LoadedModel]:
-        """Hold a loaded model (from the cache or freshly loaded) for the duration of the block.
+    def acquire(
+        self, checkpoint: str | None = None, vae: str | None = None, modules: Sequence[str] = ()
+    ) -> Iterator[LoadedModel]:
+        """Hold a loaded model (from the cache or freshly loaded) for the duration of the block;
+        `modules` name the text encoder / VAE files a split SD3/Flux model is assembled from.
 
         Without a checkpoint, the first listed one that loads is used: a file that cannot load (a
         partial download, an unknown architecture) is passed over, and `LoadedModel.notes` says so.
@@ -177,6 +194,7 @@ class ModelManager:
         named = bool(checkpoint)
         candidates = [self.resolve(checkpoint)] if named else list(self.checkpoints()) or [self.resolve(None)]
         vae_file = self.resolve_vae(vae)
+        parts_files = tuple(self._fresh(m) for m in self.resolve_modules(modules))
         if vae_file is not None:
             vae_file = self._fresh(vae_file)
         passed_over: list[tuple[str, str]] = []
@@ -186,7 +204,8 @@ class ModelManager:
                 if self.config.hashing:
                     file = with_hash(file, self.hashes)
                 try:
-                    parts = stack.enter_context(self._models.use(_cache_key(file), self._loader(file)))
+                    key = (*_cache_key(file), *(_cache_key(m) for m in parts_files))
+                    parts = stack.enter_context(self._models.use(key, self._loader(file, parts_files)))
                     break
                 except (CheckpointError, ShapeError) as e:
                     if named or i == len(candidates) - 1:
@@ -214,25 +233,24 @@ class ModelManager:
             with self._vaes.use((*_cache_key(vae_file), arch), load_vae) as v:
                 yield LoadedModel(file, dataclasses.replace(parts, vae=v), vae_file, notes)
 
-    def _loader(self, file: ModelFile) -> Callable[[], tuple[Components, int]]:
+    def _loader(
+        self, file: ModelFile, modules: Sequence[ModelFile] = ()
+    ) -> Callable[[], tuple[Components, int]]:
         def load() -> tuple[Components, int]:
-            parts = load_model(file.path, self.precision, self.config.text_encoder_dirs, self.config.vae_dirs)
+            config = self.config
+            extra = [m.path for m in modules]
+            parts = load_model(file.path, self.precision, config.text_encoder_dirs, config.vae_dirs, extra)
             return parts, parts.nbytes()
 
         return load
 
     def family_of(self, file: ModelFile) -> families.Family | None:
-        """The family of a listed safetensors checkpoint, from its header alone (no weights read); None
-        for other files or when it cannot be told (for `/sdapi/v1/sd-models` and the model lists)."""
-        try:
-            if file.is_folder or sniff_format(file.path) != SAFETENSORS:
-                return None
-            flow = detect_flow_file(file.path)
-            if flow is not None:
-                return flow.arch
-            return detect(file.path, tensor_shapes(file.path), read_sidecar_yaml(file.path)).arch
-        except (CheckpointError, ValueError, OSError):
-            return None
+        """The family of a listed checkpoint, from a safetensors header or a diffusers folder's configs
+        (no weights read; remembered per file version); None when that cannot tell it (a `.ckpt`)."""
+        key = _cache_key(file)
+        if key not in self._families:
+            self._families[key] = family_of_path(file.path)
+        return self._families[key]
 
     def cached(self) -> list[Path]:
         """Paths of the models in the RAM cache, least recently used first."""

@@ -15,6 +15,7 @@ from webui.core.models.hashes import HashCache, folder_sha256
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
 VAE_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".bin")
+TEXT_ENCODER_EXTENSIONS = (".safetensors",)  # what the SD3/Flux loader reads
 
 
 @dataclass(frozen=True)
