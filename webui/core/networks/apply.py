@@ -34,12 +34,13 @@ import torch
 from webui.core.models.cache import ModelCache
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.networks.formats import (
-    TE1,
-    TE2,
+    TEXT_ENCODERS,
     UNET,
     FormatError,
-    ModulePatch,
     ParsedNetwork,
+    Target,
+    WeightPatch,
+    looks_like,
     module_index,
     parse_state_dict,
 )
@@ -127,14 +128,18 @@ class NetworkCache:
         self._parsed.clear()
 
 
-_Target = tuple[str, torch.nn.Module, ModulePatch, float]  # (module name, module, patch, multiplier)
+_Target = tuple[str, torch.nn.Module, WeightPatch, float]  # (module name, module, patch, multiplier)
 
 
 def _plan(
-    name: str, parsed: ParsedNetwork, index: dict[tuple[str, str], tuple[str, torch.nn.Module]],
+    net: NetworkRef, parsed: ParsedNetwork, index: dict[tuple[str, str], Target],
     te_weight: float, unet_weight: float, label: str,
 ) -> tuple[list[_Target] | None, list[str]]:  # fmt: skip
-    """Where one network goes (None: skipped whole) and messages. Checks every shape before any change."""
+    """Where one network goes (None: skipped whole) and messages. Checks every shape before any change.
+
+    A network whose denoiser part finds no module here is for another architecture even when its text
+    encoder part would fit (Flux and SDXL LoRAs both write CLIP-L as `lora_te1_`): skipped whole."""
+    name = net.name
     targets: list[_Target] = []
     missing: list[str] = []
     misfit: list[str] = []
@@ -143,20 +148,24 @@ def _plan(
         if hit is None:
             missing.append(f"{component}:{flat}")
             continue
-        module_name, module = hit
-        if not patch.fits(_weight_of(module).shape, getattr(module, "bias", None) is not None):
-            misfit.append(f"{component}.{module_name}")
+        if not patch.fits(hit.shape, hit.has_bias):
+            misfit.append(f"{component}.{hit.name}")
             continue
         weight = unet_weight if component == UNET else te_weight
-        targets.append((f"{component}.{module_name}", module, patch, weight))
+        for module_name, module, part in hit.split(patch):
+            targets.append((f"{component}.{module_name}", module, part, weight))
     total = len(parsed.patches)
     if parsed.uses_dora:
         return None, [f"LoRA {name!r} skipped: DoRA networks (dora_scale) are not supported"]
-    if misfit or not targets:
+    denoiser_keys = any(component == UNET for component, _ in parsed.patches)
+    denoiser_hit = any(t[0].startswith(f"{UNET}.") for t in targets)
+    if misfit or not targets or (denoiser_keys and not denoiser_hit):
         example = (misfit or missing)[0]
+        kind = looks_like(parsed)
+        hint = f"its keys look like a {kind} LoRA" if kind else "is it for another architecture?"
         return None, [
-            f"LoRA {name!r} skipped: it does not fit this {label} model ({len(missing)} of {total} modules "
-            f"not found, {len(misfit)} with other shapes, e.g. {example}); is it for another architecture?"
+            f"LoRA {name!r} skipped: {net.path.name} does not fit this {label} model ({len(missing)} of "
+            f"{total} modules not found, {len(misfit)} with other shapes, e.g. {example}); {hint}"
         ]
     notes = []
     if missing:
@@ -176,7 +185,7 @@ def apply_networks(
         messages: list[str] = []
         index = module_index(components) if networks else {}
         label = str(getattr(components, "label", "") or getattr(components, "arch", "this"))
-        by_module: dict[str, tuple[torch.nn.Module, list[tuple[ModulePatch, float]]]] = {}
+        by_module: dict[str, tuple[torch.nn.Module, list[tuple[WeightPatch, float]]]] = {}
         applied: list[AppliedNetwork] = []
         te_key: list[Hashable] = []
         for net, te_w, unet_w in networks:
@@ -187,14 +196,14 @@ def apply_networks(
                 except (OSError, CheckpointError) as e:
                     messages.append(f"LoRA {net.name!r} skipped: {e}")
                     continue
-                targets, notes = _plan(net.name, parsed, index, te_w, unet_w, label)
+                targets, notes = _plan(net, parsed, index, te_w, unet_w, label)
                 messages.extend(notes)
             if targets is None:
                 continue
             applied.append(AppliedNetwork(net.name, net.key, te_w, unet_w, len(targets)))
             for name, module, patch, weight in targets:
                 by_module.setdefault(name, (module, []))[1].append((patch, weight))
-            if any(t[0].startswith((f"{TE1}.", f"{TE2}.")) for t in targets):
+            if any(t[0].startswith(tuple(f"{te}." for te in TEXT_ENCODERS)) for t in targets):
                 te_key.append((net.key, te_w))
         backups: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -222,18 +231,13 @@ def apply_networks(
                     param.copy_(original)
 
 
-def _weight_of(module: torch.nn.Module) -> torch.Tensor:
-    weight = module.weight
-    assert isinstance(weight, torch.Tensor)  # module_index lists only modules with a weight
-    return weight
-
-
 def _patch_module(
     module: torch.nn.Module,
-    patches: list[tuple[ModulePatch, float]],
+    patches: list[tuple[WeightPatch, float]],
     backups: list[tuple[torch.Tensor, torch.Tensor]],
 ) -> None:
-    weight = _weight_of(module)
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)  # module_index lists only modules with a weight
     bias: torch.Tensor | None = getattr(module, "bias", None)
     dw: torch.Tensor | None = None
     db: torch.Tensor | None = None
