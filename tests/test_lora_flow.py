@@ -8,19 +8,24 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from webui.core import families
+from webui.core.config import AppConfig
+from webui.core.engine import Engine
 from webui.core.models.components import Components, Precision
 from webui.core.models.flow_components import load_flow_components
 from webui.core.models.loader import load_model
+from webui.core.models.manager import ModelManager
 from webui.core.models.tiny_flow import build_tiny_flow, save, single_file
 from webui.core.networks.apply import NetworkCache, apply_networks
-from webui.core.networks.registry import LoraFile
+from webui.core.networks.registry import LoraFile, base_model
 from webui.core.networks.tiny import flow_lora_targets, write_tiny_flow_lora, write_tiny_lora
 from webui.core.sampling.model_inputs import ModelInputs
+from webui.core.types import Txt2ImgRequest
 
 ARCHES = ("flux-dev", "sd3.5")
 
@@ -209,3 +214,66 @@ def test_a_lora_of_another_family_is_refused_whole_naming_the_file(
         message = info.messages[0]
         assert f"'{net.name}' skipped" in message and net.path.name in message, message
         assert f"does not fit this {model.label} model" in message and f"look like a {looks} LoRA" in message
+
+
+# ---- through the engine: the same `<lora:name:w>` prompt as for SD1/SDXL -----------------------------
+
+
+@pytest.fixture(scope="module")
+def engine_config(tiny_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> AppConfig:
+    root = tmp_path_factory.mktemp("flow-lora-engine")
+    ckpts = root / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True)
+    (ckpts / "tiny-sdxl.safetensors").symlink_to(tiny_files["sdxl"])
+    for arch in ARCHES:
+        layout = "comfy" if arch.startswith("flux") else "stability"
+        path = save(single_file(build_tiny_flow(arch, seed=3), layout), ckpts / f"tiny-{arch}.safetensors")
+        write_tiny_flow_lora(root / "models" / "Lora" / f"lora-{arch}.safetensors", load_flow_components(
+            path, Precision()), "kohya", seed=4)  # fmt: skip
+    return AppConfig.for_data_dir(root, hashing=False)
+
+
+def _pixels(engine: Engine, arch: str, prompt: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    d = families.family(arch).defaults
+    request = Txt2ImgRequest(
+        prompt=prompt, checkpoint=f"tiny-{arch}", steps=2, width=64, height=64, seed=1, save_images=False,
+        sampler_name=d.sampler, scheduler=d.schedule, cfg_scale=d.cfg_scale,
+    )  # fmt: skip
+    result = engine.run(request)
+    return np.asarray(result.images[0].image), result.warnings
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_lora_prompt_tag_on_flow_models(engine_config: AppConfig, arch: str) -> None:
+    manager = ModelManager(engine_config, Precision())
+    manager.refresh()
+    engine = Engine(engine_config, manager)
+    plain, _ = _pixels(engine, arch, "a red apple")
+    half, warnings = _pixels(engine, arch, f"a red apple<lora:lora-{arch}:0.5>")
+    assert warnings == () and not np.array_equal(half, plain)
+    one, _ = _pixels(engine, arch, f"a red apple<lora:lora-{arch}:1>")
+    assert not np.array_equal(one, half)
+    assert np.array_equal(_pixels(engine, arch, f"a red apple<lora:lora-{arch}:0>")[0], plain)
+    assert np.array_equal(_pixels(engine, arch, "a red apple")[0], plain), "the LoRA leaked"
+    te_only, _ = _pixels(engine, arch, f"<lora:lora-{arch}:1:0>a red apple")  # CLIP-L only: new encoding
+    assert not np.array_equal(te_only, plain)
+    assert np.array_equal(_pixels(engine, arch, "a red apple")[0], plain), "a LoRA encoding was reused"
+
+
+def test_flux_lora_on_sdxl_is_a_job_warning_naming_the_file(engine_config: AppConfig) -> None:
+    manager = ModelManager(engine_config, Precision())
+    manager.refresh()
+    engine = Engine(engine_config, manager)
+    plain, _ = _pixels(engine, "sdxl", "a red apple")
+    pixels, warnings = _pixels(engine, "sdxl", "a red apple<lora:lora-flux-dev:1>")
+    assert np.array_equal(pixels, plain)
+    text = " | ".join(warnings)
+    assert "lora-flux-dev.safetensors does not fit this SDXL model" in text and "Flux LoRA" in text
+
+
+def test_base_model_of_flow_lora_metadata() -> None:
+    assert base_model({"ss_base_model_version": "flux1"}) == "flux"
+    assert base_model({"modelspec.architecture": "flux-1-dev/lora"}) == "flux"
+    assert base_model({"ss_base_model_version": "sd3"}) == "sd3"
+    assert base_model({"modelspec.architecture": "stable-diffusion-v3.5-large/lora"}) == "sd3"
+    assert base_model({"modelspec.architecture": "stable-diffusion-xl-v1-base/lora"}) == "sdxl"
