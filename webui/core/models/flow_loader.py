@@ -205,6 +205,39 @@ def _check_widths(
         )
 
 
+def _transformer_config(files: _Files, found: _Found, family: str) -> dict[str, Any]:
+    shapes = files.shapes[found.path]
+    if family == "flux":
+        return flux_layout.transformer_config(shapes, found.prefix)
+    return flow_infer.sd3_transformer_config(shapes, found.prefix)
+
+
+def _transformer(
+    files: _Files, found: _Found, family: str, config: dict[str, Any], dtype: torch.dtype
+) -> Any:
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    raw = files.read(found, dtype)
+    if family == "flux":
+        return _build(
+            FluxTransformer2DModel, config, flux_layout.from_original(raw), "Flux transformer", found.path
+        )
+    return _build(SD3Transformer2DModel, config, sd3_layout.from_original(raw), "SD3 transformer", found.path)
+
+
+def load_flow_transformer(path: Path, dtype: torch.dtype = torch.float32) -> Any:
+    """Only the SD3 / Flux transformer of `path` (an all-in-one or a transformer-only file), in `dtype`;
+    the file's text encoders and VAE are not read."""
+    with ExitStack() as stack:
+        files = _Files(stack)
+        own = _parts_in(files.add(path), path.name)
+        if "transformer" not in own:
+            raise CheckpointError(path, "not an SD3 or Flux model: no MMDiT or Flux transformer weights")
+        family, _ = _variant(files.shapes[path], own["transformer"])
+        found = _Found(path, own["transformer"])
+        return _transformer(files, found, family, _transformer_config(files, found, family), dtype)
+
+
 def load_flow_model(
     path: Path,
     modules: Sequence[Path] = (),
@@ -214,7 +247,7 @@ def load_flow_model(
 ) -> FlowParts:
     """Load an SD3 or Flux model whose denoiser is in `path` (see the module docstring)."""
     from accelerate import init_empty_weights
-    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+    from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
     from transformers import (
         CLIPTextConfig,
@@ -257,11 +290,7 @@ def load_flow_model(
         sources = {part: f.path for part, f in found.items() if part in needed or part == "transformer"}
 
         t_found = found["transformer"]
-        t_shapes = files.shapes[t_found.path]
-        if family == "flux":
-            t_cfg = flux_layout.transformer_config(t_shapes, t_found.prefix)
-        else:
-            t_cfg = flow_infer.sd3_transformer_config(t_shapes, t_found.prefix)
+        t_cfg = _transformer_config(files, t_found, family)
         text: dict[str, dict[str, Any]] = {}
         try:
             text["t5"] = flow_infer.t5_config(files.shapes[found["t5"].path], found["t5"].prefix)
@@ -276,20 +305,7 @@ def load_flow_model(
             raise CheckpointError(path, str(e)) from e
         _check_widths(family, t_cfg, text, sources)
 
-        raw = files.read(t_found, dtype)
-        if family == "flux":
-            transformer = _build(
-                FluxTransformer2DModel,
-                t_cfg,
-                flux_layout.from_original(raw),
-                "Flux transformer",
-                t_found.path,
-            )
-        else:
-            transformer = _build(
-                SD3Transformer2DModel, t_cfg, sd3_layout.from_original(raw), "SD3 transformer", t_found.path
-            )
-        del raw
+        transformer = _transformer(files, t_found, family, t_cfg, dtype)
 
         v_found = found["vae"]
         v_shapes = {
