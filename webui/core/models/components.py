@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from webui.core.models.fp8 import has_fp8, to_keeping_fp8
+
 
 @dataclass(frozen=True)
 class Precision:
@@ -83,7 +85,9 @@ class Components:
             if name == "vae" and dtype == torch.float16 and getattr(m.config, "force_upcast", False):
                 dtype = torch.float32  # the SDXL VAE overflows in fp16 (black/NaN images)
             first = next(m.parameters())
-            if first.dtype != dtype or first.device.type != torch.device(precision.device).type:
+            if has_fp8(m):  # fp8 layers stay fp8 and are upcast as they run (models.fp8)
+                to_keeping_fp8(m, precision.device, dtype)
+            elif first.dtype != dtype or first.device.type != torch.device(precision.device).type:
                 m.to(device=precision.device, dtype=dtype)
             m.eval()
             m.requires_grad_(False)

@@ -7,7 +7,8 @@
     # every patched parameter holds its original tensor again, bit for bit
 
 On entry each affected weight is copied (same device), then overwritten with
-`(W.float() + sum(multiplier * delta)).to(W.dtype)`, deltas of several networks on one module summed in
+`(W.float() + sum(multiplier * delta)).to(W.dtype)` (an fp8 layer's weight is left alone and the delta
+added as it runs: `models.fp8`), deltas of several networks on one module summed in
 float32. On exit, error or not, the copies are written back with `copy_`, so the next job without a
 network computes exactly what a fresh start would. A network that does not fit the model (no module
 matches, or a shape differs: an SD1 LoRA on SDXL) is skipped whole with a message in `info.messages`;
@@ -33,6 +34,7 @@ import torch
 
 from webui.core.models.cache import ModelCache
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
+from webui.core.models.fp8 import Fp8Linear, is_fp8
 from webui.core.networks.formats import (
     TEXT_ENCODERS,
     UNET,
@@ -206,6 +208,11 @@ def apply_networks(
             if any(t[0].startswith(tuple(f"{te}." for te in TEXT_ENCODERS)) for t in targets):
                 te_key.append((net.key, te_w))
         backups: list[tuple[torch.Tensor, torch.Tensor]] = []
+        fp8_deltas: list[tuple[Fp8Linear, torch.Tensor]] = []  # fp8 layers carry theirs beside the weight
+
+        def set_fp8_deltas(on: bool) -> None:
+            for module, delta in fp8_deltas:
+                module.weight_delta = delta if on else None
 
         @contextmanager
         def suspended() -> Iterator[None]:
@@ -213,19 +220,23 @@ def apply_networks(
                 patched = [(param, param.detach().clone()) for param, _ in backups]
                 for param, original in backups:
                     param.copy_(original)
+            set_fp8_deltas(False)
             try:
                 yield
             finally:
                 with torch.no_grad():
                     for param, value in patched:
                         param.copy_(value)
+                set_fp8_deltas(True)
 
         try:
             with torch.no_grad():
                 for module, patches in by_module.values():
-                    _patch_module(module, patches, backups)
+                    _patch_module(module, patches, backups, fp8_deltas)
+            set_fp8_deltas(True)
             yield AppliedInfo(tuple(applied), tuple(messages), tuple(te_key), suspended)
         finally:
+            set_fp8_deltas(False)
             with torch.no_grad():
                 for param, original in reversed(backups):
                     param.copy_(original)
@@ -235,7 +246,10 @@ def _patch_module(
     module: torch.nn.Module,
     patches: list[tuple[WeightPatch, float]],
     backups: list[tuple[torch.Tensor, torch.Tensor]],
+    fp8_deltas: list[tuple[Fp8Linear, torch.Tensor]],
 ) -> None:
+    """Add the patches' deltas to the module's weight and bias, keeping the originals in `backups`; an
+    fp8 layer's weight delta goes to `fp8_deltas` in the compute dtype (fp8 would round it away)."""
     weight = module.weight
     assert isinstance(weight, torch.Tensor)  # module_index lists only modules with a weight
     bias: torch.Tensor | None = getattr(module, "bias", None)
@@ -248,6 +262,10 @@ def _patch_module(
         b = patch.bias_delta(weight.device) if bias is not None else None
         if b is not None:
             db = b * multiplier if db is None else db.add_(b, alpha=multiplier)
+    if dw is not None and isinstance(module, Fp8Linear) and is_fp8(weight):
+        dtype = bias.dtype if bias is not None else torch.float32
+        fp8_deltas.append((module, dw.reshape(weight.shape).to(dtype)))
+        dw = None
     for param, delta in ((weight, dw), (bias, db)):
         if param is None or delta is None:
             continue
