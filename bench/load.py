@@ -13,8 +13,9 @@ of the file size (about 1.0 means the weights were held once; 2.0 would mean a c
 
 The flow sizes are the official transformer configs (bench/configs/, copied from the diffusers repos):
 their meta-device parameter counts are printed and checked against the model cards (Flux.1 11.9B,
-SD3.5 Large 8.1B), then a random-weight bf16 file in the original layout (BFL's Flux transformer,
-Stability's MMDiT) is written and loaded. A full Flux file is 23.8 GB; `--flow-depth auto` keeps the
+SD3.5 Large 8.1B), then a random-weight bf16 (or `--flow-dtype fp8`: float8_e4m3fn, whose block
+weights stay fp8 in memory) file in the original layout (BFL's Flux transformer, Stability's MMDiT) is
+written and loaded (compute dtype bf16). A full Flux file is 23.8 GB; `--flow-depth auto` keeps the
 full depth only when this machine has the RAM (2x the file) and disk for it, and otherwise takes a
 fraction of the blocks at the official width, saying so. `--skip-large` runs only the tiny fixtures.
 """
@@ -104,7 +105,10 @@ def child_flow(path: Path, device: str) -> None:
     print(json.dumps(result))
 
 
-def flow_depths(arg: str, work: Path) -> dict[str, float]:
+FLOW_DTYPES = {"bf16": "bfloat16", "fp8": "float8_e4m3fn"}
+
+
+def flow_depths(arg: str, work: Path, dtype: object) -> dict[str, float]:
     """The depth scale of each flow size: the given one, or (auto) the largest of 1, 1/2, 1/4... whose
     file fits twice in the available RAM and, with the others, on the work folder's disk."""
     import psutil
@@ -118,15 +122,18 @@ def flow_depths(arg: str, work: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     for name in SIZES:
         scale = 1.0
-        while scale > 1 / 64 and (2 * file_bytes(name, scale) > ram or file_bytes(name, scale) > disk / 2):
+        while scale > 1 / 64 and (
+            2 * file_bytes(name, scale, dtype) > ram or file_bytes(name, scale, dtype) > disk / 2
+        ):
             scale /= 2
         out[name] = scale
     return out
 
 
-def make_flow_files(work: Path, depth_arg: str) -> dict[Path, int]:
+def make_flow_files(work: Path, depth_arg: str, dtype_name: str) -> dict[Path, int]:
     """The flow-size files (written once per size and depth) and the parameter count of each one's
     config on the meta device, after checking the official counts."""
+    import torch
     from flow_sizes import (
         OFFICIAL_BILLIONS,
         meta_transformer,
@@ -135,8 +142,9 @@ def make_flow_files(work: Path, depth_arg: str) -> dict[Path, int]:
         write_random,
     )
 
+    dtype = getattr(torch, FLOW_DTYPES[dtype_name])
     files: dict[Path, int] = {}
-    for name, scale in flow_depths(depth_arg, work).items():
+    for name, scale in flow_depths(depth_arg, work, dtype).items():
         full = parameter_count(meta_transformer(name))
         ok = round(full / 1e9, 1) == OFFICIAL_BILLIONS[name]
         print(
@@ -145,7 +153,7 @@ def make_flow_files(work: Path, depth_arg: str) -> dict[Path, int]:
         )
         if not ok:
             raise SystemExit(f"{name}: the official config does not give {OFFICIAL_BILLIONS[name]}B")
-        path = work / f"{name}-random-x{scale:g}.safetensors"
+        path = work / f"{name}-{dtype_name}-x{scale:g}.safetensors"
         if scale < 1:
             cfg = official_config(name, scale)
             blocks = ", ".join(f"{cfg[k]} {k}" for k in ("num_layers", "num_single_layers") if k in cfg)
@@ -154,7 +162,7 @@ def make_flow_files(work: Path, depth_arg: str) -> dict[Path, int]:
                   "where RAM is 2x and disk 1x the full file")  # fmt: skip
         if not path.exists():
             print(f"  writing {path.name} (once) ...", flush=True)
-            write_random(path, name, scale)
+            write_random(path, name, scale, dtype)
         files[path] = parameter_count(meta_transformer(name, scale))
     return files
 
@@ -203,6 +211,7 @@ def main() -> None:
     ap.add_argument("--skip-large", action="store_true", help="only the tiny fixtures")
     ap.add_argument("--skip-flow", action="store_true", help="no Flux / SD3.5 Large size files")
     ap.add_argument("--skip-sd15", action="store_true", help="no SD1.5-size file")
+    ap.add_argument("--flow-dtype", choices=list(FLOW_DTYPES), default="bf16", help="flow files' dtype")
     ap.add_argument("--flow-depth", default="auto", help="block fraction of the flow sizes: auto, 1, 0.25...")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: fp16 on the GPU")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "load")
@@ -211,7 +220,9 @@ def main() -> None:
         (child_flow if args.child_flow else child)(args.child, args.device)
         return
     files = make_files(args.work, not (args.skip_large or args.skip_sd15))
-    flow = {} if args.skip_large or args.skip_flow else make_flow_files(args.work, args.flow_depth)
+    flow: dict[Path, int] = {}
+    if not (args.skip_large or args.skip_flow):
+        flow = make_flow_files(args.work, args.flow_depth, args.flow_dtype)
     print(
         f"{'file':34} {'size MiB':>9} {'load s (median)':>16} {'spread s':>9} "
         f"{'peak extra MiB':>15} {'x size':>7}"
