@@ -79,7 +79,8 @@ class Components:
         return total
 
     def to(self, precision: Precision) -> Components:
-        """Move every module to the precision's device and dtypes (in place) and return self."""
+        """Move every module to the precision's device and dtypes (in place) and return self; fp8
+        layers (models.fp8) move but stay fp8."""
         for name, m in self.modules().items():
             dtype = precision.vae_dtype if name == "vae" else precision.dtype
             if name == "vae" and dtype == torch.float16 and getattr(m.config, "force_upcast", False):

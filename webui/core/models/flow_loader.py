@@ -236,6 +236,7 @@ def _transformer(
         cls, config, sd, "Flux transformer" if family == "flux" else "SD3 transformer", found.path
     )
     fp8.fp8_linears(transformer)
+    fp8.upcast_other_fp8(transformer, dtype)
     return transformer
 
 

@@ -64,6 +64,17 @@ def fp8_linears(module: torch.nn.Module) -> int:
     return swapped
 
 
+def upcast_other_fp8(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Upcast every fp8 parameter not held by an `Fp8Linear` (a layer that could not compute in fp8)."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, Fp8Linear):
+                continue
+            for p in m.parameters(recurse=False):
+                if is_fp8(p):
+                    p.data = p.data.to(dtype)
+
+
 def has_fp8(module: torch.nn.Module) -> bool:
     return any(is_fp8(p) for p in module.parameters())
 
