@@ -117,46 +117,53 @@ def _merged(c: Components, net: LoraFile, weight: float, names: list[str]) -> di
         return {n: modules[n].weight.detach().clone() for n in names}
 
 
-# kohya key stem -> (diffusers modules stacked in the original's rows, halves swapped)
+# original module name -> (diffusers modules stacked in its rows, halves swapped)
 FUSED = {
     "flux-dev": {
-        "lora_unet_double_blocks_0_img_attn_qkv": (["transformer_blocks.0.attn.to_q",
+        "double_blocks.0.img_attn.qkv": (["transformer_blocks.0.attn.to_q",
             "transformer_blocks.0.attn.to_k", "transformer_blocks.0.attn.to_v"], False),
-        "lora_unet_single_blocks_1_linear1": (["single_transformer_blocks.1.attn.to_q",
+        "single_blocks.1.linear1": (["single_transformer_blocks.1.attn.to_q",
             "single_transformer_blocks.1.attn.to_k", "single_transformer_blocks.1.attn.to_v",
             "single_transformer_blocks.1.proj_mlp"], False),
-        "lora_unet_double_blocks_0_txt_mod_lin": (["transformer_blocks.0.norm1_context.linear"], False),
-        "lora_unet_final_layer_adaLN_modulation_1": (["norm_out.linear"], True),
+        "double_blocks.0.txt_mod.lin": (["transformer_blocks.0.norm1_context.linear"], False),
+        "final_layer.adaLN_modulation.1": (["norm_out.linear"], True),
     },
     "sd3.5": {
-        "lora_unet_joint_blocks_0_x_block_attn_qkv": (["transformer_blocks.0.attn.to_q",
+        "joint_blocks.0.x_block.attn.qkv": (["transformer_blocks.0.attn.to_q",
             "transformer_blocks.0.attn.to_k", "transformer_blocks.0.attn.to_v"], False),
-        "lora_unet_joint_blocks_1_context_block_attn_qkv": (["transformer_blocks.1.attn.add_q_proj",
+        "joint_blocks.1.context_block.attn.qkv": (["transformer_blocks.1.attn.add_q_proj",
             "transformer_blocks.1.attn.add_k_proj", "transformer_blocks.1.attn.add_v_proj"], False),
-        "lora_unet_joint_blocks_2_context_block_adaLN_modulation_1": (
+        "joint_blocks.2.context_block.adaLN_modulation.1": (
             ["transformer_blocks.2.norm1_context.linear"], True),  # the last block's: (shift, scale)
-        "lora_unet_joint_blocks_0_x_block_attn2_qkv": (["transformer_blocks.0.attn2.to_q",
+        "joint_blocks.0.x_block.attn2.qkv": (["transformer_blocks.0.attn2.to_q",
             "transformer_blocks.0.attn2.to_k", "transformer_blocks.0.attn2.to_v"], False),
     },
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_kohya_fused_weights_merge_as_w_plus_scale_up_down(
-    models: dict[str, Components], tmp_path: Path, arch: str
+@pytest.mark.parametrize("style", ["kohya", "comfy"])
+def test_fused_original_names_merge_as_w_plus_scale_up_down(
+    models: dict[str, Components], tmp_path: Path, arch: str, style: str
 ) -> None:
     """Each diffusers module gets W + w * alpha/rank * up[its rows] @ down (halves swapped first where
-    the original stores (shift, scale))."""
+    the original stores (shift, scale)): kohya's `lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight`
+    and ComfyUI's `diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight` alike."""
     c = models[arch]
     modules = dict(c.transformer.named_modules())
     rank, alpha, weight = 4, 2.0, 0.75
     sd: dict[str, torch.Tensor] = {}
     factors = {}
-    for i, (stem, (names, _swap)) in enumerate(FUSED[arch].items()):
+    for i, (original, (names, _swap)) in enumerate(FUSED[arch].items()):
         out_f = sum(modules[n].weight.shape[0] for n in names)
         up, down = _lora(out_f, modules[names[0]].weight.shape[1], rank, seed=i)
-        factors[stem] = (up, down)
-        sd |= {f"{stem}.lora_up.weight": up, f"{stem}.lora_down.weight": down}
+        factors[original] = (up, down)
+        if style == "kohya":
+            stem = "lora_unet_" + original.replace(".", "_")
+            sd |= {f"{stem}.lora_up.weight": up, f"{stem}.lora_down.weight": down}
+        else:
+            stem = f"diffusion_model.{original}"
+            sd |= {f"{stem}.lora_B.weight": up, f"{stem}.lora_A.weight": down}
         sd[f"{stem}.alpha"] = torch.tensor(alpha)
     path = tmp_path / "fused.safetensors"
     save_file(sd, str(path))
