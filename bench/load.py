@@ -1,18 +1,30 @@
-"""Model load time and peak memory: tiny fixtures and an SD1.5-size random-weight single file.
+"""Model load time and peak memory: tiny fixtures, an SD1.5-size random-weight single file, and
+Flux- and SD3.5-Large-size random-weight transformers.
 
-    python bench/load.py [--repeats 3] [--skip-large] [--work DIR]
+    python bench/load.py [--repeats 3] [--skip-large | --skip-sd15 | --skip-flow]
+                         [--flow-depth auto|1|0.25...] [--device cpu|cuda] [--work DIR]
 
 Each load runs in a fresh child process (so peak RSS is that load's alone) through the real loader
-(`webui.core.models.loader.load_model`, fp32 on the CPU). Prints, per file: size on disk, median and
-spread of load time, and peak RSS minus the child's RSS before loading, as bytes and as a multiple of
-the file size (about 1.0 means the weights were held once; 2.0 would mean a copy). The SD1.5-size file
+(`webui.core.models.loader.load_model`, fp32 on the CPU; the flow transformers through
+`flow_loader.load_flow_transformer` in bf16, the file's dtype). Prints, per file: size on disk, median
+and spread of load time, and peak RSS minus the child's RSS before loading, as bytes and as a multiple
+of the file size (about 1.0 means the weights were held once; 2.0 would mean a copy). The SD1.5-size file
 (~4.3 GB fp32) is written once into the work folder and reused.
+
+The flow sizes are the official transformer configs (bench/configs/, copied from the diffusers repos):
+their meta-device parameter counts are printed and checked against the model cards (Flux.1 11.9B,
+SD3.5 Large 8.1B), then a random-weight bf16 (or `--flow-dtype fp8`: float8_e4m3fn, whose block
+weights stay fp8 in memory) file in the original layout (BFL's Flux transformer, Stability's MMDiT) is
+written and loaded (compute dtype bf16). A full Flux file is 23.8 GB; `--flow-depth auto` keeps the
+full depth only when this machine has the RAM (2x the file) and disk for it, and otherwise takes a
+fraction of the blocks at the official width, saying so. `--skip-large` runs only the tiny fixtures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from webui import offline  # noqa: E402
 
@@ -71,6 +84,89 @@ def child(path: Path, device: str) -> None:
     print(json.dumps(result))
 
 
+def child_flow(path: Path, device: str) -> None:
+    import diffusers  # noqa: F401
+    import torch
+
+    from webui.core.models.flow_loader import load_flow_transformer
+
+    before = _status_bytes("VmRSS")
+    t0 = time.perf_counter()
+    transformer = load_flow_transformer(path, torch.bfloat16)
+    if device == "cuda":
+        transformer.to("cuda")
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    peak = _status_bytes("VmHWM")
+    params = sum(p.numel() for p in transformer.parameters())
+    result = {"seconds": seconds, "peak_extra": peak - before, "params": params}
+    if device == "cuda":
+        result["cuda_peak"] = torch.cuda.max_memory_allocated()
+    print(json.dumps(result))
+
+
+FLOW_DTYPES = {"bf16": "bfloat16", "fp8": "float8_e4m3fn"}
+
+
+def flow_depths(arg: str, work: Path, dtype: object) -> dict[str, float]:
+    """The depth scale of each flow size: the given one, or (auto) the largest of 1, 1/2, 1/4... whose
+    file fits twice in the available RAM and, with the others, on the work folder's disk."""
+    import psutil
+    from flow_sizes import SIZES, file_bytes
+
+    if arg != "auto":
+        return {name: float(arg) for name in SIZES}
+    ram = psutil.virtual_memory().available
+    work.mkdir(parents=True, exist_ok=True)
+    disk = shutil.disk_usage(work).free - (2 << 30)
+    out: dict[str, float] = {}
+    for name in SIZES:
+        scale = 1.0
+        while scale > 1 / 64 and (
+            2 * file_bytes(name, scale, dtype) > ram or file_bytes(name, scale, dtype) > disk / 2
+        ):
+            scale /= 2
+        out[name] = scale
+    return out
+
+
+def make_flow_files(work: Path, depth_arg: str, dtype_name: str) -> dict[Path, int]:
+    """The flow-size files (written once per size and depth) and the parameter count of each one's
+    config on the meta device, after checking the official counts."""
+    import torch
+    from flow_sizes import (
+        OFFICIAL_BILLIONS,
+        meta_transformer,
+        official_config,
+        parameter_count,
+        write_random,
+    )
+
+    dtype = getattr(torch, FLOW_DTYPES[dtype_name])
+    files: dict[Path, int] = {}
+    for name, scale in flow_depths(depth_arg, work, dtype).items():
+        full = parameter_count(meta_transformer(name))
+        ok = round(full / 1e9, 1) == OFFICIAL_BILLIONS[name]
+        print(
+            f"{name}: official config {full:,} parameters on the meta device "
+            f"({full / 1e9:.2f}B; model card {OFFICIAL_BILLIONS[name]}B: {'ok' if ok else 'MISMATCH'})"
+        )
+        if not ok:
+            raise SystemExit(f"{name}: the official config does not give {OFFICIAL_BILLIONS[name]}B")
+        path = work / f"{name}-{dtype_name}-x{scale:g}.safetensors"
+        if scale < 1:
+            cfg = official_config(name, scale)
+            blocks = ", ".join(f"{cfg[k]} {k}" for k in ("num_layers", "num_single_layers") if k in cfg)
+            print(f"  REDUCED DEPTH x{scale:g} for this machine (full width, {blocks}): "
+                  f"{parameter_count(meta_transformer(name, scale)):,} parameters; use --flow-depth 1 "
+                  "where RAM is 2x and disk 1x the full file")  # fmt: skip
+        if not path.exists():
+            print(f"  writing {path.name} (once) ...", flush=True)
+            write_random(path, name, scale, dtype)
+        files[path] = parameter_count(meta_transformer(name, scale))
+    return files
+
+
 def full_size_sd1() -> object:
     """SD1.5's shapes (from the shipped config) with random weights."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -111,23 +207,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--child-flow", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--skip-large", action="store_true", help="only the tiny fixtures")
+    ap.add_argument("--skip-flow", action="store_true", help="no Flux / SD3.5 Large size files")
+    ap.add_argument("--skip-sd15", action="store_true", help="no SD1.5-size file")
+    ap.add_argument("--flow-dtype", choices=list(FLOW_DTYPES), default="bf16", help="flow files' dtype")
+    ap.add_argument("--flow-depth", default="auto", help="block fraction of the flow sizes: auto, 1, 0.25...")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: fp16 on the GPU")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "load")
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.device)
+        (child_flow if args.child_flow else child)(args.child, args.device)
         return
-    files = make_files(args.work, not args.skip_large)
+    files = make_files(args.work, not (args.skip_large or args.skip_sd15))
+    flow: dict[Path, int] = {}
+    if not (args.skip_large or args.skip_flow):
+        flow = make_flow_files(args.work, args.flow_depth, args.flow_dtype)
     print(
         f"{'file':34} {'size MiB':>9} {'load s (median)':>16} {'spread s':>9} "
         f"{'peak extra MiB':>15} {'x size':>7}"
     )
-    for f in files:
+    for f in [*files, *flow]:
         runs = []
         for _ in range(args.repeats):
+            extra = ["--child-flow"] if f in flow else []
             out = subprocess.run(
-                [sys.executable, __file__, "--child", str(f), "--device", args.device],
+                [sys.executable, __file__, "--child", str(f), "--device", args.device, *extra],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -139,7 +244,11 @@ def main() -> None:
         gpu = ""
         if args.device == "cuda":
             r0 = runs[0]
-            gpu = f"  GPU peak {r0['cuda_peak'] / 2**20:.0f} MiB, forward finite: {r0['forward_finite']}"
+            gpu = f"  GPU peak {r0['cuda_peak'] / 2**20:.0f} MiB"
+            gpu += f", forward finite: {r0['forward_finite']}" if "forward_finite" in r0 else ""
+        if f in flow:
+            loaded = runs[0]["params"]
+            gpu += f"  {loaded:,} parameters loaded ({'= config' if loaded == flow[f] else 'MISMATCH'})"
         print(
             f"{f.name:34} {size / 2**20:9.1f} {statistics.median(secs):16.3f} "
             f"{max(secs) - min(secs):9.3f} {peak / 2**20:15.1f} {peak / size:7.2f}{gpu}",

@@ -13,19 +13,23 @@ Each says:
 - `denoiser`/`size_conditioning`: how the denoiser is called (the model inputs it builds);
 - `guidance`: how the guided prediction is formed (CFG, or distilled guidance with
   `distilled_guidance`: the scale is a model input and there is no uncond pass);
+- `original_names`: the denoiser's tensors under its original (research-code) names, which kohya-style
+  LoRA files use (LDM names for the UNets, BFL's and Stability's fused layouts for Flux and SD3);
 - `prediction_type`, `sampling` (diffusion samplers, or flow-matching ones), `defaults`, `tasks`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
 
 from webui.core.models.tokenizer import MAX_LENGTH
 
 if TYPE_CHECKING:
+    from webui.core.models.fused_layout import Fused
     from webui.core.sampling.guidance import Guidance
     from webui.core.sampling.model_inputs import DenoiserCall
 
@@ -109,6 +113,17 @@ def no_size_conditioning(width: int, height: int, batch: int, guided: bool) -> N
     return None
 
 
+class OriginalNames(Protocol):
+    """A loaded denoiser's tensors under their original names, each with the diffusers tensors it stands
+    for (several, stacked on dim 0, where the original fuses them: Flux's `img_attn.qkv`)."""
+
+    def __call__(self, denoiser: Any, /) -> Sequence[Fused]: ...
+
+
+def no_original_names(denoiser: Any) -> Sequence[Fused]:
+    return ()
+
+
 @dataclass(frozen=True)
 class Defaults:
     sampler: str = "DPM++ 2M"
@@ -132,6 +147,7 @@ class Family:
     denoiser: DenoiserCall
     guidance: Guidance
     size_conditioning: SizeConditioning = no_size_conditioning
+    original_names: OriginalNames = no_original_names
     time_id_count: int = 0  # values per row of `size_conditioning` (sizes the UNet's added embedding)
     when_inpaint: bool | None = None  # picked for inpainting (True) / other (False) checkpoints
     when_v: bool | None = None  # picked for v-prediction (True) / epsilon (False) checkpoints

@@ -13,6 +13,7 @@ import dataclasses
 
 from webui.core.families.base import Defaults, Family, LatentFormat, TextConditioning, TextEncoder
 from webui.core.families.flow_calls import FLUX_CALL
+from webui.core.models import flux_layout
 from webui.core.models.tokenizer import EOS_TOKEN as EOS
 from webui.core.sampling.guidance import DISTILLED
 
@@ -65,6 +66,7 @@ FLUX_DEV = Family(
         clip_in_sequence=False,
     ),
     denoiser=FLUX_CALL,
+    original_names=flux_layout.module_rules,
     guidance=DISTILLED,
     prediction_type="flow",
     sampling="flow",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from webui.core.families.base import Defaults, Family, LatentFormat, TextConditioning, TextEncoder
-from webui.core.families.unet import UNET_CALL
+from webui.core.families.unet import UNET_CALL, ldm_names
 from webui.core.models.tokenizer import EOS_TOKEN as EOS
 from webui.core.sampling.guidance import CFG
 
@@ -40,6 +40,7 @@ SD1 = Family(
     latent=LATENT,
     text=TextConditioning((TextEncoder("text_encoder", "tokenizer", EOS, "clip", TEXT_KEYS),)),
     denoiser=UNET_CALL,
+    original_names=ldm_names,
     guidance=CFG,
     when_inpaint=False,
     unet_head_dim=8,

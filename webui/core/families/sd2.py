@@ -11,7 +11,7 @@ import dataclasses
 
 from webui.core.families.base import Defaults, Family, TextConditioning, TextEncoder
 from webui.core.families.sd1 import LATENT
-from webui.core.families.unet import UNET_CALL
+from webui.core.families.unet import UNET_CALL, ldm_names
 from webui.core.models.tokenizer import OPENCLIP_PAD_TOKEN as OPENCLIP_PAD
 from webui.core.sampling.guidance import CFG
 
@@ -29,6 +29,7 @@ SD2 = Family(
         (TextEncoder("text_encoder", "tokenizer", OPENCLIP_PAD, "openclip-penultimate", TEXT_KEYS),)
     ),
     denoiser=UNET_CALL,
+    original_names=ldm_names,
     guidance=CFG,
     when_v=False,
     defaults=Defaults(),

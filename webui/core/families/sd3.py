@@ -15,6 +15,7 @@ import dataclasses
 
 from webui.core.families.base import Defaults, Family, LatentFormat, TextConditioning, TextEncoder
 from webui.core.families.flow_calls import SD3_CALL
+from webui.core.models import sd3_layout
 from webui.core.models.tokenizer import EOS_TOKEN as EOS
 from webui.core.models.tokenizer import OPENCLIP_PAD_TOKEN as OPENCLIP_PAD
 from webui.core.sampling.guidance import CFG
@@ -77,6 +78,7 @@ SD3 = Family(
         t5_length=T5_LENGTH,
     ),
     denoiser=SD3_CALL,
+    original_names=sd3_layout.module_rules,
     guidance=CFG,
     prediction_type="flow",
     sampling="flow",

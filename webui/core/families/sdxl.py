@@ -9,7 +9,7 @@ Single files keep the encoders under `conditioner.embedders.0.transformer.text_m
 from __future__ import annotations
 
 from webui.core.families.base import Defaults, Family, LatentFormat, TextConditioning, TextEncoder
-from webui.core.families.unet import UNET_CALL, AestheticScoreIds, target_size_ids
+from webui.core.families.unet import UNET_CALL, AestheticScoreIds, ldm_names, target_size_ids
 from webui.core.models.tokenizer import EOS_TOKEN as EOS
 from webui.core.models.tokenizer import OPENCLIP_PAD_TOKEN as OPENCLIP_PAD
 from webui.core.sampling.guidance import CFG
@@ -45,6 +45,7 @@ SDXL = Family(
         (TextEncoder("text_encoder", "tokenizer", EOS, "clip", CLIP_KEYS), _BIG_G), hidden_layer="penultimate"
     ),
     denoiser=UNET_CALL,
+    original_names=ldm_names,
     guidance=CFG,
     size_conditioning=target_size_ids,
     time_id_count=6,
@@ -63,6 +64,7 @@ SDXL_REFINER = Family(
         hidden_layer="penultimate",
     ),
     denoiser=UNET_CALL,
+    original_names=ldm_names,
     guidance=CFG,
     size_conditioning=AestheticScoreIds(),
     time_id_count=5,

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from webui.core.models.fused_layout import Fused
+from webui.core.models.ldm_layout import LayoutError, rename, unet_rules
 from webui.core.sampling.model_inputs import ModelInputs
 
 if TYPE_CHECKING:
@@ -47,6 +49,24 @@ class UNetCall:
 
 
 UNET_CALL = UNetCall()
+
+
+def ldm_names(unet: Any) -> list[Fused]:
+    """The LDM name of each weight of a loaded UNet (SDXL LoRA trainers write these); none when its
+    config has no LDM layout."""
+    try:
+        rules = unet_rules(unet.config)
+    except (LayoutError, KeyError, TypeError):
+        return []
+    out = []
+    for name, module in unet.named_modules():
+        if not isinstance(getattr(module, "weight", None), torch.nn.Parameter):
+            continue
+        try:
+            out.append(Fused(rename(f"{name}.weight", rules), (f"{name}.weight",)))
+        except LayoutError:
+            continue
+    return out
 
 
 def target_size_ids(width: int, height: int, batch: int = 1, guided: bool = False) -> torch.Tensor:

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from webui.core.models.fp8 import has_fp8, to_keeping_fp8
+
 
 @dataclass(frozen=True)
 class Precision:
@@ -77,13 +79,16 @@ class Components:
         return total
 
     def to(self, precision: Precision) -> Components:
-        """Move every module to the precision's device and dtypes (in place) and return self."""
+        """Move every module to the precision's device and dtypes (in place) and return self; fp8
+        layers (models.fp8) move but stay fp8."""
         for name, m in self.modules().items():
             dtype = precision.vae_dtype if name == "vae" else precision.dtype
             if name == "vae" and dtype == torch.float16 and getattr(m.config, "force_upcast", False):
                 dtype = torch.float32  # the SDXL VAE overflows in fp16 (black/NaN images)
             first = next(m.parameters())
-            if first.dtype != dtype or first.device.type != torch.device(precision.device).type:
+            if has_fp8(m):  # fp8 layers stay fp8 and are upcast as they run (models.fp8)
+                to_keeping_fp8(m, precision.device, dtype)
+            elif first.dtype != dtype or first.device.type != torch.device(precision.device).type:
                 m.to(device=precision.device, dtype=dtype)
             m.eval()
             m.requires_grad_(False)

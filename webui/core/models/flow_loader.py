@@ -9,8 +9,10 @@ A model is a denoiser (SD3's MMDiT or the Flux transformer), a 16-channel VAE an
 
 Parts the main file lacks come from `modules` (files the user picked, Forge's "VAE / Text Encoder"
 list) and then from the folders by their usual names; a part still missing is an error that names the
-file to add and where. fp8 weights are upcast to the compute dtype as they are read. Each tensor is
-read once into the module built on the meta device (no second copy of a 12B model).
+file to add and where. fp8 weights of the transformer blocks' Linear layers stay fp8 in memory and are
+upcast one layer at a time as it runs (`models.fp8`); other fp8 weights (text encoders, embedders, norms)
+are upcast to the compute dtype as they are read. Each tensor is read once into the module built on the
+meta device (no second copy of a 12B model).
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from webui.core.models import flow_infer, flux_layout, sd3_layout
+from webui.core.models import flow_infer, flux_layout, fp8, sd3_layout
 from webui.core.models.checkpoint_file import CheckpointError, read_safetensors_header
 from webui.core.models.infer import ShapeError, vae_config
 from webui.core.models.t5_tokenizer import t5_tokenizer
 from webui.core.models.tokenizer import EOS_TOKEN, OPENCLIP_PAD_TOKEN, clip_tokenizer
 
 UNET_PREFIX = "model.diffusion_model."
+# where fp8 Linear weights stay fp8 (models.fp8): the transformer blocks, nearly all of the weights
+FP8_BLOCKS = {"flux": ("transformer_blocks.", "single_transformer_blocks."), "sd3": ("transformer_blocks.",)}
 FLUX_MARK = "double_blocks.0.img_attn.qkv.weight"
 SD3_MARK = "joint_blocks.0.x_block.attn.qkv.weight"
 TEXT_PREFIXES = {
@@ -99,7 +103,8 @@ class _Files:
             self.shapes[path] = {k: m.shape for k, m in read_safetensors_header(path).items()}
         return self.shapes[path]
 
-    def read(self, found: _Found, dtype: torch.dtype) -> dict[str, Tensor]:
+    def read(self, found: _Found, dtype: torch.dtype, keep_fp8: bool = False) -> dict[str, Tensor]:
+        """The part's tensors without its prefix, floats in `dtype` (fp8 ones as they are if asked)."""
         if found.path not in self._open:
             from safetensors import safe_open
 
@@ -109,7 +114,8 @@ class _Files:
         for key in self.shapes[found.path]:
             if key.startswith(found.prefix):
                 t = f.get_tensor(key)
-                out[key[len(found.prefix) :]] = t.to(dtype) if t.is_floating_point() else t
+                keep = not t.is_floating_point() or (keep_fp8 and fp8.is_fp8(t))
+                out[key[len(found.prefix) :]] = t if keep else t.to(dtype)
         return out
 
 
@@ -205,6 +211,48 @@ def _check_widths(
         )
 
 
+def _transformer_config(files: _Files, found: _Found, family: str) -> dict[str, Any]:
+    shapes = files.shapes[found.path]
+    if family == "flux":
+        return flux_layout.transformer_config(shapes, found.prefix)
+    return flow_infer.sd3_transformer_config(shapes, found.prefix)
+
+
+def _transformer(
+    files: _Files, found: _Found, family: str, config: dict[str, Any], dtype: torch.dtype
+) -> Any:
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    raw = files.read(found, dtype, keep_fp8=True)
+    sd = flux_layout.from_original(raw) if family == "flux" else sd3_layout.from_original(raw)
+    del raw
+    blocks = FP8_BLOCKS[family]
+    sd = {
+        k: v if fp8.keep_fp8(k, v, blocks) or not v.is_floating_point() else v.to(dtype)
+        for k, v in sd.items()
+    }
+    cls = FluxTransformer2DModel if family == "flux" else SD3Transformer2DModel
+    transformer = _build(
+        cls, config, sd, "Flux transformer" if family == "flux" else "SD3 transformer", found.path
+    )
+    fp8.fp8_linears(transformer)
+    fp8.upcast_other_fp8(transformer, dtype)
+    return transformer
+
+
+def load_flow_transformer(path: Path, dtype: torch.dtype = torch.float32) -> Any:
+    """Only the SD3 / Flux transformer of `path` (an all-in-one or a transformer-only file), in `dtype`;
+    the file's text encoders and VAE are not read."""
+    with ExitStack() as stack:
+        files = _Files(stack)
+        own = _parts_in(files.add(path), path.name)
+        if "transformer" not in own:
+            raise CheckpointError(path, "not an SD3 or Flux model: no MMDiT or Flux transformer weights")
+        family, _ = _variant(files.shapes[path], own["transformer"])
+        found = _Found(path, own["transformer"])
+        return _transformer(files, found, family, _transformer_config(files, found, family), dtype)
+
+
 def load_flow_model(
     path: Path,
     modules: Sequence[Path] = (),
@@ -214,7 +262,7 @@ def load_flow_model(
 ) -> FlowParts:
     """Load an SD3 or Flux model whose denoiser is in `path` (see the module docstring)."""
     from accelerate import init_empty_weights
-    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+    from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
     from transformers import (
         CLIPTextConfig,
@@ -257,11 +305,7 @@ def load_flow_model(
         sources = {part: f.path for part, f in found.items() if part in needed or part == "transformer"}
 
         t_found = found["transformer"]
-        t_shapes = files.shapes[t_found.path]
-        if family == "flux":
-            t_cfg = flux_layout.transformer_config(t_shapes, t_found.prefix)
-        else:
-            t_cfg = flow_infer.sd3_transformer_config(t_shapes, t_found.prefix)
+        t_cfg = _transformer_config(files, t_found, family)
         text: dict[str, dict[str, Any]] = {}
         try:
             text["t5"] = flow_infer.t5_config(files.shapes[found["t5"].path], found["t5"].prefix)
@@ -276,20 +320,7 @@ def load_flow_model(
             raise CheckpointError(path, str(e)) from e
         _check_widths(family, t_cfg, text, sources)
 
-        raw = files.read(t_found, dtype)
-        if family == "flux":
-            transformer = _build(
-                FluxTransformer2DModel,
-                t_cfg,
-                flux_layout.from_original(raw),
-                "Flux transformer",
-                t_found.path,
-            )
-        else:
-            transformer = _build(
-                SD3Transformer2DModel, t_cfg, sd3_layout.from_original(raw), "SD3 transformer", t_found.path
-            )
-        del raw
+        transformer = _transformer(files, t_found, family, t_cfg, dtype)
 
         v_found = found["vae"]
         v_shapes = {

@@ -80,6 +80,12 @@ def rules(double_blocks: int, single_blocks: int, guidance: bool) -> list[Fused]
     )
 
 
+def module_rules(transformer: Any) -> list[Fused]:
+    """The original names of a loaded FluxTransformer2DModel's tensors (what kohya LoRAs are keyed by)."""
+    c = transformer.config
+    return rules(c.num_layers, c.num_single_layers, bool(c.guidance_embeds))
+
+
 def to_original(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """diffusers FluxTransformer2DModel weights -> BFL's original names (no prefix)."""
     found = rules(

@@ -11,6 +11,7 @@ at any size; this module writes them (fixtures) and sizes a config from their te
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor
 
@@ -73,6 +74,12 @@ def rules(layers: int, qk_norm: bool, dual_layers: tuple[int, ...] = ()) -> list
         + linear("final_layer.linear", "proj_out")
         + linear("final_layer.adaLN_modulation.1", "norm_out.linear", swap=True)
     )
+
+
+def module_rules(transformer: Any) -> list[Fused]:
+    """The original names of a loaded SD3Transformer2DModel's tensors (what kohya LoRAs are keyed by)."""
+    c = transformer.config
+    return rules(c.num_layers, c.qk_norm is not None, tuple(c.dual_attention_layers or ()))
 
 
 def to_original(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

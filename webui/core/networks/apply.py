@@ -7,7 +7,8 @@
     # every patched parameter holds its original tensor again, bit for bit
 
 On entry each affected weight is copied (same device), then overwritten with
-`(W.float() + sum(multiplier * delta)).to(W.dtype)`, deltas of several networks on one module summed in
+`(W.float() + sum(multiplier * delta)).to(W.dtype)` (an fp8 layer's weight is left alone and the delta
+added as it runs: `models.fp8`), deltas of several networks on one module summed in
 float32. On exit, error or not, the copies are written back with `copy_`, so the next job without a
 network computes exactly what a fresh start would. A network that does not fit the model (no module
 matches, or a shape differs: an SD1 LoRA on SDXL) is skipped whole with a message in `info.messages`;
@@ -33,13 +34,15 @@ import torch
 
 from webui.core.models.cache import ModelCache
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
+from webui.core.models.fp8 import Fp8Linear, is_fp8
 from webui.core.networks.formats import (
-    TE1,
-    TE2,
+    TEXT_ENCODERS,
     UNET,
     FormatError,
-    ModulePatch,
     ParsedNetwork,
+    Target,
+    WeightPatch,
+    looks_like,
     module_index,
     parse_state_dict,
 )
@@ -127,14 +130,18 @@ class NetworkCache:
         self._parsed.clear()
 
 
-_Target = tuple[str, torch.nn.Module, ModulePatch, float]  # (module name, module, patch, multiplier)
+_Target = tuple[str, torch.nn.Module, WeightPatch, float]  # (module name, module, patch, multiplier)
 
 
 def _plan(
-    name: str, parsed: ParsedNetwork, index: dict[tuple[str, str], tuple[str, torch.nn.Module]],
+    net: NetworkRef, parsed: ParsedNetwork, index: dict[tuple[str, str], Target],
     te_weight: float, unet_weight: float, label: str,
 ) -> tuple[list[_Target] | None, list[str]]:  # fmt: skip
-    """Where one network goes (None: skipped whole) and messages. Checks every shape before any change."""
+    """Where one network goes (None: skipped whole) and messages. Checks every shape before any change.
+
+    A network whose denoiser part finds no module here is for another architecture even when its text
+    encoder part would fit (Flux and SDXL LoRAs both write CLIP-L as `lora_te1_`): skipped whole."""
+    name = net.name
     targets: list[_Target] = []
     missing: list[str] = []
     misfit: list[str] = []
@@ -143,20 +150,24 @@ def _plan(
         if hit is None:
             missing.append(f"{component}:{flat}")
             continue
-        module_name, module = hit
-        if not patch.fits(_weight_of(module).shape, getattr(module, "bias", None) is not None):
-            misfit.append(f"{component}.{module_name}")
+        if not patch.fits(hit.shape, hit.has_bias):
+            misfit.append(f"{component}.{hit.name}")
             continue
         weight = unet_weight if component == UNET else te_weight
-        targets.append((f"{component}.{module_name}", module, patch, weight))
+        for module_name, module, part in hit.split(patch):
+            targets.append((f"{component}.{module_name}", module, part, weight))
     total = len(parsed.patches)
     if parsed.uses_dora:
         return None, [f"LoRA {name!r} skipped: DoRA networks (dora_scale) are not supported"]
-    if misfit or not targets:
+    denoiser_keys = any(component == UNET for component, _ in parsed.patches)
+    denoiser_hit = any(t[0].startswith(f"{UNET}.") for t in targets)
+    if misfit or not targets or (denoiser_keys and not denoiser_hit):
         example = (misfit or missing)[0]
+        kind = looks_like(parsed)
+        hint = f"its keys look like a {kind} LoRA" if kind else "is it for another architecture?"
         return None, [
-            f"LoRA {name!r} skipped: it does not fit this {label} model ({len(missing)} of {total} modules "
-            f"not found, {len(misfit)} with other shapes, e.g. {example}); is it for another architecture?"
+            f"LoRA {name!r} skipped: {net.path.name} does not fit this {label} model ({len(missing)} of "
+            f"{total} modules not found, {len(misfit)} with other shapes, e.g. {example}); {hint}"
         ]
     notes = []
     if missing:
@@ -176,7 +187,7 @@ def apply_networks(
         messages: list[str] = []
         index = module_index(components) if networks else {}
         label = str(getattr(components, "label", "") or getattr(components, "arch", "this"))
-        by_module: dict[str, tuple[torch.nn.Module, list[tuple[ModulePatch, float]]]] = {}
+        by_module: dict[str, tuple[torch.nn.Module, list[tuple[WeightPatch, float]]]] = {}
         applied: list[AppliedNetwork] = []
         te_key: list[Hashable] = []
         for net, te_w, unet_w in networks:
@@ -187,16 +198,21 @@ def apply_networks(
                 except (OSError, CheckpointError) as e:
                     messages.append(f"LoRA {net.name!r} skipped: {e}")
                     continue
-                targets, notes = _plan(net.name, parsed, index, te_w, unet_w, label)
+                targets, notes = _plan(net, parsed, index, te_w, unet_w, label)
                 messages.extend(notes)
             if targets is None:
                 continue
             applied.append(AppliedNetwork(net.name, net.key, te_w, unet_w, len(targets)))
             for name, module, patch, weight in targets:
                 by_module.setdefault(name, (module, []))[1].append((patch, weight))
-            if any(t[0].startswith((f"{TE1}.", f"{TE2}.")) for t in targets):
+            if any(t[0].startswith(tuple(f"{te}." for te in TEXT_ENCODERS)) for t in targets):
                 te_key.append((net.key, te_w))
         backups: list[tuple[torch.Tensor, torch.Tensor]] = []
+        fp8_deltas: list[tuple[Fp8Linear, torch.Tensor]] = []  # fp8 layers carry theirs beside the weight
+
+        def set_fp8_deltas(on: bool) -> None:
+            for module, delta in fp8_deltas:
+                module.weight_delta = delta if on else None
 
         @contextmanager
         def suspended() -> Iterator[None]:
@@ -204,36 +220,38 @@ def apply_networks(
                 patched = [(param, param.detach().clone()) for param, _ in backups]
                 for param, original in backups:
                     param.copy_(original)
+            set_fp8_deltas(False)
             try:
                 yield
             finally:
                 with torch.no_grad():
                     for param, value in patched:
                         param.copy_(value)
+                set_fp8_deltas(True)
 
         try:
             with torch.no_grad():
                 for module, patches in by_module.values():
-                    _patch_module(module, patches, backups)
+                    _patch_module(module, patches, backups, fp8_deltas)
+            set_fp8_deltas(True)
             yield AppliedInfo(tuple(applied), tuple(messages), tuple(te_key), suspended)
         finally:
+            set_fp8_deltas(False)
             with torch.no_grad():
                 for param, original in reversed(backups):
                     param.copy_(original)
 
 
-def _weight_of(module: torch.nn.Module) -> torch.Tensor:
-    weight = module.weight
-    assert isinstance(weight, torch.Tensor)  # module_index lists only modules with a weight
-    return weight
-
-
 def _patch_module(
     module: torch.nn.Module,
-    patches: list[tuple[ModulePatch, float]],
+    patches: list[tuple[WeightPatch, float]],
     backups: list[tuple[torch.Tensor, torch.Tensor]],
+    fp8_deltas: list[tuple[Fp8Linear, torch.Tensor]],
 ) -> None:
-    weight = _weight_of(module)
+    """Add the patches' deltas to the module's weight and bias, keeping the originals in `backups`; an
+    fp8 layer's weight delta goes to `fp8_deltas` in the compute dtype (fp8 would round it away)."""
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)  # module_index lists only modules with a weight
     bias: torch.Tensor | None = getattr(module, "bias", None)
     dw: torch.Tensor | None = None
     db: torch.Tensor | None = None
@@ -244,6 +262,10 @@ def _patch_module(
         b = patch.bias_delta(weight.device) if bias is not None else None
         if b is not None:
             db = b * multiplier if db is None else db.add_(b, alpha=multiplier)
+    if dw is not None and isinstance(module, Fp8Linear) and is_fp8(weight):
+        dtype = bias.dtype if bias is not None else torch.float32
+        fp8_deltas.append((module, dw.reshape(weight.shape).to(dtype)))
+        dw = None
     for param, delta in ((weight, dw), (bias, db)):
         if param is None or delta is None:
             continue

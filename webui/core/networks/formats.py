@@ -10,6 +10,15 @@ Keys seen in the wild, all read here:
 - diffusers / peft: `unet.<module>.lora_A.weight` / `.lora_B.weight` (or `.lora.down.weight` /
   `.lora.up.weight`, older `.processor.to_q_lora.down.weight`), `text_encoder.` / `text_encoder_2.`.
 
+Flux and SD3 / SD3.5 (the denoiser is their transformer, the component stays "unet"):
+- kohya: `lora_unet_double_blocks_0_img_attn_qkv`, `lora_unet_single_blocks_0_linear1` (Flux),
+  `lora_unet_joint_blocks_0_x_block_attn_qkv` (SD3): the original layouts, whose fused q/k/v (and a
+  single block's MLP input) are several diffusers modules; `lora_te1_` CLIP-L, `lora_te2_` CLIP-G,
+  `lora_te3_` T5. The family's `original_names` say which modules a name stands for: each gets its own
+  rows of the delta (`RowSlice`), so `up[rows] @ down` for a LoRA.
+- diffusers / peft: `transformer.transformer_blocks.0.attn.to_q.lora_A.weight` (diffusers names);
+  `diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight` (ComfyUI's, original names).
+
 Every module is keyed by (component, flat name): the dotted module name with `.` -> `_`, and for text
 encoders without a leading `text_model_` (transformers 5's CLIPTextModel has no such level, the
 with-projection model and most files do). A patch's delta is `scale * W_delta` with scale = alpha / rank
@@ -27,19 +36,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from webui.core.models.ldm_layout import LayoutError, rename, unet_rules
+from webui.core import families
+from webui.core.models.fused_layout import swap_halves
 from webui.core.networks.peft_meta import PeftConfigs
 
-UNET, TE1, TE2 = "unet", "text_encoder", "text_encoder_2"
-COMPONENTS = (UNET, TE1, TE2)
+UNET, TE1, TE2, TE3 = "unet", "text_encoder", "text_encoder_2", "text_encoder_3"
+COMPONENTS = (UNET, TE1, TE2, TE3)  # UNET is the denoiser: the UNet, or a flow model's transformer
+TEXT_ENCODERS = (TE1, TE2, TE3)
 
 _PREFIXES = (
     ("lora_unet_", UNET),
     ("lora_te1_", TE1),
     ("lora_te2_", TE2),
+    ("lora_te3_", TE3),
     ("lora_te_", TE1),
+    ("lora_transformer_", UNET),
     ("unet.", UNET),
+    ("transformer.", UNET),
+    ("diffusion_model.", UNET),
     ("text_encoder_2.", TE2),
+    ("text_encoder_3.", TE3),
     ("text_encoder.", TE1),
     ("base_model.model.", UNET),
 )
@@ -291,29 +307,128 @@ def parse_state_dict(sd: Mapping[str, Tensor], peft: PeftConfigs | None = None) 
     return ParsedNetwork(patches, tuple(ignored), dora)
 
 
-def module_index(components: Any) -> dict[tuple[str, str], tuple[str, torch.nn.Module]]:
-    """Every weighted module of the UNet and text encoders under each name a file may use for it:
-    {(component, flat name): (dotted name, module)}. The UNet is listed under its diffusers names and,
-    when its config has one, its LDM names too."""
-    index: dict[tuple[str, str], tuple[str, torch.nn.Module]] = {}
+@dataclass(frozen=True)
+class RowSlice:
+    """One diffusers module's share of a patch written for a fused original weight: rows [start, stop)
+    of the delta for `fused_shape`, after swapping its halves when the original stores them the other
+    way round ((shift, scale) for diffusers' (scale, shift))."""
+
+    patch: ModulePatch
+    fused_shape: tuple[int, ...]
+    start: int
+    stop: int
+    swap_halves: bool = False
+
+    def _rows(self, t: Tensor) -> Tensor:
+        return (swap_halves(t) if self.swap_halves else t)[self.start : self.stop]
+
+    def delta(self, weight_shape: torch.Size, device: torch.device) -> Tensor | None:
+        p = self.patch
+        if p.kind == "lora" and "lora_mid" not in p.parts:  # only these rows: up[rows] @ down
+            up = self._rows(p.parts["lora_up"].flatten(1)).to(device=device, dtype=torch.float32)
+            down = p.parts["lora_down"].flatten(1).to(device=device, dtype=torch.float32)
+            return ((up @ down) * p.scale).reshape(weight_shape)
+        full = p.delta(torch.Size(self.fused_shape), device)
+        return None if full is None else self._rows(full).reshape(weight_shape)
+
+    def bias_delta(self, device: torch.device) -> Tensor | None:
+        b = self.patch.bias_delta(device)
+        return None if b is None else self._rows(b)
+
+
+WeightPatch = ModulePatch | RowSlice
+
+
+def _weight(module: torch.nn.Module) -> Tensor:
+    weight = module.weight
+    assert isinstance(weight, Tensor)  # the index lists only modules with a weight
+    return weight
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a file's module name reaches: one module, or several whose weights the original layout
+    stacks on dim 0 (Flux's `img_attn.qkv` is to_q, to_k and to_v), maybe with swapped halves."""
+
+    parts: tuple[tuple[str, torch.nn.Module], ...]  # (dotted name, module)
+    swap_halves: bool = False
+
+    @property
+    def name(self) -> str:
+        return "+".join(name for name, _ in self.parts)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        shapes = [tuple(_weight(m).shape) for _, m in self.parts]
+        return (sum(s[0] for s in shapes), *shapes[0][1:])
+
+    @property
+    def has_bias(self) -> bool:
+        return all(getattr(m, "bias", None) is not None for _, m in self.parts)
+
+    def split(self, patch: ModulePatch) -> list[tuple[str, torch.nn.Module, WeightPatch]]:
+        """(name, module, patch) for each module: a fused patch as a row slice per module."""
+        if len(self.parts) == 1 and not self.swap_halves:
+            return [(self.parts[0][0], self.parts[0][1], patch)]
+        out: list[tuple[str, torch.nn.Module, WeightPatch]] = []
+        start = 0
+        for name, module in self.parts:
+            stop = start + _weight(module).shape[0]
+            out.append((name, module, RowSlice(patch, self.shape, start, stop, self.swap_halves)))
+            start = stop
+        return out
+
+
+def _weighted(module: torch.nn.Module | None) -> bool:
+    return isinstance(getattr(module, "weight", None), torch.nn.Parameter)
+
+
+def _original_targets(components: Any, denoiser: torch.nn.Module) -> dict[str, Target]:
+    """{flat original name: target} from the family's original layout of this denoiser."""
+    try:
+        family = families.family(str(getattr(components, "arch", "")))
+    except ValueError:
+        return {}
+    modules = dict(denoiser.named_modules())
+    out: dict[str, Target] = {}
+    for rule in family.original_names(denoiser):
+        if not rule.original.endswith(".weight"):
+            continue
+        parts = tuple((p.removesuffix(".weight"), modules.get(p.removesuffix(".weight"))) for p in rule.parts)
+        found = [(n, m) for n, m in parts if m is not None and _weighted(m)]
+        if len(found) != len(parts) or len({tuple(_weight(m).shape[1:]) for _, m in found}) != 1:
+            continue  # not every part is here, or they cannot stack into one weight
+        out[flat_name(UNET, rule.original.removesuffix(".weight"))] = Target(tuple(found), rule.swap_halves)
+    return out
+
+
+def module_index(components: Any) -> dict[tuple[str, str], Target]:
+    """Every weighted module of the denoiser and text encoders under each name a file may use for it:
+    {(component, flat name): target}. The denoiser is listed under its diffusers names and its family's
+    original names (LDM for the UNets, BFL / Stability layouts for Flux / SD3)."""
+    index: dict[tuple[str, str], Target] = {}
     for component in COMPONENTS:
-        model = getattr(components, component, None)
+        model = getattr(components, "denoiser", None) if component == UNET else None
+        model = model if model is not None else getattr(components, component, None)
         if model is None:
             continue
-        rules: dict[str, str] = {}
-        if component == UNET:
-            try:
-                rules = unet_rules(model.config)
-            except (LayoutError, KeyError, TypeError):
-                rules = {}
         for name, module in model.named_modules():
-            if not isinstance(getattr(module, "weight", None), torch.nn.Parameter):
-                continue
-            index[(component, flat_name(component, name))] = (name, module)
-            if rules:
-                try:
-                    ldm = rename(f"{name}.weight", rules).removesuffix(".weight")
-                except LayoutError:
-                    continue
-                index.setdefault((component, flat_name(component, ldm)), (name, module))
+            if _weighted(module):
+                index[(component, flat_name(component, name))] = Target(((name, module),))
+        if component == UNET:
+            for flat, target in _original_targets(components, model).items():
+                index.setdefault((UNET, flat), target)
     return index
+
+
+def looks_like(parsed: ParsedNetwork) -> str | None:
+    """The family a network's denoiser keys suggest ("Flux", "SD3", "SD1/SD2/SDXL"), None if unclear."""
+    names = " ".join(flat for component, flat in parsed.patches if component == UNET)
+    for pattern, label in (
+        (r"double_blocks|single_blocks|single_transformer_blocks", "Flux"),
+        (r"joint_blocks|context_block|x_block", "SD3"),
+        (r"input_blocks|output_blocks|middle_block|down_blocks|up_blocks|mid_block", "SD1/SD2/SDXL"),
+    ):
+        if re.search(pattern, names):
+            return label
+    return None

@@ -2,7 +2,8 @@
 
 Files saved by diffusers (`save_lora_weights(..., unet_lora_adapter_metadata=config.to_dict())`, and
 `save_lora_adapter`) carry no `.alpha` tensors; their peft `LoraConfig` travels as JSON in the header
-under `lora_adapter_metadata`: keyed `unet.lora_alpha`, `text_encoder.r`, ... (per component) or, from a
+under `lora_adapter_metadata`: keyed `unet.lora_alpha` (`transformer.lora_alpha` for SD3 and Flux),
+`text_encoder.r`, ... (per component) or, from a
 single model, unprefixed `lora_alpha`, `r`. Without that metadata the scale is 1 (alpha = rank), which is
 what diffusers assumes too.
 
@@ -24,6 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 METADATA_KEY = "lora_adapter_metadata"
+# metadata scope -> the component it configures (a flow model's transformer is the "unet" component)
+_SCOPES = {
+    "unet": "unet",
+    "transformer": "unet",
+    "text_encoder": "text_encoder",
+    "text_encoder_2": "text_encoder_2",
+    "text_encoder_3": "text_encoder_3",
+}
 
 
 @dataclass(frozen=True)
@@ -47,8 +56,8 @@ class PeftConfigs:
         shared: dict[str, Any] = {}
         for key, value in raw.items():
             head, dot, rest = str(key).partition(".")
-            if dot and head in ("unet", "text_encoder", "text_encoder_2"):
-                scoped.setdefault(head, {})[rest] = value
+            if dot and head in _SCOPES:
+                scoped.setdefault(_SCOPES[head], {})[rest] = value
             else:
                 shared[str(key)] = value
         if not scoped and not shared:

@@ -175,10 +175,15 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def base_model(metadata: dict[str, Any]) -> str | None:
-    """ "sd1", "sd2" or "sdxl" from kohya/modelspec training metadata, None when it does not say."""
+    """ "sd1", "sd2", "sdxl", "sd3" or "flux" from kohya/modelspec training metadata (`flux1`,
+    `flux-1-dev/lora`, `sd3`, `stable-diffusion-v3.5-large/lora`), None when it does not say."""
     text = " ".join(
         str(metadata.get(k, "")) for k in ("modelspec.architecture", "ss_base_model_version")
     ).lower()
+    if "flux" in text:
+        return "flux"
+    if "sd3" in text or "-v3" in text:
+        return "sd3"
     if "xl" in text:
         return "sdxl"
     if "v2" in text or str(metadata.get("ss_v2", "")).lower() == "true":

@@ -10,8 +10,16 @@ random low-rank network for the chosen modules in one of the formats users downl
 - "loha", "lokr", "full": LyCORIS Hadamard, Kronecker and full-difference networks.
 
 Unlike a freshly initialised trainer output (lora_up = 0), every factor is random, so weight 1 changes
-the model's output. `write_header_only` writes a safetensors file whose header claims tensors its body
-does not hold: anything that reads past the header fails on it.
+the model's output.
+
+`write_tiny_flow_lora(path, components, fmt=...)` does the same for SD3 / SD3.5 and Flux models (loaded
+Components): "kohya" keys in the transformer's original layout (`lora_unet_double_blocks_0_img_attn_qkv`,
+`lora_unet_joint_blocks_0_x_block_attn_qkv`: fused q/k/v get one LoRA of the fused shape) and
+`lora_te1_` for CLIP-L, or "peft" keys in diffusers names (`transformer.transformer_blocks.0.attn.to_q`,
+`text_encoder.text_model.`).
+
+`write_header_only` writes a safetensors file whose header claims tensors its body does not hold:
+anything that reads past the header fails on it.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from webui.core import families
 from webui.core.models.ldm_layout import rename, unet_rules
 from webui.core.networks.formats import TE1, TE2, UNET
 
@@ -135,6 +144,80 @@ def tiny_lora_state_dict(
             if fmt not in ("peft", "full"):
                 sd[stem + ".alpha"] = torch.tensor(float(alpha if alpha is not None else rank))
     return sd
+
+
+FLOW_FORMATS = ("kohya", "peft")
+_FLOW_BLOCKS = ("double_blocks.", "single_blocks.", "joint_blocks.")  # original names of the blocks
+_FLOW_BLOCKS_DIFFUSERS = ("transformer_blocks.", "single_transformer_blocks.")
+
+
+def _clip_l_linears(components: Any) -> list[tuple[str, tuple[int, ...]]]:
+    return [
+        (name.removeprefix("text_model."), tuple(m.weight.shape))
+        for name, m in components.text_encoder.named_modules()
+        if isinstance(m, torch.nn.Linear) and name.endswith(_TEXT)
+    ]
+
+
+def flow_lora_targets(components: Any, fmt: str = "kohya") -> dict[str, tuple[int, ...]]:
+    """{key stem: weight shape} of every transformer-block Linear (and CLIP-L projection) a tiny flow
+    LoRA covers: kohya stems in the original layout (fused shapes), peft stems in diffusers names."""
+    if fmt not in FLOW_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FLOW_FORMATS)}")
+    transformer = components.transformer
+    modules = dict(transformer.named_modules())
+    out: dict[str, tuple[int, ...]] = {}
+    if fmt == "kohya":
+        for rule in families.of(components).original_names(transformer):
+            if not (rule.original.startswith(_FLOW_BLOCKS) and rule.original.endswith(".weight")):
+                continue
+            parts = [modules[p.removesuffix(".weight")] for p in rule.parts]
+            if all(isinstance(m, torch.nn.Linear) for m in parts):
+                shape: tuple[int, ...] = (sum(m.weight.shape[0] for m in parts), parts[0].weight.shape[1])
+                out["lora_unet_" + rule.original.removesuffix(".weight").replace(".", "_")] = shape
+        for name, shape in _clip_l_linears(components):
+            out["lora_te1_text_model_" + name.replace(".", "_")] = shape
+        return out
+    for name, m in modules.items():
+        if isinstance(m, torch.nn.Linear) and name.startswith(_FLOW_BLOCKS_DIFFUSERS):
+            out[f"transformer.{name}"] = tuple(m.weight.shape)
+    for name, shape in _clip_l_linears(components):
+        out[f"text_encoder.text_model.{name}"] = shape
+    return out
+
+
+def tiny_flow_lora_state_dict(
+    components: Any, fmt: str = "kohya", rank: int = 2, seed: int = 0, alpha: float | None = None
+) -> dict[str, Tensor]:
+    """The tensors `write_tiny_flow_lora` writes; kohya files carry `.alpha` (None: alpha = rank)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int) -> Tensor:
+        return torch.randn(shape, generator=gen, dtype=torch.float32)
+
+    sd: dict[str, Tensor] = {}
+    for stem, shape in flow_lora_targets(components, fmt).items():
+        for suffix, tensor in _factors(fmt, shape, rank, randn).items():
+            sd[stem + suffix] = tensor.contiguous()
+        if fmt == "kohya":
+            sd[stem + ".alpha"] = torch.tensor(float(alpha if alpha is not None else rank))
+    return sd
+
+
+def write_tiny_flow_lora(
+    path: Path,
+    components: Any,
+    fmt: str = "kohya",
+    rank: int = 2,
+    seed: int = 0,
+    alpha: float | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """A random LoRA for a loaded SD3 / Flux model at `path` (.safetensors)."""
+    sd = tiny_flow_lora_state_dict(components, fmt, rank, seed, alpha)
+    meta = {"ss_output_name": path.stem, "ss_base_model_version": families.of(components).group}
+    meta.update(metadata or {})
+    return _atomic(path, lambda tmp: save_file(sd, str(tmp), metadata=meta))
 
 
 def _atomic(path: Path, write: Callable[[Path], object]) -> Path:
