@@ -2,10 +2,12 @@
 
 Our routes come first (native `/api/v1` always, `/sdapi/v1` when enabled); a Gradio UI, when given, is
 mounted at "/" after them (a gr.Blocks, or a webui.ui.studio.Studio whose `mount_options` are passed
-to `gr.mount_gradio_app`). Over everything sit pure ASGI middlewares: the cross-site/size guard, then,
-when users are configured, the login (so every route, /docs and the UI need one; sessions are kept in
-<cache>/sessions.sqlite), else each browser's own identity (webui.api.identity), and outermost the
-Host check against DNS rebinding (webui.api.hosts), wrapped in the no-framing headers (webui.api.framing).
+to `gr.mount_gradio_app`), behind the owner check of its file routes (webui.api.file_access) and of
+its session hashes (webui.api.gradio_sessions). Over everything sit pure ASGI middlewares: the
+cross-site/size guard, then, when users are configured, the login (so every route, /docs and the UI
+need one; sessions are kept in <cache>/sessions.sqlite), else each browser's own identity
+(webui.api.identity), and outermost the Host check against DNS rebinding (webui.api.hosts), wrapped in
+the no-framing headers (webui.api.framing).
 The job queue starts with the app and is closed when it stops.
 """
 
@@ -24,7 +26,9 @@ from starlette.middleware.cors import CORSMiddleware
 
 from webui.api import extras_api, jobs_api, merge_api, sdapi, sessions_api
 from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
+from webui.api.file_access import FileAccessMiddleware
 from webui.api.framing import FrameGuardMiddleware
+from webui.api.gradio_sessions import SessionBindingMiddleware
 from webui.api.hosts import HostCheckMiddleware, HostPolicy
 from webui.api.identity import BrowserIdentityMiddleware, identity_secret
 from webui.api.security import SecurityMiddleware
@@ -165,6 +169,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
             ssr_mode=False,
             **mount_options,
         )
+        app.add_middleware(FileAccessMiddleware, services=services)  # innermost: sees the user
+        app.add_middleware(SessionBindingMiddleware, default_user="" if opts.auth else ANONYMOUS)
 
     if opts.cors_origins:
         app.add_middleware(

@@ -209,6 +209,15 @@ class JobQueue:
         order = self._store.queue_order() if any(r.state is JobState.QUEUED for r in rows) else []
         return [self._info(r, order) for r in rows]
 
+    def file_owner(self, path: Path) -> str | None:
+        """Who owns a result or input file: the owner of the job whose folder (under files_dir) holds it,
+        or of the job that recorded it as an image or grid; None when no job does."""
+        files = self.files_dir.resolve()
+        if path.is_relative_to(files) and path != files:
+            row = self._store.get(path.relative_to(files).parts[0])
+            return None if row is None else row.owner
+        return self._store.owner_of_file(str(path))
+
     def running(self) -> JobInfo | None:
         with self._cond:
             current = self._current

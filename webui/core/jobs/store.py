@@ -138,6 +138,17 @@ class JobStore:
             rows = self._db.execute(sql, (*args, max(int(limit), 0))).fetchall()
         return [_row(r) for r in rows]
 
+    def owner_of_file(self, path: str) -> str | None:
+        """The owner of the job that recorded `path` as one of its images or its grid, else None."""
+        sql = (
+            "SELECT owner FROM jobs WHERE json_extract(result, '$.grid_path') = ?1 "
+            "OR EXISTS (SELECT 1 FROM json_each(jobs.result, '$.images') AS i "
+            "WHERE json_extract(i.value, '$.path') = ?1) ORDER BY seq DESC LIMIT 1"
+        )
+        with self._lock:
+            row = self._db.execute(sql, (path,)).fetchone()
+        return None if row is None else str(row[0])
+
     def count(self, state: JobState, owner: str | None = None) -> int:
         """How many jobs are in `state` (of `owner` only, when given)."""
         sql, args = "SELECT COUNT(*) FROM jobs WHERE state=?", [state.value]
