@@ -144,7 +144,7 @@ class JobQueue:
     # --- submitting and reading
 
     def submit(self, request: JobRequest, owner: str) -> JobInfo:
-        request.validate(self.engine.samplers)
+        self.engine.check(request)  # refused now, not when its turn comes
         check_work(request, self.max_job_work)
         kind = kind_of(request)
         if not isinstance(owner, str):
