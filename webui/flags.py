@@ -74,9 +74,16 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
     net.add_argument("--share", action="store_true", help="open a Gradio share link")
     net.add_argument("--api", action="store_true", help="serve the A1111-compatible /sdapi/v1 API")
     net.add_argument("--nowebui", action="store_true", help="serve the API only, no UI")
-    net.add_argument("--gradio-auth", default=None, metavar="U:P[,U:P]", help="users for the UI")
-    net.add_argument("--gradio-auth-path", default=None, metavar="FILE", help="file of U:P lines")
-    net.add_argument("--api-auth", default=None, metavar="U:P[,U:P]", help="users for the API")
+    hidden = "; visible in the process list: prefer --gradio-auth-path or SFUMATO_AUTH"
+    net.add_argument("--gradio-auth", default=None, metavar="U:P[,U:P]", help="users for the UI" + hidden)
+    net.add_argument(
+        "--gradio-auth-path",
+        default=None,
+        metavar="FILE",
+        help="file of U:P lines (users of the UI and the API); or put U:P[,U:P] in the environment "
+        "variable SFUMATO_AUTH",
+    )
+    net.add_argument("--api-auth", default=None, metavar="U:P[,U:P]", help="users for the API" + hidden)
     net.add_argument("--cors-allow-origins", default=None, help="comma-separated allowed origins")
     net.add_argument(
         "--allowed-hosts",

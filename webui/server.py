@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from webui.api.app import create_app
-from webui.api.auth import AuthSpecError, users_from_flags
+from webui.api.auth import AUTH_ENV, AuthSpecError, users_from_flags
 from webui.api.hosts import parse_allowed_hosts
 from webui.api.services import ServerOptions, Services
 from webui.core.config import AppConfig
@@ -41,7 +42,10 @@ def build_options(ns: argparse.Namespace, **overrides: Any) -> ServerOptions:
     """ServerOptions from the flags; a malformed auth, admin or host spec raises an error naming the flag
     (AuthSpecError, HostSpecError)."""
     users = users_from_flags(
-        getattr(ns, "api_auth", None), getattr(ns, "gradio_auth", None), getattr(ns, "gradio_auth_path", None)
+        getattr(ns, "api_auth", None),
+        getattr(ns, "gradio_auth", None),
+        getattr(ns, "gradio_auth_path", None),
+        os.environ.get(AUTH_ENV),
     )
     origins = tuple(
         o.strip() for o in (getattr(ns, "cors_allow_origins", None) or "").split(",") if o.strip()

@@ -31,6 +31,7 @@ from webui.api.framing import FrameGuardMiddleware
 from webui.api.gradio_sessions import SessionBindingMiddleware
 from webui.api.hosts import HostCheckMiddleware, HostPolicy
 from webui.api.identity import BrowserIdentityMiddleware, identity_secret
+from webui.api.redact import public_text
 from webui.api.security import SecurityMiddleware
 from webui.api.services import ANONYMOUS, Services
 from webui.api.sessions import SESSIONS_FILE, SessionStore
@@ -46,6 +47,7 @@ def _jobs_errors() -> dict[str, type[Exception]]:
 
 
 def request_error_response(field: str, message: str) -> JSONResponse:
+    message = public_text(message) or ""
     return JSONResponse(
         {
             "detail": [{"loc": ["body", *field.split(".")], "msg": message, "type": "value_error"}],
@@ -92,7 +94,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     for key, exc_type in errors.items():
 
         async def handler(_: Request, exc: Exception, status: int = statuses[key]) -> JSONResponse:
-            return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status)
+            detail = public_text(str(exc))
+            return JSONResponse({"detail": detail, "error": type(exc).__name__}, status_code=status)
 
         app.add_exception_handler(exc_type, handler)
 

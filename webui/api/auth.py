@@ -68,11 +68,20 @@ def parse_users(spec: str, flag: str) -> dict[str, str]:
     return users
 
 
+AUTH_ENV = "SFUMATO_AUTH"  # user:pass entries, so they need not appear in the process list
+
+
 def users_from_flags(
-    api_auth: str | None, gradio_auth: str | None, gradio_auth_path: str | None
+    api_auth: str | None,
+    gradio_auth: str | None,
+    gradio_auth_path: str | None,
+    env_auth: str | None = None,
 ) -> dict[str, str]:
-    """The union of the users of all three flags (one login scheme for the whole server)."""
+    """The union of the users of all three flags and of the SFUMATO_AUTH environment variable's value
+    (`env_auth`): one login scheme for the whole server."""
     users: dict[str, str] = {}
+    if env_auth:
+        users.update(parse_users(env_auth, AUTH_ENV))
     if gradio_auth_path:
         path = Path(gradio_auth_path).expanduser()
         try:
