@@ -116,6 +116,20 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
         "(hires second pass added). Default 4096 (e.g. 512x512, 50 steps, 312 images); 0: no limit",
     )
     net.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection whose request headers take longer than this to arrive (default 10)",
+    )
+    net.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a connection whose request body pauses longer than this (default 30)",
+    )
+    net.add_argument(
         "--max-queued-per-user",
         type=int,
         default=50,
