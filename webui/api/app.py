@@ -14,6 +14,8 @@ The job queue starts with the app and is closed when it stops.
 from __future__ import annotations
 
 import html
+import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,8 +38,11 @@ from webui.api.security import SecurityMiddleware
 from webui.api.services import ANONYMOUS, Services
 from webui.api.sessions import SESSIONS_FILE, SessionStore
 from webui.api.waiting import TooManyWaits, Waiting
+from webui.core.disk import disk_full_message
 from webui.core.engine import VERSION
 from webui.core.types import RequestError
+
+log = logging.getLogger("sfumato.api")
 
 
 def _jobs_errors() -> dict[str, type[Exception]]:
@@ -86,6 +91,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         body = {"detail": str(exc), "error": "TooManyWaits"}
         return JSONResponse(body, status_code=429, headers={"Retry-After": "5"})
 
+    async def on_os_error(_: Request, exc: Exception) -> JSONResponse:
+        message = disk_full_message(exc)
+        if message is None:
+            raise exc  # any other failure: the server's usual 500, logged with its traceback
+        log.error("%s", message)
+        return JSONResponse({"detail": public_text(message), "error": "DiskFull"}, status_code=507)
+
+    app.add_exception_handler(OSError, on_os_error)
+    app.add_exception_handler(sqlite3.OperationalError, on_os_error)
     app.add_exception_handler(TooManyWaits, on_too_many_waits)
     app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -8,6 +8,8 @@ in the `meta` table; a file written by a newer version is refused rather than mi
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import sqlite3
 import threading
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from webui.core.disk import disk_full_message
 from webui.core.jobs.fairness import fair_order
 from webui.core.jobs.info import JobState
 
@@ -106,13 +109,20 @@ class JobStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (taken at once, so reads inside it see what it will change)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                if disk_full_message(e) is None:
+                    raise
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise OSError(errno.ENOSPC, "database or disk is full", str(self.path)) from e
 
     def close(self) -> None:
         with self._lock:
