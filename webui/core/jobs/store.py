@@ -194,7 +194,8 @@ class JobStore:
             )
 
     def claim_next(self, now: float | None = None) -> JobRow | None:
-        """Start the next job in fair order: queued -> running, attempts + 1, earlier results cleared."""
+        """Start the next job in fair order: queued -> running, attempts + 1. Images an earlier attempt
+        recorded stay listed (the queue replaces them as the run makes them again)."""
         with self._write() as db:
             order = self._order(db)
             if not order:
@@ -202,7 +203,7 @@ class JobStore:
             run_seq = int(db.execute("SELECT COALESCE(MAX(run_seq), 0) + 1 FROM jobs").fetchone()[0])
             db.execute(
                 "UPDATE jobs SET state='running', started=?, run_seq=?, attempts=attempts+1, "
-                "progress='{}', result='{}', error=NULL WHERE id=?",
+                "progress='{}', error=NULL WHERE id=?",
                 (time.time() if now is None else now, run_seq, order[0]),
             )
             row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (order[0],)).fetchone()
@@ -264,10 +265,11 @@ class JobStore:
         return cur.rowcount == 1
 
     def requeue(self, job_id: str) -> bool:
-        """running -> queued, not counted as an attempt (the worker was stopped by a clean shutdown)."""
+        """running -> queued, not counted as an attempt (the worker was stopped by a clean shutdown); the
+        images it made stay listed until the re-run makes them again."""
         with self._write() as db:
             cur = db.execute(
-                "UPDATE jobs SET state='queued', started=NULL, progress='{}', result='{}', "
+                "UPDATE jobs SET state='queued', started=NULL, progress='{}', "
                 "attempts=MAX(attempts-1, 0) WHERE id=? AND state='running'",
                 (job_id,),
             )
