@@ -103,3 +103,30 @@ def test_kill_9_twice_then_restart_finishes_or_fails_every_job(tiny_data_dir: Pa
                 im.load()
                 assert im.info["parameters"] == img.infotext
     q.close()
+
+
+def test_a_rerun_after_kill_9_leaves_no_unlisted_images(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """Issue 22 item 25: the first attempt's images are replaced as the re-run makes them again, so the
+    outputs hold exactly the images the finished job lists."""
+    db = tmp_path / "jobs.sqlite"
+    seen = _run_until_killed([str(tiny_data_dir), str(db), "batch"], lambda e: e.get("batch", 0) >= 2)
+    job_id = seen[0]["jobs"]["slow"]
+    outputs = tmp_path / "outputs"
+    images = outputs / "txt2img-images"
+    first = sorted(images.rglob("*.png"))
+    assert len(first) >= 1  # batch 1 was saved before the kill
+    engine = Engine(AppConfig.for_data_dir(tiny_data_dir, outputs_dir=outputs))
+    q = JobQueue(engine, db)
+    try:
+        assert [i.path for i in q.get(job_id).images] == [str(p) for p in first]  # listed while queued again
+        q.start()
+        done = q.wait(job_id, timeout=300)
+        assert done.state is JobState.DONE and done.attempts == 2
+        listed = sorted(Path(i.path) for i in done.images)
+        assert len(listed) == 3 and [i.seed for i in done.images] == [7, 8, 9]
+        on_disk = sorted(images.rglob("*.png"))
+        assert on_disk == listed, (on_disk, listed)  # nothing unlisted, nothing listed that is gone
+        assert done.grid_path is not None and Path(done.grid_path).is_file()
+        assert not any(p in listed for p in first)  # the first attempt's copies were replaced
+    finally:
+        q.close()

@@ -25,6 +25,7 @@ from webui.core.jobs import (
     QueueFull,
     request_from_json,
 )
+from webui.core.jobs.codec import request_to_json
 from webui.core.models.components import Precision
 from webui.core.models.manager import ModelManager
 from webui.core.outputs.infotext import parse_infotext
@@ -219,7 +220,13 @@ def test_skip_drops_the_current_batch_only(queue: JobQueue) -> None:
 
 
 def test_a_failing_job_does_not_stop_the_next(queue: JobQueue) -> None:
-    bad = queue.submit(_req(checkpoint="no-such-model"), "a")
+    with pytest.raises(RequestError) as refused:  # refused at submit: nothing is queued
+        queue.submit(_req(checkpoint="no-such-model"), "a")
+    assert refused.value.field == "checkpoint" and queue.list() == []
+    # a job queued before its model went away (or by an earlier run) fails when its turn comes
+    stored = request_to_json(_req(checkpoint="no-such-model"))
+    queue._store.insert("bad-job", "a", "txt2img", stored, time.time())
+    bad = queue.get("bad-job")
     good = queue.submit(_req(), "a")
     queue.start()
     failed = queue.wait(bad.id, timeout=120)

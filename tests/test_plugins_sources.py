@@ -117,3 +117,54 @@ def test_install_rejects_non_extensions_and_bad_urls(tmp_path: Path) -> None:
     for url in ("--upload-pack=touch /tmp/x", "ext::sh -c touch% /tmp/x", "not a url"):
         with pytest.raises(InstallError, match="not a git URL"):
             install_from_git(config, url)
+
+
+def test_git_urls_to_internal_hosts_are_refused_alike_whatever_listens(tmp_path: Path) -> None:
+    """Issue 22 item 21: no clone from loopback/private/link-local hosts, and one answer for an open
+    port and a closed one (only loopback is contacted here, and only by a server that refuses)."""
+    import socket
+    import threading
+
+    from webui.plugins.install import is_public
+
+    for address in ("127.0.0.1", "10.0.0.7", "172.16.3.4", "192.168.1.9", "169.254.7.7", "::1", "fe80::1",
+                    "fc00::5", "0.0.0.0", "::ffff:10.0.0.1", "100.64.0.1"):  # fmt: skip
+        assert not is_public(address), address
+    assert is_public("8.8.8.8") and is_public("2606:4700::1")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    open_port = listener.getsockname()[1]
+
+    def answer_and_close() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=answer_and_close, daemon=True).start()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    config = AppConfig.for_data_dir(tmp_path / "data", server_name="127.0.0.1")
+    said: dict[str, str] = {}
+    try:
+        for label, port in (("open", open_port), ("closed", closed_port)):
+            for url in (f"http://127.0.0.1:{port}/x.git", f"http://localhost:{port}/x.git",
+                        f"git://[::1]:{port}/x.git", f"ssh://git@127.0.0.1:{port}/x.git"):  # fmt: skip
+                with pytest.raises(InstallError, match="local or private address") as e:
+                    install_from_git(config, url)
+                said[f"{label} {url.split(':')[0]} {url.split('/')[2].rsplit(':', 1)[0]}"] = str(e.value)
+    finally:
+        listener.close()
+    for key, text in said.items():
+        if key.startswith("open"):
+            assert text == said["closed" + key[4:]], key  # the same words for an open and a closed port
+    with pytest.raises(InstallError, match="local or private address"):
+        install_from_git(config, "git@127.0.0.1:owner/x.git")
+    assert not (tmp_path / "data" / "extensions").exists() or not any(
+        (tmp_path / "data" / "extensions").iterdir()
+    )

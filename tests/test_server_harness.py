@@ -63,7 +63,12 @@ def running_server(
     app = create_app(services, ui_factory(services) if ui_factory is not None else ui)
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = make_server(app, config, forwarded_allow_ips=options.forwarded_allow_ips)
+    server = make_server(
+        app,
+        config,
+        forwarded_allow_ips=options.forwarded_allow_ips,
+        read_timeouts=(options.header_timeout, options.body_timeout),
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -82,9 +82,16 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
     net.add_argument("--share", action="store_true", help="open a Gradio share link")
     net.add_argument("--api", action="store_true", help="serve the A1111-compatible /sdapi/v1 API")
     net.add_argument("--nowebui", action="store_true", help="serve the API only, no UI")
-    net.add_argument("--gradio-auth", default=None, metavar="U:P[,U:P]", help="users for the UI")
-    net.add_argument("--gradio-auth-path", default=None, metavar="FILE", help="file of U:P lines")
-    net.add_argument("--api-auth", default=None, metavar="U:P[,U:P]", help="users for the API")
+    hidden = "; visible in the process list: prefer --gradio-auth-path or SFUMATO_AUTH"
+    net.add_argument("--gradio-auth", default=None, metavar="U:P[,U:P]", help="users for the UI" + hidden)
+    net.add_argument(
+        "--gradio-auth-path",
+        default=None,
+        metavar="FILE",
+        help="file of U:P lines (users of the UI and the API); or put U:P[,U:P] in the environment "
+        "variable SFUMATO_AUTH",
+    )
+    net.add_argument("--api-auth", default=None, metavar="U:P[,U:P]", help="users for the API" + hidden)
     net.add_argument("--cors-allow-origins", default=None, help="comma-separated allowed origins")
     net.add_argument(
         "--allowed-hosts",
@@ -115,6 +122,20 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
         metavar="MPIX_STEPS",
         help="largest job accepted, in megapixel-steps: width*height/1e6 * steps * batch_size * n_iter "
         "(hires second pass added). Default 4096 (e.g. 512x512, 50 steps, 312 images); 0: no limit",
+    )
+    net.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close a connection whose request headers take longer than this to arrive (default 10)",
+    )
+    net.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a connection whose request body pauses longer than this (default 30)",
     )
     net.add_argument(
         "--max-queued-per-user",

@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from webui.api.app import create_app
-from webui.api.auth import AuthSpecError, users_from_flags
+from webui.api.auth import AUTH_ENV, AuthSpecError, users_from_flags
 from webui.api.hosts import parse_allowed_hosts
+from webui.api.read_timeouts import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, with_read_deadlines
 from webui.api.services import ServerOptions, Services
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
@@ -41,11 +43,18 @@ def build_options(ns: argparse.Namespace, **overrides: Any) -> ServerOptions:
     """ServerOptions from the flags; a malformed auth, admin or host spec raises an error naming the flag
     (AuthSpecError, HostSpecError)."""
     users = users_from_flags(
-        getattr(ns, "api_auth", None), getattr(ns, "gradio_auth", None), getattr(ns, "gradio_auth_path", None)
+        getattr(ns, "api_auth", None),
+        getattr(ns, "gradio_auth", None),
+        getattr(ns, "gradio_auth_path", None),
+        os.environ.get(AUTH_ENV),
     )
     origins = tuple(
         o.strip() for o in (getattr(ns, "cors_allow_origins", None) or "").split(",") if o.strip()
     )
+    for flag in ("header_timeout", "body_timeout"):
+        seconds = getattr(ns, flag, None)
+        if seconds is not None and not seconds > 0:
+            raise AuthSpecError(f"--{flag.replace('_', '-')}: must be more than 0 seconds, got {seconds}")
     listen, server_name = bool(getattr(ns, "listen", False)), getattr(ns, "server_name", None)
     base: dict[str, Any] = dict(
         sdapi=bool(getattr(ns, "api", False) or getattr(ns, "nowebui", False)),
@@ -55,6 +64,8 @@ def build_options(ns: argparse.Namespace, **overrides: Any) -> ServerOptions:
         allowed_hosts=parse_allowed_hosts(getattr(ns, "allowed_hosts", None)),
         bind_host=server_name or ("0.0.0.0" if listen else "127.0.0.1"),
         forwarded_allow_ips=(getattr(ns, "forwarded_allow_ips", None) or "").strip() or None,
+        header_timeout=float(getattr(ns, "header_timeout", DEFAULT_HEADER_TIMEOUT)),
+        body_timeout=float(getattr(ns, "body_timeout", DEFAULT_BODY_TIMEOUT)),
         cmd_flags=redacted_flags(ns),
     )
     per_user = getattr(ns, "max_queued_per_user", None)
@@ -185,13 +196,16 @@ def make_server(
     tls: Mapping[str, str | None] | None = None,
     *,
     forwarded_allow_ips: str | None = None,
+    read_timeouts: tuple[float, float] = (DEFAULT_HEADER_TIMEOUT, DEFAULT_BODY_TIMEOUT),
     **kw: Any,
 ) -> Any:
     """A uvicorn.Server for the app on config.host/port (run it with .run(sockets=[...])).
 
     X-Forwarded-For/-Proto are honoured only from the `forwarded_allow_ips` proxies (uvicorn's own
-    default trusts 127.0.0.1, which would let anything behind a local tunnel pick its client address)."""
+    default trusts 127.0.0.1, which would let anything behind a local tunnel pick its client address).
+    `read_timeouts`: (headers, body) deadlines in seconds for reading a request (webui.api.read_timeouts)."""
     import uvicorn
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     tls = tls or {}
     uv = uvicorn.Config(
@@ -204,6 +218,7 @@ def make_server(
         ssl_keyfile=tls.get("keyfile"),
         ssl_certfile=tls.get("certfile"),
         timeout_graceful_shutdown=kw.pop("timeout_graceful_shutdown", 5),
+        http=with_read_deadlines(AutoHTTPProtocol, *read_timeouts),
         **kw,
     )
     return uvicorn.Server(uv)
@@ -232,7 +247,12 @@ def serve(
             services = with_share_host(services, link)
     app = create_app(services, ui)
     server = make_server(
-        app, config, tls, forwarded_allow_ips=services.options.forwarded_allow_ips, root_path=root_path
+        app,
+        config,
+        tls,
+        forwarded_allow_ips=services.options.forwarded_allow_ips,
+        read_timeouts=(services.options.header_timeout, services.options.body_timeout),
+        root_path=root_path,
     )
     try:
         server.run(sockets=[sock])

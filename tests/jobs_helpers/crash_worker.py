@@ -2,6 +2,7 @@
 
     python -m tests.jobs_helpers.crash_worker DATA_DIR DB_PATH submit   # queue the test's jobs, run
     python -m tests.jobs_helpers.crash_worker DATA_DIR DB_PATH resume   # recover and run what is left
+    python -m tests.jobs_helpers.crash_worker DATA_DIR DB_PATH batch    # one slow job of three images
 
 Prints one JSON line per event of the slow job ({"kind", "batch", "step", "attempts"}), and first a line
 {"jobs": {...}} naming the job ids. The parent kills it with SIGKILL mid-job.
@@ -35,6 +36,10 @@ def main(data_dir: str, db_path: str, mode: str) -> None:
             "slow": queue.submit(Txt2ImgRequest(prompt="slow", seed=7, steps=100, n_iter=40, **FAST), "a").id,
             "quick_b": queue.submit(Txt2ImgRequest(prompt="b", seed=8, steps=2, **FAST), "b").id,
             "quick_a": queue.submit(Txt2ImgRequest(prompt="a", seed=9, steps=2, **FAST), "a").id,
+        }
+    elif mode == "batch":  # one job of three images, for the re-run test
+        jobs = {
+            "slow": queue.submit(Txt2ImgRequest(prompt="slow", seed=7, steps=40, n_iter=3, **FAST), "a").id
         }
     print(json.dumps({"jobs": jobs}), flush=True)
     queue.start()

@@ -2,16 +2,20 @@
 
 Our routes come first (native `/api/v1` always, `/sdapi/v1` when enabled); a Gradio UI, when given, is
 mounted at "/" after them (a gr.Blocks, or a webui.ui.studio.Studio whose `mount_options` are passed
-to `gr.mount_gradio_app`). Over everything sit pure ASGI middlewares: the cross-site/size guard, then,
-when users are configured, the login (so every route, /docs and the UI need one; sessions are kept in
-<cache>/sessions.sqlite), else each browser's own identity (webui.api.identity), and outermost the
-Host check against DNS rebinding (webui.api.hosts), wrapped in the no-framing headers (webui.api.framing).
+to `gr.mount_gradio_app`), behind the owner check of its file routes (webui.api.file_access) and of
+its session hashes (webui.api.gradio_sessions). Over everything sit pure ASGI middlewares: the
+cross-site/size guard, then, when users are configured, the login (so every route, /docs and the UI
+need one; sessions are kept in <cache>/sessions.sqlite), else each browser's own identity
+(webui.api.identity), and outermost the Host check against DNS rebinding (webui.api.hosts), wrapped in
+the no-framing headers (webui.api.framing).
 The job queue starts with the app and is closed when it stops.
 """
 
 from __future__ import annotations
 
 import html
+import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,15 +28,21 @@ from starlette.middleware.cors import CORSMiddleware
 
 from webui.api import extras_api, jobs_api, merge_api, sdapi, sessions_api
 from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
+from webui.api.file_access import FileAccessMiddleware
 from webui.api.framing import FrameGuardMiddleware
+from webui.api.gradio_sessions import SessionBindingMiddleware
 from webui.api.hosts import HostCheckMiddleware, HostPolicy
 from webui.api.identity import BrowserIdentityMiddleware, identity_secret
+from webui.api.redact import public_text
 from webui.api.security import SecurityMiddleware
 from webui.api.services import ANONYMOUS, Services
 from webui.api.sessions import SESSIONS_FILE, SessionStore
 from webui.api.waiting import TooManyWaits, Waiting
+from webui.core.disk import disk_full_message
 from webui.core.engine import VERSION
 from webui.core.types import RequestError
+
+log = logging.getLogger("sfumato.api")
 
 
 def _jobs_errors() -> dict[str, type[Exception]]:
@@ -42,6 +52,7 @@ def _jobs_errors() -> dict[str, type[Exception]]:
 
 
 def request_error_response(field: str, message: str) -> JSONResponse:
+    message = public_text(message) or ""
     return JSONResponse(
         {
             "detail": [{"loc": ["body", *field.split(".")], "msg": message, "type": "value_error"}],
@@ -80,6 +91,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         body = {"detail": str(exc), "error": "TooManyWaits"}
         return JSONResponse(body, status_code=429, headers={"Retry-After": "5"})
 
+    async def on_os_error(_: Request, exc: Exception) -> JSONResponse:
+        message = disk_full_message(exc)
+        if message is None:
+            raise exc  # any other failure: the server's usual 500, logged with its traceback
+        log.error("%s", message)
+        return JSONResponse({"detail": public_text(message), "error": "DiskFull"}, status_code=507)
+
+    app.add_exception_handler(OSError, on_os_error)
+    app.add_exception_handler(sqlite3.OperationalError, on_os_error)
     app.add_exception_handler(TooManyWaits, on_too_many_waits)
     app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(RequestValidationError, on_validation)
@@ -88,7 +108,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     for key, exc_type in errors.items():
 
         async def handler(_: Request, exc: Exception, status: int = statuses[key]) -> JSONResponse:
-            return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status)
+            detail = public_text(str(exc))
+            return JSONResponse({"detail": detail, "error": type(exc).__name__}, status_code=status)
 
         app.add_exception_handler(exc_type, handler)
 
@@ -165,6 +186,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
             ssr_mode=False,
             **mount_options,
         )
+        app.add_middleware(FileAccessMiddleware, services=services)  # innermost: sees the user
+        app.add_middleware(SessionBindingMiddleware, default_user="" if opts.auth else ANONYMOUS)
 
     if opts.cors_origins:
         app.add_middleware(

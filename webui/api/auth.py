@@ -13,7 +13,9 @@ UI, websockets), so no route can be reached without one of the configured users.
 Passwords are compared in constant time. After a failed login, further guesses from that address or
 at that user name get 429 (Retry-After) before they are evaluated, for a delay that doubles per failure
 (webui.api.throttle). `/logout-sfumato` ends the session and clears the cookie. A cross-site POST to the
-login page (login CSRF) and a cross-site logout (GET or POST) get 403 (webui.api.security).
+login page (login CSRF) and a cross-site logout (GET or POST) get 403 (webui.api.security). CORS
+preflights from a --cors-allow-origins origin pass without a login (browsers send none on them): the
+CORS middleware answers them and no route runs.
 """
 
 from __future__ import annotations
@@ -66,11 +68,20 @@ def parse_users(spec: str, flag: str) -> dict[str, str]:
     return users
 
 
+AUTH_ENV = "SFUMATO_AUTH"  # user:pass entries, so they need not appear in the process list
+
+
 def users_from_flags(
-    api_auth: str | None, gradio_auth: str | None, gradio_auth_path: str | None
+    api_auth: str | None,
+    gradio_auth: str | None,
+    gradio_auth_path: str | None,
+    env_auth: str | None = None,
 ) -> dict[str, str]:
-    """The union of the users of all three flags (one login scheme for the whole server)."""
+    """The union of the users of all three flags and of the SFUMATO_AUTH environment variable's value
+    (`env_auth`): one login scheme for the whole server."""
     users: dict[str, str] = {}
+    if env_auth:
+        users.update(parse_users(env_auth, AUTH_ENV))
     if gradio_auth_path:
         path = Path(gradio_auth_path).expanduser()
         try:
@@ -218,6 +229,9 @@ class BasicAuthMiddleware:
         if scope["type"] == "http" and path in (LOGIN_PATH, LOGOUT_PATH):
             await self._login_route(scope, receive, send, client)
             return
+        if self._allowed_preflight(scope):  # browsers never send credentials on a CORS preflight
+            await self.app(scope, receive, send)
+            return
         header = header_of(scope, b"authorization")
         if header is None:
             user = self.sessions.user(cookies_of(scope).get(COOKIE_NAME))
@@ -239,6 +253,17 @@ class BasicAuthMiddleware:
         state = dict(scope.get("state") or {})
         state[USER_STATE_KEY] = user
         await self.app({**scope, "state": state}, receive, send)
+
+    def _allowed_preflight(self, scope: Scope) -> bool:
+        """A CORS preflight (OPTIONS with Access-Control-Request-Method) from a --cors-allow-origins
+        origin: answered by the CORS middleware below, which runs no route."""
+        from webui.api.security import normalize_origin
+
+        if scope["type"] != "http" or scope.get("method") != "OPTIONS" or not self.allowed:
+            return False
+        if header_of(scope, b"access-control-request-method") is None:
+            return False
+        return normalize_origin(header_of(scope, b"origin") or "") in self.allowed
 
     async def _login_route(self, scope: Scope, receive: Receive, send: Send, client: str) -> None:
         from webui.api.security import cross_site_reason

@@ -65,7 +65,9 @@ def open_image(raw: bytes, field: str, *, max_pixels: int) -> Image.Image:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # beyond Pillow's own limit
         raise RequestError(field, f"image refused as too large to decode safely: {e}") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError as e:
+        raise RequestError(field, "is not a readable image (send a PNG, JPEG, WebP, BMP or GIF file)") from e
+    except (OSError, SyntaxError, ValueError) as e:
         raise RequestError(field, f"is not a readable image: {e}") from e
     return image
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from webui.api.redact import public_text
 from webui.core.outputs.infotext import parse_infotext
 
 # Infotext keys that have their own entry in A1111's `info`; the rest go to extra_generation_params.
@@ -90,7 +91,7 @@ def job_json(info: Any) -> dict[str, Any]:
         "model_title": info.model_title,
         "interrupted": info.interrupted,
         "warnings": list(info.warnings),
-        "error": info.error,
+        "error": public_text(info.error),
         "attempts": info.attempts,
         "request": info.request,
     }

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from webui.api import adapters, images, model_lists
 from webui.api.auth import scope_user
 from webui.api.jobview import a1111_info, a1111_progress, result_roots, safe_result_path
+from webui.api.redact import public_text
 from webui.api.roles import require_admin
 from webui.api.schemas import A1111Img2Img, A1111Processing, A1111Txt2Img, to_request
 from webui.api.scripts import find_script, run_script, script_values
@@ -166,8 +167,9 @@ async def _generate(
             status_code=504,
         )
     if info.state.value == "failed":
+        error = public_text(info.error)
         return JSONResponse(
-            {"error": "GenerationFailed", "detail": info.error, "errors": info.error, "job": info.id},
+            {"error": "GenerationFailed", "detail": error, "errors": error, "job": info.id},
             status_code=500,
         )
     encoded, first = await waits.work(_result_images, services, info, payload)

@@ -5,6 +5,9 @@ refuse foreign or `null` Origins. So every state-changing request (POST, PUT, PA
 websocket whose `Origin` is present but neither this server's own nor allowed by --cors-allow-origins,
 or whose `Sec-Fetch-Site` is `cross-site`, gets 403. Clients that send no Origin (curl, Python) pass.
 Bodies larger than the limit get 413: at once from Content-Length, else while they stream in.
+CORS answers only allowed origins: Gradio reflects any `http://localhost:*` Origin (and on a LAN any
+Origin at all) into `Access-Control-Allow-Origin` with credentials, so every `Access-Control-*` header
+is dropped from answers to a request whose Origin is neither this server's own nor allowed.
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ class SecurityMiddleware:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
+        if not self.origin_allowed(scope):
+            send = _without_cors(send)
         length = _headers(scope).get("content-length")
         if length is not None:
             if not length.strip().isdigit():
@@ -109,6 +114,15 @@ class SecurityMiddleware:
                 await _json(send, 413, {"detail": f"request body too large (limit {self.max_body} bytes)"})
                 return
         await self._limited(scope, receive, send)
+
+    def origin_allowed(self, scope: Scope) -> bool:
+        """True without an Origin, or for this server's own origin or an allowed one."""
+        headers = _headers(scope)
+        origin = headers.get("origin")
+        if origin is None:
+            return True
+        normal = normalize_origin(origin)
+        return normal is not None and (normal == own_origin(scope, headers) or normal in self.allowed)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen = 0
@@ -135,6 +149,18 @@ class SecurityMiddleware:
             if started:
                 raise
             await _json(send, 413, {"detail": e.detail})
+
+
+def _without_cors(send: Send) -> Send:
+    async def filtered(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                (k, v) for k, v in message.get("headers", []) if not k.lower().startswith(b"access-control-")
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return filtered
 
 
 async def _json(send: Send, status: int, content: Any) -> None:

@@ -39,6 +39,8 @@ class ServerOptions:
     events_poll: float = 15.0  # long-poll slice of the SSE stream
     max_waits_per_user: int = 64  # blocking /sdapi calls one user may have waiting at once (429 beyond)
     forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For is trusted; None: none
+    header_timeout: float = 10.0  # seconds a request's headers may take to arrive (--header-timeout)
+    body_timeout: float = 30.0  # seconds between two pieces of a request body (--body-timeout)
     max_job_work: float = DEFAULT_MAX_JOB_WORK  # the largest job, megapixel-steps; 0: no limit
     max_queued_per_user: int = 50  # jobs one user may have waiting (--max-queued-per-user); 0: no limit
     cmd_flags: Mapping[str, Any] = field(default_factory=dict)  # every flag, secrets redacted

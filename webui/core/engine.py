@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from webui.core import families
 from webui.core.config import AppConfig
@@ -132,6 +133,9 @@ class _Run:
     outputs: OutputOptions  # where and how images are written (the saving settings)
 
 
+R = TypeVar("R", bound=GenerationRequest)
+
+
 class Engine:
     """Runs requests. `hooks` are the extensions' entry points (see webui.core.extension_points)."""
 
@@ -148,6 +152,40 @@ class Engine:
         self.styles = StyleStore(config.styles_path)
         self.loras = LoraLibrary(config.lora_dirs, config.cache_dir / "hashes.sqlite", hashing=config.hashing)
         self.network_cache = NetworkCache()
+
+    def check(self, request: GenerationRequest | extras.ExtrasRequest) -> None:
+        """RequestError for whatever `run` would refuse before any work (a bad field, an unknown style,
+        a template an extension cannot read, a model that is gone): called when a job is submitted, so
+        such a request is refused at once rather than failing once its turn comes. Problems extensions
+        report are left for the run to report."""
+        if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
+            request.validate(self.samplers)
+            return
+        request.validate(self.samplers)
+        try:
+            self._prepare(request)
+        finally:
+            self.hooks.take_problems()
+
+    def _prepare(self, request: R) -> tuple[R, str, str]:
+        """The request as the extensions hand it on, checked, and its prompts with styles applied."""
+        request = self.hooks.request_received(request)
+        request.validate(self.samplers)
+        if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+            hires.check_upscaler(request.hr_upscaler, self.hooks.image_upscalers())
+        prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, request.styles)
+        try:
+            named = {"checkpoint": self.manager.resolve(request.checkpoint) if request.checkpoint else None}
+            named["vae"] = self.manager.resolve_vae(request.vae)
+        except ModelNotFound as e:
+            raise RequestError("vae" if e.kind == "VAE" else "checkpoint", str(e)) from e
+        if request.checkpoint is None or request.checkpoint == "":
+            self.manager.resolve(None)  # some checkpoint exists (which one loads is the loader's choice)
+        for field, file in named.items():
+            if file is not None and not file.path.exists():
+                gone = f"{file.name!r} is no longer in its models folder (deleted or moved); choose another"
+                raise RequestError(field, gone)
+        return request, prompt, negative
 
     def run(
         self,
@@ -169,21 +207,12 @@ class Engine:
             return self._run_extras(request, progress, cancel, on_image, outputs)
         if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
             raise TypeError(f"cannot run a {type(request).__name__}")
-        request = self.hooks.request_received(request)
+        request, prompt, negative = self._prepare(request)
         samplers = self.samplers
-        request.validate(samplers)
-        if isinstance(request, Txt2ImgRequest) and request.enable_hr:
-            hires.check_upscaler(request.hr_upscaler, self.hooks.image_upscalers())
         sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler)
-        prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, request.styles)
         rng = random.Random()
         seed = noise_mod.resolve_seed(request.seed, rng)
         subseed = noise_mod.resolve_seed(request.subseed, rng)
-        try:
-            self.manager.resolve(request.checkpoint)
-            self.manager.resolve_vae(request.vae)
-        except ModelNotFound as e:
-            raise RequestError("vae" if e.kind == "VAE" else "checkpoint", str(e)) from e
         networks = plan_prompt(prompt, self.loras)  # a bad <lora:x:w> weight fails here, before any work
         if networks.messages:  # a LoRA not found may have been added since the folders were listed
             self.loras.refresh()

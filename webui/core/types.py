@@ -120,6 +120,8 @@ class GenerationRequest:
         _finite("s_noise", self.s_noise, 0.0, 10.0)
         _finite("s_churn", self.s_churn, 0.0, 100.0)
         _int("eta_noise_seed_delta", self.eta_noise_seed_delta, 0, MAX_SEED)
+        if not isinstance(self.save_images, bool):
+            raise RequestError("save_images", f"must be true or false, got {self.save_images!r}")
         from webui.core.sampling.catalog import BUILTIN
         from webui.core.sampling.samplers import UnknownSampler
 

@@ -6,16 +6,26 @@ with --enable-insecure-extension-access. Git runs as a subprocess on the URL the
 shell, with prompts off and the `ext::` transport (which runs commands) forbidden. A clone lands in a
 hidden temporary folder and is renamed into `<data dir>/extensions/<name>` only once it has a valid
 extension.toml, so a failed install leaves nothing behind.
+
+A network URL (http(s)://, git://, ssh://, user@host:path) whose host resolves to a loopback, private,
+link-local or otherwise non-public address is refused before git runs (no requests to internal
+services through the server), with one message whatever is listening there; for http(s) git is then
+pinned to the address that was checked (curl's resolve list) and follows no redirects, so neither a
+second lookup nor a redirect can turn inward.
+Local repositories (file://) stay allowed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from webui.core.config import AppConfig
 from webui.plugins.manifest import MANIFEST_NAME, ManifestError, parse_manifest
@@ -55,9 +65,60 @@ def check_access(config: AppConfig, *, share: bool = False, insecure_access: boo
         )
 
 
-def _git(args: list[str], cwd: Path | None = None) -> str:
+def is_public(address: str) -> bool:
+    """True for a globally routable address (not loopback, private, link-local, reserved, ...)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def url_host(url: str) -> tuple[str, int | None, str] | None:
+    """(host, port, scheme) of a network git URL; None for file:// (a local repository)."""
+    scp = re.match(r"^[\w.-]+@([\w.-]+):", url)
+    if scp and "://" not in url:
+        return scp.group(1), 22, "ssh"
+    parts = urlsplit(url)
+    if parts.scheme in ("file", ""):  # a local repository
+        return None
+    try:
+        port = parts.port
+    except ValueError as e:
+        raise InstallError(f"bad port in {url!r}") from e
+    if not parts.hostname:
+        raise InstallError(f"no host in {url!r}")
+    return parts.hostname, port, parts.scheme
+
+
+def checked_address(url: str) -> tuple[str, int, str] | None:
+    """(host, port, address) the URL's host resolves to, all addresses public; InstallError otherwise.
+    None for a local repository."""
+    found = url_host(url)
+    if found is None:
+        return None
+    host, port, scheme = found
+    port = port or {"https": 443, "http": 80, "git": 9418, "ssh": 22}.get(scheme, 443)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise InstallError(f"cannot resolve the host {host!r} of {url}") from e
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses or not all(is_public(a) for a in addresses):
+        raise InstallError(
+            f"refused: {host!r} is a local or private address (loopback, LAN, link-local); extensions "
+            "are installed from public hosts or from a local folder (file://)"
+        )
+    return host, port, addresses[0]
+
+
+def _git(args: list[str], cwd: Path | None = None, pin: tuple[str, int, str] | None = None) -> str:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "GIT_CONFIG_NOSYSTEM": "1"}
-    cmd = ["git", "-c", "protocol.ext.allow=never", *args]
+    cmd = ["git", "-c", "protocol.ext.allow=never", "-c", "http.followRedirects=false"]
+    if pin is not None:
+        host, port, address = pin
+        shown = f"[{address}]" if ":" in address else address
+        cmd += ["-c", f"http.curloptResolve={host}:{port}:{shown}"]
+    cmd += args
     try:
         done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=GIT_TIMEOUT_S)
     except FileNotFoundError as e:
@@ -91,6 +152,7 @@ def install_from_git(
         raise InstallError(
             f"not a git URL: {url!r} (expected https://, ssh://, git://, file:// or user@host:path)"
         )
+    pin = checked_address(url)
     folder = name or folder_name_for(url)
     if not _FOLDER.match(folder):
         raise InstallError(f"cannot use {folder!r} as a folder name; give a name (letters, digits, _ . -)")
@@ -112,7 +174,8 @@ def install_from_git(
                 "--",
                 url,
                 str(temp / "repo"),
-            ]
+            ],
+            pin=pin,
         )
         try:
             parse_manifest(temp / "repo" / MANIFEST_NAME, "user", target)
@@ -131,7 +194,8 @@ def update(config: AppConfig, folder: Path, *, share: bool = False, insecure_acc
     folder = folder.resolve()
     if folder.parent != root or not (folder / ".git").exists():
         raise InstallError(f"{folder} is not a git-installed extension under {root}")
-    _git(["pull", "--ff-only"], cwd=folder)
+    pin = checked_address(_git(["config", "--get", "remote.origin.url"], cwd=folder))
+    _git(["pull", "--ff-only"], cwd=folder, pin=pin)
     return _git(["rev-parse", "HEAD"], cwd=folder)
 
 

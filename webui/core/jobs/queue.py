@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,7 @@ class _Running:
     shutdown: bool = False
     saved_at: float = 0.0
     saved_batch: int = 0
+    earlier: tuple[JobImage, ...] = ()  # images of an attempt cut short (kill -9, shutdown), not yet re-made
 
     def info(self) -> JobInfo:
         return dataclasses.replace(self.base, progress=self.progress, images=self.images)
@@ -144,7 +145,7 @@ class JobQueue:
     # --- submitting and reading
 
     def submit(self, request: JobRequest, owner: str) -> JobInfo:
-        request.validate(self.engine.samplers)
+        self.engine.check(request)  # refused now, not when its turn comes
         check_work(request, self.max_job_work)
         kind = kind_of(request)
         if not isinstance(owner, str):
@@ -208,6 +209,15 @@ class JobQueue:
         rows = self._store.recent(owner, limit)
         order = self._store.queue_order() if any(r.state is JobState.QUEUED for r in rows) else []
         return [self._info(r, order) for r in rows]
+
+    def file_owner(self, path: Path) -> str | None:
+        """Who owns a result or input file: the owner of the job whose folder (under files_dir) holds it,
+        or of the job that recorded it as an image or grid; None when no job does."""
+        files = self.files_dir.resolve()
+        if path.is_relative_to(files) and path != files:
+            row = self._store.get(path.relative_to(files).parts[0])
+            return None if row is None else row.owner
+        return self._store.owner_of_file(str(path))
 
     def running(self) -> JobInfo | None:
         with self._cond:
@@ -329,7 +339,8 @@ class JobQueue:
                     return None
                 row = self._store.claim_next()
                 if row is not None:
-                    self._current = _Running(self._info(row, []))
+                    info = self._info(row, [])
+                    self._current = _Running(info, earlier=info.images)
                     return self._current
                 self._cond.wait(2.0)  # woken by submit/close; the timeout also sees jobs other processes add
 
@@ -383,10 +394,15 @@ class JobQueue:
         else:
             state = JobState.DONE
         progress = run.progress
+        images = outcome.images
         if state is JobState.DONE:
             progress = dataclasses.replace(progress, fraction=1.0, eta=0.0)
+            self._remove_files(run.earlier)  # superseded by this complete run
+        else:
+            images = (*images, *run.earlier)  # not re-made: kept, and listed
+        run.earlier = ()
         result = {
-            "images": [i.to_json() for i in outcome.images],
+            "images": [i.to_json() for i in images],
             "grid_path": outcome.grid_path,
             "model_title": outcome.model_title,
             "interrupted": outcome.interrupted,
@@ -395,6 +411,17 @@ class JobQueue:
         with self._cond:
             self._current = None
         self._events.append(job_id, state.value, self.get(job_id))
+
+    def _remove_files(self, images: Sequence[JobImage]) -> None:
+        """Delete the files of an earlier attempt's images (only inside the outputs or the job files)."""
+        roots = [self.engine.config.outputs_dir.resolve(), self.files_dir.resolve()]
+        for image in images:
+            path = Path(image.path).resolve()
+            if any(path.is_relative_to(root) for root in roots):
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as e:
+                    log.warning("cannot remove an earlier attempt's image %s: %s", path, e)
 
 
 class _Reporter:
@@ -415,5 +442,17 @@ class _Reporter:
     def images(self, images: Any) -> None:
         run = self.run
         run.images = tuple(images)
-        self.queue._store.set_result(run.base.id, {"images": [i.to_json() for i in run.images]})
+        # an image made again (same seed; same subseed too when variations are on) replaces the earlier
+        # attempt's copy: one file, not two
+        variations = bool(run.base.request.get("subseed_strength"))
+
+        def key(i: JobImage) -> tuple[int, int]:
+            return (i.seed, i.subseed if variations else 0)
+
+        made = {key(i) for i in run.images}
+        again = [i for i in run.earlier if key(i) in made]
+        run.earlier = tuple(i for i in run.earlier if key(i) not in made)
+        listed = [i.to_json() for i in (*run.images, *run.earlier)]  # nothing unlisted if killed now
+        self.queue._store.set_result(run.base.id, {"images": listed})
+        self.queue._remove_files([i for i in again if i.path not in {n.path for n in run.images}])
         self.queue._events.append(run.base.id, "image", run.info())

@@ -8,6 +8,8 @@ in the `meta` table; a file written by a newer version is refused rather than mi
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import sqlite3
 import threading
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from webui.core.disk import disk_full_message
 from webui.core.jobs.fairness import fair_order
 from webui.core.jobs.info import JobState
 
@@ -106,13 +109,20 @@ class JobStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (taken at once, so reads inside it see what it will change)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                if disk_full_message(e) is None:
+                    raise
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise OSError(errno.ENOSPC, "database or disk is full", str(self.path)) from e
 
     def close(self) -> None:
         with self._lock:
@@ -137,6 +147,17 @@ class JobStore:
         with self._lock:
             rows = self._db.execute(sql, (*args, max(int(limit), 0))).fetchall()
         return [_row(r) for r in rows]
+
+    def owner_of_file(self, path: str) -> str | None:
+        """The owner of the job that recorded `path` as one of its images or its grid, else None."""
+        sql = (
+            "SELECT owner FROM jobs WHERE json_extract(result, '$.grid_path') = ?1 "
+            "OR EXISTS (SELECT 1 FROM json_each(jobs.result, '$.images') AS i "
+            "WHERE json_extract(i.value, '$.path') = ?1) ORDER BY seq DESC LIMIT 1"
+        )
+        with self._lock:
+            row = self._db.execute(sql, (path,)).fetchone()
+        return None if row is None else str(row[0])
 
     def count(self, state: JobState, owner: str | None = None) -> int:
         """How many jobs are in `state` (of `owner` only, when given)."""
@@ -173,7 +194,8 @@ class JobStore:
             )
 
     def claim_next(self, now: float | None = None) -> JobRow | None:
-        """Start the next job in fair order: queued -> running, attempts + 1, earlier results cleared."""
+        """Start the next job in fair order: queued -> running, attempts + 1. Images an earlier attempt
+        recorded stay listed (the queue replaces them as the run makes them again)."""
         with self._write() as db:
             order = self._order(db)
             if not order:
@@ -181,7 +203,7 @@ class JobStore:
             run_seq = int(db.execute("SELECT COALESCE(MAX(run_seq), 0) + 1 FROM jobs").fetchone()[0])
             db.execute(
                 "UPDATE jobs SET state='running', started=?, run_seq=?, attempts=attempts+1, "
-                "progress='{}', result='{}', error=NULL WHERE id=?",
+                "progress='{}', error=NULL WHERE id=?",
                 (time.time() if now is None else now, run_seq, order[0]),
             )
             row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (order[0],)).fetchone()
@@ -243,10 +265,11 @@ class JobStore:
         return cur.rowcount == 1
 
     def requeue(self, job_id: str) -> bool:
-        """running -> queued, not counted as an attempt (the worker was stopped by a clean shutdown)."""
+        """running -> queued, not counted as an attempt (the worker was stopped by a clean shutdown); the
+        images it made stay listed until the re-run makes them again."""
         with self._write() as db:
             cur = db.execute(
-                "UPDATE jobs SET state='queued', started=NULL, progress='{}', result='{}', "
+                "UPDATE jobs SET state='queued', started=NULL, progress='{}', "
                 "attempts=MAX(attempts-1, 0) WHERE id=? AND state='running'",
                 (job_id,),
             )

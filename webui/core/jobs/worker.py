@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
+from webui.core.disk import disk_full_message
 from webui.core.engine import Engine, JobProgress
 from webui.core.jobs.codec import JobRequest
 from webui.core.jobs.info import JobImage, JobProgressInfo
@@ -128,7 +129,11 @@ def execute(
         error = str(e)
     except Exception as e:
         oom = is_out_of_memory(e)
-        if oom:
+        full = disk_full_message(e)
+        if full is not None:
+            log.error("job failed: %s", full)
+            error = full
+        elif oom:
             error = f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         else:
             log.exception("job failed")

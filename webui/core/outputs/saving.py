@@ -174,6 +174,11 @@ def _write_temp(image: Image.Image, folder: Path, pil_format: str, options: dict
             image.save(file, format=pil_format, **options)
             file.flush()
             os.fsync(file.fileno())
+    except OSError as e:
+        temp.unlink(missing_ok=True)
+        if e.filename is None:  # a failed write names no file: say which folder (a full disk)
+            raise OSError(e.errno, e.strerror, str(folder)) from e
+        raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
