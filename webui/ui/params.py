@@ -39,7 +39,6 @@ _FLOAT_KEYS = {
     "Denoising strength": "denoising_strength",
     "Hires upscale": "hr_scale",
     "Noise multiplier": "initial_noise_multiplier",
-    "Distilled CFG Scale": "distilled_cfg_scale",  # Forge's, Flux dev
 }
 _TEXT_KEYS = {
     "Hires upscaler": "hr_upscaler",

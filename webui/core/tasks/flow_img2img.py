@@ -95,6 +95,7 @@ def run_flow_img2img(
     on_progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     preview_every: int = 0,
+    per_image: bool = True,
 ) -> torch.Tensor:
     """Denoise `init_latents` (B, C, h, w; from `encode_init`) from the step `strength` picks.
 
@@ -138,4 +139,5 @@ def run_flow_img2img(
         on_progress=on_progress,
         cancel=cancel,
         preview_every=preview_every,
+        per_image=per_image,
     )
