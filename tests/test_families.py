@@ -106,7 +106,7 @@ def test_flow_family_facts_match_the_loader(arch: str) -> None:
     assert (fam.latent.scaling_factor, fam.latent.shift_factor) == (scale, shift)
     assert fam.latent.channels == 16 and len(fam.latent.preview_rgb) == 16
     assert fam.latent.size_multiple == 16 and fam.prediction_type == "flow"
-    assert arch in flow_loader.SCHEDULERS and fam.tasks == ("txt2img",)
+    assert arch in flow_loader.SCHEDULERS and set(fam.tasks) == {"txt2img", "img2img", "inpaint", "hires"}
     assert fam.text.t5_length == (512 if arch == "flux-dev" else 256)
     assert fam.distilled_guidance == (fam.defaults.distilled_cfg_scale is not None)
     assert [e.component for e in fam.text.encoders] == [
