@@ -144,13 +144,8 @@ SPECS: Mapping[str, SettingSpec] = _specs(
 )
 # Settings that are the defaults of request fields: the studio's tabs and the A1111 API use them when a
 # request leaves the field out (as A1111 reads its opts); the native jobs API takes requests as sent.
-_REQUEST_DEFAULTS = {
-    "s_churn": "s_churn",
-    "s_tmin": "s_tmin",
-    "s_noise": "s_noise",
-    "eta_noise_seed_delta": "eta_noise_seed_delta",
-    "initial_noise_multiplier": "initial_noise_multiplier",
-}
+# (each has the request field's name; s_tmax and eta_ddim need a translation, below)
+_REQUEST_DEFAULTS = ("s_churn", "s_tmin", "s_noise", "eta_noise_seed_delta", "initial_noise_multiplier")
 
 
 def request_defaults(
@@ -159,8 +154,8 @@ def request_defaults(
     """The request fields (among `fields`) the stored settings give when a request leaves them out:
     sigma churn/tmin/tmax/noise, ENSD, img2img's noise multiplier, and eta for DDIM (`eta_ddim`)."""
     out: dict[str, Any] = {}
-    for name, key in _REQUEST_DEFAULTS.items():
-        value = get(key)
+    for name in _REQUEST_DEFAULTS:
+        value = get(name)
         if name in fields and value is not None:
             out[name] = value
     tmax = get("s_tmax")
@@ -172,7 +167,7 @@ def request_defaults(
     return out
 
 
-REQUEST_DEFAULT_SETTINGS = frozenset({*_REQUEST_DEFAULTS.values(), "s_tmax", "eta_ddim"})
+REQUEST_DEFAULT_SETTINGS = frozenset({*_REQUEST_DEFAULTS, "s_tmax", "eta_ddim"})
 MAX_UNKNOWN_KEY_CHARS = 200
 # Keys Sfumato does not use are kept for A1111 clients that write them back, within bounds: a client
 # cannot grow config.json without end (the count and the JSON size of all unknown values together).
