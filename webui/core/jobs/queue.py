@@ -135,7 +135,7 @@ class JobQueue:
                 with self._cond:
                     if self._current is not None:
                         self._current.shutdown = True
-                        self._current.token.interrupt()
+                        self._current.token.interrupt(keep_partial=False)  # it runs again
                 thread.join(timeout)
             if thread.is_alive():
                 log.error("the job worker did not stop within %.0f s; leaving the store open", 2 * timeout)
