@@ -235,6 +235,7 @@ def test_a_bearer_key_works_is_shown_once_and_revoked_gets_401(srv: Running) -> 
             job = r.json()["id"]
             assert srv.services.queue.get(job).owner == "alice"
             assert script.get(f"/api/v1/jobs/{job}/events", timeout=120).status_code == 200
+            assert alice.get("/api/v1/keys").json()["keys"][0]["last_used"] is not None
             assert alice.delete(f"/api/v1/keys/{made['id']}").status_code == 200
             r = script.get("/api/v1/me")
             assert r.status_code == 401
@@ -391,3 +392,46 @@ def test_the_old_flags_still_work_with_keys_kept_in_the_cache(tiny_data_dir: Pat
         assert made["id"] in stored and made["key"] not in stored
         r = ann.post("/api/v1/users", json={"name": "x", "password": "x-pass-1234"})
         assert r.status_code == 409 and "--users-file" in r.text
+
+
+# -- the pieces ----------------------------------------------------------------------------------------
+
+
+def test_password_hashes_are_salted_scrypt_and_absurd_parameters_are_refused() -> None:
+    from webui.api.passwords import is_hash, verify_password
+
+    one, two = hash_password("same-password"), hash_password("same-password")
+    assert one != two and one.startswith("scrypt$16384$8$1$") and "same-password" not in one
+    assert verify_password("same-password", one) and not verify_password("same-passwore", one)
+    salt, key = one.split("$")[4:]
+    for bad in (
+        f"scrypt$1073741824$8$1${salt}${key}",
+        f"scrypt$1000$8$1${salt}${key}",
+        "plain",
+        "",
+        "scrypt$$$$$",
+    ):
+        assert not is_hash(bad) and not verify_password("same-password", bad), bad
+
+
+def test_concurrent_edits_of_the_users_file_lose_nothing(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "users.json"
+    hashed = hash_password("shared-pass-1")
+
+    def add(n: int) -> None:
+        uf.update(path, lambda d: uf.add_user(d, f"u{n}", "user", hashed))
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(uf.read(path).users) == sorted(f"u{n}" for n in range(8))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(uf.UsersFileError, match="user 'u1' already exists"):
+        uf.update(path, lambda d: uf.add_user(d, "u1", "user", hashed))
+    for reserved in ("anonymous", "browser-abc", "a:b", ""):
+        with pytest.raises(uf.UsersFileError, match="user name"):
+            uf.check_name(reserved)

@@ -268,7 +268,7 @@ class BasicAuthMiddleware:
                 await self._too_many(scope, send, wait)
                 return
             if token is not None:  # an API key: a wrong one counts against the address
-                user = self.accounts.check_key(token)
+                user = await anyio.to_thread.run_sync(self.accounts.check_key, token, limiter=self._hashing)
                 if user is None:
                     self._throttle.failure(client, "")
             else:
