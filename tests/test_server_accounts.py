@@ -346,7 +346,12 @@ def test_the_cli_changes_a_running_server_and_takes_no_password_arguments(
     listed = cli("keys", "cliuser").stdout
     assert "cron" in listed and key not in listed
     assert "cliuser\tviewer" in cli("list").stdout
+    browser = httpx.Client(base_url=srv.url, transport=httpx.HTTPTransport(local_address="127.0.0.48"))
+    r = browser.post(LOGIN_PATH, data={"username": "cliuser", "password": "cli-user-pass-1", "next": "/"})
+    assert r.status_code == 303 and browser.get("/api/v1/me").status_code == 200
     assert cli("--password-stdin", "passwd", "cliuser", stdin="cli-user-pass-2\n").returncode == 0
+    assert browser.get("/api/v1/me").status_code == 401  # a new password ends the sessions
+    browser.close()
     with srv.client(auth=("cliuser", "cli-user-pass-2")) as c:
         assert c.get("/api/v1/me").status_code == 200
     assert cli("remove", "cliuser").returncode == 0

@@ -112,7 +112,7 @@ def run(ns: argparse.Namespace, out: object = sys.stdout) -> int:
             raise uf.UsersFileError(f"user {ns.name!r} not found")
         hashed = hash_password(read_password(ns))
         uf.update(path, lambda d: uf.set_password(d, ns.name, hashed))
-        say(f"password of {ns.name} changed (sessions already open stay open until they end)")
+        say(f"password of {ns.name} changed (a running server ends their login sessions)")
     elif cmd == "set-role":
         uf.update(path, lambda d: uf.set_role(d, ns.name, ns.role))
         say(f"{ns.name} is now {ns.role}")

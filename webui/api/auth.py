@@ -236,7 +236,7 @@ class BasicAuthMiddleware:
         self.realm = realm
         self.sessions = sessions or SessionStore(None, SESSION_SECONDS)
         self.allowed = frozenset(o for o in (normalize_origin(x) for x in allowed_origins) if o)
-        self._throttle = LoginThrottle(delay, delay_max, protected=self.accounts.names())
+        self._throttle = LoginThrottle(delay, delay_max, is_user=self.accounts.exists)
         self._hashing = anyio.CapacityLimiter(HASHING_THREADS)  # scrypt off the loop, never all threads
 
     async def _check_password(self, user: str, password: str) -> str | None:
@@ -258,6 +258,7 @@ class BasicAuthMiddleware:
             return
         header = header_of(scope, b"authorization")
         if header is None:
+            self.accounts.refresh()  # a users file changed on disk first: who it logged out is out here too
             user = self.sessions.user(cookies_of(scope).get(COOKIE_NAME))
             user = user if user is not None and self.accounts.exists(user) else None
         else:
