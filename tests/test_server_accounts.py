@@ -440,3 +440,29 @@ def test_concurrent_edits_of_the_users_file_lose_nothing(tmp_path: Path) -> None
     for reserved in ("anonymous", "browser-abc", "a:b", ""):
         with pytest.raises(uf.UsersFileError, match="user name"):
             uf.check_name(reserved)
+
+
+def _page_load(c: httpx.Client, session: str) -> tuple[dict[str, Any], list[Any]]:
+    """The studio's page-load event as this client's user: (config, its outputs)."""
+    config = c.get("/config").json()
+    index = next(i for i, d in enumerate(config["dependencies"]) if any(t[1] == "load" for t in d["targets"]))
+    body = {"fn_index": index, "data": [], "session_hash": session, "event_data": None}
+    r = c.post("/gradio_api/run/predict", json=body)
+    assert r.status_code == 200, r.text
+    return config, list(zip(config["dependencies"][index]["outputs"], r.json()["data"], strict=True))
+
+
+def test_the_accounts_tab_is_shown_to_admins_only(srv: Running) -> None:
+    for name, shown in (("root", True), ("alice", False), ("vera", False)):
+        with login(srv, name) as c:
+            config, outputs = _page_load(c, f"{name}-load")
+            tab = next(
+                b["id"] for b in config["components"] if b.get("props", {}).get("elem_id") == "tab_accounts"
+            )
+            table = next(
+                b["id"] for b in config["components"] if b.get("props", {}).get("elem_id") == "accounts_users"
+            )
+            values = dict(outputs)
+            assert values[tab].get("visible") is shown, (name, values[tab])
+            rows = json.dumps(values[table])
+            assert ("alice" in rows) is shown and ("scrypt" not in rows)
