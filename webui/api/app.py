@@ -37,6 +37,7 @@ from webui.api.gradio_sessions import SessionBindingMiddleware
 from webui.api.hosts import HostCheckMiddleware, HostPolicy
 from webui.api.identity import BrowserIdentityMiddleware, identity_secret
 from webui.api.redact import public_text
+from webui.api.request_errors import request_error_response
 from webui.api.security import SecurityMiddleware
 from webui.api.services import ANONYMOUS, Services
 from webui.api.sessions import SESSIONS_FILE, SessionStore
@@ -52,18 +53,6 @@ def _jobs_errors() -> dict[str, type[Exception]]:
     from webui.core import jobs
 
     return {"full": jobs.QueueFull, "missing": jobs.JobNotFound, "denied": jobs.NotAllowed}
-
-
-def request_error_response(field: str, message: str) -> JSONResponse:
-    message = public_text(message) or ""
-    return JSONResponse(
-        {
-            "detail": [{"loc": ["body", *field.split(".")], "msg": message, "type": "value_error"}],
-            "error": f"{field}: {message}",
-            "field": field,
-        },
-        status_code=422,
-    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -20,7 +20,7 @@ from webui.api.extras_api import native_extras
 from webui.api.jobview import can_see, job_json, result_roots, safe_result_path
 from webui.api.roles import USER, needs
 from webui.api.schemas import native_request
-from webui.api.sdapi import caller, request_kinds
+from webui.api.sdapi import caller, check_modules, request_kinds
 from webui.api.services import Services
 from webui.api.waiting import Waiting
 from webui.core import types
@@ -79,6 +79,7 @@ def build_request(services: Services, body: SubmitBody) -> types.GenerationReque
         services.manager.resolve_vae(request.vae)
     except ModelNotFound as e:
         raise RequestError("vae", str(e)) from e
+    check_modules(services, request, "modules")
     return request
 
 

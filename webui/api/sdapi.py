@@ -20,6 +20,7 @@ from webui.api import adapters, images, model_lists
 from webui.api.auth import scope_user
 from webui.api.jobview import a1111_info, a1111_progress, result_roots, safe_result_path
 from webui.api.redact import public_text
+from webui.api.request_errors import request_error_response
 from webui.api.roles import ADMIN, USER, is_admin, needs, require_admin
 from webui.api.schemas import A1111Img2Img, A1111Processing, A1111Txt2Img, to_request
 from webui.api.scripts import find_script, run_script, script_values
@@ -98,11 +99,13 @@ def check_models(services: Services, request: types.GenerationRequest, payload: 
         check_upscaler(request.hr_upscaler, services.engine.hooks.image_upscalers())
 
 
-def check_modules(services: Services, request: types.GenerationRequest) -> None:
-    """`forge_additional_modules`: listed files (GET sd-modules), for a model that is assembled from them."""
+def check_modules(
+    services: Services, request: types.GenerationRequest, field: str = "forge_additional_modules"
+) -> None:
+    """The request's modules (A1111 API: `forge_additional_modules`; native: `modules`) are listed files
+    (GET sd-modules), for a model that is assembled from them."""
     if not request.modules:
         return
-    field = "forge_additional_modules"
     try:
         services.manager.resolve_modules(request.modules)
     except ModelNotFound as e:
@@ -166,6 +169,9 @@ async def _generate(
             {"error": "Timeout", "detail": f"job {info.id} is still {info.state.value}", "job": info.id},
             status_code=504,
         )
+    if info.state.value == "failed" and info.error_field:  # a bad value only the loaded model could see
+        message = (info.error or "").removeprefix(f"{info.error_field}: ")
+        return request_error_response(info.error_field, message)
     if info.state.value == "failed":
         error = public_text(info.error)
         return JSONResponse(
