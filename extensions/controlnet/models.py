@@ -1,0 +1,140 @@
+"""ControlNet files in models/ControlNet: listing with A1111 short hashes, and loading.
+
+Listing follows sd-webui-controlnet: every model file (and diffusers folder) under `models/ControlNet`,
+`annotators/` left out, titled `name [hash]` where the hash is A1111's legacy model hash (8 hex digits
+of the sha256 of 64 KiB read at offset 1 MiB: cheap, so nothing is cached). API clients send that
+title (`control_v11p_sd15_canny [d14c016b]`), the bare name, or "None".
+
+Loading reads the file safely (safetensors, or a pickle through `torch.load(weights_only=True)`),
+renames an original-layout file to diffusers' layout, builds the config from the tensors (and from the
+base model's UNet config when given) and fills a `ControlNetModel` created without weights, so a real
+1.4 GB ControlNet is never initialised at random first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from webui.plugins.api import CheckpointError, load_state_dict
+
+from .layout import ControlNetFileError, base_of, check_compatible, infer_config, to_diffusers
+
+FOLDER = "ControlNet"
+ANNOTATORS = "annotators"
+SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+_HASH_OFFSET = 0x100000
+_HASH_BYTES = 0x10000
+
+
+@dataclass(frozen=True)
+class ControlNetFile:
+    name: str  # the file name without its suffix (a folder's name)
+    path: Path  # the weights file
+    short_hash: str
+
+    @property
+    def title(self) -> str:
+        """What sd-webui-controlnet lists and clients send: `name [hash]`."""
+        return f"{self.name} [{self.short_hash}]"
+
+
+def legacy_hash(path: Path) -> str:
+    """A1111's old 8-digit model hash, which sd-webui-controlnet shows beside ControlNet names."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(_HASH_OFFSET)
+        h.update(f.read(_HASH_BYTES))
+    return h.hexdigest()[:8]
+
+
+def _folder_weights(folder: Path) -> Path | None:
+    """The weights file of a diffusers ControlNet folder (config.json beside it), if it is one."""
+    if not (folder / "config.json").is_file():
+        return None
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def list_models(models_dir: Path) -> list[ControlNetFile]:
+    """Every ControlNet under `models_dir/ControlNet`, sorted by name (case-insensitive)."""
+    root = models_dir / FOLDER
+    if not root.is_dir():
+        return []
+    out: list[ControlNetFile] = []
+    folders = {p.parent for p in root.rglob("config.json") if _folder_weights(p.parent) is not None}
+    for p in root.rglob("*"):
+        rel = p.relative_to(root).parts
+        if rel[0] == ANNOTATORS or any(f in p.parents for f in folders):
+            continue
+        if p in folders:
+            weights = _folder_weights(p)
+            assert weights is not None
+            out.append(ControlNetFile(p.name, weights, legacy_hash(weights)))
+        elif p.is_file() and p.suffix.lower() in SUFFIXES:
+            out.append(ControlNetFile(p.stem, p, legacy_hash(p)))
+    return sorted(out, key=lambda m: (m.name.lower(), m.title))
+
+
+def find_model(models: list[ControlNetFile], wanted: str) -> ControlNetFile:
+    """The model a unit names: `name [hash]`, `name`, or the hash alone. KeyError when none matches."""
+    wanted = wanted.strip()
+    for m in models:
+        if wanted in (m.title, m.name, m.short_hash):
+            return m
+    if wanted.endswith("]") and " [" in wanted:  # the same name with another hash: the file changed
+        name = wanted[: wanted.rindex(" [")]
+        for m in models:
+            if m.name == name:
+                return m
+    raise KeyError(wanted)
+
+
+def read_controlnet(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """(state dict in diffusers' layout, base family) of a ControlNet file; ControlNetFileError if it
+    is not one (or not a readable, safe file)."""
+    try:
+        sd = load_state_dict(path)
+    except CheckpointError as e:
+        raise ControlNetFileError(f"{path.name}: {e}") from e
+    try:
+        sd = to_diffusers(sd)
+    except ControlNetFileError as e:
+        raise ControlNetFileError(f"{path.name}: {e}") from e
+    return sd, base_of(sd)
+
+
+def load_controlnet(
+    path: Path,
+    unet_config: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Any:
+    """A diffusers `ControlNetModel` (eval mode) from a file; with `unet_config` (the base model's UNet
+    config) it is checked against that model and takes its attention heads."""
+    from diffusers import ControlNetModel
+
+    sd, base = read_controlnet(path)
+    try:
+        cfg = infer_config(sd, unet_config)
+    except (KeyError, StopIteration) as e:
+        raise ControlNetFileError(f"{path.name}: not a complete ControlNet ({e})") from e
+    if unet_config is not None:
+        check_compatible(cfg, base, unet_config, path.stem)
+    cls: Any = ControlNetModel
+    with torch.device("meta"):
+        model = cls(**cfg)
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ControlNetFileError(f"{path.name}: weights do not fit: {str(e).splitlines()[0]}") from e
+    model = model.to(device=device)
+    if dtype != torch.float32:  # (diffusers warns about any dtype passed to .to)
+        model = model.to(dtype=dtype)
+    return model.eval()

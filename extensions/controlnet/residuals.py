@@ -1,0 +1,169 @@
+"""The ControlNet residuals of one model call: a BEFORE_MODEL hook for the core's denoising loop.
+
+    for each active unit u:                       # weight != 0 and step/total in [start, end]
+        down_u, mid_u = controlnet_u(x, t, text, control image_u) * scales_u
+    inputs.extra += {down_block_additional_residuals: sum of down_u,
+                     mid_block_additional_residual: sum of mid_u}
+
+The UNet adds the residuals to its skip connections (diffusers' `down_block_additional_residuals`);
+several units are summed, as diffusers' MultiControlNet does. The control modes follow
+sd-webui-controlnet:
+
+- Balanced: every output scaled by the weight, on every row (cond and uncond), as diffusers'
+  StableDiffusionControlNetPipeline does (the parity test holds it to that);
+- My prompt is more important: "soft injection": output k of N (N-1 encoder outputs, then the middle
+  block) scaled by weight * 0.825^(N-1-k), so the shallow outputs act least, on every row;
+- ControlNet is more important: the same soft scales, and only on the conditional rows (the negative
+  prompt's rows get no residual, so guidance pushes towards the control). Only those rows go through
+  the ControlNet. (diffusers' `guess_mode` is similar but scales with logspace(-1, 0) instead.)
+
+The hook reads `state.step`, `state.total`, `state.uncond_rows` and `state.inputs` (a ModelInputs:
+sample, timestep, kwargs with encoder_hidden_states and SDXL's added_cond_kwargs, extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from webui.plugins.api import HookPoint
+
+from .images import control_tensor, pixel_perfect_resolution
+from .layout import ControlNetFileError
+from .models import ControlNetFile, find_model
+from .preprocess import AnnotatorUnavailable
+from .preprocess import run as run_preprocessor
+from .units import ControlMode, ControlUnit, UnitError
+
+SOFT_DECAY = 0.825
+DOWN = "down_block_additional_residuals"
+MID = "mid_block_additional_residual"
+
+
+@dataclass(frozen=True, eq=False)
+class ActiveUnit:
+    """A unit ready to run: its ControlNet and its control image at the generation size."""
+
+    unit: ControlUnit
+    model: Any  # diffusers ControlNetModel
+    image: torch.Tensor  # (1, 3, H, W), [0, 1] (-1: inpaint-masked pixels)
+    control_map: Image.Image  # the preprocessed map, for previews and "save detected map"
+
+
+def soft_scales(weight: float, outputs: int) -> list[float]:
+    """sd-webui-controlnet's soft-injection scales for `outputs` residuals (encoder ones, then middle)."""
+    return [weight * SOFT_DECAY ** float(outputs - 1 - k) for k in range(outputs)]
+
+
+@torch.no_grad()
+def unit_residuals(
+    active: ActiveUnit, inputs: Any, uncond_rows: int
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One unit's (down residuals, mid residual) for every row of `inputs`."""
+    unit = active.unit
+    rows = inputs.rows
+    cond_only = unit.control_mode is ControlMode.CONTROL and 0 < uncond_rows < rows
+    sub = inputs.select(range(uncond_rows, rows)) if cond_only else inputs
+    sample = sub.sample
+    image = active.image.to(device=sample.device, dtype=sample.dtype).repeat(sample.shape[0], 1, 1, 1)
+    balanced = unit.control_mode is ControlMode.BALANCED
+    down, mid = active.model(
+        sample,
+        sub.timestep,
+        encoder_hidden_states=sub.kwargs["encoder_hidden_states"],
+        controlnet_cond=image,
+        conditioning_scale=unit.weight if balanced else 1.0,
+        added_cond_kwargs=sub.kwargs.get("added_cond_kwargs"),
+        return_dict=False,
+    )
+    down = list(down)
+    if not balanced:
+        scales = soft_scales(unit.weight, len(down) + 1)
+        down = [d * s for d, s in zip(down, scales, strict=False)]
+        mid = mid * scales[-1]
+    if cond_only:
+        down = [torch.cat([d.new_zeros((uncond_rows, *d.shape[1:])), d]) for d in down]
+        mid = torch.cat([mid.new_zeros((uncond_rows, *mid.shape[1:])), mid])
+    return down, mid
+
+
+class ControlNetHook:
+    """A core ModelHook: adds the residuals of the units active at this step to the model call."""
+
+    def __init__(self, units: Sequence[ActiveUnit]) -> None:
+        self.units = tuple(units)
+
+    def __call__(self, point: HookPoint, state: Any) -> None:
+        if point is not HookPoint.BEFORE_MODEL:
+            return
+        down: list[torch.Tensor] | None = None
+        mid: torch.Tensor | None = None
+        inputs = state.inputs
+        for active in self.units:
+            if not active.unit.active_at(state.step, state.total):
+                continue
+            d, m = unit_residuals(active, inputs, state.uncond_rows)
+            if down is None or mid is None:
+                down, mid = d, m
+            else:
+                down = [a + b for a, b in zip(down, d, strict=True)]
+                mid = mid + m
+        if down is None or mid is None:
+            return  # nothing active: the call is exactly as without ControlNet
+        extra = dict(inputs.extra)
+        if DOWN in extra:  # another hook's residuals: add ours
+            down = [a + b for a, b in zip(extra[DOWN], down, strict=True)]
+            mid = extra[MID] + mid
+        extra[DOWN], extra[MID] = down, mid
+        inputs.extra = extra
+
+
+def prepare_units(
+    units: Sequence[ControlUnit],
+    *,
+    width: int,
+    height: int,
+    models: Sequence[ControlNetFile],
+    load: Callable[[Path], Any],
+    init_image: Image.Image | None = None,
+    models_dir: Path | None = None,
+) -> list[ActiveUnit]:
+    """Preprocess each unit's image (or the init image) and load its ControlNet with `load(path)`
+    (the caller's loader: it picks the device, dtype and cache, and checks the base model).
+    Errors name the unit and field."""
+    out = []
+    for unit in units:
+        image = unit.image if unit.image is not None else init_image
+        if image is None:
+            raise UnitError(unit.index, "image", "image is required (there is no init image to use)")
+        if unit.mask is not None:
+            image = image.convert("RGB")
+            image.putalpha(unit.mask)
+        res = unit.processor_res
+        if unit.pixel_perfect:
+            res = pixel_perfect_resolution(image.size, (width, height), unit.resize_mode)
+        try:
+            control_map = run_preprocessor(
+                unit.module, image, res, unit.threshold_a, unit.threshold_b, models_dir
+            )
+        except AnnotatorUnavailable as e:
+            raise UnitError(unit.index, "module", str(e)) from e
+        try:
+            path = find_model(list(models), unit.model).path
+        except KeyError:
+            raise UnitError(
+                unit.index, "model", f"model {unit.model!r} is not in models/ControlNet"
+            ) from None
+        try:
+            model = load(path)
+        except ControlNetFileError as e:
+            raise UnitError(unit.index, "model", str(e)) from e
+        out.append(
+            ActiveUnit(unit, model, control_tensor(control_map, width, height, unit.resize_mode), control_map)
+        )
+    return out
