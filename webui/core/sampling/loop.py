@@ -56,11 +56,13 @@ Hook = Callable[[HookPoint, StepState], None]
 @dataclass
 class ModelCallState:
     """What a BEFORE_MODEL hook sees: the step and the model inputs of the whole batch, which it may
-    change or add to (`inputs.extra`) for this call only."""
+    change or add to (`inputs.extra`) for this call only. The batch is laid out group by group; when
+    guided, the first group is the negative prompt's: its `uncond_rows` rows come first (0 unguided)."""
 
     step: int
     total: int
     inputs: ModelInputs
+    uncond_rows: int = 0
 
 
 ModelHook = Callable[[HookPoint, ModelCallState], None]
@@ -232,7 +234,7 @@ def denoise(
             torch.cat([image_cond] * len(groups)) if image_cond is not None else None,
         )
         if model_hooks:
-            call_state = ModelCallState(i, total, inputs)
+            call_state = ModelCallState(i, total, inputs, n if guided else 0)
             for model_hook in model_hooks:
                 model_hook(HookPoint.BEFORE_MODEL, call_state)
             inputs = call_state.inputs
