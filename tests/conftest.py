@@ -81,3 +81,12 @@ def tiny_controlnet_files(tmp_path_factory: pytest.TempPathFactory) -> dict[tupl
     from tests.fixtures_controlnet import write_controlnets
 
     return write_controlnets(tmp_path_factory.mktemp("cn-data") / "models")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    """Tiny T2I-Adapters (tests/fixtures_controlnet.py ADAPTER_KINDS) in both layouts, in their own
+    `models/ControlNet`: {(kind, layout): path}."""
+    from tests.fixtures_controlnet import write_adapters
+
+    return write_adapters(tmp_path_factory.mktemp("t2i-data") / "models" / "ControlNet")

@@ -109,3 +109,61 @@ def extension_modules(data_dir: Path) -> SimpleNamespace:
     pkg = ext.module.__package__
     names = ("layout", "models", "preprocess", "images", "units", "infotext", "residuals")
     return SimpleNamespace(**{n: importlib.import_module(f"{pkg}.{n}") for n in names})
+
+
+# ---- T2I-Adapters -----------------------------------------------------------------------------------
+
+ADAPTER_KINDS = {  # name: T2IAdapter config matching a tiny model's UNet widths
+    "sd1": dict(in_channels=3, channels=[32, 64], num_res_blocks=2, downscale_factor=8,
+                adapter_type="full_adapter"),
+    "sd1-gray": dict(in_channels=1, channels=[32, 64], num_res_blocks=2, downscale_factor=8,
+                     adapter_type="full_adapter"),
+    "sd1-light": dict(in_channels=3, channels=[32, 64], num_res_blocks=2, downscale_factor=8,
+                      adapter_type="light_adapter"),
+    "sdxl": dict(in_channels=3, channels=[32, 64, 64, 64], num_res_blocks=2, downscale_factor=16,
+                 adapter_type="full_adapter_xl"),
+}  # fmt: skip
+
+
+def build_tiny_adapter(kind: str, seed: int = 0) -> Any:
+    from diffusers import T2IAdapter
+
+    gen = torch.Generator().manual_seed(seed)
+    cls: Any = T2IAdapter
+    with torch.random.fork_rng(devices=[]):
+        model = cls(**ADAPTER_KINDS[kind])
+    _randomize(model, gen)
+    return model.eval()
+
+
+def adapter_to_original(model: Any) -> dict[str, Tensor]:
+    """TencentARC's layout: a flat `body.<level * blocks + j>` (full) or `body.<level>.body.<j>` (light)."""
+    cfg = model.config
+    out = {}
+    for key, value in model.state_dict().items():
+        key = key.removeprefix("adapter.")
+        parts = key.split(".")
+        if parts[0] == "body" and cfg.adapter_type == "light_adapter" and parts[2] == "resnets":
+            key = ".".join(["body", parts[1], "body", *parts[3:]])
+        elif parts[0] == "body" and cfg.adapter_type != "light_adapter":
+            level = int(parts[1])
+            j = int(parts[3]) if parts[2] == "resnets" else 0
+            rest = parts[4:] if parts[2] == "resnets" else parts[2:]
+            key = ".".join(["body", str(level * cfg.num_res_blocks + j), *rest])
+        out[key] = value.detach().clone()
+    return out
+
+
+def write_adapters(folder: Path) -> dict[tuple[str, str], Path]:
+    """`folder/tiny-t2i-<kind>-<layout>.<ext>`: original layout as .pth, diffusers as .safetensors."""
+    out = {}
+    for seed, kind in enumerate(ADAPTER_KINDS, start=10):
+        model = build_tiny_adapter(kind, seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"tiny-t2i-{kind}-diffusers.safetensors"
+        save_file({k: v.detach().clone() for k, v in model.state_dict().items()}, str(path))
+        out[kind, "diffusers"] = path
+        path = folder / f"tiny-t2i-{kind}-original.pth"
+        torch.save(adapter_to_original(model), path)
+        out[kind, "original"] = path
+    return out

@@ -67,11 +67,16 @@ def resize_to(image: Image.Image, width: int, height: int, mode: ResizeMode) -> 
     return canvas
 
 
-def control_tensor(control_map: Image.Image, width: int, height: int, mode: ResizeMode) -> torch.Tensor:
+def control_tensor(
+    control_map: Image.Image, width: int, height: int, mode: ResizeMode, gray: bool = False
+) -> torch.Tensor:
     """The (1, 3, height, width) float tensor a ControlNet reads: RGB in [0, 1], as diffusers' control
-    image processor makes it; an RGBA map (inpaint) has its masked pixels (alpha > 0.5) at -1."""
+    image processor makes it; an RGBA map (inpaint) has its masked pixels (alpha > 0.5) at -1.
+    `gray`: one channel (PIL's "L" conversion), for the T2I-Adapters that read one."""
     sized = resize_to(control_map, width, height, mode)
-    rgb = np.asarray(sized.convert("RGB")).astype(np.float32) / 255.0
+    rgb = np.asarray(sized.convert("L" if gray else "RGB")).astype(np.float32) / 255.0
+    if rgb.ndim == 2:
+        rgb = rgb[:, :, None]
     if sized.mode == "RGBA":
         masked = np.asarray(sized.getchannel("A")).astype(np.float32) / 255.0 > 0.5
         rgb[masked] = -1.0

@@ -47,8 +47,6 @@ def layout_of(sd: Mapping[str, torch.Tensor]) -> str:
         return "ldm"
     if any(k.startswith("lora_controlnet") for k in sd):
         raise ControlNetFileError("a Control-LoRA file: not supported yet")
-    if any(k.startswith("adapter.") or k.startswith("body.") for k in sd):
-        raise ControlNetFileError("a T2I-Adapter file: not supported yet")
     raise ControlNetFileError("no ControlNet weights found (neither the original nor the diffusers layout)")
 
 

@@ -5,10 +5,11 @@ Listing follows sd-webui-controlnet: every model file (and diffusers folder) und
 of the sha256 of 64 KiB read at offset 1 MiB: cheap, so nothing is cached). API clients send that
 title (`control_v11p_sd15_canny [d14c016b]`), the bare name, or "None".
 
-Loading reads the file safely (safetensors, or a pickle through `torch.load(weights_only=True)`),
-renames an original-layout file to diffusers' layout, builds the config from the tensors (and from the
-base model's UNet config when given) and fills a `ControlNetModel` created without weights, so a real
-1.4 GB ControlNet is never initialised at random first.
+Loading (ControlNets here, T2I-Adapters with adapter.py) reads the file safely (safetensors, or a
+pickle through `torch.load(weights_only=True)`), renames an original-layout file to diffusers' layout,
+builds the config from the tensors (and from the base model's UNet config when given) and fills a
+`ControlNetModel` / `T2IAdapter` created without weights, so a real 1.4 GB ControlNet is never
+initialised at random first.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from webui.plugins.api import CheckpointError, load_state_dict
 
+from . import adapter
 from .layout import ControlNetFileError, base_of, check_compatible, infer_config, to_diffusers
 
 FOLDER = "ControlNet"
@@ -96,18 +98,71 @@ def find_model(models: list[ControlNetFile], wanted: str) -> ControlNetFile:
     raise KeyError(wanted)
 
 
-def read_controlnet(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """(state dict in diffusers' layout, base family) of a ControlNet file; ControlNetFileError if it
-    is not one (or not a readable, safe file)."""
+def _read(path: Path) -> dict[str, torch.Tensor]:
     try:
-        sd = load_state_dict(path)
+        return load_state_dict(path)
     except CheckpointError as e:
         raise ControlNetFileError(f"{path.name}: {e}") from e
+
+
+def _controlnet_state(sd: dict[str, torch.Tensor], name: str) -> tuple[dict[str, torch.Tensor], str]:
+    if adapter.is_adapter(sd):
+        raise ControlNetFileError(f"{name}: a T2I-Adapter, not a ControlNet")
     try:
         sd = to_diffusers(sd)
     except ControlNetFileError as e:
-        raise ControlNetFileError(f"{path.name}: {e}") from e
+        raise ControlNetFileError(f"{name}: {e}") from e
     return sd, base_of(sd)
+
+
+def read_controlnet(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """(state dict in diffusers' layout, base family) of a ControlNet file; ControlNetFileError if it
+    is not one (or not a readable, safe file)."""
+    return _controlnet_state(_read(path), path.name)
+
+
+def _controlnet(sd: dict[str, torch.Tensor], path: Path, unet_config: dict[str, Any] | None) -> Any:
+    from diffusers import ControlNetModel
+
+    sd, base = _controlnet_state(sd, path.name)
+    try:
+        cfg = infer_config(sd, unet_config)
+    except (KeyError, StopIteration) as e:
+        raise ControlNetFileError(f"{path.name}: not a complete ControlNet ({e})") from e
+    if unet_config is not None:
+        check_compatible(cfg, base, unet_config, path.stem)
+    return _filled(ControlNetModel, cfg, sd, path)
+
+
+def _adapter(sd: dict[str, torch.Tensor], path: Path, unet_config: dict[str, Any] | None) -> Any:
+    from diffusers import T2IAdapter
+
+    sd = adapter.to_diffusers(sd)
+    try:
+        cfg = adapter.infer_config(sd)
+    except (KeyError, IndexError) as e:
+        raise ControlNetFileError(f"{path.name}: not a complete T2I-Adapter ({e})") from e
+    if unet_config is not None:
+        adapter.check_compatible(cfg, unet_config, path.stem)
+    return _filled(T2IAdapter, cfg, sd, path)
+
+
+def _filled(cls: Any, cfg: dict[str, Any], sd: dict[str, torch.Tensor], path: Path) -> Any:
+    """`cls(**cfg)` created without weights (no random init of a large model), then given `sd`."""
+    with torch.device("meta"):
+        model = cls(**cfg)
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ControlNetFileError(f"{path.name}: weights do not fit: {str(e).splitlines()[0]}") from e
+    return model
+
+
+def _placed(model: Any, device: torch.device | str, dtype: torch.dtype) -> Any:
+    model = model.to(device=device)
+    if dtype != torch.float32:  # (diffusers warns about any dtype passed to .to)
+        model = model.to(dtype=dtype)
+    return model.eval()
 
 
 def load_controlnet(
@@ -118,23 +173,29 @@ def load_controlnet(
 ) -> Any:
     """A diffusers `ControlNetModel` (eval mode) from a file; with `unet_config` (the base model's UNet
     config) it is checked against that model and takes its attention heads."""
-    from diffusers import ControlNetModel
+    return _placed(_controlnet(_read(path), path, unet_config), device, dtype)
 
-    sd, base = read_controlnet(path)
-    try:
-        cfg = infer_config(sd, unet_config)
-    except (KeyError, StopIteration) as e:
-        raise ControlNetFileError(f"{path.name}: not a complete ControlNet ({e})") from e
-    if unet_config is not None:
-        check_compatible(cfg, base, unet_config, path.stem)
-    cls: Any = ControlNetModel
-    with torch.device("meta"):
-        model = cls(**cfg)
-    try:
-        model.load_state_dict(sd, strict=True, assign=True)
-    except RuntimeError as e:
-        raise ControlNetFileError(f"{path.name}: weights do not fit: {str(e).splitlines()[0]}") from e
-    model = model.to(device=device)
-    if dtype != torch.float32:  # (diffusers warns about any dtype passed to .to)
-        model = model.to(dtype=dtype)
-    return model.eval()
+
+def load_adapter(
+    path: Path,
+    unet_config: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Any:
+    """A diffusers `T2IAdapter` (eval mode) from a file, checked against `unet_config` when given."""
+    sd = _read(path)
+    if not adapter.is_adapter(sd):
+        raise ControlNetFileError(f"{path.name}: not a T2I-Adapter")
+    return _placed(_adapter(sd, path, unet_config), device, dtype)
+
+
+def load_control_model(
+    path: Path,
+    unet_config: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Any:
+    """A ControlNet or a T2I-Adapter, whichever the file holds (the file is read once)."""
+    sd = _read(path)
+    build = _adapter if adapter.is_adapter(sd) else _controlnet
+    return _placed(build(sd, path, unet_config), device, dtype)

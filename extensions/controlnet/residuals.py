@@ -17,6 +17,10 @@ sd-webui-controlnet:
   prompt's rows get no residual, so guidance pushes towards the control). Only those rows go through
   the ControlNet. (diffusers' `guess_mode` is similar but scales with logspace(-1, 0) instead.)
 
+T2I-Adapters (a unit whose model file is one) work the same way with one difference: their features
+depend on the control image only, so they are computed once per job (per hook) and added as
+`down_intrablock_additional_residuals`, scaled and masked by the same rules.
+
 The hook reads `state.step`, `state.total`, `state.uncond_rows` and `state.inputs` (a ModelInputs:
 sample, timestep, kwargs with encoder_hidden_states and SDXL's added_cond_kwargs, extra).
 """
@@ -43,6 +47,7 @@ from .units import ControlMode, ControlUnit, UnitError
 SOFT_DECAY = 0.825
 DOWN = "down_block_additional_residuals"
 MID = "mid_block_additional_residual"
+INTRA = "down_intrablock_additional_residuals"
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,9 +55,19 @@ class ActiveUnit:
     """A unit ready to run: its ControlNet and its control image at the generation size."""
 
     unit: ControlUnit
-    model: Any  # diffusers ControlNetModel
-    image: torch.Tensor  # (1, 3, H, W), [0, 1] (-1: inpaint-masked pixels)
+    model: Any  # diffusers ControlNetModel or T2IAdapter
+    image: torch.Tensor  # (1, C, H, W), [0, 1] (-1: inpaint-masked pixels)
     control_map: Image.Image  # the preprocessed map, for previews and "save detected map"
+
+    @property
+    def is_adapter(self) -> bool:
+        return is_adapter_model(self.model)
+
+
+def is_adapter_model(model: Any) -> bool:
+    from diffusers import T2IAdapter
+
+    return isinstance(model, T2IAdapter)
 
 
 def soft_scales(weight: float, outputs: int) -> list[float]:
@@ -92,34 +107,70 @@ def unit_residuals(
     return down, mid
 
 
+@torch.no_grad()
+def adapter_features(active: ActiveUnit) -> list[torch.Tensor]:
+    """A T2I-Adapter unit's features (one row each), scaled by its weight or soft scales."""
+    p = next(active.model.parameters())
+    features = list(active.model(active.image.to(device=p.device, dtype=p.dtype)))
+    if active.unit.control_mode is ControlMode.BALANCED:
+        return [f * active.unit.weight for f in features]
+    return [f * s for f, s in zip(features, soft_scales(active.unit.weight, len(features)), strict=True)]
+
+
+def _rows(features: list[torch.Tensor], rows: int, uncond_rows: int) -> list[torch.Tensor]:
+    """Features repeated for every row, zero on the first `uncond_rows`."""
+    out = [f.repeat(rows, 1, 1, 1) for f in features]
+    for f in out:
+        f[:uncond_rows] = 0
+    return out
+
+
+def _add(a: list[torch.Tensor] | None, b: list[torch.Tensor]) -> list[torch.Tensor]:
+    return b if a is None else [x + y for x, y in zip(a, b, strict=True)]
+
+
 class ControlNetHook:
-    """A core ModelHook: adds the residuals of the units active at this step to the model call."""
+    """A core ModelHook: adds the residuals of the units active at this step to the model call.
+    One hook per job (it keeps the job's T2I-Adapter features)."""
 
     def __init__(self, units: Sequence[ActiveUnit]) -> None:
         self.units = tuple(units)
+        self._features: dict[int, list[torch.Tensor]] = {}
+
+    def _intrablock(self, i: int, active: ActiveUnit, rows: int, uncond_rows: int) -> list[torch.Tensor]:
+        if i not in self._features:
+            self._features[i] = adapter_features(active)
+        cond_only = active.unit.control_mode is ControlMode.CONTROL and uncond_rows < rows
+        return _rows(self._features[i], rows, uncond_rows if cond_only else 0)
 
     def __call__(self, point: HookPoint, state: Any) -> None:
         if point is not HookPoint.BEFORE_MODEL:
             return
         down: list[torch.Tensor] | None = None
         mid: torch.Tensor | None = None
+        intra: list[torch.Tensor] | None = None
         inputs = state.inputs
-        for active in self.units:
+        for i, active in enumerate(self.units):
             if not active.unit.active_at(state.step, state.total):
+                continue
+            if active.is_adapter:
+                intra = _add(intra, self._intrablock(i, active, inputs.rows, state.uncond_rows))
                 continue
             d, m = unit_residuals(active, inputs, state.uncond_rows)
             if down is None or mid is None:
                 down, mid = d, m
             else:
-                down = [a + b for a, b in zip(down, d, strict=True)]
-                mid = mid + m
-        if down is None or mid is None:
+                down, mid = _add(down, d), mid + m
+        if down is None and intra is None:
             return  # nothing active: the call is exactly as without ControlNet
         extra = dict(inputs.extra)
-        if DOWN in extra:  # another hook's residuals: add ours
-            down = [a + b for a, b in zip(extra[DOWN], down, strict=True)]
-            mid = extra[MID] + mid
-        extra[DOWN], extra[MID] = down, mid
+        if down is not None and mid is not None:
+            if DOWN in extra:  # another hook's residuals: add ours
+                down = _add(extra[DOWN], down)
+                mid = extra[MID] + mid
+            extra[DOWN], extra[MID] = down, mid
+        if intra is not None:
+            extra[INTRA] = _add(extra.get(INTRA), intra)
         inputs.extra = extra
 
 
@@ -163,7 +214,7 @@ def prepare_units(
             model = load(path)
         except ControlNetFileError as e:
             raise UnitError(unit.index, "model", str(e)) from e
-        out.append(
-            ActiveUnit(unit, model, control_tensor(control_map, width, height, unit.resize_mode), control_map)
-        )
+        gray = is_adapter_model(model) and model.config.in_channels == 1  # sketch/canny adapters
+        image_t = control_tensor(control_map, width, height, unit.resize_mode, gray=gray)
+        out.append(ActiveUnit(unit, model, image_t, control_map))
     return out
