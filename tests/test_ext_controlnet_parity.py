@@ -244,15 +244,17 @@ def test_control_modes(cn: SimpleNamespace, models: dict, controlnets: dict) -> 
     assert down_u[0][0].abs().max() > 0  # unguided (CFG 1): every row is conditional
 
 
-def test_loop_tells_model_hooks_the_uncond_rows(models: dict) -> None:
-    seen: list[tuple[int, int]] = []
+def test_loop_tells_model_hooks_the_row_layout(models: dict) -> None:
+    seen: list[tuple[int, int, int, bool]] = []
 
     def record(point: HookPoint, state: ModelCallState) -> None:
-        seen.append((state.uncond_rows, state.inputs.rows))
+        seen.append((state.uncond_rows, state.inputs.rows, state.images, state.per_image))
 
     ours(models["sd1"], "Euler", [record], steps=1)
     ours(models["sd1"], "Euler", [record], cfg=1.0, steps=1)
-    assert seen == [(1, 2), (0, 1)]
+    run_batch(models["sd1"], [1, 2, 3], [record])
+    assert seen[:2] == [(1, 2, 1, True), (0, 1, 1, True)]
+    assert set(seen[2:]) == {(3, 6, 3, True)}
 
 
 def test_prepare_units_loads_and_preprocesses(
@@ -288,3 +290,33 @@ def test_prepare_units_loads_and_preprocesses(
             [replace(unit, module="depth_zoe")], width=64, height=64, models=listed, load=print
         )
     assert info.value.name == "module"
+
+
+def run_batch(model: Model, seeds: Sequence[int], hooks: Sequence[Any]) -> torch.Tensor:
+    """run_txt2img on a batch (the engine's per-image UNet calls): final latents."""
+    from webui.core.prompts.encode import Conditioning
+
+    def rows(c: Conditioning) -> Conditioning:
+        return Conditioning(c.embeds[:1].repeat(len(seeds), 1, 1), None)
+
+    parts = model.parts
+    return run_txt2img(
+        parts, fresh_scheduler(parts, "Euler a", "Automatic", seeds), initial_noise(_shape(SIZE), seeds),
+        _generators(SIZE, seeds), rows(model.cond), rows(model.uncond), steps=STEPS, cfg_scale=CFG,
+        width=SIZE[0], height=SIZE[1], model_hooks=list(hooks),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["Balanced", "ControlNet is more important"])
+def test_batch_image_equals_its_single_run_and_nothing_leaks(
+    mode: str, cn: SimpleNamespace, models: dict, controlnets: dict
+) -> None:
+    model = models["sd1"]
+    before = run_batch(model, [SEED], [])
+    unit = active(cn, controlnets["sd1"], weight=0.8, control_mode=cn.units.ControlMode(mode))
+    batch = run_batch(model, [SEED, SEED + 7], [cn.residuals.ControlNetHook([unit])])
+    for i, seed in enumerate([SEED, SEED + 7]):
+        single = run_batch(model, [seed], [cn.residuals.ControlNetHook([unit])])
+        assert torch.equal(batch[i : i + 1], single), f"image {i} of the batch differs from its single run"
+    assert not torch.equal(batch[:1], before)
+    assert torch.equal(run_batch(model, [SEED], []), before)  # the next job without units: unchanged

@@ -21,8 +21,12 @@ T2I-Adapters (a unit whose model file is one) work the same way with one differe
 depend on the control image only, so they are computed once per job (per hook) and added as
 `down_intrablock_additional_residuals`, scaled and masked by the same rules.
 
-The hook reads `state.step`, `state.total`, `state.uncond_rows` and `state.inputs` (a ModelInputs:
-sample, timestep, kwargs with encoder_hidden_states and SDXL's added_cond_kwargs, extra).
+When the loop runs the model once per image (`state.per_image`), each ControlNet does too, so image i
+of a batch stays bit-identical to a single run with its seed.
+
+The hook reads `state.step`, `state.total`, `state.uncond_rows`, `state.images`, `state.per_image` and
+`state.inputs` (a ModelInputs: sample, timestep, kwargs with encoder_hidden_states and SDXL's
+added_cond_kwargs, extra).
 """
 
 from __future__ import annotations
@@ -75,15 +79,9 @@ def soft_scales(weight: float, outputs: int) -> list[float]:
     return [weight * SOFT_DECAY ** float(outputs - 1 - k) for k in range(outputs)]
 
 
-@torch.no_grad()
-def unit_residuals(
-    active: ActiveUnit, inputs: Any, uncond_rows: int
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """One unit's (down residuals, mid residual) for every row of `inputs`."""
+def _run(active: ActiveUnit, sub: Any) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The unit's ControlNet on the rows of `sub`, scaled."""
     unit = active.unit
-    rows = inputs.rows
-    cond_only = unit.control_mode is ControlMode.CONTROL and 0 < uncond_rows < rows
-    sub = inputs.select(range(uncond_rows, rows)) if cond_only else inputs
     sample = sub.sample
     image = active.image.to(device=sample.device, dtype=sample.dtype).repeat(sample.shape[0], 1, 1, 1)
     balanced = unit.control_mode is ControlMode.BALANCED
@@ -101,9 +99,36 @@ def unit_residuals(
         scales = soft_scales(unit.weight, len(down) + 1)
         down = [d * s for d, s in zip(down, scales, strict=False)]
         mid = mid * scales[-1]
-    if cond_only:
-        down = [torch.cat([d.new_zeros((uncond_rows, *d.shape[1:])), d]) for d in down]
-        mid = torch.cat([mid.new_zeros((uncond_rows, *mid.shape[1:])), mid])
+    return down, mid
+
+
+def row_sets(rows: int, skip: int, images: int, per_image: bool) -> list[list[int]]:
+    """The row sets to run the ControlNet on: every row but the first `skip`, all at once, or one set
+    per image (row r is image r % images) when the model itself runs per image."""
+    wanted = list(range(skip, rows))
+    if not per_image or images <= 1:
+        return [wanted]
+    return [[r for r in wanted if r % images == i] for i in range(images)]
+
+
+@torch.no_grad()
+def unit_residuals(
+    active: ActiveUnit, inputs: Any, uncond_rows: int, images: int = 1, per_image: bool = False
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One unit's (down residuals, mid residual) for every row of `inputs` (zero on the rows it skips)."""
+    rows = inputs.rows
+    cond_only = active.unit.control_mode is ControlMode.CONTROL and 0 < uncond_rows < rows
+    sets = row_sets(rows, uncond_rows if cond_only else 0, images, per_image)
+    if sets == [list(range(rows))]:
+        return _run(active, inputs)
+    parts = [(idx, _run(active, inputs.select(idx))) for idx in sets]
+    first_down, first_mid = parts[0][1]
+    down = [d.new_zeros((rows, *d.shape[1:])) for d in first_down]
+    mid = first_mid.new_zeros((rows, *first_mid.shape[1:]))
+    for idx, (d_part, m_part) in parts:
+        for full, part in zip(down, d_part, strict=True):
+            full[idx] = part
+        mid[idx] = m_part
     return down, mid
 
 
@@ -156,7 +181,7 @@ class ControlNetHook:
             if active.is_adapter:
                 intra = _add(intra, self._intrablock(i, active, inputs.rows, state.uncond_rows))
                 continue
-            d, m = unit_residuals(active, inputs, state.uncond_rows)
+            d, m = unit_residuals(active, inputs, state.uncond_rows, state.images, state.per_image)
             if down is None or mid is None:
                 down, mid = d, m
             else:
