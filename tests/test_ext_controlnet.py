@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
@@ -129,10 +130,25 @@ def test_unsafe_or_foreign_files_are_refused(cn: SimpleNamespace, tmp_path: Path
     evil.write_bytes(pickle.dumps({"x": Boom()}))
     with pytest.raises(cn.layout.ControlNetFileError, match="evil.pth"):
         cn.models.read_controlnet(evil)
+    control_lora = tmp_path / "control-lora-canny-rank128.safetensors"
+    save_file({"lora_controlnet": torch.zeros(1), "input_blocks.0.0.up": torch.zeros(2)}, str(control_lora))
+    with pytest.raises(cn.layout.ControlNetFileError, match="Control-LoRA file: not supported yet"):
+        cn.models.read_controlnet(control_lora)
     other = tmp_path / "lora.safetensors"
     save_file({"lora_unet_down.weight": torch.zeros(2)}, str(other))
     with pytest.raises(cn.layout.ControlNetFileError, match="no ControlNet weights"):
         cn.models.read_controlnet(other)
+
+
+def test_global_pooling_from_the_yaml_beside_or_the_name(cn: SimpleNamespace, tmp_path: Path) -> None:
+    shuffle = tmp_path / "control_v11e_sd15_shuffle.pth"
+    assert cn.models.global_pooling(shuffle) and not cn.models.global_pooling(tmp_path / "canny.pth")
+    cfg = {"model": {"params": {"control_stage_config": {"params": {"global_average_pooling": False}}}}}
+    shuffle.with_suffix(".yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    assert not cn.models.global_pooling(shuffle)
+    cfg["model"]["params"]["control_stage_config"]["params"]["global_average_pooling"] = True
+    (tmp_path / "odd.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    assert cn.models.global_pooling(tmp_path / "odd.safetensors")
 
 
 # ---- preprocessors ----------------------------------------------------------------------------------

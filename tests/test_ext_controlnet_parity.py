@@ -320,3 +320,23 @@ def test_batch_image_equals_its_single_run_and_nothing_leaks(
         assert torch.equal(batch[i : i + 1], single), f"image {i} of the batch differs from its single run"
     assert not torch.equal(batch[:1], before)
     assert torch.equal(run_batch(model, [SEED], []), before)  # the next job without units: unchanged
+
+
+def test_shuffle_controlnet_pools_on_cond_rows_as_diffusers(
+    cn: SimpleNamespace, models: dict, tiny_controlnet_files: dict, tmp_path: Path
+) -> None:
+    """A ControlNet named like the shuffle one averages its outputs and acts on the conditional rows only;
+    diffusers' pipeline then runs in guess mode, which computes the same."""
+    import shutil
+
+    model = models["sd1"]
+    path = shutil.copy(tiny_controlnet_files["sd1", "ldm"], tmp_path / "tiny_sd15_shuffle.safetensors")
+    net = cn.models.load_controlnet(Path(path), dict(model.parts.unet.config))
+    assert net.config.global_pool_conditions
+    unit = active(cn, net, weight=0.9)
+    down, mid = residuals_of(cn, model, [unit])
+    assert mid.shape[-2:] == (1, 1) and mid[0].abs().max() == 0 and mid[1].abs().max() > 0
+    mine = ours(model, "Euler", [cn.residuals.ControlNetHook([unit])])
+    ref = theirs(model, net, unit.control_map, "Euler", controlnet_conditioning_scale=0.9)
+    assert pixel_diff_one(mine[1], ref[1]) <= 1
+    torch.testing.assert_close(mine[0], ref[0], rtol=1e-3, atol=1e-3)

@@ -131,7 +131,25 @@ def _controlnet(sd: dict[str, torch.Tensor], path: Path, unet_config: dict[str, 
         raise ControlNetFileError(f"{path.name}: not a complete ControlNet ({e})") from e
     if unet_config is not None:
         check_compatible(cfg, base, unet_config, path.stem)
+    cfg["global_pool_conditions"] = global_pooling(path)
     return _filled(ControlNetModel, cfg, sd, path)
+
+
+def global_pooling(path: Path) -> bool:
+    """Whether the ControlNet averages its outputs over the image (the shuffle ControlNet). The weights
+    do not say: the original config beside the file (`name.yaml`, `global_average_pooling`) does, and
+    without one the name does, as in sd-webui-controlnet."""
+    yaml_path = path.with_suffix(".yaml")
+    if yaml_path.is_file():
+        import yaml
+
+        try:
+            cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+            params = cfg["model"]["params"]["control_stage_config"]["params"]
+            return bool(params.get("global_average_pooling", False))
+        except (yaml.YAMLError, KeyError, TypeError, OSError, UnicodeDecodeError):
+            pass
+    return "shuffle" in path.stem.lower()
 
 
 def _adapter(sd: dict[str, torch.Tensor], path: Path, unet_config: dict[str, Any] | None) -> Any:

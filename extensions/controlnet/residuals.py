@@ -17,6 +17,9 @@ sd-webui-controlnet:
   prompt's rows get no residual, so guidance pushes towards the control). Only those rows go through
   the ControlNet. (diffusers' `guess_mode` is similar but scales with logspace(-1, 0) instead.)
 
+A ControlNet with global average pooling (shuffle) acts on the conditional rows only in every mode, as
+in both sd-webui-controlnet and diffusers.
+
 T2I-Adapters (a unit whose model file is one) work the same way with one difference: their features
 depend on the control image only, so they are computed once per job (per hook) and added as
 `down_intrablock_additional_residuals`, scaled and masked by the same rules.
@@ -117,7 +120,8 @@ def unit_residuals(
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One unit's (down residuals, mid residual) for every row of `inputs` (zero on the rows it skips)."""
     rows = inputs.rows
-    cond_only = active.unit.control_mode is ControlMode.CONTROL and 0 < uncond_rows < rows
+    pooled = bool(getattr(active.model.config, "global_pool_conditions", False))  # shuffle: cond rows only
+    cond_only = (active.unit.control_mode is ControlMode.CONTROL or pooled) and 0 < uncond_rows < rows
     sets = row_sets(rows, uncond_rows if cond_only else 0, images, per_image)
     if sets == [list(range(rows))]:
         return _run(active, inputs)
