@@ -340,3 +340,29 @@ def test_shuffle_controlnet_pools_on_cond_rows_as_diffusers(
     ref = theirs(model, net, unit.control_map, "Euler", controlnet_conditioning_scale=0.9)
     assert pixel_diff_one(mine[1], ref[1]) <= 1
     torch.testing.assert_close(mine[0], ref[0], rtol=1e-3, atol=1e-3)
+
+
+def test_engine_run_takes_the_hook(
+    cn: SimpleNamespace, tiny_data_dir: Path, tmp_path: Path, controlnets: dict
+) -> None:
+    """Engine.run(..., model_hooks=[hook]) reaches the loop: a unit changes the image, weight 0 does not."""
+    from webui.core.config import AppConfig
+    from webui.core.engine import Engine
+    from webui.core.models.manager import ModelManager
+    from webui.core.types import Txt2ImgRequest
+
+    manager = ModelManager(AppConfig.for_data_dir(tiny_data_dir, outputs_dir=tmp_path), Precision())
+    manager.refresh()
+    engine = Engine(manager.config, manager)
+    request = Txt2ImgRequest(
+        prompt="a red house", checkpoint="tiny-sd1", sampler_name="Euler", seed=SEED, steps=STEPS,
+        width=SIZE[0], height=SIZE[1], save_images=False,
+    )  # fmt: skip
+
+    def image(units: list[Any]) -> np.ndarray:
+        hooks = [cn.residuals.ControlNetHook(units)] if units else []
+        return np.asarray(engine.run(request, model_hooks=hooks).images[0].image, dtype=int)
+
+    plain = image([])
+    assert np.array_equal(image([active(cn, controlnets["sd1"], weight=0.0)]), plain)
+    assert np.abs(image([active(cn, controlnets["sd1"])]) - plain).max() >= 3
