@@ -107,7 +107,7 @@ def extension_modules(data_dir: Path) -> SimpleNamespace:
     ext = host.extension("controlnet")
     assert ext.loaded, ext.error
     pkg = ext.module.__package__
-    names = ("layout", "models", "preprocess", "images", "units", "infotext", "residuals")
+    names = ("layout", "models", "preprocess", "images", "units", "infotext", "residuals", "routes")
     return SimpleNamespace(**{n: importlib.import_module(f"{pkg}.{n}") for n in names})
 
 

@@ -345,3 +345,76 @@ def test_infotext_from_sd_webui_controlnet_reads(cn: SimpleNamespace) -> None:
         1.0,
         200,
     )
+
+
+# ---- routes -----------------------------------------------------------------------------------------
+
+
+def test_routes_list_version_models_and_modules(cn: SimpleNamespace, tiny_controlnet_files: dict) -> None:
+    R = cn.routes
+    assert R.version() == {"version": 2}
+    models_dir = tiny_controlnet_files["sd1", "ldm"].parents[1]
+    titles = R.model_list(models_dir)["model_list"]
+    assert titles == [m.title for m in cn.models.list_models(models_dir)] and len(titles) == 6
+    modules = R.module_list()
+    assert (
+        modules["module_list"][:3] == ["none", "invert", "canny"] and "depth_midas" in modules["module_list"]
+    )
+    canny = modules["module_detail"]["canny"]
+    assert canny["model_free"] is True
+    assert [s["name"] for s in canny["sliders"]] == [
+        "Preprocessor Resolution",
+        "Low Threshold",
+        "High Threshold",
+    ]
+    assert canny["sliders"][1] == {"name": "Low Threshold", "value": 100, "min": 1, "max": 255}
+    assert modules["module_detail"]["depth_midas"] == {"model_free": False, "sliders": []}
+    aliased = R.module_list(alias_names=True)["module_list"]
+    assert "invert (from white bg & black line)" in aliased and "invert" not in aliased
+
+
+def test_detect_returns_the_maps(cn: SimpleNamespace) -> None:
+    body = {
+        "controlnet_module": "canny",
+        "controlnet_input_images": [b64(drawing()), b64(drawing((64, 64)))],
+        "controlnet_processor_res": 64,
+        "controlnet_threshold_a": 50,
+        "controlnet_threshold_b": 150,
+    }
+    out = cn.routes.detect(body)
+    assert out["info"] == "Success" and len(out["images"]) == 2
+    got = cn.images.decode_base64_image(out["images"][0])
+    assert np.array_equal(np.asarray(got), np.asarray(cn.preprocess.run("canny", drawing(), 64, 50, 150)))
+    mask = b64(Image.new("L", (96, 64), 255))
+    inpaint = cn.routes.detect(
+        {
+            "controlnet_module": "inpaint_only",
+            "controlnet_input_images": [b64(drawing())],
+            "controlnet_masks": [mask],
+        }
+    )
+    assert cn.images.decode_base64_image(inpaint["images"][0]).getchannel("A").getextrema() == (255, 255)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "text"),
+    [
+        ({"controlnet_module": "magic"}, "controlnet_module", "unknown module"),
+        ({"controlnet_input_images": []}, "controlnet_input_images", "at least one"),
+        ({"controlnet_input_images": ["%%%"]}, "controlnet_input_images[0]", "not base64"),
+        ({"controlnet_processor_res": 5}, "controlnet_processor_res", "between 64 and 2048"),
+        ({"controlnet_threshold_a": "x"}, "controlnet_threshold_a", "must be a number"),
+        (
+            {"controlnet_module": "openpose_full"},
+            "controlnet_module",
+            "body_pose_model.pth, hand_pose_model.pth",
+        ),
+    ],
+)
+def test_detect_errors_name_the_field(body: dict, field: str, text: str, cn: SimpleNamespace) -> None:
+    from webui.core.types import RequestError
+
+    full = {"controlnet_module": "canny", "controlnet_input_images": [b64(drawing())], **body}
+    with pytest.raises(RequestError, match=text) as info:
+        cn.routes.detect(full)
+    assert info.value.field == field

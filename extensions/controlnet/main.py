@@ -11,6 +11,7 @@ nothing; its modules are used directly (tests, and the wiring to come):
 - preprocess.py the weight-free preprocessors (canny, lineart, scribble, tile, shuffle, invert, inpaint)
 - units.py      sd-webui-controlnet's API unit dicts -> frozen ControlUnit (errors name unit and field)
 - infotext.py   `ControlNet 0: "Module: canny, Model: ..."` written and read back
+- routes.py     sd-webui-controlnet's /controlnet/* routes as plain functions (mounted with plugin API 2)
 - residuals.py  units made ready (preprocessed, loaded) and the BEFORE_MODEL hook that adds each active
                 unit's residuals (ControlNet) or features (T2I-Adapter) to the model call
 """

@@ -162,8 +162,10 @@ MODULES: dict[str, Module] = {
         Module("inpaint_only", inpaint, resolution=None),
     )
 }
-ALIASES = {"invert (from white bg & black line)": "invert", "lineart_standard (from white bg & black line)":
-           "lineart_standard", "tile_colorfix": "tile_resample"}  # fmt: skip
+ALIASES = {  # sd-webui-controlnet's UI labels of some modules
+    "invert (from white bg & black line)": "invert",
+    "lineart_standard (from white bg & black line)": "lineart_standard",
+}
 
 # Preprocessors that need a network: the file(s) each loads from models/ControlNet/annotators.
 NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
