@@ -64,6 +64,19 @@ def test_every_layout_loads_bit_equal(
     assert not model.training
 
 
+def test_half_precision_file_loads_in_the_asked_dtype(cn: SimpleNamespace, tmp_path: Path) -> None:
+    from tests.fixtures_controlnet import to_ldm
+
+    model = build_tiny_controlnet("sd1", 1)
+    half = {k: v.half() for k, v in to_ldm(model).items()}
+    save_file(half, str(tmp_path / "cn-fp16.safetensors"))
+    loaded = cn.models.load_controlnet(tmp_path / "cn-fp16.safetensors", unet_config("sd1"))
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert torch.equal(loaded.conv_in.weight, model.conv_in.weight.half().float())
+    as_half = cn.models.load_controlnet(tmp_path / "cn-fp16.safetensors", dtype=torch.float16)
+    assert {p.dtype for p in as_half.parameters()} == {torch.float16}
+
+
 def test_config_from_weights_alone_follows_the_real_family(
     cn: SimpleNamespace, tiny_controlnet_files: dict[tuple[str, str], Path]
 ) -> None:
@@ -131,9 +144,17 @@ def test_unsafe_or_foreign_files_are_refused(cn: SimpleNamespace, tmp_path: Path
     with pytest.raises(cn.layout.ControlNetFileError, match="evil.pth"):
         cn.models.read_controlnet(evil)
     control_lora = tmp_path / "control-lora-canny-rank128.safetensors"
-    save_file({"lora_controlnet": torch.zeros(1), "input_blocks.0.0.up": torch.zeros(2)}, str(control_lora))
+    save_file(
+        {"lora_controlnet": torch.zeros(1), "input_hint_block.0.weight": torch.zeros(2)}, str(control_lora)
+    )
     with pytest.raises(cn.layout.ControlNetFileError, match="Control-LoRA file: not supported yet"):
         cn.models.read_controlnet(control_lora)
+    diff = tmp_path / "diff_control_sd15_canny.safetensors"
+    save_file(
+        {"difference": torch.zeros(1), "control_model.input_hint_block.0.weight": torch.zeros(2)}, str(diff)
+    )
+    with pytest.raises(cn.layout.ControlNetFileError, match="'difference' ControlNet"):
+        cn.models.read_controlnet(diff)
     other = tmp_path / "lora.safetensors"
     save_file({"lora_unet_down.weight": torch.zeros(2)}, str(other))
     with pytest.raises(cn.layout.ControlNetFileError, match="no ControlNet weights"):

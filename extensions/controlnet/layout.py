@@ -41,12 +41,16 @@ class ControlNetFileError(ValueError):
 
 def layout_of(sd: Mapping[str, torch.Tensor]) -> str:
     """ "ldm" or "diffusers"; ControlNetFileError for anything else."""
+    if "difference" in sd or LDM_PREFIX + "difference" in sd:
+        raise ControlNetFileError(
+            "a 'difference' ControlNet (weights relative to SD 1.5): not supported; use the full file"
+        )
+    if any(k.startswith("lora_controlnet") for k in sd):
+        raise ControlNetFileError("a Control-LoRA file: not supported yet")
     if "controlnet_cond_embedding.conv_in.weight" in sd:
         return "diffusers"
     if "input_hint_block.0.weight" in sd or LDM_PREFIX + "input_hint_block.0.weight" in sd:
         return "ldm"
-    if any(k.startswith("lora_controlnet") for k in sd):
-        raise ControlNetFileError("a Control-LoRA file: not supported yet")
     raise ControlNetFileError("no ControlNet weights found (neither the original nor the diffusers layout)")
 
 

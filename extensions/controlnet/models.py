@@ -177,8 +177,9 @@ def _filled(cls: Any, cfg: dict[str, Any], sd: dict[str, torch.Tensor], path: Pa
 
 
 def _placed(model: Any, device: torch.device | str, dtype: torch.dtype) -> Any:
+    """On `device` in `dtype` (an fp16 file asked for in fp32 is converted), eval mode."""
     model = model.to(device=device)
-    if dtype != torch.float32:  # (diffusers warns about any dtype passed to .to)
+    if any(p.dtype != dtype for p in model.parameters()):  # (diffusers warns about any dtype given to .to)
         model = model.to(dtype=dtype)
     return model.eval()
 
