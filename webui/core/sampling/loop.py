@@ -56,11 +56,18 @@ Hook = Callable[[HookPoint, StepState], None]
 @dataclass
 class ModelCallState:
     """What a BEFORE_MODEL hook sees: the step and the model inputs of the whole batch, which it may
-    change or add to (`inputs.extra`) for this call only."""
+    change or add to (`inputs.extra`) for this call only. The batch is laid out group by group, each
+    group one row per image (`images`); when guided, the first group is the negative prompt's: its
+    `uncond_rows` rows come first (0 unguided). With `per_image` the model runs once per image (rows
+    i, images + i, ...): a hook that runs a model of its own does the same to keep image i of a batch
+    bit-identical to a single run (see `predict`)."""
 
     step: int
     total: int
     inputs: ModelInputs
+    uncond_rows: int = 0
+    images: int = 1
+    per_image: bool = False
 
 
 ModelHook = Callable[[HookPoint, ModelCallState], None]
@@ -256,7 +263,7 @@ def denoise(
             torch.cat([image_cond] * len(groups)) if image_cond is not None else None,
         )
         if model_hooks:
-            call_state = ModelCallState(i, total, inputs)
+            call_state = ModelCallState(i, total, inputs, n if guided else 0, n, per_image)
             for model_hook in model_hooks:
                 model_hook(HookPoint.BEFORE_MODEL, call_state)
             inputs = call_state.inputs
