@@ -194,6 +194,10 @@ ALLOWED_LINES = {
 # file -> why it may name architectures throughout (flow_loader asks each family's `files` instead)
 ALLOWED_FILES = {
     "webui/core/models/tiny_flow.py": "builds the tiny test fixture of each flow arch (their shapes differ)",
+    # a ControlNet / T2I-Adapter file is made for one base; these read which from its keys and
+    # shapes (as models/detect.py names the group it found) and refuse a mismatch with the model
+    "extensions/controlnet/layout.py": "the base a ControlNet file was trained for",
+    "extensions/controlnet/adapter.py": "the base a T2I-Adapter file was trained for",
 }
 
 
