@@ -283,6 +283,8 @@ def test_png_info_reads_a_data_url_image(c: httpx.Client) -> None:
     assert body["info"] == json.loads(made["info"])["infotexts"][0]
     assert body["parameters"]["Prompt"] == "a red cube" and body["parameters"]["Negative prompt"] == "ugly"
     assert body["parameters"]["Seed"] == "7" and body["parameters"]["Size-1"] == "64"
+    # what the text leaves out comes back with A1111's defaults, as its reader gives them
+    assert body["parameters"]["Clip skip"] == "1" and body["parameters"]["Inpaint area"] == "Whole picture"
     assert c.post("/sdapi/v1/png-info", json={"image": ""}).json()["info"] == ""
     for bad in ("http://127.0.0.1/x.png", "%%%%", base64.b64encode(b"<svg/>").decode()):
         r = c.post("/sdapi/v1/png-info", json={"image": bad})

@@ -288,3 +288,23 @@ def _split_items(line: str) -> list[str]:
         i += 1
     items.append(current)
     return items
+
+
+def test_a1111_reader_defaults_fill_what_the_text_leaves_out() -> None:
+    from webui.core.outputs.infotext_defaults import with_a1111_defaults
+
+    text = (
+        "a cat\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 5, Size: 512x768, Seed resize from: 64x32, "
+        "Clip skip: 2, Hires upscale: 2, Hires resize: 1024x1536"
+    )
+    got = with_a1111_defaults(parse_infotext(text))
+    assert got["Clip skip"] == "2"  # present: kept as written
+    assert (got["Size-1"], got["Size-2"], got["Size"]) == ("512", "768", "512x768")
+    assert (got["Seed resize from-1"], got["Hires resize-1"], got["Hires resize-2"]) == ("64", "1024", "1536")
+    assert got["RNG"] == "GPU" and got["Schedule type"] == "Automatic" and got["Masked area padding"] == 32
+    assert got["Hires sampler"] == "Use same sampler" and got["Emphasis"] == "Original"
+    assert "Cache FP16 weight for LoRA" not in got
+    bare = with_a1111_defaults(parse_infotext("a cat\nSteps: 20, Sampler: Euler, Seed: 5"))
+    assert bare["Clip skip"] == "1" and bare["Hires resize-1"] == 0 and bare["Prompt"] == "a cat"
+    fp8 = with_a1111_defaults(parse_infotext("a 1x2\nSteps: 2, Sampler: Euler, FP8 weight: Enable for SDXL"))
+    assert fp8["Cache FP16 weight for LoRA"] is False and "Prompt-1" not in fp8

@@ -29,7 +29,8 @@ from webui.api.waiting import Waiting
 from webui.core import types
 from webui.core.engine import VERSION
 from webui.core.models.manager import ModelNotFound
-from webui.core.outputs.infotext import parse_infotext, parse_size
+from webui.core.outputs.infotext import parse_infotext
+from webui.core.outputs.infotext_defaults import with_a1111_defaults
 from webui.core.outputs.saving import PARAMETERS_KEY, read_infotext
 from webui.core.sampling.samplers import list_schedulers
 from webui.core.tasks.hires import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, check_upscaler
@@ -422,12 +423,6 @@ def _png_info(data: str, max_bytes: int, max_pixels: int) -> dict[str, Any]:
     text = read_infotext(image) or ""
     items = {k: v for k, v in images.text_chunks(image).items() if k != PARAMETERS_KEY}
     parameters: dict[str, Any] = {}
-    if text:
-        parameters = dict(parse_infotext(text))
-        if "Size" in parameters:
-            try:
-                w, h = parse_size(parameters["Size"])
-                parameters["Size-1"], parameters["Size-2"] = str(w), str(h)
-            except ValueError:
-                pass
+    if text:  # the parameters as A1111's reader gives them: sizes split, defaults filled in
+        parameters = with_a1111_defaults(parse_infotext(text))
     return {"info": text, "items": items, "parameters": parameters}
