@@ -66,8 +66,7 @@ def test_hires_fix_over_the_api(c: httpx.Client) -> None:
     assert _image(r.json()["images"][0]).size == (96, 96)
     ok = c.post("/sdapi/v1/txt2img", json={**body, "hr_scale": 1.25})  # 80 a side: a multiple of 16
     assert ok.status_code == 200, ok.text
-    # 64 x 1.125 = 72: refused once the model is known, naming the field. (A check that needs the model
-    # runs in the job, and a failed job answers 500 today, for the first pass's sizes too.)
+    # 64 x 1.125 = 72: refused once the model is known (in the job), still a 422 naming the field
     bad = c.post("/sdapi/v1/txt2img", json={**body, "hr_scale": 1.125})
-    assert bad.status_code != 200
-    assert "hr_scale: the hires fix size must be a multiple of 16" in bad.json()["detail"]
+    assert bad.status_code == 422 and bad.json()["field"] == "hr_scale", bad.text
+    assert "the hires fix size must be a multiple of 16" in bad.json()["error"]

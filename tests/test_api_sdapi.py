@@ -112,7 +112,7 @@ def test_override_checkpoint_per_request_and_model_hash(c: httpx.Client, tiny_fi
         ({"width": "wide"}, "width"),
         ({"restore_faces": True}, "restore_faces"),
         ({"tiling": True}, "tiling"),
-        ({"alwayson_scripts": {"ControlNet": {"args": []}}}, "alwayson_scripts"),
+        ({"alwayson_scripts": {"Regional Prompter": {"args": []}}}, "alwayson_scripts"),
         ({"script_name": "x/y/z plot"}, "script_args.x_values"),  # a plot over nothing
         ({"script_name": "ControlNet"}, "script_name"),
         ({"outpath_samples": "../../etc"}, "outpath_samples"),

@@ -70,20 +70,44 @@ def test_generate_shows_images_in_gallery_and_writes_them_to_disk(
 
 
 def test_interrupt_stops_a_long_job_quickly(studio: RunningStudio, browser: Any) -> None:
+    """While a job runs, Generate gives way to Interrupt/Skip and the window title shows the progress;
+    Interrupt says so until the job stops, and keeps the partly finished picture."""
     page = open_studio(browser, studio.url)
     page.fill("#txt2img_prompt textarea", "a long job")
     _small(page, steps=150, size=256)
     set_number(page, "txt2img_batch_count", 3)
+    assert page.title() == "Sfumato"
     page.click("#txt2img_generate")
     wait_status(page, "txt2img", ("step",), timeout=60)
+    page.wait_for_function("/^\\[\\d+%\\]/.test(document.title)", timeout=10_000)
+    assert not page.is_visible("#txt2img_generate") and page.is_visible("#txt2img_interrupt")
     job = next(j for j in _jobs(studio) if j.state.value == "running")
     started = time.monotonic()
     page.click("#txt2img_interrupt")
-    status = wait_status(page, "txt2img", ("Interrupted", "Done", "Failed"), timeout=30)
-    assert status.startswith("Interrupted"), status
+    wait_status(page, "txt2img", ("Interrupting", "Interrupted"), timeout=10, start=True)
+    page.wait_for_timeout(600)  # several polls later it still says so (or the job has ended)
+    text = page.locator("#txt2img_status .sf-text").inner_text()
+    assert text.startswith(("Interrupting", "Interrupted")), text
+    status = wait_status(page, "txt2img", ("Interrupted", "Done", "Failed"), timeout=30, start=True)
+    assert status.startswith("Interrupted") and "1 image kept" in status, status
     assert time.monotonic() - started < 10
     final = studio.services.queue.get(job.id)
     assert final.state.value == "cancelled" and final.progress.step < 150
+    assert len(final.images) == 1 and Path(final.images[0].path).is_file()  # the partial picture
+    page.wait_for_function("document.querySelectorAll('#txt2img_gallery img').length >= 1")
+    page.wait_for_function("document.title === 'Sfumato'", timeout=10_000)
+    assert page.is_visible("#txt2img_generate")
+
+
+def test_escape_interrupts_the_shown_tabs_job(studio: RunningStudio, browser: Any) -> None:
+    page = open_studio(browser, studio.url)
+    page.fill("#txt2img_prompt textarea", "stopped by a key")
+    _small(page, steps=150, size=256)
+    page.click("#txt2img_generate")
+    wait_status(page, "txt2img", ("step",), timeout=60)
+    page.keyboard.press("Escape")
+    status = wait_status(page, "txt2img", ("Interrupted", "Done", "Failed"), timeout=30, start=True)
+    assert status.startswith("Interrupted"), status
 
 
 def test_reload_mid_job_reattaches_to_the_same_job(studio: RunningStudio, browser: Any) -> None:

@@ -87,6 +87,7 @@ class StudioContext:
         self._lock = threading.Lock()
         self._prefs: dict[str, Prefs] = {}
         self._jobs: dict[str, str] = {}
+        self._stopping: dict[str, tuple[str, int]] = {}  # job id -> (cancel | skip, batch when asked)
 
     # -- per-user choices -------------------------------------------------------------------------
     def default_prefs(self) -> Prefs:
@@ -113,6 +114,23 @@ class StudioContext:
             return new
 
     # -- jobs ---------------------------------------------------------------------------------------
+    def mark_stopping(self, job_id: str, action: str, batch: int) -> None:
+        """The user asked to interrupt ("cancel") or skip the job's current batch: say so until it
+        happens (the job ends, or its batch moves on)."""
+        with self._lock:
+            self._stopping[job_id] = (action, batch)
+
+    def stopping_note(self, info: Any) -> str | None:
+        with self._lock:
+            found = self._stopping.get(info.id)
+            moved_on = found is not None and found[0] == "skip" and info.progress.batch != found[1]
+            if found is not None and (info.state.finished or moved_on):
+                del self._stopping[info.id]
+                found = None
+        if found is None:
+            return None
+        return "Interrupting…" if found[0] == "cancel" else "Skipping this batch…"
+
     def remember_job(self, user: str, job_id: str) -> None:
         with self._lock:
             self._jobs[user] = job_id

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,11 +67,13 @@ def status_text(info: Any, now: float | None = None) -> str:
     return f"Failed: {info.error or 'unknown error'}"
 
 
-def status_html(text: str, fraction: float = 0.0, kind: str = "info") -> str:
-    """A progress bar and one escaped line of text."""
+def status_html(text: str, fraction: float = 0.0, kind: str = "info", busy: bool = False) -> str:
+    """A progress bar and one escaped line of text. `busy` (a job queued or running) marks it for the
+    page script: the tab's Generate gives way to Interrupt/Skip and the window title shows the progress."""
     pct = max(0.0, min(1.0, fraction)) * 100
+    mark = f" data-busy='1' data-pct='{pct:.0f}'" if busy else ""
     return (
-        f"<div class='sf-status sf-{html.escape(kind)}'>"
+        f"<div class='sf-status sf-{html.escape(kind)}'{mark}>"
         f"<div class='sf-bar'><div class='sf-fill' style='width:{pct:.1f}%'></div></div>"
         f"<div class='sf-text'>{html.escape(text)}</div></div>"
     )
@@ -86,10 +88,18 @@ def warnings_html(warnings: tuple[str, ...] | list[str]) -> str:
     return f"<div class='sf-warnings' role='status'><strong>{title}</strong><ul>{items}</ul></div>"
 
 
-def info_html(info: Any) -> str:
+Note = Callable[[Any], "str | None"]  # (job info) -> what the user asked for and is still pending, or None
+
+
+def info_html(info: Any, note: Note | None = None) -> str:
+    """The status of a job; a pending request of the user ("Interrupting…") leads while it holds."""
     kind = {"failed": "error", "cancelled": "warn", "done": "ok"}.get(info.state.value, "info")
     fraction = 1.0 if info.state.value == "done" else info.progress.fraction
-    return status_html(status_text(info), fraction, kind)
+    text = status_text(info)
+    pending = note(info) if note is not None and not info.state.finished else None
+    if pending:
+        text, kind = f"{pending} ({text})", "warn"
+    return status_html(text, fraction, kind, busy=not info.state.finished)
 
 
 def caption(info: Any, image: Any) -> str:
@@ -110,9 +120,14 @@ def decode_preview(data: bytes) -> Any:
 
 
 def follow(
-    queue: Any, job_id: str, poll: float = POLL_SECONDS, timeout: float | None = None
+    queue: Any,
+    job_id: str,
+    poll: float = POLL_SECONDS,
+    timeout: float | None = None,
+    note: Note | None = None,
 ) -> Iterator[Frame]:
-    """Frames for a job until it finishes (or timeout seconds pass; the job itself goes on)."""
+    """Frames for a job until it finishes (or timeout seconds pass; the job itself goes on). `note`
+    says what the user asked of the job that has not happened yet (shown before the status)."""
     last_preview: bytes | None = None
     shown_images = -1
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -133,7 +148,7 @@ def follow(
         if info.state.finished:
             yield Frame(info_html(info), None, gallery, infotexts, seeds, done=True, warnings=info.warnings)
             return
-        yield Frame(info_html(info), preview, gallery if info.images else None, infotexts, seeds)
+        yield Frame(info_html(info, note), preview, gallery if info.images else None, infotexts, seeds)
         if deadline is not None and time.monotonic() > deadline:
             return
         started = time.monotonic()

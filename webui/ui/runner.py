@@ -18,7 +18,7 @@ from typing import Any
 import gradio as gr
 
 from webui.ui.context import StudioContext, generate_refusal, user_of
-from webui.ui.polling import Frame, follow, status_html, warnings_html
+from webui.ui.polling import Frame, follow, info_html, status_html, warnings_html
 
 _INTS = frozenset(
     {
@@ -205,7 +205,7 @@ class TabRunner:
         return info
 
     def stream(self, job_id: str) -> Iterator[tuple[Any, ...]]:
-        for frame in follow(self.ctx.services.queue, job_id):
+        for frame in follow(self.ctx.services.queue, job_id, note=self.ctx.stopping_note):
             yield frame_outputs(frame)
 
     def wire(self) -> None:
@@ -235,12 +235,12 @@ class TabRunner:
             if script is not None:
                 from webui.ui.script_ui import run_script
 
-                starting = Frame(status_html(f"{script[0].name}: starting", 0.0), warnings=())
+                starting = Frame(status_html(f"{script[0].name}: starting", 0.0, busy=True), warnings=())
                 yield (*frame_outputs(starting), gr.skip())
                 for frame, job_id in run_script(self.ctx, script[0], job_request, script[1], user):
                     yield (*frame_outputs(frame), job_id if job_id is not None else gr.skip())
                 return
-            yield (*frame_outputs(Frame(status_html("Queued", 0.0), warnings=())), info.id)
+            yield (*frame_outputs(Frame(status_html("Queued", 0.0, busy=True), warnings=())), info.id)
             for out in self.stream(info.id):
                 yield (*out, gr.skip())
 
@@ -272,10 +272,11 @@ class TabRunner:
             return gr.skip()
         queue = self.ctx.services.queue
         try:
-            getattr(queue, action)(job_id, by=user)
+            info = getattr(queue, action)(job_id, by=user)
         except (LookupError, PermissionError):
             return gr.skip()
-        return status_html("Interrupting…" if action == "cancel" else "Skipping this batch…", 0.0, "warn")
+        self.ctx.mark_stopping(job_id, action, info.progress.batch)
+        return info_html(info, self.ctx.stopping_note)
 
 
 # request fields a tab fills from a picture, not from a labelled control

@@ -166,7 +166,7 @@ def run_script(
         fresh = data is not None and data is not last and not info.state.finished
         preview = decode_preview(data) if fresh and data is not None else None
         last = data if fresh else last
-        frame = Frame(status_html(text, info.progress.fraction), preview)
+        frame = Frame(status_html(text, info.progress.fraction, busy=True), preview)
         yield frame, (job_id if job_id != shown else None)
         shown = job_id
     if "error" in outcome:

@@ -35,21 +35,67 @@ CSS = """
 .sf-first-run { border: 1px solid var(--color-accent); border-radius: 8px; padding: 8px 16px; }
 .sf-first-run code { overflow-wrap: anywhere; }
 #sf_topbar { align-items: end; }
+.sf-busy button[id$="_generate"] { display: none !important; }
+.sf-busy button[id$="_interrupt"], .sf-busy button[id$="_skip"] { min-height: 44px; font-weight: 600; }
 .gradio-container { max-width: 1600px !important; }
 @media (max-width: 600px) { .gradio-container { padding: 4px !important; } }
 """
 
-# Ctrl+Enter (Cmd+Enter) in a tab's prompt clicks that tab's Generate button.
+# Ctrl+Enter (Cmd+Enter) in a tab's prompt clicks that tab's Generate button; while a job of the shown
+# tab runs, Esc clicks its Interrupt and Alt+Enter its Skip (A1111's keys).
+# While a tab's job is queued or running (its status carries data-busy), Generate gives way to Interrupt
+# and Skip, as in A1111, and the window title shows the progress: "[42%] ETA 12.0 s - Sfumato".
 HEAD = """
 <script>
-document.addEventListener('keydown', (e) => {
-  if (e.key !== 'Enter' || !(e.ctrlKey || e.metaKey)) return;
-  const box = e.target.closest && e.target.closest('[id$="_prompt"], [id$="_neg_prompt"]');
-  if (!box) return;
-  const tab = box.id.replace(/_(neg_)?prompt$/, '');
-  const button = document.getElementById(tab + '_generate');
-  if (button) { e.preventDefault(); button.click(); }
-});
+(() => {
+  const busyTab = () => {
+    for (const status of document.querySelectorAll('[id$="_status"] .sf-status[data-busy]')) {
+      const holder = status.closest('[id$="_status"]');
+      if (holder && holder.offsetParent !== null) return holder.id.replace(/_status$/, '');
+    }
+    return null;
+  };
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
+      const box = e.target.closest && e.target.closest('[id$="_prompt"], [id$="_neg_prompt"]');
+      if (!box) return;
+      const tab = box.id.replace(/_(neg_)?prompt$/, '');
+      const button = document.getElementById(tab + '_generate');
+      if (button) { e.preventDefault(); button.click(); }
+      return;
+    }
+    const skip = e.key === 'Enter' && e.altKey;
+    if (e.key !== 'Escape' && !skip) return;
+    const tab = busyTab();
+    const button = tab && document.getElementById(tab + (skip ? '_skip' : '_interrupt'));
+    if (button) { e.preventDefault(); button.click(); }
+  });
+  const BASE = 'Sfumato';
+  const update = () => {
+    let title = null;
+    document.querySelectorAll('[id$="_status"]').forEach((holder) => {
+      const tab = holder.id.replace(/_status$/, '');
+      const status = holder.querySelector('.sf-status');
+      const busy = !!(status && status.dataset.busy);
+      const button = document.getElementById(tab + '_generate');
+      const actions = button && (button.closest('.sf-actions') || button.parentElement);
+      if (actions) actions.classList.toggle('sf-busy', busy);
+      if (busy && title === null) {
+        const eta = (status.textContent.match(/ETA ([^,)]+)/) || [])[1];
+        title = '[' + status.dataset.pct + '%]' + (eta ? ' ETA ' + eta : '') + ' - ' + BASE;
+      }
+    });
+    const want = title || BASE;
+    if (document.title !== want) document.title = want;
+  };
+  let pending = false;
+  const soon = () => {
+    if (!pending) { pending = true; setTimeout(() => { pending = false; update(); }, 100); }
+  };
+  const start = () => new MutationObserver(soon).observe(document.body,
+    {childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ['data-busy']});
+  if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
+})();
 </script>
 """
 
