@@ -142,8 +142,8 @@ def test_statuses_and_stable_order(tmp_path: Path) -> None:
     side_effect = f"open({str(marker)!r}, 'w').write('ran')\n"
     for folder in ("zeta", "Alpha", "mid"):
         write_extension(root, folder, "")
-    write_extension(root, "future", side_effect, api_version="2.0")
-    write_extension(root, "newer_minor", side_effect, api_version="1.9")
+    write_extension(root, "future", side_effect, api_version="3.0")
+    write_extension(root, "newer_minor", side_effect, api_version="2.9")
     write_extension(root, "plain_folder", None, manifest=False)
     write_extension(root, "broken", BROKEN)
     write_extension(
@@ -160,7 +160,7 @@ def test_statuses_and_stable_order(tmp_path: Path) -> None:
         "future",
     ]  # sorted, case-insensitive
     assert [e.name for e in host.loaded] == ["Alpha", "mid", "zeta"]
-    assert infos["future"].status == "incompatible" and "API 2.0" in (infos["future"].error or "")
+    assert infos["future"].status == "incompatible" and "API 3.0" in (infos["future"].error or "")
     assert infos["newer_minor"].status == "incompatible" and "update Sfumato" in (
         infos["newer_minor"].error or ""
     )

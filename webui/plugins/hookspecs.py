@@ -8,6 +8,9 @@ any order, by name. Every hook gets:
 - `args`: this extension's UI values by field name (`request.extension_args[<name>]` with the
   defaults of its UiSection fields filled in)
 - `context`: its ExtensionContext (name, folder, data_dir, models_dir, device)
+- `components` (every hook but `register` and `request_received`): the job's loaded model as a
+  read-only `JobModel` (its denoiser, VAE, text encoders, device, dtype, family). Read it, never change
+  it in place: patch a model for one call by wrapping it in `before_model`.
 
 Hooks run in the load order (extension names sorted, case-insensitively). A hook that raises is
 recorded with its traceback summary, the extension is skipped for the rest of that job, and the job
@@ -40,23 +43,36 @@ def request_received(request: Any, args: Any, context: Any) -> Any:
 
 
 @hookspec
-def on_step(point: Any, state: Any, request: Any, args: Any, context: Any) -> None:
+def on_step(point: Any, state: Any, request: Any, args: Any, context: Any, components: Any) -> None:
     """At every sampling step, three times: HookPoint.BEFORE_STEP, AFTER_CFG (state.noise_pred is the
     guided prediction) and AFTER_STEP. `state` is a mutable StepState: assign new tensors to
     state.latents / state.noise_pred (same shape) to change the result."""
 
 
 @hookspec
-def after_decode(images: Any, request: Any, args: Any, context: Any) -> Any:
-    """After the VAE decode of a batch: return a list with as many PIL images (post-processed), or
-    None to leave them."""
+def before_model(state: Any, request: Any, args: Any, context: Any, components: Any) -> None:
+    """Right before every call of the denoiser (API 2). `state` is a mutable ModelCallState:
+    `state.step` (from 0) of `state.total`, and `state.inputs`, a ModelInputs holding the whole
+    batch's rows group by group ([uncond..., cond...]): add model inputs to `state.inputs.extra`
+    (ControlNet's `down_block_additional_residuals` / `mid_block_additional_residual`, T2I-Adapter's
+    `down_intrablock_additional_residuals`, `cross_attention_kwargs`), or replace `state.inputs.model`
+    by a wrapper that patches it for this call. Everything set here lives for this call only; never
+    change the model's modules or weights in place. A hook that raises is undone for that call."""
 
 
 @hookspec
-def extra_infotext(request: Any, args: Any, context: Any) -> Any:
+def after_decode(images: Any, request: Any, args: Any, context: Any, components: Any, runner: Any) -> Any:
+    """After the VAE decode of a batch: return a list with as many PIL images (post-processed), or
+    None to leave them. `runner(Img2ImgRequest(...))` (API 2) runs an img2img or inpaint pass on the
+    job's loaded model and returns its pictures (a detailer repaints faces with it); it saves nothing,
+    runs no extension hooks, and ignores the sub-request's checkpoint fields."""
+
+
+@hookspec
+def extra_infotext(request: Any, args: Any, context: Any, components: Any) -> Any:
     """Return a dict of extra infotext parameters for this request's images (or None)."""
 
 
 @hookspec
-def after_save(image: Any, request: Any, args: Any, context: Any) -> None:
+def after_save(image: Any, request: Any, args: Any, context: Any, components: Any) -> None:
     """After an image is final: `image` is a GeneratedImage (image, seed, infotext, path or None)."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
-from webui.core.types import GeneratedImage, GenerationRequest, RequestError
+from webui.core.types import MAX_INIT_PIXELS, GeneratedImage, GenerationRequest, RequestError
 from webui.plugins import hookspecs
 from webui.plugins.descriptors import (
     Descriptor,
@@ -37,6 +37,7 @@ from webui.plugins.descriptors import (
     UpscalerSpec,
 )
 from webui.plugins.discovery import Found, discover, entry_points
+from webui.plugins.job_model import JobModel
 from webui.plugins.loader import Extension, load_extension, summarize
 from webui.plugins.manifest import Manifest
 from webui.plugins.state import STATE_FILE, ExtensionState
@@ -45,7 +46,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from webui.core.config import AppConfig
-    from webui.core.sampling.loop import Hook, HookPoint, StepState
+    from webui.core.extension_points import SubPass
+    from webui.core.models.components import Components
+    from webui.core.sampling.loop import Hook, HookPoint, ModelCallState, ModelHook, StepState
 
 log = logging.getLogger("sfumato.plugins")
 R = TypeVar("R", bound=GenerationRequest)
@@ -72,6 +75,7 @@ class ExtensionInfo:
 class _Job:
     failed: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
+    components: JobModel | None = None  # the job's model, once it is held (model_hooks)
 
 
 class PluginHost:
@@ -201,8 +205,12 @@ class PluginHost:
         return ext.registry.ui_fields() if ext and ext.registry else ()
 
     # ---- extension args ------------------------------------------------------------------------
-    def check_extension_args(self, extension_args: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        """Validated values by extension and field; RequestError names `extension_args.<ext>.<field>`."""
+    def check_extension_args(
+        self, extension_args: Mapping[str, Any], *, max_pixels: int = MAX_INIT_PIXELS
+    ) -> dict[str, dict[str, Any]]:
+        """Validated values by extension and field, checked against the fields the extension declared
+        (kind, range, choices; image fields decoded to PIL, at most `max_pixels` each); RequestError
+        names `extension_args.<ext>.<field>`. Extensions that are not loaded are left out."""
         if not isinstance(extension_args, Mapping):
             raise RequestError("extension_args", "must be an object keyed by extension name")
         out: dict[str, dict[str, Any]] = {}
@@ -226,7 +234,7 @@ class PluginHost:
                     raise RequestError(
                         f"{where}.{key}", f"unknown field (known: {', '.join(fields) or 'none'})"
                     )
-                checked[key] = fields[key].coerce(value, f"{where}.{key}")
+                checked[key] = fields[key].coerce(value, f"{where}.{key}", max_pixels=max_pixels)
             out[name] = checked
         return out
 
@@ -259,7 +267,12 @@ class PluginHost:
         impl = ext.hooks.get(hook)
         if impl is None or ext.name in self._job().failed:
             return False, None
-        kwargs.update(request=request, args=self.args_for(ext.name, request), context=ext.context)
+        kwargs.update(
+            request=request,
+            args=self.args_for(ext.name, request),
+            context=ext.context,
+            components=self._job().components,
+        )
         try:
             return True, impl.function(*[kwargs[a] for a in impl.argnames])
         except RequestError:
@@ -273,7 +286,9 @@ class PluginHost:
 
     def request_received(self, request: R) -> R:
         self._local.job = _Job()
-        self.check_extension_args(request.extension_args)
+        checked = self.check_extension_args(request.extension_args)
+        if checked:  # hooks see the checked values (images decoded), whoever built the request
+            request = dataclasses.replace(request, extension_args={**request.extension_args, **checked})
         for name in request.extension_args:
             ext = self._by_name[name]
             if not ext.loaded:
@@ -316,11 +331,40 @@ class PluginHost:
 
         return hook
 
-    def after_decode(self, request: GenerationRequest, images: list[Image.Image]) -> list[Image.Image]:
+    def model_hooks(self, request: GenerationRequest, components: Components) -> Sequence[ModelHook]:
+        self._job().components = JobModel.of(components)
+        return [self._model_hook(ext, request) for ext in self.loaded if "before_model" in ext.hooks]
+
+    def _model_hook(self, ext: Extension, request: GenerationRequest) -> ModelHook:
+        def hook(point: HookPoint, state: ModelCallState) -> None:
+            before = state.inputs
+            # the hook works on a copy of the mappings: a failed hook leaves the call as it was
+            state.inputs = dataclasses.replace(before, kwargs=dict(before.kwargs), extra=dict(before.extra))
+            called, _ = self._call(ext, "before_model", request, state=state)
+            if not called:
+                state.inputs = before
+                return
+            after = state.inputs
+            problem = None
+            if not isinstance(after, type(before)):
+                problem = f"state.inputs became a {type(after).__name__}"
+            elif getattr(after.sample, "shape", None) != before.sample.shape:
+                problem = f"state.inputs.sample no longer has shape {tuple(before.sample.shape)}"
+            elif not isinstance(after.extra, Mapping) or not isinstance(after.kwargs, Mapping):
+                problem = "state.inputs.extra and .kwargs must stay dicts"
+            if problem is not None:
+                state.inputs = before
+                self._fail(ext, "before_model", problem)
+
+        return hook
+
+    def after_decode(
+        self, request: GenerationRequest, images: list[Image.Image], sub_pass: SubPass | None = None
+    ) -> list[Image.Image]:
         from PIL import Image
 
         for ext in self.loaded:
-            called, result = self._call(ext, "after_decode", request, images=list(images))
+            called, result = self._call(ext, "after_decode", request, images=list(images), runner=sub_pass)
             if not called or result is None:
                 continue
             if not isinstance(result, list) or len(result) != len(images):
