@@ -78,7 +78,8 @@ def alwayson(services: Services) -> Callable[[Mapping[str, Any]], dict[str, dict
     host = plugin_host(services)
     if host is None:
         return None
-    return lambda scripts: alwayson_to_extension_args(host, scripts)
+    limit = services.options.max_image_pixels
+    return lambda scripts: alwayson_to_extension_args(host, scripts, max_pixels=limit)
 
 
 def check_models(services: Services, request: types.GenerationRequest, payload: A1111Processing) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webui.core.types import RequestError
+from webui.core.types import MAX_INIT_PIXELS, RequestError
 from webui.plugins.descriptors import Field
 from webui.plugins.host import PluginHost
 
@@ -24,8 +24,11 @@ def _lookup(host: PluginHost) -> dict[str, str]:
     return names
 
 
-def alwayson_to_extension_args(host: PluginHost, alwayson: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """extension_args (validated) from an A1111 `alwayson_scripts` object."""
+def alwayson_to_extension_args(
+    host: PluginHost, alwayson: Mapping[str, Any], *, max_pixels: int = MAX_INIT_PIXELS
+) -> dict[str, dict[str, Any]]:
+    """extension_args (validated: image fields decoded, at most `max_pixels` each) from an A1111
+    `alwayson_scripts` object."""
     if not isinstance(alwayson, Mapping):
         raise RequestError("alwayson_scripts", "must be an object keyed by script name")
     names = _lookup(host)
@@ -50,7 +53,7 @@ def alwayson_to_extension_args(host: PluginHost, alwayson: Mapping[str, Any]) ->
         else:
             raise RequestError(where, 'must be {"args": [...]} or {"args": {...}}')
         out.setdefault(name, {}).update(values)
-    return host.check_extension_args(out)
+    return host.check_extension_args(out, max_pixels=max_pixels)
 
 
 def _arg_info(f: Field) -> dict[str, Any]:

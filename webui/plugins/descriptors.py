@@ -182,16 +182,26 @@ class SamplerSpec:
 
 @dataclass(frozen=True)
 class RouteSpec:
-    """An HTTP route, mounted by the server at /api/v1/extensions/<extension name><path> (auth applies)."""
+    """An HTTP route (a FastAPI endpoint: parameters by name, a JSON-able return), mounted by the server
+    at /api/v1/extensions/<extension name><path>; the login and the other guards apply as to every route.
+
+    `root` mounts it at `path` itself, for an A1111 extension's own API that clients call by its path
+    (`/controlnet/version`): only when the A1111 API is on (--api), and only under /<extension name>/.
+    """
 
     path: str
     endpoint: Callable[..., Any]
     methods: tuple[str, ...] = ("GET",)
     summary: str = ""
+    root: bool = False
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or ".." in self.path:
             raise ValueError(f"route path {self.path!r} must start with / and not contain ..")
+        if isinstance(self.methods, (list, str)):
+            object.__setattr__(
+                self, "methods", (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
+            )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
 to every model call in [start, end) of the steps, scaled by the mean brightness of the `hint` image
 (white when none); `wrap` replaces the model for the call by a wrapper that scales its prediction;
 `repaint` > 0 sends every decoded picture through an img2img sub-pass at that denoising strength.
+It serves GET /api/v1/extensions/residual_probe/calls and, A1111-style, /residual_probe/version.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from PIL import ImageStat
 
-from webui.plugins.api import Field, Img2ImgRequest, UiSection, hookimpl
+from webui.plugins.api import Field, Img2ImgRequest, RouteSpec, UiSection, hookimpl
 
 CALLS: list[tuple[int, int, str]] = []  # (step, total, arch) of every before_model call with an effect
 
@@ -34,6 +35,8 @@ def register(registry):
             ),
         )
     )
+    registry.add(RouteSpec("/calls", lambda: {"calls": len(CALLS)}, summary="model calls changed so far"))
+    registry.add(RouteSpec("/residual_probe/version", lambda: {"version": 2}, root=True))
 
 
 def residual_shapes(config, height: int, width: int):
