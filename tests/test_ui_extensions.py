@@ -216,3 +216,32 @@ def test_hires_upscaler_dropdown_lists_builtin_and_extension_upscalers(data: Pat
     assert choices == services.engine.upscaler_names() and "Tiny 2x" in choices and "Latent" in choices
     assert "txt2img_ext_kinds" in found and "img2img_ext_kinds" in found and "inpaint_ext_kinds" in found
     assert "txt2img_script" in found and "tab_extensions" in found
+
+
+IMAGES = """
+from webui.plugins.api import Field, UiSection, hookimpl
+
+@hookimpl
+def register(registry):
+    registry.add(UiSection("img2img", "Pictures", fields=(
+        Field("hint", "image", None), Field("area", "mask", None), Field("weight", "slider", 1.0),
+    )))
+"""
+
+
+def test_image_and_mask_fields_are_image_drops_and_reach_the_hooks_as_pil(tmp_path: Path) -> None:
+    write_extension(tmp_path / "extensions", "pics", IMAGES, api_version="2.0")
+    ctx = _Ctx(_services(tmp_path))
+    with gr.Blocks():
+        inpaint = build_sections(ctx, "inpaint")
+    hint, area = inpaint.components[field_key("pics", "hint")], inpaint.components[field_key("pics", "area")]
+    assert isinstance(hint, gr.Image) and isinstance(area, gr.Image)
+    assert (hint.type, hint.image_mode, area.image_mode) == ("pil", "RGB", "L")
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent: white, as an init image would be
+    args = inpaint.args({field_key("pics", "hint"): rgba, field_key("pics", "area"): None})
+    assert args["pics"]["area"] is None
+    assert args["pics"]["hint"].mode == "RGB" and args["pics"]["hint"].getpixel((0, 0)) == (255, 255, 255)
+    huge = Image.new("L", (8000, 6000))
+    with pytest.raises(RequestError) as bad:
+        inpaint.args({field_key("pics", "area"): huge})
+    assert bad.value.field == "extension_args.pics.area" and "pixels" in bad.value.message

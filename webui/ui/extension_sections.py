@@ -42,7 +42,7 @@ def _slug(text: str) -> str:
 
 def render_field(f: Any, elem_id: str) -> Any:
     """One Gradio control for a plugin Field (kind: checkbox, slider, number, text, textarea,
-    dropdown, radio)."""
+    dropdown, radio, image, mask)."""
     label = f.label or f.name.replace("_", " ")
     common: dict[str, Any] = dict(label=label, elem_id=elem_id, info=f.info or None)
     if f.kind == "checkbox":
@@ -63,6 +63,16 @@ def render_field(f: Any, elem_id: str) -> Any:
         return gr.Dropdown(list(f.choices), value=f.default, min_width=160, **common)
     if f.kind == "radio":
         return gr.Radio(list(f.choices), value=f.default, **common)
+    if f.kind in ("image", "mask"):  # a PIL image (or None) that the host sanitises like an API image
+        return gr.Image(
+            None,
+            type="pil",
+            image_mode="L" if f.kind == "mask" else "RGB",
+            sources=["upload", "clipboard"],
+            height=240,
+            label=label,
+            elem_id=elem_id,
+        )
     raise ValueError(f"field {f.name!r}: unknown kind {f.kind!r}")
 
 
