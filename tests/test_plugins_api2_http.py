@@ -5,12 +5,15 @@ user extension."""
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -18,7 +21,7 @@ from tests.test_api_jobs import _submit, _wait_done
 from tests.test_plugins_api2 import FIXTURES, data_url
 from tests.test_server_harness import Running, make_manager, running_server
 
-AUTH = ["--api", "--api-auth", "ann:pw-a"]
+AUTH = ["--api", "--api-auth", "ann:pw-a", "--admin", "ann"]
 FAST: dict[str, Any] = {"prompt": "a blue sphere", "steps": 2, "width": 64, "height": 64, "seed": 3}
 GREY = Image.new("RGB", (16, 16), (128, 128, 128))
 
@@ -96,3 +99,29 @@ def test_extension_routes_are_mounted_behind_the_login(srv: Running, c: httpx.Cl
             assert anonymous.get(path).status_code == 401, path
     with srv.client(auth=("ann", "wrong")) as wrong:
         assert wrong.get("/api/v1/extensions/residual_probe/calls").status_code == 401
+
+
+def _pixels(c: httpx.Client, request: dict[str, Any]) -> np.ndarray:
+    job_id = _submit(c, request)
+    assert _wait_done(c, job_id)["state"] == "done"
+    r = c.get(f"/api/v1/jobs/{job_id}/images/0")
+    assert r.status_code == 200, r.text
+    return np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+
+
+def test_extension_settings_are_stored_with_the_others_and_reach_the_hooks(
+    srv: Running, c: httpx.Client
+) -> None:
+    r = c.post("/sdapi/v1/options", json={"residual_probe.scale": 9})
+    assert r.status_code == 422 and r.json()["field"] == "residual_probe.scale", r.text
+    controlled = {**FAST, "extension_args": {"residual_probe": {"strength": 1.0}}}
+    try:
+        assert c.post("/sdapi/v1/options", json={"residual_probe.scale": 0}).status_code == 200
+        assert c.get("/sdapi/v1/options").json()["residual_probe.scale"] == 0.0
+        stored = json.loads(srv.config.settings_path.read_text(encoding="utf-8"))
+        assert stored["residual_probe.scale"] == 0.0
+        # scale 0: zero residuals, so the controlled job makes exactly the plain picture
+        assert np.array_equal(_pixels(c, controlled), _pixels(c, FAST))
+    finally:
+        assert c.post("/sdapi/v1/options", json={"residual_probe.scale": 1.0}).status_code == 200
+    assert not np.array_equal(_pixels(c, controlled), _pixels(c, FAST))

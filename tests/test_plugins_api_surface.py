@@ -76,7 +76,8 @@ def test_api_1_extensions_still_load_and_run_their_hooks(tmp_path: Path) -> None
         "from webui.plugins.api import Field, UiSection, hookimpl\n"
         "@hookimpl\ndef register(registry):\n"
         "    registry.add(UiSection('txt2img', 'Old', fields=(Field('on', 'checkbox', True),)))\n"
-        "@hookimpl\ndef extra_infotext(args, context):\n    return {context.name: 'yes' if args['on'] else 'no'}\n"
+        "@hookimpl\ndef extra_infotext(args, context):\n"
+        "    return {context.name: 'yes' if args['on'] else 'no'}\n"
     )
     write_extension(root, "old", code, api_version="1.0")
     write_extension(root, "old_major_only", code, api_version="1")
@@ -109,6 +110,10 @@ def test_api_versions_that_cannot_load_say_why(wanted: str, words: str) -> None:
     assert words in str(e.value)
 
 
+def _module_name(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("webui.") and " " not in value
+
+
 def _webui_imports(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found: list[str] = []
@@ -118,11 +123,8 @@ def _webui_imports(path: Path) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append(node.module)
             found += [f"{node.module}.{a.name}" for a in node.names if node.module == "webui"]
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if (
-                node.value.startswith("webui.") and " " not in node.value
-            ):  # importlib.import_module("webui.x")
-                found.append(node.value)
+        elif isinstance(node, ast.Constant) and _module_name(node.value):  # import_module("webui.x")
+            found.append(node.value)
     return [m for m in found if m == "webui" or m.startswith("webui.")]
 
 

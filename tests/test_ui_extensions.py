@@ -245,3 +245,34 @@ def test_image_and_mask_fields_are_image_drops_and_reach_the_hooks_as_pil(tmp_pa
     with pytest.raises(RequestError) as bad:
         inpaint.args({field_key("pics", "area"): huge})
     assert bad.value.field == "extension_args.pics.area" and "pixels" in bad.value.message
+
+
+def test_extension_settings_sections_and_requirements_show_in_their_tabs(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.test_plugins_api2 import FIXTURES
+    from webui.core.settings import SettingsStore
+    from webui.ui.context import StudioContext
+    from webui.ui.settings_tab import build_settings, edits, extension_value
+
+    shutil.copytree(FIXTURES / "residual_probe", tmp_path / "extensions" / "residual_probe")
+    services = _services(tmp_path)
+    services.settings = SettingsStore(tmp_path / "config.json")
+    services.engine.hooks.attach_settings(services.settings.get)
+    with gr.Blocks():
+        parts = build_settings(StudioContext(services, secret="s"))
+    control = parts["_controls"]["residual_probe.scale"]
+    assert isinstance(control, gr.Slider) and (control.minimum, control.maximum) == (0.0, 4.0)
+    field = services.engine.hooks.setting_fields()["residual_probe.scale"]
+    keys = ["residual_probe.scale", "jpeg_quality"]
+    loaded = {"residual_probe.scale": 1.0, "jpeg_quality": 80}
+    assert edits(keys, loaded, [2.5, 80], {"residual_probe.scale": field}) == {"residual_probe.scale": 2.5}
+    with pytest.raises(RequestError) as bad:
+        edits(keys, loaded, [7.0, 80], {"residual_probe.scale": field})
+    assert bad.value.field == "residual_probe.scale"
+    assert extension_value(field, "residual_probe.scale", "junk") == 1.0  # unusable stored value: default
+    services.settings.update({"residual_probe.scale": 2.0})
+    assert services.engine.hooks.settings_for("residual_probe") == {"scale": 2.0}
+    rows = {r[0]: r for r in ExtensionsPanel(services).rows()}
+    needs = rows["residual_probe"][7]
+    assert "pillow>=1: installed " in needs and "sfumato-no-such-package==1.0: missing" in needs

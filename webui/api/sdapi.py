@@ -278,6 +278,9 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
             except ModelNotFound as e:
                 raise RequestError("sd_vae", str(e)) from e
 
+        host = plugin_host(services)
+        if host is not None:  # extension settings: checked against the extension's own fields
+            changes = {**changes, **host.check_settings(changes)}
         await run_in_threadpool(services.settings.update, changes, validate_checkpoint, validate_vae)
         return None
 

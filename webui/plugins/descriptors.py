@@ -148,13 +148,19 @@ class UiSection:
 
 @dataclass(frozen=True)
 class SettingsSection:
-    """A group on the Settings tab; values are stored as `<extension name>.<field name>` settings keys."""
+    """A group on the Settings tab; values are stored with the other settings (config.json, also
+    /sdapi/v1/options) as `<extension name>.<field name>` keys, and reach every hook as `settings`."""
 
     title: str
     fields: tuple[Field, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", _fields(f"SettingsSection {self.title!r}", self.fields))
+        pictures = [f.name for f in self.fields if f.kind in IMAGE_KINDS]
+        if pictures:
+            raise ValueError(
+                f"SettingsSection {self.title!r}: settings cannot be images ({', '.join(pictures)})"
+            )
 
 
 @dataclass(frozen=True)

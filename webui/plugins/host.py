@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -69,6 +69,7 @@ class ExtensionInfo:
     error: str | None
     notes: tuple[str, ...]
     last_job_error: str | None
+    requirements: tuple[str, ...] = ()  # from the manifest (shown with their state; never auto-installed)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class PluginHost:
         self._lock = threading.Lock()
         self._last_error: dict[str, str] = {}
         self._load_args: tuple[Any, ...] = ()
+        self._settings_get: Callable[[str], Any] | None = None
 
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
@@ -158,6 +160,7 @@ class PluginHost:
                 e.error,
                 tuple(e.registry.notes) if e.registry else (),
                 last.get(e.name),
+                e.manifest.requirements if e.manifest else (),
             )
             for e in self._extensions
         ]
@@ -246,6 +249,37 @@ class PluginHost:
             values.update(given)
         return values
 
+    # ---- extension settings (SettingsSection) ---------------------------------------------------
+    def attach_settings(self, get: Callable[[str], Any]) -> None:
+        """Read extension settings through `get(key)` (the server's SettingsStore.get: None when unset);
+        until then every extension sees its settings' defaults."""
+        self._settings_get = get
+
+    def setting_fields(self) -> dict[str, Field]:
+        """Every extension setting by its stored key, `<extension name>.<field name>`."""
+        return {f"{ext}.{f.name}": f for ext, section in self.settings_sections() for f in section.fields}
+
+    def check_settings(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """The extension settings among `changes`, checked against their fields (RequestError naming
+        the key); other keys are left out."""
+        fields = self.setting_fields()
+        return {k: fields[k].coerce(v, k) for k, v in changes.items() if k in fields}
+
+    def settings_for(self, name: str) -> dict[str, Any]:
+        """This extension's settings by field name: the stored value, or the default when there is none
+        or it is not usable any more (a choice the extension dropped, a number out of its new range)."""
+        values: dict[str, Any] = {}
+        for ext, section in self.settings_sections():
+            if ext != name:
+                continue
+            for f in section.fields:
+                raw = self._settings_get(f"{name}.{f.name}") if self._settings_get is not None else None
+                try:
+                    values[f.name] = f.default if raw is None else f.coerce(raw, f"{name}.{f.name}")
+                except RequestError:
+                    values[f.name] = f.default
+        return values
+
     # ---- EngineHooks ---------------------------------------------------------------------------
     def _job(self) -> _Job:
         job: _Job | None = getattr(self._local, "job", None)
@@ -272,6 +306,7 @@ class PluginHost:
             args=self.args_for(ext.name, request),
             context=ext.context,
             components=self._job().components,
+            settings=self.settings_for(ext.name),
         )
         try:
             return True, impl.function(*[kwargs[a] for a in impl.argnames])
@@ -287,8 +322,10 @@ class PluginHost:
     def request_received(self, request: R) -> R:
         self._local.job = _Job()
         checked = self.check_extension_args(request.extension_args)
-        if checked:  # hooks see the checked values (images decoded), whoever built the request
-            request = dataclasses.replace(request, extension_args={**request.extension_args, **checked})
+        given = request.extension_args
+        if any(v is not given[n].get(k) for n, values in checked.items() for k, v in values.items()):
+            # hooks see the checked values (images decoded), whoever built the request
+            request = dataclasses.replace(request, extension_args={**given, **checked})
         for name in request.extension_args:
             ext = self._by_name[name]
             if not ext.loaded:

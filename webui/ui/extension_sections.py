@@ -98,7 +98,7 @@ class ExtensionInputs:
             where = split_key(key)
             if where is None:
                 continue
-            out.setdefault(where[0], {})[where[1]] = _plain(f, values[key])
+            out.setdefault(where[0], {})[where[1]] = plain_value(f, values[key])
         if not out or self.host is None:
             return out
         checked: dict[str, dict[str, Any]] = self.host.check_extension_args(out)
@@ -110,7 +110,7 @@ class ExtensionInputs:
         return {"extension_args": args} if args else {}
 
 
-def _plain(f: Any, value: Any) -> Any:
+def plain_value(f: Any, value: Any) -> Any:
     """A UI value in the type the Field expects (Gradio gives floats for whole-number sliders, None for
     an emptied number box)."""
     whole_default = isinstance(f.default, int) and not isinstance(f.default, bool)

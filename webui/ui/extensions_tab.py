@@ -2,8 +2,9 @@
 from a git URL and update.
 
 Enable/disable is written to `<data dir>/extensions.json` (webui.plugins.state) and applies on restart;
-the list says so for every extension whose next state differs from the running one. Installing and
-updating run git through webui.plugins.install, which refuses while others can reach the server
+the list says so for every extension whose next state differs from the running one. The requirements
+an extension's manifest declares are listed with what is installed (nothing installs them here).
+Installing and updating run git through webui.plugins.install, which refuses while others can reach the server
 (--listen, a non-local --server-name, --share) unless the server was started with
 --enable-insecure-extension-access; the refusal's message is shown as is.
 """
@@ -16,10 +17,11 @@ from typing import Any
 
 import gradio as gr
 
+from webui.plugins.requirements import requirements_text
 from webui.ui.context import refusal
 from webui.ui.extension_sections import host_of
 
-HEADERS = ["Name", "Version", "Status", "Enabled", "Source", "Error / notes", "Folder"]
+HEADERS = ["Name", "Version", "Status", "Enabled", "Source", "Error / notes", "Folder", "Requirements"]
 RESTART = "applied on restart"
 
 
@@ -70,7 +72,10 @@ class ExtensionsPanel:
             if wanted != e.enabled:
                 enabled += f" → {'yes' if wanted else 'no'} ({RESTART})"
             problems = [p for p in (e.error, e.last_job_error) if p] + list(e.notes)
-            out.append([e.name, e.version, e.status, enabled, e.source, "; ".join(problems), e.location])
+            needs = requirements_text(e.requirements)
+            out.append(
+                [e.name, e.version, e.status, enabled, e.source, "; ".join(problems), e.location, needs]
+            )
         return out
 
     def set_enabled(self, name: str | None, enabled: bool) -> str:

@@ -2,7 +2,8 @@
 
 `strength` > 0 adds ControlNet-shaped residuals (one per UNet down-block output, plus the middle block)
 to every model call in [start, end) of the steps, scaled by the mean brightness of the `hint` image
-(white when none); `wrap` replaces the model for the call by a wrapper that scales its prediction;
+(white when none) and by the `scale` setting; `wrap` replaces the model for the call by a wrapper
+that scales its prediction;
 `repaint` > 0 sends every decoded picture through an img2img sub-pass at that denoising strength.
 It serves GET /api/v1/extensions/residual_probe/calls and, A1111-style, /residual_probe/version.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 from PIL import ImageStat
 
-from webui.plugins.api import Field, Img2ImgRequest, RouteSpec, UiSection, hookimpl
+from webui.plugins.api import Field, Img2ImgRequest, RouteSpec, SettingsSection, UiSection, hookimpl
 
 CALLS: list[tuple[int, int, str]] = []  # (step, total, arch) of every before_model call with an effect
 
@@ -34,6 +35,9 @@ def register(registry):
                 Field("repaint", "slider", 0.0, minimum=0.0, maximum=1.0),
             ),
         )
+    )
+    registry.add(
+        SettingsSection("Residual probe", (Field("scale", "slider", 1.0, minimum=0.0, maximum=4.0),))
     )
     registry.add(RouteSpec("/calls", lambda: {"calls": len(CALLS)}, summary="model calls changed so far"))
     registry.add(RouteSpec("/residual_probe/version", lambda: {"version": 2}, root=True))
@@ -63,14 +67,14 @@ class Scaled(torch.nn.Module):
 
 
 @hookimpl
-def before_model(state, args, components):
+def before_model(state, args, components, settings):
     if not args["start"] <= state.step < args["end"]:
         return
     inputs = state.inputs
     if args["strength"] > 0:
         level = ImageStat.Stat(args["hint"].convert("L")).mean[0] / 255 if args["hint"] else 1.0
         sign = 1.0 if args["mode"] == "add" else -1.0
-        value = sign * args["strength"] * level
+        value = sign * args["strength"] * level * settings["scale"]
         rows, _, h, w = inputs.sample.shape
         downs, mid = residual_shapes(components.unet.config, h, w)
         like = dict(device=inputs.sample.device, dtype=inputs.sample.dtype)
