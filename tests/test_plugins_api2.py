@@ -173,3 +173,59 @@ def test_after_decode_runner_runs_an_img2img_sub_pass_on_the_loaded_model(
     )
     assert np.array_equal(pixels(repainted), pixels(alone))
     assert not np.array_equal(pixels(repainted), pixels(plain))
+
+
+OWN_MODEL = """
+import torch
+from webui.plugins.api import hookimpl
+
+BUILDS = []
+SEEN = []
+
+def build(state_dict):
+    BUILDS.append(sorted(state_dict))
+    layer = torch.nn.Linear(1, 1, bias=False)
+    layer.load_state_dict(state_dict)
+    return layer
+
+@hookimpl
+def before_model(state, context, components):
+    with context.models.use("Probe/gain.safetensors", build, device=components.device,
+                            dtype=components.dtype) as gain:
+        SEEN.append((gain.training, gain.weight.requires_grad, gain.weight.dtype == components.dtype))
+        state.inputs.sample = state.inputs.sample * float(gain.weight)
+"""
+
+
+def test_an_extension_loads_its_own_model_once_through_the_cache(
+    manager: ModelManager, tmp_path: Path
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "models" / "Probe").mkdir(parents=True)
+    save_file({"weight": torch.tensor([[0.5]])}, tmp_path / "models" / "Probe" / "gain.safetensors")
+    root = tmp_path / "extensions"
+    write_extension(root, "own_model", OWN_MODEL, api_version="2.0")
+    host = load_host(root, tmp_path)
+    config = AppConfig.for_data_dir(manager.config.data_dir)
+    plain = Engine(config, manager).run(Txt2ImgRequest(**SMALL))  # type: ignore[arg-type]
+    engine = Engine(config, manager, host)
+    first, second = engine.run(Txt2ImgRequest(**SMALL)), engine.run(Txt2ImgRequest(**SMALL))  # type: ignore[arg-type]
+    assert first.warnings == () and np.array_equal(pixels(first), pixels(second))
+    assert not np.array_equal(pixels(first), pixels(plain))
+    module = host.extension("own_model").module
+    assert module.BUILDS == [["weight"]], "loaded once, then taken from the cache"  # type: ignore[union-attr]
+    assert set(module.SEEN) == {(False, False, True)}  # type: ignore[union-attr]
+    models = host.extension("own_model").context.models  # type: ignore[union-attr]
+    assert models.files("Probe") == [(tmp_path / "models" / "Probe" / "gain.safetensors").resolve()]
+    with (
+        pytest.raises(RequestError, match="inside the models folder"),
+        models.use("../outside.pt", lambda sd: sd),
+    ):
+        pass
+    with (
+        pytest.raises(RequestError, match="no such file"),
+        models.use("Probe/none.safetensors", lambda sd: sd),
+    ):
+        pass

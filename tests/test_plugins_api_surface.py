@@ -20,6 +20,7 @@ EXPORTED = [
     "AppConfig",
     "CheckpointError",
     "ExtensionContext",
+    "ExtensionModels",
     "Field",
     "GeneratedImage",
     "GenerationRequest",
@@ -58,7 +59,7 @@ EXPORTED = [
 ]
 
 # what API 1.0 exported: every name must still be there for 1.0 extensions to load unchanged
-API_1_0 = set(EXPORTED) - {"JobModel", "ModelCallState", "ModelInputs", "SubPass"}
+API_1_0 = set(EXPORTED) - {"ExtensionModels", "JobModel", "ModelCallState", "ModelInputs", "SubPass"}
 
 
 def test_exported_names_are_pinned() -> None:

@@ -59,6 +59,7 @@ from webui.plugins.descriptors import (
     UiSection,
     UpscalerSpec,
 )
+from webui.plugins.ext_models import ExtensionModels
 from webui.plugins.hookspecs import hookimpl
 from webui.plugins.host import replace_args
 from webui.plugins.job_model import JobModel
@@ -69,6 +70,7 @@ __all__ = [
     "AppConfig",
     "CheckpointError",
     "ExtensionContext",
+    "ExtensionModels",
     "Field",
     "GeneratedImage",
     "GenerationRequest",

@@ -232,7 +232,8 @@ Descriptor = UiSection | SettingsSection | UpscalerSpec | SamplerSpec | RouteSpe
 
 @dataclass(frozen=True)
 class ExtensionContext:
-    """What an extension may know about where it runs: its folder, the user's data and the device."""
+    """What an extension may know about where it runs: its folder, the user's data and the device, and
+    (API 2) `models`, an ExtensionModels that loads and caches its own models from `models_dir`."""
 
     name: str
     folder: Path | None
@@ -240,6 +241,7 @@ class ExtensionContext:
     models_dir: Path
     outputs_dir: Path
     device: str = "cpu"
+    models: Any = field(default=None, compare=False, repr=False)  # webui.plugins.ext_models.ExtensionModels
 
 
 @dataclass

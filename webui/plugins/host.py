@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
+from webui.core.models.cache import ModelCache
 from webui.core.types import MAX_INIT_PIXELS, GeneratedImage, GenerationRequest, RequestError
 from webui.plugins import hookspecs
 from webui.plugins.descriptors import (
@@ -37,6 +38,7 @@ from webui.plugins.descriptors import (
     UpscalerSpec,
 )
 from webui.plugins.discovery import Found, discover, entry_points
+from webui.plugins.ext_models import DEFAULT_BUDGET, ExtensionModels
 from webui.plugins.job_model import JobModel
 from webui.plugins.loader import Extension, load_extension, summarize
 from webui.plugins.manifest import Manifest
@@ -100,13 +102,16 @@ class PluginHost:
         outputs_dir: Path | None = None,
         device: str = "cpu",
         disabled: frozenset[str] = frozenset(),
+        model_budget: int = DEFAULT_BUDGET,
     ) -> PluginHost:
+        """Load what was found; extensions share one cache of their own models of `model_budget` bytes."""
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
+        models = ExtensionModels(data_dir / "models", ModelCache(model_budget), device)
 
         def context_for(m: Manifest) -> ExtensionContext:
             outputs = outputs_dir or data_dir / "outputs"
-            return ExtensionContext(m.name, m.folder, data_dir, data_dir / "models", outputs, device)
+            return ExtensionContext(m.name, m.folder, data_dir, data_dir / "models", outputs, device, models)
 
         loaded = [load_extension(f, pm, disabled, context_for) for f in found]
         return cls(loaded, pm)
