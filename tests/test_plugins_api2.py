@@ -229,3 +229,29 @@ def test_an_extension_loads_its_own_model_once_through_the_cache(
         models.use("Probe/none.safetensors", lambda sd: sd),
     ):
         pass
+
+
+CANCELLING = """
+from webui.plugins.api import Img2ImgRequest, hookimpl
+
+TOKEN = []
+
+@hookimpl
+def after_decode(images, runner):
+    TOKEN[0].interrupt()
+    return runner(Img2ImgRequest(prompt="x", init_images=(images[0],), width=64, height=64, steps=2))
+"""
+
+
+def test_an_interrupt_during_a_sub_pass_stops_the_job_without_blaming_the_extension(
+    manager: ModelManager, tmp_path: Path
+) -> None:
+    from webui.core.sampling.loop import CancelToken
+
+    write_extension(tmp_path / "extensions", "cancelling", CANCELLING, api_version="2.0")
+    host = load_host(tmp_path / "extensions", tmp_path)
+    token = CancelToken()
+    host.extension("cancelling").module.TOKEN.append(token)  # type: ignore[union-attr]
+    engine = Engine(AppConfig.for_data_dir(manager.config.data_dir), manager, host)
+    result = engine.run(Txt2ImgRequest(**{**SMALL, "n_iter": 2}), cancel=token)  # type: ignore[arg-type]
+    assert result.interrupted and result.images == () and result.warnings == ()

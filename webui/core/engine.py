@@ -426,7 +426,12 @@ class Engine:
             names = frozenset(
                 n for n in (request.checkpoint, f.title, f.name, f.model_name, f.shorthash) if n
             )
-            pictures = self.hooks.after_decode(request, pictures, sub_pass.make_sub_pass(ctx, names))
+            try:
+                pictures = self.hooks.after_decode(request, pictures, sub_pass.make_sub_pass(ctx, names))
+            except Stopped as stop:  # interrupted or skipped during an extension's sub-pass
+                if stop.interrupted:
+                    return result(interrupted=True)
+                continue
             for i, pil in enumerate(pictures):
                 params = infotext_params(
                     request, model, run.sampler, run.schedule, seeds[i], subseeds[i], ti_hashes

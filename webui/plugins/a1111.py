@@ -1,8 +1,10 @@
 """A1111 API shapes for extensions: `alwayson_scripts` in, /sdapi/v1/scripts, script-info, extensions out.
 
 `alwayson_scripts` is `{"<script name>": {"args": [...] or {...}}}`. The name matches an extension's
-name or one of its UiSection titles, case-insensitively. A list is mapped onto the extension's UI
-fields in the order it declared them (A1111 clients send positional lists); an object by field name.
+name or one of its UiSection titles, case-insensitively. An extension with a `from_alwayson` hook reads
+its args itself (sd-webui-controlnet's list of unit objects); otherwise a list is mapped onto the
+extension's UI fields in the order it declared them (A1111 clients send positional lists); an object by
+field name.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ def alwayson_to_extension_args(
             )
         args = body.get("args", []) if isinstance(body, Mapping) else None
         fields = host.ui_fields(name)
-        if isinstance(args, list):
+        own = host.from_alwayson(name, args) if isinstance(body, Mapping) else None
+        if own is not None:
+            values = own
+        elif isinstance(args, list):
             if len(args) > len(fields):
                 raise RequestError(
                     f"{where}.args", f"{len(args)} values given, the script takes {len(fields)}"

@@ -38,6 +38,15 @@ def register(registry: Any, context: Any) -> None:
 
 
 @hookspec
+def from_alwayson(script_args: Any, context: Any) -> Any:
+    """(API 2) An A1111 client's `alwayson_scripts.<this extension>.args`, exactly as sent (a list or an
+    object): return this extension's field values by name (a dict; checked against the fields as any
+    extension_args are), or None for the default mapping (a list by field order, an object by name).
+    sd-webui-controlnet clients send a list of unit objects, for instance. Raise RequestError(field,
+    message): the field is reported as `alwayson_scripts.<extension>.<field>`."""
+
+
+@hookspec
 def request_received(request: Any, args: Any, context: Any, settings: Any) -> Any:
     """Before the job runs. Return a modified request (`dataclasses.replace(request, ...)`, same type)
     or None to leave it. Raise RequestError(field, message) to refuse a bad value; the job then fails

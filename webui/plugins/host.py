@@ -246,6 +246,28 @@ class PluginHost:
             out[name] = checked
         return out
 
+    def from_alwayson(self, name: str, script_args: Any) -> dict[str, Any] | None:
+        """The extension's own reading of A1111 `alwayson_scripts` args (None: it has none). Whatever
+        it raises becomes a RequestError under `alwayson_scripts.<name>`."""
+        ext = self._by_name.get(name)
+        impl = ext.hooks.get("from_alwayson") if ext is not None and ext.loaded else None
+        if ext is None or impl is None:
+            return None
+        where = f"alwayson_scripts.{name}"
+        kwargs = {"script_args": script_args, "context": ext.context}
+        try:
+            result = impl.function(*[kwargs[a] for a in impl.argnames])
+        except RequestError as e:
+            raise RequestError(f"{where}.{e.field}", e.message) from e
+        except Exception as e:
+            reason = summarize(e, ext.manifest.folder if ext.manifest else None)
+            raise RequestError(where, f"the extension could not read these arguments: {reason}") from e
+        if result is not None and not isinstance(result, Mapping):
+            raise RequestError(
+                where, f"the extension read them as a {type(result).__name__}, not field values"
+            )
+        return dict(result) if result is not None else None
+
     def args_for(self, name: str, request: GenerationRequest) -> dict[str, Any]:
         """This extension's field values for the request, defaults filled in."""
         values = {f.name: f.default for f in self.ui_fields(name)}
@@ -320,6 +342,10 @@ class PluginHost:
                 raise
             self._fail(ext, hook, "raised RequestError outside request_received")
         except Exception as e:
+            from webui.core.sampling.loop import Stopped
+
+            if isinstance(e, Stopped):  # the job was cancelled during a sub-pass: not the extension's fault
+                raise
             self._fail(ext, hook, summarize(e, ext.manifest.folder if ext.manifest else None))
             log.debug("traceback", exc_info=e)
         return False, None

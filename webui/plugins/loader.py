@@ -33,6 +33,7 @@ log = logging.getLogger("sfumato.plugins")
 PACKAGE_ROOT = "sfumato_extensions"
 HOOK_NAMES = (
     "register",
+    "from_alwayson",
     "request_received",
     "on_step",
     "before_model",
