@@ -255,3 +255,17 @@ def test_an_interrupt_during_a_sub_pass_stops_the_job_without_blaming_the_extens
     engine = Engine(AppConfig.for_data_dir(manager.config.data_dir), manager, host)
     result = engine.run(Txt2ImgRequest(**{**SMALL, "n_iter": 2}), cancel=token)  # type: ignore[arg-type]
     assert result.interrupted and result.images == () and result.warnings == ()
+
+
+def test_before_model_reaches_img2img_and_inpaint_jobs(engine: Engine, probe_host: PluginHost) -> None:
+    start = Image.new("RGB", (64, 64), (200, 60, 60))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    for extra in ({}, {"mask": mask}):
+        base = dict(SMALL, init_images=(start,), denoising_strength=0.6, **extra)
+        plain = engine.run(Img2ImgRequest(**base))  # type: ignore[arg-type]
+        args = {"residual_probe": {"strength": 1.0}}
+        controlled = engine.run(Img2ImgRequest(**base, extension_args=args))  # type: ignore[arg-type]
+        assert not np.array_equal(pixels(controlled), pixels(plain)), extra
+    total = calls(probe_host)[0][1]  # the steps the strength leaves, each seen once per job
+    assert calls(probe_host) == [(i, total, "sd1") for i in range(total)] * 2
