@@ -72,3 +72,21 @@ def tiny_flux_data_dir(tiny_files: dict[str, Path], tmp_path_factory: pytest.Tem
     assert write_demo(models, "flux").name == FLUX_DEMO
     split_files(build_tiny_flow("flux-schnell", seed=3), models, "tiny-flux-schnell-split")
     return data
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet_files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    """Tiny ControlNets for the tiny SD1 and SDXL models in every file layout (tests/fixtures_controlnet.py),
+    in `<data>/models/ControlNet`: {(arch, layout): path}. The models folder is `path.parents[1]`."""
+    from tests.fixtures_controlnet import write_controlnets
+
+    return write_controlnets(tmp_path_factory.mktemp("cn-data") / "models")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    """Tiny T2I-Adapters (tests/fixtures_controlnet.py ADAPTER_KINDS) in both layouts, in their own
+    `models/ControlNet`: {(kind, layout): path}."""
+    from tests.fixtures_controlnet import write_adapters
+
+    return write_adapters(tmp_path_factory.mktemp("t2i-data") / "models" / "ControlNet")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,48 @@ def test_a_model_that_takes_no_modules_says_so(tiny_flux_data_dir: Path, tmp_pat
         pass
     with pytest.raises(ModelNotFound, match="t5xxl_fp16.safetensors"), manager.acquire(None, None, ["x"]):
         pass
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"width": 72}, "width"),  # Flux packs 2x2 latent cells: sizes are multiples of 16
+        ({"sampler_name": "DDIM"}, "sampler_name"),  # a diffusion sampler for a flow model
+    ],
+)
+def test_a_value_only_the_model_can_judge_is_a_422_naming_the_field(
+    c: httpx.Client, change: dict[str, Any], field: str
+) -> None:
+    r = c.post("/sdapi/v1/txt2img", json={**FLUX, **change})
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["field"] == field and body["detail"][0]["loc"] == ["body", field]
+    assert c.post("/sdapi/v1/txt2img", json=FLUX).status_code == 200  # the server carries on
+
+
+NATIVE = {
+    "prompt": "a red cube", "steps": 2, "width": 64, "height": 64, "seed": 7, "sampler_name": "Euler",
+    "cfg_scale": 1.0, "checkpoint": FLUX_DEMO,
+}  # fmt: skip
+
+
+def test_native_jobs_check_modules_before_queueing(c: httpx.Client) -> None:
+    for modules, words in ((["nope.safetensors"], "nope"), (["ae.safetensors"], None)):
+        request = {**NATIVE, "modules": modules}
+        if words is None:  # listed files, but a model that is not assembled from modules
+            request["checkpoint"] = "tiny-sd1"
+        r = c.post("/api/v1/jobs", json={"kind": "txt2img", "request": request})
+        assert r.status_code == 422, r.text
+        assert r.json()["field"] == "modules" and (words or "only SD3 and Flux") in r.json()["error"]
+
+
+def test_a_native_job_failed_on_a_bad_value_names_the_field(c: httpx.Client) -> None:
+    r = c.post("/api/v1/jobs", json={"kind": "txt2img", "request": {**NATIVE, "width": 72}})
+    assert r.status_code == 201, r.text  # only the model knows Flux wants multiples of 16
+    job_id = r.json()["id"]
+    for _ in range(600):
+        job = c.get(f"/api/v1/jobs/{job_id}").json()
+        if job["state"] in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.05)
+    assert job["state"] == "failed" and job["error_field"] == "width" and "16" in job["error"]

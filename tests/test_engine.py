@@ -163,9 +163,32 @@ def test_interrupt_stops_within_a_step_and_keeps_finished_batches(engine: Engine
         cancel=cancel,
     )
     assert r.interrupted
-    assert r.seeds == [9]  # batch 1 finished and was saved; batch 2 stopped at step 2; batch 3 never ran
-    assert r.paths[0].is_file()
+    # batch 1 finished; batch 2 stopped at step 2 and its partly finished picture is kept (as A1111);
+    # batch 3 never ran
+    assert r.seeds == [9, 10]
+    assert all(p is not None and p.is_file() for p in r.paths)
     assert max(p.step for p in seen if p.batch == 2) == 2
+    assert "Seed: 10" in r.images[1].infotext
+    whole = engine.run(
+        Txt2ImgRequest(prompt="x", checkpoint="tiny-sd1", seed=10, save_images=False, **SMALL),  # type: ignore[arg-type]
+    )
+    partial, finished = (np.asarray(i.image, dtype=float) for i in (r.images[1], whole.images[0]))
+    assert partial.shape == finished.shape and np.abs(partial - finished).max() > 0
+
+
+def test_an_interrupt_for_a_shutdown_keeps_no_partial_picture(engine: Engine) -> None:
+    cancel = CancelToken()
+
+    def progress(p: JobProgress) -> None:
+        if p.step == 2:
+            cancel.interrupt(keep_partial=False)  # the queue re-runs the job after the restart
+
+    r = engine.run(
+        Txt2ImgRequest(prompt="x", checkpoint="tiny-sd1", seed=9, save_images=False, **SMALL),  # type: ignore[arg-type]
+        progress=progress,
+        cancel=cancel,
+    )
+    assert r.interrupted and r.images == ()
 
 
 def test_skip_drops_the_current_batch_only(engine: Engine) -> None:

@@ -168,3 +168,30 @@ def test_on_image_sees_each_image_after_it_is_saved(engine: Engine) -> None:
         on_image=lambda img: seen.append(img.path is not None and img.path.exists()),
     )
     assert seen == [True, True]
+
+
+def test_an_interrupted_inpaint_keeps_its_partial_picture_and_every_pixel_outside_the_mask(
+    engine: Engine,
+) -> None:
+    from webui.core.engine import JobProgress
+    from webui.core.sampling.loop import CancelToken
+
+    cancel = CancelToken()
+
+    def progress(p: JobProgress) -> None:
+        if p.step == 2:
+            cancel.interrupt()
+
+    init, mask = _picture(), _mask()
+    request = Img2ImgRequest(
+        **{**BASE, "steps": 8}, init_images=(init,), mask=mask, mask_blur=0, denoising_strength=1.0,
+        checkpoint="tiny-sd1",
+    )  # fmt: skip
+    r = engine.run(request, progress=progress, cancel=cancel)
+    assert r.interrupted and len(r.images) == 1 and r.images[0].path is not None
+    out = np.asarray(r.images[0].image)
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(out[keep], np.asarray(init)[keep])
+    whole = np.asarray(engine.run(request).images[0].image)
+    assert not np.array_equal(out[~keep], whole[~keep])  # stopped early: not the finished picture
+    assert "Denoising strength: 1" in r.images[0].infotext

@@ -20,7 +20,7 @@ import torch
 from webui.core import families, sizes
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
-from webui.core.models import configs, flow_loader
+from webui.core.models import configs
 from webui.core.models.components import Components, Precision
 from webui.core.models.detect import Detected
 from webui.core.models.loader import load_model
@@ -98,15 +98,23 @@ def test_family_facts_match_the_shipped_configs(arch: str) -> None:
         assert addition == configs.load_component_config(arch, "text_encoder_2")["projection_dim"]
 
 
+OFFICIAL = {"sd3": (1.5305, 0.0609, 3.0), "flux": (0.3611, 0.1159, 3.0)}  # VAE scale, shift; sampling shift
+
+
 @pytest.mark.parametrize("arch", FLOW_ARCHITECTURES)
-def test_flow_family_facts_match_the_loader(arch: str) -> None:
-    """SD3 and Flux have no shipped configs: their facts agree with flow_loader's official values."""
+def test_flow_family_facts_are_the_official_ones(arch: str) -> None:
+    """SD3 and Flux have no shipped configs: their facts are the official configs' values
+    (shared/reference/model-families: vae/config.json and scheduler/scheduler_config.json)."""
     fam = families.family(arch)
-    scale, shift = flow_loader.VAE_FACTORS[fam.group]
+    assert fam.files is not None
+    scale, shift, sched_shift = OFFICIAL[fam.group]
     assert (fam.latent.scaling_factor, fam.latent.shift_factor) == (scale, shift)
+    assert fam.files.scheduler["shift"] == (1.0 if arch == "flux-schnell" else sched_shift)
+    assert fam.files.scheduler.get("use_dynamic_shifting", False) == (arch == "flux-dev")
     assert fam.latent.channels == 16 and len(fam.latent.preview_rgb) == 16
     assert fam.latent.size_multiple == 16 and fam.prediction_type == "flow"
-    assert arch in flow_loader.SCHEDULERS and set(fam.tasks) == {"txt2img", "img2img", "inpaint", "hires"}
+    assert len(fam.files.clip_parts) == len(fam.text.encoders)
+    assert set(fam.tasks) == {"txt2img", "img2img", "inpaint", "hires"}
     assert fam.text.t5_length == (512 if arch == "flux-dev" else 256)
     assert fam.distilled_guidance == (fam.defaults.distilled_cfg_scale is not None)
     assert [e.component for e in fam.text.encoders] == [
@@ -180,19 +188,16 @@ ARCH_TESTS = re.compile(
 # models/detect.py needs no exception: it reads keys and shapes and *names* the group it found
 # ("sdxl"...); families.pick maps groups to archs and behaviour.
 # (file, line fragment) -> why: a name that is not a model architecture
-# file -> why it may name architectures throughout: it reads or writes the file layouts of each flow
-# family, which differ by family (as detect.py names the groups it finds)
-ALLOWED_FILES = {
-    "webui/core/models/flow_loader.py": "SD3 and Flux files hold different parts under different keys",
-    "webui/core/models/tiny_flow.py": "builds the tiny fixture of each flow arch",
-}
 ALLOWED_LINES = {
     ("webui/core/prompts/embeddings.py", 'fmt == "sdxl"'): "an embedding file format (clip_l + clip_g)",
 }
-# file -> why it may branch on a family for now
+# file -> why it may name architectures throughout (flow_loader asks each family's `files` instead)
 ALLOWED_FILES = {
-    "webui/core/models/flow_loader.py": "SD3/Flux groundwork: its branches move to families/",
-    "webui/core/models/tiny_flow.py": "SD3/Flux fixtures, likewise",
+    "webui/core/models/tiny_flow.py": "builds the tiny test fixture of each flow arch (their shapes differ)",
+    # a ControlNet / T2I-Adapter file is made for one base; these read which from its keys and
+    # shapes (as models/detect.py names the group it found) and refuse a mismatch with the model
+    "extensions/controlnet/layout.py": "the base a ControlNet file was trained for",
+    "extensions/controlnet/adapter.py": "the base a T2I-Adapter file was trained for",
 }
 
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from webui.core.models.flow_loader import SCHEDULERS
-from webui.core.models.tiny_flow import build_tiny_flow, save_diffusers
+from webui.core.models.tiny_flow import build_tiny_flow, save_diffusers, scheduler_config
 from webui.core.sampling.flow_samplers import FLOW_SAMPLERS, dynamic_mu, make_flow_scheduler
 
 COMBOS = [(s.name, label) for s in FLOW_SAMPLERS for label in s.schedules if label != "Automatic"]
@@ -40,7 +39,7 @@ def test_euler_automatic_is_the_models_own_schedule(sd3_pipe: Any) -> None:
     own = _draw(sd3_pipe)
     default = sd3_pipe.scheduler
     try:
-        sd3_pipe.scheduler = make_flow_scheduler("Euler", None, SCHEDULERS["sd3"], 16, 4).scheduler
+        sd3_pipe.scheduler = make_flow_scheduler("Euler", None, scheduler_config("sd3"), 16, 4).scheduler
         assert torch.equal(_draw(sd3_pipe), own)
     finally:
         sd3_pipe.scheduler = default
@@ -51,7 +50,7 @@ def test_every_sampler_and_schedule_runs(sd3_pipe: Any, sampler: str, schedule: 
     default = sd3_pipe.scheduler
     reference = _draw(sd3_pipe)
     try:
-        sd3_pipe.scheduler = make_flow_scheduler(sampler, schedule, SCHEDULERS["sd3"], 16, 4).scheduler
+        sd3_pipe.scheduler = make_flow_scheduler(sampler, schedule, scheduler_config("sd3"), 16, 4).scheduler
         image = _draw(sd3_pipe)
     finally:
         sd3_pipe.scheduler = default
@@ -67,7 +66,7 @@ def test_flux_dev_shift_follows_the_image_size_as_its_pipeline_does(size: tuple[
     from diffusers import FlowMatchEulerDiscreteScheduler
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-    config = SCHEDULERS["flux-dev"]
+    config = scheduler_config("flux-dev")
     seq = (size[0] // 16) * (size[1] // 16)
     steps = 20
     ours = make_flow_scheduler("Euler", "Simple", config, seq, steps)
@@ -82,7 +81,7 @@ def test_flux_dev_shift_follows_the_image_size_as_its_pipeline_does(size: tuple[
 
 def test_schnell_and_sd3_shifts_are_static() -> None:
     for family, shift in (("flux-schnell", 1.0), ("sd3", 3.0)):
-        made = make_flow_scheduler("UniPC", "Karras", SCHEDULERS[family], 4096, 4)
+        made = make_flow_scheduler("UniPC", "Karras", scheduler_config(family), 4096, 4)
         assert made.scheduler.config.flow_shift == shift and made.timestep_kwargs == {}
         assert made.scheduler.config.use_karras_sigmas
 
@@ -97,7 +96,7 @@ def test_schnell_and_sd3_shifts_are_static() -> None:
 )
 def test_unsupported_choices_are_named(sampler: str, schedule: str | None, words: str) -> None:
     with pytest.raises(ValueError, match=words):
-        make_flow_scheduler(sampler, schedule, SCHEDULERS["sd3"], 16, 4)
+        make_flow_scheduler(sampler, schedule, scheduler_config("sd3"), 16, 4)
 
 
 A1111_SAMPLERS = {

@@ -92,6 +92,16 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
         "variable SFUMATO_AUTH",
     )
     net.add_argument("--api-auth", default=None, metavar="U:P[,U:P]", help="users for the API" + hidden)
+    net.add_argument(
+        "--users-file",
+        default=None,
+        metavar="FILE",
+        help="accounts with hashed passwords (scrypt) and a role each: admin (settings, extensions, merges, "
+        "every job, accounts), user (generates; own jobs and images) or viewer (looks, makes nothing); also "
+        "holds the API keys (Authorization: Bearer). Manage it with 'python -m webui.users' (or, for "
+        "admins, the Accounts tab and /api/v1/users); a running server sees changes at once. Works beside "
+        "the U:P flags",
+    )
     net.add_argument("--cors-allow-origins", default=None, help="comma-separated allowed origins")
     net.add_argument(
         "--allowed-hosts",
@@ -113,7 +123,9 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
         "--admin",
         default=None,
         metavar="USER[,USER]",
-        help="users (of --api-auth / --gradio-auth) who may see, cancel and skip every user's jobs",
+        help="users (of --users-file, --api-auth, --gradio-auth or --gradio-auth-path) who are admins: "
+        "they change server settings, extensions, styles and model lists, and see, cancel and skip every "
+        "user's jobs. Other U:P users are plain users; with no login the one local user is the admin",
     )
     net.add_argument(
         "--max-job-work",

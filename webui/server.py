@@ -11,10 +11,11 @@ import dataclasses
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from webui.api.accounts import KEYS_FILE, Accounts
 from webui.api.app import create_app
 from webui.api.auth import AUTH_ENV, AuthSpecError, users_from_flags
 from webui.api.hosts import parse_allowed_hosts
@@ -56,10 +57,15 @@ def build_options(ns: argparse.Namespace, **overrides: Any) -> ServerOptions:
         if seconds is not None and not seconds > 0:
             raise AuthSpecError(f"--{flag.replace('_', '-')}: must be more than 0 seconds, got {seconds}")
     listen, server_name = bool(getattr(ns, "listen", False)), getattr(ns, "server_name", None)
+    users_file = getattr(ns, "users_file", None)
+    users_file = Path(users_file).expanduser().resolve() if users_file else None
+    accounts = build_accounts(ns, users, users_file)
     base: dict[str, Any] = dict(
         sdapi=bool(getattr(ns, "api", False) or getattr(ns, "nowebui", False)),
         users=users,
-        admins=admins_from_flag(getattr(ns, "admin", None), users),
+        admins=accounts.flag_admins if accounts is not None else frozenset(),
+        users_file=users_file,
+        accounts=accounts,
         cors_origins=origins,
         allowed_hosts=parse_allowed_hosts(getattr(ns, "allowed_hosts", None)),
         bind_host=server_name or ("0.0.0.0" if listen else "127.0.0.1"),
@@ -78,15 +84,46 @@ def build_options(ns: argparse.Namespace, **overrides: Any) -> ServerOptions:
     return ServerOptions(**base)
 
 
-def admins_from_flag(spec: str | None, users: Mapping[str, str]) -> frozenset[str]:
+def admins_from_flag(spec: str | None, users: Iterable[str]) -> frozenset[str]:
     """--admin USER[,USER]: each must be a configured user (without a login nobody is told apart)."""
     names = frozenset(n.strip() for n in (spec or "").split(",") if n.strip())
-    if names and not users:
-        raise AuthSpecError("--admin: needs users (--api-auth / --gradio-auth / --gradio-auth-path)")
-    unknown = sorted(names - set(users))
+    known = set(users)
+    if names and not known:
+        raise AuthSpecError(
+            "--admin: needs users (--users-file, --api-auth, --gradio-auth or --gradio-auth-path)"
+        )
+    unknown = sorted(names - known)
     if unknown:
         raise AuthSpecError(f"--admin: {', '.join(unknown)} is not a configured user")
     return names
+
+
+def build_accounts(
+    ns: argparse.Namespace, users: Mapping[str, str], users_file: Path | None
+) -> Accounts | None:
+    """The accounts of a server with a login (None without): the flags' users and the users file's,
+    with API keys kept in the users file or, without one, in <cache>/api-keys.json."""
+    from webui.api.users_file import UsersFileError
+
+    if not users and users_file is None:
+        admins_from_flag(getattr(ns, "admin", None), ())  # --admin alone is an error
+        return None
+    keys_file = None
+    if users_file is None:
+        try:
+            keys_file = AppConfig.from_flags(ns).cache_dir / KEYS_FILE
+        except AttributeError:  # a partial namespace (tests): keys kept in memory
+            keys_file = None
+    try:
+        accounts = Accounts(users, (), users_file, keys_file)
+    except UsersFileError as e:
+        raise AuthSpecError(str(e) if str(e).startswith("--users-file") else f"--users-file: {e}") from e
+    accounts.flag_admins = admins_from_flag(getattr(ns, "admin", None), accounts.names())
+    if users_file is not None and not accounts.names():
+        log.warning(
+            "--users-file %s has no users yet: add one with python -m webui.users add NAME", users_file
+        )
+    return accounts
 
 
 def jobs_db_path(config: AppConfig) -> Path:

@@ -5,7 +5,8 @@ mounted at "/" after them (a gr.Blocks, or a webui.ui.studio.Studio whose `mount
 to `gr.mount_gradio_app`), behind the owner check of its file routes (webui.api.file_access) and of
 its session hashes (webui.api.gradio_sessions). Over everything sit pure ASGI middlewares: the
 cross-site/size guard, then, when users are configured, the login (so every route, /docs and the UI
-need one; sessions are kept in <cache>/sessions.sqlite), else each browser's own identity
+need one; sessions are kept in <cache>/sessions.sqlite; accounts and API keys are served at /api/v1/me,
+/keys and /users by webui.api.accounts_api), else each browser's own identity
 (webui.api.identity), and outermost the Host check against DNS rebinding (webui.api.hosts), wrapped in
 the no-framing headers (webui.api.framing).
 The job queue starts with the app and is closed when it stops.
@@ -18,6 +19,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,7 +28,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
-from webui.api import extension_routes, extras_api, jobs_api, merge_api, sdapi, sessions_api
+from webui.api import accounts_api, extension_routes, extras_api, jobs_api, merge_api, sdapi, sessions_api
+from webui.api.accounts import Accounts
 from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
 from webui.api.file_access import FileAccessMiddleware
 from webui.api.framing import FrameGuardMiddleware
@@ -34,6 +37,7 @@ from webui.api.gradio_sessions import SessionBindingMiddleware
 from webui.api.hosts import HostCheckMiddleware, HostPolicy
 from webui.api.identity import BrowserIdentityMiddleware, identity_secret
 from webui.api.redact import public_text
+from webui.api.request_errors import request_error_response
 from webui.api.security import SecurityMiddleware
 from webui.api.services import ANONYMOUS, Services
 from webui.api.sessions import SESSIONS_FILE, SessionStore
@@ -49,18 +53,6 @@ def _jobs_errors() -> dict[str, type[Exception]]:
     from webui.core import jobs
 
     return {"full": jobs.QueueFull, "missing": jobs.JobNotFound, "denied": jobs.NotAllowed}
-
-
-def request_error_response(field: str, message: str) -> JSONResponse:
-    message = public_text(message) or ""
-    return JSONResponse(
-        {
-            "detail": [{"loc": ["body", *field.split(".")], "msg": message, "type": "value_error"}],
-            "error": f"{field}: {message}",
-            "field": field,
-        },
-        status_code=422,
-    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -135,8 +127,13 @@ def _home_page(services: Services) -> str:
 def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     """The server's ASGI app. `ui` is an optional gradio Blocks, mounted at "/" after our routes."""
 
+    if services.options.auth and services.options.accounts is None:  # options made without build_options
+        o = services.options
+        services.options = replace(o, accounts=Accounts(o.users, o.admins, o.users_file))
     opts = services.options
     sessions = SessionStore(services.config.cache_dir / SESSIONS_FILE, SESSION_SECONDS) if opts.auth else None
+    if sessions is not None and opts.accounts is not None:
+        opts.accounts.on_logout.append(sessions.revoke_user)  # removed, or a new password: cookies end
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +144,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
             await run_in_threadpool(services.queue.close)
             if sessions is not None:
                 sessions.close()
+            if opts.accounts is not None:
+                opts.accounts.flush_last_used()
 
     app = FastAPI(title="Sfumato", version=VERSION, lifespan=lifespan)
     _install_error_handlers(app)
@@ -156,6 +155,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
         app.include_router(merge_api.build_router(services, services.merges))
     if sessions is not None:
         app.include_router(sessions_api.build_router(sessions))
+        app.include_router(accounts_api.build_router(services))
     if services.options.sdapi:
         app.include_router(sdapi.build_router(services, waits))
         app.include_router(extras_api.build_router(services, waits))
@@ -208,7 +208,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     if opts.auth:
         app.add_middleware(
             BasicAuthMiddleware,
-            users=opts.users,
+            accounts=opts.accounts,
             delay=opts.auth_delay,
             delay_max=opts.auth_delay_max,
             sessions=sessions,

@@ -1,9 +1,13 @@
 """Login for the whole server: A1111's `user:pass` specs and one pure ASGI login middleware.
 
 The middleware sits over everything (our routes, /docs, /openapi.json, static files, a mounted Gradio
-UI, websockets), so no route can be reached without one of the configured users. Two ways in:
+UI, websockets), so no route can be reached without one of the configured users (webui.api.accounts:
+the users file's and the U:P flags'). Three ways in:
 
-- HTTP Basic (scripts, API clients): `Authorization: Basic ...` on every request;
+- HTTP Basic (scripts, API clients): `Authorization: Basic ...` on every request (a users-file password
+  is checked with scrypt off the event loop, on a few threads of its own, then remembered);
+- an API key (scripts): `Authorization: Bearer sfk_...`, wherever Basic is taken; a wrong, unknown or
+  revoked key counts as a failed login of the address (so guessing keys is throttled too);
 - a login page for browsers (`/login-sfumato`): a form that sets an HttpOnly, SameSite=Lax session
   cookie (`sfumato_session`), a random key to a server-side session (webui.api.sessions): logging out
   deletes it, so the old cookie opens nothing; each login starts a new one (and ends the one the browser
@@ -31,6 +35,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+import anyio
+import anyio.to_thread
+
+from webui.api.accounts import Accounts
 from webui.api.sessions import SessionStore
 from webui.api.throttle import LoginThrottle
 
@@ -46,6 +54,7 @@ LOGOUT_PATH = "/logout-sfumato"
 COOKIE_NAME = "sfumato_session"
 SESSION_SECONDS = 7 * 24 * 3600
 _MAX_FORM_BYTES = 8192
+HASHING_THREADS = 4  # password checks (scrypt) running at once
 
 
 class AuthSpecError(ValueError):
@@ -120,6 +129,25 @@ def check_basic(header: str | None, users: Mapping[str, str]) -> str | None:
     return found
 
 
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(user, password) of an `Authorization: Basic ...` header, or None when it is not one."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def bearer_token(header: str) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header (an API key), or None when it is not one."""
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def basic_user_name(header: str) -> str:
     """The user name an `Authorization: Basic` header claims ("" when it names none)."""
     scheme, _, token = header.partition(" ")
@@ -137,17 +165,6 @@ def scope_user(scope: Mapping[str, Any], default: str) -> str:
     state = scope.get("state") or {}
     user = state.get(USER_STATE_KEY) if isinstance(state, Mapping) else None
     return user if isinstance(user, str) else default
-
-
-def check_password(user: str, password: str, users: Mapping[str, str]) -> str | None:
-    """The user if the pair is right; every configured user is compared (constant time)."""
-    found: str | None = None
-    for name, expected in users.items():
-        if hmac.compare_digest(user.encode(), name.encode()) & hmac.compare_digest(
-            password.encode(), expected.encode()
-        ):
-            found = name
-    return found
 
 
 def cookies_of(scope: Scope) -> dict[str, str]:
@@ -203,8 +220,9 @@ class BasicAuthMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        users: Mapping[str, str],
+        users: Mapping[str, str] | None = None,
         *,
+        accounts: Accounts | None = None,
         delay: float = 0.5,
         delay_max: float = 30.0,
         realm: str = "Sfumato",
@@ -214,11 +232,17 @@ class BasicAuthMiddleware:
         from webui.api.security import normalize_origin
 
         self.app = app
-        self.users = dict(users)
+        self.accounts = accounts if accounts is not None else Accounts(users or {})
         self.realm = realm
         self.sessions = sessions or SessionStore(None, SESSION_SECONDS)
         self.allowed = frozenset(o for o in (normalize_origin(x) for x in allowed_origins) if o)
-        self._throttle = LoginThrottle(delay, delay_max, protected=self.users)
+        self._throttle = LoginThrottle(delay, delay_max, is_user=self.accounts.exists)
+        self._hashing = anyio.CapacityLimiter(HASHING_THREADS)  # scrypt off the loop, never all threads
+
+    async def _check_password(self, user: str, password: str) -> str | None:
+        return await anyio.to_thread.run_sync(
+            self.accounts.check_password, user, password, limiter=self._hashing
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -234,19 +258,27 @@ class BasicAuthMiddleware:
             return
         header = header_of(scope, b"authorization")
         if header is None:
+            self.accounts.refresh()  # a users file changed on disk first: who it logged out is out here too
             user = self.sessions.user(cookies_of(scope).get(COOKIE_NAME))
-            user = user if user in self.users else None
+            user = user if user is not None and self.accounts.exists(user) else None
         else:
-            claimed = basic_user_name(header)
+            token = bearer_token(header)
+            claimed = "" if token is not None else basic_user_name(header)
             wait = self._throttle.retry_after(client, claimed)
             if wait > 0:  # blocked: the guess is not even evaluated
                 await self._too_many(scope, send, wait)
                 return
-            user = check_basic(header, self.users)
-            if user is None:
-                self._throttle.failure(client, claimed)
+            if token is not None:  # an API key: a wrong one counts against the address
+                user = await anyio.to_thread.run_sync(self.accounts.check_key, token, limiter=self._hashing)
+                if user is None:
+                    self._throttle.failure(client, "")
             else:
-                self._throttle.success(client, user)
+                given = basic_credentials(header)
+                user = await self._check_password(*given) if given is not None else None
+                if user is None:
+                    self._throttle.failure(client, claimed)
+                else:
+                    self._throttle.success(client, user)
         if user is None:
             await self._refuse(scope, send, header is not None)
             return
@@ -295,7 +327,7 @@ class BasicAuthMiddleware:
             headers = [*_HTML, (b"retry-after", str(math.ceil(wait)).encode())]
             await _send(send, 429, login_page(message, next_path), headers)
             return
-        user = check_password(claimed, (form.get("password") or [""])[0], self.users)
+        user = await self._check_password(claimed, (form.get("password") or [""])[0])
         if user is None:
             self._throttle.failure(client, claimed)
             await _send(send, 401, login_page("Wrong user name or password.", next_path), _HTML)

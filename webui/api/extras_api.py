@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from webui.api import images
 from webui.api.jobview import result_roots, safe_result_path
+from webui.api.roles import USER, needs
 from webui.api.sdapi import caller
 from webui.api.services import Services
 from webui.api.waiting import Waiting
@@ -146,8 +147,9 @@ def html_info(request: ExtrasRequest) -> str:
 
 def build_router(services: Services, waits: Waiting) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
+    upscaling = needs(services, USER, "Upscaling images")
 
-    @router.post("/extra-single-image")
+    @router.post("/extra-single-image", dependencies=[upscaling])
     async def extra_single_image(payload: A1111ExtrasSingle, request: Request) -> Any:
         built = await waits.work(build_request, services, payload, [payload.image] if payload.image else [])
         encoded, error = await run_job(services, waits, caller(request, services)[0], built)
@@ -155,7 +157,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:
             return error
         return {"html_info": html_info(built), "image": encoded[0] if encoded else ""}
 
-    @router.post("/extra-batch-images")
+    @router.post("/extra-batch-images", dependencies=[upscaling])
     async def extra_batch_images(payload: A1111ExtrasBatch, request: Request) -> Any:
         data = [f.data for f in payload.image_list]
         built = await waits.work(build_request, services, payload, data)

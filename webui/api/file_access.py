@@ -20,6 +20,7 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 
 from webui.api.auth import ASGIApp, Receive, Scope, Send, scope_user
+from webui.api.roles import is_admin
 from webui.api.services import ANONYMOUS, Services
 
 FILE_PREFIXES = ("/gradio_api/file=", "/gradio_api/file/", "/file=", "/file/")
@@ -59,7 +60,7 @@ class FileAccessMiddleware:
         roots = self.roots()
         if not (_inside(absolute, roots) or _inside(real, roots)):
             return True  # not a result file: Gradio's own checks decide
-        if user in self.services.options.admins:
+        if is_admin(user, self.services.options):
             return True
         owners = {self.services.queue.file_owner(p) for p in {absolute, real}}
         return user in owners

@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict
 from webui.api import images
 from webui.api.extras_api import native_extras
 from webui.api.jobview import can_see, job_json, result_roots, safe_result_path
+from webui.api.roles import USER, needs
 from webui.api.schemas import native_request
-from webui.api.sdapi import caller, plugin_host, request_kinds
+from webui.api.sdapi import caller, check_modules, plugin_host, request_kinds
 from webui.api.services import Services
 from webui.api.waiting import Waiting
 from webui.core import types
@@ -85,6 +86,7 @@ def build_request(services: Services, body: SubmitBody) -> types.GenerationReque
         services.manager.resolve_vae(request.vae)
     except ModelNotFound as e:
         raise RequestError("vae", str(e)) from e
+    check_modules(services, request, "modules")
     return request
 
 
@@ -116,7 +118,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:
             "running": running is not None,
         }
 
-    @router.post("/jobs", status_code=201)
+    @router.post("/jobs", status_code=201, dependencies=[needs(services, USER, "Submitting a job")])
     async def submit(body: SubmitBody, request: Request) -> Any:
         user, _ = caller(request, services)
         built = await waits.work(build_request, services, body)

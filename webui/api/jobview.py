@@ -92,6 +92,7 @@ def job_json(info: Any) -> dict[str, Any]:
         "interrupted": info.interrupted,
         "warnings": list(info.warnings),
         "error": public_text(info.error),
+        "error_field": info.error_field,
         "attempts": info.attempts,
         "request": info.request,
     }

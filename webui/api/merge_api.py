@@ -19,7 +19,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from webui.api.roles import require_admin
+from webui.api.roles import ADMIN, needs, require_admin
 from webui.api.sdapi import caller
 from webui.api.services import Services
 from webui.core.models.merge import MergeError
@@ -60,10 +60,11 @@ def build_router(services: Services, runs: MergeRuns) -> APIRouter:
             raise HTTPException(404, f"no merge {run_id!r}")
         return status.as_json()
 
-    @router.post("", status_code=202)
+    merging = needs(services, ADMIN, "Merging checkpoints (it writes into the shared model folder)")
+
+    @router.post("", status_code=202, dependencies=[merging])
     def start(body: MergeBody, request: Request) -> Any:
         user = caller(request, services)[0]
-        require_admin(user, services.options, "Merging checkpoints (it writes into the shared model folder)")
         try:
             return runs.start(spec_of(body), user).as_json()
         except MergeError as e:

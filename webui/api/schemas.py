@@ -291,9 +291,9 @@ def native_request(
             value = extension_args(value)
         if key == "s_tmax" and value in (None, "inf", "Infinity"):
             value = math.inf
-        if key == "styles":
+        if key in ("styles", "modules"):
             if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-                raise RequestError(key, "must be a list of style names")
+                raise RequestError(key, f"must be a list of {key[:-1]} names")
             value = tuple(value)
         kwargs[key] = value
     kwargs.update(images or {})

@@ -20,7 +20,8 @@ from webui.api import adapters, images, model_lists
 from webui.api.auth import scope_user
 from webui.api.jobview import a1111_info, a1111_progress, result_roots, safe_result_path
 from webui.api.redact import public_text
-from webui.api.roles import require_admin
+from webui.api.request_errors import request_error_response
+from webui.api.roles import ADMIN, USER, is_admin, needs, require_admin
 from webui.api.schemas import A1111Img2Img, A1111Processing, A1111Txt2Img, to_request
 from webui.api.scripts import find_script, run_script, script_values
 from webui.api.services import ANONYMOUS, Services
@@ -54,7 +55,7 @@ def request_kinds() -> dict[str, type[types.GenerationRequest]]:
 def caller(request: Request, services: Services) -> tuple[str, bool]:
     """(user name, is admin) of the request: the authenticated user, or "anonymous" without auth."""
     user = scope_user(request.scope, ANONYMOUS)
-    return user, user in services.options.admins
+    return user, is_admin(user, services.options)
 
 
 def _active_job(services: Services, user: str) -> Any | None:
@@ -99,11 +100,13 @@ def check_models(services: Services, request: types.GenerationRequest, payload: 
         check_upscaler(request.hr_upscaler, services.engine.hooks.image_upscalers())
 
 
-def check_modules(services: Services, request: types.GenerationRequest) -> None:
-    """`forge_additional_modules`: listed files (GET sd-modules), for a model that is assembled from them."""
+def check_modules(
+    services: Services, request: types.GenerationRequest, field: str = "forge_additional_modules"
+) -> None:
+    """The request's modules (A1111 API: `forge_additional_modules`; native: `modules`) are listed files
+    (GET sd-modules), for a model that is assembled from them."""
     if not request.modules:
         return
-    field = "forge_additional_modules"
     try:
         services.manager.resolve_modules(request.modules)
     except ModelNotFound as e:
@@ -167,6 +170,9 @@ async def _generate(
             {"error": "Timeout", "detail": f"job {info.id} is still {info.state.value}", "job": info.id},
             status_code=504,
         )
+    if info.state.value == "failed" and info.error_field:  # a bad value only the loaded model could see
+        message = (info.error or "").removeprefix(f"{info.error_field}: ")
+        return request_error_response(info.error_field, message)
     if info.state.value == "failed":
         error = public_text(info.error)
         return JSONResponse(
@@ -188,8 +194,9 @@ async def _generate(
 def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901 - one small function per route
     router = APIRouter(prefix="/sdapi/v1", tags=["sdapi"])
     opts = services.options
+    generating = needs(services, USER, "Generating images")
 
-    @router.post("/txt2img")
+    @router.post("/txt2img", dependencies=[generating])
     async def txt2img(payload: A1111Txt2Img, request: Request) -> Any:
         script = find_script(plugin_host(services), payload.script_name, "txt2img")
         built = to_request(
@@ -202,7 +209,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
         )
         return await generate(services, waits, request, payload, built, script)
 
-    @router.post("/img2img")
+    @router.post("/img2img", dependencies=[generating])
     async def img2img(payload: A1111Img2Img, request: Request) -> Any:
         request_type = request_kinds().get("img2img")
         if request_type is None:
@@ -262,9 +269,8 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
     async def get_options() -> Any:
         return services.settings.as_dict()
 
-    @router.post("/options")
-    async def set_options(changes: dict[str, Any], request: Request) -> Any:
-        require_admin(caller(request, services)[0], opts, "Changing server settings")
+    @router.post("/options", dependencies=[needs(services, ADMIN, "Changing server settings")])
+    async def set_options(changes: dict[str, Any]) -> Any:
 
         def validate_checkpoint(name: str) -> None:
             try:

@@ -27,7 +27,9 @@ class ServerOptions:
 
     sdapi: bool = False  # serve /sdapi/v1 (--api, or --nowebui)
     users: Mapping[str, str] = field(default_factory=dict)  # user -> password; empty: auth off
-    admins: frozenset[str] = frozenset()  # users who may see and cancel every job
+    admins: frozenset[str] = frozenset()  # --admin: users of the flags (or the file) made admins
+    users_file: Any = None  # --users-file (a Path): accounts with hashed passwords and roles; None: none
+    accounts: Any = None  # webui.api.accounts.Accounts over all of these (roles, keys); None: no login
     cors_origins: tuple[str, ...] = ()  # origins allowed besides the server's own
     allowed_hosts: frozenset[str] = frozenset()  # Host names accepted besides loopback (--allowed-hosts)
     bind_host: str = "127.0.0.1"  # the address bound: beyond loopback, any IP-literal Host is accepted
@@ -47,7 +49,7 @@ class ServerOptions:
 
     @property
     def auth(self) -> bool:
-        return bool(self.users)
+        return bool(self.users) or self.users_file is not None
 
 
 @dataclass

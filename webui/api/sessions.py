@@ -102,6 +102,11 @@ class SessionStore:
             cur = self._db.execute("DELETE FROM sessions WHERE user=? AND id=?", (user, session_id))
             return cur.rowcount > 0
 
+    def revoke_user(self, user: str) -> int:
+        """End every session of `user` (removed, or their password reset); how many there were."""
+        with self._lock:
+            return int(self._db.execute("DELETE FROM sessions WHERE user=?", (user,)).rowcount)
+
     def list(self, user: str, now: float | None = None) -> list[SessionInfo]:
         now = time.time() if now is None else now
         with self._lock:

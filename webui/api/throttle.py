@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 
 MAX_TRACKED = 4096  # most recent addresses and user names remembered (memory stays bounded)
 FAILURE_WINDOW = 15 * 60.0
@@ -22,21 +22,32 @@ _MAX_NAME = 200
 
 
 class LoginThrottle:
-    """`protected`: the configured user names, whose counters are never evicted to bound memory (other
-    names and addresses are, oldest first, past MAX_TRACKED), so a flood of made-up names cannot wipe
-    a real user's counter. Made-up names are counted like real ones: answers do not reveal which exist.
+    """`protected` (and the names `is_user` accepts): the configured users, whose counters are never
+    evicted to bound memory (other names and addresses are, oldest first, past MAX_TRACKED), so a flood
+    of made-up names cannot wipe a real user's counter. Made-up names are counted like real ones:
+    answers do not reveal which exist.
     """
 
     def __init__(
-        self, base: float, cap: float, window: float = FAILURE_WINDOW, protected: Iterable[str] = ()
+        self,
+        base: float,
+        cap: float,
+        window: float = FAILURE_WINDOW,
+        protected: Iterable[str] = (),
+        is_user: Callable[[str], bool] | None = None,
     ) -> None:
         self.base, self.cap, self.window = base, cap, window
         self._protected = frozenset(("user", u[:_MAX_NAME]) for u in protected)
+        self._is_user = is_user  # names that become users later (a users file edited while running)
         self._failures: OrderedDict[tuple[str, str], tuple[int, float, float]] = OrderedDict()
         self._users: dict[tuple[str, str], tuple[int, float, float]] = {}  # the protected counters
 
     def _table(self, key: tuple[str, str]) -> MutableMapping[tuple[str, str], tuple[int, float, float]]:
-        return self._users if key in self._protected else self._failures
+        if key in self._protected or (
+            key[0] == "user" and self._is_user is not None and self._is_user(key[1])
+        ):
+            return self._users
+        return self._failures
 
     @staticmethod
     def _keys(client: str, user: str) -> list[tuple[str, str]]:

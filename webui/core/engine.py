@@ -405,33 +405,44 @@ class Engine:
                 hr_prompts=(run.hires.prompt, run.hires.negative) if run.hires else None,
                 second_pass=second_pass,
             )
+            stopped = False
+            if isinstance(request, Img2ImgRequest):
+                assert inputs is not None
+                size = (inputs.width, inputs.height)
+            else:
+                size = (request.width, request.height)
             try:
                 if isinstance(request, Img2ImgRequest):
                     assert inputs is not None
                     pictures, extra = img2img_batch.make_batch(
                         ctx, request, inputs, b * batch_size, seeds, subseeds
                     )
-                    size = (inputs.width, inputs.height)
                 else:
                     assert isinstance(request, Txt2ImgRequest)
                     pictures = txt2img_batch.make_batch(ctx, request, seeds, subseeds)
                     hr = hires.infotext_params(request, run.samplers, family.flow_matching)
                     extra = [hr] * len(pictures)
-                    size = (request.width, request.height)
             except Stopped as stop:
-                if stop.interrupted:
+                if not stop.interrupted:
+                    continue  # skipped: on to the next batch
+                if stop.pictures is None:
                     return result(interrupted=True)
-                continue  # skipped: on to the next batch
+                # interrupted by the user: the partly finished pictures are kept, as A1111 does
+                stopped, pictures = True, stop.pictures
+                extra = stop.params or [{}] * len(pictures)
             f = model.file
             names = frozenset(
                 n for n in (request.checkpoint, f.title, f.name, f.model_name, f.shorthash) if n
             )
+            runner = None if stopped else sub_pass.make_sub_pass(ctx, names)
             try:
-                pictures = self.hooks.after_decode(request, pictures, sub_pass.make_sub_pass(ctx, names))
+                pictures = self.hooks.after_decode(request, pictures, runner)
             except Stopped as stop:  # interrupted or skipped during an extension's sub-pass
-                if stop.interrupted:
+                if not stop.interrupted:
+                    continue
+                if stop.pictures is None:
                     return result(interrupted=True)
-                continue
+                stopped = True  # the batch's pictures are kept as decoded, without the post-processing
             for i, pil in enumerate(pictures):
                 params = infotext_params(
                     request, model, run.sampler, run.schedule, seeds[i], subseeds[i], ti_hashes
@@ -449,6 +460,8 @@ class Engine:
                 self.hooks.after_save(request, image)
                 if run.on_image is not None:
                     run.on_image(image)
+            if stopped:
+                return result(interrupted=True)
         grid = None
         if request.save_images and opts.grid_save and len(images) > 1:
             grid_image = image_grid([i.image for i in images])

@@ -38,6 +38,13 @@ def refusal(services: Any, request: Any, what: str) -> str | None:
     return admin_refusal(user_of(request), services.options, what)
 
 
+def generate_refusal(services: Any, request: Any) -> str | None:
+    """Why the user of this gr.Request may not generate (a viewer), or None when they may."""
+    from webui.api.roles import generate_refusal as refusal_of
+
+    return refusal_of(user_of(request), services.options)
+
+
 @dataclass(frozen=True)
 class Prefs:
     checkpoint: str | None = None  # title; None: the settings' default

@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.ui.context import StudioContext, user_of
+from webui.ui.context import StudioContext, generate_refusal, user_of
 from webui.ui.polling import Frame, follow, status_html, warnings_html
 
 _INTS = frozenset(
@@ -218,6 +218,10 @@ class TabRunner:
 
         def generate(data: dict[Any, Any], request: gr.Request) -> Iterator[tuple[Any, ...]]:
             user = user_of(request)
+            refused = generate_refusal(self.ctx.services, request)
+            if refused is not None:  # a viewer: may look, not make
+                yield (*error_outputs(refused), gr.skip())
+                return
             values = {by_component[c]: v for c, v in data.items() if c in by_component}
             try:
                 script = self.scripts.selected(values) if self.scripts is not None else None

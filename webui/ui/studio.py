@@ -63,6 +63,7 @@ class Studio:
 
 def build_studio(services: Any, *, secret: str | None = None) -> Studio:
     from webui.ui import (
+        accounts_tab,
         extensions_tab,
         extras_tab,
         history_tab,
@@ -103,6 +104,7 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
                 extensions_tab.build_extensions(ctx)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_tab.build_settings(ctx)
+            accounts_tab.build_accounts_tab(ctx)  # admins of a server with a login
         for runner in runners.values():
             if "prompt" in runner.fields:  # the generation tabs (not Extras)
                 widgets.wire_common(ctx, runner.fields)

@@ -3,12 +3,14 @@
     family("sdxl")                       the Family of an arch name (the shipped config folder)
     of(parts)                            the Family of loaded Components (by their arch)
     pick("sd2", inpaint, "v_prediction") the arch a detected checkpoint is built as
+    of_flow_tensors(shapes, prefix)      the flow family whose denoiser a file holds (or None)
 
 Adding a family is adding a module here (its `FAMILIES`), its shipped configs and a tiny fixture.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from webui.core.families import flux, sd1, sd2, sd3, sdxl
@@ -24,6 +26,7 @@ __all__ = [
     "TextEncoder",
     "family",
     "of",
+    "of_flow_tensors",
     "pick",
 ]
 
@@ -60,3 +63,13 @@ def pick(group: str, inpaint: bool, prediction_type: str) -> Family:
         if f.when_inpaint in (None, inpaint) and f.when_v in (None, v):
             return f
     return candidates[0]
+
+
+def of_flow_tensors(shapes: Mapping[str, object], prefix: str = "") -> Family | None:
+    """The flow family whose original-layout denoiser is in a file with these keys under `prefix`:
+    the group by its `files.mark`, then the arch whose `files.arch_mark` is there (else the plain one)."""
+    group = [f for f in FAMILIES if f.files is not None and prefix + f.files.mark in shapes]
+    for f in group:
+        if f.files is not None and f.files.arch_mark is not None and prefix + f.files.arch_mark in shapes:
+            return f
+    return next((f for f in group if f.files is not None and f.files.arch_mark is None), None)

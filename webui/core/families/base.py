@@ -20,7 +20,7 @@ Each says:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -124,6 +124,46 @@ def no_original_names(denoiser: Any) -> Sequence[Fused]:
     return ()
 
 
+class ShapesConfig(Protocol):
+    """A denoiser's diffusers config from its original-layout tensor shapes under `prefix`."""
+
+    def __call__(self, shapes: Mapping[str, tuple[int, ...]], prefix: str, /) -> dict[str, Any]: ...
+
+
+class FromOriginal(Protocol):
+    """A denoiser's state dict from its original (research-code) layout to diffusers'."""
+
+    def __call__(self, checkpoint: Mapping[str, torch.Tensor], /) -> dict[str, torch.Tensor]: ...
+
+
+ClipPart = Literal["clip_l", "clip_g"]
+
+
+@dataclass(frozen=True)
+class FlowFiles:
+    """How a flow-matching family is found in and built from the single files people keep
+    (webui.core.models.flow_loader asks this; nothing there knows a family by name).
+
+    The group's denoiser is recognised by `mark` (a key of its original layout, after the file's
+    prefix); among a group's archs, the one whose `arch_mark` is present wins, else the one without.
+    """
+
+    label: str  # "Flux", "SD3": in messages
+    mark: str
+    arch_mark: str | None
+    transformer_class: str  # the diffusers class
+    config: ShapesConfig
+    from_original: FromOriginal
+    fp8_blocks: tuple[str, ...]  # where fp8 Linear weights stay fp8 (webui.core.models.fp8)
+    clip_parts: tuple[ClipPart, ...]  # the CLIP encoders it takes beside T5 (text_encoder, _2)
+    clip_l_projected: bool  # CLIP-L loads with a text projection (identity when the file has none)
+    tokens_per_cell: int  # latent cells per input token (Flux packs 2x2: in_channels = 4 x channels)
+    scheduler: Mapping[str, Any]  # the official scheduler config (shared/reference/model-families)
+
+    def projected(self, part: ClipPart) -> bool:
+        return part == "clip_g" or self.clip_l_projected
+
+
 @dataclass(frozen=True)
 class Defaults:
     sampler: str = "DPM++ 2M"
@@ -158,6 +198,7 @@ class Family:
     tasks: tuple[Task, ...] = ALL_TASKS
     sampling: Literal["diffusion", "flow"] = "diffusion"  # flow: webui.core.sampling.flow_samplers
     distilled_guidance: bool = False  # the guidance scale is a model input ("Distilled CFG Scale")
+    files: FlowFiles | None = None  # flow families: how single files are read (models.flow_loader)
 
     def label(self, inpaint: bool = False, prediction_type: str = "epsilon") -> str:
         """For people: "SD1", "SD1 (inpaint)", "SD2 (v)", "SDXL refiner"."""

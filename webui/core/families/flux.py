@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from webui.core.families.base import Defaults, Family, LatentFormat, TextConditioning, TextEncoder
+from webui.core.families.base import (
+    Defaults,
+    Family,
+    FlowFiles,
+    LatentFormat,
+    TextConditioning,
+    TextEncoder,
+)
 from webui.core.families.flow_calls import FLUX_CALL
 from webui.core.models import flux_layout
 from webui.core.models.tokenizer import EOS_TOKEN as EOS
@@ -45,6 +52,32 @@ LATENT = LatentFormat(
     preview_bias=(-0.0329, -0.0718, -0.0851),
 )
 
+# The official scheduler configs (shared/reference/model-families/flux*/scheduler)
+DEV_SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+SCHNELL_SCHEDULER = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
+
+DEV_FILES = FlowFiles(
+    label="Flux",
+    mark="double_blocks.0.img_attn.qkv.weight",
+    arch_mark="guidance_in.in_layer.weight",  # dev takes the distilled guidance as an input
+    transformer_class="FluxTransformer2DModel",
+    config=flux_layout.transformer_config,
+    from_original=flux_layout.from_original,
+    fp8_blocks=("transformer_blocks.", "single_transformer_blocks."),
+    clip_parts=("clip_l",),
+    clip_l_projected=False,  # the pooled vector is CLIP-L's pooled output as it is
+    tokens_per_cell=4,
+    scheduler=DEV_SCHEDULER,
+)
+
 FLUX_DEV = Family(
     arch="flux-dev",
     group="flux",
@@ -74,6 +107,7 @@ FLUX_DEV = Family(
     defaults=Defaults(
         sampler="Euler", schedule="Simple", cfg_scale=1.0, distilled_cfg_scale=3.5, width=1024, height=1024
     ),
+    files=DEV_FILES,
 )
 
 FLUX_SCHNELL = dataclasses.replace(
@@ -83,6 +117,7 @@ FLUX_SCHNELL = dataclasses.replace(
     text=dataclasses.replace(FLUX_DEV.text, t5_length=256),
     distilled_guidance=False,
     defaults=Defaults(sampler="Euler", schedule="Simple", steps=4, cfg_scale=1.0, width=1024, height=1024),
+    files=dataclasses.replace(DEV_FILES, arch_mark=None, scheduler=SCHNELL_SCHEDULER),
 )
 
 FAMILIES: tuple[Family, ...] = (FLUX_DEV, FLUX_SCHNELL)

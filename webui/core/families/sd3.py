@@ -12,8 +12,17 @@ MMDiT-X dual attention in Medium). Files are loaded by `models.flow_loader` (sha
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
-from webui.core.families.base import Defaults, Family, LatentFormat, TextConditioning, TextEncoder
+from webui.core.families.base import (
+    Defaults,
+    Family,
+    FlowFiles,
+    LatentFormat,
+    TextConditioning,
+    TextEncoder,
+)
 from webui.core.families.flow_calls import SD3_CALL
 from webui.core.models import sd3_layout
 from webui.core.models.tokenizer import EOS_TOKEN as EOS
@@ -50,6 +59,27 @@ LATENT = LatentFormat(
     preview_bias=(0.2394, 0.2135, 0.1925),
 )
 
+
+def _transformer_config(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> dict[str, Any]:
+    from webui.core.models.flow_infer import sd3_transformer_config  # models.infer imports families
+
+    return sd3_transformer_config(shapes, prefix)
+
+
+FILES = FlowFiles(
+    label="SD3",
+    mark="joint_blocks.0.x_block.attn.qkv.weight",
+    arch_mark=None,
+    transformer_class="SD3Transformer2DModel",
+    config=_transformer_config,
+    from_original=sd3_layout.from_original,
+    fp8_blocks=("transformer_blocks.",),
+    clip_parts=("clip_l", "clip_g"),
+    clip_l_projected=True,  # read through an identity projection when the file has none
+    tokens_per_cell=1,  # the MMDiT patchifies inside
+    scheduler={"num_train_timesteps": 1000, "shift": 3.0},  # the official config (model-families/sd3*)
+)
+
 SD3 = Family(
     arch="sd3",
     group="sd3",
@@ -83,6 +113,7 @@ SD3 = Family(
     prediction_type="flow",
     sampling="flow",
     defaults=Defaults(sampler="Euler", schedule="Simple", cfg_scale=7.0, width=1024, height=1024),
+    files=FILES,
 )
 
 SD3_5 = dataclasses.replace(
@@ -90,6 +121,7 @@ SD3_5 = dataclasses.replace(
     arch="sd3.5",
     group_label="SD3.5",
     defaults=Defaults(sampler="Euler", schedule="Simple", cfg_scale=4.5, width=1024, height=1024),
+    files=dataclasses.replace(FILES, arch_mark="joint_blocks.0.x_block.attn.ln_q.weight"),  # q/k norms
 )
 
 FAMILIES: tuple[Family, ...] = (SD3, SD3_5)

@@ -112,6 +112,7 @@ class JobInfo:
     interrupted: bool  # stopped early by cancel/interrupt
     error: str | None  # failure reason (also for jobs failed by a crash)
     attempts: int  # how many times a worker has started it
+    error_field: str | None = None  # failed on a bad request value: the field it named (API: 422)
 
     @property
     def warnings(self) -> tuple[str, ...]:

@@ -135,7 +135,7 @@ class JobQueue:
                 with self._cond:
                     if self._current is not None:
                         self._current.shutdown = True
-                        self._current.token.interrupt()
+                        self._current.token.interrupt(keep_partial=False)  # it runs again
                 thread.join(timeout)
             if thread.is_alive():
                 log.error("the job worker did not stop within %.0f s; leaving the store open", 2 * timeout)
@@ -303,6 +303,7 @@ class JobQueue:
             model_title=result.get("model_title"),
             interrupted=bool(result.get("interrupted", False)),
             error=row.error,
+            error_field=result.get("error_field"),
             attempts=row.attempts,
         )
 
@@ -361,7 +362,7 @@ class JobQueue:
                 outputs=self._outputs(),
             )
         except RequestError as e:  # a stored request this version cannot read
-            outcome = Outcome((), error=str(e))
+            outcome = Outcome((), error=str(e), error_field=e.field)
         self._finish(run, outcome)
 
     def _preview_every(self) -> int:
@@ -406,6 +407,7 @@ class JobQueue:
             "grid_path": outcome.grid_path,
             "model_title": outcome.model_title,
             "interrupted": outcome.interrupted,
+            **({"error_field": outcome.error_field} if outcome.error_field else {}),
         }
         self._store.finish(job_id, state, result=result, error=outcome.error, progress=progress.to_json())
         with self._cond:

@@ -44,6 +44,7 @@ class Outcome:
     model_title: str | None = None
     interrupted: bool = False
     error: str | None = None  # None: the engine run returned
+    error_field: str | None = None  # the request field a RequestError named (a bad value, not a crash)
 
 
 def progress_info(p: JobProgress) -> JobProgressInfo:
@@ -115,6 +116,7 @@ def execute(
         report.progress(progress_info(p), png)
 
     error: str | None = None
+    error_field: str | None = None
     oom = False
     try:
         result = engine.run(
@@ -126,7 +128,7 @@ def execute(
             outputs=outputs,
         )
     except RequestError as e:
-        error = str(e)
+        error, error_field = str(e), e.field
     except Exception as e:
         oom = is_out_of_memory(e)
         full = disk_full_message(e)
@@ -141,7 +143,7 @@ def execute(
     if error is not None:
         if oom:
             free_memory()  # after the except block: the traceback no longer holds the tensors
-        return Outcome(tuple(images.done.values()), error=error)
+        return Outcome(tuple(images.done.values()), error=error, error_field=error_field)
     listed = images.add(result.images)
     if result.warnings:
         for message in result.warnings:

@@ -18,18 +18,15 @@ from webui.core.models.checkpoint_file import (
 )
 from webui.core.models.components import Components, Precision
 from webui.core.models.detect import UNET, Detected, Shapes
-from webui.core.models.flow_loader import FLUX_MARK, SD3_MARK, load_flow_model
+from webui.core.models.flow_loader import load_flow_model
 
 
 def detect_flow(shapes: Shapes) -> Detected | None:
     """An SD3 / SD3.5 or Flux.1 file (all-in-one, or its transformer alone), or None."""
     for prefix in (UNET, ""):
-        if prefix + FLUX_MARK in shapes:
-            dev = prefix + "guidance_in.in_layer.weight" in shapes
-            return Detected("flux", False, "flow", "flux-dev" if dev else "flux-schnell")
-        if prefix + SD3_MARK in shapes:
-            v35 = prefix + "joint_blocks.0.x_block.attn.ln_q.weight" in shapes
-            return Detected("sd3", False, "flow", "sd3.5" if v35 else "sd3")
+        found = families.of_flow_tensors(shapes, prefix)
+        if found is not None:
+            return Detected(found.group, False, "flow", found.arch)
     return None
 
 

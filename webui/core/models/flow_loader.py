@@ -26,17 +26,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from webui.core.models import flow_infer, flux_layout, fp8, sd3_layout
+from webui.core import families
+from webui.core.families.base import Family, FlowFiles
+from webui.core.models import flow_infer, fp8
 from webui.core.models.checkpoint_file import CheckpointError, read_safetensors_header
 from webui.core.models.infer import ShapeError, vae_config
 from webui.core.models.t5_tokenizer import t5_tokenizer
 from webui.core.models.tokenizer import EOS_TOKEN, OPENCLIP_PAD_TOKEN, clip_tokenizer
 
 UNET_PREFIX = "model.diffusion_model."
-# where fp8 Linear weights stay fp8 (models.fp8): the transformer blocks, nearly all of the weights
-FP8_BLOCKS = {"flux": ("transformer_blocks.", "single_transformer_blocks."), "sd3": ("transformer_blocks.",)}
-FLUX_MARK = "double_blocks.0.img_attn.qkv.weight"
-SD3_MARK = "joint_blocks.0.x_block.attn.qkv.weight"
 TEXT_PREFIXES = {
     "clip_l": "text_encoders.clip_l.transformer.",
     "clip_g": "text_encoders.clip_g.transformer.",
@@ -50,28 +48,11 @@ PART_FILES = {
     "vae": "ae.safetensors",
 }
 
-# The official scheduler configs and VAE factors (shared/reference/model-families)
-SCHEDULERS: dict[str, dict[str, Any]] = {
-    "sd3": {"num_train_timesteps": 1000, "shift": 3.0},
-    "flux-dev": {
-        "num_train_timesteps": 1000,
-        "shift": 3.0,
-        "use_dynamic_shifting": True,
-        "base_shift": 0.5,
-        "max_shift": 1.15,
-        "base_image_seq_len": 256,
-        "max_image_seq_len": 4096,
-    },
-    "flux-schnell": {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False},
-}
-SCHEDULERS["sd3.5"] = SCHEDULERS["sd3"]
-VAE_FACTORS = {"sd3": (1.5305, 0.0609), "flux": (0.3611, 0.1159)}  # scaling, shift
-
 
 @dataclass(frozen=True, eq=False)
 class FlowParts:
-    family: str  # "sd3" | "flux"
-    variant: str  # "sd3" | "sd3.5" | "flux-dev" | "flux-schnell"
+    family: str  # the group: "sd3" | "flux"
+    variant: str  # the arch: "sd3" | "sd3.5" | "flux-dev" | "flux-schnell"
     transformer: Any
     vae: Any
     clip_l: Any
@@ -123,7 +104,7 @@ def _parts_in(shapes: Mapping[str, tuple[int, ...]], name: str) -> dict[str, str
     """The parts a file holds, each with its key prefix."""
     parts: dict[str, str] = {}
     for prefix in (UNET_PREFIX, ""):
-        if prefix + FLUX_MARK in shapes or prefix + SD3_MARK in shapes:
+        if families.of_flow_tensors(shapes, prefix) is not None:
             parts["transformer"] = prefix
             break
     for part, prefix in TEXT_PREFIXES.items():
@@ -143,10 +124,10 @@ def _parts_in(shapes: Mapping[str, tuple[int, ...]], name: str) -> dict[str, str
     return parts
 
 
-def _variant(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> tuple[str, str]:
-    if prefix + FLUX_MARK in shapes:
-        return "flux", "flux-dev" if prefix + "guidance_in.in_layer.weight" in shapes else "flux-schnell"
-    return "sd3", "sd3.5" if prefix + "joint_blocks.0.x_block.attn.ln_q.weight" in shapes else "sd3"
+def _family(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> tuple[Family, FlowFiles]:
+    found = families.of_flow_tensors(shapes, prefix)
+    assert found is not None and found.files is not None  # _parts_in found its transformer
+    return found, found.files
 
 
 def _search(folders: Sequence[Path], part: str) -> list[Path]:
@@ -189,52 +170,42 @@ def _build(
 
 
 def _check_widths(
-    family: str, transformer_cfg: Mapping[str, Any], text: Mapping[str, Any], sources: Mapping[str, Path]
+    spec: FlowFiles, transformer_cfg: Mapping[str, Any], text: Mapping[str, Any], sources: Mapping[str, Path]
 ) -> None:
     joint = transformer_cfg["joint_attention_dim"]
     if text["t5"]["d_model"] != joint:
         raise CheckpointError(
             sources["t5"],
-            f"T5 width {text['t5']['d_model']} does not fit this {family.upper()} model "
+            f"T5 width {text['t5']['d_model']} does not fit this {spec.label.upper()} model "
             f"(it takes {joint}): use T5-XXL",
         )
     pooled = transformer_cfg["pooled_projection_dim"]
-    have = (
-        text["clip_l"]["hidden_size"]
-        if family == "flux"
-        else text["clip_l"]["projection_dim"] + text["clip_g"]["projection_dim"]
-    )
+    have = sum(text[p]["projection_dim" if spec.projected(p) else "hidden_size"] for p in spec.clip_parts)
     if have != pooled:
-        part = "clip_l" if family == "flux" else "clip_g"
         raise CheckpointError(
-            sources[part], f"CLIP text encoders give {have} pooled features, the model takes {pooled}"
+            sources[spec.clip_parts[-1]],
+            f"CLIP text encoders give {have} pooled features, the model takes {pooled}",
         )
 
 
-def _transformer_config(files: _Files, found: _Found, family: str) -> dict[str, Any]:
-    shapes = files.shapes[found.path]
-    if family == "flux":
-        return flux_layout.transformer_config(shapes, found.prefix)
-    return flow_infer.sd3_transformer_config(shapes, found.prefix)
+def _transformer_config(files: _Files, found: _Found, spec: FlowFiles) -> dict[str, Any]:
+    return spec.config(files.shapes[found.path], found.prefix)
 
 
 def _transformer(
-    files: _Files, found: _Found, family: str, config: dict[str, Any], dtype: torch.dtype
+    files: _Files, found: _Found, spec: FlowFiles, config: dict[str, Any], dtype: torch.dtype
 ) -> Any:
-    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+    import diffusers
 
     raw = files.read(found, dtype, keep_fp8=True)
-    sd = flux_layout.from_original(raw) if family == "flux" else sd3_layout.from_original(raw)
+    sd = spec.from_original(raw)
     del raw
-    blocks = FP8_BLOCKS[family]
     sd = {
-        k: v if fp8.keep_fp8(k, v, blocks) or not v.is_floating_point() else v.to(dtype)
+        k: v if fp8.keep_fp8(k, v, spec.fp8_blocks) or not v.is_floating_point() else v.to(dtype)
         for k, v in sd.items()
     }
-    cls = FluxTransformer2DModel if family == "flux" else SD3Transformer2DModel
-    transformer = _build(
-        cls, config, sd, "Flux transformer" if family == "flux" else "SD3 transformer", found.path
-    )
+    cls = getattr(diffusers, spec.transformer_class)
+    transformer = _build(cls, config, sd, f"{spec.label} transformer", found.path)
     fp8.fp8_linears(transformer)
     fp8.upcast_other_fp8(transformer, dtype)
     return transformer
@@ -248,9 +219,9 @@ def load_flow_transformer(path: Path, dtype: torch.dtype = torch.float32) -> Any
         own = _parts_in(files.add(path), path.name)
         if "transformer" not in own:
             raise CheckpointError(path, "not an SD3 or Flux model: no MMDiT or Flux transformer weights")
-        family, _ = _variant(files.shapes[path], own["transformer"])
+        _, spec = _family(files.shapes[path], own["transformer"])
         found = _Found(path, own["transformer"])
-        return _transformer(files, found, family, _transformer_config(files, found, family), dtype)
+        return _transformer(files, found, spec, _transformer_config(files, found, spec), dtype)
 
 
 def load_flow_model(
@@ -277,13 +248,13 @@ def load_flow_model(
         own = _parts_in(files.add(path), path.name)
         if "transformer" not in own:
             raise CheckpointError(path, "not an SD3 or Flux model: no MMDiT or Flux transformer weights")
-        family, variant = _variant(files.shapes[path], own["transformer"])
+        family, spec = _family(files.shapes[path], own["transformer"])
         found = {part: _Found(path, prefix) for part, prefix in own.items()}
         for extra in modules:
             for part, prefix in _parts_in(files.add(extra), extra.name).items():
                 if part != "transformer":
                     found[part] = _Found(extra, prefix)
-        needed = ["vae", "clip_l", "t5"] + (["clip_g"] if family == "sd3" else [])
+        needed = ["vae", "t5", *spec.clip_parts]
         for part in needed:
             if part in found:
                 continue
@@ -305,22 +276,21 @@ def load_flow_model(
         sources = {part: f.path for part, f in found.items() if part in needed or part == "transformer"}
 
         t_found = found["transformer"]
-        t_cfg = _transformer_config(files, t_found, family)
+        t_cfg = _transformer_config(files, t_found, spec)
         text: dict[str, dict[str, Any]] = {}
         try:
             text["t5"] = flow_infer.t5_config(files.shapes[found["t5"].path], found["t5"].prefix)
-            text["clip_l"] = flow_infer.clip_text_config(
-                files.shapes[found["clip_l"].path], found["clip_l"].prefix + "text_model.", "quick_gelu"
-            )
-            if family == "sd3":
-                text["clip_g"] = flow_infer.clip_text_config(
-                    files.shapes[found["clip_g"].path], found["clip_g"].prefix + "text_model.", "gelu"
+            for part in spec.clip_parts:  # CLIP-L uses quick GELU, OpenCLIP bigG plain GELU
+                text[part] = flow_infer.clip_text_config(
+                    files.shapes[found[part].path],
+                    found[part].prefix + "text_model.",
+                    "quick_gelu" if part == "clip_l" else "gelu",
                 )
         except ShapeError as e:
             raise CheckpointError(path, str(e)) from e
-        _check_widths(family, t_cfg, text, sources)
+        _check_widths(spec, t_cfg, text, sources)
 
-        transformer = _transformer(files, t_found, family, t_cfg, dtype)
+        transformer = _transformer(files, t_found, spec, t_cfg, dtype)
 
         v_found = found["vae"]
         v_shapes = {
@@ -328,7 +298,7 @@ def load_flow_model(
             for k, s in files.shapes[v_found.path].items()
             if k.startswith(v_found.prefix)
         }
-        scale, shift = VAE_FACTORS[family]
+        scale, shift = family.latent.scaling_factor, family.latent.shift_factor
         v_base = {
             "sample_size": 1024,
             "norm_num_groups": 32,
@@ -340,11 +310,11 @@ def load_flow_model(
             "use_post_quant_conv": "post_quant_conv.weight" in v_shapes,
         }
         v_cfg = vae_config(v_shapes, v_base, "")
-        if v_cfg["latent_channels"] != t_cfg["in_channels"] // (4 if family == "flux" else 1):
+        if v_cfg["latent_channels"] != t_cfg["in_channels"] // spec.tokens_per_cell:
             raise CheckpointError(
                 v_found.path,
-                f"a {v_cfg['latent_channels']}-channel VAE cannot decode this {family.upper()} model's "
-                "16-channel latents",
+                f"a {v_cfg['latent_channels']}-channel VAE cannot decode this {spec.label.upper()} model's "
+                f"{family.latent.channels}-channel latents",
             )
         v_raw = {"vae." + k: v for k, v in files.read(v_found, dtype).items()}
         convert: Any = convert_ldm_vae_checkpoint
@@ -376,19 +346,19 @@ def load_flow_model(
                 ["text_model.embeddings.position_ids", "embeddings.position_ids"],
             )
 
-        clip_l = clip("clip_l", family == "sd3")
-        clip_g = clip("clip_g", True) if family == "sd3" else None
+        clip_l = clip("clip_l", spec.projected("clip_l"))
+        clip_g = clip("clip_g", True) if "clip_g" in spec.clip_parts else None
     return FlowParts(
-        family=family,
-        variant=variant,
+        family=family.group,
+        variant=family.arch,
         transformer=transformer,
         vae=vae,
         clip_l=clip_l,
         clip_g=clip_g,
         t5=t5,
         tokenizer=clip_tokenizer(EOS_TOKEN),
-        tokenizer_2=clip_tokenizer(OPENCLIP_PAD_TOKEN) if family == "sd3" else None,
-        t5_tokenizer=t5_tokenizer(512 if variant == "flux-dev" else 256),
-        scheduler_config=dict(SCHEDULERS[variant]),
+        tokenizer_2=clip_tokenizer(OPENCLIP_PAD_TOKEN) if clip_g is not None else None,
+        t5_tokenizer=t5_tokenizer(family.text.t5_length),
+        scheduler_config=dict(spec.scheduler),
         sources=sources,
     )

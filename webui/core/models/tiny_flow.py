@@ -37,6 +37,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
+from webui.core import families
 from webui.core.models import flux_layout, sd3_layout
 from webui.core.models.ldm_layout import vae_to_ldm
 from webui.core.models.t5_tokenizer import tokenizer_dir
@@ -46,23 +47,6 @@ from webui.core.models.tokenizer import EOS_TOKEN, OPENCLIP_PAD_TOKEN, save_clip
 
 FLOW_ARCHES = ("sd3", "sd3.5", "flux-dev", "flux-schnell")
 T5_WIDTH = 96  # SD3 pads its CLIP-L + CLIP-G features (32 + 48) to the T5 width
-
-# From the official scheduler configs (../shared/reference/model-families)
-SCHEDULERS: dict[str, dict[str, Any]] = {
-    "sd3": {"num_train_timesteps": 1000, "shift": 3.0},
-    "flux-dev": {
-        "num_train_timesteps": 1000,
-        "shift": 3.0,
-        "use_dynamic_shifting": True,
-        "base_shift": 0.5,
-        "max_shift": 1.15,
-        "base_image_seq_len": 256,
-        "max_image_seq_len": 4096,
-    },
-    "flux-schnell": {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False},
-}
-SCHEDULERS["sd3.5"] = SCHEDULERS["sd3"]
-VAE_FACTORS = {"sd3": (1.5305, 0.0609), "flux": (0.3611, 0.1159)}  # scaling, shift
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +62,13 @@ class TinyFlowModel:
     @property
     def is_flux(self) -> bool:
         return self.arch.startswith("flux")
+
+
+def scheduler_config(arch: str) -> dict[str, Any]:
+    """The family's official scheduler config (a copy)."""
+    files = families.family(arch).files
+    assert files is not None
+    return dict(files.scheduler)
 
 
 def _check(arch: str) -> None:
@@ -128,7 +119,8 @@ def transformer_config(arch: str) -> dict[str, Any]:
 
 def vae_config(arch: str) -> dict[str, Any]:
     _check(arch)
-    scale, shift = VAE_FACTORS["flux" if arch.startswith("flux") else "sd3"]
+    latent = families.family(arch).latent
+    scale, shift = latent.scaling_factor, latent.shift_factor
     return dict(
         sample_size=64,
         in_channels=3,
@@ -186,7 +178,7 @@ def build_tiny_flow(arch: str, seed: int = 0) -> TinyFlowModel:
     if not flux:  # SD3 reads CLIP-L's pooled output unprojected: diffusers loads its projection as identity
         with torch.no_grad():
             clip_l.text_projection.weight.copy_(torch.eye(32))
-    return TinyFlowModel(arch, transformer, vae, clip_l, clip_g, t5, dict(SCHEDULERS[arch]))
+    return TinyFlowModel(arch, transformer, vae, clip_l, clip_g, t5, scheduler_config(arch))
 
 
 # ---- files ------------------------------------------------------------------------------------------

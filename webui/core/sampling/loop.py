@@ -56,11 +56,18 @@ Hook = Callable[[HookPoint, StepState], None]
 @dataclass
 class ModelCallState:
     """What a BEFORE_MODEL hook sees: the step and the model inputs of the whole batch, which it may
-    change or add to (`inputs.extra`) for this call only."""
+    change or add to (`inputs.extra`) for this call only. The batch is laid out group by group, each
+    group one row per image (`images`); when guided, the first group is the negative prompt's: its
+    `uncond_rows` rows come first (0 unguided). With `per_image` the model runs once per image (rows
+    i, images + i, ...): a hook that runs a model of its own does the same to keep image i of a batch
+    bit-identical to a single run (see `predict`)."""
 
     step: int
     total: int
     inputs: ModelInputs
+    uncond_rows: int = 0
+    images: int = 1
+    per_image: bool = False
 
 
 ModelHook = Callable[[HookPoint, ModelCallState], None]
@@ -80,13 +87,22 @@ ProgressCallback = Callable[[Progress], None]
 
 @dataclass
 class CancelToken:
-    """Interrupt stops the whole job; skip stops the current batch and goes on with the next."""
+    """Interrupt stops the whole job (keeping the partly finished pictures of the batch it stopped,
+    as A1111, unless `keep_partial` is False: a shutdown that will run the job again); skip stops the
+    current batch and goes on with the next."""
 
     _interrupt: threading.Event = field(default_factory=threading.Event)
     _skip: threading.Event = field(default_factory=threading.Event)
+    _drop_partial: threading.Event = field(default_factory=threading.Event)
 
-    def interrupt(self) -> None:
+    def interrupt(self, keep_partial: bool = True) -> None:
+        if not keep_partial:
+            self._drop_partial.set()
         self._interrupt.set()
+
+    @property
+    def keeps_partial(self) -> bool:
+        return self._interrupt.is_set() and not self._drop_partial.is_set()
 
     def skip(self) -> None:
         self._skip.set()
@@ -104,12 +120,26 @@ class CancelToken:
 
 
 class Stopped(Exception):
-    """Sampling was interrupted or skipped; `latents` holds the state reached."""
+    """Sampling was interrupted or skipped; `latents` holds the state reached and `denoised` the
+    scheduler's estimate of the finished latents at that point (when its step gives one).
 
-    def __init__(self, latents: torch.Tensor, interrupted: bool) -> None:
+    A task that keeps the partly finished pictures of an interrupted batch sets `pictures` (and
+    `params`, their infotext keys) before letting this go on up."""
+
+    def __init__(
+        self, latents: torch.Tensor, interrupted: bool, denoised: torch.Tensor | None = None
+    ) -> None:
         super().__init__("interrupted" if interrupted else "skipped")
         self.latents = latents
         self.interrupted = interrupted
+        self.denoised = denoised
+        self.pictures: list[Any] | None = None
+        self.params: list[dict[str, object]] | None = None
+
+    @property
+    def best(self) -> torch.Tensor:
+        """What to decode for a partly finished picture: the denoised estimate, else the latents."""
+        return self.denoised if self.denoised is not None else self.latents
 
 
 def step_kwargs(
@@ -211,9 +241,10 @@ def denoise(
     text: dict[str, Any] = {}
     groups: list[Conditioning] = []
     weights: list[float] = []
+    denoised: torch.Tensor | None = None  # the last step's estimate of the finished latents
     for i, t in enumerate(timesteps):
         if cancel is not None and (cancel.interrupted or cancel.take_skip()):
-            raise Stopped(latents, cancel.interrupted)
+            raise Stopped(latents, cancel.interrupted, denoised)
         key = _step_key(cond, uncond, i)
         if key != last_key:
             groups, weights = _step_conds(cond, uncond, i, n, guided)
@@ -232,7 +263,7 @@ def denoise(
             torch.cat([image_cond] * len(groups)) if image_cond is not None else None,
         )
         if model_hooks:
-            call_state = ModelCallState(i, total, inputs)
+            call_state = ModelCallState(i, total, inputs, n if guided else 0, n, per_image)
             for model_hook in model_hooks:
                 model_hook(HookPoint.BEFORE_MODEL, call_state)
             inputs = call_state.inputs
@@ -242,9 +273,11 @@ def denoise(
         state.noise_pred = pred
         for hook in hooks:
             hook(HookPoint.AFTER_CFG, state)
-        state.latents = scheduler.step(
-            state.noise_pred, t, state.latents, **(extra_step or {}), return_dict=False
-        )[0]
+        out = scheduler.step(state.noise_pred, t, state.latents, **(extra_step or {}), return_dict=False)
+        state.latents = out[0]
+        # most diffusers schedulers also give their x0 estimate (pred_original_sample)
+        x0 = out[1] if len(out) > 1 else None
+        denoised = x0 if isinstance(x0, torch.Tensor) and x0.shape == out[0].shape else None
         for hook in hooks:
             hook(HookPoint.AFTER_STEP, state)
         latents = state.latents

@@ -17,7 +17,7 @@ from PIL import Image
 from webui.core.models.components import Components
 from webui.core.prompts.conditioning import ScheduledConditioning
 from webui.core.sampling.catalog import BUILTIN, SamplerCatalog
-from webui.core.sampling.loop import CancelToken, Hook, ModelHook, Progress, ProgressCallback
+from webui.core.sampling.loop import CancelToken, Hook, ModelHook, Progress, ProgressCallback, Stopped
 from webui.core.tasks.images import decode, to_pil
 
 # (steps done in the whole batch, steps in the whole batch, ETA of this pass, latents for a preview)
@@ -54,6 +54,11 @@ class BatchContext:
             self.report(offset + p.step, total, p.eta, p.latents)
 
         return on_step
+
+    def keeps_partial(self, stop: Stopped) -> bool:
+        """Whether the pictures a stop reached are kept: an interrupt the user asked for (not a skip,
+        not a shutdown that runs the job again)."""
+        return stop.interrupted and self.cancel is not None and self.cancel.keeps_partial
 
     def loop_args(self, offset: int, total: int) -> dict[str, Any]:
         return dict(

@@ -16,6 +16,7 @@ from PIL import Image
 
 from webui.core import families
 from webui.core.sampling import noise as noise_mod
+from webui.core.sampling.loop import Stopped
 from webui.core.tasks.context import BatchContext, decode_each
 from webui.core.tasks.img2img import (
     encode_init,
@@ -138,28 +139,34 @@ def make_batch(
         steps=request.steps,
         seeds=seeds,
     )
-    latents = run_img2img_pass(
-        parts,
-        sched,
-        init,
-        noise,
-        generators,
-        ctx.cond,
-        ctx.uncond,
-        steps=request.steps,
-        strength=request.denoising_strength,
-        cfg_scale=request.cfg_scale,
-        width=inputs.width,
-        height=inputs.height,
-        eta=request.eta,
-        churn=ctx.churn,
-        mask_latent=mask_latent,
-        image_cond=image_cond,
-        distilled_cfg_scale=request.distilled_cfg_scale,
-        inpainting_fill=request.inpainting_fill,
-        initial_noise_multiplier=request.initial_noise_multiplier,
-        **ctx.loop_args(0, total_steps(request)),
-    )
+    stopped: Stopped | None = None
+    try:
+        latents = run_img2img_pass(
+            parts,
+            sched,
+            init,
+            noise,
+            generators,
+            ctx.cond,
+            ctx.uncond,
+            steps=request.steps,
+            strength=request.denoising_strength,
+            cfg_scale=request.cfg_scale,
+            width=inputs.width,
+            height=inputs.height,
+            eta=request.eta,
+            churn=ctx.churn,
+            mask_latent=mask_latent,
+            image_cond=image_cond,
+            distilled_cfg_scale=request.distilled_cfg_scale,
+            inpainting_fill=request.inpainting_fill,
+            initial_noise_multiplier=request.initial_noise_multiplier,
+            **ctx.loop_args(0, total_steps(request)),
+        )
+    except Stopped as stop:
+        if not ctx.keeps_partial(stop):
+            raise
+        stopped, latents = stop, stop.best  # finished like a whole picture: pasted back, corrected
     pictures = [
         finish_image(p, pic)
         for p, pic in zip(prepared, decode_each(parts, latents, ctx.per_image), strict=True)
@@ -168,4 +175,7 @@ def make_batch(
         infotext_params(request, src, only_masked_used=p.box is not None)
         for p, src in zip(prepared, sources, strict=True)
     ]
+    if stopped is not None:
+        stopped.pictures, stopped.params = pictures, params
+        raise stopped
     return pictures, params

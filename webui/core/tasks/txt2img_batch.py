@@ -15,6 +15,7 @@ from PIL import Image
 
 from webui.core import families
 from webui.core.sampling import noise as noise_mod
+from webui.core.sampling.loop import Stopped
 from webui.core.tasks import hires
 from webui.core.tasks.context import BatchContext, decode_each
 from webui.core.tasks.img2img import encode_init
@@ -34,6 +35,19 @@ def total_steps(request: Txt2ImgRequest) -> int:
 
 
 def make_batch(
+    ctx: BatchContext, request: Txt2ImgRequest, seeds: list[int], subseeds: list[int]
+) -> list[Image.Image]:
+    """The batch's pictures. Interrupted, the partly finished pictures of the pass it stopped in go up
+    with the Stopped (`pictures`) when the context keeps them."""
+    try:
+        return _make_batch(ctx, request, seeds, subseeds)
+    except Stopped as stop:
+        if ctx.keeps_partial(stop):
+            stop.pictures = decode_each(ctx.parts, stop.best, ctx.per_image)
+        raise
+
+
+def _make_batch(
     ctx: BatchContext, request: Txt2ImgRequest, seeds: list[int], subseeds: list[int]
 ) -> list[Image.Image]:
     parts = ctx.parts
