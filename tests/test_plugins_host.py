@@ -142,8 +142,8 @@ def test_statuses_and_stable_order(tmp_path: Path) -> None:
     side_effect = f"open({str(marker)!r}, 'w').write('ran')\n"
     for folder in ("zeta", "Alpha", "mid"):
         write_extension(root, folder, "")
-    write_extension(root, "future", side_effect, api_version="2.0")
-    write_extension(root, "newer_minor", side_effect, api_version="1.9")
+    write_extension(root, "future", side_effect, api_version="3.0")
+    write_extension(root, "newer_minor", side_effect, api_version="2.9")
     write_extension(root, "plain_folder", None, manifest=False)
     write_extension(root, "broken", BROKEN)
     write_extension(
@@ -160,7 +160,7 @@ def test_statuses_and_stable_order(tmp_path: Path) -> None:
         "future",
     ]  # sorted, case-insensitive
     assert [e.name for e in host.loaded] == ["Alpha", "mid", "zeta"]
-    assert infos["future"].status == "incompatible" and "API 2.0" in (infos["future"].error or "")
+    assert infos["future"].status == "incompatible" and "API 3.0" in (infos["future"].error or "")
     assert infos["newer_minor"].status == "incompatible" and "update Sfumato" in (
         infos["newer_minor"].error or ""
     )
@@ -301,3 +301,42 @@ def test_no_hooks_changes_nothing() -> None:
     req = Txt2ImgRequest(prompt="x")
     assert NO_HOOKS.request_received(req) is req
     assert list(NO_HOOKS.step_hooks(req)) == [] and NO_HOOKS.take_problems() == []
+
+
+UNITS = """
+from webui.plugins.api import Field, RequestError, UiSection, hookimpl
+
+@hookimpl
+def register(registry):
+    registry.add(UiSection("txt2img", "Units", fields=(
+        Field("weight_0", "slider", 1.0, minimum=0.0, maximum=2.0),
+        Field("weight_1", "slider", 1.0, minimum=0.0, maximum=2.0),
+    )))
+
+@hookimpl
+def from_alwayson(script_args):
+    if not isinstance(script_args, list):
+        return None
+    if len(script_args) > 2:
+        raise RequestError("args", f"at most 2 units, got {len(script_args)}")
+    return {f"weight_{i}": unit.get("weight", 1.0) for i, unit in enumerate(script_args)}
+"""
+
+
+def test_an_extension_may_read_its_own_alwayson_args(tmp_path: Path) -> None:
+    write_extension(tmp_path / "extensions", "units", UNITS, api_version="2.0")
+    host = load_host(tmp_path / "extensions")
+    units = {"units": {"args": [{"weight": 0.5}, {"weight": 2, "module": "canny"}]}}
+    assert alwayson_to_extension_args(host, units) == {"units": {"weight_0": 0.5, "weight_1": 2}}
+    assert alwayson_to_extension_args(host, {"units": {"args": {"weight_1": 0.1}}}) == {
+        "units": {"weight_1": 0.1}
+    }  # None from the hook: the default mapping
+    with pytest.raises(RequestError) as e:
+        alwayson_to_extension_args(host, {"units": {"args": [{}, {}, {}]}})
+    assert e.value.field == "alwayson_scripts.units.args" and "at most 2 units" in e.value.message
+    with pytest.raises(RequestError) as e:
+        alwayson_to_extension_args(host, {"units": {"args": [{"weight": 5}]}})
+    assert e.value.field == "extension_args.units.weight_0"
+    with pytest.raises(RequestError) as e:
+        alwayson_to_extension_args(host, {"units": {"args": ["not a unit"]}})
+    assert e.value.field == "alwayson_scripts.units" and "AttributeError" in e.value.message

@@ -216,3 +216,63 @@ def test_hires_upscaler_dropdown_lists_builtin_and_extension_upscalers(data: Pat
     assert choices == services.engine.upscaler_names() and "Tiny 2x" in choices and "Latent" in choices
     assert "txt2img_ext_kinds" in found and "img2img_ext_kinds" in found and "inpaint_ext_kinds" in found
     assert "txt2img_script" in found and "tab_extensions" in found
+
+
+IMAGES = """
+from webui.plugins.api import Field, UiSection, hookimpl
+
+@hookimpl
+def register(registry):
+    registry.add(UiSection("img2img", "Pictures", fields=(
+        Field("hint", "image", None), Field("area", "mask", None), Field("weight", "slider", 1.0),
+    )))
+"""
+
+
+def test_image_and_mask_fields_are_image_drops_and_reach_the_hooks_as_pil(tmp_path: Path) -> None:
+    write_extension(tmp_path / "extensions", "pics", IMAGES, api_version="2.0")
+    ctx = _Ctx(_services(tmp_path))
+    with gr.Blocks():
+        inpaint = build_sections(ctx, "inpaint")
+    hint, area = inpaint.components[field_key("pics", "hint")], inpaint.components[field_key("pics", "area")]
+    assert isinstance(hint, gr.Image) and isinstance(area, gr.Image)
+    assert (hint.type, hint.image_mode, area.image_mode) == ("pil", "RGB", "L")
+    rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent: white, as an init image would be
+    args = inpaint.args({field_key("pics", "hint"): rgba, field_key("pics", "area"): None})
+    assert args["pics"]["area"] is None
+    assert args["pics"]["hint"].mode == "RGB" and args["pics"]["hint"].getpixel((0, 0)) == (255, 255, 255)
+    huge = Image.new("L", (8000, 6000))
+    with pytest.raises(RequestError) as bad:
+        inpaint.args({field_key("pics", "area"): huge})
+    assert bad.value.field == "extension_args.pics.area" and "pixels" in bad.value.message
+
+
+def test_extension_settings_sections_and_requirements_show_in_their_tabs(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.test_plugins_api2 import FIXTURES
+    from webui.core.settings import SettingsStore
+    from webui.ui.context import StudioContext
+    from webui.ui.settings_tab import build_settings, edits, extension_value
+
+    shutil.copytree(FIXTURES / "residual_probe", tmp_path / "extensions" / "residual_probe")
+    services = _services(tmp_path)
+    services.settings = SettingsStore(tmp_path / "config.json")
+    services.engine.hooks.attach_settings(services.settings.get)
+    with gr.Blocks():
+        parts = build_settings(StudioContext(services, secret="s"))
+    control = parts["_controls"]["residual_probe.scale"]
+    assert isinstance(control, gr.Slider) and (control.minimum, control.maximum) == (0.0, 4.0)
+    field = services.engine.hooks.setting_fields()["residual_probe.scale"]
+    keys = ["residual_probe.scale", "jpeg_quality"]
+    loaded = {"residual_probe.scale": 1.0, "jpeg_quality": 80}
+    assert edits(keys, loaded, [2.5, 80], {"residual_probe.scale": field}) == {"residual_probe.scale": 2.5}
+    with pytest.raises(RequestError) as bad:
+        edits(keys, loaded, [7.0, 80], {"residual_probe.scale": field})
+    assert bad.value.field == "residual_probe.scale"
+    assert extension_value(field, "residual_probe.scale", "junk") == 1.0  # unusable stored value: default
+    services.settings.update({"residual_probe.scale": 2.0})
+    assert services.engine.hooks.settings_for("residual_probe") == {"scale": 2.0}
+    rows = {r[0]: r for r in ExtensionsPanel(services).rows()}
+    needs = rows["residual_probe"][7]
+    assert "pillow>=1: installed " in needs and "sfumato-no-such-package==1.0: missing" in needs

@@ -157,6 +157,8 @@ def build_services(
     settings = SettingsStore(config.settings_path)
     if settings.problem:
         log.warning("settings: %s", settings.problem)
+    if isinstance(hooks, PluginHost):
+        hooks.attach_settings(settings.get)  # extension settings are stored with the others
     queue = JobQueue(
         engine,
         db,

@@ -28,7 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
-from webui.api import accounts_api, extras_api, jobs_api, merge_api, sdapi, sessions_api
+from webui.api import accounts_api, extension_routes, extras_api, jobs_api, merge_api, sdapi, sessions_api
 from webui.api.accounts import Accounts
 from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
 from webui.api.file_access import FileAccessMiddleware
@@ -159,6 +159,9 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     if services.options.sdapi:
         app.include_router(sdapi.build_router(services, waits))
         app.include_router(extras_api.build_router(services, waits))
+    host = sdapi.plugin_host(services)
+    if host is not None:
+        app.include_router(extension_routes.build_router(host, sdapi=services.options.sdapi))
 
     if ui is None:
 

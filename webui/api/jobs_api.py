@@ -8,7 +8,7 @@ never from a path in the request.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -20,7 +20,7 @@ from webui.api.extras_api import native_extras
 from webui.api.jobview import can_see, job_json, result_roots, safe_result_path
 from webui.api.roles import USER, needs
 from webui.api.schemas import native_request
-from webui.api.sdapi import caller, check_modules, request_kinds
+from webui.api.sdapi import caller, check_modules, plugin_host, request_kinds
 from webui.api.services import Services
 from webui.api.waiting import Waiting
 from webui.core import types
@@ -70,7 +70,14 @@ def build_request(services: Services, body: SubmitBody) -> types.GenerationReque
             decoded[name] = images.decode_image(
                 value, name, max_bytes=opts.max_body_bytes, max_pixels=opts.max_image_pixels
             )
-    request = native_request(request_type, body.request, decoded, services.engine.samplers)
+    host = plugin_host(services)
+    check = None
+    if host is not None:
+
+        def check(args: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+            return host.check_extension_args(args, max_pixels=opts.max_image_pixels)
+
+    request = native_request(request_type, body.request, decoded, services.engine.samplers, check)
     try:
         services.manager.resolve(request.checkpoint)
     except ModelNotFound as e:

@@ -272,8 +272,10 @@ def native_request(
     data: Mapping[str, Any],
     images: Mapping[str, Any] | None = None,
     samplers: SamplerCatalog | None = None,
+    extension_args: Callable[[Mapping[str, Any]], dict[str, dict[str, Any]]] | None = None,
 ) -> GenerationRequest:
-    """A core request from the native API's `request` object: our own field names, nothing else."""
+    """A core request from the native API's `request` object: our own field names, nothing else.
+    `extension_args` checks that field against the extensions' own fields (None: none are loaded)."""
     if not isinstance(data, Mapping):
         raise RequestError("request", "must be an object of request fields")
     names = set(request_type.field_names())
@@ -284,7 +286,9 @@ def native_request(
         if key not in names:
             raise RequestError(key, f"unknown field for {request_type.__name__}")
         if key == "extension_args":
-            raise RequestError(key, "no extensions are installed")
+            if extension_args is None:
+                raise RequestError(key, "no extensions are loaded")
+            value = extension_args(value)
         if key == "s_tmax" and value in (None, "inf", "Infinity"):
             value = math.inf
         if key in ("styles", "modules"):

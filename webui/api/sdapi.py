@@ -80,7 +80,8 @@ def alwayson(services: Services) -> Callable[[Mapping[str, Any]], dict[str, dict
     host = plugin_host(services)
     if host is None:
         return None
-    return lambda scripts: alwayson_to_extension_args(host, scripts)
+    limit = services.options.max_image_pixels
+    return lambda scripts: alwayson_to_extension_args(host, scripts, max_pixels=limit)
 
 
 def check_models(services: Services, request: types.GenerationRequest, payload: A1111Processing) -> None:
@@ -284,6 +285,9 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
             except ModelNotFound as e:
                 raise RequestError("sd_vae", str(e)) from e
 
+        host = plugin_host(services)
+        if host is not None:  # extension settings: checked against the extension's own fields
+            changes = {**changes, **host.check_settings(changes)}
         await run_in_threadpool(services.settings.update, changes, validate_checkpoint, validate_vae)
         return None
 

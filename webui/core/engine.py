@@ -36,7 +36,7 @@ from webui.core.prompts.styles import StyleStore
 from webui.core.sampling import noise as noise_mod
 from webui.core.sampling.catalog import ExtraSampler, SamplerCatalog
 from webui.core.sampling.loop import CancelToken, Hook, ModelHook, Stopped
-from webui.core.tasks import extras, hires, hires_networks, img2img_batch, txt2img_batch
+from webui.core.tasks import extras, hires, hires_networks, img2img_batch, sub_pass, txt2img_batch
 from webui.core.tasks.context import BatchContext
 from webui.core.tasks.images import cheap_preview
 from webui.core.types import (
@@ -241,6 +241,9 @@ class Engine:
             self.manager.acquire(request.checkpoint, request.vae, request.modules) as model,
             apply_networks(model.components, run.networks.networks, self.network_cache) as applied,
         ):
+            extra = tuple(self.hooks.model_hooks(request, model.components))
+            if extra:
+                run = dataclasses.replace(run, model_hooks=(*run.model_hooks, *extra))
             return self._run_batches(run, model, applied)
 
     @property
@@ -427,7 +430,19 @@ class Engine:
                 # interrupted by the user: the partly finished pictures are kept, as A1111 does
                 stopped, pictures = True, stop.pictures
                 extra = stop.params or [{}] * len(pictures)
-            pictures = self.hooks.after_decode(request, pictures)
+            f = model.file
+            names = frozenset(
+                n for n in (request.checkpoint, f.title, f.name, f.model_name, f.shorthash) if n
+            )
+            runner = None if stopped else sub_pass.make_sub_pass(ctx, names)
+            try:
+                pictures = self.hooks.after_decode(request, pictures, runner)
+            except Stopped as stop:  # interrupted or skipped during an extension's sub-pass
+                if not stop.interrupted:
+                    continue
+                if stop.pictures is None:
+                    return result(interrupted=True)
+                stopped = True  # the batch's pictures are kept as decoded, without the post-processing
             for i, pil in enumerate(pictures):
                 params = infotext_params(
                     request, model, run.sampler, run.schedule, seeds[i], subseeds[i], ti_hashes

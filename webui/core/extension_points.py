@@ -8,12 +8,17 @@ order, once per `Engine.run`:
    one, or a modified copy made with `dataclasses.replace`). May raise `RequestError` to refuse it.
 2. `step_hooks(request)` once, with the request from 1: the hooks the sampling loop calls at
    BEFORE_STEP, AFTER_CFG and AFTER_STEP of every step with a mutable `StepState`.
-3. `after_decode(request, images)` once per batch, after the VAE decode: returns the images to save
-   (same number, same order).
-4. `extra_infotext(request)` for every image: keys added to the infotext parameters (the engine's own
+3. `model_hooks(request, components)` once the request's model is held (its LoRAs applied): the
+   hooks the loop calls right before every model call (BEFORE_MODEL) with a mutable `ModelCallState`
+   (they add ControlNet residuals and the like to `state.inputs.extra`, for that call only).
+   `components` are the job's loaded parts: implementations may read them, never change them.
+4. `after_decode(request, images, sub_pass)` once per batch, after the VAE decode: returns the images
+   to save (same number, same order). `sub_pass(img2img_request)` runs an img2img/inpaint pass on the
+   job's loaded model and returns its pictures (a detailer's second pass); None where there is none.
+5. `extra_infotext(request)` for every image: keys added to the infotext parameters (the engine's own
    keys win on a clash).
-5. `after_save(request, image)` for every image, once it is on disk (or final, when not saved).
-6. `take_problems()` at the end: one line per extension that failed during this run, naming it; the
+6. `after_save(request, image)` for every image, once it is on disk (or final, when not saved).
+7. `take_problems()` at the end: one line per extension that failed during this run, naming it; the
    engine adds them to `GenerationResult.warnings`. The run itself still finishes.
 
 Besides, `image_upscalers()` names the picture upscalers extensions provide (for hires fix and Extras):
@@ -22,7 +27,7 @@ the samplers they register: name -> an object with `name`, `aliases` and `make_s
 (webui.plugins.descriptors.SamplerSpec), which the engine turns into its SamplerCatalog.
 
 Every method is called on the thread that runs the job, so an implementation may keep per-job state
-per thread. Implementations must never raise from 2-6: failures are theirs to record and report.
+per thread. Implementations must never raise from 2-7: failures are theirs to record and report.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 if TYPE_CHECKING:
     from PIL import Image
 
-    from webui.core.sampling.loop import Hook
-    from webui.core.types import GeneratedImage, GenerationRequest
+    from webui.core.models.components import Components
+    from webui.core.sampling.loop import Hook, ModelHook
+    from webui.core.types import GeneratedImage, GenerationRequest, Img2ImgRequest
 
 R = TypeVar("R", bound="GenerationRequest")
 Upscale = Callable[[Any, int, int], Any]  # (PIL image, width, height) -> PIL image of that size
+SubPass = Callable[["Img2ImgRequest"], "list[Image.Image]"]  # an img2img pass on the job's loaded model
 
 
 @runtime_checkable
@@ -48,7 +55,11 @@ class EngineHooks(Protocol):
 
     def step_hooks(self, request: GenerationRequest) -> Sequence[Hook]: ...
 
-    def after_decode(self, request: GenerationRequest, images: list[Image.Image]) -> list[Image.Image]: ...
+    def model_hooks(self, request: GenerationRequest, components: Components) -> Sequence[ModelHook]: ...
+
+    def after_decode(
+        self, request: GenerationRequest, images: list[Image.Image], sub_pass: SubPass | None = None
+    ) -> list[Image.Image]: ...
 
     def extra_infotext(self, request: GenerationRequest) -> dict[str, object]: ...
 
@@ -70,7 +81,12 @@ class NoHooks:
     def step_hooks(self, request: GenerationRequest) -> Sequence[Hook]:
         return ()
 
-    def after_decode(self, request: GenerationRequest, images: list[Image.Image]) -> list[Image.Image]:
+    def model_hooks(self, request: GenerationRequest, components: Components) -> Sequence[ModelHook]:
+        return ()
+
+    def after_decode(
+        self, request: GenerationRequest, images: list[Image.Image], sub_pass: SubPass | None = None
+    ) -> list[Image.Image]:
         return images
 
     def extra_infotext(self, request: GenerationRequest) -> dict[str, object]:

@@ -1,8 +1,10 @@
 """A1111 API shapes for extensions: `alwayson_scripts` in, /sdapi/v1/scripts, script-info, extensions out.
 
 `alwayson_scripts` is `{"<script name>": {"args": [...] or {...}}}`. The name matches an extension's
-name or one of its UiSection titles, case-insensitively. A list is mapped onto the extension's UI
-fields in the order it declared them (A1111 clients send positional lists); an object by field name.
+name or one of its UiSection titles, case-insensitively. An extension with a `from_alwayson` hook reads
+its args itself (sd-webui-controlnet's list of unit objects); otherwise a list is mapped onto the
+extension's UI fields in the order it declared them (A1111 clients send positional lists); an object by
+field name.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webui.core.types import RequestError
+from webui.core.types import MAX_INIT_PIXELS, RequestError
 from webui.plugins.descriptors import Field
 from webui.plugins.host import PluginHost
 
@@ -24,8 +26,11 @@ def _lookup(host: PluginHost) -> dict[str, str]:
     return names
 
 
-def alwayson_to_extension_args(host: PluginHost, alwayson: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """extension_args (validated) from an A1111 `alwayson_scripts` object."""
+def alwayson_to_extension_args(
+    host: PluginHost, alwayson: Mapping[str, Any], *, max_pixels: int = MAX_INIT_PIXELS
+) -> dict[str, dict[str, Any]]:
+    """extension_args (validated: image fields decoded, at most `max_pixels` each) from an A1111
+    `alwayson_scripts` object."""
     if not isinstance(alwayson, Mapping):
         raise RequestError("alwayson_scripts", "must be an object keyed by script name")
     names = _lookup(host)
@@ -39,7 +44,10 @@ def alwayson_to_extension_args(host: PluginHost, alwayson: Mapping[str, Any]) ->
             )
         args = body.get("args", []) if isinstance(body, Mapping) else None
         fields = host.ui_fields(name)
-        if isinstance(args, list):
+        own = host.from_alwayson(name, args) if isinstance(body, Mapping) else None
+        if own is not None:
+            values = own
+        elif isinstance(args, list):
             if len(args) > len(fields):
                 raise RequestError(
                     f"{where}.args", f"{len(args)} values given, the script takes {len(fields)}"
@@ -50,7 +58,7 @@ def alwayson_to_extension_args(host: PluginHost, alwayson: Mapping[str, Any]) ->
         else:
             raise RequestError(where, 'must be {"args": [...]} or {"args": {...}}')
         out.setdefault(name, {}).update(values)
-    return host.check_extension_args(out)
+    return host.check_extension_args(out, max_pixels=max_pixels)
 
 
 def _arg_info(f: Field) -> dict[str, Any]:

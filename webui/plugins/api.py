@@ -1,4 +1,4 @@
-"""The one module an extension imports: hooks, typed state, requests and descriptors (plugin API 1.0).
+"""The one module an extension imports: hooks, typed state, requests and descriptors (plugin API 2.0).
 
     from webui.plugins.api import hookimpl, UiSection, Field
 
@@ -11,18 +11,30 @@
     def after_decode(images, args):
         return [my_effect(im, args["strength"]) for im in images]
 
+API 2 adds, for extensions such as ControlNet and detailers:
+
+    @hookimpl
+    def before_model(state, args, components):      # every model call: state is a ModelCallState
+        if args["weight"] and state.step < state.total * args["end"]:
+            state.inputs.extra["down_block_additional_residuals"] = ...  # this call only
+
+    Field("image", "image", None)                     # an image drop in the UI, base64 in the API
+    def after_decode(images, runner): ...            # runner(Img2ImgRequest(...)) -> pictures
+
 Everything else in `webui` is internal and may change between versions; what is named here follows
-API_VERSION (same major: compatible).
+API_VERSION (same major: compatible; extensions for API 1.0 load unchanged).
 """
 
 from __future__ import annotations
 
 from webui.core.config import AppConfig
+from webui.core.extension_points import SubPass
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.outputs.grid import image_grid
 from webui.core.outputs.infotext import format_infotext, parse_infotext
 from webui.core.outputs.saving import image_folder, read_infotext, save_image
-from webui.core.sampling.loop import Hook, HookPoint, StepState
+from webui.core.sampling.loop import Hook, HookPoint, ModelCallState, StepState
+from webui.core.sampling.model_inputs import ModelInputs
 from webui.core.sampling.noise import resolve_seed
 from webui.core.sampling.samplers import UnknownSampler
 from webui.core.sampling.samplers import make_scheduler as make_builtin_scheduler
@@ -47,8 +59,10 @@ from webui.plugins.descriptors import (
     UiSection,
     UpscalerSpec,
 )
+from webui.plugins.ext_models import ExtensionModels
 from webui.plugins.hookspecs import hookimpl
 from webui.plugins.host import replace_args
+from webui.plugins.job_model import JobModel
 from webui.plugins.manifest import API_VERSION
 
 __all__ = [
@@ -56,6 +70,7 @@ __all__ = [
     "AppConfig",
     "CheckpointError",
     "ExtensionContext",
+    "ExtensionModels",
     "Field",
     "GeneratedImage",
     "GenerationRequest",
@@ -63,6 +78,9 @@ __all__ = [
     "Hook",
     "HookPoint",
     "Img2ImgRequest",
+    "JobModel",
+    "ModelCallState",
+    "ModelInputs",
     "Registry",
     "RequestError",
     "RouteSpec",
@@ -71,6 +89,7 @@ __all__ = [
     "ScriptSpec",
     "SettingsSection",
     "StepState",
+    "SubPass",
     "Txt2ImgRequest",
     "UiSection",
     "UnknownSampler",

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from webui.core.types import GenerationRequest, GenerationResult, RequestError
+from webui.core.types import MAX_INIT_PIXELS, GenerationRequest, GenerationResult, RequestError
 
-FIELD_KINDS = ("checkbox", "slider", "number", "text", "textarea", "dropdown", "radio")
+IMAGE_KINDS = ("image", "mask")  # plugin API 2: a PIL image (RGB) / mask ("L", white = the area), or None
+FIELD_KINDS = ("checkbox", "slider", "number", "text", "textarea", "dropdown", "radio", *IMAGE_KINDS)
 TABS = ("txt2img", "img2img")  # the Extras tab runs no generation hooks, so it takes no sections
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 MAX_TEXT = 100_000
+URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^file:", re.ASCII)
 
 Runner = Callable[[GenerationRequest], GenerationResult]
 """Runs one request to completion (Engine.run, or the job queue's equivalent). The queue's runner also
@@ -30,7 +32,12 @@ samplers too (raises UnknownSampler)."""
 
 @dataclass(frozen=True)
 class Field:
-    """One named input. `kind` is one of FIELD_KINDS; `choices` for dropdown/radio; bounds for numbers."""
+    """One named input. `kind` is one of FIELD_KINDS; `choices` for dropdown/radio; bounds for numbers.
+
+    An "image" or "mask" field (default None) is an image drop in the UI and base64 (plain or a
+    `data:image/...;base64,` URL) in API arguments, like A1111's; hooks always get a PIL image (8-bit
+    RGB, or "L" for a mask, orientation applied, size limits checked) or None.
+    """
 
     name: str
     kind: str
@@ -51,13 +58,21 @@ class Field:
             object.__setattr__(self, "choices", tuple(self.choices))
         if self.kind in ("dropdown", "radio") and not self.choices:
             raise ValueError(f"field {self.name!r}: a {self.kind} needs choices")
+        if self.kind in IMAGE_KINDS and self.default is not None:
+            raise ValueError(f"field {self.name!r}: an {self.kind} field's default must be None")
         self.coerce(self.default, f"default of {self.name}", error=ValueError)
 
-    def coerce(self, value: Any, where: str, error: type[Exception] = RequestError) -> Any:
-        """The value checked against the kind (ints become floats for numbers); raises naming `where`."""
+    def coerce(
+        self, value: Any, where: str, error: type[Exception] = RequestError, max_pixels: int = MAX_INIT_PIXELS
+    ) -> Any:
+        """The value checked against the kind; images decoded (base64) and sanitised. Raises naming
+        `where`; `max_pixels` bounds an image's size (checked before its pixels are decoded)."""
 
         def bad(message: str) -> Exception:
             return RequestError(where, message) if error is RequestError else error(f"{where}: {message}")
+
+        if self.kind in IMAGE_KINDS:
+            return None if value is None else field_image(value, self.kind, where, max_pixels)
 
         if self.kind == "checkbox":
             if not isinstance(value, bool):
@@ -78,6 +93,24 @@ class Field:
         if self.kind in ("dropdown", "radio") and value not in self.choices:
             raise bad(f"must be one of {', '.join(map(repr, self.choices))}, got {value!r}")
         return value
+
+
+def field_image(value: Any, kind: str, where: str, max_pixels: int = MAX_INIT_PIXELS) -> Any:
+    """An image field's value as a PIL image: base64 (plain or a data: URL) decoded with the engine's
+    safe decoder, or a PIL image; RGB for "image", "L" for "mask". RequestError(where) otherwise."""
+    from PIL import Image
+
+    from webui.core.tasks.input_images import decode_base64, sanitize_image, sanitize_mask
+
+    if isinstance(value, str):
+        if URL_PATTERN.match(value.strip()):
+            raise RequestError(where, "image URLs are not accepted; send the image itself, base64-encoded")
+        value = decode_base64(value.strip(), where, max_pixels=max_pixels)
+    if not isinstance(value, Image.Image):
+        raise RequestError(where, f"must be a base64-encoded image, got {type(value).__name__}")
+    if kind == "mask":
+        return sanitize_mask(value, value.size, where, max_pixels=max_pixels)
+    return sanitize_image(value, where, max_pixels=max_pixels)
 
 
 def _fields(owner: str, fields: Sequence[Field]) -> tuple[Field, ...]:
@@ -115,13 +148,19 @@ class UiSection:
 
 @dataclass(frozen=True)
 class SettingsSection:
-    """A group on the Settings tab; values are stored as `<extension name>.<field name>` settings keys."""
+    """A group on the Settings tab; values are stored with the other settings (config.json, also
+    /sdapi/v1/options) as `<extension name>.<field name>` keys, and reach every hook as `settings`."""
 
     title: str
     fields: tuple[Field, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", _fields(f"SettingsSection {self.title!r}", self.fields))
+        pictures = [f.name for f in self.fields if f.kind in IMAGE_KINDS]
+        if pictures:
+            raise ValueError(
+                f"SettingsSection {self.title!r}: settings cannot be images ({', '.join(pictures)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -149,16 +188,26 @@ class SamplerSpec:
 
 @dataclass(frozen=True)
 class RouteSpec:
-    """An HTTP route, mounted by the server at /api/v1/extensions/<extension name><path> (auth applies)."""
+    """An HTTP route (a FastAPI endpoint: parameters by name, a JSON-able return), mounted by the server
+    at /api/v1/extensions/<extension name><path>; the login and the other guards apply as to every route.
+
+    `root` mounts it at `path` itself, for an A1111 extension's own API that clients call by its path
+    (`/controlnet/version`): only when the A1111 API is on (--api), and only under /<extension name>/.
+    """
 
     path: str
     endpoint: Callable[..., Any]
     methods: tuple[str, ...] = ("GET",)
     summary: str = ""
+    root: bool = False
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or ".." in self.path:
             raise ValueError(f"route path {self.path!r} must start with / and not contain ..")
+        if isinstance(self.methods, (list, str)):
+            object.__setattr__(
+                self, "methods", (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
+            )
 
 
 @dataclass(frozen=True)
@@ -183,7 +232,8 @@ Descriptor = UiSection | SettingsSection | UpscalerSpec | SamplerSpec | RouteSpe
 
 @dataclass(frozen=True)
 class ExtensionContext:
-    """What an extension may know about where it runs: its folder, the user's data and the device."""
+    """What an extension may know about where it runs: its folder, the user's data and the device, and
+    (API 2) `models`, an ExtensionModels that loads and caches its own models from `models_dir`."""
 
     name: str
     folder: Path | None
@@ -191,6 +241,7 @@ class ExtensionContext:
     models_dir: Path
     outputs_dir: Path
     device: str = "cpu"
+    models: Any = field(default=None, compare=False, repr=False)  # webui.plugins.ext_models.ExtensionModels
 
 
 @dataclass

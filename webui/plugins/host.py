@@ -16,14 +16,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
-from webui.core.types import GeneratedImage, GenerationRequest, RequestError
+from webui.core.models.cache import ModelCache
+from webui.core.types import MAX_INIT_PIXELS, GeneratedImage, GenerationRequest, RequestError
 from webui.plugins import hookspecs
 from webui.plugins.descriptors import (
     Descriptor,
@@ -37,6 +38,8 @@ from webui.plugins.descriptors import (
     UpscalerSpec,
 )
 from webui.plugins.discovery import Found, discover, entry_points
+from webui.plugins.ext_models import DEFAULT_BUDGET, ExtensionModels
+from webui.plugins.job_model import JobModel
 from webui.plugins.loader import Extension, load_extension, summarize
 from webui.plugins.manifest import Manifest
 from webui.plugins.state import STATE_FILE, ExtensionState
@@ -45,7 +48,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from webui.core.config import AppConfig
-    from webui.core.sampling.loop import Hook, HookPoint, StepState
+    from webui.core.extension_points import SubPass
+    from webui.core.models.components import Components
+    from webui.core.sampling.loop import Hook, HookPoint, ModelCallState, ModelHook, StepState
 
 log = logging.getLogger("sfumato.plugins")
 R = TypeVar("R", bound=GenerationRequest)
@@ -66,12 +71,14 @@ class ExtensionInfo:
     error: str | None
     notes: tuple[str, ...]
     last_job_error: str | None
+    requirements: tuple[str, ...] = ()  # from the manifest (shown with their state; never auto-installed)
 
 
 @dataclass
 class _Job:
     failed: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
+    components: JobModel | None = None  # the job's model, once it is held (model_hooks)
 
 
 class PluginHost:
@@ -83,6 +90,7 @@ class PluginHost:
         self._lock = threading.Lock()
         self._last_error: dict[str, str] = {}
         self._load_args: tuple[Any, ...] = ()
+        self._settings_get: Callable[[str], Any] | None = None
 
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
@@ -94,13 +102,16 @@ class PluginHost:
         outputs_dir: Path | None = None,
         device: str = "cpu",
         disabled: frozenset[str] = frozenset(),
+        model_budget: int = DEFAULT_BUDGET,
     ) -> PluginHost:
+        """Load what was found; extensions share one cache of their own models of `model_budget` bytes."""
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
+        models = ExtensionModels(data_dir / "models", ModelCache(model_budget), device)
 
         def context_for(m: Manifest) -> ExtensionContext:
             outputs = outputs_dir or data_dir / "outputs"
-            return ExtensionContext(m.name, m.folder, data_dir, data_dir / "models", outputs, device)
+            return ExtensionContext(m.name, m.folder, data_dir, data_dir / "models", outputs, device, models)
 
         loaded = [load_extension(f, pm, disabled, context_for) for f in found]
         return cls(loaded, pm)
@@ -154,6 +165,7 @@ class PluginHost:
                 e.error,
                 tuple(e.registry.notes) if e.registry else (),
                 last.get(e.name),
+                e.manifest.requirements if e.manifest else (),
             )
             for e in self._extensions
         ]
@@ -201,8 +213,12 @@ class PluginHost:
         return ext.registry.ui_fields() if ext and ext.registry else ()
 
     # ---- extension args ------------------------------------------------------------------------
-    def check_extension_args(self, extension_args: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        """Validated values by extension and field; RequestError names `extension_args.<ext>.<field>`."""
+    def check_extension_args(
+        self, extension_args: Mapping[str, Any], *, max_pixels: int = MAX_INIT_PIXELS
+    ) -> dict[str, dict[str, Any]]:
+        """Validated values by extension and field, checked against the fields the extension declared
+        (kind, range, choices; image fields decoded to PIL, at most `max_pixels` each); RequestError
+        names `extension_args.<ext>.<field>`. Extensions that are not loaded are left out."""
         if not isinstance(extension_args, Mapping):
             raise RequestError("extension_args", "must be an object keyed by extension name")
         out: dict[str, dict[str, Any]] = {}
@@ -226,9 +242,31 @@ class PluginHost:
                     raise RequestError(
                         f"{where}.{key}", f"unknown field (known: {', '.join(fields) or 'none'})"
                     )
-                checked[key] = fields[key].coerce(value, f"{where}.{key}")
+                checked[key] = fields[key].coerce(value, f"{where}.{key}", max_pixels=max_pixels)
             out[name] = checked
         return out
+
+    def from_alwayson(self, name: str, script_args: Any) -> dict[str, Any] | None:
+        """The extension's own reading of A1111 `alwayson_scripts` args (None: it has none). Whatever
+        it raises becomes a RequestError under `alwayson_scripts.<name>`."""
+        ext = self._by_name.get(name)
+        impl = ext.hooks.get("from_alwayson") if ext is not None and ext.loaded else None
+        if ext is None or impl is None:
+            return None
+        where = f"alwayson_scripts.{name}"
+        kwargs = {"script_args": script_args, "context": ext.context}
+        try:
+            result = impl.function(*[kwargs[a] for a in impl.argnames])
+        except RequestError as e:
+            raise RequestError(f"{where}.{e.field}", e.message) from e
+        except Exception as e:
+            reason = summarize(e, ext.manifest.folder if ext.manifest else None)
+            raise RequestError(where, f"the extension could not read these arguments: {reason}") from e
+        if result is not None and not isinstance(result, Mapping):
+            raise RequestError(
+                where, f"the extension read them as a {type(result).__name__}, not field values"
+            )
+        return dict(result) if result is not None else None
 
     def args_for(self, name: str, request: GenerationRequest) -> dict[str, Any]:
         """This extension's field values for the request, defaults filled in."""
@@ -236,6 +274,37 @@ class PluginHost:
         given = request.extension_args.get(name) if isinstance(request.extension_args, Mapping) else None
         if isinstance(given, Mapping):
             values.update(given)
+        return values
+
+    # ---- extension settings (SettingsSection) ---------------------------------------------------
+    def attach_settings(self, get: Callable[[str], Any]) -> None:
+        """Read extension settings through `get(key)` (the server's SettingsStore.get: None when unset);
+        until then every extension sees its settings' defaults."""
+        self._settings_get = get
+
+    def setting_fields(self) -> dict[str, Field]:
+        """Every extension setting by its stored key, `<extension name>.<field name>`."""
+        return {f"{ext}.{f.name}": f for ext, section in self.settings_sections() for f in section.fields}
+
+    def check_settings(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """The extension settings among `changes`, checked against their fields (RequestError naming
+        the key); other keys are left out."""
+        fields = self.setting_fields()
+        return {k: fields[k].coerce(v, k) for k, v in changes.items() if k in fields}
+
+    def settings_for(self, name: str) -> dict[str, Any]:
+        """This extension's settings by field name: the stored value, or the default when there is none
+        or it is not usable any more (a choice the extension dropped, a number out of its new range)."""
+        values: dict[str, Any] = {}
+        for ext, section in self.settings_sections():
+            if ext != name:
+                continue
+            for f in section.fields:
+                raw = self._settings_get(f"{name}.{f.name}") if self._settings_get is not None else None
+                try:
+                    values[f.name] = f.default if raw is None else f.coerce(raw, f"{name}.{f.name}")
+                except RequestError:
+                    values[f.name] = f.default
         return values
 
     # ---- EngineHooks ---------------------------------------------------------------------------
@@ -259,7 +328,13 @@ class PluginHost:
         impl = ext.hooks.get(hook)
         if impl is None or ext.name in self._job().failed:
             return False, None
-        kwargs.update(request=request, args=self.args_for(ext.name, request), context=ext.context)
+        kwargs.update(
+            request=request,
+            args=self.args_for(ext.name, request),
+            context=ext.context,
+            components=self._job().components,
+            settings=self.settings_for(ext.name),
+        )
         try:
             return True, impl.function(*[kwargs[a] for a in impl.argnames])
         except RequestError:
@@ -267,13 +342,21 @@ class PluginHost:
                 raise
             self._fail(ext, hook, "raised RequestError outside request_received")
         except Exception as e:
+            from webui.core.sampling.loop import Stopped
+
+            if isinstance(e, Stopped):  # the job was cancelled during a sub-pass: not the extension's fault
+                raise
             self._fail(ext, hook, summarize(e, ext.manifest.folder if ext.manifest else None))
             log.debug("traceback", exc_info=e)
         return False, None
 
     def request_received(self, request: R) -> R:
         self._local.job = _Job()
-        self.check_extension_args(request.extension_args)
+        checked = self.check_extension_args(request.extension_args)
+        given = request.extension_args
+        if any(v is not given[n].get(k) for n, values in checked.items() for k, v in values.items()):
+            # hooks see the checked values (images decoded), whoever built the request
+            request = dataclasses.replace(request, extension_args={**given, **checked})
         for name in request.extension_args:
             ext = self._by_name[name]
             if not ext.loaded:
@@ -316,11 +399,40 @@ class PluginHost:
 
         return hook
 
-    def after_decode(self, request: GenerationRequest, images: list[Image.Image]) -> list[Image.Image]:
+    def model_hooks(self, request: GenerationRequest, components: Components) -> Sequence[ModelHook]:
+        self._job().components = JobModel.of(components)
+        return [self._model_hook(ext, request) for ext in self.loaded if "before_model" in ext.hooks]
+
+    def _model_hook(self, ext: Extension, request: GenerationRequest) -> ModelHook:
+        def hook(point: HookPoint, state: ModelCallState) -> None:
+            before = state.inputs
+            # the hook works on a copy of the mappings: a failed hook leaves the call as it was
+            state.inputs = dataclasses.replace(before, kwargs=dict(before.kwargs), extra=dict(before.extra))
+            called, _ = self._call(ext, "before_model", request, state=state)
+            if not called:
+                state.inputs = before
+                return
+            after = state.inputs
+            problem = None
+            if not isinstance(after, type(before)):
+                problem = f"state.inputs became a {type(after).__name__}"
+            elif getattr(after.sample, "shape", None) != before.sample.shape:
+                problem = f"state.inputs.sample no longer has shape {tuple(before.sample.shape)}"
+            elif not isinstance(after.extra, Mapping) or not isinstance(after.kwargs, Mapping):
+                problem = "state.inputs.extra and .kwargs must stay dicts"
+            if problem is not None:
+                state.inputs = before
+                self._fail(ext, "before_model", problem)
+
+        return hook
+
+    def after_decode(
+        self, request: GenerationRequest, images: list[Image.Image], sub_pass: SubPass | None = None
+    ) -> list[Image.Image]:
         from PIL import Image
 
         for ext in self.loaded:
-            called, result = self._call(ext, "after_decode", request, images=list(images))
+            called, result = self._call(ext, "after_decode", request, images=list(images), runner=sub_pass)
             if not called or result is None:
                 continue
             if not isinstance(result, list) or len(result) != len(images):

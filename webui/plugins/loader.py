@@ -31,7 +31,16 @@ from webui.plugins.manifest import Manifest, ManifestError, check_api_version
 
 log = logging.getLogger("sfumato.plugins")
 PACKAGE_ROOT = "sfumato_extensions"
-HOOK_NAMES = ("register", "request_received", "on_step", "after_decode", "extra_infotext", "after_save")
+HOOK_NAMES = (
+    "register",
+    "from_alwayson",
+    "request_received",
+    "on_step",
+    "before_model",
+    "after_decode",
+    "extra_infotext",
+    "after_save",
+)
 
 
 @dataclass

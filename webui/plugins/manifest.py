@@ -3,12 +3,14 @@
     name = "wildcards"            # letters, digits, _ and -; the key of request.extension_args
     version = "1.2.0"
     description = "{a|b} variants and __name__ wildcard files"
-    api_version = "1.0"           # the webui.plugins.api version it was written for
+    api_version = "2.0"           # the webui.plugins.api version it was written for
     entry = "wildcards"           # module inside the folder (wildcards.py or wildcards/__init__.py)
     requirements = ["dynamicprompts==0.31.0"]   # for information: never installed automatically
 
 An extension written for API "M.m" loads when M is this host's major version and m is at most its
-minor version (minor versions only add to the API).
+minor version (minor versions only add to the API). API 2.0 only added to 1.0 (the before-model hook,
+image fields, the job's components, the after-decode runner): every name 1.0 exported is still there
+and means the same, so extensions written for 1.0 load unchanged (LEGACY lists such versions).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-API_VERSION = (1, 0)
+API_VERSION = (2, 0)
+LEGACY = {1: 0}  # older majors still served: major -> the last minor this host provides of it
 MANIFEST_NAME = "extension.toml"
 EXTENSION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -59,6 +62,13 @@ def check_api_version(name: str, wanted: str) -> None:
         raise ManifestError(f'{name}: api_version must look like "1.0", got {wanted!r}')
     major, minor = int(m.group(1)), int(m.group(2) or 0)
     have = api_version_string()
+    if major in LEGACY:
+        if minor > LEGACY[major]:
+            raise ManifestError(
+                f"{name} needs plugin API {wanted}, which never existed: this Sfumato provides API {have} "
+                f"and, for older extensions, API {major}.{LEGACY[major]}"
+            )
+        return
     if major != API_VERSION[0]:
         raise ManifestError(
             f"{name} targets plugin API {wanted}, but this Sfumato provides API {have}; it was not "

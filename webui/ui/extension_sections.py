@@ -42,7 +42,7 @@ def _slug(text: str) -> str:
 
 def render_field(f: Any, elem_id: str) -> Any:
     """One Gradio control for a plugin Field (kind: checkbox, slider, number, text, textarea,
-    dropdown, radio)."""
+    dropdown, radio, image, mask)."""
     label = f.label or f.name.replace("_", " ")
     common: dict[str, Any] = dict(label=label, elem_id=elem_id, info=f.info or None)
     if f.kind == "checkbox":
@@ -63,6 +63,16 @@ def render_field(f: Any, elem_id: str) -> Any:
         return gr.Dropdown(list(f.choices), value=f.default, min_width=160, **common)
     if f.kind == "radio":
         return gr.Radio(list(f.choices), value=f.default, **common)
+    if f.kind in ("image", "mask"):  # a PIL image (or None) that the host sanitises like an API image
+        return gr.Image(
+            None,
+            type="pil",
+            image_mode="L" if f.kind == "mask" else "RGB",
+            sources=["upload", "clipboard"],
+            height=240,
+            label=label,
+            elem_id=elem_id,
+        )
     raise ValueError(f"field {f.name!r}: unknown kind {f.kind!r}")
 
 
@@ -88,7 +98,7 @@ class ExtensionInputs:
             where = split_key(key)
             if where is None:
                 continue
-            out.setdefault(where[0], {})[where[1]] = _plain(f, values[key])
+            out.setdefault(where[0], {})[where[1]] = plain_value(f, values[key])
         if not out or self.host is None:
             return out
         checked: dict[str, dict[str, Any]] = self.host.check_extension_args(out)
@@ -100,7 +110,7 @@ class ExtensionInputs:
         return {"extension_args": args} if args else {}
 
 
-def _plain(f: Any, value: Any) -> Any:
+def plain_value(f: Any, value: Any) -> Any:
     """A UI value in the type the Field expects (Gradio gives floats for whole-number sliders, None for
     an emptied number box)."""
     whole_default = isinstance(f.default, int) and not isinstance(f.default, bool)

@@ -2,8 +2,10 @@
 from a git URL and update.
 
 Enable/disable is written to `<data dir>/extensions.json` (webui.plugins.state) and applies on restart;
-the list says so for every extension whose next state differs from the running one. Installing and
-updating run git through webui.plugins.install, which refuses while others can reach the server
+the list says so for every extension whose next state differs from the running one. The requirements
+an extension's manifest declares are listed with what is installed; "Install requirements" pip-installs
+the missing ones into the app's Python (admins only, refused like git installs).
+Installing and updating run git through webui.plugins.install, which refuses while others can reach the server
 (--listen, a non-local --server-name, --share) unless the server was started with
 --enable-insecure-extension-access; the refusal's message is shown as is.
 """
@@ -16,10 +18,11 @@ from typing import Any
 
 import gradio as gr
 
+from webui.plugins.requirements import requirements_text
 from webui.ui.context import refusal
 from webui.ui.extension_sections import host_of
 
-HEADERS = ["Name", "Version", "Status", "Enabled", "Source", "Error / notes", "Folder"]
+HEADERS = ["Name", "Version", "Status", "Enabled", "Source", "Error / notes", "Folder", "Requirements"]
 RESTART = "applied on restart"
 
 
@@ -70,7 +73,10 @@ class ExtensionsPanel:
             if wanted != e.enabled:
                 enabled += f" → {'yes' if wanted else 'no'} ({RESTART})"
             problems = [p for p in (e.error, e.last_job_error) if p] + list(e.notes)
-            out.append([e.name, e.version, e.status, enabled, e.source, "; ".join(problems), e.location])
+            needs = requirements_text(e.requirements)
+            out.append(
+                [e.name, e.version, e.status, enabled, e.source, "; ".join(problems), e.location, needs]
+            )
         return out
 
     def set_enabled(self, name: str | None, enabled: bool) -> str:
@@ -96,6 +102,24 @@ class ExtensionsPanel:
         except (InstallRefused, InstallError) as e:
             return str(e)
         return f"Installed into {folder}: {RESTART}."
+
+    def install_requirements(self, name: str | None, pip_args: tuple[str, ...] = ()) -> str:
+        """pip-install what the extension's manifest requires and is missing (an admin's explicit act)."""
+        from webui.plugins.install import InstallError, InstallRefused
+        from webui.plugins.requirements import install_requirements
+
+        host = self.host
+        if host is None or not name or name not in self.names():
+            return "Choose an extension first."
+        ext = host.extension(name)
+        share, insecure = self._flags()
+        needs = ext.manifest.requirements if ext.manifest else ()
+        try:
+            return install_requirements(
+                self.services.config, needs, share=share, insecure_access=insecure, pip_args=pip_args
+            )
+        except (InstallRefused, InstallError) as e:
+            return str(e)
 
     def update(self, name: str | None) -> str:
         from webui.plugins.install import InstallError, InstallRefused, update
@@ -128,6 +152,9 @@ def build_extensions(ctx: Any) -> dict[str, Any]:
         f["_enable"] = gr.Button("Enable", elem_id="extensions_enable", scale=1, min_width=90)
         f["_disable"] = gr.Button("Disable", elem_id="extensions_disable", scale=1, min_width=90)
         f["_update"] = gr.Button("Update from git", elem_id="extensions_update", scale=1, min_width=120)
+        f["_requirements"] = gr.Button(
+            "Install requirements", elem_id="extensions_requirements", scale=1, min_width=120
+        )
     f["_message"] = gr.Textbox(label="Result", interactive=False, elem_id="extensions_message", lines=1)
     off = panel.install_refusal()
     with gr.Accordion("Install from a git URL", open=False, elem_id="extensions_install_box"):
@@ -161,11 +188,16 @@ def build_extensions(ctx: Any) -> dict[str, Any]:
     def update(request: gr.Request, name: str | None) -> tuple[str, Any]:
         return after(refusal(ctx.services, request, "Updating an extension") or panel.update(name))
 
+    def requirements(request: gr.Request, name: str | None) -> tuple[str, Any]:
+        refused = refusal(ctx.services, request, "Installing requirements")
+        return after(refused or panel.install_requirements(name))
+
     def install(request: gr.Request, url: str, folder: str) -> tuple[str, Any]:
         return after(refusal(ctx.services, request, "Installing an extension") or panel.install(url, folder))
 
     f["_enable"].click(enable, f["_name"], outputs, **quiet)
     f["_disable"].click(disable, f["_name"], outputs, **quiet)
     f["_update"].click(update, f["_name"], outputs, **quiet)
+    f["_requirements"].click(requirements, f["_name"], outputs, **quiet)
     f["_install"].click(install, [f["_url"], f["_folder"]], outputs, **quiet)
     return f

@@ -58,16 +58,35 @@ def from_control(spec: Any, value: Any) -> Any:
     return value
 
 
-def edits(keys: Sequence[str], loaded: Mapping[str, Any], values: Sequence[Any]) -> dict[str, Any]:
-    """The settings the user changed on this page: control values that differ from what it loaded."""
+def edits(
+    keys: Sequence[str],
+    loaded: Mapping[str, Any],
+    values: Sequence[Any],
+    extension_fields: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The settings the user changed on this page: control values that differ from what it loaded.
+    `extension_fields` are the extensions' settings (key -> plugin Field): checked by their field,
+    RequestError naming the key."""
     from webui.core.settings import SPECS
+    from webui.ui.extension_sections import plain_value
 
     out: dict[str, Any] = {}
     for key, value in zip(keys, values, strict=True):
-        value = from_control(SPECS[key], value)
+        f = (extension_fields or {}).get(key)
+        value = f.coerce(plain_value(f, value), key) if f is not None else from_control(SPECS[key], value)
         if key not in loaded or value != loaded[key]:
             out[key] = value
     return out
+
+
+def extension_value(f: Any, key: str, stored: Any) -> Any:
+    """What an extension setting holds: the stored value if its field still takes it, else the default."""
+    from webui.core.types import RequestError
+
+    try:
+        return f.default if stored is None else f.coerce(stored, key)
+    except RequestError:
+        return f.default
 
 
 def _plural(n: int) -> str:
@@ -89,12 +108,15 @@ def build_settings(ctx: StudioContext) -> dict[str, Any]:
                 spec = SPECS.get(key)
                 if spec is not None:
                     controls[key] = _control(spec)
+    ext_fields = _extension_settings(ctx, controls)
     keys = list(controls)
     store = ctx.services.settings
 
     def snapshot() -> list[Any]:
         now = store.as_dict()
-        loaded = {k: now.get(k) for k in keys}
+        loaded = {
+            k: extension_value(ext_fields[k], k, now.get(k)) if k in ext_fields else now.get(k) for k in keys
+        }
         return [loaded, *(shown(loaded[k]) for k in keys)]
 
     def apply(request: gr.Request, loaded: dict[str, Any] | None, *values: Any) -> list[Any]:
@@ -105,7 +127,10 @@ def build_settings(ctx: StudioContext) -> dict[str, Any]:
             return [f"Not saved: {refused}", *_skips()]
         if not isinstance(loaded, dict):
             return ["Not saved: the page has not finished loading the settings; press Reload.", *_skips()]
-        changes = edits(keys, loaded, values)
+        try:
+            changes = edits(keys, loaded, values, ext_fields)
+        except RequestError as e:
+            return [f"Not saved: {e}", *_skips()]
         now = store.as_dict()
         elsewhere = [k for k in keys if k not in changes and now.get(k) != loaded.get(k)]
         changes = {k: v for k, v in changes.items() if v != now.get(k)}
@@ -135,3 +160,22 @@ def build_settings(ctx: StudioContext) -> dict[str, Any]:
         api_visibility="private",
     )  # fmt: skip
     return {"_controls": controls, "_result": result, "_apply": save, "_loaded": loaded_state}
+
+
+def _extension_settings(ctx: StudioContext, controls: dict[str, Any]) -> dict[str, Any]:
+    """One accordion per extension SettingsSection (its controls added to `controls` under the stored
+    keys, `<extension>.<field>`); returns key -> plugin Field."""
+    from webui.ui.extension_sections import host_of, render_field
+
+    host = host_of(ctx)
+    fields: dict[str, Any] = {}
+    if host is None:
+        return fields
+    for extension, section in host.settings_sections():
+        with gr.Accordion(f"{section.title} ({extension})", open=False, elem_classes="sf-ext-settings"):
+            for f in section.fields:
+                key = f"{extension}.{f.name}"
+                slug = "".join(c if c.isalnum() else "_" for c in key).lower()
+                controls[key] = render_field(f, f"setting_{slug}")
+                fields[key] = f
+    return fields

@@ -1,0 +1,48 @@
+"""The HTTP routes extensions declare (`RouteSpec`), mounted on the app like its own routes.
+
+Each route is served at `/api/v1/extensions/<extension name><path>`; a route marked `root` (an A1111
+extension's own API, such as `/controlnet/version`) at its path itself, only when the A1111 API is on
+(`--api`) and only under `/<extension name>/`. They sit inside the app, so the same middleware guards
+them as every other route: the login (401 without one, when users are configured), the host check, the
+cross-site and body-size guards. A route whose endpoint FastAPI cannot mount is logged and left out;
+the others still mount.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+
+from webui.plugins.host import PluginHost
+
+log = logging.getLogger("sfumato.api")
+PREFIX = "/api/v1/extensions"
+
+
+def route_path(extension: str, path: str, root: bool) -> str:
+    return path if root else f"{PREFIX}/{extension}{path}"
+
+
+def build_router(host: PluginHost, *, sdapi: bool) -> APIRouter:
+    router = APIRouter()
+    for extension, spec in host.routes():
+        if spec.root and not sdapi:
+            continue
+        if spec.root and not (spec.path.casefold() + "/").startswith(f"/{extension.casefold()}/"):
+            log.warning(
+                "extension %s: route %s must start with /%s/; not mounted", extension, spec.path, extension
+            )
+            continue
+        path = route_path(extension, spec.path, spec.root)
+        try:
+            router.add_api_route(
+                path,
+                spec.endpoint,
+                methods=list(spec.methods),
+                summary=spec.summary or None,
+                tags=[f"extension: {extension}"],
+            )
+        except Exception as e:  # a bad endpoint signature must not stop the server
+            log.warning("extension %s: route %s not mounted: %s", extension, path, e)
+    return router
