@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -56,6 +57,20 @@ def test_confidence_threshold_and_empty_picture(ad: SimpleNamespace) -> None:
     conf = face.detect(astronaut(), 0.0)[0].confidence
     assert face.detect(astronaut(), conf + 1e-6) == []
     assert face.detect(Image.new("RGB", (256, 256), (90, 90, 90)), 0.0) == []
+
+
+def test_mirrored_cascade_merges_both_sides_into_one_detection(ad: SimpleNamespace) -> None:
+    both = dataclasses.replace(ad.detectors.BUILTIN["opencv_face"], mirrored=True)
+    found = both.detect(astronaut(), 0.3)
+    assert len(found) == 1  # the face seen both ways is one detection after NMS
+    assert all(abs(a - b) <= 20 for a, b in zip(found[0].box, ASTRONAUT_FACE, strict=True)), found[0].box
+    assert ad.detectors.BUILTIN["opencv_face_profile"].mirrored
+
+
+def test_finder_loads_each_model_once(ad: SimpleNamespace, yolo_dir: Path) -> None:
+    find = ad.detectors.finder([yolo_dir])
+    assert find("face_yolov8n.pt") is find("face_yolov8n.pt")
+    assert find("opencv_face") is ad.detectors.BUILTIN["opencv_face"]
 
 
 def test_every_builtin_cascade_loads(ad: SimpleNamespace) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.fixtures_detailer import astronaut, extension_modules
+from tests.fixtures_detailer import astronaut, extension_modules, save_tiny_yolo, yolo_candidates
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
 from webui.core.models.components import Precision
@@ -112,6 +112,21 @@ def test_sep_prompts_seed_per_region_and_skip(ad: SimpleNamespace, engine: Engin
     sep = {**unit, "ad_prompt": "a [SEP] b", "ad_use_steps": True, "ad_steps": 1}
     _, runner = _detail(ad, engine, double, [sep])
     assert [(r.prompt, r.seed) for r in runner.requests] == [("a", 7), ("b", 8)]  # seed + j (ADetailer)
+
+
+def test_a_yolo_onnx_model_drives_the_pass(ad: SimpleNamespace, engine: Engine, tmp_path: Path) -> None:
+    folder = tmp_path / "adetailer"
+    save_tiny_yolo(folder / "face_yolov8n.onnx", yolo_candidates([(200, 150, 80, 100, [0.9])]))
+    photo = astronaut()  # 512 -> 640: scale 1.25, no padding
+    runner = Runner(engine)
+    args = ad.units.parse_args([{"ad_model": "face_yolov8n.pt", "ad_dilate_erode": 0}])
+    result = ad.detail.detail_image(photo, FIRST, args, find=ad.detectors.finder([folder]), run=runner)
+    (report,) = result.reports
+    assert [d.box for d in report.detections] == [(128, 80, 192, 160)]
+    assert report.masks[0].getbbox() == (128, 80, 192, 160) and len(runner.requests) == 1
+    inside = np.asarray(report.masks[0]) > 0
+    after, before = np.asarray(result.image), np.asarray(photo)
+    assert np.array_equal(after[~inside], before[~inside]) and not np.array_equal(after, before)
 
 
 def test_nothing_detected_leaves_the_image_and_runs_nothing(ad: SimpleNamespace, engine: Engine) -> None:

@@ -2,7 +2,7 @@
 
 Built-in (nothing to download; the cascades ship inside opencv-python-headless):
 
-    opencv_face           frontal faces       opencv_face_profile   faces in profile (facing left)
+    opencv_face           frontal faces       opencv_face_profile   faces in profile (either side)
     opencv_fullbody       whole people        opencv_upperbody      head and shoulders
 
 A cascade has no probability; its confidence is the last stage's weight squashed into [0, 1)
@@ -18,7 +18,7 @@ ultralytics pickles of whole Python objects: they are never unpickled. Export on
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -51,7 +51,8 @@ class Detection:
 
 
 class Detector(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def detect(self, image: Image.Image, confidence: float) -> list[Detection]: ...
 
@@ -66,13 +67,27 @@ class HaarDetector:
     cascade_file: str
     label: str
     min_neighbors: int = 5
+    mirrored: bool = False  # also run on the mirrored picture (the profile cascade sees one side only)
 
     def detect(self, image: Image.Image, confidence: float) -> list[Detection]:
-        cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / self.cascade_file))
+        cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / self.cascade_file))  # type: ignore[attr-defined]
         if cascade.empty():
             raise DetectorError(f"{self.name}: OpenCV's {self.cascade_file} could not be loaded")
         gray = cv2.equalizeHist(np.asarray(image.convert("L")))
-        min_side = max(16, min(image.size) // 32)
+        found = self._detect(cascade, gray, confidence)
+        if self.mirrored:
+            w = gray.shape[1]
+            for d in self._detect(cascade, np.ascontiguousarray(gray[:, ::-1]), confidence):
+                x1, y1, x2, y2 = d.box
+                found.append(Detection((w - x2, y1, w - x1, y2), d.confidence, d.label))
+            if len(found) > 1:
+                xywh = [[d.box[0], d.box[1], d.box[2] - d.box[0], d.box[3] - d.box[1]] for d in found]
+                keep = cv2.dnn.NMSBoxes(xywh, [d.confidence for d in found], confidence, 0.5)
+                found = [found[i] for i in np.asarray(keep, dtype=np.int64).reshape(-1)]
+        return sorted(found, key=lambda d: -d.confidence)
+
+    def _detect(self, cascade: cv2.CascadeClassifier, gray: np.ndarray, confidence: float) -> list[Detection]:
+        min_side = max(16, min(gray.shape) // 32)
         boxes, _levels, weights = cascade.detectMultiScale3(
             gray,
             scaleFactor=1.1,
@@ -86,14 +101,14 @@ class HaarDetector:
             conf = 1.0 - math.exp(-max(float(weight), 0.0) / 4.0)
             if conf >= confidence:
                 found.append(Detection((int(x), int(y), int(x + w), int(y + h)), conf, self.label))
-        return sorted(found, key=lambda d: -d.confidence)
+        return found
 
 
 BUILTIN: dict[str, HaarDetector] = {
     d.name: d
     for d in (
         HaarDetector("opencv_face", "haarcascade_frontalface_default.xml", "face"),
-        HaarDetector("opencv_face_profile", "haarcascade_profileface.xml", "face"),
+        HaarDetector("opencv_face_profile", "haarcascade_profileface.xml", "face", mirrored=True),
         HaarDetector("opencv_fullbody", "haarcascade_fullbody.xml", "person", min_neighbors=3),
         HaarDetector("opencv_upperbody", "haarcascade_upperbody.xml", "person", min_neighbors=3),
     )
@@ -166,6 +181,19 @@ def model_files(folders: Iterable[Path]) -> dict[str, Path]:
 def detector_names(folders: Iterable[Path] = ()) -> list[str]:
     """The names a unit's `ad_model` may take ("None" aside): built-ins, then the folder's files."""
     return [*BUILTIN, *model_files(folders)]
+
+
+def finder(folders: Iterable[Path] = ()) -> Callable[[str], Detector]:
+    """`find_detector` over `folders` that loads each model file once (for a job or a session)."""
+    folders = list(folders)
+    loaded: dict[str, Detector] = {}
+
+    def find(name: str) -> Detector:
+        if name not in loaded:
+            loaded[name] = find_detector(name, folders)
+        return loaded[name]
+
+    return find
 
 
 def find_detector(name: str, folders: Iterable[Path] = ()) -> Detector:
