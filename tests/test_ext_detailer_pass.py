@@ -137,11 +137,11 @@ def test_nothing_detected_leaves_the_image_and_runs_nothing(ad: SimpleNamespace,
 
 
 def test_whole_picture_mode_keeps_the_image_size(ad: SimpleNamespace, engine: Engine) -> None:
-    photo = astronaut().resize((200, 200))
+    photo = astronaut().resize((205, 205))  # not a multiple of 8: worked at 208, brought back
     unit = {"ad_model": "opencv_face", "ad_inpaint_only_masked": False, "ad_use_steps": True, "ad_steps": 1}
     result, runner = _detail(ad, engine, photo, [unit])
     (sub,) = runner.requests
-    assert (sub.width, sub.height) == (200, 200) and not sub.inpaint_full_res
+    assert (sub.width, sub.height) == (208, 208) and not sub.inpaint_full_res
     inside = np.asarray(ad.detail.union_mask(result.reports, photo.size)) > 0
     assert result.image.size == photo.size
     assert np.array_equal(np.asarray(result.image)[~inside], np.asarray(photo)[~inside])
@@ -153,3 +153,13 @@ def test_needs_a_resolved_seed(ad: SimpleNamespace) -> None:
         ad.detail.detail_image(
             astronaut(), Txt2ImgRequest(), args, find=ad.detectors.find_detector, run=lambda r: r
         )
+
+
+def test_skip_img2img_details_the_init_image(ad: SimpleNamespace) -> None:
+    photo, decoded = astronaut(), Image.new("RGB", (64, 64))
+    i2i = Img2ImgRequest(init_images=(photo,))
+    skip = ad.units.parse_args([True, True, {"ad_model": "opencv_face"}])
+    assert ad.detail.source_image(skip, i2i, decoded) is photo
+    assert ad.detail.source_image(skip, FIRST, decoded) is decoded  # txt2img has no init image
+    keep = ad.units.parse_args([True, False, {"ad_model": "opencv_face"}])
+    assert ad.detail.source_image(keep, i2i, decoded) is decoded

@@ -202,6 +202,16 @@ def detail_unit(
     return current, UnitReport(unit.index, tuple(found), tuple(masks), ran)
 
 
+def source_image(
+    args: DetailerArgs, request: GenerationRequest, decoded: Image.Image, index: int = 0
+) -> Image.Image:
+    """The picture to detail: the decoded one, or with `skip_img2img` on an img2img request, its init
+    image (ADetailer's "skip img2img": the first pass is not wanted, only the detailing of the input)."""
+    if args.skip_img2img and isinstance(request, Img2ImgRequest) and request.init_images:
+        return request.init_images[min(index, len(request.init_images) - 1)]
+    return decoded
+
+
 def detail_image(
     image: Image.Image,
     request: GenerationRequest,

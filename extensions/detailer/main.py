@@ -10,6 +10,16 @@ registers nothing; its modules are used directly (tests, bench/detail.py, and th
 - units.py      ADetailer's `alwayson_scripts.ADetailer.args` -> frozen DetailerUnit (errors name field)
 - infotext.py   `ADetailer model`, `ADetailer confidence`, ... (` 2nd`, ` 3rd` for later units) and back
 - detail.py     the detail pass: one "only masked" inpaint per region through a run-img2img callable
+
+Wiring, with plugin API 2 (per request, then per decoded image):
+
+    args = units.parse_args(extension_args["ADetailer"]["args"], detectors.detector_names(folders))
+    find = detectors.finder(folders)          # folders: [<data>/models/adetailer]
+    src = detail.source_image(args, request, decoded, i)
+    out = detail.detail_image(src, request, args, find=find, run=<the sub-pass runner>,
+                              prompt=<image i's prompt>, negative_prompt=..., seed=..., subseed=...)
+    params.update(infotext.infotext_params(args))    # ADetailer writes them whether or not it found
+    keep `src` too when the user asks to save the image before ADetailer
 """
 
 from __future__ import annotations
