@@ -208,7 +208,8 @@ def source_image(
     """The picture to detail: the decoded one, or with `skip_img2img` on an img2img request, its init
     image (ADetailer's "skip img2img": the first pass is not wanted, only the detailing of the input)."""
     if args.skip_img2img and isinstance(request, Img2ImgRequest) and request.init_images:
-        return request.init_images[min(index, len(request.init_images) - 1)]
+        init: Image.Image = request.init_images[min(index, len(request.init_images) - 1)]
+        return init.convert("RGB") if init.mode != "RGB" else init
     return decoded
 
 
