@@ -41,9 +41,13 @@ def test_flux_dev_shows_distilled_cfg_which_reaches_the_png_and_comes_back(
     _choose_checkpoint(page, "tiny-sd1.safetensors")
     page.locator(SLIDER).wait_for(state="hidden")
     page.locator(MODULES).wait_for(state="hidden")
+    page.locator("#sf_model_note").wait_for(state="hidden")
     _choose_checkpoint(page, FLUX_DEMO)
     page.locator(SLIDER).wait_for(state="visible")
     page.locator(MODULES).wait_for(state="visible")
+    # the demo model says in the page what it is (it draws noise), not only in the terminal
+    page.locator("#sf_model_note").wait_for(state="visible")
+    assert "random weights" in page.inner_text("#sf_model_note")
     assert page.get_by_label("Distilled CFG Scale").first.is_visible()
     page.click(f"{MODULES} input")
     page.click("[role=option]:text-is('ae.safetensors')")  # the split model's VAE, not the file's own

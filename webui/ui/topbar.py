@@ -48,6 +48,21 @@ def first_run_html(ctx: StudioContext) -> str:
     )
 
 
+DEMO_NOTE = (
+    "<div class='sf-demo-note' role='note'><b>Demo model:</b> this checkpoint has random weights, so it "
+    "draws coloured noise, not pictures. It is there to try every feature without downloading anything: "
+    "put a real checkpoint in the models folder and press <b>↻</b>.</div>"
+)
+
+
+def model_note(title: str | None) -> Any:
+    """The note under the top bar for the chosen checkpoint (the demo model's, or none)."""
+    from webui.core.models.demo import is_demo
+
+    demo = bool(title) and is_demo(str(title))
+    return gr.update(value=DEMO_NOTE if demo else "", visible=demo)
+
+
 def _resolve_title(ctx: StudioContext, value: str | None) -> str | None:
     titles = checkpoint_titles(ctx)
     if not titles:
@@ -115,6 +130,7 @@ def build_topbar(ctx: StudioContext) -> dict[str, Any]:
             label="VAE / Text Encoder", elem_id="sf_modules", scale=3, min_width=200, visible=modular,
         )  # fmt: skip
     f["_first_run"] = gr.HTML(first_run_html(ctx), visible=not titles, elem_id="sf_first_run")
+    f["_model_note"] = gr.HTML("", visible=False, elem_id="sf_model_note")
     return f
 
 
@@ -134,8 +150,12 @@ def wire_topbar(ctx: StudioContext, f: dict[str, Any]) -> None:
     def on_modules(value: list[str] | None, request: gr.Request) -> None:
         ctx.set_pref(user_of(request), modules=tuple(value or ()))
 
-    def family_controls(title: str | None, modules: list[str] | None) -> tuple[Any, Any]:
-        return gr.update(visible=shows_distilled_cfg(ctx, title)), _modules_update(ctx, title, modules or [])
+    def family_controls(title: str | None, modules: list[str] | None) -> tuple[Any, Any, Any]:
+        return (
+            gr.update(visible=shows_distilled_cfg(ctx, title)),
+            _modules_update(ctx, title, modules or []),
+            model_note(title),
+        )
 
     quiet: dict[str, Any] = dict(
         concurrency_limit=None, show_progress="hidden", api_visibility="private", queue=False
@@ -146,7 +166,7 @@ def wire_topbar(ctx: StudioContext, f: dict[str, Any]) -> None:
     f["distilled_cfg_scale"].release(on_distilled, f["distilled_cfg_scale"], None, **quiet)
     # any change of checkpoint (picked, refreshed, page load, sent from PNG Info) shows its family's controls
     f["modules"].input(on_modules, f["modules"], None, **quiet)
-    family = [f["distilled_cfg_scale"], f["modules"]]
+    family = [f["distilled_cfg_scale"], f["modules"], f["_model_note"]]
     f["checkpoint"].change(family_controls, [f["checkpoint"], f["modules"]], family, **quiet)
 
     def refresh(current: str | None, modules: list[str] | None) -> tuple[Any, Any, Any, Any]:

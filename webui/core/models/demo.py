@@ -10,6 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 # demo name -> (tiny arch, file layout: "ldm" for the UNet families, else a tiny_flow layout)
+DEMO_PREFIX = "sfumato-demo-tiny-random-"  # the demo files' names: <prefix><arch>.safetensors
+
+
+def is_demo(name: str) -> bool:
+    """Whether a checkpoint name, title or path is one of the random-weight demo models."""
+    return DEMO_PREFIX in name.replace("\\", "/").rsplit("/", 1)[-1]
+
+
 DEMOS: dict[str, tuple[str, str]] = {
     "sd1": ("sd1", "ldm"),
     "sdxl": ("sdxl", "ldm"),
@@ -29,5 +37,5 @@ def write_demo(models_dir: Path, name: str = "sd1") -> Path:
         return write_demo_checkpoint(models_dir, arch)
     from webui.core.models.tiny_flow import build_tiny_flow, save, single_file
 
-    path = models_dir / "Stable-diffusion" / f"sfumato-demo-tiny-random-{arch}.safetensors"
+    path = models_dir / "Stable-diffusion" / f"{DEMO_PREFIX}{arch}.safetensors"
     return save(single_file(build_tiny_flow(arch, seed=0), layout), path)

@@ -277,7 +277,9 @@ def save_single_file(model: TinyModel, path: Path) -> Path:
 
 def write_demo_checkpoint(models_dir: Path, arch: str = "sd1") -> Path:
     """`models_dir/Stable-diffusion/sfumato-demo-tiny-random-<arch>.safetensors` (seed 0)."""
-    path = models_dir / "Stable-diffusion" / f"sfumato-demo-tiny-random-{arch}.safetensors"
+    from webui.core.models.demo import DEMO_PREFIX
+
+    path = models_dir / "Stable-diffusion" / f"{DEMO_PREFIX}{arch}.safetensors"
     return save_single_file(build_tiny(arch, seed=0), path)
 
 
