@@ -193,3 +193,15 @@ def test_markup_in_a_model_file_name_renders_as_text(
         wait_value(page, "#txt2img_info", f"Model: {XSS}")
         assert page.locator("img[src='x']").count() == 0
         assert page.dialogs == []
+
+
+def test_hires_fix_shows_the_size_it_will_make(studio: RunningStudio, browser: Any) -> None:
+    page = open_studio(browser, studio.url)
+    set_number(page, "txt2img_width", 256)
+    set_number(page, "txt2img_height", 128)
+    page.click("#txt2img_hires button, #txt2img_hires .label-wrap")
+    set_number(page, "txt2img_hr_scale", 1.5)
+    shows = "(t) => document.querySelector('#txt2img_hr_target').innerText.includes(t)"
+    page.wait_for_function(shows, arg="from 256x128 to 384x192", timeout=10_000)
+    set_number(page, "txt2img_hr_resize_x", 512)  # one side given: the other keeps the aspect ratio
+    page.wait_for_function(shows, arg="to 512x256", timeout=10_000)

@@ -34,6 +34,7 @@ CSS = """
 .sf-tokens { display: block; text-align: right; font-size: var(--text-xs); opacity: .7; margin-top: -6px; }
 .sf-first-run { border: 1px solid var(--color-accent); border-radius: 8px; padding: 8px 16px; }
 .sf-first-run code { overflow-wrap: anywhere; }
+.sf-hint { font-size: var(--text-sm); opacity: .85; padding: 2px 4px; }
 .sf-demo-note { border-left: 4px solid var(--color-accent); padding: 4px 12px; font-size: var(--text-sm); }
 #sf_topbar { align-items: end; }
 .sf-busy button[id$="_generate"] { display: none !important; }

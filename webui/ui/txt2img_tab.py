@@ -47,13 +47,24 @@ def hires_controls(ctx: StudioContext, tab: str) -> dict[str, Any]:
                 0, 1, value=0.7, step=0.01, label="Denoising strength", min_width=160
             )
         with gr.Row():
-            f["hr_scale"] = gr.Slider(1, 4, value=2, step=0.05, label="Upscale by", min_width=160)
+            f["hr_scale"] = gr.Slider(
+                1, 4, value=2, step=0.05, label="Upscale by", min_width=160, elem_id=f"{tab}_hr_scale"
+            )
             f["hr_resize_x"] = gr.Slider(
-                0, widgets.MAX_UI_SIZE, value=0, step=8, label="Resize width to", min_width=160
+                0,
+                widgets.MAX_UI_SIZE,
+                value=0,
+                step=8,
+                label="Resize width to",
+                min_width=160,
+                elem_id=f"{tab}_hr_resize_x",
             )
             f["hr_resize_y"] = gr.Slider(
                 0, widgets.MAX_UI_SIZE, value=0, step=8, label="Resize height to", min_width=160
             )
+        f["_hr_target"] = gr.HTML(
+            hr_target_html(512, 512, 2, 0, 0), elem_id=f"{tab}_hr_target", padding=False
+        )
         from webui.core.sampling.samplers import list_schedulers
 
         with gr.Row():
@@ -80,6 +91,28 @@ def hires_controls(ctx: StudioContext, tab: str) -> dict[str, Any]:
                 elem_id=f"{tab}_hr_negative_prompt",
             )  # fmt: skip
     return f
+
+
+def hr_target_html(width: float, height: float, scale: float, resize_x: float, resize_y: float) -> str:
+    """ "from 512x512 to 1024x1024": the size the hires pass makes (A1111's rules, webui.core.sizes)."""
+    from webui.core.sizes import hires_target
+
+    try:
+        w, h = hires_target(int(width), int(height), float(scale), int(resize_x), int(resize_y)).size
+    except (TypeError, ValueError, ZeroDivisionError):
+        return ""
+    return f"<div class='sf-hint'>Hires fix: from {int(width)}x{int(height)} to <b>{w}x{h}</b></div>"
+
+
+def wire_hr_target(f: dict[str, Any]) -> None:
+    """Keep the hires target line true to the size, scale and resize controls."""
+    names = ("width", "height", "hr_scale", "hr_resize_x", "hr_resize_y")
+    inputs = [f[n] for n in names]
+    for name in names:
+        f[name].change(
+            hr_target_html, inputs, f["_hr_target"], queue=False, show_progress="hidden",
+            api_visibility="private",
+        )  # fmt: skip
 
 
 def extension_area(tab: str) -> Any:
@@ -109,6 +142,7 @@ def build_txt2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
             f.update(widgets.results_column(tab))
     for name in TOPBAR_FIELDS:
         f[name] = topbar[name]
+    wire_hr_target(f)
     runner = TabRunner(ctx, "txt2img", f, job_state, extensions=extensions, scripts=scripts)
     runner.wire()
     return runner
