@@ -155,6 +155,10 @@ def test_lora_card_click_inserts_the_tag_and_the_image_records_its_hash(
     job = _latest(studio)[0]
     assert job.request["prompt"] == f"a tree <lora:{LORA}:1>"  # what the browser showed is what ran
     assert f'Lora hashes: "{LORA}: ' in page.input_value("#txt2img_info textarea")
+    # a second click takes it out again (as A1111), whatever weight the user gave it meanwhile
+    page.fill("#txt2img_prompt textarea", f"a tree <lora:{LORA}:0.6>, at dusk")
+    page.click(f"#txt2img_lora_cards .sf-lora-card[data-name='{LORA}']")
+    assert page.input_value("#txt2img_prompt textarea") == "a tree, at dusk"
     page.click("button[role=tab]:has-text('Models')")
     page.wait_for_function("document.querySelectorAll('#models_lora_cards .sf-lora-card').length === 2")
 

@@ -41,7 +41,8 @@ CSS = """
 .sf-lora-count { font-size: var(--text-sm); opacity: .8; margin: 4px 0; }
 """
 
-# A card click appends its tag to the prompt of the tab the grid sits in (data-tab), and tells Gradio.
+# A card click toggles its tag in the prompt of the tab the grid sits in (data-tab), as A1111 does: added
+# at the end, or, when the prompt already has that network at any weight, taken out; then tells Gradio.
 CARD_SCRIPT = """
 <script>
 document.addEventListener('click', (e) => {
@@ -51,7 +52,14 @@ document.addEventListener('click', (e) => {
   const box = grid && grid.dataset.tab && document.querySelector('#' + grid.dataset.tab + '_prompt textarea');
   if (!box) return;
   const text = box.value, tag = card.dataset.tag;
-  box.value = text + (text && !/\\s$/.test(text) ? ' ' : '') + tag;
+  const m = /^<(\\w+):([^:>]+)/.exec(tag);
+  const quote = (s) => s.replace(/[.*+?^${}()|[\\]\\\\]/g, '\\\\$&');
+  const present = m && new RegExp('\\\\s*<' + quote(m[1]) + ':' + quote(m[2]) + '(:[^>]*)?>', 'g');
+  if (present && present.test(text)) {
+    box.value = text.replace(present, '').replace(/^\\s+/, '');
+  } else {
+    box.value = text + (text && !/\\s$/.test(text) ? ' ' : '') + tag;
+  }
   box.dispatchEvent(new Event('input', { bubbles: true }));
   box.focus();
 });
