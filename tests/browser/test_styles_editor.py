@@ -65,6 +65,12 @@ def test_save_use_apply_and_delete_a_style(studio: RunningStudio, browser: Any) 
     assert [r["name"] for r in rows] == ["# a divider", "warm", "noir"]
     assert rows[1]["description"] == "kept"  # other rows and columns survive the rewrite
     assert (rows[2]["prompt"], rows[2]["negative_prompt"]) == ("{prompt}, film noir", "colour")
+    # the other tabs offer it at once, without a refresh
+    page.click("button[role=tab]:has-text('img2img')")
+    page.click("#img2img_styles input")
+    page.locator("[role=option]:has-text('noir')").wait_for(timeout=10_000)
+    page.keyboard.press("Escape")
+    page.click("button[role=tab]:has-text('txt2img')")
 
     # the Styles box now offers it: generate with it
     page.fill("#txt2img_prompt textarea", "a cat")
@@ -94,7 +100,14 @@ def test_save_use_apply_and_delete_a_style(studio: RunningStudio, browser: Any) 
 
     page.click("#txt2img_style_name input")
     page.click("[role=option]:has-text('noir')")
+    page.click("#txt2img_style_delete")  # styles.csv is shared: it asks first
+    page.locator("#txt2img_style_confirm").wait_for(state="visible")
+    assert "noir" in page.inner_text("#txt2img_style_confirm")
+    page.click("#txt2img_style_delete_cancel")
+    page.locator("#txt2img_style_confirm").wait_for(state="hidden")
+    assert "noir" in [r["name"] for r in _rows(studio)]
     page.click("#txt2img_style_delete")
+    page.click("#txt2img_style_delete_confirm")
     assert "Deleted style 'noir'" in _status(page, "txt2img", "Deleted")
     assert [r["name"] for r in _rows(studio)] == ["# a divider", "warm"]
 

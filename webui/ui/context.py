@@ -84,6 +84,8 @@ class StudioContext:
         self.counter = TokenCounter()
         self.lora_thumbs = ThumbCache()
         self.page_load = PageLoad()  # what each page reads when it opens
+        self.style_pickers: list[Any] = []  # every tab's Styles dropdown (a saved style shows in all)
+        self.style_changes: list[Any] = []  # the events that save or delete a style
         self._lock = threading.Lock()
         self._prefs: dict[str, Prefs] = {}
         self._jobs: dict[str, str] = {}

@@ -120,6 +120,7 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
         pnginfo_tab,
         sendto,
         settings_tab,
+        styles_editor,
         txt2img_tab,
         widgets,
     )
@@ -153,6 +154,7 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings_tab.build_settings(ctx)
             accounts_tab.build_accounts_tab(ctx)  # admins of a server with a login
+        styles_editor.wire_style_pickers(ctx)
         for runner in runners.values():
             if "prompt" in runner.fields:  # the generation tabs (not Extras)
                 widgets.wire_common(ctx, runner.fields)

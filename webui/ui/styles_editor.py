@@ -52,8 +52,16 @@ def build_styles_editor(ctx: Any, tab: str, f: dict[str, Any]) -> None:
             e["delete"] = gr.Button(
                 "Delete style", size="sm", variant="stop", elem_id=f"{tab}_style_delete", min_width=100
             )
+        with gr.Row(visible=False, elem_id=f"{tab}_style_confirm") as e["confirm_row"]:
+            e["confirm_text"] = gr.Markdown("")
+            e["confirm"] = gr.Button(
+                "Delete it", size="sm", variant="stop", elem_id=f"{tab}_style_delete_confirm", min_width=100
+            )
+            e["cancel"] = gr.Button("Keep it", size="sm", elem_id=f"{tab}_style_delete_cancel", min_width=100)
         e["status"] = gr.Textbox(show_label=False, interactive=False, elem_id=f"{tab}_style_status", lines=1)
     _wire(ctx, f, e)
+    ctx.style_pickers.append(f["styles"])
+    ctx.style_changes.extend((e["_saved"], e["_deleted"]))
 
     def on_page_load(_request: Any) -> tuple[Any, Any]:  # styles.csv as it is now, in both lists
         names = _names(ctx)
@@ -130,15 +138,45 @@ def _wire(ctx: Any, f: dict[str, Any], e: dict[str, Any]) -> None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"Not deleted: {err}"
         return (*refreshed(selected, None), "", "", f"Deleted style {name!r}")
 
-    e["save"].click(
+    e["_saved"] = e["save"].click(
         save,
         [e["name"], e["prompt"], e["negative"], f["styles"]],
         [f["styles"], e["name"], e["status"]],
         **quiet,
     )
-    e["delete"].click(
-        delete,
-        [e["name"], f["styles"]],
-        [f["styles"], e["name"], e["prompt"], e["negative"], e["status"]],
-        **quiet,
+
+    def ask(name: str | None) -> tuple[Any, Any, Any]:  # styles.csv is shared: confirm first
+        if not name:
+            return gr.skip(), gr.skip(), "Not deleted: pick the style to delete"
+        question = f"Delete the style **{name}** from styles.csv, for every user and tab?"
+        return gr.update(visible=True), question, ""
+
+    e["delete"].click(ask, e["name"], [e["confirm_row"], e["confirm_text"], e["status"]], **quiet)
+    hide = lambda: gr.update(visible=False)  # noqa: E731
+    e["cancel"].click(hide, None, e["confirm_row"], **quiet)
+    e["_deleted"] = (
+        e["confirm"]
+        .click(hide, None, e["confirm_row"], **quiet)
+        .then(
+            delete,
+            [e["name"], f["styles"]],
+            [f["styles"], e["name"], e["prompt"], e["negative"], e["status"]],
+            **quiet,
+        )
     )
+
+
+def wire_style_pickers(ctx: Any) -> None:
+    """After a save or delete in any tab, every tab's Styles list shows styles.csv as it is now (the
+    choices each had selected stay, unless their style is gone)."""
+    pickers = list(ctx.style_pickers)
+
+    def everywhere(*selected: list[str] | None) -> tuple[Any, ...]:
+        names = _names(ctx)
+        return tuple(gr.update(choices=names, value=[s for s in sel or [] if s in names]) for sel in selected)
+
+    for change in ctx.style_changes:
+        change.then(
+            everywhere, pickers, pickers, concurrency_limit=None, show_progress="hidden",
+            api_visibility="private",
+        )  # fmt: skip
