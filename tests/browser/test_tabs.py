@@ -176,3 +176,20 @@ def test_settings_tab_saves_atomically_to_config_json(studio: RunningStudio, bro
     )
     saved = json.loads(studio.services.config.settings_path.read_text(encoding="utf-8"))
     assert saved["jpeg_quality"] == 91
+
+
+UNNAMED_BUTTONS = """() => [...document.querySelectorAll('button')]
+  .filter((b) => b.offsetParent !== null)
+  .filter((b) => !/\\p{L}/u.test((b.getAttribute('aria-label') || '') + b.textContent))
+  .map((b) => b.id || b.outerHTML.slice(0, 80))"""
+
+
+@pytest.mark.parametrize("tab", ["txt2img", "img2img", "Inpaint"])
+def test_every_visible_button_has_a_name_a_screen_reader_can_say(
+    studio: RunningStudio, browser: Any, tab: str
+) -> None:
+    page = open_studio(browser, studio.url)
+    _tab(page, tab)
+    page.wait_for_function(f"{UNNAMED_BUTTONS}.length === 0", timeout=10_000)
+    reuse = page.locator(f"#{tab.lower()}_reuse_seed")
+    assert reuse.get_attribute("title") == "Reuse the seed of the selected image"

@@ -7,6 +7,7 @@ system's light/dark preference (Gradio's default).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ import gradio as gr
 
 from webui.ui.context import StudioContext, user_of
 from webui.ui.polling import Frame, follow, info_html
+from webui.ui.widgets import ICON_LABELS
 
 DELETE_CACHE = (600, 3600)  # every 10 minutes, delete Gradio cache files older than an hour
 JOB_STORAGE_KEY = "sfumato_job"
@@ -73,7 +75,15 @@ HEAD = """
     if (button) { e.preventDefault(); button.click(); }
   });
   const BASE = 'Sfumato';
+  const LABELS = %LABELS%;
+  const name = () => {
+    for (const button of document.querySelectorAll('button:not([aria-label])')) {
+      const label = LABELS[button.textContent.trim()];
+      if (label) { button.setAttribute('aria-label', label); button.title = label; }
+    }
+  };
   const update = () => {
+    name();
     let title = null;
     document.querySelectorAll('[id$="_status"]').forEach((holder) => {
       const tab = holder.id.replace(/_status$/, '');
@@ -99,7 +109,7 @@ HEAD = """
   if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
 })();
 </script>
-"""
+""".replace("%LABELS%", json.dumps(ICON_LABELS))
 
 
 @dataclass

@@ -18,6 +18,13 @@ RANDOM = "Random"
 REUSE = "\u267b\ufe0f"  # recycle
 SWAP = "\u21c5"
 DETECT = "\U0001f4d0"  # triangular ruler
+# what each icon button does, for screen readers and as a tooltip (the page script sets aria-label/title)
+ICON_LABELS = {
+    "\u21bb": "Refresh the list from disk",
+    REUSE: "Reuse the seed of the selected image",
+    SWAP: "Swap width and height",
+    DETECT: "Use the size of the uploaded image",
+}
 
 
 def token_counter_html(text: str) -> str:
@@ -57,7 +64,9 @@ def prompt_area(ctx: Any, tab: str, steps: gr.Slider | None = None) -> dict[str,
                     scale=4,
                     min_width=120,
                 )
-                f["_styles_refresh"] = gr.Button("\u21bb", size="sm", min_width=40, scale=1)
+                f["_styles_refresh"] = gr.Button(
+                    "\u21bb", size="sm", min_width=40, scale=1, elem_id=f"{tab}_styles_refresh"
+                )
     return f
 
 
