@@ -249,8 +249,8 @@ class JobStore:
         `lease` seconds (no worker: no lease; `recover` then takes it back at the next start). Images an
         earlier attempt recorded stay listed (the queue replaces them as the run makes them again).
 
-        `prefer(waiting rows in fair order)` may name another waiting job to take instead of the first
-        (model-aware pick); None or an unknown id: the first."""
+        `prefer(waiting rows in fair order)` names the waiting job to take instead of the first
+        (model-aware pick), or None: take nothing now (the job is left for another worker)."""
         t = time.time() if now is None else now
         with self._write() as db:
             order = self._order(db)
@@ -260,7 +260,9 @@ class JobStore:
             if prefer is not None:
                 rows = [self._get(db, job_id) for job_id in order]
                 chosen = prefer([r for r in rows if r is not None])
-                pick = chosen if chosen in order else pick
+                if chosen not in order:
+                    return None
+                pick = chosen
             run_seq = int(db.execute("SELECT COALESCE(MAX(run_seq), 0) + 1 FROM jobs").fetchone()[0])
             db.execute(
                 "UPDATE jobs SET state='running', started=?, run_seq=?, attempts=attempts+1, "
@@ -293,13 +295,16 @@ class JobStore:
             cur = db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=? AND state='running'", (job_id,))
         return cur.rowcount == 1
 
-    def request_skip(self, job_id: str) -> bool:
-        """Ask whoever runs the job to skip its current batch. False if it is not running."""
+    def request_skip(self, job_id: str) -> int:
+        """Ask whoever runs the job to skip its current batch: the number of skips asked for in this
+        attempt so far, this one included; 0 if the job is not running."""
         with self._write() as db:
             cur = db.execute(
                 "UPDATE jobs SET skip_requests=skip_requests+1 WHERE id=? AND state='running'", (job_id,)
             )
-        return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return 0
+            return int(db.execute("SELECT skip_requests FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
 
     def control(self, job_id: str) -> tuple[bool, int]:
         """(cancel requested, skips requested so far) for a job; (False, 0) for an unknown one."""
