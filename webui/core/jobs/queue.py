@@ -89,6 +89,10 @@ class JobQueue:
         self.engine = engine
         if workers is not None and not workers:
             raise ValueError("workers: give at least one engine")
+        if len({id(e.manager.load_lock) for e in workers or [engine]}) > 1:
+            raise ValueError(
+                "workers: their model managers must share one load_lock (two loads at once break each other)"
+            )
         if not lease > 0:
             raise ValueError(f"lease: must be more than 0 seconds, got {lease}")
         self.lease = lease
