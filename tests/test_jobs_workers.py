@@ -131,6 +131,28 @@ def test_an_expired_lease_runs_the_job_once_more_here(
     assert any(e.kind == "queued" and e.info.attempts == 1 for e in events)
 
 
+def test_the_heartbeat_keeps_a_job_longer_than_its_lease(
+    engines: list[Engine], tmp_path: Path, closing: list[JobQueue]
+) -> None:
+    db = tmp_path / "jobs.sqlite"
+    runner = JobQueue(engines[0], db, lease=1.0)  # renewed every 1/6 s
+    closing.append(runner)
+    runner.start()
+    job = runner.submit(_req(seed=3, steps=400, n_iter=50), "a")
+    _wait_for(lambda: _reached(runner, job.id))
+    watcher = JobQueue(engines[1], db, lease=1.0)  # its heartbeat takes back expired jobs
+    closing.append(watcher)
+    watcher.start()
+    until = time.monotonic() + 4.0  # four leases long
+    while time.monotonic() < until:
+        seen = watcher.get(job.id)
+        assert seen.state is JobState.RUNNING and seen.attempts == 1 and seen.worker in runner.worker_ids
+        time.sleep(0.1)
+    runner.cancel(job.id, "a")
+    end = runner.wait(job.id, timeout=60)
+    assert end.state is JobState.CANCELLED and end.attempts == 1
+
+
 def test_two_cpu_workers_serve_three_users_fairly(
     engines: list[Engine], tmp_path: Path, closing: list[JobQueue]
 ) -> None:
