@@ -390,9 +390,8 @@ class JobQueue:
                     self._runs[slot.id] = run
                     self._cond.notify_all()  # the others look again: what they waited for may be theirs now
                     return run
-                self._cond.wait(
-                    1.0
-                )  # woken by submit/close/a claim; the timeout sees jobs other processes add
+                # woken by submit/close/a claim; the timeout sees jobs other processes add
+                self._cond.wait(1.0)
 
     def _run(self, run: Running, slot: WorkerSlot) -> None:
         job_id = run.base.id
