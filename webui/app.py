@@ -51,7 +51,11 @@ def main(ns: argparse.Namespace) -> int:
         print(f"  {f.title}  ({f.size / 2**20:.1f} MiB)")
     for f in manager.vaes():
         print(f"  VAE: {f.name}")
-    services = build_services(config, options, manager)
+    try:
+        services = build_services(config, options, manager)
+    except ValueError as e:  # --device-ids / --workers that this machine cannot serve
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ui = None
     if ns.nowebui:
         print("--nowebui: serving the APIs only (see /docs).", flush=True)

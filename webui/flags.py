@@ -64,6 +64,27 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
     dev.add_argument("--model-cache-gb", type=float, default=None, help="RAM for recently used models (GiB)")
 
 
+def add_worker_flags(p: argparse.ArgumentParser) -> None:
+    """The server's job workers (one per device); the one-shot generator has none."""
+    workers = p.add_argument_group("job workers")
+    workers.add_argument(
+        "--device-ids",
+        default=None,
+        metavar="N[,N]",
+        help="CUDA devices to run jobs on, e.g. 0,1: one job worker per device, each with its own model "
+        "cache, all fed from the one fair queue. Default: every visible CUDA device (one worker on the CPU)",
+    )
+    workers.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="job workers when the models run on the CPU (no GPU, or --use-cpu all): N threads, each with "
+        "its own model cache, running N jobs at once. Meant for tests and tiny models: each worker holds "
+        "its own copy of a model in RAM. Default 1; on a GPU use --device-ids",
+    )
+
+
 def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
     p = Parser(
         prog=prog,
@@ -168,6 +189,7 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
 
     add_folder_flags(p)
     add_device_flags(p)
+    add_worker_flags(p)
 
     app = p.add_argument_group("sfumato")
     app.add_argument(
@@ -193,6 +215,19 @@ def check_common(ns: argparse.Namespace) -> None:
         raise FlagError("--model-cache-gb: must be 0 or more")
 
 
+def parse_device_ids(spec: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """--device-ids "0,1" -> (0, 1); None stays None (every visible device)."""
+    if spec is None or not isinstance(spec, str):
+        return None if spec is None else tuple(spec)
+    parts = [p.strip() for p in spec.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise FlagError(f"--device-ids: expected device numbers like 0,1, got {spec!r}")
+    ids = tuple(int(p) for p in parts)
+    if len(set(ids)) != len(ids):
+        raise FlagError(f"--device-ids: a device is named twice in {spec!r}")
+    return ids
+
+
 def parse_flags(argv: Sequence[str], prog: str = "launch.py") -> argparse.Namespace:
     """Parse flags; raise FlagError with argparse's message on an unknown flag or a bad value."""
     ns = build_parser(prog).parse_args(list(argv))
@@ -203,4 +238,7 @@ def parse_flags(argv: Sequence[str], prog: str = "launch.py") -> argparse.Namesp
     if ns.max_queued_per_user < 0:
         raise FlagError(f"--max-queued-per-user: must be 0 (no limit) or more, got {ns.max_queued_per_user}")
     check_common(ns)
+    ns.device_ids = parse_device_ids(ns.device_ids)
+    if ns.workers < 1:
+        raise FlagError(f"--workers: must be 1 or more, got {ns.workers}")
     return ns

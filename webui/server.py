@@ -80,6 +80,10 @@ def build_options(ns: argparse.Namespace, **overrides: Any) -> ServerOptions:
     max_work = getattr(ns, "max_job_work", None)
     if max_work is not None:
         base["max_job_work"] = float(max_work)
+    device_ids = getattr(ns, "device_ids", None)
+    if device_ids is not None:
+        base["device_ids"] = tuple(device_ids)
+    base["cpu_workers"] = int(getattr(ns, "workers", 1) or 1)
     base.update(overrides)
     return ServerOptions(**base)
 
@@ -153,6 +157,7 @@ def build_services(
             if ext.error:
                 log.warning("extension %s: %s (%s)", ext.name, ext.status, ext.error)
     engine = Engine(config, manager, hooks)
+    workers = worker_engines(config, engine, hooks, options)
     db = db_path or jobs_db_path(config)
     settings = SettingsStore(config.settings_path)
     if settings.problem:
@@ -167,8 +172,29 @@ def build_services(
         preview_every=preview_every,
         max_job_work=options.max_job_work,
         settings=settings.get,
+        workers=workers,
     )
     return Services(config, engine, engine.manager, queue, settings, options)
+
+
+def worker_engines(config: AppConfig, engine: Engine, hooks: Any, options: ServerOptions) -> list[Engine]:
+    """One engine per job worker (--device-ids, --workers), each with its own model manager (device and
+    cache); `engine`, the one that lists models and checks requests, is the first when its device fits.
+    ValueError naming the flag for a device that does not exist."""
+    from webui.core.devices import worker_precisions
+
+    precisions = worker_precisions(config, options.device_ids, options.cpu_workers)
+    engines: list[Engine] = []
+    for precision in precisions:
+        if not engines and precision == engine.manager.precision:
+            engines.append(engine)
+            continue
+        manager = ModelManager(config, precision, load_lock=engine.manager.load_lock)  # one load at a time
+        manager.refresh()
+        engines.append(Engine(config, manager, hooks))
+    if len(engines) > 1:
+        log.info("job workers: %s", ", ".join(e.manager.precision.device for e in engines))
+    return engines
 
 
 def warnings_for(config: AppConfig, options: ServerOptions, share: bool = False) -> list[str]:

@@ -94,6 +94,7 @@ def job_json(info: Any) -> dict[str, Any]:
         "error": public_text(info.error),
         "error_field": info.error_field,
         "attempts": info.attempts,
+        "worker": info.worker,
         "request": info.request,
     }
 

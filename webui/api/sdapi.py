@@ -69,6 +69,15 @@ def _active_job(services: Services, user: str) -> Any | None:
     return queued[0] if queued else None
 
 
+def _callers_running(services: Services, user: str, admin: bool) -> Any | None:
+    """The running job /interrupt and /skip act on (A1111 has one): with several workers, the caller's
+    own job that started first (an admin: anyone's), else None."""
+    for info in services.queue.running_jobs():
+        if admin or info.owner == user:
+            return info
+    return None
+
+
 def plugin_host(services: Services) -> PluginHost | None:
     """The extensions host the engine runs with (None when it runs without extensions)."""
     hooks = services.engine.hooks
@@ -253,16 +262,16 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
     @router.post("/interrupt")
     async def interrupt(request: Request) -> Any:
         user, admin = caller(request, services)
-        running = services.queue.running()
-        if running is not None and (admin or running.owner == user):
+        running = _callers_running(services, user, admin)
+        if running is not None:
             await waits.db(services.queue.cancel, running.id, user, admin)
         return {}
 
     @router.post("/skip")
     async def skip(request: Request) -> Any:
         user, admin = caller(request, services)
-        running = services.queue.running()
-        if running is not None and (admin or running.owner == user):
+        running = _callers_running(services, user, admin)
+        if running is not None:
             await waits.db(services.queue.skip, running.id, user, admin)
         return None
 

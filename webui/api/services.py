@@ -45,6 +45,8 @@ class ServerOptions:
     body_timeout: float = 30.0  # seconds between two pieces of a request body (--body-timeout)
     max_job_work: float = DEFAULT_MAX_JOB_WORK  # the largest job, megapixel-steps; 0: no limit
     max_queued_per_user: int = 50  # jobs one user may have waiting (--max-queued-per-user); 0: no limit
+    device_ids: tuple[int, ...] | None = None  # --device-ids: one job worker per CUDA device; None: all
+    cpu_workers: int = 1  # --workers: job workers when the models run on the CPU
     cmd_flags: Mapping[str, Any] = field(default_factory=dict)  # every flag, secrets redacted
 
     @property

@@ -113,6 +113,7 @@ class JobInfo:
     error: str | None  # failure reason (also for jobs failed by a crash)
     attempts: int  # how many times a worker has started it
     error_field: str | None = None  # failed on a bad request value: the field it named (API: 422)
+    worker: str | None = None  # the worker id that runs it, or ran it last ("host:pid:name")
 
     @property
     def warnings(self) -> tuple[str, ...]:

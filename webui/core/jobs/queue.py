@@ -5,9 +5,12 @@
     job = queue.submit(Txt2ImgRequest(prompt="a cat"), owner="alice")
     queue.wait(job.id).images                       # or long-poll queue.events(job.id, after_seq)
 
-Jobs live in the store (SQLite); the worker thread claims them in fair order (round-robin between
-owners), runs them through the engine, and records the outcome. Live progress and previews are kept
-in memory and published as numbered events per job.
+Jobs live in the store (SQLite); each worker thread (one per engine in `workers`: one per device)
+claims them in fair order (round-robin between owners) under its worker id and a lease, runs them
+through its own engine, and records the outcome. A heartbeat thread renews the leases, takes back the
+jobs of workers whose lease ran out (another process that died), and cancel/skip requests are read from
+the store, so they work whichever process runs the job. Live progress and previews are kept in memory
+and published as numbered events per job.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from webui.core.engine import Engine
 from webui.core.jobs.budget import check_work, over_budget_message, stored_work
 from webui.core.jobs.codec import JobRequest, kind_of, request_from_json, request_to_json
+from webui.core.jobs.control import StoreCancelToken
 from webui.core.jobs.events import EventLog
 from webui.core.jobs.info import (
     JobEvent,
@@ -38,15 +41,15 @@ from webui.core.jobs.info import (
     QueueFull,
     check_access,
 )
-from webui.core.jobs.store import JobRow, JobStore
+from webui.core.jobs.running import PROGRESS_SAVE_INTERVAL, Running, WorkerSlot, warm_pick
+from webui.core.jobs.store import LEASE_SECONDS, JobRow, JobStore, this_process_prefix
 from webui.core.jobs.worker import Outcome, execute
 from webui.core.outputs.options import OutputOptions
-from webui.core.sampling.loop import CancelToken
 from webui.core.types import RequestError
 
 log = logging.getLogger(__name__)
 
-PROGRESS_SAVE_INTERVAL = 1.0  # seconds between progress writes to the store (events carry every step)
+LOST_LEASE_REASON = "its worker stopped answering (lease expired)"
 _SNAPSHOT_KIND = {
     JobState.QUEUED: "queued",
     JobState.RUNNING: "started",
@@ -60,24 +63,6 @@ class QueueClosed(RuntimeError):
     """The queue was closed; it takes no more jobs (API: 503)."""
 
 
-@dataclass
-class _Running:
-    """The job the worker is on, as only this process knows it."""
-
-    base: JobInfo
-    token: CancelToken = field(default_factory=CancelToken)
-    progress: JobProgressInfo = field(default_factory=JobProgressInfo)
-    images: tuple[JobImage, ...] = ()
-    cancel_requested: bool = False
-    shutdown: bool = False
-    saved_at: float = 0.0
-    saved_batch: int = 0
-    earlier: tuple[JobImage, ...] = ()  # images of an attempt cut short (kill -9, shutdown), not yet re-made
-
-    def info(self) -> JobInfo:
-        return dataclasses.replace(self.base, progress=self.progress, images=self.images)
-
-
 class JobQueue:
     def __init__(
         self,
@@ -89,11 +74,34 @@ class JobQueue:
         preview_every: int | None = 0,
         max_job_work: float = 0.0,
         settings: Callable[[str], Any] | None = None,
+        workers: Sequence[Engine] | None = None,
+        lease: float = LEASE_SECONDS,
+        warm_wait: float = 30.0,
     ) -> None:
         """`settings(key)` reads the stored settings (SettingsStore.get): each job is saved as they say
         then (format, folders, ...), and previews follow them unless `preview_every` fixes the period
-        (None: the settings decide; 0: no previews; N: every N steps)."""
+        (None: the settings decide; 0: no previews; N: every N steps).
+
+        `workers`: one engine per worker thread (one per device, each with its own model cache);
+        default: `engine` alone. `engine` checks submitted requests and lists samplers. `lease`:
+        seconds a claimed job stays this process's without a heartbeat. `warm_wait`: how long a job may
+        wait for a worker that already holds its checkpoint before any free worker takes it."""
         self.engine = engine
+        if workers is not None and not workers:
+            raise ValueError("workers: give at least one engine")
+        if len({id(e.manager.load_lock) for e in workers or [engine]}) > 1:
+            raise ValueError(
+                "workers: their model managers must share one load_lock (two loads at once break each other)"
+            )
+        if not lease > 0:
+            raise ValueError(f"lease: must be more than 0 seconds, got {lease}")
+        self.lease = lease
+        self.warm_wait = warm_wait
+        tag = uuid.uuid4().hex[:6]  # two queues of one process never share a worker id
+        self._workers = [
+            WorkerSlot(f"{this_process_prefix()}{tag}-w{n}-{e.manager.precision.device}", e)
+            for n, e in enumerate(workers or [engine])
+        ]
         self.settings = settings
         self.max_job_work = max_job_work  # megapixel-steps a job may ask for (budget.py); 0: no limit
         self.db_path = Path(db_path)
@@ -104,42 +112,61 @@ class JobQueue:
         self.preview_every = preview_every
         self._store = JobStore(self.db_path)
         self._events = EventLog()
-        self._cond = threading.Condition()  # guards _current/_closing; the idle worker waits on it
-        self._current: _Running | None = None
+        self._cond = threading.Condition()  # guards _runs/_closing; idle workers wait on it
+        self._runs: dict[str, Running] = {}  # worker id -> the job it runs
         self._closing = False
-        self._thread: threading.Thread | None = None
+        self._started = False
+        self._beat_stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     # --- lifecycle
 
+    @property
+    def worker_ids(self) -> tuple[str, ...]:
+        return tuple(w.id for w in self._workers)
+
     def start(self) -> None:
-        """Recover jobs a killed process left running, then start the worker thread."""
-        if self._thread is not None:
+        """Recover jobs a killed process left running (a job another live process runs under its lease
+        is left alone), then start the worker threads and the heartbeat."""
+        if self._started:
             raise RuntimeError("the job queue is already started")
         if self._closing:
             raise QueueClosed("the job queue is closed")
+        self._started = True
         for job_id, state in self._store.recover().items():
             log.warning("job %s was running when the last process stopped: now %s", job_id, state.value)
         self._fail_oversized()
-        self._thread = threading.Thread(target=self._work, name="sfumato-jobs", daemon=True)
-        self._thread.start()
+        for n, slot in enumerate(self._workers):
+            slot.thread = threading.Thread(
+                target=self._work, args=(slot,), name=f"sfumato-jobs-{n}", daemon=True
+            )
+            slot.thread.start()
+        self._beat = threading.Thread(target=self._heartbeat, name="sfumato-jobs-heartbeat", daemon=True)
+        self._beat.start()
 
     def close(self, timeout: float = 10) -> None:
-        """Take no more jobs; let the running one finish (up to timeout, then interrupt and re-queue it)."""
+        """Take no more jobs; let the running ones finish (up to timeout, then interrupt and requeue them)."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                with self._cond:
-                    if self._current is not None:
-                        self._current.shutdown = True
-                        self._current.token.interrupt(keep_partial=False)  # it runs again
-                thread.join(timeout)
-            if thread.is_alive():
-                log.error("the job worker did not stop within %.0f s; leaving the store open", 2 * timeout)
-                return
+        threads = [w.thread for w in self._workers if w.thread is not None]
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+        if any(t.is_alive() for t in threads):
+            with self._cond:
+                for run in self._runs.values():
+                    run.shutdown = True
+                    run.token.interrupt(keep_partial=False)  # it runs again
+            deadline = time.monotonic() + timeout
+            for thread in threads:
+                thread.join(max(deadline - time.monotonic(), 0))
+        self._beat_stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout)
+        if any(t.is_alive() for t in threads):
+            log.error("a job worker did not stop within %.0f s; leaving the store open", 2 * timeout)
+            return
         self._store.close()
 
     # --- submitting and reading
@@ -220,9 +247,15 @@ class JobQueue:
         return self._store.owner_of_file(str(path))
 
     def running(self) -> JobInfo | None:
+        """The job of this process's workers that started first (None: all idle)."""
+        jobs = self.running_jobs()
+        return jobs[0] if jobs else None
+
+    def running_jobs(self) -> builtins.list[JobInfo]:
+        """The jobs this process's workers run now, in the order they started."""
         with self._cond:
-            current = self._current
-        return None if current is None else current.info()
+            runs = list(self._runs.values())
+        return sorted((r.info() for r in runs), key=lambda i: (i.started or 0.0, i.id))
 
     def queued_count(self) -> int:
         return self._store.count(JobState.QUEUED)
@@ -261,9 +294,10 @@ class JobQueue:
         check_access(self.get(job_id), by, admin)
         with self._cond:
             cancelled = self._store.cancel_queued(job_id)
-            if not cancelled and self._current is not None and self._current.base.id == job_id:
-                self._current.cancel_requested = True
-                self._current.token.interrupt()
+            if not cancelled and self._store.request_cancel(job_id):  # seen by whoever runs it
+                run = self._run_of(job_id)
+                if run is not None:  # this process runs it: stop at the next step, no store read
+                    run.token.apply(cancel=True, skips=0)
         info = self.get(job_id)
         if cancelled:
             self._events.append(job_id, "cancelled", info)
@@ -274,16 +308,22 @@ class JobQueue:
         """Skip the current batch of a running job (the next batch runs). No effect on other states."""
         check_access(self.get(job_id), by, admin)
         with self._cond:
-            if self._current is not None and self._current.base.id == job_id:
-                self._current.token.skip()
+            skips = self._store.request_skip(job_id)  # seen by whoever runs it
+            run = self._run_of(job_id) if skips else None
+            if run is not None:
+                run.token.apply(cancel=False, skips=skips)
         return self.get(job_id)
 
     # --- internals
 
+    def _run_of(self, job_id: str) -> Running | None:
+        """The run of `job_id` in this process (the caller holds the lock), else None."""
+        return next((r for r in self._runs.values() if r.base.id == job_id), None)
+
     def _info(self, row: JobRow, order: builtins.list[str]) -> JobInfo:
         with self._cond:
-            current = self._current
-        if current is not None and current.base.id == row.id and row.state is JobState.RUNNING:
+            current = self._run_of(row.id)
+        if current is not None and row.state is JobState.RUNNING and current.base.worker == row.worker:
             return current.info()
         result = row.result
         queued = row.state is JobState.QUEUED and row.id in order
@@ -305,6 +345,7 @@ class JobQueue:
             error=row.error,
             error_field=result.get("error_field"),
             attempts=row.attempts,
+            worker=row.worker,
         )
 
     def _announce_positions(self, skip: str | None = None) -> None:
@@ -320,40 +361,48 @@ class JobQueue:
             if row is not None and row.state is JobState.QUEUED:
                 self._events.append(job_id, "queued", self._info(row, order))
 
-    def _work(self) -> None:
+    def _work(self, slot: WorkerSlot) -> None:
         while True:
             try:
-                run = self._claim()
+                run = self._claim(slot)
                 if run is None:
                     return
-                self._run(run)
+                self._run(run, slot)
             except Exception:  # the store failed (disk full, ...): report, pause, go on
-                log.exception("job worker error")
+                log.exception("job worker %s error", slot.id)
                 with self._cond:
-                    self._current = None
+                    self._runs.pop(slot.id, None)
                     self._cond.wait(1.0)
 
-    def _claim(self) -> _Running | None:
+    def _claim(self, slot: WorkerSlot) -> Running | None:
         with self._cond:
             while True:
                 if self._closing:
                     return None
-                row = self._store.claim_next()
+                idle = [w for w in self._workers if w.id not in self._runs]
+                row = self._store.claim_next(
+                    slot.id, self.lease, prefer=warm_pick(slot, idle, self.warm_wait)
+                )
                 if row is not None:
                     info = self._info(row, [])
-                    self._current = _Running(info, earlier=info.images)
-                    return self._current
-                self._cond.wait(2.0)  # woken by submit/close; the timeout also sees jobs other processes add
+                    token = StoreCancelToken(store=self._store, job_id=row.id)
+                    run = Running(info, token=token, earlier=info.images)
+                    self._runs[slot.id] = run
+                    self._cond.notify_all()  # the others look again: what they waited for may be theirs now
+                    return run
+                # woken by submit/close/a claim; the timeout sees jobs other processes add
+                self._cond.wait(1.0)
 
-    def _run(self, run: _Running) -> None:
+    def _run(self, run: Running, slot: WorkerSlot) -> None:
         job_id = run.base.id
         self._events.append(job_id, "started", run.info())
         self._announce_positions()
         folder = self.files_dir / job_id
         try:
             request = request_from_json(run.base.kind, run.base.request, image_dir=folder)
+            slot.last_checkpoint = getattr(request, "checkpoint", None) or slot.last_checkpoint
             outcome = execute(
-                self.engine,
+                slot.engine,
                 request,
                 run.token,
                 results_dir=folder,
@@ -363,7 +412,35 @@ class JobQueue:
             )
         except RequestError as e:  # a stored request this version cannot read
             outcome = Outcome((), error=str(e), error_field=e.field)
-        self._finish(run, outcome)
+        self._finish(run, outcome, slot)
+
+    def _heartbeat(self) -> None:
+        """Renew this process's leases; take back the jobs of workers whose lease ran out."""
+        every = min(self.lease / 6, 5.0)
+        while not self._beat_stop.wait(every):
+            try:
+                with self._cond:
+                    runs = list(self._runs.values())
+                for run in runs:
+                    if not self._store.renew(run.base.id, run.worker, self.lease):
+                        with self._cond:
+                            if run.finished:
+                                continue
+                            run.lost = True  # another worker has it now: stop, keep nothing
+                        log.error(
+                            "job %s: worker %s lost its lease; stopping its run", run.base.id, run.worker
+                        )
+                        run.token.interrupt(keep_partial=False)
+                back = self._store.recover(reason=LOST_LEASE_REASON)
+                for job_id, state in back.items():
+                    log.warning("job %s: its worker stopped answering; now %s", job_id, state.value)
+                    self._events.append(job_id, _SNAPSHOT_KIND[state], self.get(job_id))
+                if back:
+                    self._announce_positions()
+                    with self._cond:
+                        self._cond.notify_all()
+            except Exception:  # the store failed: try again at the next beat
+                log.exception("job heartbeat error")
 
     def _preview_every(self) -> int:
         if self.preview_every is not None:
@@ -378,14 +455,21 @@ class JobQueue:
             return OutputOptions(self.engine.config.outputs_dir)
         return OutputOptions.from_settings(self.settings, self.engine.config.outputs_dir)
 
-    def _finish(self, run: _Running, outcome: Outcome) -> None:
-        job_id = run.base.id
+    def _finish(self, run: Running, outcome: Outcome, slot: WorkerSlot) -> None:
+        job_id, worker = run.base.id, slot.id
         with self._cond:
-            shutdown, cancelled = run.shutdown, run.cancel_requested
-        if shutdown and outcome.error is None and outcome.interrupted:
-            self._store.requeue(job_id)
+            run.finished = True
+            shutdown, lost = run.shutdown, run.lost
+            cancelled = run.cancel_requested or run.token.cancel_seen
+        if lost:  # its lease ran out and the job went back to the queue (or to another worker)
             with self._cond:
-                self._current = None
+                self._runs.pop(worker, None)
+            self._events.append(job_id, "queued", self.get(job_id))
+            return
+        if shutdown and outcome.error is None and outcome.interrupted:
+            self._store.requeue(job_id, worker=worker)
+            with self._cond:
+                self._runs.pop(worker, None)
             self._events.append(job_id, "queued", self.get(job_id))
             return
         if outcome.error is not None:
@@ -409,10 +493,17 @@ class JobQueue:
             "interrupted": outcome.interrupted,
             **({"error_field": outcome.error_field} if outcome.error_field else {}),
         }
-        self._store.finish(job_id, state, result=result, error=outcome.error, progress=progress.to_json())
+        kept = self._store.finish(
+            job_id, state, result=result, error=outcome.error, progress=progress.to_json(), worker=worker
+        )
         with self._cond:
-            self._current = None
-        self._events.append(job_id, state.value, self.get(job_id))
+            self._runs.pop(worker, None)
+            self._cond.notify_all()
+        if not kept:
+            log.error("job %s: worker %s no longer held it; its outcome was not recorded", job_id, worker)
+        self._events.append(
+            job_id, state.value if kept else _SNAPSHOT_KIND[self.get(job_id).state], self.get(job_id)
+        )
 
     def _remove_files(self, images: Sequence[JobImage]) -> None:
         """Delete the files of an earlier attempt's images (only inside the outputs or the job files)."""
@@ -429,7 +520,7 @@ class JobQueue:
 class _Reporter:
     """Progress and images from the worker: kept live in memory, saved to the store now and then."""
 
-    def __init__(self, queue: JobQueue, run: _Running) -> None:
+    def __init__(self, queue: JobQueue, run: Running) -> None:
         self.queue, self.run = queue, run
 
     def progress(self, info: JobProgressInfo, preview_png: bytes | None) -> None:
@@ -437,7 +528,7 @@ class _Reporter:
         run.progress = info
         now = time.monotonic()
         if now - run.saved_at >= PROGRESS_SAVE_INTERVAL or info.batch != run.saved_batch:
-            self.queue._store.set_progress(run.base.id, info.to_json())
+            self.queue._store.set_progress(run.base.id, info.to_json(), worker=run.worker)
             run.saved_at, run.saved_batch = now, info.batch
         self.queue._events.append(run.base.id, "progress", run.info(), preview_png)
 
@@ -455,6 +546,6 @@ class _Reporter:
         again = [i for i in run.earlier if key(i) in made]
         run.earlier = tuple(i for i in run.earlier if key(i) not in made)
         listed = [i.to_json() for i in (*run.images, *run.earlier)]  # nothing unlisted if killed now
-        self.queue._store.set_result(run.base.id, {"images": listed})
+        self.queue._store.set_result(run.base.id, {"images": listed}, worker=run.worker)
         self.queue._remove_files([i for i in again if i.path not in {n.path for n in run.images}])
         self.queue._events.append(run.base.id, "image", run.info())

@@ -3,7 +3,13 @@
 Every state change is one transaction, so a crash leaves each job in exactly one state. Picking the
 next job (`claim_next`) happens inside one write transaction, so several claimers (threads, or a
 remote dispatcher reading the same file) never start the same job twice. The schema carries a version
-in the `meta` table; a file written by a newer version is refused rather than misread.
+in the `meta` table; a file written by a newer version is refused rather than misread, an older one is
+brought up to date in place (columns added).
+
+Leases: a worker claims a job under its worker id with a lease that its heartbeat renews. `recover`
+returns a running job to the queue only when its lease ran out (or its holder is a process of this
+machine that no longer exists); a job another live process runs is left alone. Cancel and skip are
+written on the job (`request_cancel`, `request_skip`), so whichever process runs it sees them.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +32,9 @@ from webui.core.disk import disk_full_message
 from webui.core.jobs.fairness import fair_order
 from webui.core.jobs.info import JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_ATTEMPTS = 2  # a job interrupted by this many restarts fails instead of running again
+LEASE_SECONDS = 30.0  # a claimed job's lease; the worker's heartbeat renews it well before it runs out
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,6 +58,37 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
 CREATE INDEX IF NOT EXISTS jobs_owner_run ON jobs (owner, run_seq);
 """
+# schema 2: columns added to a schema-1 table (ALTER TABLE), so an older file opens in place
+_ADDED_COLUMNS = (
+    ("worker", "TEXT"),  # the worker id that runs (or last ran) the job
+    ("lease_until", "REAL"),  # its lease runs out then (time.time()); NULL: claimed without a lease
+    ("cancel_requested", "INTEGER NOT NULL DEFAULT 0"),  # 1: stop it (whichever process runs it)
+    ("skip_requests", "INTEGER NOT NULL DEFAULT 0"),  # skips asked for so far in this attempt
+)
+
+
+def this_process_prefix() -> str:
+    """The start of every worker id of this process: "host:pid:"."""
+    return f"{socket.gethostname()}:{os.getpid()}:"
+
+
+def holder_alive(worker: str) -> bool:
+    """False when `worker` ("host:pid:name") is a process of this machine that no longer exists; True
+    otherwise (another machine's worker, or an id of another form: only its lease can tell)."""
+    host, _, rest = worker.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 class StoreError(RuntimeError):
@@ -70,6 +110,8 @@ class JobRow:
     result: dict[str, Any]
     error: str | None
     attempts: int
+    worker: str | None = None
+    lease_until: float | None = None
 
 
 class JobStore:
@@ -97,13 +139,16 @@ class JobStore:
                 if statement.strip():
                     db.execute(statement)
             row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} was written by a newer Sfumato (job store schema {row[0]}, "
                     f"this version reads {SCHEMA_VERSION})"
                 )
+            have = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+            for name, decl in _ADDED_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -193,33 +238,98 @@ class JobStore:
                 (job_id, owner, kind, json.dumps(request, allow_nan=False), created),
             )
 
-    def claim_next(self, now: float | None = None) -> JobRow | None:
-        """Start the next job in fair order: queued -> running, attempts + 1. Images an earlier attempt
-        recorded stay listed (the queue replaces them as the run makes them again)."""
+    def claim_next(
+        self,
+        worker: str | None = None,
+        lease: float = LEASE_SECONDS,
+        now: float | None = None,
+        prefer: Callable[[list[JobRow]], str | None] | None = None,
+    ) -> JobRow | None:
+        """Start the next job in fair order: queued -> running, attempts + 1, held by `worker` for
+        `lease` seconds (no worker: no lease; `recover` then takes it back at the next start). Images an
+        earlier attempt recorded stay listed (the queue replaces them as the run makes them again).
+
+        `prefer(waiting rows in fair order)` names the waiting job to take instead of the first
+        (model-aware pick), or None: take nothing now (the job is left for another worker)."""
+        t = time.time() if now is None else now
         with self._write() as db:
             order = self._order(db)
             if not order:
                 return None
+            pick = order[0]
+            if prefer is not None:
+                rows = [self._get(db, job_id) for job_id in order]
+                chosen = prefer([r for r in rows if r is not None])
+                if chosen not in order:
+                    return None
+                pick = chosen
             run_seq = int(db.execute("SELECT COALESCE(MAX(run_seq), 0) + 1 FROM jobs").fetchone()[0])
             db.execute(
                 "UPDATE jobs SET state='running', started=?, run_seq=?, attempts=attempts+1, "
-                "progress='{}', error=NULL WHERE id=?",
-                (time.time() if now is None else now, run_seq, order[0]),
+                "progress='{}', error=NULL, worker=?, lease_until=?, cancel_requested=0, skip_requests=0 "
+                "WHERE id=?",
+                (t, run_seq, worker, None if worker is None else t + lease, pick),
             )
-            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (order[0],)).fetchone()
+            row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (pick,)).fetchone()
         return _row(row)
 
-    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+    @staticmethod
+    def _get(db: sqlite3.Connection, job_id: str) -> JobRow | None:
+        row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if row is None else _row(row)
+
+    def renew(self, job_id: str, worker: str, lease: float = LEASE_SECONDS, now: float | None = None) -> bool:
+        """Heartbeat: extend `worker`'s lease on its running job. False when the job is no longer running
+        under this worker (its lease ran out and another worker took it, or it was finished)."""
+        t = time.time() if now is None else now
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET lease_until=? WHERE id=? AND state='running' AND worker=?",
+                (t + lease, job_id, worker),
+            )
+        return cur.rowcount == 1
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask whoever runs the job to stop it (it ends cancelled). False if it is not running."""
+        with self._write() as db:
+            cur = db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=? AND state='running'", (job_id,))
+        return cur.rowcount == 1
+
+    def request_skip(self, job_id: str) -> int:
+        """Ask whoever runs the job to skip its current batch: the number of skips asked for in this
+        attempt so far, this one included; 0 if the job is not running."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET skip_requests=skip_requests+1 WHERE id=? AND state='running'", (job_id,)
+            )
+            if cur.rowcount != 1:
+                return 0
+            return int(db.execute("SELECT skip_requests FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
+
+    def control(self, job_id: str) -> tuple[bool, int]:
+        """(cancel requested, skips requested so far) for a job; (False, 0) for an unknown one."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT cancel_requested, skip_requests FROM jobs WHERE id=?", (job_id,)
+            ).fetchone()
+        return (False, 0) if row is None else (bool(row[0]), int(row[1]))
+
+    def set_progress(self, job_id: str, progress: dict[str, Any], worker: str | None = None) -> None:
+        """Record progress on a running job (`worker`: only while that worker holds it)."""
+        held, args = _held_by(worker)
         with self._write() as db:
             db.execute(
-                "UPDATE jobs SET progress=? WHERE id=? AND state='running'", (json.dumps(progress), job_id)
+                f"UPDATE jobs SET progress=? WHERE id=? AND state='running'{held}",
+                (json.dumps(progress), job_id, *args),
             )
 
-    def set_result(self, job_id: str, result: dict[str, Any]) -> None:
-        """Record the images finished so far on a running job."""
+    def set_result(self, job_id: str, result: dict[str, Any], worker: str | None = None) -> None:
+        """Record the images finished so far on a running job (`worker`: only while that worker holds it)."""
+        held, args = _held_by(worker)
         with self._write() as db:
             db.execute(
-                "UPDATE jobs SET result=? WHERE id=? AND state='running'", (json.dumps(result), job_id)
+                f"UPDATE jobs SET result=? WHERE id=? AND state='running'{held}",
+                (json.dumps(result), job_id, *args),
             )
 
     def finish(
@@ -231,19 +341,23 @@ class JobStore:
         error: str | None = None,
         progress: dict[str, Any] | None = None,
         now: float | None = None,
+        worker: str | None = None,
     ) -> bool:
-        """running -> done/failed/cancelled. False if the job was not running."""
+        """running -> done/failed/cancelled. False if the job was not running (under `worker`, when
+        given: a worker whose lease ran out and whose job another worker took does not finish it)."""
         assert state.finished
-        sets, args = ["state=?", "finished=?", "error=?"], [state.value, now or time.time(), error]
+        sets = ["state=?", "finished=?", "error=?", "lease_until=NULL"]
+        args: list[Any] = [state.value, now or time.time(), error]
         if result is not None:
             sets.append("result=?")
             args.append(json.dumps(result))
         if progress is not None:
             sets.append("progress=?")
             args.append(json.dumps(progress))
+        held, held_args = _held_by(worker)
         with self._write() as db:
-            sql = f"UPDATE jobs SET {', '.join(sets)} WHERE id=? AND state='running'"
-            cur = db.execute(sql, (*args, job_id))
+            sql = f"UPDATE jobs SET {', '.join(sets)} WHERE id=? AND state='running'{held}"
+            cur = db.execute(sql, (*args, job_id, *held_args))
         return cur.rowcount == 1
 
     def cancel_queued(self, job_id: str, now: float | None = None) -> bool:
@@ -264,43 +378,67 @@ class JobStore:
             )
         return cur.rowcount == 1
 
-    def requeue(self, job_id: str) -> bool:
+    def requeue(self, job_id: str, worker: str | None = None) -> bool:
         """running -> queued, not counted as an attempt (the worker was stopped by a clean shutdown); the
         images it made stay listed until the re-run makes them again."""
+        held, args = _held_by(worker)
         with self._write() as db:
             cur = db.execute(
-                "UPDATE jobs SET state='queued', started=NULL, progress='{}', "
-                "attempts=MAX(attempts-1, 0) WHERE id=? AND state='running'",
-                (job_id,),
+                "UPDATE jobs SET state='queued', started=NULL, progress='{}', lease_until=NULL, "
+                f"attempts=MAX(attempts-1, 0) WHERE id=? AND state='running'{held}",
+                (job_id, *args),
             )
         return cur.rowcount == 1
 
-    def recover(self, max_attempts: int = MAX_ATTEMPTS, now: float | None = None) -> dict[str, JobState]:
-        """After a crash: jobs left running go back to the queue, or fail once they used max_attempts.
+    def recover(
+        self,
+        max_attempts: int = MAX_ATTEMPTS,
+        now: float | None = None,
+        *,
+        alive: Callable[[str], bool] = holder_alive,
+        reason: str = "interrupted by a restart",
+    ) -> dict[str, JobState]:
+        """Running jobs whose worker is gone go back to the queue, or fail once they used max_attempts
+        (error: "<reason> (attempt N)"). A worker is gone when the job has no lease (claimed without
+        one, or by a version without leases), its lease ran out, or `alive(worker id)` says so (a
+        process of this machine that no longer exists). A job under a live lease is left alone.
 
         Returns {job_id: new state}. Their recorded images stay listed on failed jobs.
         """
+        t = time.time() if now is None else now
         out: dict[str, JobState] = {}
         with self._write() as db:
-            rows = db.execute("SELECT id, attempts FROM jobs WHERE state='running' ORDER BY seq").fetchall()
-            for job_id, attempts in rows:
+            rows = db.execute(
+                "SELECT id, attempts, worker, lease_until FROM jobs WHERE state='running' ORDER BY seq"
+            ).fetchall()
+            for job_id, attempts, worker, lease_until in rows:
+                if lease_until is not None and lease_until > t and (worker is None or alive(worker)):
+                    continue  # another worker runs it
                 if attempts >= max_attempts:
                     db.execute(
-                        "UPDATE jobs SET state='failed', finished=?, error=? WHERE id=?",
-                        (now or time.time(), f"interrupted by a restart (attempt {attempts})", job_id),
+                        "UPDATE jobs SET state='failed', finished=?, error=?, lease_until=NULL WHERE id=?",
+                        (t, f"{reason} (attempt {attempts})", job_id),
                     )
                     out[job_id] = JobState.FAILED
                 else:
                     db.execute(
-                        "UPDATE jobs SET state='queued', started=NULL, progress='{}' WHERE id=?", (job_id,)
+                        "UPDATE jobs SET state='queued', started=NULL, progress='{}', lease_until=NULL "
+                        "WHERE id=?",
+                        (job_id,),
                     )
                     out[job_id] = JobState.QUEUED
         return out
 
 
 _COLUMNS = (
-    "seq, id, owner, kind, state, request, created, started, finished, progress, result, error, attempts"
+    "seq, id, owner, kind, state, request, created, started, finished, progress, result, error, attempts, "
+    "worker, lease_until"
 )
+
+
+def _held_by(worker: str | None) -> tuple[str, tuple[str, ...]]:
+    """SQL condition (and its argument) limiting an update to the rows `worker` holds; none for None."""
+    return ("", ()) if worker is None else (" AND worker=?", (worker,))
 
 
 def _row(r: tuple[Any, ...]) -> JobRow:
@@ -318,4 +456,6 @@ def _row(r: tuple[Any, ...]) -> JobRow:
         result=json.loads(r[10]),
         error=r[11],
         attempts=r[12],
+        worker=r[13],
+        lease_until=r[14],
     )

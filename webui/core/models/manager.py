@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -80,9 +81,15 @@ def _cache_key(file: ModelFile) -> tuple[Path, int, int]:
 
 
 class ModelManager:
-    def __init__(self, config: AppConfig, precision: Precision | None = None) -> None:
+    def __init__(
+        self, config: AppConfig, precision: Precision | None = None, load_lock: threading.Lock | None = None
+    ) -> None:
+        """`load_lock`: held while a file is read into a model. Managers of one process that load at the
+        same time (one per job worker) must share one: diffusers builds models on torch's meta device
+        with a switch that is process-wide while it is on, so two loads at once break each other."""
         self.config = config
         self.precision = precision or Precision()
+        self.load_lock = load_lock or threading.Lock()
         self.hashes = HashCache(config.cache_dir / "hashes.sqlite")
         self._models: ModelCache[Components] = ModelCache(config.model_cache_bytes)
         self._vaes: ModelCache[Any] = ModelCache(max(config.model_cache_bytes // 8, 0))
@@ -227,7 +234,8 @@ class ModelManager:
                 )
 
             def load_vae() -> tuple[Any, int]:
-                v = load_vae_file(vae_file.path, arch, self.precision)
+                with self.load_lock:
+                    v = load_vae_file(vae_file.path, arch, self.precision)
                 return v, sum(t.numel() * t.element_size() for t in v.parameters())
 
             with self._vaes.use((*_cache_key(vae_file), arch), load_vae) as v:
@@ -239,7 +247,10 @@ class ModelManager:
         def load() -> tuple[Components, int]:
             config = self.config
             extra = [m.path for m in modules]
-            parts = load_model(file.path, self.precision, config.text_encoder_dirs, config.vae_dirs, extra)
+            with self.load_lock:
+                parts = load_model(
+                    file.path, self.precision, config.text_encoder_dirs, config.vae_dirs, extra
+                )
             return parts, parts.nbytes()
 
         return load
