@@ -20,7 +20,8 @@ from webui.plugins.host import PluginHost
 def _lookup(host: PluginHost) -> dict[str, str]:
     names: dict[str, str] = {}
     for loaded in host.loaded:
-        names.setdefault(loaded.name.casefold(), loaded.name)
+        for alias in host.a1111_names(loaded.name):
+            names.setdefault(alias.casefold(), loaded.name)
     for ext, section in host.ui_sections():
         names.setdefault(section.title.casefold(), ext)
     return names
@@ -44,7 +45,11 @@ def alwayson_to_extension_args(
             )
         args = body.get("args", []) if isinstance(body, Mapping) else None
         fields = host.ui_fields(name)
-        own = host.from_alwayson(name, args) if isinstance(body, Mapping) else None
+        try:
+            own = host.from_alwayson(name, args) if isinstance(body, Mapping) else None
+        except RequestError as e:  # named by the key the client sent (ADetailer, not detailer)
+            inner = e.field.removeprefix(f"alwayson_scripts.{name}")
+            raise RequestError(f"{where}{inner}", e.message) from e
         if own is not None:
             values = own
         elif isinstance(args, list):

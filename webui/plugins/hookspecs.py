@@ -75,12 +75,21 @@ def before_model(state: Any, request: Any, args: Any, context: Any, components: 
 
 @hookspec
 def after_decode(
-    images: Any, request: Any, args: Any, context: Any, components: Any, runner: Any, settings: Any
+    images: Any,
+    request: Any,
+    args: Any,
+    context: Any,
+    components: Any,
+    runner: Any,
+    settings: Any,
+    image_info: Any,
 ) -> Any:
     """After the VAE decode of a batch: return a list with as many PIL images (post-processed), or
     None to leave them. `runner(Img2ImgRequest(...))` (API 2) runs an img2img or inpaint pass on the
     job's loaded model and returns its pictures (a detailer repaints faces with it); it saves nothing,
-    runs no extension hooks, and ignores the sub-request's checkpoint fields."""
+    runs no extension hooks, and ignores the sub-request's checkpoint fields. `image_info` (API 2) has
+    one ImageInfo per image, in order: the prompt and negative prompt as sampled (styles applied), the
+    image's own resolved seed and subseed, and its index in the job (`request.seed` may be -1)."""
 
 
 @hookspec

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from webui.core.config import AppConfig
-    from webui.core.extension_points import SubPass
+    from webui.core.extension_points import ImageInfo, SubPass
     from webui.core.models.components import Components
     from webui.core.sampling.loop import Hook, HookPoint, ModelCallState, ModelHook, StepState
 
@@ -174,6 +174,12 @@ class PluginHost:
         return [
             (e.name, d) for e in self.loaded if e.registry for d in e.registry.items if isinstance(d, kind)
         ]
+
+    def a1111_names(self, name: str) -> tuple[str, ...]:
+        """The names A1111 clients know this extension by: its own, then its manifest's `a1111_names`
+        (ADetailer for the detailer): `alwayson_scripts` keys and the prefixes of its root routes."""
+        ext = self._by_name.get(name)
+        return (name, *(ext.manifest.a1111_names if ext is not None and ext.manifest else ()))
 
     def ui_sections(self, tab: str | None = None) -> list[tuple[str, UiSection]]:
         return [(n, s) for n, s in self._registered(UiSection) if tab is None or tab in s.tabs]
@@ -427,12 +433,18 @@ class PluginHost:
         return hook
 
     def after_decode(
-        self, request: GenerationRequest, images: list[Image.Image], sub_pass: SubPass | None = None
+        self,
+        request: GenerationRequest,
+        images: list[Image.Image],
+        sub_pass: SubPass | None = None,
+        info: Sequence[ImageInfo] = (),
     ) -> list[Image.Image]:
         from PIL import Image
 
         for ext in self.loaded:
-            called, result = self._call(ext, "after_decode", request, images=list(images), runner=sub_pass)
+            called, result = self._call(
+                ext, "after_decode", request, images=list(images), runner=sub_pass, image_info=list(info)
+            )
             if not called or result is None:
                 continue
             if not isinstance(result, list) or len(result) != len(images):
