@@ -1,19 +1,25 @@
-"""The detailer's "Detailer" accordion on txt2img, img2img and Inpaint (no browser): its fields, and its
-values reaching the extension as one ADetailer unit."""
+"""The detailer's "Detailer" accordion on txt2img, img2img and Inpaint (no browser): its fields, its
+values reaching the extension as one ADetailer unit, and PNG Info / reuse reading them back."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pytest
+from PIL import Image
 
 from webui.api.services import ServerOptions, Services
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
+from webui.core.outputs.infotext import format_infotext
+from webui.core.outputs.saving import save_image
 from webui.core.types import RequestError, Txt2ImgRequest
 from webui.plugins.host import PluginHost
-from webui.ui.extension_sections import build_sections, field_key
+from webui.ui.extension_sections import build_sections, field_key, infotext_values
+from webui.ui.pnginfo_tab import read_image
+from webui.ui.sendto import field_updates, tab_field_names
 
 pytestmark = pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting'", "ignore:The copy keyword")
 
@@ -67,3 +73,28 @@ def test_accordion_values_become_one_unit_and_bad_ones_name_the_field(ctx: _Ctx)
     with pytest.raises(RequestError) as bad:
         inputs.args(values)
     assert bad.value.field == "extension_args.detailer.ad_model"
+
+
+def test_png_info_and_reuse_put_the_units_values_back_in_the_accordion(ctx: _Ctx, tmp_path: Path) -> None:
+    host = ctx.services.engine.hooks
+    unit = {"enable": True, "ad_model": "opencv_face", "ad_prompt": "sharp eyes", "ad_mask_blur": 9}
+    request = host.request_received(Txt2ImgRequest(prompt="x", extension_args={"detailer": unit}))
+    params = {"Steps": 20, "Sampler": "Euler", "Seed": 5, **host.extra_infotext(request)}
+    text = format_infotext("a face", "", params)
+    path = save_image(Image.new("RGB", (16, 16)), tmp_path, 5, text)
+    summary, _, _, fields = read_image(ctx, str(path))  # type: ignore[arg-type]
+    assert fields["prompt"] == "a face" and fields["steps"] == 20, summary
+    assert fields[field_key("detailer", "enable")] is True
+    assert fields[field_key("detailer", "ad_model")] == "opencv_face"
+    assert fields[field_key("detailer", "ad_prompt")] == "sharp eyes"
+    assert fields[field_key("detailer", "ad_mask_blur")] == 9
+    with gr.Blocks():
+        inputs = build_sections(ctx, "txt2img")
+        tab = {"prompt": gr.Textbox(), "_gallery": gr.Gallery(), **inputs.components}
+    names = tab_field_names(tab)
+    assert "_gallery" not in names and field_key("detailer", "ad_model") in names
+    updates = dict(zip(names, field_updates(tab, fields), strict=True))
+    assert updates["prompt"] == "a face" and updates[field_key("detailer", "ad_model")] == "opencv_face"
+    assert updates[field_key("detailer", "ad_confidence")] == 0.3  # written by ADetailer, read back
+    plain = infotext_values(host, format_infotext("a face", "", {"Steps": 20, "Sampler": "Euler", "Seed": 5}))
+    assert plain == {field_key("detailer", "enable"): False}  # pasting a plain image turns it off

@@ -180,3 +180,14 @@ def after_save(image):
     text = format_infotext(prompt, negative, params)
     path = Path(image.path)
     save_image(original, path.parent, image.seed, text, path.suffix.lstrip(".") or "png")
+
+
+@hookimpl
+def infotext_fields(params, context):
+    """The accordion's values from an image's infotext (its first unit): PNG Info and "reuse
+    parameters". Without ADetailer keys the detailer is switched off, as A1111 pastes it."""
+    first = infotext.units_from_params(params).get(0)
+    if first is None:
+        return {"enable": False}
+    names = {f.name for f in unit_fields([])}
+    return {"enable": True, **{k: v for k, v in first.items() if k in names}}

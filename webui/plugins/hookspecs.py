@@ -47,6 +47,14 @@ def from_alwayson(script_args: Any, context: Any) -> Any:
 
 
 @hookspec
+def infotext_fields(params: Any, context: Any) -> Any:
+    """(API 2) An image's parsed infotext (`{"Prompt": ..., "Negative prompt": ..., key: text}`, as
+    parse_infotext reads it) -> this extension's UI field values by name (a dict; or None), which PNG
+    Info's "send to" and "reuse parameters" put in its accordion. Values its fields cannot take are left
+    out; return `{"enable": False}`-style values for an infotext without your keys, as A1111 does."""
+
+
+@hookspec
 def request_received(request: Any, args: Any, context: Any, settings: Any) -> Any:
     """Before the job runs. Return a modified request (`dataclasses.replace(request, ...)`, same type)
     or None to leave it. Raise RequestError(field, message) to refuse a bad value; the job then fails

@@ -27,6 +27,7 @@ from webui.core.models.cache import ModelCache
 from webui.core.types import MAX_INIT_PIXELS, GeneratedImage, GenerationRequest, RequestError
 from webui.plugins import hookspecs
 from webui.plugins.descriptors import (
+    IMAGE_KINDS,
     Descriptor,
     ExtensionContext,
     Field,
@@ -273,6 +274,35 @@ class PluginHost:
                 where, f"the extension read them as a {type(result).__name__}, not field values"
             )
         return dict(result) if result is not None else None
+
+    def fields_from_infotext(self, params: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """{extension: {field: value}} that the extensions' `infotext_fields` hooks read from a parsed
+        infotext: values their fields cannot take (and image fields) are left out; an extension whose
+        hook raises or returns something else is logged and left out."""
+        out: dict[str, dict[str, Any]] = {}
+        for ext in self.loaded:
+            impl = ext.hooks.get("infotext_fields")
+            if impl is None:
+                continue
+            kwargs = {"params": dict(params), "context": ext.context}
+            try:
+                result = impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception as e:
+                log.warning("extension %s: infotext_fields failed: %s", ext.name, summarize(e, None))
+                continue
+            if not isinstance(result, Mapping):
+                continue
+            fields = {f.name: f for f in self.ui_fields(ext.name) if f.kind not in IMAGE_KINDS}
+            values: dict[str, Any] = {}
+            for key, value in result.items():
+                if key in fields:
+                    try:
+                        values[key] = fields[key].coerce(value, f"{ext.name}.{key}")
+                    except RequestError:
+                        continue
+            if values:
+                out[ext.name] = values
+        return out
 
     def args_for(self, name: str, request: GenerationRequest) -> dict[str, Any]:
         """This extension's field values for the request, defaults filled in."""
