@@ -32,6 +32,8 @@ def srv(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (data / "models").mkdir()
     for sub in (tiny_data_dir / "models").iterdir():
         (data / "models" / sub.name).symlink_to(sub, target_is_directory=sub.is_dir())
+    (data / "models" / "adetailer").mkdir()
+    (data / "models" / "adetailer" / "broken.onnx").write_bytes(b"not an onnx model")
     save_tiny_yolo(
         data / "models" / "adetailer" / "face_yolov8n.onnx", yolo_candidates([(320, 320, 200, 200, [0.9])])
     )
@@ -128,3 +130,49 @@ def test_save_images_before_adetailer_keeps_the_first_pass(srv: Running, c: http
         assert "ADetailer model: face_yolov8n.pt" in texts[second]
     finally:
         c.post("/sdapi/v1/options", json={"detailer.save_images_before": False})
+
+
+def test_each_image_of_a_batch_is_detailed_only_inside_its_region(c: httpx.Client) -> None:
+    r = c.post("/sdapi/v1/txt2img", json={**FAST, "batch_size": 2})
+    plain = [
+        np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB")) for b in r.json()["images"]
+    ]
+    r = c.post("/sdapi/v1/txt2img", json={**FAST, "batch_size": 2, **_adetailer(True, False, UNIT)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    detailed = [
+        np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB")) for b in body["images"]
+    ]
+    infos = json.loads(body["info"])["infotexts"]
+    assert "Seed: 11," in infos[0] and "Seed: 12," in infos[1]
+    x1, y1, x2, y2 = BOX
+    for before, after in zip(plain, detailed, strict=True):
+        outside = np.ones(before.shape[:2], bool)
+        outside[y1 - DILATE - 1 : y2 + DILATE + 1, x1 - DILATE - 1 : x2 + DILATE + 1] = False
+        assert np.array_equal(before[outside], after[outside]) and not np.array_equal(before, after)
+
+
+def test_a_detector_file_that_is_not_a_model_keeps_the_first_pass(c: httpx.Client) -> None:
+    plain, _ = _txt2img(c)
+    r = c.post("/sdapi/v1/txt2img", json={**FAST, **_adetailer(True, False, {"ad_model": "broken.onnx"})})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["images"][0]))).convert("RGB"))
+    assert np.array_equal(image, plain)
+    assert "broken.onnx" in body["info"] and "detailer" in body["info"], body["info"]
+
+
+def test_img2img_skip_img2img_details_the_init_image_itself(c: httpx.Client) -> None:
+    init, _ = _txt2img(c)
+    buf = io.BytesIO()
+    Image.fromarray(init).save(buf, format="PNG")
+    payload = {**FAST, "init_images": [base64.b64encode(buf.getvalue()).decode()], "denoising_strength": 0.6}
+    r = c.post("/sdapi/v1/img2img", json={**payload, **_adetailer(True, True, UNIT)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    out = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["images"][0]))).convert("RGB"))
+    assert "ADetailer model: face_yolov8n.pt" in json.loads(body["info"])["infotexts"][0]
+    x1, y1, x2, y2 = BOX
+    outside = np.ones(init.shape[:2], bool)
+    outside[y1 - DILATE - 1 : y2 + DILATE + 1, x1 - DILATE - 1 : x2 + DILATE + 1] = False
+    assert np.array_equal(out[outside], init[outside]) and not np.array_equal(out, init)
