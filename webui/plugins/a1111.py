@@ -77,6 +77,11 @@ def _arg_info(f: Field) -> dict[str, Any]:
     }
 
 
+def _script_name(host: PluginHost, ext: str) -> str:
+    """An always-on extension's script name: the one A1111 clients know (`adetailer`), else its own."""
+    return host.a1111_names(ext)[-1].casefold()
+
+
 def sdapi_scripts(host: PluginHost, selectable: bool = True) -> dict[str, list[str]]:
     """GET /sdapi/v1/scripts: selectable scripts (unless `selectable` is off: a server that does not
     take `script_name` lists only what it accepts) and always-on ones (extensions with an accordion)."""
@@ -84,7 +89,7 @@ def sdapi_scripts(host: PluginHost, selectable: bool = True) -> dict[str, list[s
     for tab in ("txt2img", "img2img"):
         chosen = host.scripts().items() if selectable else ()
         names = [name.casefold() for name, (_, s) in chosen if tab in s.tabs]
-        names += [ext.casefold() for ext in dict.fromkeys(e for e, _ in host.ui_sections(tab))]
+        names += [_script_name(host, ext) for ext in dict.fromkeys(e for e, _ in host.ui_sections(tab))]
         out[tab] = names
     return out
 
@@ -101,9 +106,8 @@ def sdapi_script_info(host: PluginHost, selectable: bool = True) -> list[dict[st
     for tab in ("txt2img", "img2img"):
         for ext in dict.fromkeys(e for e, _ in host.ui_sections(tab)):
             args = [_arg_info(f) for f in host.ui_fields(ext)]
-            out.append(
-                {"name": ext.casefold(), "is_alwayson": True, "is_img2img": tab == "img2img", "args": args}
-            )
+            name = _script_name(host, ext)
+            out.append({"name": name, "is_alwayson": True, "is_img2img": tab == "img2img", "args": args})
     return out
 
 
