@@ -98,3 +98,12 @@ def test_png_info_and_reuse_put_the_units_values_back_in_the_accordion(ctx: _Ctx
     assert updates[field_key("detailer", "ad_confidence")] == 0.3  # written by ADetailer, read back
     plain = infotext_values(host, format_infotext("a face", "", {"Steps": 20, "Sampler": "Euler", "Seed": 5}))
     assert plain == {field_key("detailer", "enable"): False}  # pasting a plain image turns it off
+
+
+def test_adetailer_args_in_a_native_job_are_checked_naming_the_unit_field(ctx: _Ctx) -> None:
+    host = ctx.services.engine.hooks
+    raw = [True, False, {"ad_model": "opencv_face"}, {"ad_model": "opencv_face", "ad_confidence": 2}]
+    with pytest.raises(RequestError) as bad:
+        host.request_received(Txt2ImgRequest(prompt="x", extension_args={"detailer": {"_adetailer": raw}}))
+    assert bad.value.field == "extension_args.detailer._adetailer[3].ad_confidence"
+    assert "2nd unit" in bad.value.message

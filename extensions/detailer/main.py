@@ -123,13 +123,17 @@ def detailer_args(args: Mapping[str, Any], context: Any) -> units.DetailerArgs |
 
 @hookimpl
 def request_received(request, args, context):
-    """Refuse bad accordion values before the job runs (the A1111 args were checked on arrival)."""
+    """Refuse bad values before the job runs (A1111 args were checked on arrival; these come from the
+    accordion, or from a native job's `extension_args.detailer._adetailer`)."""
     try:
         detailer_args(args, context)
     except RequestError as e:
-        key = e.field.rpartition(".")[2]
-        field = f"extension_args.detailer.{key if key.startswith('ad_') else 'enable'}"
-        raise RequestError(field, e.message) from e
+        if args.get(OWN_ARGS) is not None:  # ADetailer's args in extension_args (a native job)
+            field = OWN_ARGS + e.field.removeprefix("ADetailer.args")
+        else:
+            key = e.field.rpartition(".")[2]
+            field = key if key.startswith("ad_") else "enable"
+        raise RequestError(f"extension_args.detailer.{field}", e.message) from e
 
 
 @hookimpl
