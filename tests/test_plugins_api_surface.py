@@ -27,6 +27,7 @@ EXPORTED = [
     "GenerationResult",
     "Hook",
     "HookPoint",
+    "ImageInfo",
     "Img2ImgRequest",
     "JobModel",
     "ModelCallState",

@@ -2,9 +2,10 @@
 
 Each route is served at `/api/v1/extensions/<extension name><path>`; a route marked `root` (an A1111
 extension's own API, such as `/controlnet/version`) at its path itself, only when the A1111 API is on
-(`--api`) and only under `/<extension name>/`. They sit inside the app, so the same middleware guards
-them as every other route: the login (401 without one, when users are configured), the host check, the
-cross-site and body-size guards. A route whose endpoint FastAPI cannot mount is logged and left out;
+(`--api`) and only under `/<extension name>/` (or `/<name>/` for a name in its manifest's
+`a1111_names`). They sit inside the app, so the same middleware guards them as every other route:
+the login (401 without one, when users are configured), the host check, the cross-site and body-size
+guards. A route whose endpoint FastAPI cannot mount is logged and left out;
 the others still mount.
 """
 
@@ -29,9 +30,13 @@ def build_router(host: PluginHost, *, sdapi: bool) -> APIRouter:
     for extension, spec in host.routes():
         if spec.root and not sdapi:
             continue
-        if spec.root and not (spec.path.casefold() + "/").startswith(f"/{extension.casefold()}/"):
+        prefixes = [f"/{n.casefold()}/" for n in host.a1111_names(extension)]
+        if spec.root and not any((spec.path.casefold() + "/").startswith(p) for p in prefixes):
             log.warning(
-                "extension %s: route %s must start with /%s/; not mounted", extension, spec.path, extension
+                "extension %s: route %s must start with one of %s; not mounted",
+                extension,
+                spec.path,
+                ", ".join(prefixes),
             )
             continue
         path = route_path(extension, spec.path, spec.root)

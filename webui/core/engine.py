@@ -19,7 +19,7 @@ from typing import TypeVar
 from webui.core import families
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision, per_image
-from webui.core.extension_points import NO_HOOKS, EngineHooks
+from webui.core.extension_points import NO_HOOKS, EngineHooks, ImageInfo
 from webui.core.family_requests import family_params, fit_request
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
 from webui.core.networks.activations import ActivationPlan, lora_hashes, plan_prompt
@@ -436,7 +436,11 @@ class Engine:
             )
             runner = None if stopped else sub_pass.make_sub_pass(ctx, names)
             try:
-                pictures = self.hooks.after_decode(request, pictures, runner)
+                info = [
+                    ImageInfo(run.prompt, run.negative_prompt, seeds[i], subseeds[i], b * batch_size + i)
+                    for i in range(len(pictures))
+                ]
+                pictures = self.hooks.after_decode(request, pictures, runner, info)
             except Stopped as stop:  # interrupted or skipped during an extension's sub-pass
                 if not stop.interrupted:
                     continue

@@ -12,9 +12,10 @@ order, once per `Engine.run`:
    hooks the loop calls right before every model call (BEFORE_MODEL) with a mutable `ModelCallState`
    (they add ControlNet residuals and the like to `state.inputs.extra`, for that call only).
    `components` are the job's loaded parts: implementations may read them, never change them.
-4. `after_decode(request, images, sub_pass)` once per batch, after the VAE decode: returns the images
-   to save (same number, same order). `sub_pass(img2img_request)` runs an img2img/inpaint pass on the
-   job's loaded model and returns its pictures (a detailer's second pass); None where there is none.
+4. `after_decode(request, images, sub_pass, info)` once per batch, after the VAE decode: returns the
+   images to save (same number, same order). `sub_pass(img2img_request)` runs an img2img/inpaint pass
+   on the job's loaded model and returns its pictures (a detailer's second pass); None where there is
+   none. `info` has one ImageInfo per image (its resolved prompts, seed and subseed, index in the job).
 5. `extra_infotext(request)` for every image: keys added to the infotext parameters (the engine's own
    keys win on a clash).
 6. `after_save(request, image)` for every image, once it is on disk (or final, when not saved).
@@ -33,6 +34,7 @@ per thread. Implementations must never raise from 2-7: failures are theirs to re
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
@@ -47,6 +49,18 @@ Upscale = Callable[[Any, int, int], Any]  # (PIL image, width, height) -> PIL im
 SubPass = Callable[["Img2ImgRequest"], "list[Image.Image]"]  # an img2img pass on the job's loaded model
 
 
+@dataclass(frozen=True)
+class ImageInfo:
+    """What one decoded image was made from: the prompts as sampled (styles applied), its own seed and
+    subseed (resolved, with the batch offset), and its index among the job's images."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    subseed: int
+    index: int
+
+
 @runtime_checkable
 class EngineHooks(Protocol):
     """What the engine calls around one run (see the module docstring for the order)."""
@@ -58,7 +72,11 @@ class EngineHooks(Protocol):
     def model_hooks(self, request: GenerationRequest, components: Components) -> Sequence[ModelHook]: ...
 
     def after_decode(
-        self, request: GenerationRequest, images: list[Image.Image], sub_pass: SubPass | None = None
+        self,
+        request: GenerationRequest,
+        images: list[Image.Image],
+        sub_pass: SubPass | None = None,
+        info: Sequence[ImageInfo] = (),
     ) -> list[Image.Image]: ...
 
     def extra_infotext(self, request: GenerationRequest) -> dict[str, object]: ...
@@ -85,7 +103,11 @@ class NoHooks:
         return ()
 
     def after_decode(
-        self, request: GenerationRequest, images: list[Image.Image], sub_pass: SubPass | None = None
+        self,
+        request: GenerationRequest,
+        images: list[Image.Image],
+        sub_pass: SubPass | None = None,
+        info: Sequence[ImageInfo] = (),
     ) -> list[Image.Image]:
         return images
 

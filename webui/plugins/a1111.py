@@ -20,7 +20,8 @@ from webui.plugins.host import PluginHost
 def _lookup(host: PluginHost) -> dict[str, str]:
     names: dict[str, str] = {}
     for loaded in host.loaded:
-        names.setdefault(loaded.name.casefold(), loaded.name)
+        for alias in host.a1111_names(loaded.name):
+            names.setdefault(alias.casefold(), loaded.name)
     for ext, section in host.ui_sections():
         names.setdefault(section.title.casefold(), ext)
     return names
@@ -44,7 +45,11 @@ def alwayson_to_extension_args(
             )
         args = body.get("args", []) if isinstance(body, Mapping) else None
         fields = host.ui_fields(name)
-        own = host.from_alwayson(name, args) if isinstance(body, Mapping) else None
+        try:
+            own = host.from_alwayson(name, args) if isinstance(body, Mapping) else None
+        except RequestError as e:  # named by the key the client sent (ADetailer, not detailer)
+            inner = e.field.removeprefix(f"alwayson_scripts.{name}")
+            raise RequestError(f"{where}{inner}", e.message) from e
         if own is not None:
             values = own
         elif isinstance(args, list):
@@ -72,6 +77,11 @@ def _arg_info(f: Field) -> dict[str, Any]:
     }
 
 
+def _script_name(host: PluginHost, ext: str) -> str:
+    """An always-on extension's script name: the one A1111 clients know (`adetailer`), else its own."""
+    return host.a1111_names(ext)[-1].casefold()
+
+
 def sdapi_scripts(host: PluginHost, selectable: bool = True) -> dict[str, list[str]]:
     """GET /sdapi/v1/scripts: selectable scripts (unless `selectable` is off: a server that does not
     take `script_name` lists only what it accepts) and always-on ones (extensions with an accordion)."""
@@ -79,7 +89,7 @@ def sdapi_scripts(host: PluginHost, selectable: bool = True) -> dict[str, list[s
     for tab in ("txt2img", "img2img"):
         chosen = host.scripts().items() if selectable else ()
         names = [name.casefold() for name, (_, s) in chosen if tab in s.tabs]
-        names += [ext.casefold() for ext in dict.fromkeys(e for e, _ in host.ui_sections(tab))]
+        names += [_script_name(host, ext) for ext in dict.fromkeys(e for e, _ in host.ui_sections(tab))]
         out[tab] = names
     return out
 
@@ -96,9 +106,8 @@ def sdapi_script_info(host: PluginHost, selectable: bool = True) -> list[dict[st
     for tab in ("txt2img", "img2img"):
         for ext in dict.fromkeys(e for e, _ in host.ui_sections(tab)):
             args = [_arg_info(f) for f in host.ui_fields(ext)]
-            out.append(
-                {"name": ext.casefold(), "is_alwayson": True, "is_img2img": tab == "img2img", "args": args}
-            )
+            name = _script_name(host, ext)
+            out.append({"name": name, "is_alwayson": True, "is_img2img": tab == "img2img", "args": args})
     return out
 
 

@@ -20,6 +20,7 @@ API 2 adds, for extensions such as ControlNet and detailers:
 
     Field("image", "image", None)                     # an image drop in the UI, base64 in the API
     def after_decode(images, runner): ...            # runner(Img2ImgRequest(...)) -> pictures
+    def after_decode(images, image_info): ...        # per image: ImageInfo(prompt, seed, subseed, ...)
 
 Everything else in `webui` is internal and may change between versions; what is named here follows
 API_VERSION (same major: compatible; extensions for API 1.0 load unchanged).
@@ -28,7 +29,7 @@ API_VERSION (same major: compatible; extensions for API 1.0 load unchanged).
 from __future__ import annotations
 
 from webui.core.config import AppConfig
-from webui.core.extension_points import SubPass
+from webui.core.extension_points import ImageInfo, SubPass
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.outputs.grid import image_grid
 from webui.core.outputs.infotext import format_infotext, parse_infotext
@@ -77,6 +78,7 @@ __all__ = [
     "GenerationResult",
     "Hook",
     "HookPoint",
+    "ImageInfo",
     "Img2ImgRequest",
     "JobModel",
     "ModelCallState",

@@ -47,6 +47,14 @@ def from_alwayson(script_args: Any, context: Any) -> Any:
 
 
 @hookspec
+def infotext_fields(params: Any, context: Any) -> Any:
+    """(API 2) An image's parsed infotext (`{"Prompt": ..., "Negative prompt": ..., key: text}`, as
+    parse_infotext reads it) -> this extension's UI field values by name (a dict; or None), which PNG
+    Info's "send to" and "reuse parameters" put in its accordion. Values its fields cannot take are left
+    out; return `{"enable": False}`-style values for an infotext without your keys, as A1111 does."""
+
+
+@hookspec
 def request_received(request: Any, args: Any, context: Any, settings: Any) -> Any:
     """Before the job runs. Return a modified request (`dataclasses.replace(request, ...)`, same type)
     or None to leave it. Raise RequestError(field, message) to refuse a bad value; the job then fails
@@ -75,12 +83,21 @@ def before_model(state: Any, request: Any, args: Any, context: Any, components: 
 
 @hookspec
 def after_decode(
-    images: Any, request: Any, args: Any, context: Any, components: Any, runner: Any, settings: Any
+    images: Any,
+    request: Any,
+    args: Any,
+    context: Any,
+    components: Any,
+    runner: Any,
+    settings: Any,
+    image_info: Any,
 ) -> Any:
     """After the VAE decode of a batch: return a list with as many PIL images (post-processed), or
     None to leave them. `runner(Img2ImgRequest(...))` (API 2) runs an img2img or inpaint pass on the
     job's loaded model and returns its pictures (a detailer repaints faces with it); it saves nothing,
-    runs no extension hooks, and ignores the sub-request's checkpoint fields."""
+    runs no extension hooks, and ignores the sub-request's checkpoint fields. `image_info` (API 2) has
+    one ImageInfo per image, in order: the prompt and negative prompt as sampled (styles applied), the
+    image's own resolved seed and subseed, and its index in the job (`request.seed` may be -1)."""
 
 
 @hookspec

@@ -27,6 +27,7 @@ from webui.core.models.cache import ModelCache
 from webui.core.types import MAX_INIT_PIXELS, GeneratedImage, GenerationRequest, RequestError
 from webui.plugins import hookspecs
 from webui.plugins.descriptors import (
+    IMAGE_KINDS,
     Descriptor,
     ExtensionContext,
     Field,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from webui.core.config import AppConfig
-    from webui.core.extension_points import SubPass
+    from webui.core.extension_points import ImageInfo, SubPass
     from webui.core.models.components import Components
     from webui.core.sampling.loop import Hook, HookPoint, ModelCallState, ModelHook, StepState
 
@@ -175,6 +176,12 @@ class PluginHost:
             (e.name, d) for e in self.loaded if e.registry for d in e.registry.items if isinstance(d, kind)
         ]
 
+    def a1111_names(self, name: str) -> tuple[str, ...]:
+        """The names A1111 clients know this extension by: its own, then its manifest's `a1111_names`
+        (ADetailer for the detailer): `alwayson_scripts` keys and the prefixes of its root routes."""
+        ext = self._by_name.get(name)
+        return (name, *(ext.manifest.a1111_names if ext is not None and ext.manifest else ()))
+
     def ui_sections(self, tab: str | None = None) -> list[tuple[str, UiSection]]:
         return [(n, s) for n, s in self._registered(UiSection) if tab is None or tab in s.tabs]
 
@@ -267,6 +274,35 @@ class PluginHost:
                 where, f"the extension read them as a {type(result).__name__}, not field values"
             )
         return dict(result) if result is not None else None
+
+    def fields_from_infotext(self, params: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+        """{extension: {field: value}} that the extensions' `infotext_fields` hooks read from a parsed
+        infotext: values their fields cannot take (and image fields) are left out; an extension whose
+        hook raises or returns something else is logged and left out."""
+        out: dict[str, dict[str, Any]] = {}
+        for ext in self.loaded:
+            impl = ext.hooks.get("infotext_fields")
+            if impl is None:
+                continue
+            kwargs = {"params": dict(params), "context": ext.context}
+            try:
+                result = impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception as e:
+                log.warning("extension %s: infotext_fields failed: %s", ext.name, summarize(e, None))
+                continue
+            if not isinstance(result, Mapping):
+                continue
+            fields = {f.name: f for f in self.ui_fields(ext.name) if f.kind not in IMAGE_KINDS}
+            values: dict[str, Any] = {}
+            for key, value in result.items():
+                if key in fields:
+                    try:
+                        values[key] = fields[key].coerce(value, f"{ext.name}.{key}")
+                    except RequestError:
+                        continue
+            if values:
+                out[ext.name] = values
+        return out
 
     def args_for(self, name: str, request: GenerationRequest) -> dict[str, Any]:
         """This extension's field values for the request, defaults filled in."""
@@ -427,12 +463,18 @@ class PluginHost:
         return hook
 
     def after_decode(
-        self, request: GenerationRequest, images: list[Image.Image], sub_pass: SubPass | None = None
+        self,
+        request: GenerationRequest,
+        images: list[Image.Image],
+        sub_pass: SubPass | None = None,
+        info: Sequence[ImageInfo] = (),
     ) -> list[Image.Image]:
         from PIL import Image
 
         for ext in self.loaded:
-            called, result = self._call(ext, "after_decode", request, images=list(images), runner=sub_pass)
+            called, result = self._call(
+                ext, "after_decode", request, images=list(images), runner=sub_pass, image_info=list(info)
+            )
             if not called or result is None:
                 continue
             if not isinstance(result, list) or len(result) != len(images):

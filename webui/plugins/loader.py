@@ -34,6 +34,7 @@ PACKAGE_ROOT = "sfumato_extensions"
 HOOK_NAMES = (
     "register",
     "from_alwayson",
+    "infotext_fields",
     "request_received",
     "on_step",
     "before_model",

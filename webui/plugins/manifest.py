@@ -6,6 +6,8 @@
     api_version = "2.0"           # the webui.plugins.api version it was written for
     entry = "wildcards"           # module inside the folder (wildcards.py or wildcards/__init__.py)
     requirements = ["dynamicprompts==0.31.0"]   # for information: never installed automatically
+    a1111_names = ["Wildcards"]   # optional: what A1111 clients call it (alwayson_scripts keys,
+                                  # /<name>/... root routes), e.g. "ADetailer" for the detailer
 
 An extension written for API "M.m" loads when M is this host's major version and m is at most its
 minor version (minor versions only add to the API). API 2.0 only added to 1.0 (the before-model hook,
@@ -43,6 +45,7 @@ class Manifest:
     entry: str  # module: relative to `folder` for folder extensions, absolute for pip ones
     requirements: tuple[str, ...] = ()
     folder: Path | None = None
+    a1111_names: tuple[str, ...] = ()
     source: str = "builtin"  # builtin | user | pip
 
     @property
@@ -111,6 +114,9 @@ def parse_manifest(path: Path, source: str = "builtin", folder: Path | None = No
     requirements = data.get("requirements", [])
     if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
         raise ManifestError(f"{where}: requirements must be a list of strings")
+    a1111 = data.get("a1111_names", [])
+    if not isinstance(a1111, list) or not all(isinstance(n, str) and EXTENSION_NAME.match(n) for n in a1111):
+        raise ManifestError(f"{where}: a1111_names must be a list of names (letters, digits, _ or -)")
     return Manifest(
         name=name,
         version=_text(data, "version", where, "0"),
@@ -120,4 +126,5 @@ def parse_manifest(path: Path, source: str = "builtin", folder: Path | None = No
         requirements=tuple(requirements),
         folder=folder if folder is not None else path.parent,
         source=source,
+        a1111_names=tuple(a1111),
     )

@@ -36,6 +36,17 @@ def split_key(key: str) -> tuple[str, str] | None:
     return (extension, name) if extension and name else None
 
 
+def infotext_values(host: Any | None, text: str) -> dict[str, Any]:
+    """`{field key: value}` for the extension accordions from an image's infotext (each extension's
+    `infotext_fields` hook reads its own keys: PNG Info's "send to" and "reuse parameters")."""
+    if host is None or not text or not hasattr(host, "fields_from_infotext"):
+        return {}
+    from webui.core.outputs.infotext import parse_infotext
+
+    found = host.fields_from_infotext(parse_infotext(text))
+    return {field_key(ext, name): v for ext, values in found.items() for name, v in values.items()}
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
 

@@ -13,6 +13,7 @@ import gradio as gr
 
 from webui.ui import params
 from webui.ui.context import StudioContext
+from webui.ui.extension_sections import host_of, infotext_values
 
 
 def image_chunks(path: str | None) -> dict[str, str]:
@@ -61,6 +62,8 @@ def read_image(ctx: StudioContext, path: str | None) -> tuple[str, str, str, dic
     except OSError as e:
         return f"Cannot read this image: {e}", "", "", {}
     fmt, fields = params.from_chunks(chunks, find_model_for(ctx))
+    if fmt == "A1111 infotext":  # the extension accordions' values (ADetailer's keys, ...)
+        fields = {**fields, **infotext_values(host_of(ctx), chunks.get("parameters", ""))}
     main = chunks.get("parameters") or chunks.get("invokeai_metadata") or chunks.get("prompt") or ""
     others = "\n\n".join(f"[{k}]\n{_pretty(v)}" for k, v in chunks.items() if v != main)
     if not path:

@@ -17,6 +17,8 @@ from typing import Any
 import gradio as gr
 
 from webui.ui import params
+from webui.ui.extension_sections import PREFIX as EXT_PREFIX
+from webui.ui.extension_sections import host_of, infotext_values
 from webui.ui.img2img_tab import INPAINT_AREAS, MASKED_CONTENT, RESIZE_MODES
 from webui.ui.widgets import clamp_for, selected_index
 
@@ -27,7 +29,8 @@ SENT_WITH_IMAGE = (
 
 
 def tab_field_names(fields: Mapping[str, Any]) -> list[str]:
-    return [n for n in fields if not n.startswith("_")]
+    """The request's fields and the extension accordions' (`_ext.<extension>.<field>`)."""
+    return [n for n in fields if not n.startswith("_") or n.startswith(EXT_PREFIX)]
 
 
 def _ui_value(name: str, value: Any, component: Any) -> Any:
@@ -133,11 +136,10 @@ def wire_sendto(ctx: Any, runners: Mapping[str, Any], tabs: Any, pnginfo: Mappin
             continue  # Extras has no parameters to reuse
 
         def reuse(info: str, fields: Mapping[str, Any] = f) -> list[Any]:
-            return (
-                field_updates(fields, params.from_infotext(info or "", find_model))
-                if info
-                else [gr.skip()] * len(tab_field_names(fields))
-            )
+            if not info:
+                return [gr.skip()] * len(tab_field_names(fields))
+            values = {**params.from_infotext(info, find_model), **infotext_values(host_of(ctx), info)}
+            return field_updates(fields, values)
 
         f["_reuse"].click(reuse, f["_info"], [f[n] for n in tab_field_names(f)], **quiet)
 
