@@ -235,3 +235,28 @@ def test_progress_reports_the_callers_job(srv: Running) -> None:
         assert ben.post("/sdapi/v1/interrupt").json() == {}
         job = _wait_done(ben, job_id)
         assert job["state"] == "cancelled" and job["interrupted"]
+
+
+def test_deleting_a_finished_job_removes_its_images_and_its_record(srv: Running) -> None:
+    with _as(srv, "ann") as ann, _as(srv, "ben") as ben:
+        job_id = _submit(ann, {**FAST, "batch_size": 2})
+        done = _wait_done(ann, job_id)
+        info = srv.services.queue.get(job_id)
+        paths = [Path(info.images[n].path) for n in range(2)] + [Path(info.grid_path)]  # and the grid
+        assert done["state"] == "done" and all(p.is_file() for p in paths)
+        assert ben.delete(f"/api/v1/jobs/{job_id}").status_code == 404  # not ben's: not even seen
+        r = ann.delete(f"/api/v1/jobs/{job_id}")
+        assert r.status_code == 200 and r.json() == {"id": job_id, "deleted": True, "files_removed": 3}
+        assert not any(p.exists() for p in paths)
+        assert ann.get(f"/api/v1/jobs/{job_id}").status_code == 404
+        assert job_id not in [j["id"] for j in ann.get("/api/v1/jobs").json()["jobs"]]
+
+
+def test_a_job_that_is_not_finished_is_not_deleted(srv: Running) -> None:
+    with _as(srv, "ann") as ann:
+        job_id = _submit(ann, {**FAST, "steps": 150, "width": 256, "height": 256})
+        r = ann.delete(f"/api/v1/jobs/{job_id}")
+        assert r.status_code == 409 and "cancel it first" in r.json()["detail"]
+        ann.post(f"/api/v1/jobs/{job_id}/cancel")
+        assert _wait_done(ann, job_id)["state"] == "cancelled"
+        assert ann.delete(f"/api/v1/jobs/{job_id}").status_code == 200

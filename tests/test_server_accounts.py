@@ -156,6 +156,7 @@ VIEWER_MAY = {
     ("POST", "/api/v1/sessions/{session_id}/revoke"),
     ("POST", "/sdapi/v1/png-info"),
     ("POST", "/api/v1/jobs/{job_id}/cancel"),
+    ("DELETE", "/api/v1/jobs/{job_id}"),
     ("POST", "/api/v1/jobs/{job_id}/skip"),
     ("POST", "/sdapi/v1/interrupt"),
     ("POST", "/sdapi/v1/skip"),

@@ -52,7 +52,12 @@ log = logging.getLogger("sfumato.api")
 def _jobs_errors() -> dict[str, type[Exception]]:
     from webui.core import jobs
 
-    return {"full": jobs.QueueFull, "missing": jobs.JobNotFound, "denied": jobs.NotAllowed}
+    return {
+        "full": jobs.QueueFull,
+        "missing": jobs.JobNotFound,
+        "denied": jobs.NotAllowed,
+        "unfinished": jobs.NotFinished,
+    }
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -96,7 +101,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     errors = _jobs_errors()
-    statuses = {"full": 429, "missing": 404, "denied": 403}
+    statuses = {"full": 429, "missing": 404, "denied": 403, "unfinished": 409}
     for key, exc_type in errors.items():
 
         async def handler(_: Request, exc: Exception, status: int = statuses[key]) -> JSONResponse:

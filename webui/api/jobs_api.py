@@ -136,6 +136,15 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:
     async def get_job(job_id: str, request: Request) -> Any:
         return job_json(await waits.db(visible, request, job_id))
 
+    @router.delete("/jobs/{job_id}")
+    async def delete_job(job_id: str, request: Request) -> Any:
+        """A finished job of yours: its images are deleted from disk and it leaves the history (409 while
+        it is queued or running: cancel it first)."""
+        info = await waits.db(visible, request, job_id)
+        user, admin = caller(request, services)
+        removed = await waits.db(queue.delete, info.id, user, admin)
+        return {"id": info.id, "deleted": True, "files_removed": removed}
+
     @router.post("/jobs/{job_id}/cancel")
     async def cancel(job_id: str, request: Request) -> Any:
         info = await waits.db(visible, request, job_id)

@@ -11,6 +11,7 @@ from webui.core.jobs.info import (
     JobProgressInfo,
     JobState,
     NotAllowed,
+    NotFinished,
     QueueFull,
     check_access,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "JobQueue",
     "JobState",
     "NotAllowed",
+    "NotFinished",
     "QueueClosed",
     "QueueFull",
     "StoreError",

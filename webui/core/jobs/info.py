@@ -35,6 +35,10 @@ class NotAllowed(PermissionError):
     """The caller is neither the job's owner nor an admin (API: 403)."""
 
 
+class NotFinished(RuntimeError):
+    """The job is still queued or running; what was asked needs a finished one (API: 409)."""
+
+
 @dataclass(frozen=True)
 class JobProgressInfo:
     step: int = 0  # steps done in the current batch

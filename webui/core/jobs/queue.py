@@ -38,6 +38,7 @@ from webui.core.jobs.info import (
     JobNotFound,
     JobProgressInfo,
     JobState,
+    NotFinished,
     QueueFull,
     check_access,
 )
@@ -304,6 +305,21 @@ class JobQueue:
             self._announce_positions()
         return info
 
+    def delete(self, job_id: str, by: str, admin: bool = False) -> int:
+        """Delete a finished job of `by` (any job for an admin): its image and grid files (only those
+        inside the outputs or job folders), then its record. Returns how many files were removed.
+        Raises NotFinished for a job that is queued or running (cancel it first)."""
+        info = self.get(job_id)
+        check_access(info, by, admin)
+        if not info.state.finished:
+            raise NotFinished(f"job {job_id} is {info.state.value}: cancel it first")
+        files = [*info.images]
+        if info.grid_path:
+            files.append(JobImage(info.grid_path, -1, -1, ""))
+        removed = self._remove_files(files)
+        self._store.delete_finished(job_id)
+        return removed
+
     def skip(self, job_id: str, by: str, admin: bool = False) -> JobInfo:
         """Skip the current batch of a running job (the next batch runs). No effect on other states."""
         check_access(self.get(job_id), by, admin)
@@ -505,16 +521,20 @@ class JobQueue:
             job_id, state.value if kept else _SNAPSHOT_KIND[self.get(job_id).state], self.get(job_id)
         )
 
-    def _remove_files(self, images: Sequence[JobImage]) -> None:
-        """Delete the files of an earlier attempt's images (only inside the outputs or the job files)."""
+    def _remove_files(self, images: Sequence[JobImage]) -> int:
+        """Delete the files of images (only inside the outputs or the job files); how many went."""
         roots = [self.engine.config.outputs_dir.resolve(), self.files_dir.resolve()]
+        removed = 0
         for image in images:
             path = Path(image.path).resolve()
             if any(path.is_relative_to(root) for root in roots):
                 try:
-                    path.unlink(missing_ok=True)
+                    if path.is_file():
+                        path.unlink()
+                        removed += 1
                 except OSError as e:
-                    log.warning("cannot remove an earlier attempt's image %s: %s", path, e)
+                    log.warning("cannot remove the image %s: %s", path, e)
+        return removed
 
 
 class _Reporter:

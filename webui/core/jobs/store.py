@@ -360,6 +360,14 @@ class JobStore:
             cur = db.execute(sql, (*args, job_id, *held_args))
         return cur.rowcount == 1
 
+    def delete_finished(self, job_id: str) -> bool:
+        """Forget a finished (done, failed, cancelled) job. False if it is not finished or not there."""
+        with self._write() as db:
+            cur = db.execute(
+                "DELETE FROM jobs WHERE id=? AND state IN ('done', 'failed', 'cancelled')", (job_id,)
+            )
+        return cur.rowcount == 1
+
     def cancel_queued(self, job_id: str, now: float | None = None) -> bool:
         """queued -> cancelled. False if the job was not queued."""
         with self._write() as db:
