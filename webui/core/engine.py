@@ -39,6 +39,7 @@ from webui.core.sampling.loop import CancelToken, Hook, ModelHook, Stopped
 from webui.core.tasks import extras, hires, hires_networks, img2img_batch, txt2img_batch
 from webui.core.tasks.context import BatchContext
 from webui.core.tasks.images import cheap_preview
+from webui.core.tasks.vae_tiles import VaeTiling
 from webui.core.types import (
     GeneratedImage,
     GenerationRequest,
@@ -391,6 +392,7 @@ class Engine:
                 cancel=run.cancel,
                 preview_every=run.preview_every,
                 per_image=per_image(self.config.batch_mode, model.components.device),
+                vae_tiling=VaeTiling(self.config.tiled_vae),
                 churn=dict(
                     s_churn=request.s_churn,
                     s_tmin=request.s_tmin,
