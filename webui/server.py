@@ -115,9 +115,9 @@ def build_services(
         for ext in hooks.extensions():
             if ext.error:
                 log.warning("extension %s: %s (%s)", ext.name, ext.status, ext.error)
-    engine = Engine(config, manager, hooks)
-    db = db_path or jobs_db_path(config)
     settings = SettingsStore(config.settings_path)
+    engine = Engine(config, manager, hooks, settings=settings.get)
+    db = db_path or jobs_db_path(config)
     if settings.problem:
         log.warning("settings: %s", settings.problem)
     queue = JobQueue(
