@@ -20,6 +20,7 @@ caller's, see tasks.images).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,26 +120,27 @@ class _Stop(Exception):
 
 
 class _Norms:
-    """Hooks on the group norms of the tiled layers, so that they normalise with the whole picture's
+    """Takes the place of the group norms of the tiled layers, so that they normalise with the whole picture's
     statistics. A norm whose statistics are not known yet adds its input over the part of the tile the
     tile owns (`region`) to the picture's sums and stops the tile's run (`_Stop`): after one pass over the
     tiles its statistics are exact (the norms before it already used exact ones), and the next pass
-    measures the next norm. Hooks come off on exit (the VAE is shared)."""
+    measures the next norm. The norms' own forward comes back on exit (the VAE is shared: one job at a
+    time uses a loaded model)."""
 
     def __init__(self, modules: list[torch.nn.Module]) -> None:
         self.norms = [m for mod in modules for m in mod.modules() if isinstance(m, torch.nn.GroupNorm)]
         self.stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(norm) -> (mean, var) per group
         self.measuring: tuple[int, torch.Tensor] | None = None  # id(norm), (groups, 3): count, sum, squares
         self.region: _Region = (0.0, 1.0, 0.0, 1.0)
-        self._handles: list[Any] = []
 
     def __enter__(self) -> _Norms:
-        self._handles = [m.register_forward_hook(self._hook) for m in self.norms]
+        for norm in self.norms:  # this object's forward in place of the norm's own, for the tiled run
+            norm.forward = functools.partial(self._forward, norm)  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
+        for norm in self.norms:
+            del norm.forward
 
     def finish_pass(self) -> bool:
         """The measured norm's statistics from its sums; False when the pass met no unknown norm."""
@@ -151,11 +153,7 @@ class _Norms:
         self.measuring = None
         return True
 
-    def _hook(
-        self, norm: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor
-    ) -> torch.Tensor | None:
-        assert isinstance(norm, torch.nn.GroupNorm)
-        x = args[0]
+    def _forward(self, norm: torch.nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
         groups = norm.num_groups
         key = id(norm)
         if key not in self.stats:
@@ -167,13 +165,13 @@ class _Norms:
             self.measuring = (key, add if self.measuring is None else self.measuring[1] + add)
             raise _Stop
         mean, var = self.stats[key]
-        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
-        g = x.reshape(x.shape[0], groups, -1).float()
-        m = mean.to(x.device, torch.float32)[None, :, None]
-        v = var.to(x.device, torch.float32)[None, :, None]
-        y = ((g - m) * torch.rsqrt(v + norm.eps)).to(x.dtype).reshape(x.shape)
+        g = x.reshape(x.shape[0], groups, -1)
+        m = mean.to(x.device, x.dtype)[None, :, None]
+        scale = torch.rsqrt(var + norm.eps).to(x.device, x.dtype)[None, :, None]
+        y = (g - m).mul_(scale).reshape(x.shape)  # one new tensor, then in place
         if norm.affine:
-            y = y * norm.weight.view(shape) + norm.bias.view(shape)
+            shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+            y.mul_(norm.weight.view(shape)).add_(norm.bias.view(shape))
         return y
 
     def _owned(self, x: torch.Tensor) -> torch.Tensor:
