@@ -23,11 +23,11 @@ from webui.core.tasks.vae_tiles import VaeTiling, decode_tiled, encode_tiled
 from webui.core.types import Txt2ImgRequest
 from webui.flags import FlagError, build_parser
 
-SMALL_TILES = VaeTiling("on", tile=24, overlap=16)  # 192 px tiles: a 320 px picture is 3 x 3 tiles
+SMALL_TILES = VaeTiling("on", tile=24, overlap=16)  # 192 px tiles: a 256 px picture is 2 x 2 tiles
 BORDER = 32  # pixels left out at each edge (padding effects of the convolutions)
 
 
-def _picture(size: int = 320) -> torch.Tensor:
+def _picture(size: int = 256) -> torch.Tensor:
     """A smooth, varied (1, 3, size, size) picture in -1..1."""
     y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     return torch.stack([torch.sin(6 * x + 2 * y), torch.cos(5 * y), torch.sin(21 * x * y)])[None] * 0.8
@@ -61,8 +61,8 @@ def test_tiled_decode_matches_untiled_within_3_of_255(which: str, request: pytes
         tiled = decode(vae, z, SMALL_TILES)
     finally:
         handle.remove()
-    assert calls[0] == 9  # 3 x 3 tiles reached the last layer
-    assert tiled.shape == plain.shape == (1, 3, 320, 320)
+    assert calls[0] == 4  # 2 x 2 tiles reached the last layer
+    assert tiled.shape == plain.shape == (1, 3, 256, 256)
     diff = (_levels(tiled) - _levels(plain)).abs()
     assert diff.max() <= 3, f"max {diff.max()}"
     assert (_levels(plain).std() > 20).item()  # a picture, not a flat field the test would pass on anyway
@@ -98,7 +98,7 @@ def test_tiled_encode_matches_untiled(which: str, request: pytest.FixtureRequest
     x = _picture()
     plain = vae.encode(x).latent_dist.mode()
     tiled = encode_tiled(vae, x, SMALL_TILES)
-    assert tiled.shape == plain.shape == (1, vae.config.latent_channels, 40, 40)
+    assert tiled.shape == plain.shape == (1, vae.config.latent_channels, 32, 32)
     inner = (tiled - plain)[..., 4:-4, 4:-4].abs().max()
     assert inner <= 0.01 * plain.abs().max()
     decoded = (_levels(vae.decode(tiled).sample) - _levels(vae.decode(plain).sample)).abs()
