@@ -64,8 +64,8 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
         "--tiled-vae",
         choices=["auto", "on", "off"],
         default="auto",
-        help="run the VAE in overlapping tiles (the memory of one 512 px tile, blended seams, a few times "
-        "the compute): 'auto' tiles pictures with a side over 2048 px and those an untiled VAE pass is "
+        help="run the VAE in overlapping tiles (the memory of one 512 px tile, blended seams, several times "
+        "the VAE's compute): 'auto' tiles pictures with a side over 2048 px and those an untiled VAE pass is "
         "estimated not to fit in free memory, and retries a GPU decode that runs out of memory in tiles; "
         "'on' always; 'off' never",
     )
