@@ -60,6 +60,15 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
         "image i matches a single run within 2/255), 'per-image' (one call per image: bit-identical to "
         "single runs), 'auto' (batched on a GPU, per-image on the CPU)",
     )
+    dev.add_argument(
+        "--tiled-vae",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="run the VAE in overlapping tiles (the memory of one 512 px tile, blended seams, several times "
+        "the VAE's compute): 'auto' tiles pictures with a side over 2048 px and those an untiled VAE pass is "
+        "estimated not to fit in free memory, and retries a GPU decode that runs out of memory in tiles; "
+        "'on' always; 'off' never",
+    )
     dev.add_argument("--skip-torch-cuda-test", action="store_true", help="start without a GPU")
     dev.add_argument("--model-cache-gb", type=float, default=None, help="RAM for recently used models (GiB)")
 

@@ -156,10 +156,10 @@ def build_services(
         for ext in hooks.extensions():
             if ext.error:
                 log.warning("extension %s: %s (%s)", ext.name, ext.status, ext.error)
-    engine = Engine(config, manager, hooks)
+    settings = SettingsStore(config.settings_path)
+    engine = Engine(config, manager, hooks, settings=settings.get)
     workers = worker_engines(config, engine, hooks, options)
     db = db_path or jobs_db_path(config)
-    settings = SettingsStore(config.settings_path)
     if settings.problem:
         log.warning("settings: %s", settings.problem)
     if isinstance(hooks, PluginHost):
@@ -191,7 +191,7 @@ def worker_engines(config: AppConfig, engine: Engine, hooks: Any, options: Serve
             continue
         manager = ModelManager(config, precision, load_lock=engine.manager.load_lock)  # one load at a time
         manager.refresh()
-        engines.append(Engine(config, manager, hooks))
+        engines.append(Engine(config, manager, hooks, settings=engine.settings))
     if len(engines) > 1:
         log.info("job workers: %s", ", ".join(e.manager.precision.device for e in engines))
     return engines

@@ -165,8 +165,8 @@ _HARMLESS_SETTINGS = frozenset(
         "jpeg_quality", "webp_lossless", "export_for_4chan", "enable_pnginfo", "save_txt",
         "save_to_dirs", "grid_save_to_dirs", "use_save_to_dirs_for_ui", "directories_filename_pattern",
         "samples_filename_pattern", "show_progressbar", "live_previews_enable", "show_progress_every_n_steps",
-        "live_preview_content", "return_grid", "do_not_show_images", "sd_checkpoint_cache",
-        "sd_vae_checkpoint_cache", "enable_emphasis", "save_init_img", "return_mask",
+        "show_progress_type", "live_preview_content", "return_grid", "do_not_show_images",
+        "sd_checkpoint_cache", "sd_vae_checkpoint_cache", "enable_emphasis", "save_init_img", "return_mask",
         "return_mask_composite", "img2img_color_correction",
     }
 )  # fmt: skip

@@ -40,6 +40,7 @@ class AppConfig:
     api: bool = False
     text_encoder_dirs: tuple[Path, ...] = ()  # SD3/Flux text encoders kept apart (clip_l, clip_g, t5xxl)
     batch_mode: str = "auto"  # auto | batched | per-image: how the denoiser sees a batch (devices.per_image)
+    tiled_vae: str = "auto"  # auto | on | off: when the VAE works in tiles (tasks.vae_tiles)
 
     @property
     def models_dir(self) -> Path:
@@ -94,6 +95,7 @@ class AppConfig:
             no_half=ns.no_half,
             no_half_vae=ns.no_half_vae,
             batch_mode=getattr(ns, "batch_mode", "auto"),
+            tiled_vae=getattr(ns, "tiled_vae", "auto"),
             model_cache_bytes=int(cache_gb * 2**30),
             listen=ns.listen,
             server_name=ns.server_name,

@@ -14,7 +14,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import torch
 
 from webui.core import families
 from webui.core.config import AppConfig
@@ -38,7 +40,9 @@ from webui.core.sampling.catalog import ExtraSampler, SamplerCatalog
 from webui.core.sampling.loop import CancelToken, Hook, ModelHook, Stopped
 from webui.core.tasks import extras, hires, hires_networks, img2img_batch, sub_pass, txt2img_batch
 from webui.core.tasks.context import BatchContext
-from webui.core.tasks.images import cheap_preview
+from webui.core.tasks.previews import DEFAULT as DEFAULT_PREVIEW
+from webui.core.tasks.previews import PREVIEW_TYPES, Previews
+from webui.core.tasks.vae_tiles import VaeTiling
 from webui.core.types import (
     GeneratedImage,
     GenerationRequest,
@@ -140,9 +144,17 @@ class Engine:
     """Runs requests. `hooks` are the extensions' entry points (see webui.core.extension_points)."""
 
     def __init__(
-        self, config: AppConfig, manager: ModelManager | None = None, hooks: EngineHooks = NO_HOOKS
+        self,
+        config: AppConfig,
+        manager: ModelManager | None = None,
+        hooks: EngineHooks = NO_HOOKS,
+        settings: Callable[[str], Any] | None = None,
     ) -> None:
+        """`settings` reads a stored setting by key as a run starts (the live preview method); without
+        it the defaults apply."""
         self.config = config
+        self.settings = settings
+        self.previews = Previews(config.models_dir / "VAE-approx")
         self.hooks = hooks
         self.manager = manager or ModelManager(config, choose_precision(config))
         if manager is None:
@@ -394,6 +406,7 @@ class Engine:
                 cancel=run.cancel,
                 preview_every=run.preview_every,
                 per_image=per_image(self.config.batch_mode, model.components.device),
+                vae_tiling=VaeTiling(self.config.tiled_vae),
                 churn=dict(
                     s_churn=request.s_churn,
                     s_tmin=request.s_tmin,
@@ -472,13 +485,15 @@ class Engine:
             grid = opts.save(grid_image, f"{kind}-grids", images[0].seed, images[0].infotext, grid=True)
         return result(grid=grid)
 
-    @staticmethod
-    def _reporter(run: _Run, model: LoadedModel, b: int) -> Callable[[int, int, float, object], None]:
-        latent = families.of(model.components).latent
+    def _reporter(self, run: _Run, model: LoadedModel, b: int) -> Callable[[int, int, float, object], None]:
+        kind = self.settings("show_progress_type") if self.settings is not None else None
+        kind = kind if kind in PREVIEW_TYPES else DEFAULT_PREVIEW
 
         def report(step: int, total: int, eta: float, latents: object) -> None:
             if run.progress is not None:
-                preview = cheap_preview(latents, latent) if latents is not None else None  # type: ignore[arg-type]
+                preview = None
+                if isinstance(latents, torch.Tensor):
+                    preview = self.previews.make(latents, model.components, kind)
                 run.progress(JobProgress(b + 1, run.request.n_iter, step, total, eta, preview))
 
         return report

@@ -139,6 +139,13 @@ SPECS: Mapping[str, SettingSpec] = _specs(
     SettingSpec("live_previews_enable", True, bool, "Show live previews of the created image"),
     SettingSpec("show_progress_every_n_steps", 10, int, "Live preview every N steps", check=_between(-1, 32)),
     SettingSpec(
+        "show_progress_type",
+        "Approx cheap",
+        str,
+        "Live preview method: Approx cheap (latent colours), TAESD (models/VAE-approx), Full (the VAE)",
+        check=_one_of("Full", "Approx NN", "Approx cheap", "TAESD"),
+    ),
+    SettingSpec(
         "initial_noise_multiplier", 1.0, float, "Noise multiplier for img2img", check=_between(0, 1.5)
     ),
 )

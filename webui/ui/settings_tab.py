@@ -24,7 +24,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_grids",
         "outdir_txt2img_grids", "outdir_img2img_grids",
     ),
-    "Live previews": ("live_previews_enable", "show_progress_every_n_steps"),
+    "Live previews": ("live_previews_enable", "show_progress_every_n_steps", "show_progress_type"),
     "Stable Diffusion (defaults)": (
         "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "initial_noise_multiplier",
     ),

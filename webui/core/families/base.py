@@ -50,6 +50,7 @@ class LatentFormat:
     preview_rgb: tuple[RGB, ...] = ()  # one row per channel: a least-squares map to RGB in -1..1
     preview_bias: RGB | None = None
     size_multiple: int = 8  # pixel sizes must be multiples of this (a patchifying denoiser: 8 x patch)
+    taesd: str = ""  # the tiny autoencoder of this latent space, as people name it (models/VAE-approx/)
 
     def shape(self, width: int, height: int) -> tuple[int, int, int]:
         """(channels, h, w) of one image's latents."""

@@ -50,6 +50,7 @@ LATENT = LatentFormat(
         (-0.1262, -0.0982, -0.0778),
     ),
     preview_bias=(-0.0329, -0.0718, -0.0851),
+    taesd="taef1",
 )
 
 # The official scheduler configs (shared/reference/model-families/flux*/scheduler)

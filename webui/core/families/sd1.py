@@ -28,6 +28,7 @@ LATENT = LatentFormat(
         (-0.158, 0.189, 0.264),
         (-0.184, -0.271, -0.473),
     ),
+    taesd="taesd",
 )
 
 SD1 = Family(

@@ -57,6 +57,7 @@ LATENT = LatentFormat(
         (-0.1418, -0.1457, -0.1259),
     ),
     preview_bias=(0.2394, 0.2135, 0.1925),
+    taesd="taesd3",
 )
 
 

@@ -29,6 +29,7 @@ LATENT = LatentFormat(
         (-0.3165, -0.2492, -0.2188),
     ),
     preview_bias=(0.1084, -0.0175, -0.0011),
+    taesd="taesdxl",
 )
 _BIG_G = TextEncoder("text_encoder_2", "tokenizer_2", OPENCLIP_PAD, "openclip", OPENCLIP_KEYS, pooled=True)
 _XL_SIZE = Defaults(width=1024, height=1024)

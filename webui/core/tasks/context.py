@@ -19,6 +19,7 @@ from webui.core.prompts.conditioning import ScheduledConditioning
 from webui.core.sampling.catalog import BUILTIN, SamplerCatalog
 from webui.core.sampling.loop import CancelToken, Hook, ModelHook, Progress, ProgressCallback, Stopped
 from webui.core.tasks.images import decode, to_pil
+from webui.core.tasks.vae_tiles import AUTO, VaeTiling
 
 # (steps done in the whole batch, steps in the whole batch, ETA of this pass, latents for a preview)
 StepReport = Callable[[int, int, float, torch.Tensor | None], None]
@@ -39,6 +40,7 @@ class BatchContext:
     cancel: CancelToken | None = None
     preview_every: int = 0
     per_image: bool = True  # the model sees one image at a time (see sampling.loop.predict)
+    vae_tiling: VaeTiling = AUTO  # when the VAE works in tiles (`--tiled-vae`)
     churn: Mapping[str, float] = field(default_factory=dict)
     upscalers: Mapping[str, Callable[[Image.Image, int, int], Image.Image]] = field(default_factory=dict)
     samplers: SamplerCatalog = BUILTIN  # makes the schedulers (built-in and extension samplers)
@@ -71,10 +73,12 @@ class BatchContext:
         )
 
 
-def decode_each(parts: Components, latents: torch.Tensor, per_image: bool = True) -> list[Image.Image]:
+def decode_each(
+    parts: Components, latents: torch.Tensor, per_image: bool = True, tiling: VaeTiling = AUTO
+) -> list[Image.Image]:
     """Decode image by image (a batch decodes bit-identically to single runs), or the batch at once
-    (`per_image` False: the batched mode on accelerators)."""
+    (`per_image` False: the batched mode on accelerators); large pictures in tiles (`tiling`)."""
     if not per_image:
-        return to_pil(decode(parts.vae, latents))
-    decoded = torch.cat([decode(parts.vae, latents[i : i + 1]) for i in range(latents.shape[0])])
+        return to_pil(decode(parts.vae, latents, tiling))
+    decoded = torch.cat([decode(parts.vae, latents[i : i + 1], tiling) for i in range(latents.shape[0])])
     return to_pil(decoded)

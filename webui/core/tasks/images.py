@@ -12,6 +12,7 @@ from PIL import Image
 
 from webui.core.families.base import LatentFormat
 from webui.core.models.components import Components
+from webui.core.tasks.vae_tiles import AUTO, VaeTiling, decode_tiled, downscale, encode_tiled
 
 
 def to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
@@ -21,20 +22,24 @@ def to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_init(parts: Components, images: Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+def encode_init(
+    parts: Components, images: Sequence[Image.Image] | torch.Tensor, tiling: VaeTiling = AUTO
+) -> torch.Tensor:
     """Images (PIL, or a (B, 3, H, W) tensor in -1..1) to scaled latents in the UNet's device/dtype.
 
     The mode of the VAE's latent distribution is taken (deterministic, the best round trip; A1111 and
     diffusers sample it, which adds noise of the order of the distribution's tiny std). One image per
-    VAE call, so an image's latents do not depend on its batch.
+    VAE call, so an image's latents do not depend on its batch; large pictures in tiles (`tiling`).
     """
     x = images if isinstance(images, torch.Tensor) else to_tensor(images)
     vae = parts.vae
     p = next(vae.parameters())
     shift = getattr(vae.config, "shift_factor", None)
+    tiled = tiling.wanted(vae, x.shape[-1], x.shape[-2])
     out = []
     for i in range(x.shape[0]):
-        z = vae.encode(x[i : i + 1].to(device=p.device, dtype=p.dtype)).latent_dist.mode()
+        one = x[i : i + 1].to(device=p.device, dtype=p.dtype)
+        z = encode_tiled(vae, one, tiling) if tiled else vae.encode(one).latent_dist.mode()
         if shift:
             z = z - shift
         out.append(z * vae.config.scaling_factor)
@@ -49,13 +54,23 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 
 @torch.no_grad()
-def decode(vae: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Latents (B, C, h, w) to images (B, 3, H, W) in -1..1 (the VAE's scale and shift undone)."""
+def decode(vae: Any, latents: torch.Tensor, tiling: VaeTiling = AUTO) -> torch.Tensor:
+    """Latents (B, C, h, w) to images (B, 3, H, W) in -1..1 (the VAE's scale and shift undone); large
+    pictures in tiles (`tiling`), and in "auto" a decode that runs out of GPU memory is tiled."""
     z = latents.to(next(vae.parameters()).dtype) / vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None)
     if shift:
         z = z + shift
-    out: torch.Tensor = vae.decode(z, return_dict=False)[0]
+    f = downscale(vae)
+    if tiling.wanted(vae, z.shape[-1] * f, z.shape[-2] * f):
+        return decode_tiled(vae, z, tiling)
+    try:
+        out: torch.Tensor = vae.decode(z, return_dict=False)[0]
+    except torch.OutOfMemoryError:
+        if tiling.mode != "auto":
+            raise
+        torch.cuda.empty_cache()
+        return decode_tiled(vae, z, tiling)
     return out
 
 

@@ -109,7 +109,7 @@ def make_batch(
     sources = [inputs.images[(first_index + i) % len(inputs.images)] for i in range(len(seeds))]
     prepared = [_prepare(request, inputs, img) for img in sources]
     family = families.of(parts)
-    init = encode_init(parts, [p.image for p in prepared])
+    init = encode_init(parts, [p.image for p in prepared], ctx.vae_tiling)
     if request.resize_mode == LATENT_UPSCALE:
         init = resize_latents(init, inputs.width, inputs.height, family.latent.downscale)
     shape = family.latent.shape(inputs.width, inputs.height)
@@ -169,7 +169,7 @@ def make_batch(
         stopped, latents = stop, stop.best  # finished like a whole picture: pasted back, corrected
     pictures = [
         finish_image(p, pic)
-        for p, pic in zip(prepared, decode_each(parts, latents, ctx.per_image), strict=True)
+        for p, pic in zip(prepared, decode_each(parts, latents, ctx.per_image, ctx.vae_tiling), strict=True)
     ]
     params = [
         infotext_params(request, src, only_masked_used=p.box is not None)

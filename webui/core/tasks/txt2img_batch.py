@@ -86,7 +86,7 @@ def _make_batch(
         **ctx.loop_args(0, total),
     )
     if not request.enable_hr:
-        return decode_each(parts, latents, ctx.per_image)
+        return decode_each(parts, latents, ctx.per_image, ctx.vae_tiling)
     return _second_pass(ctx, request, seeds, subseeds, latents, total)
 
 
@@ -108,9 +108,9 @@ def _second_pass(
         by_extension = ctx.upscalers.get(request.hr_upscaler)
         pictures = [
             by_extension(p, *size) if by_extension else hires.upscale_image(p, request.hr_upscaler, target)
-            for p in decode_each(parts, latents, ctx.per_image)
+            for p in decode_each(parts, latents, ctx.per_image, ctx.vae_tiling)
         ]
-        init = hires.truncate(encode_init(parts, pictures), target)
+        init = hires.truncate(encode_init(parts, pictures, ctx.vae_tiling), target)
     h, w = target.latent_size
     shape = (family.latent.channels, h, w)
     noise = noise_mod.initial_noise(shape, seeds, subseeds, request.subseed_strength)
@@ -144,4 +144,4 @@ def _second_pass(
             churn=ctx.churn,
             **ctx.loop_args(request.steps, total),
         )
-    return decode_each(parts, out, ctx.per_image)
+    return decode_each(parts, out, ctx.per_image, ctx.vae_tiling)

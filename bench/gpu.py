@@ -1,0 +1,319 @@
+"""Our engine against diffusers' own pipeline on the same modules: batch 1 and batch 8, side by side.
+
+    python bench/gpu.py [--smoke] [--models sd15,sdxl,flux] [--batches 1,8] [--repeats 3] [--work DIR]
+                        [--flux-depth 1]
+
+For each model it runs txt2img through the public path, `Engine(...).run(Txt2ImgRequest(batch_size=B))`,
+and the matching diffusers pipeline (StableDiffusionPipeline, StableDiffusionXLPipeline, FluxPipeline)
+built from the very module objects the engine holds, with the same sampler (Euler), size, steps and
+guidance; warm-up first, then alternating runs, medians. Printed per model and batch size: seconds per
+batch, images/s and it/s (steps per second of the whole batch) for each, the time ratio ours/theirs, and
+on CUDA the peak GPU memory of each (torch.cuda.max_memory_allocated).
+
+Models: random-weight files of the real shapes, written once into `--work` (default
+bench/results/gpu): SD1.5 (512 px, 20 steps; bench/load.py's file), SDXL (1024 px, 20 steps) and
+Flux.1 dev (1024 px, 20 steps; bf16, its transformer's depth scaled by `--flux-depth` when a full 24 GB
+file would not fit). `--smoke` runs the tiny demo models instead (64 px, 2 steps, one repeat) on whatever
+device there is, so CI proves the script runs: its figures measure nothing but overhead.
+
+Targets (issue 17, on an H100/H200-class GPU): batch-8 ratio <= 1.05. The engine batches on a GPU
+(`--batch-mode auto`) and goes image by image on the CPU, so on the CPU batch 8 costs ~8x batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from webui import offline  # noqa: E402
+
+offline.apply()
+
+PROMPT = "a watercolor painting of a lighthouse at dusk, soft light"
+SEED = 1234
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class Model:
+    key: str  # sd15 | sdxl | flux
+    label: str
+    demo: str  # the --demo-model name standing in for it in --smoke
+    size: int
+    steps: int
+    cfg: float
+
+
+MODELS = {
+    "sd15": Model("sd15", "SD1.5", "sd1", 512, 20, 7.0),
+    "sdxl": Model("sdxl", "SDXL", "sdxl", 1024, 20, 7.0),
+    "flux": Model("flux", "Flux.1 dev", "flux", 1024, 20, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    batch: int
+    steps: int
+    ours: float
+    theirs: float
+    vram_ours: int | None
+    vram_theirs: int | None
+
+
+# ---- random-weight files of the real shapes ---------------------------------------------------------
+
+
+def _full_sdxl() -> Any:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from webui.core.models.configs import load_component_config
+    from webui.core.models.tiny import TinyModel
+
+    def text(name: str) -> Any:
+        return CLIPTextConfig(
+            **{k: v for k, v in load_component_config("sdxl", name).items() if k != "architectures"}
+        )
+
+    return TinyModel(
+        arch="sdxl",
+        unet=UNet2DConditionModel.from_config(load_component_config("sdxl", "unet")).eval(),
+        vae=AutoencoderKL.from_config(load_component_config("sdxl", "vae")).eval(),
+        text_encoder=CLIPTextModel(text("text_encoder")).eval(),
+        text_encoder_2=CLIPTextModelWithProjection(text("text_encoder_2")).eval(),
+        scheduler_config=load_component_config("sdxl", "scheduler"),
+    )
+
+
+def _full_flux(depth: float) -> Any:
+    import torch
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from flow_sizes import official_config
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from webui.core.models.configs import load_component_config
+    from webui.core.models.tiny_flow import SCHEDULERS, TinyFlowModel
+
+    clip = {k: v for k, v in load_component_config("sd1", "text_encoder").items() if k != "architectures"}
+    t5 = T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                  feed_forward_proj="gated-gelu", is_encoder_decoder=False)  # fmt: skip  # T5-XXL encoder
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+        use_post_quant_conv=False, force_upcast=True, sample_size=1024,
+    )  # fmt: skip
+    modules = [
+        FluxTransformer2DModel(**official_config("flux-dev", depth)),
+        vae,
+        CLIPTextModel(CLIPTextConfig(**clip)),
+        T5EncoderModel(t5),
+    ]
+    for m in modules:
+        m.to(torch.bfloat16).eval()
+    transformer, vae, clip_l, t5_model = modules
+    return TinyFlowModel("flux-dev", transformer, vae, clip_l, None, t5_model, dict(SCHEDULERS["flux-dev"]))
+
+
+def write_model(model: Model, folder: Path, smoke: bool, work: Path, flux_depth: float) -> str:
+    """Puts the model's file in `folder` (a data folder's models/Stable-diffusion); its name there."""
+    from webui.core.models.demo import write_demo
+
+    if smoke:
+        return write_demo(folder.parents[1] / "models", model.demo).stem
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{model.key}-size-random.safetensors"
+    if not path.exists():
+        print(f"writing a {model.label}-size random-weight file (once) to {path} ...", flush=True)
+        if model.key == "sd15":
+            from load import full_size_sd1
+
+            from webui.core.models.tiny import save_single_file
+
+            save_single_file(full_size_sd1(), path)  # type: ignore[arg-type]
+        elif model.key == "sdxl":
+            from webui.core.models.tiny import save_single_file
+
+            save_single_file(_full_sdxl(), path)
+        else:
+            from webui.core.models.tiny_flow import save, single_file
+
+            save(single_file(_full_flux(flux_depth), "comfy"), path)
+    (folder / path.name).symlink_to(path.resolve())
+    return path.stem
+
+
+# ---- the two sides ----------------------------------------------------------------------------------
+
+
+def _pipeline(parts: Any) -> Any:
+    import diffusers
+
+    from webui.core import families
+
+    fam = families.of(parts)
+    if fam.pipeline_class == "FluxPipeline":
+        scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(parts.scheduler_config)
+        pipe = diffusers.FluxPipeline(
+            scheduler, parts.vae, parts.text_encoder, parts.tokenizer, parts.text_encoder_3,
+            parts.tokenizer_3, parts.transformer,
+        )  # fmt: skip
+    else:
+        scheduler = diffusers.EulerDiscreteScheduler.from_config(parts.scheduler_config)
+        common = dict(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                      unet=parts.unet, scheduler=scheduler)  # fmt: skip
+        if parts.text_encoder_2 is not None:
+            pipe = diffusers.StableDiffusionXLPipeline(
+                text_encoder_2=parts.text_encoder_2, tokenizer_2=parts.tokenizer_2, **common
+            )
+        else:
+            pipe = diffusers.StableDiffusionPipeline(
+                safety_checker=None, feature_extractor=None, requires_safety_checker=False, **common
+            )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _measure(fn: Callable[[], Any], cuda: bool) -> tuple[float, int | None]:
+    import torch
+
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return seconds, (torch.cuda.max_memory_allocated() if cuda else None)
+
+
+def run_model(model: Model, args: argparse.Namespace, size: int, steps: int, repeats: int) -> list[Row]:
+    import torch
+
+    from webui.core.config import AppConfig
+    from webui.core.engine import Engine
+    from webui.core.types import Txt2ImgRequest
+
+    cuda = torch.cuda.is_available()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sfumato-gpu-") as tmp:
+        data = Path(tmp)
+        folder = data / "models" / "Stable-diffusion"
+        folder.mkdir(parents=True)
+        name = write_model(model, folder, args.smoke, args.work, args.flux_depth)
+        engine = Engine(AppConfig.for_data_dir(data))
+        flux = model.key == "flux"
+        with engine.manager.acquire(name) as loaded:
+            pipe = _pipeline(loaded.components)
+            for batch in args.batches:
+                request = Txt2ImgRequest(
+                    prompt=PROMPT, negative_prompt="" if flux else "blurry", checkpoint=name, width=size,
+                    height=size, steps=steps, seed=SEED, cfg_scale=model.cfg, sampler_name="Euler",
+                    scheduler="Simple" if flux else "Automatic", batch_size=batch, save_images=False,
+                    **({"distilled_cfg_scale": 3.5} if flux else {}),
+                )  # fmt: skip
+                call: dict[str, Any] = dict(
+                    prompt=PROMPT, height=size, width=size, num_inference_steps=steps,
+                    num_images_per_prompt=batch, generator=torch.Generator("cpu").manual_seed(SEED),
+                    guidance_scale=3.5 if flux else model.cfg,
+                )  # fmt: skip
+                if not flux:
+                    call["negative_prompt"] = "blurry"
+
+                def ours(r: Txt2ImgRequest = request) -> Any:
+                    return engine.run(r)
+
+                def theirs(c: dict[str, Any] = call) -> Any:
+                    return pipe(**c)
+
+                ours(), theirs()  # warm-up
+                times: dict[str, list[float]] = {"ours": [], "theirs": []}
+                peaks: dict[str, int | None] = {"ours": None, "theirs": None}
+                for _ in range(repeats):
+                    for side, fn in (("ours", ours), ("theirs", theirs)):
+                        seconds, peak = _measure(fn, cuda)
+                        times[side].append(seconds)
+                        if peak is not None:
+                            peaks[side] = max(peaks[side] or 0, peak)
+                rows.append(
+                    Row(model.label, batch, steps, statistics.median(times["ours"]),
+                        statistics.median(times["theirs"]), peaks["ours"], peaks["theirs"])
+                )  # fmt: skip
+                print(f"  {model.label} batch {batch}: done", file=sys.stderr, flush=True)
+    return rows
+
+
+# ---- output -----------------------------------------------------------------------------------------
+
+HEADER = (
+    f"{'model':<11}{'batch':>6}{'ours s':>9}{'img/s':>8}{'it/s':>8}"
+    f"{'diffusers s':>13}{'img/s':>8}{'it/s':>8}{'ratio':>7}{'VRAM ours':>11}{'VRAM diff.':>11}"
+)
+
+
+def format_row(r: Row) -> str:
+    def vram(b: int | None) -> str:
+        return f"{b / GiB:.2f} GiB" if b is not None else "-"
+
+    return (
+        f"{r.model:<11}{r.batch:>6}{r.ours:>9.3f}{r.batch / r.ours:>8.2f}{r.steps / r.ours:>8.2f}"
+        f"{r.theirs:>13.3f}{r.batch / r.theirs:>8.2f}{r.steps / r.theirs:>8.2f}{r.ours / r.theirs:>7.2f}"
+        f"{vram(r.vram_ours):>11}{vram(r.vram_theirs):>11}"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="the tiny demo models, 64 px, 2 steps, one repeat")
+    p.add_argument("--models", default="sd15,sdxl,flux", help="comma-separated: sd15, sdxl, flux")
+    p.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--work", type=Path, default=ROOT / "bench" / "results" / "gpu", help="where files are kept"
+    )
+    p.add_argument("--flux-depth", type=float, default=1.0, help="fraction of Flux's blocks (full width)")
+    args = p.parse_args()
+    keys = [k.strip() for k in args.models.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in MODELS]
+    if unknown:
+        p.error(f"--models: unknown {', '.join(unknown)}; valid: {', '.join(MODELS)}")
+
+    try:
+        args.batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        p.error(f"--batches: whole numbers separated by commas, got {args.batches!r}")
+    if not args.batches or min(args.batches) < 1:
+        p.error("--batches: each batch size must be at least 1")
+
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (no CUDA)"
+    kind = "smoke: tiny demo models, 64 px, 2 steps" if args.smoke else "random weights of the real shapes"
+    print(f"bench/gpu.py on {device}, torch {torch.__version__}; {kind}", flush=True)
+    rows = []
+    for key in keys:
+        m = MODELS[key]
+        size, steps, repeats = (64, 2, 1) if args.smoke else (m.size, m.steps, args.repeats)
+        rows += run_model(m, args, size, steps, repeats)
+    print(HEADER)
+    for r in rows:
+        print(format_row(r))
+    print("ratio: our seconds / diffusers' seconds for the same batch (target on a GPU: <= 1.05 at batch 8)")
+
+
+if __name__ == "__main__":
+    main()
