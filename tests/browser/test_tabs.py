@@ -193,3 +193,38 @@ def test_every_visible_button_has_a_name_a_screen_reader_can_say(
     page.wait_for_function(f"{UNNAMED_BUTTONS}.length === 0", timeout=10_000)
     reuse = page.locator(f"#{tab.lower()}_reuse_seed")
     assert reuse.get_attribute("title") == "Reuse the seed of the selected image"
+
+
+def test_history_rows_open_their_images_with_the_result_actions(studio: RunningStudio, browser: Any) -> None:
+    page = open_studio(browser, studio.url)
+    for prompt, seed in (("an old oak", 501), ("a red kite", 502)):
+        page.fill("#txt2img_prompt textarea", prompt)
+        for elem, value in (("txt2img_steps", 2), ("txt2img_width", 64), ("txt2img_height", 64),
+                            ("txt2img_seed", seed)):  # fmt: skip
+            set_number(page, elem, value)
+        assert generate(page, "txt2img").startswith("Done")
+    _tab(page, "History")
+    rows = "document.querySelectorAll('#history_table [role=gridcell][data-col=\"0\"]').length"
+    page.wait_for_function(f"{rows} >= 2")
+    page.click("#history_table [data-testid='cell-0-4']")  # the newest row: the kite
+    page.wait_for_function("document.querySelectorAll('#history_gallery img').length === 1")
+    wait_value(page, "#history_info", "a red kite")
+    assert "Seed: 502" in page.input_value("#history_info textarea")
+
+    page.click("#history_reuse")  # the job's parameters back in txt2img
+    page.locator("button[role=tab][aria-selected=true]:has-text('txt2img')").wait_for()
+    wait_value(page, "#txt2img_prompt", "a red kite", exact=True)
+    wait_value(page, "#txt2img_seed", "502", exact=True)
+
+    _tab(page, "History")
+    page.click("#history_table [data-testid='cell-0-4']")
+    page.wait_for_function("document.querySelectorAll('#history_gallery img').length === 1")
+    job = next(j for j in studio.services.queue.list(limit=50) if j.request.get("prompt") == "a red kite")
+    path = Path(job.images[0].path)
+    assert path.is_file()
+    page.click("#history_delete")  # asks first
+    page.locator("#history_confirm").wait_for(state="visible")
+    page.click("#history_delete_confirm")
+    page.wait_for_function("document.querySelector('#history_status').innerText.includes('Deleted job')")
+    assert not path.exists()
+    assert all(j.id != job.id for j in studio.services.queue.list(limit=50))

@@ -169,10 +169,10 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
             if "prompt" in runner.fields:  # the generation tabs (not Extras)
                 widgets.wire_common(ctx, runner.fields)
         sendto.wire_sendto(ctx, runners, tabs, pnginfo)
+        history_tab.wire_history_actions(ctx, history, runners, tabs)
         history_tab_block.select(
-            history["_load"], None, [history["_table"], history["_gallery"]], concurrency_limit=None,
-            api_visibility="private",
-        )  # fmt: skip
+            history["_load"], None, history["_view"], concurrency_limit=None, api_visibility="private"
+        )
 
         ctx.page_load.wire(blocks)
         _wire_reattach(ctx, blocks, runners, job_state, tabs)
