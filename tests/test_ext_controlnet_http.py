@@ -221,3 +221,57 @@ def test_native_jobs_take_the_accordion_fields(c: httpx.Client, titles: dict[str
     }
     r = c.post("/api/v1/jobs", json=bad)
     assert r.status_code == 422 and r.json()["field"] == "extension_args.controlnet.threshold_a", r.text
+
+
+def test_png_info_reads_the_unit_back_into_the_accordion(
+    srv: Running, c: httpx.Client, titles: dict[str, str]
+) -> None:
+    import gradio as gr
+
+    from webui.ui.extension_sections import infotext_values
+    from webui.ui.sendto import field_updates
+
+    r = txt2img(c, titles, [unit("None", enabled=False), unit(titles["sd1"], weight=0.5, guidance_end=0.75)])
+    text = json.loads(r.json()["info"])["infotexts"][0]
+    host = plugin_host(srv.services)
+    assert host is not None
+    read = host.fields_from_infotext(parse_infotext(text))["controlnet"]
+    assert read == {
+        "enabled": True, "module": "canny", "model": titles["sd1"], "weight": 0.5,
+        "resize_mode": "Crop and Resize", "processor_res": 64, "threshold_a": 100, "threshold_b": 200,
+        "guidance_start": 0, "guidance_end": 0.75, "pixel_perfect": False, "control_mode": "Balanced",
+    }  # fmt: skip
+    # a file whose hash changed since is found by its name; a model that is gone is left as it is
+    old = text.replace(titles["sd1"], titles["sd1"].split(" [")[0] + " [0badc0de]")
+    assert host.fields_from_infotext(parse_infotext(old))["controlnet"]["model"] == titles["sd1"]
+    gone = host.fields_from_infotext(parse_infotext(text.replace(titles["sd1"], "gone [12345678]")))
+    assert "model" not in gone["controlnet"] and gone["controlnet"]["module"] == "canny"
+    plain = host.fields_from_infotext(parse_infotext("a cat\nSteps: 3, Seed: 1, Size: 64x64"))
+    assert plain["controlnet"] == {"enabled": False}
+    # the tab's accordion controls, as the studio builds them, get those values
+    ui_fields = {f.name: f for f in host.ui_fields("controlnet")}
+    fields = {
+        "prompt": gr.Textbox(),
+        "_ext.controlnet.module": gr.Dropdown(list(ui_fields["module"].choices)),
+        "_ext.controlnet.weight": gr.Slider(0, 2),
+        "_ext.controlnet.image": gr.Image(),
+    }
+    prompt, module, weight, image = field_updates(fields, infotext_values(host, text))
+    assert (module, weight) == ("canny", 0.5)
+    assert image == gr.skip() and prompt == gr.skip()
+
+
+def test_the_studio_has_the_accordion_on_txt2img_img2img_and_inpaint(srv: Running) -> None:
+    from webui.ui.studio import build_studio
+
+    studio = build_studio(srv.services, secret="x" * 32)
+    found = {getattr(b, "elem_id", None): b for b in studio.blocks.blocks.values()}
+    for tab in ("txt2img", "img2img", "inpaint"):
+        assert f"{tab}_ext_controlnet" in found, tab
+        drop = found[f"{tab}_ext_controlnet_image"]
+        assert type(drop).__name__ == "Image"
+        models = [c[0] if isinstance(c, tuple) else c for c in found[f"{tab}_ext_controlnet_model"].choices]
+        assert models[0] == "None" and any(m.startswith("tiny-cn-sd1-diffusers [") for m in models)
+        for name in ("module", "weight", "guidance_start", "guidance_end", "control_mode", "resize_mode"):
+            assert f"{tab}_ext_controlnet_{name}" in found, name
+        assert f"{tab}_ext_controlnet_pixel_perfect" in found

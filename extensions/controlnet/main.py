@@ -27,10 +27,10 @@ from webui.plugins.api import Img2ImgRequest, RequestError, RouteSpec, hookimpl,
 
 from . import routes
 from .fields import section, ui_unit
-from .infotext import infotext_params
+from .infotext import infotext_params, units_from_params
 from .job import JobState, check_modules
 from .job import before_model as run_units
-from .models import list_models
+from .models import find_model, list_models
 from .units import UnitError, from_stored, parse_units, stored
 
 NAME = "controlnet"
@@ -116,3 +116,22 @@ def before_model(state: Any, args: dict[str, Any], context: Any, components: Any
 def extra_infotext(args: dict[str, Any]) -> dict[str, str] | None:
     job = args.get("_job")
     return infotext_params(job.units) if isinstance(job, JobState) else None
+
+
+@hookimpl
+def infotext_fields(params: dict[str, str], context: Any) -> dict[str, Any]:
+    """The first `ControlNet N` unit of an image's infotext, for the accordion (its model as listed now
+    when the file is still there; the control image is not recorded). Without one the accordion's unit
+    is switched off, as A1111 pastes it."""
+    try:
+        units = units_from_params(params)
+    except ValueError:
+        units = {}
+    if not units:
+        return {"enabled": False}
+    values = dict(next(iter(units.values())))
+    try:
+        values["model"] = find_model(list_models(context.models_dir), str(values.get("model", ""))).title
+    except KeyError:
+        values.pop("model", None)
+    return values
