@@ -275,3 +275,24 @@ def test_the_studio_has_the_accordion_on_txt2img_img2img_and_inpaint(srv: Runnin
         for name in ("module", "weight", "guidance_start", "guidance_end", "control_mode", "resize_mode"):
             assert f"{tab}_ext_controlnet_{name}" in found, name
         assert f"{tab}_ext_controlnet_pixel_perfect" in found
+        assert f"{tab}_ext_controlnet_preview_button" in found and f"{tab}_ext_controlnet_preview" in found
+
+
+def test_the_preview_button_shows_the_preprocessed_map(srv: Running) -> None:
+    from webui.ui.extension_sections import run_preview
+
+    host = plugin_host(srv.services)
+    ((_, section),) = [(n, s) for n, s in host.ui_sections("txt2img") if n == "controlnet"]
+    assert section.preview is not None
+    values = {f.name: f.default for f in section.fields}
+    values.update(image=drawing((64, 64)), module="canny", processor_res=64.0)  # Gradio's float
+    shown = run_preview(host, "controlnet", section, *values.values())
+    routes = extension_modules(srv.config.data_dir).routes
+    body = {"controlnet_module": "canny", "controlnet_input_images": [b64(drawing((64, 64)))],
+            "controlnet_processor_res": 64}  # fmt: skip
+    expected = Image.open(io.BytesIO(base64.b64decode(routes.detect(body)["images"][0])))
+    assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(expected.convert("RGB")))
+    import gradio as gr
+
+    with pytest.warns(UserWarning, match="image"):  # no image: a warning, the picture unchanged
+        assert run_preview(host, "controlnet", section, *{**values, "image": None}.values()) == gr.skip()

@@ -8,13 +8,17 @@ The fields are named as sd-webui-controlnet's unit keys, so the values by name a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from webui.plugins.api import Field, UiSection
+from PIL import Image
+
+from webui.plugins.api import Field, RequestError, UiSection
 
 from .images import ResizeMode
 from .models import ControlNetFile
-from .preprocess import module_names
+from .preprocess import AnnotatorUnavailable, module_names
+from .preprocess import run as run_preprocessor
 from .units import RESOLUTION_RANGE, ControlMode
 
 UNIT_KEYS = (
@@ -45,8 +49,24 @@ def unit_fields(models: Sequence[ControlNetFile]) -> tuple[Field, ...]:
     )  # fmt: skip
 
 
-def section(models: Sequence[ControlNetFile]) -> UiSection:
-    return UiSection(("txt2img", "img2img"), "ControlNet", fields=unit_fields(models))
+def section(models: Sequence[ControlNetFile], models_dir: Path) -> UiSection:
+    def preview(values: Mapping[str, Any]) -> Image.Image:
+        return preview_map(values, models_dir)
+
+    return UiSection(("txt2img", "img2img"), "ControlNet", fields=unit_fields(models), preview=preview)
+
+
+def preview_map(values: Mapping[str, Any], models_dir: Path | None = None) -> Image.Image:
+    """The accordion's control image through its preprocessor (the Preview button)."""
+    image = values.get("image")
+    if image is None:
+        raise RequestError("image", "drop a control image first")
+    res = int(values.get("processor_res", -1))
+    a, b = float(values.get("threshold_a", -1)), float(values.get("threshold_b", -1))
+    try:
+        return run_preprocessor(values.get("module", "none"), image, res, a, b, models_dir)
+    except AnnotatorUnavailable as e:
+        raise RequestError("module", str(e)) from e
 
 
 def ui_unit(args: Mapping[str, Any]) -> dict[str, Any] | None:

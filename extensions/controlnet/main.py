@@ -38,7 +38,7 @@ NAME = "controlnet"
 
 @hookimpl
 def register(registry: Any, context: Any) -> None:
-    registry.add(section(list_models(context.models_dir)))
+    registry.add(section(list_models(context.models_dir), context.models_dir))
     models_dir = context.models_dir
 
     def model_list(update: bool = True) -> dict[str, Any]:
