@@ -296,3 +296,43 @@ def test_the_preview_button_shows_the_preprocessed_map(srv: Running) -> None:
 
     with pytest.warns(UserWarning, match="image"):  # no image: a warning, the picture unchanged
         assert run_preview(host, "controlnet", section, *{**values, "image": None}.values()) == gr.skip()
+
+
+def test_two_units_compose_and_native_clients_may_send_the_unit_list(
+    c: httpx.Client, titles: dict[str, str]
+) -> None:
+    one = picture(txt2img(c, titles, [unit(titles["sd1"])]))
+    other = unit(titles["sd1"], module="invert", image=b64(Image.new("RGB", (64, 64), (30, 200, 90))))
+    second = picture(txt2img(c, titles, [other]))
+    both = txt2img(c, titles, [unit(titles["sd1"]), other])
+    assert not np.array_equal(picture(both), one) and not np.array_equal(picture(both), second)
+    assert {"ControlNet 0", "ControlNet 1"} <= set(infotext(both))
+    ckpt = {"checkpoint": titles["checkpoint"]}
+    job_id = _submit(c, {**FAST, **ckpt, "extension_args": {"controlnet": {"_units": [unit(titles["sd1"])]}}})
+    assert _wait_done(c, job_id)["state"] == "done"
+    listed = c.get(f"/api/v1/jobs/{job_id}/images/0").content
+    fields = {k: v for k, v in unit(titles["sd1"]).items() if k not in ("mask", "low_vram")}
+    job_id = _submit(c, {**FAST, **ckpt, "extension_args": {"controlnet": fields}})  # the accordion's way
+    assert _wait_done(c, job_id)["state"] == "done"
+    accordion = c.get(f"/api/v1/jobs/{job_id}/images/0").content
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(listed)).convert("RGB")),
+        np.asarray(Image.open(io.BytesIO(accordion)).convert("RGB")),
+    )
+    bad = {"controlnet": {"_units": [unit(titles["sd1"]), unit(titles["sd1"], guidance_start=2)]}}
+    r = c.post("/api/v1/jobs", json={"kind": "txt2img", "request": {**FAST, **ckpt, "extension_args": bad}})
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == "extension_args.controlnet._units[1].guidance_start", r.text
+
+
+def test_inpaint_with_a_unit(c: httpx.Client, titles: dict[str, str]) -> None:
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    body = {**FAST, "init_images": [b64(drawing((64, 64)))], "mask": b64(mask), "denoising_strength": 0.9,
+            "override_settings": {"sd_model_checkpoint": titles["checkpoint"]}}  # fmt: skip
+    plain = picture(c.post("/sdapi/v1/img2img", json=body))
+    scripts = {"alwayson_scripts": {"controlnet": {"args": [unit(titles["sd1"])]}}}
+    controlled = picture(c.post("/sdapi/v1/img2img", json={**body, **scripts}))
+    assert not np.array_equal(controlled, plain)
+    outside = np.asarray(mask) == 0
+    assert not np.array_equal(controlled[~outside], plain[~outside])  # the masked area changed
