@@ -30,7 +30,10 @@ FAST: dict[str, Any] = {"prompt": "a red house", "steps": 3, "width": 64, "heigh
 
 @pytest.fixture(scope="module")
 def data(
-    tiny_files: dict[str, Path], tiny_controlnet_files: dict, tmp_path_factory: pytest.TempPathFactory
+    tiny_files: dict[str, Path],
+    tiny_controlnet_files: dict,
+    tiny_adapter_files: dict,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     data = tmp_path_factory.mktemp("cn-http-data")
     ckpts = data / "models" / "Stable-diffusion"
@@ -42,6 +45,7 @@ def data(
     for (_arch, layout), path in tiny_controlnet_files.items():
         if layout == "diffusers":
             shutil.copy(path, data / "models" / "ControlNet" / path.name)  # the cache refuses links out
+    shutil.copy(tiny_adapter_files["sd1", "diffusers"], data / "models" / "ControlNet")
     return data
 
 
@@ -105,7 +109,7 @@ def test_routes_answer_like_the_extension(c: httpx.Client, data: Path) -> None:
     routes = extension_modules(data).routes
     assert c.get("/controlnet/version").json() == {"version": 2}
     assert c.get("/controlnet/model_list").json() == routes.model_list(data / "models")
-    assert len(c.get("/controlnet/model_list").json()["model_list"]) == 2
+    assert len(c.get("/controlnet/model_list").json()["model_list"]) == 3  # 2 ControlNets, 1 adapter
     assert c.get("/controlnet/module_list").json() == routes.module_list()
     assert c.get("/controlnet/module_list?alias_names=true").json() == routes.module_list(True)
     assert c.get("/api/v1/extensions/controlnet/model_list").json() == routes.model_list(data / "models")
@@ -336,3 +340,13 @@ def test_inpaint_with_a_unit(c: httpx.Client, titles: dict[str, str]) -> None:
     assert not np.array_equal(controlled, plain)
     outside = np.asarray(mask) == 0
     assert not np.array_equal(controlled[~outside], plain[~outside])  # the masked area changed
+
+
+def test_a_t2i_adapter_unit(c: httpx.Client, titles: dict[str, str]) -> None:
+    names = c.get("/controlnet/model_list").json()["model_list"]
+    adapter = next(n for n in names if n.startswith("tiny-t2i-sd1-diffusers ["))
+    plain = picture(txt2img(c, titles))
+    r = txt2img(c, titles, [unit(adapter)])
+    assert not np.array_equal(picture(r), plain)
+    assert f"Model: {adapter}," in infotext(r)["ControlNet 0"]
+    assert np.array_equal(picture(txt2img(c, titles)), plain)
