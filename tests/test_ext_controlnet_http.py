@@ -44,8 +44,9 @@ def data(
     (data / "models" / "ControlNet").mkdir()
     for (_arch, layout), path in tiny_controlnet_files.items():
         if layout == "diffusers":
-            shutil.copy(path, data / "models" / "ControlNet" / path.name)  # the cache refuses links out
-    shutil.copy(tiny_adapter_files["sd1", "diffusers"], data / "models" / "ControlNet")
+            (data / "models" / "ControlNet" / path.name).symlink_to(path)  # linked, as users often do
+    adapter = tiny_adapter_files["sd1", "diffusers"]
+    shutil.copy(adapter, data / "models" / "ControlNet" / adapter.name)
     return data
 
 
