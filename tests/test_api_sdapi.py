@@ -214,12 +214,13 @@ def test_listing_routes_shapes(c: httpx.Client, tiny_files: dict[str, Path]) -> 
     assert {"name": "Latent"} in c.get("/sdapi/v1/latent-upscale-modes").json()
     assert c.get("/sdapi/v1/sd-vae").json() == []
     assert c.get("/sdapi/v1/loras").json() == []
-    # the shipped extensions: X/Y/Z plot is a selectable script, the detailer (by ADetailer's name) and
-    # wildcards have always-on accordions
-    both = ["x/y/z plot", "adetailer", "wildcards"]
+    # the shipped extensions: X/Y/Z plot is a selectable script, ControlNet, the detailer (by ADetailer's
+    # name) and wildcards have always-on accordions
+    both = ["x/y/z plot", "controlnet", "adetailer", "wildcards"]
     assert c.get("/sdapi/v1/scripts").json() == {"txt2img": both, "img2img": both}
     info = {(i["name"], i["is_img2img"]): i for i in c.get("/sdapi/v1/script-info").json()}
     assert info["wildcards", False]["is_alwayson"] and not info["x/y/z plot", False]["is_alwayson"]
+    assert info["controlnet", True]["is_alwayson"]
     assert info["adetailer", True]["args"][1]["label"] == "ADetailer model"
     assert [a["label"] for a in info["x/y/z plot", False]["args"]][:2] == ["X type", "X values"]
     exts = {e["name"]: e for e in c.get("/sdapi/v1/extensions").json()}

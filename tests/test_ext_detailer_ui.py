@@ -97,7 +97,9 @@ def test_png_info_and_reuse_put_the_units_values_back_in_the_accordion(ctx: _Ctx
     assert updates["prompt"] == "a face" and updates[field_key("detailer", "ad_model")] == "opencv_face"
     assert updates[field_key("detailer", "ad_confidence")] == 0.3  # written by ADetailer, read back
     plain = infotext_values(host, format_infotext("a face", "", {"Steps": 20, "Sampler": "Euler", "Seed": 5}))
-    assert plain == {field_key("detailer", "enable"): False}  # pasting a plain image turns it off
+    detailer = {k: v for k, v in plain.items() if k.startswith(field_key("detailer", ""))}
+    assert detailer == {field_key("detailer", "enable"): False}  # pasting a plain image turns it off
+    assert plain[field_key("controlnet", "enabled")] is False  # and the ControlNet unit too
 
 
 def test_adetailer_args_in_a_native_job_are_checked_naming_the_unit_field(ctx: _Ctx) -> None:

@@ -1,8 +1,5 @@
-"""ControlNet as an extension: the model, preprocessor, unit and residual parts live beside this file.
-
-Not wired into the plugin host yet: that waits for plugin API 2 (image inputs in a UI section and in
-`extension_args`, and a hook before each model call). Until then the extension loads and registers
-nothing; its modules are used directly (tests, and the wiring to come):
+"""ControlNet as an extension on plugin API 2: units from the UI or sd-webui-controlnet's API, their
+residuals added before every model call of the job, their infotext, and that extension's routes.
 
 - models.py     files in models/ControlNet, A1111 short hashes, loading (ControlNetModel, T2IAdapter)
 - layout.py     what a ControlNet file is (layout, base model, config) and the LDM -> diffusers renaming
@@ -10,10 +7,131 @@ nothing; its modules are used directly (tests, and the wiring to come):
 - images.py     base64 images, resize modes, pixel-perfect resolution, the control tensor
 - preprocess.py the weight-free preprocessors (canny, lineart, scribble, tile, shuffle, invert, inpaint)
 - units.py      sd-webui-controlnet's API unit dicts -> frozen ControlUnit (errors name unit and field)
+- fields.py     the accordion (one unit) and its values as a unit dict
+- job.py        one job's units made ready at each pass's size, run before each model call
+- residuals.py  the BEFORE_MODEL hook that adds each active unit's residuals (ControlNet) or features
+                (T2I-Adapter) to the model call
 - infotext.py   `ControlNet 0: "Module: canny, Model: ..."` written and read back
-- routes.py     sd-webui-controlnet's /controlnet/* routes as plain functions (mounted with plugin API 2)
-- residuals.py  units made ready (preprocessed, loaded) and the BEFORE_MODEL hook that adds each active
-                unit's residuals (ControlNet) or features (T2I-Adapter) to the model call
+- routes.py     sd-webui-controlnet's /controlnet/* routes
+
+Where the units come from, in a request's `extension_args.controlnet`:
+`_units` (what `from_alwayson` read from `alwayson_scripts.controlnet.args`, or a native client's list
+of unit objects), else the accordion's fields (unit 0) when `enabled`.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+from webui.plugins.api import Img2ImgRequest, RequestError, RouteSpec, hookimpl, replace_args
+
+from . import routes
+from .fields import section, ui_unit
+from .infotext import infotext_params, units_from_params
+from .job import JobState, check_modules
+from .job import before_model as run_units
+from .models import find_model, list_models
+from .units import UnitError, from_stored, parse_units, stored
+
+NAME = "controlnet"
+
+
+@hookimpl
+def register(registry: Any, context: Any) -> None:
+    registry.add(section(list_models(context.models_dir), context.models_dir))
+    models_dir = context.models_dir
+
+    def model_list(update: bool = True) -> dict[str, Any]:
+        return routes.model_list(models_dir)
+
+    def module_list(alias_names: bool = False) -> dict[str, Any]:
+        return routes.module_list(alias_names)
+
+    def detect(body: dict[str, Any]) -> dict[str, Any]:
+        return routes.detect(body, models_dir)
+
+    for path, endpoint, methods in (
+        ("/version", routes.version, ("GET",)),
+        ("/model_list", model_list, ("GET",)),
+        ("/module_list", module_list, ("GET",)),
+        ("/detect", detect, ("POST",)),
+    ):
+        registry.add(RouteSpec(path, endpoint, methods=methods, summary=f"sd-webui-controlnet's {path}"))
+        registry.add(RouteSpec(f"/controlnet{path}", endpoint, methods=methods, root=True))
+
+
+@hookimpl
+def from_alwayson(script_args: Any, context: Any) -> dict[str, Any]:
+    """sd-webui-controlnet's `{"args": [unit, ...]}`: the enabled units, checked (errors name
+    `args[i].<key>`), as `_units`."""
+    try:
+        units = parse_units(script_args, list_models(context.models_dir))
+        check_modules(units, context.models_dir)
+    except UnitError as e:
+        raise RequestError(f"args[{e.unit}].{e.name}", e.message) from e
+    except RequestError as e:
+        raise RequestError("args", e.message) from e
+    return {"_units": [stored(u) for u in units]}
+
+
+def _units(args: dict[str, Any], context: Any) -> list[Any]:
+    files = list_models(context.models_dir)
+    if args.get("_units") is not None:
+        try:
+            units = from_stored(args["_units"], files)
+        except UnitError as e:
+            raise RequestError(f"extension_args.{NAME}._units[{e.unit}].{e.name}", e.message) from e
+    else:
+        unit = ui_unit(args)
+        try:
+            units = parse_units([unit] if unit is not None else [], files)
+        except UnitError as e:
+            raise RequestError(f"extension_args.{NAME}.{e.name}", e.message) from e
+    try:
+        check_modules(units, context.models_dir)
+    except UnitError as e:
+        raise RequestError(f"extension_args.{NAME}.module", e.message) from e
+    return units
+
+
+@hookimpl
+def request_received(request: Any, args: dict[str, Any], context: Any) -> Any:
+    """The units checked now (a bad one refuses the job: 422 when submitted), and the job's state."""
+    units = _units(args, context)
+    if not units:
+        return replace_args(request, NAME, _job=None) if args.get("_job") is not None else None
+    init = request.init_images[0] if isinstance(request, Img2ImgRequest) and request.init_images else None
+    files = tuple(list_models(context.models_dir))
+    return replace_args(request, NAME, _job=JobState(tuple(units), files, init))
+
+
+@hookimpl
+def before_model(state: Any, args: dict[str, Any], context: Any, components: Any) -> None:
+    job = args.get("_job")
+    if isinstance(job, JobState):
+        run_units(job, state, components, context)
+
+
+@hookimpl
+def extra_infotext(args: dict[str, Any]) -> dict[str, str] | None:
+    job = args.get("_job")
+    return infotext_params(job.units) if isinstance(job, JobState) else None
+
+
+@hookimpl
+def infotext_fields(params: dict[str, str], context: Any) -> dict[str, Any]:
+    """The first `ControlNet N` unit of an image's infotext, for the accordion (its model as listed now
+    when the file is still there; the control image is not recorded). Without one the accordion's unit
+    is switched off, as A1111 pastes it."""
+    try:
+        units = units_from_params(params)
+    except ValueError:
+        units = {}
+    if not units:
+        return {"enabled": False}
+    values = dict(next(iter(units.values())))
+    try:
+        values["model"] = find_model(list_models(context.models_dir), str(values.get("model", ""))).title
+    except KeyError:
+        values.pop("model", None)
+    return values

@@ -218,3 +218,24 @@ def load_control_model(
     sd = _read(path)
     build = _adapter if adapter.is_adapter(sd) else _controlnet
     return _placed(build(sd, path, unet_config), device, dtype)
+
+
+def build_control_model(sd: dict[str, torch.Tensor], path: Path, unet_config: dict[str, Any] | None) -> Any:
+    """A ControlNet or T2I-Adapter (on the CPU, as stored) from a file's tensors: the `build` the
+    extension hands to `context.models.use`."""
+    build = _adapter if adapter.is_adapter(sd) else _controlnet
+    return build(sd, path, unet_config)
+
+
+def check_model(model: Any, unet_config: dict[str, Any], name: str) -> None:
+    """ControlNetFileError unless a loaded ControlNet / T2I-Adapter fits a UNet with `unet_config` (a
+    cached model may have been built for another checkpoint)."""
+    cfg = dict(model.config)
+    if "adapter_type" in cfg:
+        adapter.check_compatible(cfg, unet_config, name)
+        return
+    if cfg.get("addition_embed_type") == "text_time":
+        base = "sdxl"
+    else:
+        base = "sd2" if cfg.get("use_linear_projection") else "sd1"
+    check_compatible(cfg, base, unet_config, name)

@@ -162,9 +162,12 @@ class ControlNetHook:
     """A core ModelHook: adds the residuals of the units active at this step to the model call.
     One hook per job (it keeps the job's T2I-Adapter features)."""
 
-    def __init__(self, units: Sequence[ActiveUnit]) -> None:
+    def __init__(
+        self, units: Sequence[ActiveUnit], features: dict[int, list[torch.Tensor]] | None = None
+    ) -> None:
         self.units = tuple(units)
-        self._features: dict[int, list[torch.Tensor]] = {}
+        # the T2I-Adapter features by unit position; pass a dict to keep them across hooks of one job
+        self._features: dict[int, list[torch.Tensor]] = {} if features is None else features
 
     def _intrablock(self, i: int, active: ActiveUnit, rows: int, uncond_rows: int) -> list[torch.Tensor]:
         if i not in self._features:

@@ -216,3 +216,44 @@ def parse_units(args: Any, models: Sequence[ControlNetFile] | None = None) -> li
         raise RequestError("controlnet.args", f"at most {MAX_UNITS} ControlNet units, got {len(args)}")
     units = [parse_unit(i, d, models) for i, d in enumerate(args)]
     return [u for u in units if u is not None]
+
+
+def stored(unit: ControlUnit) -> dict[str, Any]:
+    """The unit as plain values (images stay PIL images): what the job store keeps and `parse_unit`
+    reads back unchanged (`index` keeps the unit's position in the client's list)."""
+    out: dict[str, Any] = {
+        "index": unit.index,
+        "module": unit.module,
+        "model": unit.model,
+        "weight": unit.weight,
+        "resize_mode": unit.resize_mode.value,
+        "processor_res": unit.processor_res,
+        "threshold_a": unit.threshold_a,
+        "threshold_b": unit.threshold_b,
+        "guidance_start": unit.guidance_start,
+        "guidance_end": unit.guidance_end,
+        "control_mode": unit.control_mode.value,
+        "pixel_perfect": unit.pixel_perfect,
+    }
+    if unit.image is not None:
+        out["image"] = unit.image
+    if unit.mask is not None:
+        out["mask"] = unit.mask
+    return out
+
+
+def from_stored(values: Any, models: Sequence[ControlNetFile] | None = None) -> list[ControlUnit]:
+    """The units `stored` wrote (checked again: a model may have gone since)."""
+    if not isinstance(values, (list, tuple)):
+        raise RequestError("controlnet._units", f"must be a list of units, got {type(values).__name__}")
+    if len(values) > MAX_UNITS:
+        raise RequestError("controlnet._units", f"at most {MAX_UNITS} ControlNet units, got {len(values)}")
+    out = []
+    for i, d in enumerate(values):
+        index = d.get("index", i) if isinstance(d, Mapping) else i
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 100:
+            raise UnitError(i, "index", f"index must be a whole number from 0 to 99, got {index!r}")
+        unit = parse_unit(index, d, models)
+        if unit is not None:
+            out.append(unit)
+    return out

@@ -21,6 +21,11 @@ API 2 adds, for extensions such as ControlNet and detailers:
     Field("image", "image", None)                     # an image drop in the UI, base64 in the API
     def after_decode(images, runner): ...            # runner(Img2ImgRequest(...)) -> pictures
     def after_decode(images, image_info): ...        # per image: ImageInfo(prompt, seed, subseed, ...)
+    def from_alwayson(script_args): ...              # A1111 alwayson_scripts args -> field values
+    def infotext_fields(params): ...                 # an image's infotext -> accordion values (PNG Info)
+    UiSection(..., preview=lambda values: image)     # a Preview button in the accordion
+
+extensions/controlnet is the worked example.
 
 Everything else in `webui` is internal and may change between versions; what is named here follows
 API_VERSION (same major: compatible; extensions for API 1.0 load unchanged).

@@ -124,12 +124,18 @@ def _fields(owner: str, fields: Sequence[Field]) -> tuple[Field, ...]:
 
 @dataclass(frozen=True)
 class UiSection:
-    """An accordion on one or more tabs ("txt2img", "img2img": the img2img and Inpaint tabs)."""
+    """An accordion on one or more tabs ("txt2img", "img2img": the img2img and Inpaint tabs).
+
+    `preview` (API 2), when given, adds a Preview button and picture to the accordion:
+    `preview(values)` gets the section's field values by name (checked, images as PIL) and returns a
+    PIL image to show (a ControlNet's preprocessed map); RequestError(field, message) is shown to the
+    user as a warning."""
 
     tab: str | tuple[str, ...]
     title: str
     fields: tuple[Field, ...] = ()
     open: bool = False
+    preview: Callable[[Mapping[str, Any]], Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         tabs = (self.tab,) if isinstance(self.tab, str) else tuple(self.tab)

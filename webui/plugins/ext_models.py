@@ -14,6 +14,7 @@ models folder and may not leave it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,9 +34,11 @@ class ExtensionModels:
         self.device = device
 
     def path(self, relative: str | Path) -> Path:
-        """The file or folder `relative` names inside the models folder; RequestError if it leaves it."""
-        root = self.models_dir.resolve()
-        target = (root / relative).resolve()
+        """The file or folder `relative` names inside the models folder; RequestError if the name leaves
+        it (`..`, an absolute path). Links the user made inside it are followed, as A1111 users link
+        model folders and files kept on another disk."""
+        root = Path(os.path.abspath(self.models_dir))
+        target = Path(os.path.normpath(root / relative))
         if not target.is_relative_to(root):
             raise RequestError("model", f"{relative}: must be inside the models folder")
         return target

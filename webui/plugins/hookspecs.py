@@ -78,7 +78,9 @@ def before_model(state: Any, request: Any, args: Any, context: Any, components: 
     (ControlNet's `down_block_additional_residuals` / `mid_block_additional_residual`, T2I-Adapter's
     `down_intrablock_additional_residuals`, `cross_attention_kwargs`), or replace `state.inputs.model`
     by a wrapper that patches it for this call. Everything set here lives for this call only; never
-    change the model's modules or weights in place. A hook that raises is undone for that call."""
+    change the model's modules or weights in place. A hook that raises is undone for that call, except
+    RequestError(field, message): that refuses the job with its message (a model of the extension's that
+    does not fit the job's checkpoint, which only the loaded model tells)."""
 
 
 @hookspec

@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("sfumato.plugins")
 R = TypeVar("R", bound=GenerationRequest)
 BUILTIN_DIR = Path(__file__).resolve().parents[2] / "extensions"
+# hooks whose RequestError refuses the job (with that field and message) instead of skipping the
+# extension: request_received, and before_model (what only the loaded model tells: a ControlNet for
+# SDXL asked of an SD1 checkpoint)
+REFUSING_HOOKS = ("request_received", "before_model")
 
 
 @dataclass(frozen=True)
@@ -374,7 +378,7 @@ class PluginHost:
         try:
             return True, impl.function(*[kwargs[a] for a in impl.argnames])
         except RequestError:
-            if hook == "request_received":
+            if hook in REFUSING_HOOKS:
                 raise
             self._fail(ext, hook, "raised RequestError outside request_received")
         except Exception as e:

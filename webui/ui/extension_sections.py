@@ -147,4 +147,35 @@ def build_sections(ctx: Any, tab: str) -> ExtensionInputs:
                 key = field_key(extension, f.name)
                 inputs.components[key] = render_field(f, f"{elem}_{_slug(f.name)}")
                 inputs.fields[key] = f
+            if section.preview is not None:
+                _preview_button(host, extension, section, inputs, elem)
     return inputs
+
+
+def run_preview(host: Any, extension: str, section: Any, *values: Any) -> Any:
+    """The section's preview picture for its submitted values (in field order); a bad value or a
+    preview that fails is shown as a warning and leaves the picture as it was."""
+    from webui.core.types import RequestError
+
+    given = {f.name: plain_value(f, v) for f, v in zip(section.fields, values, strict=True)}
+    try:
+        checked = host.check_extension_args({extension: given})[extension]
+        return section.preview(checked)
+    except RequestError as e:
+        gr.Warning(f"{e.field}: {e.message}")
+    except Exception as e:  # an extension's bug: reported, never fatal
+        gr.Warning(f"{extension}: the preview failed ({type(e).__name__}: {e})")
+    return gr.skip()
+
+
+def _preview_button(host: Any, extension: str, section: Any, inputs: ExtensionInputs, elem: str) -> None:
+    button = gr.Button("Preview", size="sm", elem_id=f"{elem}_preview_button")
+    picture = gr.Image(
+        None, type="pil", interactive=False, label="Preview", height=240, elem_id=f"{elem}_preview"
+    )
+    sources = [inputs.components[field_key(extension, f.name)] for f in section.fields]
+
+    def show(*values: Any) -> Any:
+        return run_preview(host, extension, section, *values)
+
+    button.click(show, sources, picture, concurrency_limit=1, api_visibility="private")

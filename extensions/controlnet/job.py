@@ -1,0 +1,105 @@
+"""One job's ControlNet units: checked when the job is submitted, run before each model call.
+
+`JobState` travels in the job's request (`extension_args.controlnet._job`, set by `request_received`
+for this run only; it is never stored) and keeps what the job's model calls share: the units'
+control images made ready at each pass's size (the first pass, a hires fix pass at its own size, an
+img2img pass at the init image's size) and the T2I-Adapter features. The ControlNets themselves are
+held by the extension-model cache (`context.models.use`), pinned for each model call, on the job's
+device and in its dtype.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from webui.plugins.api import CheckpointError, HookPoint, RequestError
+
+from .layout import ControlNetFileError
+from .models import ControlNetFile, build_control_model, check_model, find_model
+from .preprocess import AnnotatorUnavailable, get_module
+from .residuals import ActiveUnit, ControlNetHook, prepare_units
+from .units import ControlUnit, UnitError
+
+
+@dataclass(eq=False)
+class JobState:
+    units: tuple[ControlUnit, ...]
+    files: tuple[ControlNetFile, ...]
+    init_image: Image.Image | None = None
+    # (width, height, ids of the models) -> the units ready at that size, and their adapter features
+    ready: dict[tuple[Any, ...], tuple[list[ActiveUnit], dict[int, Any]]] = field(default_factory=dict)
+    checked: set[int] = field(default_factory=set)  # ids of the models checked against this job's UNet
+
+    def __repr__(self) -> str:
+        return f"JobState({len(self.units)} units)"
+
+
+def check_modules(units: list[ControlUnit], models_dir: Path) -> None:
+    """UnitError for a preprocessor whose annotator weights are missing (before the job runs)."""
+    for u in units:
+        try:
+            get_module(u.module, models_dir)
+        except AnnotatorUnavailable as e:
+            raise UnitError(u.index, "module", str(e)) from e
+
+
+def _unit_model(job: JobState, unit: ControlUnit, components: Any, context: Any, stack: ExitStack) -> Any:
+    path = find_model(list(job.files), unit.model).path
+    unet_config = dict(components.unet.config)
+
+    def build(sd: dict[str, Any]) -> Any:
+        return build_control_model(sd, path, unet_config)
+
+    try:
+        model = stack.enter_context(
+            context.models.use(
+                path.relative_to(context.models_dir), build, device=components.device, dtype=components.dtype
+            )
+        )
+        if id(model) not in job.checked:
+            check_model(model, unet_config, path.stem)
+            job.checked.add(id(model))
+    except (ControlNetFileError, CheckpointError) as e:
+        raise UnitError(unit.index, "model", str(e)) from e
+    except RequestError as e:  # the file is gone, or leaves the models folder
+        raise UnitError(unit.index, "model", e.message) from e
+    return model
+
+
+def before_model(job: JobState, state: Any, components: Any, context: Any) -> None:
+    """Add the job's active units' residuals to this model call (RequestError naming the unit and
+    field when a unit cannot run with this job's model)."""
+    if components.unet is None:
+        raise UnitError(
+            job.units[0].index,
+            "model",
+            f"ControlNet units need an SD 1.x, SD 2.x or SDXL checkpoint; this one is {components.label}",
+        )
+    active_now = [u for u in job.units if u.active_at(state.step, state.total)]
+    if not active_now:
+        return
+    height, width = state.inputs.sample.shape[-2:]
+    scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
+    size = (int(width) * scale, int(height) * scale)
+    with ExitStack() as stack:
+        models = {u.index: _unit_model(job, u, components, context, stack) for u in job.units}
+        key = (*size, *(id(models[u.index]) for u in job.units))
+        if key not in job.ready:
+            by_path = {find_model(list(job.files), u.model).path: models[u.index] for u in job.units}
+            active = prepare_units(
+                job.units,
+                width=size[0],
+                height=size[1],
+                models=job.files,
+                load=by_path.__getitem__,
+                init_image=job.init_image,
+                models_dir=context.models_dir,
+            )
+            job.ready[key] = (active, {})
+        active, features = job.ready[key]
+        ControlNetHook(active, features)(HookPoint.BEFORE_MODEL, state)
