@@ -166,7 +166,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
         app.include_router(extras_api.build_router(services, waits))
     host = sdapi.plugin_host(services)
     if host is not None:
-        app.include_router(extension_routes.build_router(host, sdapi=services.options.sdapi))
+        router = extension_routes.build_router(host, sdapi=services.options.sdapi, services=services)
+        app.include_router(router)
 
     if ui is None:
 

@@ -12,6 +12,7 @@ the others still mount.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -25,7 +26,11 @@ def route_path(extension: str, path: str, root: bool) -> str:
     return path if root else f"{PREFIX}/{extension}{path}"
 
 
-def build_router(host: PluginHost, *, sdapi: bool) -> APIRouter:
+def build_router(host: PluginHost, *, sdapi: bool, services: Any = None) -> APIRouter:
+    """Every route the extensions declare; with `services`, a route that is not a GET needs the
+    "user" role (a viewer may read, never make or change anything)."""
+    from webui.api.roles import USER, needs
+
     router = APIRouter()
     for extension, spec in host.routes():
         if spec.root and not sdapi:
@@ -47,6 +52,9 @@ def build_router(host: PluginHost, *, sdapi: bool) -> APIRouter:
                 methods=list(spec.methods),
                 summary=spec.summary or None,
                 tags=[f"extension: {extension}"],
+                dependencies=[needs(services, USER, f"{extension}'s {spec.path}")]
+                if services is not None and set(spec.methods) - {"GET", "HEAD"}
+                else None,
             )
         except Exception as e:  # a bad endpoint signature must not stop the server
             log.warning("extension %s: route %s not mounted: %s", extension, path, e)

@@ -88,7 +88,7 @@ def needs(services: Services, needed: str, what: str) -> Any:
     """A route dependency: 403 unless the caller has at least the role `needed`. Dependencies run before
     the body is read and validated, so a refused caller learns nothing about the route's fields."""
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:  # async: never waits for a thread of the shared pool
         require_role(scope_user(request.scope, ANONYMOUS), services.options, needed, what)
 
     return Depends(check)

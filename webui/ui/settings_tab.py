@@ -112,11 +112,14 @@ def build_settings(ctx: StudioContext) -> dict[str, Any]:
     keys = list(controls)
     store = ctx.services.settings
 
-    def snapshot() -> list[Any]:
-        now = store.as_dict()
-        loaded = {
+    def current(now: Mapping[str, Any]) -> dict[str, Any]:
+        """Each setting as it stands (an extension's unset one at its field's default)."""
+        return {
             k: extension_value(ext_fields[k], k, now.get(k)) if k in ext_fields else now.get(k) for k in keys
         }
+
+    def snapshot() -> list[Any]:
+        loaded = current(store.as_dict())
         return [loaded, *(shown(loaded[k]) for k in keys)]
 
     def apply(request: gr.Request, loaded: dict[str, Any] | None, *values: Any) -> list[Any]:
@@ -132,7 +135,8 @@ def build_settings(ctx: StudioContext) -> dict[str, Any]:
         except RequestError as e:
             return [f"Not saved: {e}", *_skips()]
         now = store.as_dict()
-        elsewhere = [k for k in keys if k not in changes and now.get(k) != loaded.get(k)]
+        standing = current(now)
+        elsewhere = [k for k in keys if k not in changes and standing[k] != loaded.get(k)]
         changes = {k: v for k, v in changes.items() if v != now.get(k)}
         if changes:
             try:
