@@ -107,18 +107,10 @@ def users_from_flags(
 
 def check_basic(header: str | None, users: Mapping[str, str]) -> str | None:
     """The user an `Authorization: Basic ...` header proves, or None. Constant time per user."""
-    if not header:
+    given = basic_credentials(header) if header else None
+    if given is None:
         return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    given_user, sep, given_password = decoded.partition(":")
-    if not sep:
-        return None
+    given_user, given_password = given
     found: str | None = None
     given_u, given_p = given_user.encode(), given_password.encode()
     for user, password in users.items():  # every user compared, match or not
