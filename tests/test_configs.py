@@ -16,6 +16,7 @@ from webui.core.models.tokenizer import EOS_TOKEN, OPENCLIP_PAD_TOKEN
 PIPELINES = {
     "sd1": "StableDiffusionPipeline",
     "sd1-inpaint": "StableDiffusionInpaintPipeline",
+    "sd1-edit": "StableDiffusionInstructPix2PixPipeline",
     "sd2": "StableDiffusionPipeline",
     "sd2-v": "StableDiffusionPipeline",
     "sdxl": "StableDiffusionXLPipeline",
@@ -34,6 +35,9 @@ PARAMS = {
     ("sd1-inpaint", "unet"): 859_535_364,  # sd1 + 5 input channels x 320 x 3 x 3
     ("sd1-inpaint", "vae"): 83_653_863,
     ("sd1-inpaint", "text_encoder"): 123_060_480,
+    ("sd1-edit", "unet"): 859_532_484,  # sd1 + 4 input channels x 320 x 3 x 3
+    ("sd1-edit", "vae"): 83_653_863,
+    ("sd1-edit", "text_encoder"): 123_060_480,
     ("sd2", "unet"): 865_910_724,
     ("sd2", "vae"): 83_653_863,
     ("sd2", "text_encoder"): 340_387_840,  # OpenCLIP ViT-H/14 text tower, 23 of 24 blocks, no projection
@@ -88,7 +92,8 @@ def test_architectures_match_folders() -> None:
 
 
 def test_unknown_arch_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"unknown architecture 'sd3'.*sd1, sd1-inpaint, sd2, sd2-v, sdxl"):
+    names = r"sd1, sd1-inpaint, sd1-edit, sd2, sd2-v, sdxl"
+    with pytest.raises(ValueError, match=rf"unknown architecture 'sd3'.*{names}"):
         configs.config_dir("sd3")
     with pytest.raises(ValueError, match="valid names"):
         configs.load_component_config("flux", "unet")
@@ -166,7 +171,8 @@ def test_components_fit_together(arch: str) -> None:
         if te in _components(arch)
     ]
     assert unet["cross_attention_dim"] == sum(widths)
-    assert unet["in_channels"] == (9 if arch == "sd1-inpaint" else vae["latent_channels"])
+    extra = {"sd1-inpaint": 5, "sd1-edit": 4}.get(arch, 0)  # mask + masked image / source image
+    assert unet["in_channels"] == vae["latent_channels"] + extra
     assert unet["out_channels"] == vae["latent_channels"] == 4
     if "xl" in arch:
         te2 = configs.load_component_config(arch, "text_encoder_2")

@@ -83,8 +83,7 @@ def test_family_facts_match_the_shipped_configs(arch: str) -> None:
     assert 2 ** (len(vae["block_out_channels"]) - 1) == fam.latent.downscale
     assert len(fam.latent.preview_rgb) == fam.latent.channels
     unet = configs.load_component_config(arch, "unet")
-    inpaint = fam.when_inpaint is True
-    assert unet["in_channels"] == (fam.latent.inpaint_in_channels if inpaint else fam.latent.channels)
+    assert unet["in_channels"] == fam.in_channels
     assert unet["out_channels"] == fam.latent.channels
     assert configs.load_component_config(arch, "scheduler")["prediction_type"] == fam.prediction_type
     assert [e.component for e in fam.text.encoders] == [c for c in fam.components if c.startswith("text_")]

@@ -342,6 +342,12 @@ class Engine:
         )
         encoder, cond, uncond, ti_hashes, warnings = self._conditioning(run, model, applied)
         warnings = model.notes + run.networks.messages + applied.messages + warnings
+        image_cfg = request.image_cfg_scale if isinstance(request, Img2ImgRequest) else None
+        if image_cfg is not None and not family.edit:
+            warnings += (
+                f"image_cfg_scale ({image_cfg:g}) is for instruct-pix2pix (edit) models: "
+                f"the {family.group_label} model ignores it",
+            )
         lora_hash_value = lora_hashes(run.networks, self.loras, applied)
         hr_plan = run.hires.networks if run.hires else None
         late: list[str] = [f"hires pass: {m}" for m in run.hires.messages] if run.hires else []

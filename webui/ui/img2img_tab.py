@@ -77,6 +77,11 @@ def _settings(ctx: StudioContext, f: dict[str, Any], tab: str) -> None:
     f["denoising_strength"] = gr.Slider(
         0, 1, value=0.75, step=0.01, label="Denoising strength", elem_id=f"{tab}_denoising"
     )
+    f["image_cfg_scale"] = gr.Slider(
+        0, 3, value=1.5, step=0.05, label="Image CFG scale", elem_id=f"{tab}_image_cfg",
+        info="instruct-pix2pix models: how closely to keep the source image",
+        visible=edits(ctx, ctx.default_prefs().checkpoint),
+    )  # fmt: skip
     f.update(widgets.seed_controls(tab))
 
 
@@ -99,6 +104,12 @@ def _outpaint(f: dict[str, Any], tab: str) -> None:
             )
 
 
+def edits(ctx: StudioContext, title: str | None) -> bool:
+    """Whether the checkpoint is an edit (instruct-pix2pix) model: the Image CFG scale is shown then."""
+    family = ctx.services.checkpoint_family(title or None)
+    return family is not None and family.edit
+
+
 def _finish(
     ctx: StudioContext,
     f: dict[str, Any],
@@ -112,8 +123,26 @@ def _finish(
     for name in TOPBAR_FIELDS:
         f[name] = topbar[name]
     inputs = (*inputs, *img2img_size.EXTRA_INPUTS)
+    topbar["checkpoint"].change(
+        lambda title: gr.update(visible=edits(ctx, title)), topbar["checkpoint"], f["image_cfg_scale"],
+        concurrency_limit=None, show_progress="hidden", api_visibility="private", queue=False,
+    )  # fmt: skip
+
+    def with_image_cfg(values: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(extra(values))
+        if not edits(ctx, values.get("checkpoint")):  # hidden: other models take no image CFG
+            out["image_cfg_scale"] = None
+        return out
+
     runner = TabRunner(
-        ctx, "img2img", f, job_state, extra=extra, extra_inputs=inputs, extensions=extensions, scripts=scripts
+        ctx,
+        "img2img",
+        f,
+        job_state,
+        extra=with_image_cfg,
+        extra_inputs=inputs,
+        extensions=extensions,
+        scripts=scripts,
     )
     runner.wire()
     return runner

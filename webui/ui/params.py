@@ -35,6 +35,7 @@ _INT_KEYS = {
 _FLOAT_KEYS = {
     "CFG scale": "cfg_scale",
     "Distilled CFG Scale": "distilled_cfg_scale",  # Forge's, Flux dev
+    "Image CFG scale": "image_cfg_scale",  # instruct-pix2pix models
     "Variation seed strength": "subseed_strength",
     "Denoising strength": "denoising_strength",
     "Hires upscale": "hr_scale",

@@ -32,6 +32,7 @@ _FLOATS = frozenset(
     {
         "cfg_scale",
         "distilled_cfg_scale",
+        "image_cfg_scale",
         "subseed_strength",
         "denoising_strength",
         "hr_scale",

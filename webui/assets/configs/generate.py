@@ -6,10 +6,11 @@ Usage::
     python webui/assets/configs/generate.py --check   # exit 1 if a shipped file differs
 
 The values below are those of the official releases (runwayml/stable-diffusion-v1-5 and -inpainting,
-stabilityai/stable-diffusion-2-1-base and -2-1, stabilityai/stable-diffusion-xl-base-1.0 and
--refiner-1.0). Every component file is written by its own library: the config classes of the pinned
-diffusers/transformers (see requirements.txt) are instantiated (models on the meta device) and asked
-for their JSON, so defaults the releases left implicit are spelled out as those versions read them.
+timbrooks/instruct-pix2pix, stabilityai/stable-diffusion-2-1-base and -2-1,
+stabilityai/stable-diffusion-xl-base-1.0 and -refiner-1.0). Every component file is written by its
+own library: the config classes of the pinned diffusers/transformers (see requirements.txt) are
+instantiated (models on the meta device) and asked for their JSON, so defaults the releases left
+implicit are spelled out as those versions read them.
 Deliberate departures from the released files are listed in README.md.
 
 Tokenizers are not written here: model_index.json names them, and they are built from
@@ -36,6 +37,7 @@ _SD_SCHEDULER: Json = dict(_BETAS, set_alpha_to_one=False, steps_offset=1, predi
 PNDM: Json = dict(_SD_SCHEDULER, skip_prk_steps=True)
 DDIM: Json = dict(_SD_SCHEDULER, clip_sample=False)
 EULER: Json = dict(_BETAS, steps_offset=1, prediction_type="epsilon", timestep_spacing="leading")
+EULER_A: Json = dict(_BETAS, steps_offset=1, prediction_type="epsilon")
 
 # ---- UNets -----------------------------------------------------------------------------------------
 
@@ -149,6 +151,17 @@ ARCHES: dict[str, tuple[str, Json, dict[str, tuple[str, Json]]]] = {
             "text_encoder": ("CLIPTextModel", CLIP_L),
             "tokenizer": ("CLIPTokenizer", {}),
             "scheduler": ("DDIMScheduler", DDIM),
+        },
+    ),
+    "sd1-edit": (
+        "StableDiffusionInstructPix2PixPipeline",
+        dict(_SD_PIPELINE, requires_safety_checker=False),
+        {
+            "unet": ("UNet2DConditionModel", dict(UNET_SD1, in_channels=8)),
+            "vae": ("AutoencoderKL", VAE_SD1),
+            "text_encoder": ("CLIPTextModel", CLIP_L),
+            "tokenizer": ("CLIPTokenizer", {}),
+            "scheduler": ("EulerAncestralDiscreteScheduler", EULER_A),
         },
     ),
     "sd2": (

@@ -24,6 +24,7 @@ __all__ = [
     "Task",
     "TextConditioning",
     "TextEncoder",
+    "edit_arch",
     "family",
     "of",
     "of_flow_tensors",
@@ -63,6 +64,11 @@ def pick(group: str, inpaint: bool, prediction_type: str) -> Family:
         if f.when_inpaint in (None, inpaint) and f.when_v in (None, v):
             return f
     return candidates[0]
+
+
+def edit_arch(group: str) -> Family | None:
+    """The instruct-pix2pix style arch of a group (a UNet taking latents + source image), if any."""
+    return next((f for f in FAMILIES if f.group == group and f.edit), None)
 
 
 def of_flow_tensors(shapes: Mapping[str, object], prefix: str = "") -> Family | None:

@@ -192,6 +192,7 @@ class Family:
     time_id_count: int = 0  # values per row of `size_conditioning` (sizes the UNet's added embedding)
     when_inpaint: bool | None = None  # picked for inpainting (True) / other (False) checkpoints
     when_v: bool | None = None  # picked for v-prediction (True) / epsilon (False) checkpoints
+    edit: bool = False  # an instruct-pix2pix style denoiser: latents + the source image's latents
     inpaint_pipeline_class: str | None = None  # for a 9-channel checkpoint of this arch
     prediction_type: str = "epsilon"  # the shipped config's; a checkpoint's yaml may say otherwise
     unet_head_dim: int | None = None  # attention head count where it is fixed (SD1: 8), else 64-wide
@@ -222,6 +223,19 @@ class Family:
         """Whether this denoiser takes a mask and masked-image latents as extra input channels."""
         config = getattr(model, "config", None)
         return getattr(config, "in_channels", self.latent.channels) == self.latent.inpaint_in_channels
+
+    @property
+    def in_channels(self) -> int:
+        """The denoiser's input channels: the latents, plus a mask and masked-image latents for
+        inpainting or the source image's latents for an edit model."""
+        if self.when_inpaint:
+            return self.latent.inpaint_in_channels
+        return 2 * self.latent.channels if self.edit else self.latent.channels
+
+    def takes_edit_image(self, model: object) -> bool:
+        """Whether this denoiser takes the source image's latents as extra input channels (edit models)."""
+        config = getattr(model, "config", None)
+        return self.edit and getattr(config, "in_channels", self.latent.channels) == 2 * self.latent.channels
 
     def pad_token(self, tokenizer: str) -> str:
         for e in self.text.encoders:

@@ -1,6 +1,7 @@
 """Stable Diffusion 1.x: one CLIP ViT-L text encoder, a 4-channel latent UNet, epsilon prediction.
 
-`sd1` and `sd1-inpaint` (a 9-channel UNet: latents, mask, masked-image latents). Single files keep the
+`sd1`, `sd1-inpaint` (a 9-channel UNet: latents, mask, masked-image latents) and `sd1-edit`
+(instruct-pix2pix: an 8-channel UNet, latents and the source image's latents). Single files keep the
 UNet under `model.diffusion_model.`, the VAE under `first_stage_model.` and CLIP (Hugging Face layout)
 under `cond_stage_model.transformer.text_model.`.
 """
@@ -52,4 +53,15 @@ SD1_INPAINT = dataclasses.replace(
     SD1, arch="sd1-inpaint", pipeline_class="StableDiffusionInpaintPipeline", when_inpaint=True
 )
 
-FAMILIES: tuple[Family, ...] = (SD1, SD1_INPAINT)
+# timbrooks/instruct-pix2pix: an 8-channel UNet (latents, then the source image's unscaled latents).
+# Only ever chosen from the weights (detection names it), never by `families.pick`.
+SD1_EDIT = dataclasses.replace(
+    SD1,
+    arch="sd1-edit",
+    group_label="SD1 instruct-pix2pix",
+    pipeline_class="StableDiffusionInstructPix2PixPipeline",
+    inpaint_pipeline_class=None,
+    edit=True,
+)
+
+FAMILIES: tuple[Family, ...] = (SD1, SD1_INPAINT, SD1_EDIT)

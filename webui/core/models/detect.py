@@ -7,7 +7,7 @@ original (LDM) layout:
 - SDXL refiner: an OpenCLIP embedder at `conditioner.embedders.0.model.*` and no second one;
 - SD2: OpenCLIP at `cond_stage_model.model.*`;
 - SD1: CLIP at `cond_stage_model.transformer.*`;
-- inpainting: a 9-channel UNet input;
+- inpainting: a 9-channel UNet input; instruct-pix2pix (SD1 only): an 8-channel one;
 - SD3 / SD3.5 and Flux.1 (dev, schnell): their transformers' blocks, bare or under
   `model.diffusion_model.` (`flow_components.detect_flow`, with `flow_loader`'s marks).
 
@@ -34,6 +34,7 @@ SD2_TE = sd2.TEXT_KEYS
 SDXL_TE1 = sdxl.CLIP_KEYS
 SDXL_TE2 = sdxl.OPENCLIP_KEYS
 REFINER_TE = sdxl.REFINER_KEYS
+UNET_LATENT_CHANNELS = sd1.LATENT.channels  # every UNet family's latents (SD1, SD2, SDXL)
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -116,12 +117,20 @@ def detect(path: Path, shapes: Shapes, sidecar: Mapping[str, Any] | None = None)
         family = "sd1"
     else:
         raise CheckpointError(path, "unknown architecture: a UNet without a known text encoder")
-    if conv_in[1] not in (4, 9):
-        raise CheckpointError(path, f"unknown architecture: UNet takes {conv_in[1]} input channels (4 or 9)")
+    edit = families.edit_arch(family) if conv_in[1] == 2 * UNET_LATENT_CHANNELS else None
+    if conv_in[1] == 2 * UNET_LATENT_CHANNELS and edit is None:
+        raise CheckpointError(path, f"unsupported architecture: an edit (instruct-pix2pix) {family} UNet")
+    if conv_in[1] not in (4, 8, 9):
+        raise CheckpointError(
+            path, f"unknown architecture: UNet takes {conv_in[1]} input channels (4, 8 or 9)"
+        )
     params = _yaml_params(sidecar)  # v-prediction: the sidecar yaml or a marker key
     v = params.get("parameterization") == "v" or "v_pred" in shapes
     return Detected(
-        family=family, inpaint=conv_in[1] == 9, prediction_type="v_prediction" if v else "epsilon"
+        family=family,
+        inpaint=conv_in[1] == 9,
+        prediction_type="v_prediction" if v else "epsilon",
+        variant=edit.arch if edit is not None else None,
     )
 
 
@@ -136,4 +145,5 @@ def detect_folder(
         family = "sdxl"
     else:
         family = "sd2" if te_act == "gelu" else "sd1"
-    return Detected(family, in_channels == 9, prediction)
+    edit = families.edit_arch(family) if in_channels == 2 * UNET_LATENT_CHANNELS else None
+    return Detected(family, in_channels == 9, prediction, edit.arch if edit is not None else None)

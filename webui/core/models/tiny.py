@@ -34,7 +34,8 @@ from webui.core.models.ldm_layout import unet_to_ldm, vae_to_ldm
 from webui.core.models.text_layout import clip_to_ldm, openclip_to_ldm
 from webui.core.models.tokenizer import save_clip_tokenizer
 
-ARCHES = ("sd1", "sd1-inpaint", "sd2-v", "sdxl")
+ARCHES = ("sd1", "sd1-inpaint", "sd2-v", "sdxl")  # the shared test fixtures (conftest's tiny_files)
+MORE_ARCHES = ("sd1-edit",)  # built where a test asks for them
 
 UNET_PREFIX = sd1.UNET_KEYS
 VAE_PREFIX = "first_stage_model."
@@ -56,8 +57,9 @@ class TinyModel:
 
 def _family(arch: str) -> families.Family:
     """The family a tiny `arch` model follows (its latent format, text encoders, conventions)."""
-    if arch not in ARCHES:
-        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHES)}")
+    if arch not in ARCHES + MORE_ARCHES:
+        names = ", ".join(ARCHES + MORE_ARCHES)
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {names}")
     return families.family(arch)
 
 
@@ -72,7 +74,7 @@ def unet_config(arch: str) -> dict[str, Any]:
     latent = fam.latent
     cfg: dict[str, Any] = {
         "sample_size": 8,
-        "in_channels": latent.inpaint_in_channels if fam.when_inpaint else latent.channels,
+        "in_channels": fam.in_channels,
         "out_channels": latent.channels,
         "block_out_channels": (32, 64),
         "layers_per_block": 2,

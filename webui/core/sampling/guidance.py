@@ -4,6 +4,11 @@ ClassifierFree (SD1, SD2, SDXL):  eps = eps_u + cfg * sum_i w_i * (eps_c_i - eps
     with one `AND` part (w = 1) the plain CFG formula; no uncond pass at CFG 1 unless the prompt has
     weighted `AND` parts (composable diffusion, as A1111).
 
+InstructPix2Pix (edit models: the UNet also takes the source image's latents):
+    eps = eps_u0 + cfg * sum_i w_i * (eps_c_i - eps_ui) + image_cfg * (eps_ui - eps_u0)
+    eps_u0: negative prompt, no image (zero latents); eps_ui: negative prompt with the image;
+    eps_c_i: each prompt part with the image (A1111's and diffusers' three-branch formula).
+
 Distilled (Flux): no uncond pass at all; the guidance scale is a model input (the family's denoiser
     call reads it, "Distilled CFG Scale") and CFG stays 1. Weighted `AND` parts are averaged by
     their weights.
@@ -27,6 +32,13 @@ class Guidance(Protocol):
         """Whether the negative prompt's prediction is computed (the first group of every step)."""
         ...
 
+    def rows(
+        self, groups: list[Conditioning], image_cond: torch.Tensor | None
+    ) -> tuple[list[Conditioning], torch.Tensor | None]:
+        """The groups the model runs for a step's `groups` ([uncond,] cond_1, ..., cond_k), and the
+        image conditioning of their rows (`image_cond` has one row per image)."""
+        ...
+
     def combine(
         self, pred: torch.Tensor, groups: int, weights: list[float], cfg_scale: float
     ) -> torch.Tensor:
@@ -40,6 +52,11 @@ class ClassifierFree:
         if isinstance(cond, ScheduledConditioning) and [p.weight for p in cond.parts] != [1.0]:
             return True  # composable diffusion combines every part against the uncond prediction
         return cfg_scale != 1.0
+
+    def rows(
+        self, groups: list[Conditioning], image_cond: torch.Tensor | None
+    ) -> tuple[list[Conditioning], torch.Tensor | None]:
+        return groups, _repeat(image_cond, len(groups))
 
     def combine(
         self, pred: torch.Tensor, groups: int, weights: list[float], cfg_scale: float
@@ -59,10 +76,49 @@ class ClassifierFree:
 CFG = ClassifierFree()
 
 
+def _repeat(image_cond: torch.Tensor | None, times: int) -> torch.Tensor | None:
+    return torch.cat([image_cond] * times) if image_cond is not None else None
+
+
+@dataclass(frozen=True)
+class InstructPix2Pix:
+    """Guidance for an edit model: `image_cond` holds the source image's latents (one row per image);
+    the loop always runs the negative prompt (step groups [uncond, cond_1, ..., cond_k])."""
+
+    image_cfg_scale: float
+
+    def needs_uncond(self, cond: CondInput, cfg_scale: float) -> bool:
+        return True
+
+    def rows(
+        self, groups: list[Conditioning], image_cond: torch.Tensor | None
+    ) -> tuple[list[Conditioning], torch.Tensor | None]:
+        if image_cond is None:
+            raise ValueError("an edit model needs the source image's latents (image_cond)")
+        uncond, conds = groups[0], groups[1:]
+        rows = [torch.zeros_like(image_cond), image_cond] + [image_cond] * len(conds)
+        return [uncond, uncond, *conds], torch.cat(rows)
+
+    def combine(
+        self, pred: torch.Tensor, groups: int, weights: list[float], cfg_scale: float
+    ) -> torch.Tensor:
+        chunks = pred.chunk(groups)
+        plain, with_image = chunks[0], chunks[1]
+        out = plain + self.image_cfg_scale * (with_image - plain)
+        for w, pred_cond in zip(weights, chunks[2:], strict=True):
+            out = out + (w * cfg_scale) * (pred_cond - with_image)
+        return out
+
+
 @dataclass(frozen=True)
 class Distilled:
     def needs_uncond(self, cond: CondInput, cfg_scale: float) -> bool:
         return False
+
+    def rows(
+        self, groups: list[Conditioning], image_cond: torch.Tensor | None
+    ) -> tuple[list[Conditioning], torch.Tensor | None]:
+        return groups, _repeat(image_cond, len(groups))
 
     def combine(
         self, pred: torch.Tensor, groups: int, weights: list[float], cfg_scale: float

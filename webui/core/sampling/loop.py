@@ -57,10 +57,10 @@ Hook = Callable[[HookPoint, StepState], None]
 class ModelCallState:
     """What a BEFORE_MODEL hook sees: the step and the model inputs of the whole batch, which it may
     change or add to (`inputs.extra`) for this call only. The batch is laid out group by group, each
-    group one row per image (`images`); when guided, the first group is the negative prompt's: its
-    `uncond_rows` rows come first (0 unguided). With `per_image` the model runs once per image (rows
-    i, images + i, ...): a hook that runs a model of its own does the same to keep image i of a batch
-    bit-identical to a single run (see `predict`)."""
+    group one row per image (`images`); when guided, the negative prompt's groups come first (one; two
+    for an edit model): their `uncond_rows` rows (0 unguided). With `per_image` the model runs once
+    per image (rows i, images + i, ...): a hook that runs a model of its own does the same to keep
+    image i of a batch bit-identical to a single run (see `predict`)."""
 
     step: int
     total: int
@@ -228,7 +228,8 @@ def denoise(
     conditioning, repeated for the batch. With several `AND` parts the guided prediction is
     uncond + cfg * sum(weight_i * (cond_i - uncond)) (composable diffusion, as A1111).
     `time_ids` (SDXL size/crop conditioning, one row or one per row) and `image_cond` (inpainting
-    denoisers: mask + masked-image latents, one per image) reach the model through `call`;
+    denoisers: mask + masked-image latents; edit models: the source image's latents; one row per image,
+    laid out per group by `guidance.rows`) reach the model through `call`;
     `model_kwargs` too (inputs the family's call reads every step, e.g. Flux's distilled guidance).
     `per_image` runs the model once per image (see `predict`).
     """
@@ -240,6 +241,7 @@ def denoise(
     last_key: tuple[int, ...] = ()
     text: dict[str, Any] = {}
     groups: list[Conditioning] = []
+    step_image_cond: torch.Tensor | None = None
     weights: list[float] = []
     denoised: torch.Tensor | None = None  # the last step's estimate of the finished latents
     for i, t in enumerate(timesteps):
@@ -248,6 +250,7 @@ def denoise(
         key = _step_key(cond, uncond, i)
         if key != last_key:
             groups, weights = _step_conds(cond, uncond, i, n, guided)
+            groups, step_image_cond = guidance.rows(groups, image_cond)
             text = {**call.text_inputs(groups, time_ids, latents.device), **(model_kwargs or {})}
             last_key = key
         state = StepState(i, total, t, latents)
@@ -260,10 +263,11 @@ def denoise(
             scale_input(x, t) if scale_input is not None else x,
             t,
             dict(text),
-            torch.cat([image_cond] * len(groups)) if image_cond is not None else None,
+            step_image_cond,
         )
         if model_hooks:
-            call_state = ModelCallState(i, total, inputs, n if guided else 0, n, per_image)
+            uncond_rows = (len(groups) - len(weights)) * n  # the negative prompt's groups come first
+            call_state = ModelCallState(i, total, inputs, uncond_rows, n, per_image)
             for model_hook in model_hooks:
                 model_hook(HookPoint.BEFORE_MODEL, call_state)
             inputs = call_state.inputs

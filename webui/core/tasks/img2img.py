@@ -24,6 +24,8 @@ Inpainting:
   latents = add_noise(init, noise, t_next) * (1 - mask) + latents * mask,
   and the clean init after the last step (diffusers' StableDiffusionInpaintPipeline does the same).
   This runs as an AFTER_STEP hook, so the loop itself is unchanged;
+- edit UNets (instruct-pix2pix, 8 input channels) see the init image's unscaled latents as extra
+  channels, and with an image CFG scale other than 1 run three branches (see guidance.InstructPix2Pix);
 - inpainting UNets (9 input channels for SD: the family says) see the mask instead, through
   `image_cond` = cat(mask, masked-image latents) (`inpaint_image_cond`); they are not blended.
   Without an image_cond they get the everything-masked grey conditioning, as in txt2img (A1111's
@@ -41,7 +43,7 @@ from PIL import Image
 
 from webui.core import families
 from webui.core.models.components import Components
-from webui.core.sampling.guidance import CondInput
+from webui.core.sampling.guidance import CondInput, Guidance, InstructPix2Pix
 from webui.core.sampling.loop import (
     CancelToken,
     Hook,
@@ -112,6 +114,17 @@ def inpaint_image_cond(
     return torch.cat([small.expand(z.shape[0], -1, -1, -1), z], dim=1)
 
 
+def edit_image_cond(parts: Components, init_latents: torch.Tensor) -> torch.Tensor:
+    """An edit UNet's extra input: the source image's latents as the VAE gives them (its mode, without
+    the scaling factor: instruct-pix2pix was trained so; A1111 and diffusers feed the same)."""
+    vae = parts.vae.config
+    z: torch.Tensor = init_latents.float() / float(vae.scaling_factor)
+    shift = getattr(vae, "shift_factor", None)
+    if shift:
+        z = z + float(shift)
+    return z.to(init_latents.dtype)
+
+
 def time_ids(parts: Components, width: int, height: int, batch: int, guided: bool) -> torch.Tensor | None:
     """The family's size conditioning for the loop (None for SD1/SD2; SDXL's time ids; the refiner's
     aesthetic-score rows, one per UNet row). (With several `AND` prompt parts the loop has more than two
@@ -176,6 +189,7 @@ def run_img2img(
     churn: Mapping[str, float] | None = None,
     mask_latent: torch.Tensor | None = None,
     image_cond: torch.Tensor | None = None,
+    image_cfg_scale: float | None = None,
     inpainting_fill: int = ORIGINAL,
     initial_noise_multiplier: float = 1.0,
     hooks: Sequence[Hook] = (),
@@ -189,8 +203,10 @@ def run_img2img(
 
     `noise` has the init latents' shape (unit variance, from the image seeds); `mask_latent` (1 =
     repaint) enables masked content and, for 4-channel UNets, the per-step blending; `image_cond` is the
-    9-channel UNet's conditioning (`inpaint_image_cond`). `scheduler` must be fresh: its timesteps are
-    set here. Returns the final latents.
+    9-channel UNet's conditioning (`inpaint_image_cond`). An edit (instruct-pix2pix) UNet sees the init
+    image's latents (`edit_image_cond`) and is guided by `image_cfg_scale` too (None or 1: plain CFG with
+    the image in every branch, as A1111). `scheduler` must be fresh: its timesteps are set here.
+    Returns the final latents.
     """
     family = families.of(parts)
     unet = parts.unet
@@ -213,12 +229,17 @@ def run_img2img(
     else:
         latents = scheduler.add_noise(init, start_noise, timesteps[:1].repeat(init.shape[0]))
     all_hooks = list(hooks)
-    if family.takes_image_cond(unet):
+    guidance: Guidance = family.guidance
+    if family.takes_edit_image(unet):
+        image_cond = edit_image_cond(parts, init_latents)
+        if image_cfg_scale is not None and image_cfg_scale != 1.0:
+            guidance = InstructPix2Pix(image_cfg_scale)
+    elif family.takes_image_cond(unet):
         if image_cond is None:
             image_cond = inpaint_model_blank_cond(parts, init.shape[0], height, width)
     elif mask_latent is not None:
         all_hooks.insert(0, MaskBlend(scheduler, timesteps, init, noise, mask_latent))
-    guided = family.guidance.needs_uncond(cond, cfg_scale)
+    guided = guidance.needs_uncond(cond, cfg_scale)
     return denoise(
         unet,
         FromStep(scheduler, begin),
@@ -227,7 +248,7 @@ def run_img2img(
         uncond,
         cfg_scale,
         call=family.denoiser,
-        guidance=family.guidance,
+        guidance=guidance,
         time_ids=family.size_conditioning(width, height, init.shape[0], guided),
         image_cond=image_cond.to(device=device, dtype=dtype) if image_cond is not None else None,
         extra_step=step_kwargs(scheduler, generators, eta, churn),

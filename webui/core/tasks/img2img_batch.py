@@ -158,6 +158,7 @@ def make_batch(
             churn=ctx.churn,
             mask_latent=mask_latent,
             image_cond=image_cond,
+            image_cfg_scale=request.image_cfg_scale,
             distilled_cfg_scale=request.distilled_cfg_scale,
             inpainting_fill=request.inpainting_fill,
             initial_noise_multiplier=request.initial_noise_multiplier,
@@ -175,6 +176,8 @@ def make_batch(
         infotext_params(request, src, only_masked_used=p.box is not None)
         for p, src in zip(prepared, sources, strict=True)
     ]
+    if family.takes_edit_image(parts.denoiser) and request.image_cfg_scale is not None:
+        params = [{**one, "Image CFG scale": request.image_cfg_scale} for one in params]
     if stopped is not None:
         stopped.pictures, stopped.params = pictures, params
         raise stopped

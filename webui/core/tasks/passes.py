@@ -62,17 +62,28 @@ def run_img2img_pass(
     uncond: CondInput,
     *,
     image_cond: torch.Tensor | None = None,
+    image_cfg_scale: float | None = None,
     distilled_cfg_scale: float | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
     """img2img (or inpainting) by the family's kind; `kwargs` are run_img2img's shared keyword arguments
     (steps, strength, cfg_scale, width, height, eta, churn, mask_latent, inpainting_fill,
     initial_noise_multiplier and the loop's hooks/progress/cancel). `image_cond` is for inpainting
-    UNets, `distilled_cfg_scale` for flow families with distilled guidance."""
+    UNets, `image_cfg_scale` for edit UNets, `distilled_cfg_scale` for flow families with distilled
+    guidance."""
     if not families.of(parts).flow_matching:
         scheduler = sched.scheduler
         return run_img2img(
-            parts, scheduler, init_latents, noise, generators, cond, uncond, image_cond=image_cond, **kwargs
+            parts,
+            scheduler,
+            init_latents,
+            noise,
+            generators,
+            cond,
+            uncond,
+            image_cond=image_cond,
+            image_cfg_scale=image_cfg_scale,
+            **kwargs,
         )
     if image_cond is not None:
         raise ValueError("flow-matching families take no inpainting conditioning (image_cond)")

@@ -70,6 +70,8 @@ def run_txt2img(
     image_cond = None
     if family.takes_image_cond(unet):
         image_cond = inpaint_model_blank_cond(parts, noise.shape[0], height, width)
+    elif family.takes_edit_image(unet):  # an edit model without a source image: zero image latents
+        image_cond = torch.zeros_like(latents)
     guided = family.guidance.needs_uncond(cond, cfg_scale)
     return denoise(
         unet,
