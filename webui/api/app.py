@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -28,7 +29,16 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
-from webui.api import accounts_api, extension_routes, extras_api, jobs_api, merge_api, sdapi, sessions_api
+from webui.api import (
+    accounts_api,
+    extension_routes,
+    extras_api,
+    gallery_api,
+    jobs_api,
+    merge_api,
+    sdapi,
+    sessions_api,
+)
 from webui.api.accounts import Accounts
 from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
 from webui.api.file_access import FileAccessMiddleware
@@ -129,6 +139,13 @@ def _home_page(services: Services) -> str:
     )
 
 
+def _scan_quietly(gallery: Any) -> None:
+    try:
+        gallery.scan()
+    except Exception as e:  # a gallery that cannot scan must not stop the server
+        log.warning("gallery scan failed: %s", e)
+
+
 def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     """The server's ASGI app. `ui` is an optional gradio Blocks, mounted at "/" after our routes."""
 
@@ -143,6 +160,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(services.queue.start)
+        if services.gallery is not None:  # files added or removed while the server was down
+            threading.Thread(target=_scan_quietly, args=(services.gallery,), daemon=True).start()
         try:
             yield
         finally:
@@ -158,6 +177,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     app.include_router(jobs_api.build_router(services, waits))
     if services.merges is not None:
         app.include_router(merge_api.build_router(services, services.merges))
+    if services.gallery is not None:
+        app.include_router(gallery_api.build_router(services, services.gallery))
     if sessions is not None:
         app.include_router(sessions_api.build_router(sessions))
         app.include_router(accounts_api.build_router(services))

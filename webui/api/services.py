@@ -65,12 +65,17 @@ class Services:
     settings: Any  # webui.core.settings.SettingsStore (get, as_dict, update)
     options: ServerOptions = field(default_factory=ServerOptions)
     merges: Any = None  # webui.core.models.merge_runs.MergeRuns: built for the manager when not given
+    gallery: Any = None  # webui.core.outputs.gallery.GalleryIndex: built for the outputs when not given
 
     def __post_init__(self) -> None:
         if self.merges is None and self.manager is not None:
             from webui.core.models.merge_runs import MergeRuns
 
             self.merges = MergeRuns(self.manager)
+        if self.gallery is None and self.config is not None:
+            from webui.core.outputs.gallery import GalleryIndex
+
+            self.gallery = GalleryIndex.in_folder(self.config.outputs_dir)
 
     def find_checkpoint(self, query: str) -> ModelFile | None:
         """The listed checkpoint a title, name or hash names (A1111's look-up order), or None."""

@@ -247,6 +247,10 @@ class JobQueue:
             return None if row is None else row.owner
         return self._store.owner_of_file(str(path))
 
+    def finished_images(self, since: float = 0.0) -> builtins.list[tuple[float, str, str]]:
+        """(finished time, owner, path) of the images of jobs finished after `since` (see JobStore)."""
+        return self._store.finished_images(since)
+
     def running(self) -> JobInfo | None:
         """The job of this process's workers that started first (None: all idle)."""
         jobs = self.running_jobs()

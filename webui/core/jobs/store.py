@@ -193,6 +193,19 @@ class JobStore:
             rows = self._db.execute(sql, (*args, max(int(limit), 0))).fetchall()
         return [_row(r) for r in rows]
 
+    def finished_images(self, since: float = 0.0) -> list[tuple[float, str, str]]:
+        """(finished time, owner, image path) of every image (and grid) of the jobs finished after
+        `since`, oldest first: the gallery indexes them with their owner."""
+        sql = (
+            "SELECT jobs.finished, jobs.owner, json_extract(i.value, '$.path') FROM jobs, "
+            "json_each(jobs.result, '$.images') AS i WHERE jobs.finished > ?1 "
+            "UNION ALL SELECT finished, owner, json_extract(result, '$.grid_path') FROM jobs "
+            "WHERE finished > ?1 AND json_extract(result, '$.grid_path') IS NOT NULL ORDER BY 1"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (since,)).fetchall()
+        return [(float(f), str(o), str(p)) for f, o, p in rows if p]
+
     def owner_of_file(self, path: str) -> str | None:
         """The owner of the job that recorded `path` as one of its images or its grid, else None."""
         sql = (
