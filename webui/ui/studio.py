@@ -124,6 +124,7 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
         accounts_tab,
         extensions_tab,
         extras_tab,
+        gallery_tab,
         history_tab,
         img2img_tab,
         models_tab,
@@ -159,6 +160,8 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
                 models_tab.build_models(ctx)
             with gr.Tab("History", id="history", elem_id="tab_history") as history_tab_block:
                 history = history_tab.build_history(ctx)
+            with gr.Tab("Gallery", id="gallery", elem_id="tab_gallery") as gallery_tab_block:
+                gallery = gallery_tab.build_gallery(ctx)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                 extensions_tab.build_extensions(ctx)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
@@ -173,6 +176,11 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
         history_tab_block.select(
             history["_load"], None, history["_view"], concurrency_limit=None, api_visibility="private"
         )
+        gallery_tab.wire_gallery_actions(ctx, gallery, runners, tabs)
+        gallery_tab_block.select(
+            gallery["_load"], gallery["_load_inputs"], gallery["_load_outputs"],
+            concurrency_limit=None, api_visibility="private",
+        )  # fmt: skip
 
         ctx.page_load.wire(blocks)
         _wire_reattach(ctx, blocks, runners, job_state, tabs)

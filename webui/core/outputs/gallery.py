@@ -352,14 +352,15 @@ class GalleryIndex:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created DESC, id DESC LIMIT ?"
-        with self._connect() as db:
-            rows = db.execute(sql, (*args, limit + 1)).fetchall()
-        found = [_image(r) for r in rows]
-        gone = [i.id for i in found if not (self.outputs / i.path).exists()]  # deleted by hand or job
-        if gone:
+        while True:
+            with self._connect() as db:
+                rows = db.execute(sql, (*args, limit + 1)).fetchall()
+            found = [_image(r) for r in rows]
+            gone = [i.id for i in found if not (self.outputs / i.path).exists()]  # deleted elsewhere
+            if not gone:
+                break
             with self._lock, self._connect() as db:
                 db.executemany("DELETE FROM images WHERE id=?", [(i,) for i in gone])
-            return self.page(filters, cursor, limit)
         images = tuple(found[:limit])
         more = len(found) > limit
         return Page(images, f"{images[-1].created!r}:{images[-1].id}" if more and images else None)
