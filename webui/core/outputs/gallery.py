@@ -308,11 +308,11 @@ class GalleryIndex:
         return len(rows)
 
     def _relative(self, path: str | Path) -> str | None:
-        p = Path(path)
-        full = (p if p.is_absolute() else self.outputs / p).resolve()
-        try:
-            rel = full.relative_to(self.outputs).as_posix()
-        except ValueError:
+        """`path` relative to the outputs folder ('/'-separated), or None outside it or in a dot-folder.
+        Lexical (no symlink resolution): it runs once per file of a scan."""
+        text = os.path.normpath(os.path.join(self.outputs, path))
+        rel = os.path.relpath(text, self.outputs).replace(os.sep, "/")
+        if rel == "." or rel.startswith("../") or rel == "..":
             return None
         return None if any(part.startswith(".") for part in rel.split("/")) else rel
 
