@@ -11,7 +11,15 @@ from webui.core import families
 from webui.core.families.unet import target_size_ids
 from webui.core.models.components import Components
 from webui.core.sampling.guidance import CondInput
-from webui.core.sampling.loop import CancelToken, Hook, ModelHook, ProgressCallback, denoise, step_kwargs
+from webui.core.sampling.loop import (
+    CancelToken,
+    Hook,
+    ModelHook,
+    ProgressCallback,
+    denoise,
+    runs_guided,
+    step_kwargs,
+)
 from webui.core.sampling.samplers import set_timesteps
 from webui.core.tasks.images import encode_init
 
@@ -70,7 +78,7 @@ def run_txt2img(
     image_cond = None
     if family.takes_image_cond(unet):
         image_cond = inpaint_model_blank_cond(parts, noise.shape[0], height, width)
-    guided = family.guidance.needs_uncond(cond, cfg_scale)
+    guided = runs_guided(family.guidance, cond, cfg_scale, scheduler)
     return denoise(
         unet,
         scheduler,
