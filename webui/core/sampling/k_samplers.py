@@ -275,7 +275,9 @@ def restart_segments(sigmas: list[float]) -> list[tuple[float, float]]:
     main = sched.karras(steps - per * times, m).tolist()
     lo = min(range(len(main)), key=lambda i: abs(main[i] - RESTART_FROM))
     hi = min(range(len(main)), key=lambda i: abs(main[i] - RESTART_TO))
-    inner = sched.karras(per + 1, sched.ModelSigmas(torch.tensor([main[lo], main[hi]])))[:-1].tolist()
+    ends = torch.tensor([main[lo], main[hi]], dtype=torch.float64)
+    inner = sched.karras(per + 1, sched.ModelSigmas(ends))[:-1].tolist()
+    inner[0], inner[-1] = main[hi], main[lo]  # exactly the main schedule's points (no rounding jump)
     out: list[tuple[float, float]] = []
     for i in range(len(main) - 1):
         out.append((main[i], main[i + 1]))

@@ -64,7 +64,7 @@ class KScheduler:
         self.needs_uncond = needs_uncond
         self.fixed_schedule = fixed_schedule
         self.model_group = model_group
-        self.config = FrozenDict(
+        self.config = FrozenDict(  # type: ignore[no-untyped-call]
             {
                 **{k: v for k, v in base_config.items() if not k.startswith("_")},
                 "sampler": name,

@@ -51,13 +51,23 @@ class ModelSigmas:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ModelSigmas:
-        """From a diffusers scheduler config (betas as diffusers computes them for any scheduler)."""
+        """From a diffusers scheduler config: linear and scaled-linear betas in float64 here, any other
+        beta schedule (or trained betas) as diffusers computes it."""
+        steps = int(config.get("num_train_timesteps", 1000))
+        b0, b1 = float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02))
+        kind = config.get("beta_schedule", "linear")
+        if config.get("trained_betas") is None and kind in ("linear", "scaled_linear"):
+            if kind == "linear":
+                betas = torch.linspace(b0, b1, steps, dtype=torch.float64)
+            else:
+                betas = torch.linspace(b0**0.5, b1**0.5, steps, dtype=torch.float64) ** 2
+            return cls.from_alphas_cumprod(torch.cumprod(1 - betas, 0))
         import diffusers
 
+        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
         ddpm = diffusers.DDPMScheduler.from_config(  # type: ignore[no-untyped-call]
-            {k: v for k, v in config.items() if k in ("num_train_timesteps", "beta_start", "beta_end",
-                                                       "beta_schedule", "trained_betas")}
-        )  # fmt: skip
+            {k: v for k, v in config.items() if k in keys}
+        )
         return cls.from_alphas_cumprod(ddpm.alphas_cumprod)
 
     @classmethod
