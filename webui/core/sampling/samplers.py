@@ -29,9 +29,15 @@ Every schedule entry sets all of a scheduler's sigma flags explicitly, so a base
 say, use_karras_sigmas=True cannot leak into a "Uniform" run. Call `set_timesteps` below rather than the
 scheduler's own (it pins the first step; see there).
 
-Where diffusers differs from A1111: Euler a, DDIM and PLMS have no Karras/Exponential/Beta (no such
-flags in diffusers); DPM++ 2S a is diffusers' deterministic DPM-Solver++(2S), not ancestral; DPM2 and
-DPM2 a lack A1111's "discard next-to-last sigma"; UniPC (bh1, as A1111) ends at sigma_min, not 0.
+Our own samplers (`SamplerInfo.own`, run by k_scheduler.KScheduler over sigma_schedules): where diffusers
+has no such sampler (DPM++ 2M SDE Heun, DPM++ 3M SDE, ancestral DPM++ 2S a, DPM fast, Restart, DDIM
+CFG++) and where it cannot build the schedule type (Polyexponential, KL Optimal, Align Your Steps, Simple,
+Normal; Karras/Exponential/Beta for Euler a; Uniform/DDIM for DPM++ 2M and 2M SDE). Their step noise
+comes from the images' generators ("generator"), not a Brownian tree. DPM adaptive is not offered.
+
+Where diffusers differs from A1111: DDIM and PLMS have no Karras/Exponential/Beta (no such flags in
+diffusers); DPM2 and DPM2 a lack A1111's "discard next-to-last sigma"; UniPC (bh1, as A1111) ends at
+sigma_min, not 0.
 
 Noise for stochastic samplers (`SamplerInfo.step_noise`):
 
