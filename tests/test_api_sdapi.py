@@ -206,8 +206,18 @@ def test_listing_routes_shapes(c: httpx.Client, tiny_files: dict[str, Path]) -> 
         "aliases",
         "options",
     }
+    by_name = {s["name"]: s for s in samplers}
+    for name, alias in (
+        ("DPM++ 3M SDE", "k_dpmpp_3m_sde"),
+        ("Restart", "restart"),
+        ("DDIM CFG++", "ddim_cfgpp"),
+    ):
+        assert by_name[name]["aliases"] == [alias]
     schedulers = c.get("/sdapi/v1/schedulers").json()
     assert {"name", "label", "aliases", "default_rho", "need_inner_model"} == set(schedulers[0])
+    assert {"align_your_steps", "kl_optimal", "polyexponential", "simple", "normal"} <= {
+        s["name"] for s in schedulers
+    }
     ups = c.get("/sdapi/v1/upscalers").json()
     assert [u["name"] for u in ups] == ["None", "Lanczos", "Nearest"]
     assert set(ups[0]) == {"name", "model_name", "model_path", "model_url", "scale"}

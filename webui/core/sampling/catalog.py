@@ -110,11 +110,15 @@ class SamplerCatalog:
         base_config: Mapping[str, Any],
         *,
         noise_seeds: Sequence[int] | None = None,
+        model_group: str | None = None,
+        eta: float | None = None,
     ) -> Any:
         """A fresh scheduler for one run (see samplers.make_scheduler for the built-in ones)."""
         found = self._extension(sampler_name)
         if found is None:
-            return builtin.make_scheduler(sampler_name, schedule, base_config, noise_seeds=noise_seeds)
+            return builtin.make_scheduler(
+                sampler_name, schedule, base_config, noise_seeds=noise_seeds, model_group=model_group, eta=eta
+            )
         name, _ = self.resolve(sampler_name, schedule)  # the schedule type must be Automatic
         scheduler = found.make(dict(base_config))
         missing = [m for m in _SCHEDULER_METHODS if not callable(getattr(scheduler, m, None))]

@@ -151,16 +151,23 @@ def step_kwargs(
     """The extra arguments this scheduler's step() accepts (as diffusers' pipelines pass them).
 
     `churn` holds the Karras-style noise controls (s_churn, s_tmin, s_tmax, s_noise); they reach only
-    the schedulers whose step() takes them (Euler).
+    the schedulers whose step() takes them (Euler). No `eta` leaves the scheduler's own default (0 for
+    diffusers' DDIM, 1 for our ancestral/SDE samplers, as A1111's eta settings).
     """
     accepted = set(inspect.signature(scheduler.step).parameters)
     kw: dict[str, Any] = {}
     if "generator" in accepted and generators is not None:
         kw["generator"] = list(generators)
-    if "eta" in accepted:
-        kw["eta"] = 0.0 if eta is None else eta
+    if "eta" in accepted and eta is not None:
+        kw["eta"] = eta
     kw.update({k: v for k, v in (churn or {}).items() if k in accepted})
     return kw
+
+
+def runs_guided(guidance: Guidance, cond: CondInput, cfg_scale: float, scheduler: Any) -> bool:
+    """Whether the loop computes the negative prompt's prediction: when guidance needs it, or when the
+    scheduler steps with it (CFG++, even at CFG 1). Tasks size per-row inputs (time ids) with this."""
+    return guidance.needs_uncond(cond, cfg_scale) or bool(getattr(scheduler, "needs_uncond", False))
 
 
 def predict(call: DenoiserCall, inputs: ModelInputs, groups: int, per_image: bool) -> torch.Tensor:
@@ -233,7 +240,9 @@ def denoise(
     `model_kwargs` too (inputs the family's call reads every step, e.g. Flux's distilled guidance).
     `per_image` runs the model once per image (see `predict`).
     """
-    guided = guidance.needs_uncond(cond, cfg_scale)
+    # a scheduler that steps with the unguided prediction (CFG++) gets it even at CFG 1
+    wants_uncond = "uncond_output" in inspect.signature(scheduler.step).parameters
+    guided = runs_guided(guidance, cond, cfg_scale, scheduler)
     n = latents.shape[0]
     timesteps = scheduler.timesteps
     total = len(timesteps)
@@ -272,12 +281,15 @@ def denoise(
                 model_hook(HookPoint.BEFORE_MODEL, call_state)
             inputs = call_state.inputs
         pred = predict(call, inputs, len(groups), per_image)
+        step_extra = dict(extra_step or {})
+        if wants_uncond and guided:
+            step_extra["uncond_output"] = pred.chunk(len(groups))[0]
         if len(groups) > 1:  # uncond and/or several AND parts
             pred = guidance.combine(pred, len(groups), weights, cfg_scale)
         state.noise_pred = pred
         for hook in hooks:
             hook(HookPoint.AFTER_CFG, state)
-        out = scheduler.step(state.noise_pred, t, state.latents, **(extra_step or {}), return_dict=False)
+        out = scheduler.step(state.noise_pred, t, state.latents, **step_extra, return_dict=False)
         state.latents = out[0]
         # most diffusers schedulers also give their x0 estimate (pred_original_sample)
         x0 = out[1] if len(out) > 1 else None

@@ -29,9 +29,15 @@ Every schedule entry sets all of a scheduler's sigma flags explicitly, so a base
 say, use_karras_sigmas=True cannot leak into a "Uniform" run. Call `set_timesteps` below rather than the
 scheduler's own (it pins the first step; see there).
 
-Where diffusers differs from A1111: Euler a, DDIM and PLMS have no Karras/Exponential/Beta (no such
-flags in diffusers); DPM++ 2S a is diffusers' deterministic DPM-Solver++(2S), not ancestral; DPM2 and
-DPM2 a lack A1111's "discard next-to-last sigma"; UniPC (bh1, as A1111) ends at sigma_min, not 0.
+Our own samplers (`SamplerInfo.own`, run by k_scheduler.KScheduler over sigma_schedules): where diffusers
+has no such sampler (DPM++ 2M SDE Heun, DPM++ 3M SDE, ancestral DPM++ 2S a, DPM fast, Restart, DDIM
+CFG++) and where it cannot build the schedule type (Polyexponential, KL Optimal, Align Your Steps, Simple,
+Normal; Karras/Exponential/Beta for Euler a; Uniform/DDIM for DPM++ 2M and 2M SDE). Their step noise
+comes from the images' generators ("generator"), not a Brownian tree. DPM adaptive is not offered.
+
+Where diffusers differs from A1111: DDIM and PLMS have no Karras/Exponential/Beta (no such flags in
+diffusers); DPM2 and DPM2 a lack A1111's "discard next-to-last sigma"; UniPC (bh1, as A1111) ends at
+sigma_min, not 0.
 
 Noise for stochastic samplers (`SamplerInfo.step_noise`):
 
@@ -57,7 +63,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import SchedulerMixin
 
 StepNoise = Literal["none", "generator", "brownian"]
 _V = TypeVar("_V")
@@ -87,17 +92,32 @@ class ScheduleType:
 
 AUTOMATIC: Final = "Automatic"
 
-# A1111's order, minus the types diffusers cannot build (Polyexponential, KL Optimal, Align Your Steps,
-# Simple, Normal, Karras Exponential).
+# A1111's order. Karras Exponential is not here: A1111 has no such type either (only the old combined names).
 SCHEDULE_TYPES: Final[tuple[ScheduleType, ...]] = (
     ScheduleType("automatic", AUTOMATIC),
     ScheduleType("uniform", "Uniform", need_inner_model=True),
     ScheduleType("karras", "Karras", default_rho=7.0),
     ScheduleType("exponential", "Exponential"),
+    ScheduleType("polyexponential", "Polyexponential", default_rho=1.0),
     ScheduleType("sgm_uniform", "SGM Uniform", aliases=("SGMUniform",), need_inner_model=True),
+    ScheduleType("kl_optimal", "KL Optimal"),
+    ScheduleType("align_your_steps", "Align Your Steps"),
+    ScheduleType("simple", "Simple", need_inner_model=True),
+    ScheduleType("normal", "Normal", need_inner_model=True),
     ScheduleType("ddim", "DDIM", need_inner_model=True),
     ScheduleType("beta", "Beta", need_inner_model=True),
 )
+
+
+@dataclass(frozen=True)
+class OwnSampler:
+    """A sampler of `k_samplers` and how A1111 runs it."""
+
+    algorithm: str  # the function's name in webui.core.sampling.k_samplers
+    default_eta: float = 0.0  # when a request leaves eta out (A1111: 1 for ancestral/SDE samplers)
+    discard_next_to_last: bool = False  # A1111's discard_next_to_last_sigma
+    needs_uncond: bool = False  # the step needs the unguided prediction (CFG++)
+    fixed_schedule: bool = False  # runs its own spacing whatever the schedule (DPM fast/adaptive)
 
 
 @dataclass(frozen=True)
@@ -110,10 +130,19 @@ class SamplerInfo:
     default_schedule: str
     step_noise: StepNoise = "none"
     second_order: bool = False  # two model evaluations per step (timesteps has 2N - 1 entries)
+    own: OwnSampler | None = None  # our sigma-space implementation, for the schedules diffusers lacks
+    own_schedules: tuple[str, ...] = ()  # the schedule labels `own` runs (the rest: scheduler_class)
 
     @property
     def schedules(self) -> tuple[str, ...]:
-        return tuple(self.schedule_kwargs)
+        """Every schedule label this sampler runs, in A1111's order (the default first if Automatic)."""
+        have = set(self.schedule_kwargs) | set(self.own_schedules)
+        ordered = tuple(s.label for s in SCHEDULE_TYPES if s.label in have)
+        return tuple(self.schedule_kwargs) + tuple(s for s in ordered if s not in self.schedule_kwargs)
+
+    def runs_own(self, label: str) -> bool:
+        """Whether schedule `label` runs on our sigma-space implementation (k_scheduler.KScheduler)."""
+        return label in self.own_schedules
 
     @property
     def options(self) -> dict[str, str]:
@@ -200,32 +229,66 @@ def _info(
     *,
     step_noise: StepNoise = "none",
     second_order: bool = False,
+    own: OwnSampler | None = None,
+    own_schedules: tuple[str, ...] = (),
 ) -> SamplerInfo:
     return SamplerInfo(
-        name, aliases, cls, MappingProxyType(dict(kwargs)), schedules, default, step_noise, second_order
+        name,
+        aliases,
+        cls,
+        MappingProxyType(dict(kwargs)),
+        schedules,
+        default,
+        step_noise,
+        second_order,
+        own,
+        own_schedules,
     )
+
+
+_NO_KWARGS: Final[Mapping[str, Mapping[str, Any]]] = MappingProxyType({})
+# The schedules our sigma-space samplers run (sigma_schedules): every A1111 type but Automatic.
+_SIGMA: Final = ("Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform", "KL Optimal",
+                 "Align Your Steps", "Simple", "Normal", "DDIM", "Beta")  # fmt: skip
+# What diffusers cannot build for the k-diffusion ports it has: these run on our implementation.
+_NEW: Final = ("Polyexponential", "KL Optimal", "Align Your Steps", "Simple", "Normal")
+_OWN: Final = "KScheduler"  # scheduler_class of a sampler that only runs on our implementation
 
 
 _DPMPP: Final = {"solver_order": 2, "solver_type": "midpoint", "lower_order_final": True}
 
 SAMPLERS: Final[tuple[SamplerInfo, ...]] = (
     _info("DPM++ 2M", ("k_dpmpp_2m",), "DPMSolverMultistepScheduler",
-          {**_DPMPP, "algorithm_type": "dpmsolver++"}, _MULTISTEP, "Karras"),
+          {**_DPMPP, "algorithm_type": "dpmsolver++"}, _MULTISTEP, "Karras",
+          own=OwnSampler("dpmpp_2m"), own_schedules=("Uniform", "DDIM", *_NEW)),
     _info("DPM++ SDE", ("k_dpmpp_sde",), "DPMSolverSDEScheduler", {}, _K_DISCRETE, "Karras",
           step_noise="brownian", second_order=True),
     _info("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), "DPMSolverMultistepScheduler",
-          {**_DPMPP, "algorithm_type": "sde-dpmsolver++"}, _MULTISTEP, "Exponential", step_noise="generator"),
-    # Not ancestral: diffusers' closest is the deterministic DPM-Solver++(2S).
-    _info("DPM++ 2S a", ("k_dpmpp_2s_a",), "DPMSolverSinglestepScheduler",
-          {**_DPMPP, "algorithm_type": "dpmsolver++"}, _SINGLESTEP, "Karras"),
+          {**_DPMPP, "algorithm_type": "sde-dpmsolver++"}, _MULTISTEP, "Exponential", step_noise="generator",
+          own=OwnSampler("dpmpp_2m_sde", default_eta=1.0), own_schedules=("Uniform", "DDIM", *_NEW)),
+    _info("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",), _OWN, {}, _NO_KWARGS, "Exponential",
+          step_noise="generator", own=OwnSampler("dpmpp_2m_sde_heun", default_eta=1.0), own_schedules=_SIGMA),
+    _info("DPM++ 2S a", ("k_dpmpp_2s_a",), _OWN, {}, _NO_KWARGS, "Karras", step_noise="generator",
+          second_order=True, own=OwnSampler("dpmpp_2s_ancestral", default_eta=1.0), own_schedules=_SIGMA),
+    _info("DPM++ 3M SDE", ("k_dpmpp_3m_sde",), _OWN, {}, _NO_KWARGS, "Exponential", step_noise="generator",
+          own=OwnSampler("dpmpp_3m_sde", default_eta=1.0, discard_next_to_last=True), own_schedules=_SIGMA),
     _info("Euler a", ("k_euler_a", "k_euler_ancestral"), "EulerAncestralDiscreteScheduler", {},
-          _SPACING_ONLY, "Uniform", step_noise="generator"),
-    _info("Euler", ("k_euler",), "EulerDiscreteScheduler", {}, _K_DISCRETE, "Uniform"),
+          _SPACING_ONLY, "Uniform", step_noise="generator",
+          own=OwnSampler("euler_ancestral", default_eta=1.0),
+          own_schedules=("Karras", "Exponential", "Beta", *_NEW)),
+    _info("Euler", ("k_euler",), "EulerDiscreteScheduler", {}, _K_DISCRETE, "Uniform",
+          own=OwnSampler("euler"), own_schedules=_NEW),
     _info("LMS", ("k_lms",), "LMSDiscreteScheduler", {}, _K_DISCRETE, "Uniform"),
-    _info("Heun", ("k_heun",), "HeunDiscreteScheduler", {}, _K_DISCRETE, "Uniform", second_order=True),
+    _info("Heun", ("k_heun",), "HeunDiscreteScheduler", {}, _K_DISCRETE, "Uniform", second_order=True,
+          own=OwnSampler("heun"), own_schedules=_NEW),
     _info("DPM2", ("k_dpm_2",), "KDPM2DiscreteScheduler", {}, _K_DISCRETE, "Karras", second_order=True),
     _info("DPM2 a", ("k_dpm_2_a",), "KDPM2AncestralDiscreteScheduler", {}, _K_DISCRETE, "Karras",
           step_noise="generator", second_order=True),
+    # DPM fast runs its own spacing (uniform in log sigma over the model's range): no schedule choice.
+    _info("DPM fast", ("k_dpm_fast",), _OWN, {}, _NO_KWARGS, AUTOMATIC, step_noise="generator",
+          own=OwnSampler("dpm_fast", default_eta=1.0, fixed_schedule=True), own_schedules=(AUTOMATIC,)),
+    _info("Restart", ("restart",), _OWN, {}, _NO_KWARGS, "Karras", step_noise="generator", second_order=True,
+          own=OwnSampler("restart"), own_schedules=_SIGMA),
     _info("DEIS", ("deis",), "DEISMultistepScheduler",
           {"solver_order": 2, "algorithm_type": "deis", "solver_type": "logrho", "lower_order_final": True},
           _MULTISTEP, "SGM Uniform"),
@@ -233,6 +296,10 @@ SAMPLERS: Final[tuple[SamplerInfo, ...]] = (
     # config does not override; SD needs both False (as the original DDIM sampler).
     _info("DDIM", ("ddim",), "DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False},
           _TIMESTEPS, "DDIM"),
+    # CFG++ (Chung et al. 2024): DDIM that renoises along the unconditional prediction; A1111 divides
+    # the CFG scale by 12.5, so CFG 12.5 is CFG++'s 1. A1111's default eta for it is eta_ddim's, 0.
+    _info("DDIM CFG++", ("ddim_cfgpp",), _OWN, {}, _NO_KWARGS, "DDIM",
+          own=OwnSampler("ddim_cfgpp", needs_uncond=True), own_schedules=_SIGMA),
     _info("PLMS", ("plms",), "PNDMScheduler", {"skip_prk_steps": True, "set_alpha_to_one": False},
           _TIMESTEPS, "DDIM"),
     # A1111's UniPC options: variant bh1, order 3, lower order final; time-uniform skip ~ SGM Uniform.
@@ -256,6 +323,10 @@ LEGACY_ALIASES: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
         "k_dpmpp_sde_ka": ("DPM++ SDE", "Karras"),
         "k_dpmpp_2m_sde_ka": ("DPM++ 2M SDE", "Karras"),
         "k_dpmpp_2m_sde_exp": ("DPM++ 2M SDE", "Exponential"),
+        "k_dpmpp_2m_sde_heun_ka": ("DPM++ 2M SDE Heun", "Karras"),
+        "k_dpmpp_2m_sde_heun_exp": ("DPM++ 2M SDE Heun", "Exponential"),
+        "k_dpmpp_3m_sde_ka": ("DPM++ 3M SDE", "Karras"),
+        "k_dpmpp_3m_sde_exp": ("DPM++ 3M SDE", "Exponential"),
     }
 )
 
@@ -344,7 +415,7 @@ def resolve(sampler_name: str, scheduler: str | None = None) -> tuple[SamplerInf
             "scheduler",
         )
     label = requested or implied or info.default_schedule
-    if label not in info.schedule_kwargs:
+    if label not in info.schedules:
         raise UnknownSampler(
             f"schedule type {label!r} is not supported by {info.name}: valid are {', '.join(info.schedules)}",
             "scheduler" if requested else "sampler_name",
@@ -358,16 +429,23 @@ def make_scheduler(
     base_config: Mapping[str, Any],
     *,
     noise_seeds: Sequence[int] | None = None,
-) -> SchedulerMixin:
+    model_group: str | None = None,
+    eta: float | None = None,
+) -> Any:
     """A fresh scheduler for one run (diffusers schedulers keep per-run state: never share one).
 
     `base_config` is the model's scheduler config (any scheduler class): training betas,
     num_train_timesteps, prediction_type, rescale_betas_zero_snr... carry over. `noise_seeds` (one per
     image) is required by samplers whose `step_noise` is "brownian" and ignored by the others.
+    `model_group` (the family's group, "sd1", "sdxl"...) picks Align Your Steps' table; `eta` (the
+    request's, None: the sampler's default) is what our samplers plan their model calls with.
+    A schedule diffusers cannot build runs on our sigma-space implementation (`KScheduler`).
     """
     import diffusers
 
     info, label = resolve(sampler_name, schedule)
+    if info.runs_own(label):
+        return _make_own(info, label, base_config, model_group, eta)
     kwargs: dict[str, Any] = {**info.kwargs, **info.schedule_kwargs[label]}
     if info.step_noise == "brownian":
         if not noise_seeds:
@@ -383,7 +461,29 @@ def make_scheduler(
             )
     # Only what this class takes: diffusers logs a warning for every other key of the base config.
     config = {k: v for k, v in base_config.items() if k in accepted}
-    return cls.from_config(config, **kwargs)  # type: ignore[no-any-return]
+    return cls.from_config(config, **kwargs)
+
+
+def _make_own(
+    info: SamplerInfo, label: str, base_config: Mapping[str, Any], model_group: str | None, eta: float | None
+) -> Any:
+    from webui.core.sampling import k_samplers
+    from webui.core.sampling.k_scheduler import KScheduler
+
+    own = info.own
+    if own is None:
+        raise AssertionError(f"{info.name} lists own schedules without an own implementation")
+    return KScheduler(
+        getattr(k_samplers, own.algorithm),
+        label,
+        base_config,
+        eta=own.default_eta if eta is None else eta,
+        discard_next_to_last=own.discard_next_to_last,
+        needs_uncond=own.needs_uncond,
+        fixed_schedule=own.fixed_schedule,
+        model_group=model_group,
+        name=info.name,
+    )
 
 
 def set_timesteps(

@@ -52,6 +52,7 @@ from webui.core.sampling.loop import (
     ProgressCallback,
     StepState,
     denoise,
+    runs_guided,
     step_kwargs,
 )
 from webui.core.sampling.samplers import set_timesteps
@@ -239,7 +240,7 @@ def run_img2img(
             image_cond = inpaint_model_blank_cond(parts, init.shape[0], height, width)
     elif mask_latent is not None:
         all_hooks.insert(0, MaskBlend(scheduler, timesteps, init, noise, mask_latent))
-    guided = guidance.needs_uncond(cond, cfg_scale)
+    guided = runs_guided(guidance, cond, cfg_scale, scheduler)
     return denoise(
         unet,
         FromStep(scheduler, begin),

@@ -138,6 +138,7 @@ def make_batch(
         height=inputs.height,
         steps=request.steps,
         seeds=seeds,
+        eta=request.eta,
     )
     stopped: Stopped | None = None
     try:

@@ -39,12 +39,21 @@ def pass_scheduler(
     height: int,
     steps: int,
     seeds: Sequence[int],
+    eta: float | None = None,
 ) -> PassScheduler:
-    """A fresh scheduler for one pass of `steps` at width x height."""
+    """A fresh scheduler for one pass of `steps` at width x height (`eta`: the request's, None for the
+    sampler's default; our sigma-space samplers plan their model calls with it)."""
     family = families.of(parts)
     if not family.flow_matching:
         return PassScheduler(
-            samplers.make_scheduler(sampler, schedule, parts.scheduler_config, noise_seeds=seeds)
+            samplers.make_scheduler(
+                sampler,
+                schedule,
+                parts.scheduler_config,
+                noise_seeds=seeds,
+                model_group=family.group,
+                eta=eta,
+            )
         )
     name, label = samplers.resolve_for(True, sampler, schedule)
     m = family.latent.size_multiple

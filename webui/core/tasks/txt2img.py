@@ -11,7 +11,15 @@ from webui.core import families
 from webui.core.families.unet import target_size_ids
 from webui.core.models.components import Components
 from webui.core.sampling.guidance import CondInput
-from webui.core.sampling.loop import CancelToken, Hook, ModelHook, ProgressCallback, denoise, step_kwargs
+from webui.core.sampling.loop import (
+    CancelToken,
+    Hook,
+    ModelHook,
+    ProgressCallback,
+    denoise,
+    runs_guided,
+    step_kwargs,
+)
 from webui.core.sampling.samplers import set_timesteps
 from webui.core.tasks.images import encode_init
 
@@ -72,7 +80,7 @@ def run_txt2img(
         image_cond = inpaint_model_blank_cond(parts, noise.shape[0], height, width)
     elif family.takes_edit_image(unet):  # an edit model without a source image: zero image latents
         image_cond = torch.zeros_like(latents)
-    guided = family.guidance.needs_uncond(cond, cfg_scale)
+    guided = runs_guided(family.guidance, cond, cfg_scale, scheduler)
     return denoise(
         unet,
         scheduler,

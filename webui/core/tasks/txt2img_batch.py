@@ -61,6 +61,7 @@ def _make_batch(
         height=request.height,
         steps=request.steps,
         seeds=seeds,
+        eta=request.eta,
     )
     shape = families.of(parts).latent.shape(request.width, request.height)
     resize = (request.seed_resize_from_w, request.seed_resize_from_h)
@@ -121,7 +122,15 @@ def _second_pass(
     steps = hires.second_pass_steps(request)
     width, height = target.size
     sched = pass_scheduler(
-        ctx.samplers, parts, sampler, schedule, width=width, height=height, steps=steps, seeds=seeds
+        ctx.samplers,
+        parts,
+        sampler,
+        schedule,
+        width=width,
+        height=height,
+        steps=steps,
+        seeds=seeds,
+        eta=request.eta,
     )
     with ctx.second_pass() if ctx.second_pass is not None else nullcontext(ctx.encode) as encode:
         # the second pass's prompts, scheduled over its own steps (as A1111)
