@@ -38,18 +38,23 @@ BASE: dict[str, Any] = dict(
 B = "tiny-sd1-b"
 
 
-@pytest.fixture(scope="module")
-def manager(tiny_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> ModelManager:
-    """tiny-sd1 (weights from seed 0), tiny-sd1-b (seed 1), and models of other architectures."""
+def two_sd1_data_dir(tiny_files: dict[str, Path], data: Path) -> Path:
+    """A data folder with tiny-sd1 (weights from seed 0), tiny-sd1-b (seed 1), and models of other
+    architectures (tiny-sd1-inpaint, tiny-sdxl)."""
     from webui.core.models.tiny import build_tiny, save_single_file
 
-    data = tmp_path_factory.mktemp("passes")
     ckpts = data / "models" / "Stable-diffusion"
     ckpts.mkdir(parents=True)
     (data / "models" / "VAE").mkdir()
     for arch in ("sd1", "sd1-inpaint", "sdxl"):
         shutil.copy(tiny_files[arch], ckpts / f"tiny-{arch}.safetensors")
     save_single_file(build_tiny("sd1", seed=1), ckpts / f"{B}.safetensors")
+    return data
+
+
+@pytest.fixture(scope="module")
+def manager(tiny_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> ModelManager:
+    data = two_sd1_data_dir(tiny_files, tmp_path_factory.mktemp("passes"))
     m = ModelManager(AppConfig.for_data_dir(data), Precision())
     m.refresh()
     return m

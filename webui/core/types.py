@@ -150,7 +150,7 @@ class GenerationRequest:
         if self.refiner_switch_at is not None:
             at = self.refiner_switch_at
             _finite("refiner_switch_at", at, 0.0, 1.0)
-            if at == 0:
+            if at == 0 and self.refiner is not None:
                 raise RequestError(
                     "refiner_switch_at", "must be above 0 (at 0 choose the refiner as the checkpoint instead)"
                 )
