@@ -6,6 +6,10 @@ checkpoint, VAE and clip skip of this request only). Fields clients routinely se
 ignored while they hold those defaults; any other value of them would change the image in a way we do
 not implement, so it is refused with a RequestError naming the field (HTTP 422).
 
+`hr_checkpoint_name` ("Use same checkpoint" or empty: the first pass's) and the refiner fields
+(`refiner_checkpoint`, "None" or empty: none; `refiner_switch_at`) are request fields of the same name;
+a checkpoint of another family is refused when the job is submitted (see webui.core.pass_models).
+
 Forge's fields: `distilled_cfg_scale` reaches the request (Flux dev's guidance input; as in Forge, models
 without a guidance input ignore it, and their infotext does not record it); `forge_additional_modules`
 becomes the request's `modules` (the text encoder / VAE files a split SD3/Flux model takes);
@@ -123,7 +127,6 @@ _REFUSED_UNLESS_DEFAULT: dict[str, Callable[[Any], bool]] = {
     "restore_faces": _falsy,
     "tiling": _falsy,
     "s_min_uncond": _falsy,
-    "refiner_checkpoint": _falsy,
     "script_name": _falsy,
     "script_args": _falsy,
     "alwayson_scripts": _falsy,
@@ -142,7 +145,7 @@ _WHY = {
     "alwayson_scripts": "no always-on scripts are installed (GET /sdapi/v1/scripts lists them)",
     "script_name": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
     "script_args": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
-    "hr_additional_modules": "the hires pass runs on the first pass's model and modules ('Use same choices')",
+    "hr_additional_modules": "the hires pass uses the first pass's modules ('Use same choices')",
 }
 # Request fields handled here rather than copied by name.
 _SPECIAL = frozenset(

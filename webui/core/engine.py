@@ -12,13 +12,14 @@ import dataclasses
 import random
 import re
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
-from webui.core import families
+from webui.core import families, pass_models
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision, per_image
 from webui.core.extension_points import NO_HOOKS, EngineHooks, ImageInfo
@@ -39,7 +40,7 @@ from webui.core.sampling import noise as noise_mod
 from webui.core.sampling.catalog import ExtraSampler, SamplerCatalog
 from webui.core.sampling.loop import CancelToken, Hook, ModelHook, Stopped
 from webui.core.tasks import extras, hires, hires_networks, img2img_batch, sub_pass, txt2img_batch
-from webui.core.tasks.context import BatchContext
+from webui.core.tasks.context import BatchContext, PassModel
 from webui.core.tasks.previews import DEFAULT as DEFAULT_PREVIEW
 from webui.core.tasks.previews import PREVIEW_TYPES, Previews
 from webui.core.tasks.vae_tiles import VaeTiling
@@ -197,6 +198,7 @@ class Engine:
             if file is not None and not file.path.exists():
                 gone = f"{file.name!r} is no longer in its models folder (deleted or moved); choose another"
                 raise RequestError(field, gone)
+        pass_models.check(request, self.manager)
         return request, prompt, negative
 
     def run(
@@ -252,11 +254,12 @@ class Engine:
         with (
             self.manager.acquire(request.checkpoint, request.vae, request.modules) as model,
             apply_networks(model.components, run.networks.networks, self.network_cache) as applied,
+            ExitStack() as stack,  # the job's other models (hires checkpoint, refiner)
         ):
             extra = tuple(self.hooks.model_hooks(request, model.components))
             if extra:
                 run = dataclasses.replace(run, model_hooks=(*run.model_hooks, *extra))
-            return self._run_batches(run, model, applied)
+            return self._run_batches(run, model, applied, stack)
 
     @property
     def samplers(self) -> SamplerCatalog:
@@ -322,7 +325,9 @@ class Engine:
             warnings += t5_overflow_warnings(model.components, label, prompt)
         return encoder, cond, uncond, ti, warnings
 
-    def _run_batches(self, run: _Run, model: LoadedModel, applied: AppliedInfo) -> GenerationResult:
+    def _run_batches(
+        self, run: _Run, model: LoadedModel, applied: AppliedInfo, stack: ExitStack
+    ) -> GenerationResult:
         request = run.request
         img2img = isinstance(request, Img2ImgRequest)
         family = families.of(model.components)
@@ -351,20 +356,16 @@ class Engine:
         lora_hash_value = lora_hashes(run.networks, self.loras, applied)
         hr_plan = run.hires.networks if run.hires else None
         late: list[str] = [f"hires pass: {m}" for m in run.hires.messages] if run.hires else []
-        second_pass = None
         if hr_plan is not None:
             lora_hash_value = hires_networks.merged_hashes(lora_hash_value, hr_plan, self.loras)
-            second_pass = hires_networks.second_pass_scope(
-                model.components,
-                applied,
-                hr_plan.networks,
-                self.network_cache,
-                model_key(model.file.path, model.file.size, model.file.mtime_ns),
-                self.encodings,
-                encoder.embeddings,  # the usable ones, as the first pass read them
-                request.clip_skip,
-                late,
+        encoders = pass_models.Encoders(self.encodings, encoder.embeddings, request.clip_skip)
+        first = (PassModel(model.components, encoders.encode(model, applied)), applied, run.networks.networks)
+        passes = stack.enter_context(
+            pass_models.open_pass_models(
+                self.manager, request, model, first, hr_plan.networks if hr_plan else None,
+                self.network_cache, encoders, late,
             )
+        )  # fmt: skip
         kind = "img2img" if img2img else "txt2img"
         opts = run.outputs
         batch_size = (
@@ -422,7 +423,8 @@ class Engine:
                 upscalers=self.hooks.image_upscalers(),
                 samplers=run.samplers,
                 hr_prompts=(run.hires.prompt, run.hires.negative) if run.hires else None,
-                second_pass=second_pass,
+                second_pass=passes.second_pass,
+                refiner=passes.refiner,
             )
             stopped = False
             if isinstance(request, Img2ImgRequest):
@@ -474,6 +476,7 @@ class Engine:
                 params.update(family_params(request, model.file.path, model.components, family))
                 params["Lora hashes"] = lora_hash_value
                 params.update(extra[i])
+                params.update(passes.infotext)
                 params = {**self.hooks.extra_infotext(request), **params}
                 text = format_infotext(run.prompt, run.negative_prompt, params)
                 keep = request.save_images and opts.samples_save

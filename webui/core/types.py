@@ -24,6 +24,9 @@ MAX_N_ITER = 1000
 MAX_CFG = 100.0
 MAX_PROMPT_CHARS = 100_000
 MAX_MODULES = 8  # SD3 takes four parts (CLIP-L, CLIP-G, T5, VAE)
+# checkpoint names that mean "none" (refiner) or "the first pass's" (hires checkpoint), as A1111 sends them
+NO_MODEL = frozenset({"", "None", "none"})
+SAME_CHECKPOINT = "Use same checkpoint"
 
 
 class RequestError(ValueError):
@@ -80,6 +83,10 @@ class GenerationRequest:
     checkpoint: str | None = None  # title, name or hash; None: the default checkpoint
     vae: str | None = None  # None/"Automatic": the checkpoint's own VAE
     modules: tuple[str, ...] = ()  # text encoder / VAE files a split SD3/Flux model takes (Forge's)
+    # A1111 1.6's refiner: sampling goes on with this checkpoint (same architecture) from that fraction
+    # of the steps (0 < x <= 1; 1 never switches); None/""/"None": no refiner
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
     save_images: bool = True
     extension_args: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -122,6 +129,7 @@ class GenerationRequest:
         _int("eta_noise_seed_delta", self.eta_noise_seed_delta, 0, MAX_SEED)
         if not isinstance(self.save_images, bool):
             raise RequestError("save_images", f"must be true or false, got {self.save_images!r}")
+        self._validate_refiner()
         from webui.core.sampling.catalog import BUILTIN
         from webui.core.sampling.samplers import UnknownSampler
 
@@ -129,6 +137,27 @@ class GenerationRequest:
             (samplers or BUILTIN).resolve(self.sampler_name, self.scheduler)
         except UnknownSampler as e:
             raise RequestError(e.field, str(e)) from e
+
+    @property
+    def refiner(self) -> str | None:
+        """The refiner checkpoint's name, or None (A1111's "None" and "" mean no refiner)."""
+        name = self.refiner_checkpoint
+        return None if name is None or name.strip() in NO_MODEL else name
+
+    def _validate_refiner(self) -> None:
+        if self.refiner_checkpoint is not None and not isinstance(self.refiner_checkpoint, str):
+            raise RequestError("refiner_checkpoint", "must be a checkpoint title or name")
+        if self.refiner_switch_at is not None:
+            at = self.refiner_switch_at
+            _finite("refiner_switch_at", at, 0.0, 1.0)
+            if at == 0 and self.refiner is not None:
+                raise RequestError(
+                    "refiner_switch_at", "must be above 0 (at 0 choose the refiner as the checkpoint instead)"
+                )
+        if self.refiner is not None and self.refiner_switch_at is None:
+            raise RequestError(
+                "refiner_switch_at", "is needed with refiner_checkpoint: the fraction of the steps (0..1]"
+            )
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -141,8 +170,10 @@ class Txt2ImgRequest(GenerationRequest):
 
     Hires fields are A1111's; they are checked only when `enable_hr` is set. The second pass runs
     `hr_second_pass_steps` steps (0: `steps`) with `hr_sampler_name`/`hr_scheduler` (None: the first
-    pass's), `hr_prompt`/`hr_negative_prompt` ("": the first pass's) and `denoising_strength`. The target
-    size is `hr_scale` times the base size, or `hr_resize_x` x `hr_resize_y` (see webui/core/sizes.py).
+    pass's), `hr_prompt`/`hr_negative_prompt` ("": the first pass's), `hr_checkpoint_name` (a
+    checkpoint of the same family; None, "" or "Use same checkpoint": the first pass's) and
+    `denoising_strength`. The target size is `hr_scale` times the base size, or `hr_resize_x` x
+    `hr_resize_y` (see webui/core/sizes.py).
     """
 
     enable_hr: bool = False
@@ -156,6 +187,15 @@ class Txt2ImgRequest(GenerationRequest):
     hr_scheduler: str | None = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
+    hr_checkpoint_name: str | None = None
+
+    @property
+    def hr_checkpoint(self) -> str | None:
+        """The hires pass's own checkpoint name, or None for the first pass's."""
+        name = self.hr_checkpoint_name
+        if not self.enable_hr or name is None or name.strip() in NO_MODEL or name == SAME_CHECKPOINT:
+            return None
+        return name
 
     def validate(self, samplers: SamplerCatalog | None = None) -> None:
         super().validate(samplers)
@@ -177,6 +217,8 @@ class Txt2ImgRequest(GenerationRequest):
                 raise RequestError(name, "must be text")
             if len(text) > MAX_PROMPT_CHARS:
                 raise RequestError(name, f"is {len(text)} characters long (limit {MAX_PROMPT_CHARS})")
+        if self.hr_checkpoint_name is not None and not isinstance(self.hr_checkpoint_name, str):
+            raise RequestError("hr_checkpoint_name", "must be a checkpoint title or name")
         self._validate_hires_target(samplers)
 
     def _validate_hires_target(self, samplers: SamplerCatalog | None) -> None:

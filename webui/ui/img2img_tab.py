@@ -14,6 +14,7 @@ from webui.ui import img2img_size, widgets
 from webui.ui.context import StudioContext
 from webui.ui.extension_sections import build_sections
 from webui.ui.lora_browser import lora_accordion
+from webui.ui.pass_models_ui import refiner_controls, wire_lists
 from webui.ui.runner import TabRunner
 from webui.ui.script_ui import build_scripts
 from webui.ui.styles_editor import build_styles_editor
@@ -83,6 +84,7 @@ def _settings(ctx: StudioContext, f: dict[str, Any], tab: str) -> None:
         visible=edits(ctx, ctx.default_prefs().checkpoint),
     )  # fmt: skip
     f.update(widgets.seed_controls(tab))
+    f.update(refiner_controls(ctx, tab))
 
 
 def _outpaint(f: dict[str, Any], tab: str) -> None:
@@ -122,6 +124,7 @@ def _finish(
 ) -> TabRunner:
     for name in TOPBAR_FIELDS:
         f[name] = topbar[name]
+    wire_lists(ctx, topbar, f)
     inputs = (*inputs, *img2img_size.EXTRA_INPUTS)
     topbar["checkpoint"].change(
         lambda title: gr.update(visible=edits(ctx, title)), topbar["checkpoint"], f["image_cfg_scale"],

@@ -39,6 +39,7 @@ _FLOAT_KEYS = {
     "Variation seed strength": "subseed_strength",
     "Denoising strength": "denoising_strength",
     "Hires upscale": "hr_scale",
+    "Refiner switch at": "refiner_switch_at",
     "Noise multiplier": "initial_noise_multiplier",
 }
 _TEXT_KEYS = {
@@ -61,6 +62,8 @@ _ABSENT_DEFAULTS: Mapping[str, Any] = {
     "hr_scheduler": "Use same scheduler",
     "hr_prompt": "",
     "hr_negative_prompt": "",
+    "hr_checkpoint_name": "Use same checkpoint",
+    "refiner_checkpoint": "None",
     "modules": [],
 }
 
@@ -123,6 +126,10 @@ def from_infotext(text: str, find_model: FindModel | None = None) -> dict[str, A
     if "Inpaint area" in params:
         out["inpaint_full_res"] = params["Inpaint area"].strip().lower() == "only masked"
     if find_model is not None:
+        for key, name in (("Hires checkpoint", "hr_checkpoint_name"), ("Refiner", "refiner_checkpoint")):
+            title = find_model(params[key]) if key in params else None
+            if title:  # A1111 writes "name [hash]"; the pickers list titles
+                out[name] = title
         for key in ("Model hash", "Model"):
             title = find_model(params[key]) if key in params else None
             if title:

@@ -36,6 +36,7 @@ _FLOATS = frozenset(
         "subseed_strength",
         "denoising_strength",
         "hr_scale",
+        "refiner_switch_at",
         "initial_noise_multiplier",
         "outpaint_noise",
         "upscaling_resize",

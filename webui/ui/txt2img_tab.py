@@ -10,6 +10,7 @@ from webui.ui import widgets
 from webui.ui.context import StudioContext
 from webui.ui.extension_sections import build_sections
 from webui.ui.lora_browser import lora_accordion
+from webui.ui.pass_models_ui import hires_checkpoint, refiner_controls, wire_lists
 from webui.ui.runner import TabRunner
 from webui.ui.script_ui import build_scripts
 from webui.ui.styles_editor import build_styles_editor
@@ -83,6 +84,8 @@ def hires_controls(ctx: StudioContext, tab: str) -> dict[str, Any]:
                 elem_id=f"{tab}_hr_scheduler",
             )
         with gr.Row():
+            f.update(hires_checkpoint(ctx, tab))
+        with gr.Row():
             f["hr_prompt"] = gr.Textbox(
                 "", lines=2, label="Hires prompt", placeholder="empty: the prompt", elem_id=f"{tab}_hr_prompt"
             )
@@ -135,6 +138,7 @@ def build_txt2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
             f.update(widgets.batch_and_cfg(tab))
             f.update(widgets.seed_controls(tab))
             f.update(hires_controls(ctx, tab))
+            f.update(refiner_controls(ctx, tab))
             with extension_area(tab):
                 extensions = build_sections(ctx, tab)
                 scripts = build_scripts(ctx, tab)
@@ -143,6 +147,7 @@ def build_txt2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
     for name in TOPBAR_FIELDS:
         f[name] = topbar[name]
     wire_hr_target(f)
+    wire_lists(ctx, topbar, f)
     runner = TabRunner(ctx, "txt2img", f, job_state, extensions=extensions, scripts=scripts)
     runner.wire()
     return runner

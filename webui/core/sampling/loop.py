@@ -74,6 +74,18 @@ ModelHook = Callable[[HookPoint, ModelCallState], None]
 
 
 @dataclass(frozen=True)
+class ModelSwitch:
+    """From the timestep at index `at` on, the loop calls `model` with its own conditioning and size
+    conditioning (a refiner taking over); the scheduler and its state go on as they are."""
+
+    at: int
+    model: Any
+    cond: CondInput
+    uncond: CondInput
+    time_ids: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
 class Progress:
     step: int  # steps done, 1..total
     total: int
@@ -225,6 +237,7 @@ def denoise(
     cancel: CancelToken | None = None,
     preview_every: int = 0,
     per_image: bool = True,
+    switch: ModelSwitch | None = None,
 ) -> torch.Tensor:
     """Run the scheduler's timesteps (already set) from `latents`; return the final latents.
 
@@ -238,7 +251,9 @@ def denoise(
     denoisers: mask + masked-image latents; edit models: the source image's latents; one row per image,
     laid out per group by `guidance.rows`) reach the model through `call`;
     `model_kwargs` too (inputs the family's call reads every step, e.g. Flux's distilled guidance).
-    `per_image` runs the model once per image (see `predict`).
+    `per_image` runs the model once per image (see `predict`). `switch` hands the remaining steps to
+    another model of the same architecture (A1111's refiner): the latents, the scheduler's state, the
+    hooks and the step count go on; only the model and its conditioning change.
     """
     # a scheduler that steps with the unguided prediction (CFG++) gets it even at CFG 1
     wants_uncond = "uncond_output" in inspect.signature(scheduler.step).parameters
@@ -256,6 +271,9 @@ def denoise(
     for i, t in enumerate(timesteps):
         if cancel is not None and (cancel.interrupted or cancel.take_skip()):
             raise Stopped(latents, cancel.interrupted, denoised)
+        if switch is not None and i == switch.at:
+            model, cond, uncond, time_ids = switch.model, switch.cond, switch.uncond, switch.time_ids
+            last_key = ()
         key = _step_key(cond, uncond, i)
         if key != last_key:
             groups, weights = _step_conds(cond, uncond, i, n, guided)

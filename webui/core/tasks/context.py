@@ -19,11 +19,34 @@ from webui.core.prompts.conditioning import ScheduledConditioning
 from webui.core.sampling.catalog import BUILTIN, SamplerCatalog
 from webui.core.sampling.loop import CancelToken, Hook, ModelHook, Progress, ProgressCallback, Stopped
 from webui.core.tasks.images import decode, to_pil
+from webui.core.tasks.refiner import RefinerStage
 from webui.core.tasks.vae_tiles import AUTO, VaeTiling
 
 # (steps done in the whole batch, steps in the whole batch, ETA of this pass, latents for a preview)
 StepReport = Callable[[int, int, float, torch.Tensor | None], None]
 Encode = Callable[[str, str, int], tuple[ScheduledConditioning, ScheduledConditioning]]
+
+
+@dataclass(frozen=True)
+class PassModel:
+    """A model a pass runs on (the job's, the hires pass's own checkpoint, a refiner) and an `encode`
+    for prompts with its text encoders."""
+
+    parts: Components
+    encode: Encode
+
+
+@dataclass(frozen=True)
+class Refiner:
+    """The refiner a job switches to at `switch_at` of a pass's steps (see tasks.refiner)."""
+
+    model: PassModel
+    switch_at: float
+
+    def stage(self, prompt: str, negative: str, steps: int) -> RefinerStage:
+        """The refiner of one pass with these prompts, scheduled over the pass's `steps`."""
+        cond, uncond = self.model.encode(prompt, negative, steps)
+        return RefinerStage(self.model.parts, cond, uncond, self.switch_at)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,9 +68,15 @@ class BatchContext:
     upscalers: Mapping[str, Callable[[Image.Image, int, int], Image.Image]] = field(default_factory=dict)
     samplers: SamplerCatalog = BUILTIN  # makes the schedulers (built-in and extension samplers)
     # hires fix: the second pass's (prompt, negative prompt) with styles applied (None: the first
-    # pass's), and the context it runs in when its LoRAs differ (see tasks.hires_networks)
+    # pass's), and the context it runs in when its checkpoint or LoRAs differ (see tasks.hires_networks)
     hr_prompts: tuple[str, str] | None = None
-    second_pass: Callable[[], AbstractContextManager[Encode]] | None = None
+    second_pass: Callable[[], AbstractContextManager[PassModel]] | None = None
+    refiner: Refiner | None = None  # in the last pass: the second with hires fix, else the only one
+
+    @property
+    def model(self) -> PassModel:
+        """The job's own model (the first pass's)."""
+        return PassModel(self.parts, self.encode)
 
     def progress(self, offset: int, total: int) -> ProgressCallback:
         """The loop's progress callback for a pass that starts `offset` steps into a `total`-step batch."""

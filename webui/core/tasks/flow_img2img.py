@@ -39,6 +39,7 @@ from webui.core.sampling.loop import (
 )
 from webui.core.sampling.samplers import set_timesteps
 from webui.core.tasks.img2img import ORIGINAL, FromStep, fill_latents, start_step
+from webui.core.tasks.refiner import RefinerStage, model_switch
 from webui.core.tasks.txt2img import family_model_kwargs
 
 
@@ -96,6 +97,7 @@ def run_flow_img2img(
     cancel: CancelToken | None = None,
     preview_every: int = 0,
     per_image: bool = True,
+    refiner: RefinerStage | None = None,
 ) -> torch.Tensor:
     """Denoise `init_latents` (B, C, h, w; from `encode_init`) from the step `strength` picks.
 
@@ -140,4 +142,13 @@ def run_flow_img2img(
         cancel=cancel,
         preview_every=preview_every,
         per_image=per_image,
+        switch=model_switch(
+            refiner,
+            steps - first,
+            int(getattr(scheduler, "order", 1)),
+            width=width,
+            height=height,
+            batch=init.shape[0],
+            cfg_scale=cfg_scale,
+        ),  # fmt: skip
     )

@@ -20,7 +20,7 @@ from PIL import Image
 from webui.core.sizes import LATENT_DOWNSCALE
 from webui.core.sizes import HiresTarget as HiresTarget  # re-exported: callers think "hires"
 from webui.core.sizes import hires_target as hires_target
-from webui.core.types import RequestError
+from webui.core.types import SAME_CHECKPOINT, RequestError
 
 if TYPE_CHECKING:
     from webui.core.sampling.catalog import SamplerCatalog
@@ -94,7 +94,8 @@ def second_pass_steps(request: Txt2ImgRequest) -> int:
 def infotext_params(
     request: Txt2ImgRequest, samplers: SamplerCatalog | None = None, flow: bool = False
 ) -> dict[str, object]:
-    """A1111's infotext keys for a hires request ({} without enable_hr); None values are left out."""
+    """A1111's infotext keys for a hires request ({} without enable_hr); None values are left out.
+    ("Hires checkpoint" is the engine's: it names the file the request's name resolved to.)"""
     if not request.enable_hr:
         return {}
     by_size = request.hr_resize_x != 0 or request.hr_resize_y != 0
@@ -143,6 +144,8 @@ def fields_from_infotext(params: Mapping[str, str]) -> dict[str, object]:
         out["hr_sampler_name"] = params["Hires sampler"]
     if "Hires schedule type" in params:
         out["hr_scheduler"] = params["Hires schedule type"]
+    if params.get("Hires checkpoint", SAME_CHECKPOINT) != SAME_CHECKPOINT:
+        out["hr_checkpoint_name"] = params["Hires checkpoint"]  # A1111's short title: "name [hash]"
     if "Hires prompt" in params:
         out["hr_prompt"] = params["Hires prompt"]
     if "Hires negative prompt" in params:

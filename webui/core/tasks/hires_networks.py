@@ -5,9 +5,11 @@ the second pass (by default the hires prompt is the prompt, so nothing changes).
 
 - `plan_hires` gives the second pass's styled prompts and, when its LoRA tags ask for other networks
   or weights than the first pass's, their plan;
-- `second_pass_scope` is the context the second pass runs in: the first pass's patch is suspended (the
-  tensors hold their loaded values again, exactly), the hires networks are applied, and it yields an
-  `encode` keyed like a job with those networks; on exit the first pass's patch is back, bit for bit.
+- `second_pass_scope` is the context the second pass runs in on the job's own checkpoint: the first
+  pass's patch is suspended (the tensors hold their loaded values again, exactly), the hires networks are
+  applied, and it yields the `PassModel` with an `encode` keyed like a job with those networks; on exit
+  the first pass's patch is back, bit for bit. (A hires pass on its own checkpoint, `hr_checkpoint_name`,
+  has that model patched with the hires networks for the job: see webui.core.pass_models.)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from webui.core.networks.apply import AppliedInfo, NetworkCache, apply_networks
 from webui.core.networks.registry import LoraFile, LoraLibrary
 from webui.core.prompts.conditioning import EncodingCache, PromptEncoder
 from webui.core.prompts.styles import StyleStore
-from webui.core.tasks.context import Encode
+from webui.core.tasks.context import PassModel
 from webui.core.types import GenerationRequest, Txt2ImgRequest
 
 Networks = Sequence[tuple[LoraFile, float, float]]
@@ -77,13 +79,13 @@ def second_pass_scope(
     embeddings: Any,
     clip_skip: int,
     messages: list[str],
-) -> Callable[[], AbstractContextManager[Encode]]:
+) -> Callable[[], AbstractContextManager[PassModel]]:
     """A context for the second pass: the model patched with `networks` instead of the first pass's
     (`first`), and an `encode` for its prompts, cached as for any job with those networks. Messages about
     the networks (another architecture, unused keys) are appended to `messages`."""
 
     @contextmanager
-    def scope() -> Iterator[Encode]:
+    def scope() -> Iterator[PassModel]:
         with first.suspended(), apply_networks(components, networks, cache) as applied:
             messages.extend(m for m in applied.messages if m not in messages)
             encoder = PromptEncoder(components, (model_key, applied.text_encoder_key), encodings, embeddings)
@@ -94,7 +96,7 @@ def second_pass_scope(
                     encoder.schedule(negative, steps, clip_skip, multicond=False),
                 )
 
-            yield encode
+            yield PassModel(components, encode)
 
     return scope
 

@@ -58,6 +58,7 @@ from webui.core.sampling.loop import (
 from webui.core.sampling.samplers import set_timesteps
 from webui.core.tasks.images import encode_init as encode_init  # re-exported: img2img's first step
 from webui.core.tasks.images import to_tensor as to_tensor
+from webui.core.tasks.refiner import RefinerStage, model_switch
 from webui.core.tasks.txt2img import inpaint_model_blank_cond
 
 FILL, ORIGINAL, LATENT_NOISE, LATENT_NOTHING = 0, 1, 2, 3
@@ -199,6 +200,7 @@ def run_img2img(
     cancel: CancelToken | None = None,
     preview_every: int = 0,
     per_image: bool = True,
+    refiner: RefinerStage | None = None,
 ) -> torch.Tensor:
     """Denoise `init_latents` (B, C, h, w; scaled, from `encode_init`) from the step `strength` picks.
 
@@ -206,8 +208,8 @@ def run_img2img(
     repaint) enables masked content and, for 4-channel UNets, the per-step blending; `image_cond` is the
     9-channel UNet's conditioning (`inpaint_image_cond`). An edit (instruct-pix2pix) UNet sees the init
     image's latents (`edit_image_cond`) and is guided by `image_cfg_scale` too (None or 1: plain CFG with
-    the image in every branch, as A1111). `scheduler` must be fresh: its timesteps are set here.
-    Returns the final latents.
+    the image in every branch, as A1111). `refiner` takes over at its fraction of the steps run.
+    `scheduler` must be fresh: its timesteps are set here. Returns the final latents.
     """
     family = families.of(parts)
     unet = parts.unet
@@ -259,4 +261,13 @@ def run_img2img(
         cancel=cancel,
         preview_every=preview_every,
         per_image=per_image,
+        switch=model_switch(
+            refiner,
+            steps - first,
+            int(getattr(scheduler, "order", 1)),
+            width=width,
+            height=height,
+            batch=init.shape[0],
+            cfg_scale=cfg_scale,
+        ),  # fmt: skip
     )

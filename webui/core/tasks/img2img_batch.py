@@ -29,6 +29,7 @@ from webui.core.tasks.inpaint import PreparedImage, finish_image, infotext_param
 from webui.core.tasks.input_images import sanitize_image, sanitize_mask
 from webui.core.tasks.outpaint import extend_canvas
 from webui.core.tasks.passes import pass_scheduler, run_img2img_pass
+from webui.core.tasks.refiner import last_model
 from webui.core.tasks.resize import LATENT_UPSCALE, resize_latents
 from webui.core.types import Img2ImgRequest, RequestError
 
@@ -140,6 +141,9 @@ def make_batch(
         seeds=seeds,
         eta=request.eta,
     )
+    refiner = None
+    if ctx.refiner is not None:
+        refiner = ctx.refiner.stage(ctx.prompt, ctx.negative_prompt, request.steps)
     stopped: Stopped | None = None
     try:
         latents = run_img2img_pass(
@@ -163,15 +167,17 @@ def make_batch(
             distilled_cfg_scale=request.distilled_cfg_scale,
             inpainting_fill=request.inpainting_fill,
             initial_noise_multiplier=request.initial_noise_multiplier,
+            refiner=refiner,
             **ctx.loop_args(0, total_steps(request)),
         )
     except Stopped as stop:
         if not ctx.keeps_partial(stop):
             raise
         stopped, latents = stop, stop.best  # finished like a whole picture: pasted back, corrected
+    decoder = last_model(parts, refiner, total_steps(request))
     pictures = [
         finish_image(p, pic)
-        for p, pic in zip(prepared, decode_each(parts, latents, ctx.per_image, ctx.vae_tiling), strict=True)
+        for p, pic in zip(prepared, decode_each(decoder, latents, ctx.per_image, ctx.vae_tiling), strict=True)
     ]
     params = [
         infotext_params(request, src, only_masked_used=p.box is not None)

@@ -53,6 +53,7 @@ def make_sub_pass(ctx: BatchContext, checkpoint_names: frozenset[str]) -> SubPas
             model_hooks=(),
             hr_prompts=None,
             second_pass=None,
+            refiner=None,
         )
         pictures: list[Image.Image] = []
         for b in range(request.n_iter):

@@ -22,6 +22,7 @@ from webui.core.sampling.loop import (
 )
 from webui.core.sampling.samplers import set_timesteps
 from webui.core.tasks.images import encode_init
+from webui.core.tasks.refiner import RefinerStage, model_switch
 
 sdxl_time_ids = target_size_ids  # SDXL's size conditioning, for callers that compare with diffusers
 
@@ -63,12 +64,14 @@ def run_txt2img(
     cancel: CancelToken | None = None,
     preview_every: int = 0,
     per_image: bool = True,
+    refiner: RefinerStage | None = None,
     timestep_kwargs: Mapping[str, Any] | None = None,
     distilled_cfg_scale: float | None = None,
 ) -> torch.Tensor:
     """Denoise `noise` (B, C, h, w in the family's latent format; unit variance, from the image seeds)
-    into final latents. `timestep_kwargs` go to the scheduler's set_timesteps (a flow schedule's sigmas
-    and shift); `distilled_cfg_scale` reaches families with distilled guidance as a model input."""
+    into final latents; `refiner` takes over at its fraction of the steps. `timestep_kwargs` go to the
+    scheduler's set_timesteps (a flow schedule's sigmas and shift); `distilled_cfg_scale` reaches
+    families with distilled guidance as a model input."""
     family = families.of(parts)
     unet = parts.denoiser
     device, dtype = parts.device, parts.dtype
@@ -100,4 +103,13 @@ def run_txt2img(
         cancel=cancel,
         preview_every=preview_every,
         per_image=per_image,
+        switch=model_switch(
+            refiner,
+            steps,
+            int(getattr(scheduler, "order", 1)),
+            width=width,
+            height=height,
+            batch=noise.shape[0],
+            cfg_scale=cfg_scale,
+        ),  # fmt: skip
     )
