@@ -86,8 +86,8 @@ def _has_forward(module: torch.nn.Module) -> bool:
 def blocks(root: torch.nn.Module, block_bytes: int) -> Iterator[tuple[str, torch.nn.Module, bool]]:
     """The streaming plan of a denoiser: (name, module, whole) where `whole` modules move in and out
     as one block and the others (the root, split modules) only move their own direct tensors. The
-    root is always split (and listed first: its hook makes the part active); ModuleLists always give their elements; a module over `block_bytes` is split
-    into its children."""
+    root is always split (and listed first: its hook makes the part active); ModuleLists always give
+    their elements; a module over `block_bytes` is split into its children."""
 
     def walk(name: str, module: torch.nn.Module, top: bool) -> Iterator[tuple[str, torch.nn.Module, bool]]:
         children = list(module.named_children())
