@@ -197,3 +197,114 @@ def test_a_second_model_leaves_the_device_when_another_runs(data: Path) -> None:
     with engine.manager.acquire("tiny-sd1") as first, engine.manager.acquire("tiny-sd2-v") as second:
         assert all(stored(m) for m in first.components.modules().values())
         assert computing(second.components.vae) and stored(second.components.unet)
+
+
+class _Report:
+    def progress(self, info: Any, preview_png: bytes | None) -> None:
+        pass
+
+    def images(self, images: Any) -> None:
+        pass
+
+
+def test_out_of_memory_mid_denoise_fails_the_job_with_advice_and_the_next_runs(
+    data: Path, plain: Engine, tmp_path: Path
+) -> None:
+    """The real UNet runs out of memory on its first call (after the offloader moved it in): the job
+    fails saying what to try, the UNet goes back to storage, the model stays loaded, the next job runs."""
+    from webui.core.jobs.worker import execute
+    from webui.core.sampling.loop import CancelToken
+
+    engine = make_engine(data, "medvram")
+    tripped: list[bool] = []
+
+    def oom(_m: Any, _a: Any) -> None:
+        if not tripped:
+            tripped.append(True)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    with engine.manager.acquire("tiny-sd1") as loaded:
+        unet = loaded.components.unet
+        handle = unet.register_forward_pre_hook(oom)
+        try:
+            failed = execute(engine, request("sd1"), CancelToken(), results_dir=tmp_path, report=_Report())
+            assert failed.error is not None and failed.error.startswith("out of memory"), failed.error
+            assert (
+                "20.00 GiB" in failed.error and "--lowvram" in failed.error and "--tiled-vae" in failed.error
+            )
+            assert stored(unet)  # settled: nothing left on the device after the failure
+            assert [p.name for p in engine.manager.cached()] == ["tiny-sd1.safetensors"]
+            done = execute(engine, request("sd1"), CancelToken(), results_dir=tmp_path, report=_Report())
+        finally:
+            handle.remove()
+    assert done.error is None and len(done.images) == 1
+    from PIL import Image
+
+    with Image.open(done.images[0].path) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), pixels(plain, request("sd1"))[0])
+
+
+def test_a_controlnet_from_the_extension_moves_with_the_unet(
+    data: Path, tiny_controlnet_files: dict[tuple[str, str], Path]
+) -> None:
+    """A ControlNet loaded by the extension (context.models.use) waits in RAM with this worker's
+    offloader, sits on the device beside the UNet while it runs (medvram), streams block by block
+    (lowvram), and the pictures equal those of a run without offloading."""
+    import base64
+    import hashlib
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from webui.plugins.host import PluginHost
+
+    cn_dir = data / "models" / "ControlNet"
+    cn_dir.mkdir(exist_ok=True)
+    shutil.copy(tiny_controlnet_files["sd1", "ldm"], cn_dir / "tiny-cn-sd1-ldm.safetensors")
+    drawing = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(drawing).ellipse((10, 10, 50, 40), outline="black", width=3)
+    buf = io.BytesIO()
+    drawing.save(buf, format="PNG")
+    weights = (cn_dir / "tiny-cn-sd1-ldm.safetensors").read_bytes()
+    digest = hashlib.sha256(weights[0x100000:0x110000]).hexdigest()[:8]  # A1111's legacy model hash
+    unit = {"enabled": True, "module": "canny", "model": f"tiny-cn-sd1-ldm [{digest}]",
+            "image": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()}  # fmt: skip
+    req = request("sd1", extension_args={"controlnet": unit})
+    config = AppConfig.for_data_dir(data, outputs_dir=data / "outputs")
+    results = {}
+    for mode in ("none", "medvram", "lowvram"):
+        host = PluginHost.for_config(config, include_pip=False)
+        engine = make_engine(data, mode, hooks=host)
+        seen: list[str] = []
+        with engine.manager.acquire("tiny-sd1") as loaded:
+            parts = loaded.components.modules()
+
+            def watch(_m: Any, _a: Any, parts: dict[str, Any] = parts, seen: list[str] = seen) -> None:
+                seen.append(str(where_all(parts)))
+
+            handle = parts["unet"].register_forward_pre_hook(watch)
+            try:
+                result = engine.run(req)
+            finally:
+                handle.remove()
+        assert not any("controlnet" in w.lower() for w in result.warnings), result.warnings
+        results[mode] = np.asarray(result.images[0].image)
+        if mode == "none":
+            continue
+        offloader = engine.manager.offloader
+        assert offloader is not None
+        cn_moves = [m for m in offloader.moves if m.part.startswith("ControlNet/")]
+        assert cn_moves, "the ControlNet never went through the offloader"
+        if mode == "medvram":  # in with the UNet, out before the VAE, never alone on the device
+            parts_in_order = [m.part for m in offloader.moves if m.to == "compute"]
+            assert parts_in_order[:3] == ["text_encoder", "ControlNet/tiny-cn-sd1-ldm.safetensors", "unet"]
+            out = [m.part for m in offloader.moves if m.to == "storage"]
+            assert out[-2:] in (["unet", "ControlNet/tiny-cn-sd1-ldm.safetensors"],
+                                ["ControlNet/tiny-cn-sd1-ldm.safetensors", "unet"])  # fmt: skip
+        else:
+            assert any(m.part.startswith("ControlNet/tiny-cn-sd1-ldm.safetensors.") for m in cn_moves)
+        assert all(s == str({"unet": "compute" if mode == "medvram" else "storage", "vae": "storage",
+                             "text_encoder": "storage"}) for s in seen), seen  # fmt: skip
+    plain_cn = results.pop("none")
+    assert all(np.array_equal(plain_cn, v) for v in results.values())
+    assert not np.array_equal(plain_cn, pixels(make_engine(data, "none"), request("sd1")))  # the unit acted
