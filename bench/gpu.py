@@ -1,7 +1,7 @@
 """Our engine against diffusers' own pipeline on the same modules: batch 1 and batch 8, side by side.
 
     python bench/gpu.py [--smoke] [--models sd15,sdxl,flux] [--batches 1,8] [--repeats 3] [--work DIR]
-                        [--flux-depth 1]
+                        [--flux-depth 1] [--modes none,medvram,lowvram] [--hires SCALE]
 
 For each model it runs txt2img through the public path, `Engine(...).run(Txt2ImgRequest(batch_size=B))`,
 and the matching diffusers pipeline (StableDiffusionPipeline, StableDiffusionXLPipeline, FluxPipeline)
@@ -15,6 +15,12 @@ bench/results/gpu): SD1.5 (512 px, 20 steps; bench/load.py's file), SDXL (1024 p
 Flux.1 dev (1024 px, 20 steps; bf16, its transformer's depth scaled by `--flux-depth` when a full 24 GB
 file would not fit). `--smoke` runs the tiny demo models instead (64 px, 2 steps, one repeat) on whatever
 device there is, so CI proves the script runs: its figures measure nothing but overhead.
+
+A second table runs our engine alone at batch 1 in each VRAM mode (`--modes`: none, i.e. whole models on
+the GPU, then --medvram and --lowvram; models.offload), optionally with hires fix (`--hires 1.5`):
+seconds, the time against mode none, peak GPU memory (on CUDA) and how many moves the offloader made.
+On the CPU (`--smoke` here) the offloader moves parts between the CPU and itself: the time then shows
+the bookkeeping's cost, not a transfer's, and there is no VRAM to show.
 
 Targets (issue 17, on an H100/H200-class GPU): batch-8 ratio <= 1.05. The engine batches on a GPU
 (`--batch-mode auto`) and goes image by image on the CPU, so on the CPU batch 8 costs ~8x batch 1.
@@ -60,6 +66,15 @@ MODELS = {
     "sdxl": Model("sdxl", "SDXL", "sdxl", 1024, 20, 7.0),
     "flux": Model("flux", "Flux.1 dev", "flux", 1024, 20, 1.0),
 }
+
+
+@dataclass(frozen=True)
+class ModeRow:
+    model: str
+    mode: str
+    seconds: float
+    vram: int | None
+    moves: int
 
 
 @dataclass(frozen=True)
@@ -257,6 +272,67 @@ def run_model(model: Model, args: argparse.Namespace, size: int, steps: int, rep
     return rows
 
 
+def run_modes(model: Model, args: argparse.Namespace, size: int, steps: int, repeats: int) -> list[ModeRow]:
+    """Batch 1 of `model` through our engine in each VRAM mode; each mode in a fresh model manager (the
+    previous one's models freed first, so the peak is this mode's alone)."""
+    import dataclasses
+    import functools
+    import gc
+
+    import torch
+
+    from webui.core.config import AppConfig
+    from webui.core.devices import choose_precision
+    from webui.core.engine import Engine
+    from webui.core.models.manager import ModelManager
+    from webui.core.models.offload import Offloader
+    from webui.core.types import Txt2ImgRequest
+
+    cuda = torch.cuda.is_available()
+    flux = model.key == "flux"
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sfumato-vram-") as tmp:
+        data = Path(tmp)
+        folder = data / "models" / "Stable-diffusion"
+        folder.mkdir(parents=True)
+        name = write_model(model, folder, args.smoke, args.work, args.flux_depth)
+        config = AppConfig.for_data_dir(data)
+        base = choose_precision(config)
+        hires: dict[str, Any] = {}
+        if args.hires:
+            hires = dict(
+                enable_hr=True, hr_scale=args.hires, hr_second_pass_steps=steps, denoising_strength=0.5
+            )
+        request = Txt2ImgRequest(
+            prompt=PROMPT, negative_prompt="" if flux else "blurry", checkpoint=name, width=size, height=size,
+            steps=steps, seed=SEED, cfg_scale=model.cfg, sampler_name="Euler",
+            scheduler="Simple" if flux else "Automatic", save_images=False,
+            **({"distilled_cfg_scale": 3.5} if flux else {}), **hires,
+        )  # fmt: skip
+        for mode in args.modes:
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+            precision = dataclasses.replace(base, vram=mode)
+            # on the CPU the offloader still runs (CPU to CPU) so that the smoke run goes through it
+            offloader = Offloader(mode, precision.device) if mode != "none" else None
+            manager = ModelManager(config, precision, offloader=offloader)
+            manager.refresh()
+            engine = Engine(config, manager)
+            engine.run(request)  # warm-up (and the load)
+            moves_before = len(offloader.moves) if offloader is not None else 0
+            times, peak = [], None
+            for _ in range(repeats):
+                seconds, used = _measure(functools.partial(engine.run, request), cuda)
+                times.append(seconds)
+                peak = max(peak or 0, used) if used is not None else None
+            moves = (len(offloader.moves) - moves_before) // repeats if offloader is not None else 0
+            rows.append(ModeRow(model.label, mode, statistics.median(times), peak, moves))
+            print(f"  {model.label} {mode}: done", file=sys.stderr, flush=True)
+            del engine, manager, offloader
+    return rows
+
+
 # ---- output -----------------------------------------------------------------------------------------
 
 HEADER = (
@@ -276,6 +352,19 @@ def format_row(r: Row) -> str:
     )
 
 
+MODE_HEADER = f"{'model':<11}{'VRAM mode':>10}{'ours s':>9}{'x none':>8}{'peak VRAM':>11}{'moves':>7}"
+
+
+def format_mode_rows(rows: list[ModeRow]) -> list[str]:
+    base = {r.model: r.seconds for r in rows if r.mode == "none"}
+    out = []
+    for r in rows:
+        ratio = f"{r.seconds / base[r.model]:>8.2f}" if r.model in base else f"{'-':>8}"
+        vram = f"{r.vram / GiB:.2f} GiB" if r.vram is not None else "-"
+        out.append(f"{r.model:<11}{r.mode:>10}{r.seconds:>9.3f}{ratio}{vram:>11}{r.moves:>7}")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="the tiny demo models, 64 px, 2 steps, one repeat")
@@ -286,7 +375,17 @@ def main() -> None:
         "--work", type=Path, default=ROOT / "bench" / "results" / "gpu", help="where files are kept"
     )
     p.add_argument("--flux-depth", type=float, default=1.0, help="fraction of Flux's blocks (full width)")
+    p.add_argument(
+        "--modes", default="none,medvram,lowvram", help="VRAM modes of the second table ('' skips it)"
+    )
+    p.add_argument("--hires", type=float, default=0.0, help="hires fix scale in the VRAM-mode table (0: off)")
     args = p.parse_args()
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad_modes = [m for m in args.modes if m not in ("none", "medvram", "lowvram")]
+    if bad_modes:
+        p.error(f"--modes: unknown {', '.join(bad_modes)}; valid: none, medvram, lowvram")
+    if args.hires and not 1.0 <= args.hires <= 4.0:
+        p.error(f"--hires: a scale from 1 to 4 (0: off), got {args.hires}")
     keys = [k.strip() for k in args.models.split(",") if k.strip()]
     unknown = [k for k in keys if k not in MODELS]
     if unknown:
@@ -313,6 +412,18 @@ def main() -> None:
     for r in rows:
         print(format_row(r))
     print("ratio: our seconds / diffusers' seconds for the same batch (target on a GPU: <= 1.05 at batch 8)")
+    if args.modes:
+        mode_rows = []
+        for key in keys:
+            m = MODELS[key]
+            size, steps, repeats = (64, 2, 1) if args.smoke else (m.size, m.steps, args.repeats)
+            mode_rows += run_modes(m, args, size, steps, repeats)
+        print()
+        print(MODE_HEADER)
+        for line in format_mode_rows(mode_rows):
+            print(line)
+        hr = f", hires fix x{args.hires:g}" if args.hires else ""
+        print(f"batch 1{hr}; x none: seconds / seconds in mode none; moves: the offloader's moves per run")
 
 
 if __name__ == "__main__":

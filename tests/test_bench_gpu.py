@@ -30,6 +30,21 @@ def test_smoke_prints_ours_and_diffusers_side_by_side_for_each_model(tmp_path: P
         assert m, row
         seen.add((m.group(1), m.group(2)))
     assert seen == {(model, b) for model in ("SD1.5", "SDXL", "Flux.1 dev") for b in ("1", "2")}
+    # the second table: each model in each VRAM mode, with the offloader's moves (none in mode none)
+    modes = next(i for i, line in enumerate(lines) if line.startswith("model") and "VRAM mode" in line)
+    for column in ("ours s", "x none", "peak VRAM", "moves"):
+        assert column in lines[modes]
+    model_mode = r"^(SD1\.5|SDXL|Flux\.1 dev)\s+(none|medvram|lowvram)"
+    row = rf"{model_mode}\s+{NUMBER}\s+{NUMBER}\s+(-|{NUMBER} GiB)\s+(\d+)$"
+    found = {}
+    for line in lines[modes + 1 : modes + 10]:
+        m = re.match(row, line)
+        assert m, line
+        found[m.group(1), m.group(2)] = int(m.group(4))
+    assert set(found) == {(model, mode) for model in ("SD1.5", "SDXL", "Flux.1 dev")
+                          for mode in ("none", "medvram", "lowvram")}  # fmt: skip
+    for model in ("SD1.5", "SDXL", "Flux.1 dev"):
+        assert found[model, "none"] == 0 < found[model, "medvram"] < found[model, "lowvram"]
 
 
 def test_bad_arguments_are_refused_naming_the_flag() -> None:
@@ -39,3 +54,6 @@ def test_bad_arguments_are_refused_naming_the_flag() -> None:
     done = subprocess.run([sys.executable, str(BENCH), "--batches", "0"], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert done.returncode == 2 and "--batches" in done.stderr
+    done = subprocess.run([sys.executable, str(BENCH), "--smoke", "--modes", "none,highvram"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "--modes: unknown highvram" in done.stderr

@@ -45,12 +45,22 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--medvram",
         action="store_true",
-        help="accepted for A1111 scripts; no effect yet (models stay on the GPU)",
+        help="keep models in RAM and move only the part in use to the GPU: text encoders, then the "
+        "UNet/transformer (with ControlNets), then the VAE, in turn (same as --vram medvram)",
     )
     dev.add_argument(
         "--lowvram",
         action="store_true",
-        help="accepted for A1111 scripts; no effect yet (models stay on the GPU)",
+        help="as --medvram, and stream the UNet/transformer to the GPU block by block, so only one block's "
+        "weights are on it at a time: least memory, slowest (same as --vram lowvram)",
+    )
+    dev.add_argument(
+        "--vram",
+        choices=["auto", "none", "medvram", "lowvram"],
+        default=None,
+        help="how models use GPU memory: 'none' (whole models stay on the GPU: fastest), 'medvram', "
+        "'lowvram' (see those flags), 'auto' (the default: from each GPU's free memory at start: 12 GiB "
+        "or more none, 6 GiB or more medvram, less lowvram). Without a GPU models run on the CPU in RAM",
     )
     dev.add_argument(
         "--batch-mode",
@@ -222,6 +232,12 @@ def check_common(ns: argparse.Namespace) -> None:
         raise FlagError(f"--use-cpu: unknown module in {ns.use_cpu}; use 'all'")
     if ns.model_cache_gb is not None and not ns.model_cache_gb >= 0:
         raise FlagError("--model-cache-gb: must be 0 or more")
+    asked = [f for f in ("medvram", "lowvram") if getattr(ns, f, False)]
+    if len(asked) > 1:
+        raise FlagError("--medvram and --lowvram: choose one")
+    if asked and ns.vram not in (None, asked[0]):
+        raise FlagError(f"--{asked[0]} and --vram {ns.vram}: choose one")
+    ns.vram = ns.vram or (asked[0] if asked else "auto")
 
 
 def parse_device_ids(spec: str | Sequence[int] | None) -> tuple[int, ...] | None:

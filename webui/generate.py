@@ -60,6 +60,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     offline.apply()
     from webui.core.config import AppConfig
+    from webui.core.devices import choose_precision, resolve_vram
     from webui.core.engine import Engine
     from webui.core.models.checkpoint_file import CheckpointError
     from webui.core.types import RequestError, Txt2ImgRequest
@@ -68,7 +69,12 @@ def main(argv: Sequence[str]) -> int:
     fields["styles"] = tuple(ns.styles)
     fields["modules"] = tuple(ns.modules)
     request = Txt2ImgRequest(**fields)
-    engine = Engine(AppConfig.from_flags(ns))
+    config = AppConfig.from_flags(ns)
+    precision = choose_precision(config)
+    note = resolve_vram(config.vram, precision.device)[1]
+    if note is not None:
+        print(f"note: {note}", file=sys.stderr)
+    engine = Engine(config)
     try:
         result = engine.run(request)
     except RequestError as e:

@@ -193,7 +193,8 @@ def worker_engines(config: AppConfig, engine: Engine, hooks: Any, options: Serve
         manager.refresh()
         engines.append(Engine(config, manager, hooks, settings=engine.settings))
     if len(engines) > 1:
-        log.info("job workers: %s", ", ".join(e.manager.precision.device for e in engines))
+        shown = (f"{e.manager.precision.device} ({e.manager.precision.vram})" for e in engines)
+        log.info("job workers: %s", ", ".join(shown))
     return engines
 
 

@@ -41,6 +41,7 @@ class AppConfig:
     text_encoder_dirs: tuple[Path, ...] = ()  # SD3/Flux text encoders kept apart (clip_l, clip_g, t5xxl)
     batch_mode: str = "auto"  # auto | batched | per-image: how the denoiser sees a batch (devices.per_image)
     tiled_vae: str = "auto"  # auto | on | off: when the VAE works in tiles (tasks.vae_tiles)
+    vram: str = "auto"  # auto | none | medvram | lowvram: parts offloaded to RAM (devices.resolve_vram)
 
     @property
     def models_dir(self) -> Path:
@@ -96,6 +97,7 @@ class AppConfig:
             no_half_vae=ns.no_half_vae,
             batch_mode=getattr(ns, "batch_mode", "auto"),
             tiled_vae=getattr(ns, "tiled_vae", "auto"),
+            vram=getattr(ns, "vram", None) or "auto",
             model_cache_bytes=int(cache_gb * 2**30),
             listen=ns.listen,
             server_name=ns.server_name,

@@ -3,15 +3,71 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from webui.core.config import AppConfig
 from webui.core.models.components import Precision
 
+VRAM_CHOICES = ("auto", "none", "medvram", "lowvram")
+GiB = 2**30
+# --vram auto, from the free memory of each worker's GPU at start: at least AUTO_NONE_GIB free keeps whole
+# models on the GPU (SDXL in fp16 with hires fix fits), at least AUTO_MEDVRAM_GIB moves the parts in turn
+# (medvram), less streams the denoiser block by block (lowvram).
+AUTO_NONE_GIB = 12.0
+AUTO_MEDVRAM_GIB = 6.0
 
-def choose_precision(config: AppConfig, cuda_available: bool | None = None) -> Precision:
+FreeVram = Callable[[str], "int | None"]
+
+
+def free_vram(device: str) -> int | None:
+    """Free memory of a CUDA device now (torch.cuda.mem_get_info); None when it cannot be told."""
+    try:
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+    except (RuntimeError, AssertionError, ValueError):
+        return None
+    return int(free)
+
+
+def auto_vram(free_bytes: int | None) -> str:
+    """The VRAM mode `--vram auto` picks for a GPU with `free_bytes` free (None: unknown -> none)."""
+    if free_bytes is None or free_bytes >= AUTO_NONE_GIB * GiB:
+        return "none"
+    return "medvram" if free_bytes >= AUTO_MEDVRAM_GIB * GiB else "lowvram"
+
+
+def resolve_vram(requested: str, device: str, free: FreeVram = free_vram) -> tuple[str, str | None]:
+    """The VRAM mode a worker on `device` runs in, and a line for the user (None: nothing to say)."""
+    if requested not in VRAM_CHOICES:
+        raise ValueError(f"--vram: must be one of {', '.join(VRAM_CHOICES)}, got {requested!r}")
+    if torch.device(device).type == "cpu":
+        if requested in ("auto", "none"):
+            return "none", None
+        return "none", f"--{requested}: the models run on the CPU (no GPU here), in RAM: nothing to offload"
+    if requested != "auto":
+        return requested, f"{device}: VRAM mode {requested}"
+    free_bytes = free(device)
+    mode = auto_vram(free_bytes)
+    seen = "free memory unknown" if free_bytes is None else f"{free_bytes / GiB:.1f} GiB free"
+    limits = f"{AUTO_NONE_GIB:g} / {AUTO_MEDVRAM_GIB:g} GiB"
+    return mode, f"{device}: VRAM mode {mode} (auto: {seen}; thresholds {limits})"
+
+
+def oom_advice(vram: str) -> str:
+    """What to try after a job ran out of GPU memory in VRAM mode `vram`."""
+    tiles = "--tiled-vae on (the VAE in tiles)"
+    if vram == "none":
+        return f"try --medvram (or --lowvram), {tiles}, or a smaller size or batch"
+    if vram == "medvram":
+        return f"try --lowvram, {tiles}, or a smaller size or batch"
+    return f"try {tiles}, or a smaller size or batch (already --lowvram)"
+
+
+def choose_precision(
+    config: AppConfig, cuda_available: bool | None = None, free: FreeVram = free_vram
+) -> Precision:
+    """The device, dtypes and VRAM mode (config.vram; 'auto' from the GPU's free memory) of one worker."""
     cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
     if config.use_cpu or not cuda:
         return Precision("cpu", torch.float32, torch.float32)
@@ -22,7 +78,7 @@ def choose_precision(config: AppConfig, cuda_available: bool | None = None) -> P
     else:
         dtype = torch.float16
     vae_dtype = torch.float32 if config.no_half_vae else dtype
-    return Precision("cuda", dtype, vae_dtype)
+    return Precision("cuda", dtype, vae_dtype, resolve_vram(config.vram, "cuda", free)[0])
 
 
 BATCH_MODES = ("auto", "batched", "per-image")
@@ -44,14 +100,16 @@ def worker_precisions(
     device_ids: Sequence[int] | None = None,
     cpu_workers: int = 1,
     cuda_count: int | None = None,
+    free: FreeVram = free_vram,
 ) -> list[Precision]:
     """One Precision per job worker: one per CUDA device in `device_ids` (None: every visible one), or
-    `cpu_workers` CPU workers when the models run on the CPU (--use-cpu, or no CUDA device). Raises
-    ValueError naming the flag for a device that does not exist or a combination that cannot work."""
+    `cpu_workers` CPU workers when the models run on the CPU (--use-cpu, or no CUDA device); each GPU
+    worker's VRAM mode from its own device's free memory under --vram auto. Raises ValueError naming
+    the flag for a device that does not exist or a combination that cannot work."""
     count = torch.cuda.device_count() if cuda_count is None else cuda_count
     if cpu_workers < 1:
         raise ValueError(f"--workers: must be 1 or more, got {cpu_workers}")
-    base = choose_precision(config, cuda_available=count > 0)
+    base = choose_precision(config, cuda_available=count > 0, free=free)
     if base.device == "cpu":
         if device_ids:
             where = "--use-cpu is set" if config.use_cpu else "this machine has no CUDA device"
@@ -71,4 +129,8 @@ def worker_precisions(
         raise ValueError(
             f"--device-ids: no CUDA device {missing[0]}; this machine has {count} (0-{count - 1})"
         )
-    return [dataclasses.replace(base, device=f"cuda:{i}") for i in ids]
+    out = []
+    for i in ids:
+        device = f"cuda:{i}"
+        out.append(dataclasses.replace(base, device=device, vram=resolve_vram(config.vram, device, free)[0]))
+    return out

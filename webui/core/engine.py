@@ -160,6 +160,8 @@ class Engine:
         self.manager = manager or ModelManager(config, choose_precision(config))
         if manager is None:
             self.manager.refresh()
+        if self.manager.offloader is not None:  # extension models (ControlNets) follow this worker's moves
+            hooks.offload_on(self.manager.precision.device, self.manager.offloader)
         self.encodings = EncodingCache()
         self.embeddings = EmbeddingFolder(config.embeddings_dir, self.manager.hashes)
         self.styles = StyleStore(config.styles_path)

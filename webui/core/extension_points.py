@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from webui.core.models.components import Components
+    from webui.core.models.offload import Offloader
     from webui.core.sampling.loop import Hook, ModelHook
     from webui.core.types import GeneratedImage, GenerationRequest, Img2ImgRequest
 
@@ -89,6 +90,11 @@ class EngineHooks(Protocol):
 
     def samplers(self) -> Mapping[str, Any]: ...
 
+    def offload_on(self, device: str, offloader: Offloader) -> None:
+        """Extension models asked for on `device` wait in RAM and `offloader` (that device's worker's,
+        --medvram/--lowvram) moves them there as they run."""
+        ...
+
 
 class NoHooks:
     """EngineHooks that change nothing: the engine's default when no extensions are loaded."""
@@ -125,6 +131,9 @@ class NoHooks:
 
     def samplers(self) -> Mapping[str, Any]:
         return {}
+
+    def offload_on(self, device: str, offloader: Offloader) -> None:
+        return None
 
 
 NO_HOOKS: EngineHooks = NoHooks()

@@ -10,6 +10,10 @@ and dtype asked for, put in eval mode without gradients, and kept in the host's 
 the engine's `ModelCache` (least recently used first out past its byte budget, never while pinned). A
 file that changes on disk (size or modification time) is loaded again. Paths are relative to the
 models folder and may not leave it.
+
+On a device whose job worker offloads (--medvram, --lowvram: webui.core.models.offload), the model
+waits in RAM and joins that worker's denoiser group: it moves to the device with the UNet (medvram),
+or block by block as it runs (lowvram), and leaves it before the VAE decodes.
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ class ExtensionModels:
         self.models_dir = Path(models_dir)
         self.cache = cache
         self.device = device
+        self._offloaders: dict[str, Any] = {}  # str(torch.device) -> that device's worker's Offloader
+
+    def offload_on(self, device: Any, offloader: Any) -> None:
+        """Models asked for on `device` are kept in RAM and moved there by `offloader` as they run."""
+        import torch
+
+        self._offloaders[str(torch.device(device))] = offloader
 
     def path(self, relative: str | Path) -> Path:
         """The file or folder `relative` names inside the models folder; RequestError if the name leaves
@@ -72,12 +83,17 @@ class ExtensionModels:
         where = torch.device(device if device is not None else self.device)
         key = ("extension-model", str(path), stat.st_size, stat.st_mtime_ns, str(where), str(dtype))
 
+        offloader = self._offloaders.get(str(where))
+
         def load() -> tuple[Any, int]:
             module = build(load_state_dict(path))
             if not isinstance(module, torch.nn.Module):
                 raise TypeError(f"build() returned a {type(module).__name__}, not a torch module")
-            module = module.to(device=where, dtype=dtype) if dtype is not None else module.to(where)
+            place = torch.device(offloader.storage_device) if offloader is not None else where
+            module = module.to(device=place, dtype=dtype) if dtype is not None else module.to(place)
             module.eval().requires_grad_(False)
+            if offloader is not None:
+                offloader.attach(str(relative), module, "denoiser")
             tensors = [*module.parameters(), *module.buffers()]
             return module, sum(t.numel() * t.element_size() for t in tensors)
 

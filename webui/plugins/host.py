@@ -96,6 +96,7 @@ class PluginHost:
         self._last_error: dict[str, str] = {}
         self._load_args: tuple[Any, ...] = ()
         self._settings_get: Callable[[str], Any] | None = None
+        self._models: ExtensionModels | None = None  # the extensions' shared model cache (load)
 
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
@@ -119,7 +120,9 @@ class PluginHost:
             return ExtensionContext(m.name, m.folder, data_dir, data_dir / "models", outputs, device, models)
 
         loaded = [load_extension(f, pm, disabled, context_for) for f in found]
-        return cls(loaded, pm)
+        host = cls(loaded, pm)
+        host._models = models
+        return host
 
     @classmethod
     def for_config(
@@ -438,6 +441,11 @@ class PluginHost:
                     return
 
         return hook
+
+    def offload_on(self, device: str, offloader: Any) -> None:
+        """EngineHooks: the extensions' models for `device` wait in RAM, moved there by `offloader`."""
+        if self._models is not None:
+            self._models.offload_on(device, offloader)
 
     def model_hooks(self, request: GenerationRequest, components: Components) -> Sequence[ModelHook]:
         self._job().components = JobModel.of(components)

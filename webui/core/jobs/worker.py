@@ -1,7 +1,8 @@
 """One job through the engine: progress and previews out, images recorded, every failure caught.
 
-`execute` never raises for a bad job: a RequestError, an out-of-memory error (caches freed first) or
-any other exception becomes an Outcome with the message, and the worker goes on with the next job.
+`execute` never raises for a bad job: a RequestError, an out-of-memory error (offloaded parts put back
+in RAM and caches freed; the message says what to try, the model stays loaded) or any other exception
+becomes an Outcome with the message, and the worker goes on with the next job.
 Images the request asked not to save (A1111's API default) are still written, into the job's own
 folder, so a client that comes back later can fetch them.
 """
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
+from webui.core.devices import oom_advice
 from webui.core.disk import disk_full_message
 from webui.core.engine import Engine, JobProgress
 from webui.core.jobs.codec import JobRequest
@@ -136,12 +138,15 @@ def execute(
             log.error("job failed: %s", full)
             error = full
         elif oom:
-            error = f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            what = str(e).splitlines()[0] if str(e) else type(e).__name__
+            error = f"out of memory: {what}; {oom_advice(engine.manager.precision.vram)}"
         else:
             log.exception("job failed")
             error = f"{type(e).__name__}: {e}"
     if error is not None:
         if oom:
+            if engine.manager.offloader is not None:
+                engine.manager.offloader.settle()  # a part or block left on the device mid-move goes back
             free_memory()  # after the except block: the traceback no longer holds the tensors
         return Outcome(tuple(images.done.values()), error=error, error_field=error_field)
     listed = images.add(result.images)

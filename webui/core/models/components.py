@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from webui.core.models.fp8 import has_fp8, to_keeping_fp8
+from webui.core.models.offload import compute_place
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,12 @@ class Precision:
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
     vae_dtype: torch.dtype = torch.float32
+    vram: str = "none"  # none | medvram | lowvram: how parts move between RAM and the device (models.offload)
+
+    @property
+    def storage(self) -> Precision:
+        """Where models are loaded: the device itself, or the CPU when they are offloaded."""
+        return self if self.vram == "none" else Precision("cpu", self.dtype, self.vae_dtype, self.vram)
 
 
 @dataclass(frozen=True)
@@ -49,12 +56,13 @@ class Components:
 
     @property
     def device(self) -> torch.device:
-        """Where the denoiser runs (one parameter look-up; diffusers' `.device` walks every module)."""
-        return next(self.denoiser.parameters()).device  # type: ignore[no-any-return]
+        """Where the denoiser runs, wherever it waits now (models.offload; one parameter look-up at most:
+        diffusers' `.device` walks every module)."""
+        return compute_place(self.denoiser)[0]
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.denoiser.parameters()).dtype  # type: ignore[no-any-return]
+        return compute_place(self.denoiser)[1]
 
     @property
     def prediction_type(self) -> str:

@@ -36,7 +36,7 @@ class Fp8Linear(torch.nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         weight = self.weight.to(x.dtype)
         if self.weight_delta is not None:
-            weight = weight + self.weight_delta.to(x.dtype)
+            weight = weight + self.weight_delta.to(weight.device, x.dtype)  # (offloaded: it may wait in RAM)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return F.linear(x, weight, bias)
 

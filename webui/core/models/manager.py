@@ -26,6 +26,7 @@ from webui.core.models.family_probe import family_of_path
 from webui.core.models.hashes import HashCache
 from webui.core.models.infer import ShapeError, vae_config
 from webui.core.models.loader import load_model
+from webui.core.models.offload import Offloader
 from webui.core.models.registry import (
     CHECKPOINT_EXTENSIONS,
     TEXT_ENCODER_EXTENSIONS,
@@ -82,14 +83,24 @@ def _cache_key(file: ModelFile) -> tuple[Path, int, int]:
 
 class ModelManager:
     def __init__(
-        self, config: AppConfig, precision: Precision | None = None, load_lock: threading.Lock | None = None
+        self,
+        config: AppConfig,
+        precision: Precision | None = None,
+        load_lock: threading.Lock | None = None,
+        offloader: Offloader | None = None,
     ) -> None:
         """`load_lock`: held while a file is read into a model. Managers of one process that load at the
         same time (one per job worker) must share one: diffusers builds models on torch's meta device
-        with a switch that is process-wide while it is on, so two loads at once break each other."""
+        with a switch that is process-wide while it is on, so two loads at once break each other.
+
+        With `precision.vram` medvram or lowvram, models are loaded into RAM and `offloader` (default:
+        one for the precision's device) moves their parts to the device as they run."""
         self.config = config
         self.precision = precision or Precision()
         self.load_lock = load_lock or threading.Lock()
+        if offloader is None and self.precision.vram != "none":
+            offloader = Offloader(self.precision.vram, self.precision.device)
+        self.offloader = offloader
         self.hashes = HashCache(config.cache_dir / "hashes.sqlite")
         self._models: ModelCache[Components] = ModelCache(config.model_cache_bytes)
         self._vaes: ModelCache[Any] = ModelCache(max(config.model_cache_bytes // 8, 0))
@@ -235,7 +246,9 @@ class ModelManager:
 
             def load_vae() -> tuple[Any, int]:
                 with self.load_lock:
-                    v = load_vae_file(vae_file.path, arch, self.precision)
+                    v = load_vae_file(vae_file.path, arch, self.precision.storage)
+                if self.offloader is not None:
+                    self.offloader.attach("vae", v, "vae", owner=v)
                 return v, sum(t.numel() * t.element_size() for t in v.parameters())
 
             with self._vaes.use((*_cache_key(vae_file), arch), load_vae) as v:
@@ -249,8 +262,10 @@ class ModelManager:
             extra = [m.path for m in modules]
             with self.load_lock:
                 parts = load_model(
-                    file.path, self.precision, config.text_encoder_dirs, config.vae_dirs, extra
+                    file.path, self.precision.storage, config.text_encoder_dirs, config.vae_dirs, extra
                 )
+            if self.offloader is not None:
+                self.offloader.attach_components(parts)
             return parts, parts.nbytes()
 
         return load

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from webui.core import families
 from webui.core.models.components import Components
+from webui.core.models.offload import compute_place
 from webui.core.prompts.chunks import TokenizedPrompt, with_pad_id
 from webui.core.prompts.encode import Conditioning, _apply_weights, _named_encoders, _run
 from webui.core.prompts.syntax import extract_networks
@@ -41,7 +42,7 @@ def encode_flow(
     for k, (_name, tok, te) in enumerate(_named_encoders(parts)):
         ids = with_pad_id(chunk.tokens, int(tok.eos_token_id), int(tok.pad_token_id))
         fixes = [(f.offset, (vectors or {})[f.name][k]) for f in chunk.fixes if f.name in (vectors or {})]
-        device = next(te.parameters()).device
+        device = compute_place(te)[0]
         out = _run(te, torch.tensor([ids], device=device), fixes)
         vec = getattr(out, "text_embeds", None)
         pooled.append((vec if vec is not None else out.pooler_output).to(parts.device))

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from webui.core.models.offload import compute_place
 from webui.core.prompts.attention import parse_attention
 from webui.core.prompts.encode import _apply_weights
 
@@ -53,6 +54,6 @@ def t5_tokens(tokenizer: Any, text: str, length: int) -> T5Tokens:
 @torch.no_grad()
 def encode_t5(t5: Any, tokens: T5Tokens) -> torch.Tensor:
     """(1, length, width) T5 features of one prompt, weighted."""
-    device = next(t5.parameters()).device
+    device = compute_place(t5)[0]
     out = t5(torch.tensor([tokens.ids], device=device))[0]
     return _apply_weights(out, tokens.weights)

@@ -12,6 +12,7 @@ from PIL import Image
 
 from webui.core.families.base import LatentFormat
 from webui.core.models.components import Components
+from webui.core.models.offload import compute_place
 from webui.core.tasks.vae_tiles import AUTO, VaeTiling, decode_tiled, downscale, encode_tiled
 
 
@@ -33,12 +34,12 @@ def encode_init(
     """
     x = images if isinstance(images, torch.Tensor) else to_tensor(images)
     vae = parts.vae
-    p = next(vae.parameters())
+    device, dtype = compute_place(vae)  # where it runs, wherever it waits (models.offload)
     shift = getattr(vae.config, "shift_factor", None)
     tiled = tiling.wanted(vae, x.shape[-1], x.shape[-2])
     out = []
     for i in range(x.shape[0]):
-        one = x[i : i + 1].to(device=p.device, dtype=p.dtype)
+        one = x[i : i + 1].to(device=device, dtype=dtype)
         z = encode_tiled(vae, one, tiling) if tiled else vae.encode(one).latent_dist.mode()
         if shift:
             z = z - shift
@@ -57,7 +58,7 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 def decode(vae: Any, latents: torch.Tensor, tiling: VaeTiling = AUTO) -> torch.Tensor:
     """Latents (B, C, h, w) to images (B, 3, H, W) in -1..1 (the VAE's scale and shift undone); large
     pictures in tiles (`tiling`), and in "auto" a decode that runs out of GPU memory is tiled."""
-    z = latents.to(next(vae.parameters()).dtype) / vae.config.scaling_factor
+    z = latents.to(compute_place(vae)[1]) / vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None)
     if shift:
         z = z + shift

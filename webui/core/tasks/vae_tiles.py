@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from webui.core.models.offload import compute_place
+
 TILING_MODES = ("auto", "on", "off")
 ALWAYS_TILED_PX = 2048  # "auto" always tiles a picture with a side longer than this
 # Bytes an untiled decode holds per output pixel per channel of the VAE's widest full-size layer (its
@@ -59,7 +61,7 @@ class VaeTiling:
             return self.mode == "on"
         if max(width, height) > ALWAYS_TILED_PX:
             return True
-        free = free_bytes(next(vae.parameters()).device)
+        free = free_bytes(compute_place(vae)[0])
         return free is not None and untiled_bytes(vae, width, height) > free
 
 
@@ -68,9 +70,9 @@ AUTO = VaeTiling()  # the default: tiles when it must
 
 def untiled_bytes(vae: Any, width: int, height: int) -> int:
     """An estimate of the memory an untiled decode of a width x height picture needs."""
-    p = next(vae.parameters())
+    itemsize = compute_place(vae)[1].itemsize
     channels = int(vae.config.block_out_channels[0])
-    return int(width * height * channels * p.element_size() * _BYTES_PER_PIXEL_CHANNEL)
+    return int(width * height * channels * itemsize * _BYTES_PER_PIXEL_CHANNEL)
 
 
 def free_bytes(device: torch.device) -> int | None:
@@ -255,8 +257,9 @@ def decode_tiled(vae: Any, z: torch.Tensor, tiling: VaeTiling) -> torch.Tensor:
         h = z[i : i + 1]
         if vae.post_quant_conv is not None:
             h = vae.post_quant_conv(h)
+        h = dec.conv_in(h)  # (the VAE is on its compute device from its first call: models.offload)
         up_dtype = next(iter(dec.up_blocks.parameters())).dtype
-        h = dec.mid_block(dec.conv_in(h)).to(up_dtype)
+        h = dec.mid_block(h).to(up_dtype)
         with _Norms([dec.up_blocks, dec.conv_norm_out]) as norms:
             out.append(_tiled(h, tail, 3, Fraction(downscale(vae)), tiling.tile, tiling.overlap, norms))
     return torch.cat(out).to(z.dtype)
