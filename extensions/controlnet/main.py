@@ -76,21 +76,17 @@ def from_alwayson(script_args: Any, context: Any) -> dict[str, Any]:
 
 def _units(args: dict[str, Any], context: Any) -> list[Any]:
     files = list_models(context.models_dir)
-    if args.get("_units") is not None:
-        try:
-            units = from_stored(args["_units"], files)
-        except UnitError as e:
-            raise RequestError(f"extension_args.{NAME}._units[{e.unit}].{e.name}", e.message) from e
-    else:
-        unit = ui_unit(args)
-        try:
-            units = parse_units([unit] if unit is not None else [], files)
-        except UnitError as e:
-            raise RequestError(f"extension_args.{NAME}.{e.name}", e.message) from e
+    stored_units = args.get("_units") is not None
     try:
+        if stored_units:
+            units = from_stored(args["_units"], files)
+        else:
+            unit = ui_unit(args)
+            units = parse_units([unit] if unit is not None else [], files)
         check_modules(units, context.models_dir)
     except UnitError as e:
-        raise RequestError(f"extension_args.{NAME}.module", e.message) from e
+        where = f"_units[{e.unit}].{e.name}" if stored_units else e.name
+        raise RequestError(f"extension_args.{NAME}.{where}", e.message) from e
     return units
 
 
