@@ -235,3 +235,29 @@ def test_refusals_name_unit_and_field(cn: SimpleNamespace, engine: Engine, data:
     e = refused(unit(base, module="canny"))
     assert e.field.endswith("model") and "is an IP-Adapter" in e.message, e
     assert np.array_equal(run(engine), run(engine))  # the engine carries on
+
+
+def test_the_patch_lives_for_one_call_even_when_it_fails(
+    cn: SimpleNamespace, engine: Engine, files: dict
+) -> None:
+    with engine.manager.acquire("tiny-sd1") as loaded:
+        unet = loaded.components.unet
+    own = dict(unet.attn_processors)
+    adapter = cn.ipadapter.build_ip_adapter(load_state_dict(files["base"]), "base")
+    layers = cn.ipadapter.cross_attention_layers(unet)
+    cn.ipadapter.check_fits(adapter, layers, "base")
+    procs = cn.ipadapter.attention_processors(layers, [(adapter, 0.5)])
+    seen: list[Any] = []
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        seen.append((kwargs["encoder_hidden_states"], dict(unet.attn_processors)))
+        raise RuntimeError("boom")
+
+    call = cn.ipadapter.WithImagePrompt(boom, procs)
+    with pytest.raises(RuntimeError, match="boom"):
+        call(torch.zeros(1), 1, encoder_hidden_states="text", ip_adapter_tokens=("tokens",))
+    ((text_and_image, during),) = seen
+    assert text_and_image == ("text", ["tokens"])
+    patched = [p for n, p in during.items() if n.endswith("attn2.processor")]
+    assert [p.scale for p in patched] == [[0.5]] * 6 and patched[0].to_k_ip[0] is adapter.to_k[0]
+    assert dict(unet.attn_processors) == own

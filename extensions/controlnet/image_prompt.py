@@ -125,4 +125,11 @@ def before_model(job: Any, units: list[ControlUnit], state: Any, components: Any
         for cond, uncond in tokens
     ]
     inputs.extra = {**inputs.extra, WithImagePrompt.KEY: per_row}
-    inputs.model = WithImagePrompt(inputs.model, job.ip_layers[key])
+
+    def hold() -> ExitStack:  # the adapters stay pinned in the model cache while the model runs
+        stack = ExitStack()
+        for u in active:
+            adapter_for(job, u, components, context, stack)
+        return stack
+
+    inputs.model = WithImagePrompt(inputs.model, job.ip_layers[key], hold)

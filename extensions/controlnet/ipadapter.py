@@ -26,7 +26,8 @@ face embeddings from insightface and are refused.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -183,24 +184,27 @@ class WithImagePrompt:
     """The denoiser for one model call with the IP-Adapter processors in its cross-attention layers:
     they are set right before the call and the layers' own processors put back right after (in
     `finally`), so nothing outlives the call. The image tokens come as the call's `ip_adapter_tokens`
-    (a list with one tensor per adapter, one row per model row: the loop slices them with the rows)."""
+    (a list with one tensor per adapter, one row per model row: the loop slices them with the rows).
+    `hold()`, when given, is entered around the call (it pins the adapters in the model cache)."""
 
     KEY = "ip_adapter_tokens"
 
-    def __init__(self, model: Any, processors: list[tuple[Any, Any]]) -> None:
-        self.model, self.processors = model, processors
+    def __init__(
+        self, model: Any, processors: list[tuple[Any, Any]], hold: Callable[[], Any] = nullcontext
+    ) -> None:
+        self.model, self.processors, self.hold = model, processors, hold
 
     def __getattr__(self, name: str) -> Any:  # config, dtype... as the wrapped model's
         return getattr(self.model, name)
 
     def __call__(self, *args: Any, encoder_hidden_states: Any, ip_adapter_tokens: Any, **kwargs: Any) -> Any:
+        text_and_image = (encoder_hidden_states, list(ip_adapter_tokens))
         own = [(attn, attn.processor) for attn, _ in self.processors]
-        try:
-            for attn, proc in self.processors:
-                attn.set_processor(proc)
-            return self.model(
-                *args, encoder_hidden_states=(encoder_hidden_states, list(ip_adapter_tokens)), **kwargs
-            )
-        finally:
-            for attn, proc in own:
-                attn.set_processor(proc)
+        with self.hold():
+            try:
+                for attn, proc in self.processors:
+                    attn.set_processor(proc)
+                return self.model(*args, encoder_hidden_states=text_and_image, **kwargs)
+            finally:
+                for attn, proc in own:
+                    attn.set_processor(proc)

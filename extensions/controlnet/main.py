@@ -1,5 +1,6 @@
 """ControlNet as an extension on plugin API 2: units from the UI or sd-webui-controlnet's API, their
-residuals added before every model call of the job, their infotext, and that extension's routes.
+residuals added before every model call of the job (IP-Adapter units: their image prompt in the
+cross-attention of that call), their infotext, and that extension's routes.
 
 - models.py     files in models/ControlNet, A1111 short hashes, loading (ControlNetModel, T2IAdapter)
 - layout.py     what a ControlNet file is (layout, base model, config) and the LDM -> diffusers renaming
@@ -11,6 +12,9 @@ residuals added before every model call of the job, their infotext, and that ext
 - job.py        one job's units made ready at each pass's size, run before each model call
 - residuals.py  the BEFORE_MODEL hook that adds each active unit's residuals (ControlNet) or features
                 (T2I-Adapter) to the model call
+- ipadapter.py  IP-Adapter files (h94's layout): image projection, key/value layers, the per-call patch
+- clip_vision.py the CLIP vision encoders of the ip-adapter_* modules (models/clip_vision)
+- image_prompt.py an IP-Adapter unit in a job: image tokens once, cross-attention patched per call
 - infotext.py   `ControlNet 0: "Module: canny, Model: ..."` written and read back
 - routes.py     sd-webui-controlnet's /controlnet/* routes
 
