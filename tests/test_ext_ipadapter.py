@@ -36,12 +36,17 @@ SMALL: dict[str, Any] = dict(
 
 
 @pytest.fixture(scope="module")
-def data(tiny_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def data(
+    tiny_files: dict[str, Path], tiny_controlnet_files: dict, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     data = tmp_path_factory.mktemp("ipa-data")
     ckpts = data / "models" / "Stable-diffusion"
     ckpts.mkdir(parents=True)
     (data / "models" / "VAE").mkdir()
     (ckpts / tiny_files["sd1"].name).symlink_to(tiny_files["sd1"])
+    (data / "models" / "ControlNet").mkdir()
+    cn = tiny_controlnet_files["sd1", "diffusers"]
+    (data / "models" / "ControlNet" / cn.name).symlink_to(cn)
     return data
 
 
@@ -84,11 +89,12 @@ def unit(title: str, image: Image.Image | None = None, **kw: Any) -> dict[str, A
     return {"module": "ip-adapter_clip_sd15", "model": title, "image": image or reference("a"), **kw}
 
 
-def run(engine: Engine, *units: dict[str, Any]) -> np.ndarray:
+def run(engine: Engine, *units: dict[str, Any], **kw: Any) -> np.ndarray:
     args = {"controlnet": {"_units": list(units)}} if units else {}
-    result = engine.run(Txt2ImgRequest(**SMALL, extension_args=args))
+    result = engine.run(Txt2ImgRequest(**{**SMALL, **kw}, extension_args=args))
     assert result.warnings == (), result.warnings
-    return np.asarray(result.images[0].image).astype(int)
+    pics = {i.seed: np.asarray(i.image).astype(int) for i in result.images if i.image.size == (64, 64)}
+    return pics[SMALL["seed"]] if len(pics) == 1 else np.stack([pics[s] for s in sorted(pics)])
 
 
 def title(cn: SimpleNamespace, data: Path, path: Path) -> str:
@@ -261,3 +267,27 @@ def test_the_patch_lives_for_one_call_even_when_it_fails(
     patched = [p for n, p in during.items() if n.endswith("attn2.processor")]
     assert [p.scale for p in patched] == [[0.5]] * 6 and patched[0].to_k_ip[0] is adapter.to_k[0]
     assert dict(unet.attn_processors) == own
+
+
+def test_with_a_controlnet_unit_and_in_a_batch(
+    cn: SimpleNamespace, engine: Engine, data: Path, files: dict
+) -> None:
+    from tests.test_ext_controlnet import drawing
+
+    base = title(cn, data, files["base"])
+    control_title = next(
+        m.title for m in cn.models.list_models(data / "models") if m.name.startswith("tiny-cn")
+    )
+    control = {"module": "canny", "model": control_title, "image": drawing((64, 64)), "processor_res": 64}
+    only_cn, only_ip = run(engine, control), run(engine, unit(base, index=1))
+    both = run(engine, control, unit(base, index=1))
+    assert not np.array_equal(both, only_cn) and not np.array_equal(both, only_ip)
+    # in a batch each image is its single run with its seed (the tokens follow the model's rows)
+    batch = run(engine, unit(base), batch_size=2)
+    assert batch.shape[0] == 2 and np.array_equal(batch[0], run(engine, unit(base)))
+    second = engine.run(
+        Txt2ImgRequest(
+            **{**SMALL, "seed": SMALL["seed"] + 1}, extension_args={"controlnet": {"_units": [unit(base)]}}
+        )
+    )
+    assert np.array_equal(batch[1], np.asarray(second.images[0].image).astype(int))
