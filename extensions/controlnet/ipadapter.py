@@ -195,6 +195,8 @@ class WithImagePrompt:
         self.model, self.processors, self.hold = model, processors, hold
 
     def __getattr__(self, name: str) -> Any:  # config, dtype... as the wrapped model's
+        if name == "model":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self.model, name)
 
     def __call__(self, *args: Any, encoder_hidden_states: Any, ip_adapter_tokens: Any, **kwargs: Any) -> Any:
