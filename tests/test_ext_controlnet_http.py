@@ -241,25 +241,27 @@ def test_png_info_reads_the_unit_back_into_the_accordion(
     host = plugin_host(srv.services)
     assert host is not None
     read = host.fields_from_infotext(parse_infotext(text))["controlnet"]
-    assert read == {
-        "enabled": True, "module": "canny", "model": titles["sd1"], "weight": 0.5,
-        "resize_mode": "Crop and Resize", "processor_res": 64, "threshold_a": 100, "threshold_b": 200,
-        "guidance_start": 0, "guidance_end": 0.75, "pixel_perfect": False, "control_mode": "Balanced",
+    assert read == {  # `ControlNet 1` goes to the Unit 1 tab; the other tabs are switched off
+        "enabled": False, "unit2_enabled": False,
+        "unit1_enabled": True, "unit1_module": "canny", "unit1_model": titles["sd1"], "unit1_weight": 0.5,
+        "unit1_resize_mode": "Crop and Resize", "unit1_processor_res": 64, "unit1_threshold_a": 100,
+        "unit1_threshold_b": 200, "unit1_guidance_start": 0, "unit1_guidance_end": 0.75,
+        "unit1_pixel_perfect": False, "unit1_control_mode": "Balanced",
     }  # fmt: skip
     # a file whose hash changed since is found by its name; a model that is gone is left as it is
     old = text.replace(titles["sd1"], titles["sd1"].split(" [")[0] + " [0badc0de]")
-    assert host.fields_from_infotext(parse_infotext(old))["controlnet"]["model"] == titles["sd1"]
+    assert host.fields_from_infotext(parse_infotext(old))["controlnet"]["unit1_model"] == titles["sd1"]
     gone = host.fields_from_infotext(parse_infotext(text.replace(titles["sd1"], "gone [12345678]")))
-    assert "model" not in gone["controlnet"] and gone["controlnet"]["module"] == "canny"
+    assert "unit1_model" not in gone["controlnet"] and gone["controlnet"]["unit1_module"] == "canny"
     plain = host.fields_from_infotext(parse_infotext("a cat\nSteps: 3, Seed: 1, Size: 64x64"))
-    assert plain["controlnet"] == {"enabled": False}
+    assert plain["controlnet"] == {"enabled": False, "unit1_enabled": False, "unit2_enabled": False}
     # the tab's accordion controls, as the studio builds them, get those values
     ui_fields = {f.name: f for f in host.ui_fields("controlnet")}
     fields = {
         "prompt": gr.Textbox(),
-        "_ext.controlnet.module": gr.Dropdown(list(ui_fields["module"].choices)),
-        "_ext.controlnet.weight": gr.Slider(0, 2),
-        "_ext.controlnet.image": gr.Image(),
+        "_ext.controlnet.unit1_module": gr.Dropdown(list(ui_fields["unit1_module"].choices)),
+        "_ext.controlnet.unit1_weight": gr.Slider(0, 2),
+        "_ext.controlnet.unit1_image": gr.Image(),
     }
     prompt, module, weight, image = field_updates(fields, infotext_values(host, text))
     assert (module, weight) == ("canny", 0.5)
@@ -280,7 +282,13 @@ def test_the_studio_has_the_accordion_on_txt2img_img2img_and_inpaint(srv: Runnin
         for name in ("module", "weight", "guidance_start", "guidance_end", "control_mode", "resize_mode"):
             assert f"{tab}_ext_controlnet_{name}" in found, name
         assert f"{tab}_ext_controlnet_pixel_perfect" in found
-        assert f"{tab}_ext_controlnet_preview_button" in found and f"{tab}_ext_controlnet_preview" in found
+        for i in range(3):  # sd-webui-controlnet's three unit tabs, each with its own fields and preview
+            assert type(found[f"{tab}_ext_controlnet_controlnet_unit_{i}"]).__name__ == "Tab"
+            assert found[f"{tab}_ext_controlnet_controlnet_unit_{i}"].label == f"ControlNet Unit {i}"
+            assert f"{tab}_ext_controlnet_controlnet_unit_{i}_preview_button" in found
+            name = "image" if i == 0 else f"unit{i}_image"
+            assert type(found[f"{tab}_ext_controlnet_{name}"]).__name__ == "Image"
+        assert f"{tab}_ext_controlnet_unit3_image" not in found
 
 
 def test_the_preview_button_shows_the_preprocessed_map(srv: Running) -> None:
@@ -324,6 +332,18 @@ def test_two_units_compose_and_native_clients_may_send_the_unit_list(
         np.asarray(Image.open(io.BytesIO(listed)).convert("RGB")),
         np.asarray(Image.open(io.BytesIO(accordion)).convert("RGB")),
     )
+
+    # the accordion's tabs 0 and 2 (as the UI sends them): two units, the same picture as the list
+    def job_picture(args: dict[str, Any]) -> np.ndarray:
+        job_id = _submit(c, {**FAST, **ckpt, "extension_args": {"controlnet": args}})
+        assert _wait_done(c, job_id)["state"] == "done"
+        raw = c.get(f"/api/v1/jobs/{job_id}/images/0").content
+        return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+
+    tab2 = {f"unit2_{k}": v for k, v in other.items() if k not in ("mask", "low_vram")}
+    tabs = job_picture({**fields, **tab2})
+    assert np.array_equal(tabs, job_picture({"_units": [unit(titles["sd1"]), other]}))
+    assert not np.array_equal(tabs, np.asarray(Image.open(io.BytesIO(accordion)).convert("RGB")))
     bad = {"controlnet": {"_units": [unit(titles["sd1"]), unit(titles["sd1"], guidance_start=2)]}}
     r = c.post("/api/v1/jobs", json={"kind": "txt2img", "request": {**FAST, **ckpt, "extension_args": bad}})
     assert r.status_code == 422, r.text

@@ -19,6 +19,9 @@ from PIL import Image
 
 from webui.plugins.api import CheckpointError, HookPoint, RequestError
 
+from . import image_prompt
+from .clip_vision import EncoderMissing, find_encoder, is_ip_module
+from .ipadapter import IPAdapterWeights
 from .layout import ControlNetFileError
 from .models import ControlNetFile, build_control_model, check_model, find_model
 from .preprocess import AnnotatorUnavailable, get_module
@@ -34,14 +37,25 @@ class JobState:
     # (width, height, ids of the models) -> the units ready at that size, and their adapter features
     ready: dict[tuple[Any, ...], tuple[list[ActiveUnit], dict[int, Any]]] = field(default_factory=dict)
     checked: set[int] = field(default_factory=set)  # ids of the models checked against this job's UNet
+    # IP-Adapter units: (unit index, id of its adapter) -> (cond, uncond) image tokens; the attention
+    # processors of each set of active units
+    ip_tokens: dict[tuple[int, int], Any] = field(default_factory=dict)
+    ip_layers: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"JobState({len(self.units)} units)"
 
 
 def check_modules(units: list[ControlUnit], models_dir: Path) -> None:
-    """UnitError for a preprocessor whose annotator weights are missing (before the job runs)."""
+    """UnitError for a preprocessor whose annotator weights (or CLIP vision encoder) are missing,
+    before the job runs."""
     for u in units:
+        if is_ip_module(u.module):
+            try:
+                find_encoder(u.module, models_dir)
+            except EncoderMissing as e:
+                raise UnitError(u.index, "module", str(e)) from e
+            continue
         try:
             get_module(u.module, models_dir)
         except AnnotatorUnavailable as e:
@@ -61,6 +75,11 @@ def _unit_model(job: JobState, unit: ControlUnit, components: Any, context: Any,
                 path.relative_to(context.models_dir), build, device=components.device, dtype=components.dtype
             )
         )
+        if isinstance(model, IPAdapterWeights):
+            raise ControlNetFileError(
+                f"{path.stem} is an IP-Adapter; use it with an ip-adapter_* preprocessor "
+                "(ip-adapter_clip_sd15, ...)"
+            )
         if id(model) not in job.checked:
             check_model(model, unet_config, path.stem)
             job.checked.add(id(model))
@@ -72,27 +91,36 @@ def _unit_model(job: JobState, unit: ControlUnit, components: Any, context: Any,
 
 
 def before_model(job: JobState, state: Any, components: Any, context: Any) -> None:
-    """Add the job's active units' residuals to this model call (RequestError naming the unit and
-    field when a unit cannot run with this job's model)."""
+    """Add the job's active units' residuals to this model call, and its IP-Adapter units' image
+    prompt (RequestError naming the unit and field when a unit cannot run with this job's model)."""
     if components.unet is None:
         raise UnitError(
             job.units[0].index,
             "model",
             f"ControlNet units need an SD 1.x, SD 2.x or SDXL checkpoint; this one is {components.label}",
         )
-    active_now = [u for u in job.units if u.active_at(state.step, state.total)]
+    control = [u for u in job.units if not is_ip_module(u.module)]
+    if control:
+        _control(job, control, state, components, context)
+    image_prompts = [u for u in job.units if is_ip_module(u.module)]
+    if image_prompts:
+        image_prompt.before_model(job, image_prompts, state, components, context)
+
+
+def _control(job: JobState, units: list[ControlUnit], state: Any, components: Any, context: Any) -> None:
+    active_now = [u for u in units if u.active_at(state.step, state.total)]
     if not active_now:
         return
     height, width = state.inputs.sample.shape[-2:]
     scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
     size = (int(width) * scale, int(height) * scale)
     with ExitStack() as stack:
-        models = {u.index: _unit_model(job, u, components, context, stack) for u in job.units}
-        key = (*size, *(id(models[u.index]) for u in job.units))
+        models = {u.index: _unit_model(job, u, components, context, stack) for u in units}
+        key = (*size, *(id(models[u.index]) for u in units))
         if key not in job.ready:
-            by_path = {find_model(list(job.files), u.model).path: models[u.index] for u in job.units}
+            by_path = {find_model(list(job.files), u.model).path: models[u.index] for u in units}
             active = prepare_units(
-                job.units,
+                units,
                 width=size[0],
                 height=size[1],
                 models=job.files,

@@ -1,5 +1,6 @@
 """ControlNet as an extension on plugin API 2: units from the UI or sd-webui-controlnet's API, their
-residuals added before every model call of the job, their infotext, and that extension's routes.
+residuals added before every model call of the job (IP-Adapter units: their image prompt in the
+cross-attention of that call), their infotext, and that extension's routes.
 
 - models.py     files in models/ControlNet, A1111 short hashes, loading (ControlNetModel, T2IAdapter)
 - layout.py     what a ControlNet file is (layout, base model, config) and the LDM -> diffusers renaming
@@ -11,34 +12,40 @@ residuals added before every model call of the job, their infotext, and that ext
 - job.py        one job's units made ready at each pass's size, run before each model call
 - residuals.py  the BEFORE_MODEL hook that adds each active unit's residuals (ControlNet) or features
                 (T2I-Adapter) to the model call
+- ipadapter.py  IP-Adapter files (h94's layout): image projection, key/value layers, the per-call patch
+- clip_vision.py the CLIP vision encoders of the ip-adapter_* modules (models/clip_vision)
+- image_prompt.py an IP-Adapter unit in a job: image tokens once, cross-attention patched per call
 - infotext.py   `ControlNet 0: "Module: canny, Model: ..."` written and read back
 - routes.py     sd-webui-controlnet's /controlnet/* routes
 
 Where the units come from, in a request's `extension_args.controlnet`:
 `_units` (what `from_alwayson` read from `alwayson_scripts.controlnet.args`, or a native client's list
-of unit objects), else the accordion's fields (unit 0) when `enabled`.
+of unit objects), else the accordion's enabled unit tabs (`enabled`, `image`, ... for unit 0,
+`unit1_enabled`, `unit1_image`, ... for unit 1; the `unit_count` setting says how many tabs the UI has).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from webui.plugins.api import Img2ImgRequest, RequestError, RouteSpec, hookimpl, replace_args
+from webui.plugins.api import Img2ImgRequest, RequestError, RouteSpec, SettingsSection, hookimpl, replace_args
 
 from . import routes
-from .fields import section, ui_unit
+from .fields import count_setting, field_name, infotext_values, section, ui_units, unit_count
 from .infotext import infotext_params, units_from_params
 from .job import JobState, check_modules
 from .job import before_model as run_units
 from .models import find_model, list_models
-from .units import UnitError, from_stored, parse_units, stored
+from .units import MAX_UNITS, UnitError, from_stored, parse_units, stored
 
 NAME = "controlnet"
 
 
 @hookimpl
-def register(registry: Any, context: Any) -> None:
-    registry.add(section(list_models(context.models_dir), context.models_dir))
+def register(registry: Any, context: Any, settings: Any) -> None:
+    count = unit_count(settings)
+    registry.add(section(list_models(context.models_dir), context.models_dir, count))
+    registry.add(SettingsSection("ControlNet", fields=(count_setting(),)))
     models_dir = context.models_dir
 
     def model_list(update: bool = True) -> dict[str, Any]:
@@ -76,21 +83,13 @@ def from_alwayson(script_args: Any, context: Any) -> dict[str, Any]:
 
 def _units(args: dict[str, Any], context: Any) -> list[Any]:
     files = list_models(context.models_dir)
-    if args.get("_units") is not None:
-        try:
-            units = from_stored(args["_units"], files)
-        except UnitError as e:
-            raise RequestError(f"extension_args.{NAME}._units[{e.unit}].{e.name}", e.message) from e
-    else:
-        unit = ui_unit(args)
-        try:
-            units = parse_units([unit] if unit is not None else [], files)
-        except UnitError as e:
-            raise RequestError(f"extension_args.{NAME}.{e.name}", e.message) from e
+    stored_units = args.get("_units") is not None
     try:
+        units = from_stored(args["_units"] if stored_units else ui_units(args), files)
         check_modules(units, context.models_dir)
     except UnitError as e:
-        raise RequestError(f"extension_args.{NAME}.module", e.message) from e
+        where = f"_units[{e.unit}].{e.name}" if stored_units else field_name(e.unit, e.name)
+        raise RequestError(f"extension_args.{NAME}.{where}", e.message) from e
     return units
 
 
@@ -120,18 +119,17 @@ def extra_infotext(args: dict[str, Any]) -> dict[str, str] | None:
 
 @hookimpl
 def infotext_fields(params: dict[str, str], context: Any) -> dict[str, Any]:
-    """The first `ControlNet N` unit of an image's infotext, for the accordion (its model as listed now
-    when the file is still there; the control image is not recorded). Without one the accordion's unit
-    is switched off, as A1111 pastes it."""
+    """The `ControlNet N` units of an image's infotext, each for the accordion's unit N tab (its model as
+    listed now when the file is still there; the control image is not recorded). Tabs without a unit
+    are switched off, as A1111 pastes them (the host keeps the values of the tabs the UI has)."""
     try:
         units = units_from_params(params)
     except ValueError:
         units = {}
-    if not units:
-        return {"enabled": False}
-    values = dict(next(iter(units.values())))
-    try:
-        values["model"] = find_model(list_models(context.models_dir), str(values.get("model", ""))).title
-    except KeyError:
-        values.pop("model", None)
-    return values
+    files = list_models(context.models_dir)
+    for values in units.values():
+        try:
+            values["model"] = find_model(files, str(values.get("model", ""))).title
+        except KeyError:
+            values.pop("model", None)
+    return infotext_values(units, MAX_UNITS)

@@ -23,10 +23,11 @@ import torch
 
 from webui.plugins.api import CheckpointError, load_state_dict
 
-from . import adapter
+from . import adapter, ipadapter
 from .layout import ControlNetFileError, base_of, check_compatible, infer_config, to_diffusers
 
 FOLDER = "ControlNet"
+IP_FOLDER = "ipadapter"  # ComfyUI's folder for IP-Adapters (sd-webui-controlnet keeps them in ControlNet/)
 ANNOTATORS = "annotators"
 SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 _HASH_OFFSET = 0x100000
@@ -65,10 +66,16 @@ def _folder_weights(folder: Path) -> Path | None:
 
 
 def list_models(models_dir: Path) -> list[ControlNetFile]:
-    """Every ControlNet under `models_dir/ControlNet`, sorted by name (case-insensitive)."""
-    root = models_dir / FOLDER
-    if not root.is_dir():
-        return []
+    """Every ControlNet, T2I-Adapter and IP-Adapter under `models_dir/ControlNet` and
+    `models_dir/ipadapter`, sorted by name (case-insensitive)."""
+    out: list[ControlNetFile] = []
+    for folder in (FOLDER, IP_FOLDER):
+        if (models_dir / folder).is_dir():
+            out += _listed(models_dir / folder)
+    return sorted(out, key=lambda m: (m.name.lower(), m.title))
+
+
+def _listed(root: Path) -> list[ControlNetFile]:
     out: list[ControlNetFile] = []
     folders = {p.parent for p in root.rglob("config.json") if _folder_weights(p.parent) is not None}
     for p in root.rglob("*"):
@@ -81,7 +88,7 @@ def list_models(models_dir: Path) -> list[ControlNetFile]:
             out.append(ControlNetFile(p.name, weights, legacy_hash(weights)))
         elif p.is_file() and p.suffix.lower() in SUFFIXES:
             out.append(ControlNetFile(p.stem, p, legacy_hash(p)))
-    return sorted(out, key=lambda m: (m.name.lower(), m.title))
+    return out
 
 
 def find_model(models: list[ControlNetFile], wanted: str) -> ControlNetFile:
@@ -106,6 +113,10 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _controlnet_state(sd: dict[str, torch.Tensor], name: str) -> tuple[dict[str, torch.Tensor], str]:
+    if ipadapter.is_ip_adapter(sd):
+        raise ControlNetFileError(
+            f"{name}: an IP-Adapter, not a ControlNet; use an ip-adapter_* preprocessor"
+        )
     if adapter.is_adapter(sd):
         raise ControlNetFileError(f"{name}: a T2I-Adapter, not a ControlNet")
     try:
@@ -221,8 +232,10 @@ def load_control_model(
 
 
 def build_control_model(sd: dict[str, torch.Tensor], path: Path, unet_config: dict[str, Any] | None) -> Any:
-    """A ControlNet or T2I-Adapter (on the CPU, as stored) from a file's tensors: the `build` the
-    extension hands to `context.models.use`."""
+    """A ControlNet, T2I-Adapter or IP-Adapter (on the CPU, as stored) from a file's tensors: the
+    `build` the extension hands to `context.models.use`."""
+    if ipadapter.is_ip_adapter(sd):
+        return ipadapter.build_ip_adapter(sd, path.name)
     build = _adapter if adapter.is_adapter(sd) else _controlnet
     return build(sd, path, unet_config)
 

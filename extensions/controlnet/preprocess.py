@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .clip_vision import MODULES as IP_MODULES
+
 Preprocessor = Callable[[Image.Image, int, float, float], Image.Image]
 ANNOTATOR_FOLDER = "ControlNet/annotators"  # under models/
 
@@ -192,8 +194,9 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
 
 
 def module_names() -> list[str]:
-    """Every module name a unit may use (built in first, then those needing weights)."""
-    return [*MODULES, *NEEDS_WEIGHTS]
+    """Every module name a unit may use (built in first, then those needing weights, then the
+    IP-Adapter encoders)."""
+    return [*MODULES, *NEEDS_WEIGHTS, *IP_MODULES]
 
 
 def canonical(name: str) -> str:
@@ -219,6 +222,10 @@ def get_module(name: str, models_dir: Path | None = None) -> Module:
         raise AnnotatorUnavailable(
             f"the {name} preprocessor's weights are in {where}, but this version cannot run it yet; "
             "use preprocessor 'none' with a map made elsewhere"
+        )
+    if name in IP_MODULES:
+        raise AnnotatorUnavailable(
+            f"{name} encodes the image for an IP-Adapter (CLIP vision); it makes no map to preview"
         )
     raise KeyError(name)
 

@@ -23,7 +23,7 @@ from webui.plugins.api import RequestError
 
 from .images import ImageDataError, decode_base64_image
 from .models import list_models
-from .preprocess import ALIASES, MODULES, NEEDS_WEIGHTS, AnnotatorUnavailable, Slider, module_names
+from .preprocess import ALIASES, MODULES, AnnotatorUnavailable, Slider, module_names
 from .preprocess import run as run_preprocessor
 from .units import RESOLUTION_RANGE
 
@@ -60,7 +60,7 @@ def module_list(alias_names: bool = False) -> dict[str, Any]:
         if module is not None:
             sliders += [_slider(s) for s in (module.threshold_a, module.threshold_b) if s is not None]
         detail[_LABELS.get(name, name) if alias_names else name] = {
-            "model_free": name not in NEEDS_WEIGHTS,
+            "model_free": name in MODULES,
             "sliders": sliders,
         }
     return {"module_list": list(detail), "module_detail": detail}
@@ -83,7 +83,7 @@ def detect(body: Mapping[str, Any], models_dir: Path | None = None) -> dict[str,
     """Run a preprocessor on the body's images (and masks) and return the maps."""
     module = body.get("controlnet_module", "none")
     canonical = ALIASES.get(module, module) if isinstance(module, str) else module
-    if not isinstance(module, str) or canonical not in (*MODULES, *NEEDS_WEIGHTS):
+    if not isinstance(module, str) or canonical not in module_names():
         raise RequestError("controlnet_module", f"unknown module {module!r}")
     images = body.get("controlnet_input_images", [])
     masks = body.get("controlnet_masks", [])

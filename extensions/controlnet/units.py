@@ -25,9 +25,10 @@ from PIL import Image
 
 from webui.plugins.api import RequestError
 
+from .clip_vision import is_ip_module
 from .images import ImageDataError, ResizeMode, decode_base64_image
 from .models import ControlNetFile, find_model
-from .preprocess import MODULES, NEEDS_WEIGHTS, canonical, module_names
+from .preprocess import MODULES, canonical, module_names
 
 MAX_UNITS = 8
 RESOLUTION_RANGE = (64, 2048)
@@ -167,7 +168,7 @@ def parse_unit(i: int, d: Any, models: Sequence[ControlNetFile] | None = None) -
     if not _flag(i, "enabled", d.get("enabled", True)):
         return None
     module = d.get("module", "none")
-    if not isinstance(module, str) or canonical(module) not in (*MODULES, *NEEDS_WEIGHTS):
+    if not isinstance(module, str) or canonical(module) not in module_names():
         raise UnitError(i, "module", f"unknown module {module!r}; choose one of {', '.join(module_names())}")
     module = canonical(module)
     model = d.get("model", "None")
@@ -179,6 +180,8 @@ def parse_unit(i: int, d: Any, models: Sequence[ControlNetFile] | None = None) -
         except KeyError:
             raise UnitError(i, "model", f"model {model!r} is not in models/ControlNet") from None
     image, mask = _images(i, d)
+    if mask is not None and is_ip_module(module):
+        raise UnitError(i, "mask", "IP-Adapter units take no mask (the whole reference image is used)")
     res = d.get("processor_res", -1)
     if res != -1:
         res = int(_number(i, "processor_res", res, *RESOLUTION_RANGE))

@@ -1,4 +1,4 @@
-"""The one module an extension imports: hooks, typed state, requests and descriptors (plugin API 2.0).
+"""The one module an extension imports: hooks, typed state, requests and descriptors (plugin API 2.1).
 
     from webui.plugins.api import hookimpl, UiSection, Field
 
@@ -24,6 +24,11 @@ API 2 adds, for extensions such as ControlNet and detailers:
     def from_alwayson(script_args): ...              # A1111 alwayson_scripts args -> field values
     def infotext_fields(params): ...                 # an image's infotext -> accordion values (PNG Info)
     UiSection(..., preview=lambda values: image)     # a Preview button in the accordion
+
+API 2.1 adds field groups (tabs inside an accordion) and the stored settings in `register`:
+
+    Field("image", "image", None, group="ControlNet Unit 0")   # fields of a group share a tab
+    def register(registry, settings): ...            # settings as stored at start (unchecked)
 
 extensions/controlnet is the worked example.
 

@@ -37,6 +37,10 @@ class Field:
     An "image" or "mask" field (default None) is an image drop in the UI and base64 (plain or a
     `data:image/...;base64,` URL) in API arguments, like A1111's; hooks always get a PIL image (8-bit
     RGB, or "L" for a mask, orientation applied, size limits checked) or None.
+
+    `group` (API 2.1): the fields of a UiSection that share a group are drawn together in a tab of that
+    name inside the accordion (sd-webui-controlnet's "ControlNet Unit 0", "ControlNet Unit 1", ...);
+    ungrouped fields come first, above the tabs. Values are still keyed by field name.
     """
 
     name: str
@@ -48,6 +52,7 @@ class Field:
     maximum: float | None = None
     step: float | None = None
     info: str = ""
+    group: str = ""
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.name):
@@ -129,7 +134,8 @@ class UiSection:
     `preview` (API 2), when given, adds a Preview button and picture to the accordion:
     `preview(values)` gets the section's field values by name (checked, images as PIL) and returns a
     PIL image to show (a ControlNet's preprocessed map); RequestError(field, message) is shown to the
-    user as a warning."""
+    user as a warning. With field groups (API 2.1) each group's tab has its own button, and `values`
+    are that group's fields and the ungrouped ones."""
 
     tab: str | tuple[str, ...]
     title: str

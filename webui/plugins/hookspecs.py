@@ -31,10 +31,14 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def register(registry: Any, context: Any) -> None:
+def register(registry: Any, context: Any, settings: Any) -> None:
     """Called once when the extension loads: add descriptors with `registry.add(...)`
     (UiSection, SettingsSection, UpscalerSpec, SamplerSpec, RouteSpec, ScriptSpec).
-    `context` is an ExtensionContext (its folder, the data and models folders, the device)."""
+    `context` is an ExtensionContext (its folder, the data and models folders, the device).
+    `settings` (API 2.1): this extension's settings as stored when the app started, by field name
+    (`<extension name>.<field name>` in config.json), unchecked, since the SettingsSection is declared
+    in this very hook: check a value with its Field's `coerce` and fall back to the default. What
+    register reads from them (how many units the UI draws) applies at the next start."""
 
 
 @hookspec

@@ -109,8 +109,10 @@ class PluginHost:
         device: str = "cpu",
         disabled: frozenset[str] = frozenset(),
         model_budget: int = DEFAULT_BUDGET,
+        stored_settings: Mapping[str, Any] | None = None,
     ) -> PluginHost:
-        """Load what was found; extensions share one cache of their own models of `model_budget` bytes."""
+        """Load what was found; extensions share one cache of their own models of `model_budget` bytes.
+        `stored_settings` (config.json's keys) reach each `register` hook as its own raw settings."""
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
         models = ExtensionModels(data_dir / "models", ModelCache(model_budget), device)
@@ -119,7 +121,7 @@ class PluginHost:
             outputs = outputs_dir or data_dir / "outputs"
             return ExtensionContext(m.name, m.folder, data_dir, data_dir / "models", outputs, device, models)
 
-        loaded = [load_extension(f, pm, disabled, context_for) for f in found]
+        loaded = [load_extension(f, pm, disabled, context_for, stored_settings) for f in found]
         host = cls(loaded, pm)
         host._models = models
         return host
@@ -135,7 +137,12 @@ class PluginHost:
         disabled = ExtensionState(config.data_dir / STATE_FILE).disabled()
         device = "cpu" if config.use_cpu else _default_device()
         host = cls.load(
-            found, data_dir=config.data_dir, outputs_dir=config.outputs_dir, device=device, disabled=disabled
+            found,
+            data_dir=config.data_dir,
+            outputs_dir=config.outputs_dir,
+            device=device,
+            disabled=disabled,
+            stored_settings=_stored_settings(config.settings_path),
         )
         host._load_args = (config, builtin_dir, include_pip)
         return host
@@ -537,3 +544,15 @@ def replace_args(request: R, name: str, **values: Any) -> R:
     args = {k: dict(v) if isinstance(v, Mapping) else v for k, v in request.extension_args.items()}
     args[name] = {**args.get(name, {}), **values}
     return dataclasses.replace(request, extension_args=args)
+
+
+def _stored_settings(path: Path) -> dict[str, Any]:
+    """config.json's keys as stored, read without side effects (the settings store reports and sets
+    aside a broken file when the server starts); {} when it is missing or unreadable."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -17,7 +17,7 @@ import importlib.util
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -102,7 +102,9 @@ def load_extension(
     pm: pluggy.PluginManager,
     disabled: frozenset[str],
     context_for: Callable[[Manifest], ExtensionContext],
+    stored_settings: Mapping[str, Any] | None = None,
 ) -> Extension:
+    """Load one extension; its `register` hook gets the settings stored under `<name>.` (raw)."""
     m = found.manifest
     if m is None:
         return Extension(found.name, found.location, found.source, None, "invalid", found.problem)
@@ -137,7 +139,11 @@ def load_extension(
         ext.context = context_for(m)
         impl = ext.hooks.get("register")
         if impl is not None:
-            kwargs = {"registry": ext.registry, "context": ext.context}
+            prefix = f"{m.name}."
+            settings = {
+                k[len(prefix) :]: v for k, v in (stored_settings or {}).items() if k.startswith(prefix)
+            }
+            kwargs = {"registry": ext.registry, "context": ext.context, "settings": settings}
             impl.function(*[kwargs[a] for a in impl.argnames])
     except (Exception, SystemExit) as e:  # an extension calling sys.exit() must not stop the app
         if pm.get_plugin(m.name) is not None:

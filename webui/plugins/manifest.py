@@ -3,7 +3,7 @@
     name = "wildcards"            # letters, digits, _ and -; the key of request.extension_args
     version = "1.2.0"
     description = "{a|b} variants and __name__ wildcard files"
-    api_version = "2.0"           # the webui.plugins.api version it was written for
+    api_version = "2.1"           # the webui.plugins.api version it was written for
     entry = "wildcards"           # module inside the folder (wildcards.py or wildcards/__init__.py)
     requirements = ["dynamicprompts==0.31.0"]   # for information: never installed automatically
     a1111_names = ["Wildcards"]   # optional: what A1111 clients call it (alwayson_scripts keys,
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-API_VERSION = (2, 0)
+API_VERSION = (2, 1)  # 2.1: Field.group (tabs in an accordion), `settings` in register
 LEGACY = {1: 0}  # older majors still served: major -> the last minor this host provides of it
 MANIFEST_NAME = "extension.toml"
 EXTENSION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")

@@ -143,21 +143,39 @@ def build_sections(ctx: Any, tab: str) -> ExtensionInputs:
     for extension, section in host.ui_sections(TAB_SECTIONS.get(tab, tab)):
         elem = f"{tab}_ext_{_slug(extension)}"
         with gr.Accordion(section.title, open=section.open, elem_id=elem, elem_classes="sf-ext-section"):
-            for f in section.fields:
-                key = field_key(extension, f.name)
-                inputs.components[key] = render_field(f, f"{elem}_{_slug(f.name)}")
-                inputs.fields[key] = f
-            if section.preview is not None:
-                _preview_button(host, extension, section, inputs, elem)
+            loose = [f for f in section.fields if not f.group]
+            _render(inputs, extension, loose, elem)
+            groups = list(dict.fromkeys(f.group for f in section.fields if f.group))
+            if not groups:
+                if section.preview is not None:
+                    _preview_button(host, extension, section, inputs, elem, loose)
+                continue
+            with gr.Tabs(elem_id=f"{elem}_tabs"):
+                for group in groups:
+                    tab_elem = f"{elem}_{_slug(group)}"
+                    with gr.Tab(group, elem_id=tab_elem):
+                        grouped = [f for f in section.fields if f.group == group]
+                        _render(inputs, extension, grouped, elem)
+                        if section.preview is not None:
+                            _preview_button(host, extension, section, inputs, tab_elem, loose + grouped)
     return inputs
 
 
-def run_preview(host: Any, extension: str, section: Any, *values: Any) -> Any:
-    """The section's preview picture for its submitted values (in field order); a bad value or a
-    preview that fails is shown as a warning and leaves the picture as it was."""
+def _render(inputs: ExtensionInputs, extension: str, fields: list[Any], elem: str) -> None:
+    for f in fields:
+        key = field_key(extension, f.name)
+        inputs.components[key] = render_field(f, f"{elem}_{_slug(f.name)}")
+        inputs.fields[key] = f
+
+
+def run_preview(host: Any, extension: str, section: Any, *values: Any, fields: Any = None) -> Any:
+    """The section's preview picture for its submitted values (in the order of `fields`: the section's
+    fields, or a group's); a bad value or a preview that fails is shown as a warning and leaves the
+    picture as it was."""
     from webui.core.types import RequestError
 
-    given = {f.name: plain_value(f, v) for f, v in zip(section.fields, values, strict=True)}
+    shown = section.fields if fields is None else fields
+    given = {f.name: plain_value(f, v) for f, v in zip(shown, values, strict=True)}
     try:
         checked = host.check_extension_args({extension: given})[extension]
         return section.preview(checked)
@@ -168,14 +186,16 @@ def run_preview(host: Any, extension: str, section: Any, *values: Any) -> Any:
     return gr.skip()
 
 
-def _preview_button(host: Any, extension: str, section: Any, inputs: ExtensionInputs, elem: str) -> None:
+def _preview_button(
+    host: Any, extension: str, section: Any, inputs: ExtensionInputs, elem: str, fields: list[Any]
+) -> None:
     button = gr.Button("Preview", size="sm", elem_id=f"{elem}_preview_button")
     picture = gr.Image(
         None, type="pil", interactive=False, label="Preview", height=240, elem_id=f"{elem}_preview"
     )
-    sources = [inputs.components[field_key(extension, f.name)] for f in section.fields]
+    sources = [inputs.components[field_key(extension, f.name)] for f in fields]
 
     def show(*values: Any) -> Any:
-        return run_preview(host, extension, section, *values)
+        return run_preview(host, extension, section, *values, fields=fields)
 
     button.click(show, sources, picture, concurrency_limit=1, api_visibility="private")

@@ -119,6 +119,9 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise CheckpointError(path, f"file holds a {type(obj).__name__}, not a state dict of tensors")
+    if obj and all(isinstance(v, dict) for v in obj.values()):
+        # parts saved as nested dicts (an IP-Adapter .bin: {"image_proj": {...}, "ip_adapter": {...}})
+        obj = {f"{part}.{k}": v for part, sub in obj.items() if isinstance(part, str) for k, v in sub.items()}
     return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
 
 
