@@ -28,7 +28,16 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
-from webui.api import accounts_api, extension_routes, extras_api, jobs_api, merge_api, sdapi, sessions_api
+from webui.api import (
+    accounts_api,
+    downloads_api,
+    extension_routes,
+    extras_api,
+    jobs_api,
+    merge_api,
+    sdapi,
+    sessions_api,
+)
 from webui.api.accounts import Accounts
 from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
 from webui.api.file_access import FileAccessMiddleware
@@ -156,6 +165,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     _install_error_handlers(app)
     waits = Waiting(services.queue, per_user=services.options.max_waits_per_user)
     app.include_router(jobs_api.build_router(services, waits))
+    app.include_router(downloads_api.build_router(services))
     if services.merges is not None:
         app.include_router(merge_api.build_router(services, services.merges))
     if sessions is not None:

@@ -41,6 +41,7 @@ class AppConfig:
     text_encoder_dirs: tuple[Path, ...] = ()  # SD3/Flux text encoders kept apart (clip_l, clip_g, t5xxl)
     batch_mode: str = "auto"  # auto | batched | per-image: how the denoiser sees a batch (devices.per_image)
     tiled_vae: str = "auto"  # auto | on | off: when the VAE works in tiles (tasks.vae_tiles)
+    download_hosts: tuple[str, ...] = ()  # --download-hosts: extra download hosts (may be on the LAN)
 
     @property
     def models_dir(self) -> Path:
@@ -101,4 +102,5 @@ class AppConfig:
             server_name=ns.server_name,
             port=ns.port,
             api=ns.api,
+            download_hosts=tuple(getattr(ns, "download_hosts", None) or ()),
         )
