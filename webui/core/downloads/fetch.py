@@ -392,20 +392,20 @@ class _Transfer:
             opened.close()
 
     def _body(self, response: http.client.HTTPResponse, offset: int) -> bool:
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
         done = offset
         window = [(time.monotonic(), done)]
         last_report = 0.0
         with open(self.part, "ab" if offset else "wb") as out:
             while True:
                 self._check_stop()
-                n = response.readinto(view)  # network errors go up: the caller resumes
-                if not n:
+                # what has arrived, up to CHUNK (a slow link still sees cancel at once); network
+                # errors go up: the caller resumes
+                chunk = response.read1(CHUNK)
+                if not chunk:
                     break
-                chunk = view[:n]
+                n = len(chunk)
                 if not self.checked_target:
-                    self._look_at_head(bytes(chunk), done)
+                    self._look_at_head(chunk, done)
                 out.write(chunk)
                 self.hasher.update(chunk)
                 done += n
