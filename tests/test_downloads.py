@@ -184,9 +184,9 @@ def test_a_redirect_to_a_host_off_the_list_is_refused(tmp_path: Path) -> None:
         with pytest.raises(RequestError) as e:
             download(DownloadRequest(url=s.base + "/go"), config, LOOPBACK)
         assert s.ranges("/go") == [""]
-    assert e.value.field == "url" and "sfumato-elsewhere.example is not on the download allow-list" in str(
-        e.value
-    )
+    message = e.value.message
+    assert e.value.field == "url" and "sfumato-elsewhere.example is not on the download allow-list" in message
+    assert message.startswith("127.0.0.1 redirected to http://sfumato-elsewhere.example/model.safetensors")
     assert _leftovers(config) == []
 
 
@@ -338,3 +338,16 @@ def test_kinds_are_read_from_the_tensor_names(tiny_files: dict[str, Path]) -> No
     for kind, shapes in cases.items():
         assert detect_kind(shapes) == kind, kind
     assert detect_kind({"something.else": (3,), "other": (2,)}) is None
+
+
+def test_the_flag_takes_host_names_and_addresses_only() -> None:
+    from webui.flags import FlagError, parse_flags
+
+    assert parse_flags(["--download-hosts", "Mirror.LAN, 127.0.0.1,[::1]"]).download_hosts == (
+        "mirror.lan",
+        "127.0.0.1",
+        "::1",
+    )
+    for bad in ("bad host", "http://x.org", ","):
+        with pytest.raises(FlagError, match="download-hosts"):
+            parse_flags(["--download-hosts", bad])

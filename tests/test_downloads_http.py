@@ -166,3 +166,10 @@ def test_the_setting_adds_hosts_but_never_local_ones_and_tokens_are_never_shown(
         assert c.get("/api/v1/downloads/settings").status_code == 403
         starters = c.get("/api/v1/downloads/starters").json()
     assert {"size_bytes", "license", "url"} <= set(starters[0]) and len(starters) == 3
+
+
+def test_a_bad_host_in_the_setting_is_a_422_naming_it(srv: Running) -> None:
+    with srv.client(ROOT) as c:
+        r = c.post("/api/v1/downloads/settings", json={"download_hosts": "ok.example, not a host!"})
+    assert r.status_code == 422 and "download_hosts" in r.text and "not a host" in r.text
+    assert srv.services.settings.get("download_hosts") == ""

@@ -99,7 +99,14 @@ def open_url(
     first: Message | None = None
     hops: list[str] = []
     for _ in range(MAX_REDIRECTS + 1):
-        conn = _connect(url, policy, timeout, field)
+        try:
+            conn = _connect(url, policy, timeout, field)
+        except RequestError as e:
+            if not hops:
+                raise
+            raise RequestError(
+                field, f"{urlsplit(hops[-1]).hostname} redirected to {url}: {e.message}"
+            ) from e
         parts = urlsplit(url)
         target = parts.path or "/"
         if parts.query:
