@@ -196,9 +196,9 @@ def test_an_html_page_is_refused(tmp_path: Path) -> None:
     with serving() as s:
         s.pages["/login"] = ("text/html; charset=utf-8", page)
         s.pages["/sneaky.safetensors"] = ("application/octet-stream", b"\n  " + page)
-        for path in ("/login", "/sneaky.safetensors"):
+        for path, kind in (("/login", ""), ("/sneaky.safetensors", ""), ("/sneaky.safetensors", "lora")):
             with pytest.raises(RequestError) as e:
-                download(DownloadRequest(url=s.base + path), config, LOOPBACK)
+                download(DownloadRequest(url=s.base + path, kind=kind), config, LOOPBACK)
             assert e.value.field == "url" and "web page" in e.value.message
     assert (
         _leftovers(config) == [] and not any(config.ckpt_dirs[0].glob("*"))

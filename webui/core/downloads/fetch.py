@@ -168,8 +168,12 @@ class _Transfer:
         self.filename = request.filename
         self.kind = request.kind
         self.total = 0
-        self.head = b""
-        self.checked_target = False
+        self._restart()
+
+    def _restart(self) -> None:
+        """Forget what was read of the file (a new attempt reads it again from its first byte)."""
+        self.prefix = self.head = b""
+        self.sniffed = self.head_done = self.checked_target = False
         self.hasher = hashlib.sha256()
 
     # -- helpers
@@ -240,19 +244,31 @@ class _Transfer:
             )
         self.checked_target = True
 
-    def _look_at_head(self, chunk: bytes, offset: int) -> None:
-        """Refuse an HTML page from its first bytes; read the kind from the safetensors header when it
-        is complete (once), then check the target name."""
-        if offset == 0 and not self.head and chunk[:64].lstrip().lower().startswith(_HTML_STARTS):
+    def _sniff(self) -> None:
+        """Refuse an HTML page (a login or error page served as a file) from the file's first bytes."""
+        self.sniffed = True
+        if self.prefix.lstrip().lower().startswith(_HTML_STARTS):
             raise RequestError(
                 "url", "the server sent a web page, not a model file: use the file's download link"
             )
-        if self.checked_target or len(self.head) > MAX_HEADER_BYTES + 8:
+
+    def _feed(self, chunk: bytes) -> None:
+        """The file's bytes in order from its start: its first bytes are sniffed, and once a safetensors
+        header is complete the kind is read from it (unless chosen) and the target name checked."""
+        if not self.sniffed:
+            self.prefix += chunk[:64]
+            if len(self.prefix) >= 64:
+                self._sniff()
+        if self.head_done:
             return
         self.head += chunk
+        if len(self.head) > MAX_HEADER_BYTES + 8 or (len(self.head) > 8 and self.head[8:9] != b"{"):
+            self.head, self.head_done = b"", True  # not safetensors (or a huge header): checked at the end
+            return
         shapes = _header_shapes(self.head)
         if shapes is None:
             return
+        self.head, self.head_done = b"", True
         if not self.kind:
             found = detect_kind(shapes)
             if found is None:
@@ -262,8 +278,8 @@ class _Transfer:
                     "text encoder that Sfumato knows: choose the kind to keep it anyway",
                 )
             self.kind = found
-        self._check_target()
-        self.head = b""
+        if not self.checked_target:
+            self._check_target()
 
     # -- the transfer
 
@@ -365,18 +381,12 @@ class _Transfer:
                 self.filename = check_filename(Path(self.filename).name)
             if self.total:
                 self._check_space(self.total - offset)
-            self.head = b""
-            self.checked_target = False
-            self.hasher = hashlib.sha256()
-            if offset:  # the bytes already here: hashed again, and their header read
+            self._restart()
+            if offset:  # the bytes already here: hashed again, sniffed, their header read
                 with open(self.part, "rb") as f:
-                    first = True
                     while chunk := f.read(CHUNK * 8):
                         self.hasher.update(chunk)
-                        if first and not self.kind:
-                            self._look_at_head(chunk, 0)
-                        first = False
-                self.checked_target = self.checked_target or not self.kind  # else checked at the end
+                        self._feed(chunk)
             if self.kind and not self.checked_target:
                 self._check_target()
             validators = {
@@ -404,8 +414,7 @@ class _Transfer:
                 if not chunk:
                     break
                 n = len(chunk)
-                if not self.checked_target:
-                    self._look_at_head(chunk, done)
+                self._feed(chunk)
                 out.write(chunk)
                 self.hasher.update(chunk)
                 done += n
@@ -422,6 +431,8 @@ class _Transfer:
             os.fsync(out.fileno())
         if self.total and done < self.total:
             raise http.client.IncompleteRead(b"", self.total - done)
+        if not self.sniffed:
+            self._sniff()  # a file shorter than 64 bytes
         if not self.total:
             self.total = done
         self.report(Progress(done, self.total, 0.0, 0.0))
