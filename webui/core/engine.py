@@ -285,25 +285,15 @@ class Engine:
     def _run_download(
         self, request: DownloadRequest, progress: ProgressFn | None, cancel: CancelToken | None
     ) -> GenerationResult:
-        """Fetch a model file into its folder (downloads.job); the model lists are rescanned after."""
-
-        def report(done: int, total: int, speed: float, eta: float | None) -> None:
-            if progress is not None:
-                mib = 1 << 20
-                progress(
-                    JobProgress(1, 1, done // mib, -(-total // mib), eta or 0.0, None, done, total, speed)
-                )
-
-        def stop() -> str | None:
-            if cancel is None or not cancel.interrupted:
-                return None
-            return "cancel" if cancel.keeps_partial else "stop"  # a shutdown keeps the part to resume
+        """Fetch a model file into its folder (downloads.job); this engine's lists are rescanned after."""
 
         def refresh() -> None:
             self.manager.refresh()
             self.loras.refresh()
 
-        return run_download(request, self.config, self.settings, progress=report, stop=stop, refresh=refresh)
+        return run_download(
+            request, self.config, self.settings, progress=progress, cancel=cancel, refresh=refresh
+        )
 
     def _run_extras(
         self,

@@ -16,18 +16,27 @@ import hashlib
 import http.client
 import json
 import os
-import re
 import shutil
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from webui.core.config import AppConfig
+from webui.core.downloads.files import (
+    CHUNK,
+    MAX_HEADER_BYTES,
+    content_range,
+    disposition_name,
+    header_shapes,
+    human_bytes,
+    move_into_place,
+    remove,
+    sha256_file,
+    staging_paths,
+)
 from webui.core.downloads.http import Opened, open_url, read_json_bytes
 from webui.core.downloads.kinds import detect_kind, folder_for
 from webui.core.downloads.policy import HostPolicy
@@ -48,10 +57,7 @@ from webui.core.models.checkpoint_file import (
 )
 from webui.core.types import RequestError
 
-CHUNK = 1 << 20
 RESERVE_BYTES = 256 << 20  # left free on the disk after a download
-MAX_HEADER_BYTES = 100 << 20  # a safetensors header larger than this is not read early
-STAGING = ".downloads"
 PROGRESS_EVERY = 0.25  # seconds between progress reports
 _HTML_STARTS = (b"<!doctype", b"<html", b"<head", b"<body", b"<?xml", b"<!--")
 
@@ -87,62 +93,6 @@ class Downloaded:
 
 
 Stop = Callable[[], str | None]  # None: go on; "cancel": the user cancelled; "stop": shutdown
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-def staging_paths(config: AppConfig, request: DownloadRequest) -> tuple[Path, Path]:
-    """The part file and its notes for this request (the same request finds them again after a restart)."""
-    key = hashlib.sha256(f"{request.url}\n{request.kind}\n{request.filename}".encode()).hexdigest()[:24]
-    folder = config.models_dir / STAGING
-    return folder / f"{key}.part", folder / f"{key}.json"
-
-
-def _remove(*paths: Path) -> None:
-    for p in paths:
-        p.unlink(missing_ok=True)
-
-
-def _content_range(value: str | None) -> tuple[int, int] | None:
-    """(first byte, total) from `bytes a-b/total`; total 0 when the server says `*`."""
-    m = re.match(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", value or "")
-    if not m:
-        return None
-    return int(m.group(1)), 0 if m.group(3) == "*" else int(m.group(3))
-
-
-def _disposition_name(headers: Message) -> str:
-    value = headers.get("Content-Disposition") or ""
-    m = re.search(r"filename\*\s*=\s*[^']*''([^;]+)", value) or re.search(
-        r'filename\s*=\s*"?([^";]+)"?', value
-    )
-    return unquote(m.group(1)).strip() if m else ""
-
-
-def _header_shapes(head: bytes) -> dict[str, tuple[int, ...]] | None:
-    """The tensor shapes of a safetensors header once its bytes are all in `head`, else None."""
-    if len(head) < 8:
-        return None
-    n = struct.unpack("<Q", head[:8])[0]
-    if n > MAX_HEADER_BYTES or len(head) < 8 + n:
-        return None
-    try:
-        header = json.loads(head[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(header, dict):
-        return None
-    return {
-        k: tuple(int(d) for d in v.get("shape", ()))
-        for k, v in header.items()
-        if k != "__metadata__" and isinstance(v, dict)
-    }
 
 
 class _Transfer:
@@ -221,7 +171,7 @@ class _Transfer:
     def _name_for(self, opened: Opened) -> str:
         """The server's name for the file (Content-Disposition), else the last part of the URL asked
         for, else of the URL that answered (a CDN's blob name is the last resort)."""
-        candidates = [_disposition_name(opened.response.msg)]
+        candidates = [disposition_name(opened.response.msg)]
         candidates += [unquote(Path(urlsplit(u).path).name) for u in (*opened.hops[:1], opened.url)]
         names = [Path(c.replace("\\", "/")).name for c in candidates if c]
         name = next((n for n in names if n.lower().endswith(SUFFIXES)), None)
@@ -265,7 +215,7 @@ class _Transfer:
         if len(self.head) > MAX_HEADER_BYTES + 8 or (len(self.head) > 8 and self.head[8:9] != b"{"):
             self.head, self.head_done = b"", True  # not safetensors (or a huge header): checked at the end
             return
-        shapes = _header_shapes(self.head)
+        shapes = header_shapes(self.head)
         if shapes is None:
             return
         self.head, self.head_done = b"", True
@@ -317,7 +267,7 @@ class _Transfer:
     def _check_stop(self) -> None:
         why = self.stop()
         if why == "cancel":
-            _remove(self.part, self.notes)
+            remove(self.part, self.notes)
             raise DownloadCancelled()
         if why is not None:
             raise DownloadStopped()
@@ -327,10 +277,10 @@ class _Transfer:
             notes = json.loads(self.notes.read_text(encoding="utf-8"))
             offset = self.part.stat().st_size
         except (OSError, ValueError):
-            _remove(self.part, self.notes)
+            remove(self.part, self.notes)
             return 0, {}
         if not isinstance(notes, dict) or notes.get("url") != self.request.url:
-            _remove(self.part, self.notes)
+            remove(self.part, self.notes)
             return 0, {}
         return offset, notes
 
@@ -356,7 +306,7 @@ class _Transfer:
         try:
             response = opened.response
             if offset and response.status == 416:
-                _remove(self.part, self.notes)
+                remove(self.part, self.notes)
                 return False
             self._check_status(opened, offset)
             if not self.expected:
@@ -365,14 +315,14 @@ class _Transfer:
                     self.expected, self.verified = published, "source"
             length = int(response.getheader("Content-Length") or 0)
             if response.status == 206:
-                found = _content_range(response.getheader("Content-Range"))
+                found = content_range(response.getheader("Content-Range"))
                 if found is None or found[0] != offset:
-                    _remove(self.part, self.notes)
+                    remove(self.part, self.notes)
                     return False
                 self.total = found[1] or (offset + length if length else 0)
             else:
                 if offset:  # the server sent the whole file (no ranges, or it changed): start over
-                    _remove(self.part, self.notes)
+                    remove(self.part, self.notes)
                     offset = 0
                 self.total = length
             if not self.filename:
@@ -442,7 +392,7 @@ class _Transfer:
         try:
             return self._place()
         except BaseException:
-            _remove(self.part, self.notes)
+            remove(self.part, self.notes)
             raise
 
     def _place(self) -> Downloaded:
@@ -479,8 +429,8 @@ class _Transfer:
         target = folder_for(self.kind, self.config) / self.filename
         size = part.stat().st_size
         if target.exists():
-            if target.stat().st_size == size and _sha256_file(target) == sha:
-                _remove(part, self.notes)
+            if target.stat().st_size == size and sha256_file(target) == sha:
+                remove(part, self.notes)
                 return Downloaded(target, self.kind, sha, size, self.verified, existed=True)
             raise RequestError(
                 "filename",
@@ -488,34 +438,9 @@ class _Transfer:
                 "overwritten)",
             )
         target.parent.mkdir(parents=True, exist_ok=True)
-        _move(part, target)
-        _remove(self.notes)
+        move_into_place(part, target)
+        remove(self.notes)
         return Downloaded(target, self.kind, sha, size, self.verified)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK * 8):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _move(part: Path, target: Path) -> None:
-    """Rename into place; across disks, copy beside the target first, then rename (never half a file)."""
-    try:
-        os.replace(part, target)
-        return
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        shutil.copyfile(part, tmp)
-        os.replace(tmp, target)
-    finally:
-        _remove(tmp)
-    _remove(part)
 
 
 def download(
@@ -546,9 +471,9 @@ def download(
     try:
         return transfer.run()
     except RequestError:
-        _remove(transfer.part, transfer.notes)
+        remove(transfer.part, transfer.notes)
         raise
     except DownloadFailed as e:
         if "disk space" in str(e):
-            _remove(transfer.part, transfer.notes)
+            remove(transfer.part, transfer.notes)
         raise

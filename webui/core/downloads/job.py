@@ -14,6 +14,7 @@ from webui.core.downloads.policy import HostPolicy, parse_hosts
 from webui.core.downloads.request import DownloadRequest
 from webui.core.downloads.sources import Tokens
 from webui.core.models.hashes import HashCache
+from webui.core.sampling.loop import CancelToken
 from webui.core.types import GenerationResult, RequestError
 
 log = logging.getLogger(__name__)
@@ -60,16 +61,29 @@ def run_download(
     config: AppConfig,
     settings: Settings | None,
     *,
-    progress: Callable[[int, int, float, float | None], None],
-    stop: Callable[[], str | None],
+    progress: Callable[[Any], None] | None,
+    cancel: CancelToken | None,
     refresh: Callable[[], object],
 ) -> GenerationResult:
-    """Run one download; `progress(done, total, speed, eta)`; `stop()` says "cancel" or "stop" (see
-    fetch.Stop); `refresh()` rescans the model lists once the file is in place."""
+    """Run one download for the engine: `progress` gets JobProgress (steps and batches in MiB, for
+    clients that read only those, and the bytes); `cancel` interrupted by the user deletes what was
+    fetched, interrupted for a shutdown keeps it to resume; `refresh()` rescans the model lists."""
+    from webui.core.engine import JobProgress  # the engine imports this module
+
     tokens = tokens_of(settings)
 
     def report(p: Progress) -> None:
-        progress(p.done, p.total, p.speed, p.eta)
+        if progress is not None:
+            mib = 1 << 20
+            eta = p.eta or 0.0
+            progress(
+                JobProgress(1, 1, p.done // mib, -(-p.total // mib), eta, None, p.done, p.total, p.speed)
+            )
+
+    def stop() -> str | None:
+        if cancel is None or not cancel.interrupted:
+            return None
+        return "cancel" if cancel.keeps_partial else "stop"  # a shutdown keeps the part to resume
 
     try:
         got = download(
