@@ -94,6 +94,16 @@ def test_a_dropped_connection_resumes_with_a_range_request(tmp_path: Path, ckpt:
     assert _leftovers(config) == []
 
 
+def test_drops_that_each_bring_bytes_do_not_use_up_the_retries(tmp_path: Path, ckpt: bytes) -> None:
+    config = _config(tmp_path)
+    with serving() as s:
+        s.files["/flaky.safetensors"] = ckpt
+        s.drops["/flaky.safetensors"] = 4
+        got = download(DownloadRequest(url=s.base + "/flaky.safetensors"), config, LOOPBACK, retries=2)
+        assert len(s.ranges("/flaky.safetensors")) == 5
+    assert got.path.read_bytes() == ckpt
+
+
 def test_a_restart_resumes_from_the_part_on_disk(tmp_path: Path, ckpt: bytes) -> None:
     config = _config(tmp_path)
     request_path = "/slow.safetensors"

@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import shutil
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -240,23 +241,33 @@ class _Transfer:
         if source.filename and not self.filename:
             self.filename = source.filename
         self.part.parent.mkdir(parents=True, exist_ok=True)
-        failures = 0
+        failures = 0  # attempts in a row that brought no new byte
         while True:
+            before = self._on_disk()
             try:
                 if self._attempt(source):
                     break
-                failures = 0
+                problem: BaseException = DownloadFailed("the server's ranges did not match the file")
+            except ssl.SSLCertVerificationError as e:
+                raise DownloadFailed(f"the server's certificate is not valid: {e.verify_message}") from e
             except (OSError, http.client.HTTPException) as e:
                 if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise
-                failures += 1
-                if failures > self.retries:
-                    raise DownloadFailed(
-                        f"the connection failed {failures} times in a row ({type(e).__name__}: {e}); "
-                        "start the download again to resume"
-                    ) from e
-                self._wait(min(0.2 * 2**failures, 5.0))
+                problem = e
+            failures = 1 if self._on_disk() > before else failures + 1
+            if failures > self.retries:
+                raise DownloadFailed(
+                    f"the transfer failed {failures} times in a row ({type(problem).__name__}: {problem}); "
+                    "start the download again to resume"
+                ) from problem
+            self._wait(min(0.2 * 2**failures, 5.0))
         return self._finish()
+
+    def _on_disk(self) -> int:
+        try:
+            return self.part.stat().st_size
+        except OSError:
+            return 0
 
     def _wait(self, seconds: float) -> None:
         end = time.monotonic() + seconds
