@@ -96,6 +96,7 @@ def test_a_token_is_saved_and_never_shown(studio: RunningStudio, browser: Any) -
     page = open_studio(browser, studio.url)
     _open(page)
     page.click("#download_tokens .label-wrap")
+    page.wait_for_selector("#download_tokens_state:has-text('Hugging Face token: none')")  # read at page load
     page.fill("#download_hf input", "hf_BROWSERSECRET")
     page.click("#download_save_tokens")
     page.wait_for_selector("#download_tokens_state:has-text('Hugging Face token: stored')")

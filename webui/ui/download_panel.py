@@ -168,7 +168,7 @@ def build_downloads(ctx: StudioContext) -> dict[str, Any]:
         return tokens_text(ctx), gr.update(value=""), gr.update(value="")
 
     quiet: dict[str, Any] = dict(concurrency_limit=None, api_visibility="private")
-    ctx.page_load.add(lambda _request: tokens_text(ctx), [f["_tokens"]])
+    ctx.page_load.add(lambda _request: (tokens_text(ctx),), [f["_tokens"]])
     f["_use"].click(use, f["starter"], f["url"], **quiet)
     f["_download"].click(
         start, [f["url"], f["kind"], f["filename"], f["sha256"]], [f["_status"], f["_job"]], **quiet
