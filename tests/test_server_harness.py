@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -54,6 +55,8 @@ def running_server(
     ns = parse_flags(["--data-dir", str(data_dir), *(["--api"] if flags is None else flags)])
     options = build_options(ns, **option_overrides)
     config = server_config(data_dir, tmp)
+    if ns.download_hosts:
+        config = dataclasses.replace(config, download_hosts=ns.download_hosts)
     if manager is None:
         manager = ModelManager(config, Precision())
         manager.refresh()

@@ -23,6 +23,31 @@ class Parser(argparse.ArgumentParser):
         raise FlagError(message)
 
 
+def download_hosts(text: str) -> tuple[str, ...]:
+    """--download-hosts: host names or IP addresses, comma-separated (lowercased, no ports)."""
+    import ipaddress
+
+    hosts: list[str] = []
+    for item in text.split(","):
+        host = item.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+        if not host:
+            continue
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            labels = host.split(".")
+            if not all(
+                lab and len(lab) <= 63 and lab.replace("-", "").replace("_", "").isalnum() for lab in labels
+            ):
+                raise argparse.ArgumentTypeError(
+                    f"{item.strip()!r} is not a host name (such as mirror.lan) or an IP address"
+                ) from None
+        hosts.append(host)
+    if not hosts:
+        raise argparse.ArgumentTypeError("name at least one host")
+    return tuple(hosts)
+
+
 def add_folder_flags(p: argparse.ArgumentParser) -> None:
     folders = p.add_argument_group("folders")
     folders.add_argument("--data-dir", default=None, help="base folder for models/, outputs/, settings")
@@ -151,6 +176,16 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
         "(any other Host header gets 400: a guard against DNS rebinding). With --listen any IP address "
         "works too; a LAN name, a reverse proxy's public name or a tunnel's name must be listed here. "
         "'*' turns the check off",
+    )
+    net.add_argument(
+        "--download-hosts",
+        default=None,
+        type=download_hosts,
+        metavar="HOST[,HOST]",
+        help="hosts model downloads may fetch from besides huggingface.co, hf.co and civitai.com (each with "
+        "its subdomains; the download_hosts setting adds more). Only hosts named here may be on the local "
+        "network (a LAN mirror): any other host resolving to a private, loopback or link-local address is "
+        "refused",
     )
     net.add_argument(
         "--forwarded-allow-ips",

@@ -48,6 +48,7 @@ def running_studio(
         settings_path=tmp / "config.json",
         cache_dir=tmp / "cache",
         port=0,
+        download_hosts=tuple(ns.download_hosts or ()),
     )
     if manager is None:
         manager = ModelManager(config, Precision())

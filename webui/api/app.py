@@ -31,6 +31,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from webui.api import (
     accounts_api,
+    downloads_api,
     extension_routes,
     extras_api,
     gallery_api,
@@ -175,6 +176,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     _install_error_handlers(app)
     waits = Waiting(services.queue, per_user=services.options.max_waits_per_user)
     app.include_router(jobs_api.build_router(services, waits))
+    app.include_router(downloads_api.build_router(services))
     if services.merges is not None:
         app.include_router(merge_api.build_router(services, services.merges))
     if services.gallery is not None:

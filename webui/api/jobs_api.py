@@ -16,14 +16,16 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from webui.api import images
+from webui.api.downloads_api import native_download
 from webui.api.extras_api import native_extras
 from webui.api.jobview import can_see, job_json, result_roots, safe_result_path
-from webui.api.roles import USER, needs
+from webui.api.roles import USER, needs, require_admin
 from webui.api.schemas import native_request
 from webui.api.sdapi import caller, check_modules, plugin_host, request_kinds
 from webui.api.services import Services
 from webui.api.waiting import Waiting
 from webui.core import types
+from webui.core.downloads.request import DownloadRequest
 from webui.core.engine import VERSION
 from webui.core.models.manager import ModelNotFound
 from webui.core.tasks.extras import ExtrasRequest
@@ -43,7 +45,9 @@ class SubmitBody(BaseModel):
     request: dict[str, Any] = {}
 
 
-def build_request(services: Services, body: SubmitBody) -> types.GenerationRequest | ExtrasRequest:
+def build_request(
+    services: Services, body: SubmitBody
+) -> types.GenerationRequest | ExtrasRequest | DownloadRequest:
     kinds = request_kinds()
     request_type = kinds.get(body.kind)
     if request_type is None:
@@ -52,6 +56,8 @@ def build_request(services: Services, body: SubmitBody) -> types.GenerationReque
         )
     if body.kind == "extras":
         return native_extras(services, body.request)
+    if body.kind == "download":
+        return native_download(body.request)
     image_fields = IMAGE_FIELDS.get(body.kind, ())
     opts = services.options
     decoded: dict[str, Any] = {}
@@ -121,6 +127,8 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:
     @router.post("/jobs", status_code=201, dependencies=[needs(services, USER, "Submitting a job")])
     async def submit(body: SubmitBody, request: Request) -> Any:
         user, _ = caller(request, services)
+        if body.kind == "download":  # a download writes into the shared model folders
+            require_admin(user, services.options, "Downloading models")
         built = await waits.work(build_request, services, body)
         info = await waits.db(queue.submit, built, user)
         return {"id": info.id, "state": info.state.value, "queue_position": info.queue_position}

@@ -75,6 +75,15 @@ def job_json(info: Any) -> dict[str, Any]:
             "batches": info.progress.batches,
             "eta": info.progress.eta,
             "fraction": info.progress.fraction,
+            **(
+                {
+                    "bytes_done": info.progress.bytes_done,
+                    "bytes_total": info.progress.bytes_total,
+                    "speed": info.progress.speed,
+                }
+                if info.kind == "download"
+                else {}
+            ),
         },
         "images": [
             {
@@ -96,6 +105,7 @@ def job_json(info: Any) -> dict[str, Any]:
         "attempts": info.attempts,
         "worker": info.worker,
         "request": info.request,
+        **({"output": info.output} if info.output is not None else {}),
     }
 
 

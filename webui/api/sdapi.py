@@ -28,6 +28,7 @@ from webui.api.services import ANONYMOUS, Services
 from webui.api.waiting import Waiting
 from webui.core import types
 from webui.core.engine import VERSION
+from webui.core.models.checkpoint_file import CheckpointError
 from webui.core.models.manager import ModelNotFound
 from webui.core.outputs.infotext import parse_infotext
 from webui.core.outputs.infotext_defaults import with_a1111_defaults
@@ -394,10 +395,50 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
     async def png_info(body: PngInfoRequest) -> Any:
         return await run_in_threadpool(_png_info, body.image, opts.max_body_bytes, opts.max_image_pixels)
 
+    def managers() -> list[Any]:
+        """The model manager of every job worker (each has its own list and cache), the API's first."""
+        engines = getattr(services.queue, "engines", ())
+        found = [services.manager, *(e.manager for e in engines)]
+        return list({id(m): m for m in found}.values())
+
+    def refresh_all() -> tuple[str, ...]:
+        problems: tuple[str, ...] = ()
+        for m in managers():
+            problems = m.refresh()
+        return problems
+
     async def _refresh(request: Request) -> Any:
         require_admin(caller(request, services)[0], opts, "Refreshing the model lists")
-        problems = await run_in_threadpool(services.manager.refresh)
+        problems = await run_in_threadpool(refresh_all)
         return {"problems": list(problems)} if problems else {}
+
+    @router.post("/unload-checkpoint")
+    async def unload_checkpoint(request: Request) -> Any:
+        """A1111: free the loaded model. Here every worker drops the models it caches (a running job's
+        model goes when that job ends); the next job loads its checkpoint again."""
+        require_admin(caller(request, services)[0], opts, "Unloading the checkpoint")
+        await run_in_threadpool(lambda: [m.unload() for m in managers()])
+        return {}
+
+    @router.post("/reload-checkpoint")
+    async def reload_checkpoint(request: Request) -> Any:
+        """A1111: load the current checkpoint back. Here every worker loads the settings' checkpoint
+        (sd_model_checkpoint, else the first listed) and VAE into its cache."""
+        require_admin(caller(request, services)[0], opts, "Reloading the checkpoint")
+        checkpoint = services.settings.get("sd_model_checkpoint")
+        vae = services.settings.get("sd_vae")
+
+        def load() -> None:
+            for m in managers():
+                try:
+                    m.preload(checkpoint, vae)
+                except ModelNotFound as e:
+                    raise RequestError("sd_vae" if e.kind == "VAE" else "sd_model_checkpoint", str(e)) from e
+                except CheckpointError as e:
+                    raise RequestError("sd_model_checkpoint", f"cannot be loaded: {e}") from e
+
+        await run_in_threadpool(load)
+        return {}
 
     router.add_api_route("/refresh-checkpoints", _refresh, methods=["POST"])
     router.add_api_route("/refresh-vae", _refresh, methods=["POST"])

@@ -42,6 +42,7 @@ class AppConfig:
     batch_mode: str = "auto"  # auto | batched | per-image: how the denoiser sees a batch (devices.per_image)
     tiled_vae: str = "auto"  # auto | on | off: when the VAE works in tiles (tasks.vae_tiles)
     vram: str = "auto"  # auto | none | medvram | lowvram: parts offloaded to RAM (devices.resolve_vram)
+    download_hosts: tuple[str, ...] = ()  # --download-hosts: extra download hosts (may be on the LAN)
 
     @property
     def models_dir(self) -> Path:
@@ -103,4 +104,5 @@ class AppConfig:
             server_name=ns.server_name,
             port=ns.port,
             api=ns.api,
+            download_hosts=tuple(getattr(ns, "download_hosts", None) or ()),
         )

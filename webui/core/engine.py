@@ -22,6 +22,8 @@ import torch
 from webui.core import families, pass_models
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision, per_image
+from webui.core.downloads.job import check_download, run_download
+from webui.core.downloads.request import DownloadRequest
 from webui.core.extension_points import NO_HOOKS, EngineHooks, ImageInfo
 from webui.core.family_requests import family_params, fit_request
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
@@ -66,6 +68,9 @@ class JobProgress:
     steps: int
     eta: float
     preview: object | None = None  # PIL image
+    bytes_done: int = 0  # a download's transfer (see JobProgressInfo)
+    bytes_total: int = 0
+    speed: float = 0.0
 
 
 ProgressFn = Callable[[JobProgress], None]
@@ -168,11 +173,14 @@ class Engine:
         self.loras = LoraLibrary(config.lora_dirs, config.cache_dir / "hashes.sqlite", hashing=config.hashing)
         self.network_cache = NetworkCache()
 
-    def check(self, request: GenerationRequest | extras.ExtrasRequest) -> None:
+    def check(self, request: GenerationRequest | extras.ExtrasRequest | DownloadRequest) -> None:
         """RequestError for whatever `run` would refuse before any work (a bad field, an unknown style,
         a template an extension cannot read, a model that is gone): called when a job is submitted, so
         such a request is refused at once rather than failing once its turn comes. Problems extensions
         report are left for the run to report."""
+        if isinstance(request, DownloadRequest):
+            check_download(request, self.config, self.settings)
+            return
         if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
             request.validate(self.samplers)
             return
@@ -205,7 +213,7 @@ class Engine:
 
     def run(
         self,
-        request: GenerationRequest | extras.ExtrasRequest,
+        request: GenerationRequest | extras.ExtrasRequest | DownloadRequest,
         progress: ProgressFn | None = None,
         cancel: CancelToken | None = None,
         hooks: Sequence[Hook] = (),
@@ -221,6 +229,8 @@ class Engine:
         before every model call (BEFORE_MODEL: they may add model inputs, e.g. ControlNet residuals)."""
         if isinstance(request, extras.ExtrasRequest):
             return self._run_extras(request, progress, cancel, on_image, outputs)
+        if isinstance(request, DownloadRequest):
+            return self._run_download(request, progress, cancel)
         if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
             raise TypeError(f"cannot run a {type(request).__name__}")
         request, prompt, negative = self._prepare(request)
@@ -276,6 +286,19 @@ class Engine:
     def extras_upscalers(self) -> dict[str, extras.Upscale]:
         """The upscalers Extras offers by name (besides "None"): Lanczos, Nearest, then the extensions'."""
         return {**extras.builtin_upscalers(), **self.hooks.image_upscalers()}
+
+    def _run_download(
+        self, request: DownloadRequest, progress: ProgressFn | None, cancel: CancelToken | None
+    ) -> GenerationResult:
+        """Fetch a model file into its folder (downloads.job); this engine's lists are rescanned after."""
+
+        def refresh() -> None:
+            self.manager.refresh()
+            self.loras.refresh()
+
+        return run_download(
+            request, self.config, self.settings, progress=progress, cancel=cancel, refresh=refresh
+        )
 
     def _run_extras(
         self,

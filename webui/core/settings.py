@@ -103,6 +103,19 @@ def _output_folder(value: Any) -> None:
         )
 
 
+def _hosts(value: Any) -> None:
+    """A comma-separated list of host names or IP addresses ("" = none)."""
+    from webui.core.downloads.policy import check_host_entry, parse_hosts
+
+    for host in parse_hosts(value):
+        check_host_entry(host)
+
+
+def _token(value: Any) -> None:
+    if any(ord(c) < 33 for c in value) or len(value) > 500:
+        raise ValueError("must be the token alone (no spaces or control characters, at most 500 characters)")
+
+
 def _specs(*specs: SettingSpec) -> Mapping[str, SettingSpec]:
     return MappingProxyType({s.key: s for s in specs})
 
@@ -148,7 +161,20 @@ SPECS: Mapping[str, SettingSpec] = _specs(
     SettingSpec(
         "initial_noise_multiplier", 1.0, float, "Noise multiplier for img2img", check=_between(0, 1.5)
     ),
+    SettingSpec(
+        "download_hosts",
+        "",
+        str,
+        "Download hosts besides huggingface.co, hf.co and civitai.com (comma-separated; public addresses)",
+        check=_hosts,
+    ),
+    SettingSpec("hf_token", "", str, "Hugging Face token (gated repos)", check=_token),
+    SettingSpec("civitai_api_key", "", str, "Civitai API key", check=_token),
 )
+# Credentials: stored in config.json (the server's side) and used by downloads, never shown: left out of
+# `as_dict` (so GET /sdapi/v1/options, the Settings tab and logs never hold them); `is_set` tells
+# whether one is stored.
+SECRET_KEYS = frozenset({"hf_token", "civitai_api_key"})
 # Settings that are the defaults of request fields: the studio's tabs and the A1111 API use them when a
 # request leaves the field out (as A1111 reads its opts); the native jobs API takes requests as sent.
 # (each has the request field's name; s_tmax and eta_ddim need a translation, below)
@@ -236,6 +262,8 @@ class Settings:
         """Every setting: the file's keys (unknown ones as they are) and every known key's value in use."""
         out = dict(self._raw)
         out.update({key: self.get(key) for key in SPECS})
+        for key in SECRET_KEYS:
+            out.pop(key, None)
         return out
 
     def updated(
@@ -293,6 +321,10 @@ class SettingsStore:
 
     def as_dict(self) -> dict[str, Any]:
         return self._settings.as_dict()
+
+    def is_set(self, key: str) -> bool:
+        """Whether a setting (a secret one, say) holds a non-empty value."""
+        return bool(self.get(key))
 
     def get(self, key: str) -> Any:
         """A setting's value in use; None for a key that is neither known nor in the file."""

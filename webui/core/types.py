@@ -447,6 +447,7 @@ class GenerationResult:
     interrupted: bool = False
     grid_path: Path | None = None  # the batch's contact sheet (saved when a run makes several images)
     warnings: tuple[str, ...] = ()  # things the user should know (an embedding that does not fit the model)
+    output: dict[str, Any] | None = None  # what a job without images made (a download: its file)
 
     @property
     def seeds(self) -> list[int]:

@@ -35,9 +35,12 @@ def history_view(
     ids: list[str] = []
     for info in ctx.services.queue.list(owner=user, limit=LIMIT):
         when = datetime.datetime.fromtimestamp(info.created).strftime("%Y-%m-%d %H:%M:%S")
-        prompt = (
-            str(info.request.get("prompt", "")) if info.kind != "extras" else _upscale_summary(info.request)
-        )
+        if info.kind == "download":
+            prompt = f"Download {info.request.get('url', '')}"
+        elif info.kind == "extras":
+            prompt = _upscale_summary(info.request)
+        else:
+            prompt = str(info.request.get("prompt", ""))
         rows.append([when, info.kind, info.state.value, len(info.images), prompt[:200], info.id[:8]])
         ids.append(info.id)
         if job_id is None or info.id == job_id:

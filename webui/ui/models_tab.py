@@ -4,7 +4,7 @@ Listing reads only the scan (names, sizes, cached hashes): thousands of files li
 of the rows shown (at most MAX_ROWS) comes from the services (a safetensors header or a diffusers
 folder's configs, remembered per file).
 Below the table, the LoRA browser (cards with search; webui.ui.lora_browser) and the checkpoint
-merger (webui.ui.merger_panel).
+merger (webui.ui.merger_panel), and the Download panel (webui.ui.download_panel).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from webui.ui.context import StudioContext
+from webui.ui.download_panel import build_downloads
 from webui.ui.lora_browser import build_lora_browser
 from webui.ui.merger_panel import build_merger
 
@@ -71,6 +72,7 @@ def build_models(ctx: StudioContext) -> dict[str, Any]:
         gr.Markdown("### LoRA")
         build_lora_browser(ctx, "", ctx.lora_thumbs)
     merger = build_merger(ctx)
+    f["_downloads"] = build_downloads(ctx)
 
     def search(query: str) -> tuple[Any, str]:
         found, text = model_rows(ctx, query)

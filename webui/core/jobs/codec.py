@@ -20,15 +20,18 @@ from typing import Any
 
 from PIL import Image
 
+from webui.core.downloads.request import DownloadRequest
 from webui.core.tasks.extras import ExtrasRequest
 from webui.core.types import GenerationRequest, Img2ImgRequest, RequestError, Txt2ImgRequest
 
-JobRequest = GenerationRequest | ExtrasRequest  # what a job runs
+JobRequest = GenerationRequest | ExtrasRequest | DownloadRequest  # what a job runs
 REQUEST_KINDS: dict[str, type[JobRequest]] = {
     "txt2img": Txt2ImgRequest,
     "img2img": Img2ImgRequest,
     "extras": ExtrasRequest,
+    "download": DownloadRequest,
 }
+BACKGROUND_KINDS = frozenset({"download"})  # run by the queue's own background worker, not a device's
 
 _FLOAT_TAG = "$float"
 _IMAGE_TAG = "$image"

@@ -47,9 +47,13 @@ class JobProgressInfo:
     batches: int = 0
     eta: float | None = None  # seconds left in the current batch's sampling
     fraction: float = 0.0  # 0..1 over the whole job (all batches)
+    # a download's transfer (0 for other jobs): bytes on disk, bytes in all (0: unknown), bytes a second
+    bytes_done: int = 0
+    bytes_total: int = 0
+    speed: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "step": self.step,
             "steps": self.steps,
             "batch": self.batch,
@@ -57,6 +61,9 @@ class JobProgressInfo:
             "eta": self.eta,
             "fraction": self.fraction,
         }
+        if self.bytes_done or self.bytes_total:
+            out.update(bytes_done=self.bytes_done, bytes_total=self.bytes_total, speed=self.speed)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobProgressInfo:
@@ -67,6 +74,9 @@ class JobProgressInfo:
             batches=int(data.get("batches", 0)),
             eta=None if data.get("eta") is None else float(data["eta"]),
             fraction=float(data.get("fraction", 0.0)),
+            bytes_done=int(data.get("bytes_done", 0)),
+            bytes_total=int(data.get("bytes_total", 0)),
+            speed=float(data.get("speed", 0.0)),
         )
 
 
@@ -118,13 +128,16 @@ class JobInfo:
     attempts: int  # how many times a worker has started it
     error_field: str | None = None  # failed on a bad request value: the field it named (API: 422)
     worker: str | None = None  # the worker id that runs it, or ran it last ("host:pid:name")
+    output: dict[str, Any] | None = None  # what a job without images made (a download: its file)
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """What the job's run warned about (each message once, in order), read from its images."""
+        """What the job's run warned about (each message once, in order), read from its images (and
+        from its output, for a job without images)."""
         seen: dict[str, None] = {}
         for image in self.images:
             seen.update(dict.fromkeys(image.warnings))
+        seen.update(dict.fromkeys(str(w) for w in (self.output or {}).get("warnings", ())))
         return tuple(seen)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from webui.core.engine import Engine
 from webui.core.jobs.budget import check_work, over_budget_message, stored_work
-from webui.core.jobs.codec import JobRequest, kind_of, request_from_json, request_to_json
+from webui.core.jobs.codec import BACKGROUND_KINDS, JobRequest, kind_of, request_from_json, request_to_json
 from webui.core.jobs.control import StoreCancelToken
 from webui.core.jobs.events import EventLog
 from webui.core.jobs.info import (
@@ -103,6 +103,9 @@ class JobQueue:
             WorkerSlot(f"{this_process_prefix()}{tag}-w{n}-{e.manager.precision.device}", e)
             for n, e in enumerate(workers or [engine])
         ]
+        # downloads (BACKGROUND_KINDS) run on a worker of their own, beside the devices' ones: a long
+        # transfer never holds up generation, nor generation a download
+        self._background = WorkerSlot(f"{this_process_prefix()}{tag}-bg", engine)
         self.settings = settings
         self.max_job_work = max_job_work  # megapixel-steps a job may ask for (budget.py); 0: no limit
         self.db_path = Path(db_path)
@@ -126,6 +129,11 @@ class JobQueue:
     def worker_ids(self) -> tuple[str, ...]:
         return tuple(w.id for w in self._workers)
 
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """The engine of each device worker (each with its own model manager and cache)."""
+        return tuple(w.engine for w in self._workers)
+
     def start(self) -> None:
         """Recover jobs a killed process left running (a job another live process runs under its lease
         is left alone), then start the worker threads and the heartbeat."""
@@ -137,10 +145,9 @@ class JobQueue:
         for job_id, state in self._store.recover().items():
             log.warning("job %s was running when the last process stopped: now %s", job_id, state.value)
         self._fail_oversized()
-        for n, slot in enumerate(self._workers):
-            slot.thread = threading.Thread(
-                target=self._work, args=(slot,), name=f"sfumato-jobs-{n}", daemon=True
-            )
+        for n, slot in enumerate(self._slots()):
+            name = "sfumato-jobs-background" if slot is self._background else f"sfumato-jobs-{n}"
+            slot.thread = threading.Thread(target=self._work, args=(slot,), name=name, daemon=True)
             slot.thread.start()
         self._beat = threading.Thread(target=self._heartbeat, name="sfumato-jobs-heartbeat", daemon=True)
         self._beat.start()
@@ -150,7 +157,7 @@ class JobQueue:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        threads = [w.thread for w in self._workers if w.thread is not None]
+        threads = [w.thread for w in self._slots() if w.thread is not None]
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0))
@@ -336,6 +343,24 @@ class JobQueue:
 
     # --- internals
 
+    def _slots(self) -> builtins.list[WorkerSlot]:
+        return [*self._workers, self._background]
+
+    def _pick(self, slot: WorkerSlot) -> Callable[[builtins.list[JobRow]], str | None]:
+        """For claim_next: the background worker takes only BACKGROUND_KINDS, a device worker the others
+        (the model-aware pick among them)."""
+        background = slot is self._background
+        idle = [w for w in self._workers if w.id not in self._runs]
+        warm = None if background else warm_pick(slot, idle, self.warm_wait)
+
+        def pick(rows: builtins.list[JobRow]) -> str | None:
+            mine = [r for r in rows if (r.kind in BACKGROUND_KINDS) == background]
+            if not mine:
+                return None
+            return mine[0].id if warm is None else warm(mine)
+
+        return pick
+
     def _run_of(self, job_id: str) -> Running | None:
         """The run of `job_id` in this process (the caller holds the lock), else None."""
         return next((r for r in self._runs.values() if r.base.id == job_id), None)
@@ -366,6 +391,7 @@ class JobQueue:
             error_field=result.get("error_field"),
             attempts=row.attempts,
             worker=row.worker,
+            output=result.get("output"),
         )
 
     def _announce_positions(self, skip: str | None = None) -> None:
@@ -399,10 +425,7 @@ class JobQueue:
             while True:
                 if self._closing:
                     return None
-                idle = [w for w in self._workers if w.id not in self._runs]
-                row = self._store.claim_next(
-                    slot.id, self.lease, prefer=warm_pick(slot, idle, self.warm_wait)
-                )
+                row = self._store.claim_next(slot.id, self.lease, prefer=self._pick(slot))
                 if row is not None:
                     info = self._info(row, [])
                     token = StoreCancelToken(store=self._store, job_id=row.id)
@@ -432,6 +455,11 @@ class JobQueue:
             )
         except RequestError as e:  # a stored request this version cannot read
             outcome = Outcome((), error=str(e), error_field=e.field)
+        if outcome.output is not None and outcome.error is None and slot is self._background:
+            for worker in self._workers:  # a downloaded model is listed by every worker at once
+                if worker.engine is not slot.engine:
+                    worker.engine.manager.refresh()
+                    worker.engine.loras.refresh()
         self._finish(run, outcome, slot)
 
     def _heartbeat(self) -> None:
@@ -512,6 +540,7 @@ class JobQueue:
             "model_title": outcome.model_title,
             "interrupted": outcome.interrupted,
             **({"error_field": outcome.error_field} if outcome.error_field else {}),
+            **({"output": outcome.output} if outcome.output is not None else {}),
         }
         kept = self._store.finish(
             job_id, state, result=result, error=outcome.error, progress=progress.to_json(), worker=worker

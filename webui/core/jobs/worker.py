@@ -47,12 +47,25 @@ class Outcome:
     interrupted: bool = False
     error: str | None = None  # None: the engine run returned
     error_field: str | None = None  # the request field a RequestError named (a bad value, not a crash)
+    output: dict[str, Any] | None = None  # what a job without images made (GenerationResult.output)
 
 
 def progress_info(p: JobProgress) -> JobProgressInfo:
     within = p.step / p.steps if p.steps else 0.0
     fraction = ((p.batch - 1) + within) / p.batches if p.batches else 0.0
-    return JobProgressInfo(p.step, p.steps, p.batch, p.batches, p.eta, min(max(fraction, 0.0), 1.0))
+    if p.bytes_total:
+        fraction = p.bytes_done / p.bytes_total
+    return JobProgressInfo(
+        p.step,
+        p.steps,
+        p.batch,
+        p.batches,
+        p.eta,
+        min(max(fraction, 0.0), 1.0),
+        p.bytes_done,
+        p.bytes_total,
+        p.speed,
+    )
 
 
 def preview_png(image: Any) -> bytes:
@@ -150,7 +163,10 @@ def execute(
             free_memory()  # after the except block: the traceback no longer holds the tensors
         return Outcome(tuple(images.done.values()), error=error, error_field=error_field)
     listed = images.add(result.images)
-    if result.warnings:
+    if result.warnings and not listed and result.output is not None:
+        for message in result.warnings:
+            log.warning("job warning: %s", message)
+    elif result.warnings:
         for message in result.warnings:
             log.warning("job warning: %s", message)
         listed = tuple(dataclasses.replace(i, warnings=tuple(result.warnings)) for i in listed)
@@ -159,4 +175,5 @@ def execute(
         grid_path=None if result.grid_path is None else str(result.grid_path),
         model_title=result.model_title,
         interrupted=result.interrupted,
+        output=None if result.output is None else {**result.output, "warnings": list(result.warnings)},
     )

@@ -62,6 +62,15 @@ class HashCache:
             rows = con.execute(f"SELECT path, size, mtime_ns, sha256 FROM {self.table}").fetchall()
         return {str(p): (int(s), int(m), str(h)) for p, s, m, h in rows}
 
+    def record(self, path: Path, digest: str) -> None:
+        """Remember a digest computed elsewhere (a download hashed its bytes as they came)."""
+        st = os.stat(path)
+        with closing(self._connect()) as con, con:
+            con.execute(
+                f"INSERT OR REPLACE INTO {self.table} VALUES (?, ?, ?, ?)",
+                (str(path), st.st_size, st.st_mtime_ns, digest),
+            )
+
     def hash(self, path: Path) -> str:
         """The file's digest, from the cache or computed (and cached)."""
         cached = self.get(path)

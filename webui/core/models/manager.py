@@ -278,6 +278,25 @@ class ModelManager:
             self._families[key] = family_of_path(file.path)
         return self._families[key]
 
+    def unload(self) -> int:
+        """Drop every cached model and VAE not in use now (a running job keeps its own until it ends);
+        the number of models still held by a job."""
+        import gc
+
+        import torch
+
+        self._models.clear()
+        self._vaes.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return len(self._models.lru_keys())
+
+    def preload(self, checkpoint: str | None, vae: str | None = None) -> ModelFile:
+        """Load a checkpoint (and VAE) into the cache now, as A1111's reload does; the file loaded."""
+        with self.acquire(checkpoint, vae) as model:
+            return model.file
+
     def cached(self) -> list[Path]:
         """Paths of the models in the RAM cache, least recently used first."""
         return [k[0] for k in self._models.lru_keys() if isinstance(k, tuple)]
