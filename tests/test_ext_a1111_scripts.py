@@ -380,3 +380,73 @@ def test_the_gallery_shows_captions_and_hides_cells_when_asked(tmp_path: Path) -
     Plot.lone_images = False
     hidden = result_frame(Plot())
     assert [c for _, c in hidden.gallery] == ["grid"] and "grid and 2 images" in hidden.status
+
+
+def _xyz_args(x_type: Any, x_values: str, y_type: Any = 0, y_values: str = "") -> list[Any]:
+    """A1111 1.10's X/Y/Z script_args, with Include sub images on."""
+    return [
+        x_type,
+        x_values,
+        [],
+        y_type,
+        y_values,
+        [],
+        0,
+        "",
+        [],
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        0,
+        False,
+    ]
+
+
+def test_xyz_extension_axis_over_the_api(c: httpx.Client) -> None:
+    body = {**FAST, "prompt": "a {red|green|blue} cube", "script_name": "X/Y/Z plot"}
+    r = c.post(
+        "/sdapi/v1/txt2img", json={**body, "script_args": _xyz_args("wildcards.enabled", "true, false")}
+    )
+    assert r.status_code == 200, r.text
+    texts = json.loads(r.json()["info"])["infotexts"]
+    assert texts[1].split("\n")[0] in ("a red cube", "a green cube", "a blue cube")  # expanded
+    assert texts[2].startswith("a {red|green|blue} cube")  # left as written
+    bad = c.post("/sdapi/v1/txt2img", json={**body, "script_args": _xyz_args("wildcards.enabled", "maybe")})
+    assert bad.status_code == 422 and "script_args.x_values" in bad.text
+    nope = c.post("/sdapi/v1/txt2img", json={**body, "script_args": _xyz_args("wildcards.nope", "1")})
+    assert nope.status_code == 422 and "script_args.x_type" in nope.text
+
+
+def test_xyz_on_an_inpaint_request_with_a1111_indexes(c: httpx.Client) -> None:
+    init = _picture()
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    # img2img list: 3 Var. strength; "Denoising" and "Size" by name
+    body = {
+        **FAST,
+        "init_images": [_b64(init)],
+        "mask": _b64(mask),
+        "mask_blur": 0,
+        "inpaint_full_res": False,
+        "script_name": "X/Y/Z plot",
+        "script_args": _xyz_args("Denoising", "0.3, 0.9", "Size", "64x64, 64x96"),
+    }
+    r = c.post("/sdapi/v1/img2img", json=body)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    pictures = [_image(b) for b in r.json()["images"]]
+    assert len(pictures) == 1 + 4
+    assert [p.size for p in pictures[1:]] == [(64, 64), (64, 64), (64, 96), (64, 96)]
+    strengths = [parse_infotext(t)["Denoising strength"] for t in info["infotexts"][1:]]
+    assert strengths == ["0.3", "0.9", "0.3", "0.9"]
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(np.asarray(pictures[1])[keep], np.asarray(init)[keep])  # still an inpaint
+    grid_info = parse_infotext(info["infotexts"][0])
+    assert grid_info["X Type"] == "Denoising" and grid_info["Y Type"] == "Size"
+    var = c.post("/sdapi/v1/img2img", json={**body, "script_args": _xyz_args(3, "0, 0.5")})
+    assert var.status_code == 200, var.text
+    assert "Variation seed strength: 0.5" in json.loads(var.json()["info"])["infotexts"][2]

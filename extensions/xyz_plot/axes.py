@@ -10,6 +10,10 @@ An axis is used on the tabs it applies to (`tabs`); an axis that needs hires fix
 a txt2img request without it, since it would change nothing. A1111 clients name an axis by its index
 in A1111 1.10's list for the tab (`A1111_TXT2IMG`, `A1111_IMG2IMG`); an index of an axis we do not
 have is refused, naming it.
+
+Extension axes: a type `<extension>.<field>` (e.g. `detailer.ad_denoising_strength`) sets that field of
+the request's `extension_args` for the extension, one value per column/row, each checked against the
+field the extension declared (the runner's `extension_fields`; a checkbox takes true/false).
 """
 
 from __future__ import annotations
@@ -144,12 +148,35 @@ A1111_IMG2IMG = (
 )  # fmt: skip
 
 
+def _extension_field(value: str, fields: Any) -> tuple[str, Any] | None:
+    ext, _, name = value.partition(".")
+    for f in (fields or {}).get(ext, ()):
+        if f.name == name and f.kind not in ("image", "mask"):
+            return ext, f
+    return None
+
+
+def extension_axis(kind: str, fields: Any) -> AxisType | None:
+    """The axis for `<extension>.<field>`, when the runner's extensions declare that field."""
+    found = _extension_field(kind, fields)
+    if found is None:
+        return None
+    ext, f = found
+
+    def apply(request: GenerationRequest, value: Any) -> GenerationRequest:
+        args = {**request.extension_args, ext: {**request.extension_args.get(ext, {}), f.name: value}}
+        return dataclasses.replace(request, extension_args=args)
+
+    return AxisType(kind, apply)
+
+
 def tab_of(request: GenerationRequest) -> str:
     return "img2img" if isinstance(request, Img2ImgRequest) else "txt2img"
 
 
-def axis_kind(value: Any, request: GenerationRequest, field: str) -> str:
-    """The axis label for a type given by label (any case) or by A1111's index for the request's tab."""
+def axis_kind(value: Any, request: GenerationRequest, field: str, extension_fields: Any = None) -> str:
+    """The axis label for a type given by label (any case), by A1111's index for the request's tab, or
+    as `<extension>.<field>` of the runner's extensions."""
     tab = tab_of(request)
     if isinstance(value, bool) or value is None:
         raise RequestError(field, f"must be an axis name or A1111's axis index, got {value!r}")
@@ -160,9 +187,13 @@ def axis_kind(value: Any, request: GenerationRequest, field: str) -> str:
         value = listed[value]
     by_case = {k.casefold(): k for k in AXES}
     kind = by_case.get(str(value).strip().casefold())
+    if kind is None and extension_axis(str(value).strip(), extension_fields) is not None:
+        return str(value).strip()
     if kind is None:
         usable = ", ".join(k for k, a in AXES.items() if tab in a.tabs)
-        raise RequestError(field, f"the axis {value!r} is not available here; choose from {usable}")
+        raise RequestError(
+            field, f"the axis {value!r} is not available here; choose from {usable}, or <extension>.<field>"
+        )
     axis = AXES[kind]
     if tab not in axis.tabs:
         raise RequestError(field, f"{kind!r} applies to {' and '.join(axis.tabs)} only")
@@ -211,14 +242,18 @@ def parse_values(
     samplers: Any = None,
     *,
     fixed_seeds: bool = True,
+    extension_fields: Any = None,
 ) -> list[Any]:
     """The axis values (checked); RequestError names `field` for anything it cannot use. `text` is the
     typed values, or a list of them (A1111's dropdown). With `fixed_seeds` off ("Keep -1 for seeds"),
     a seed of -1 stays -1: every cell draws its own random seed."""
-    if kind not in AXES:
+    found = _extension_field(kind, extension_fields) if kind not in AXES else None
+    if kind not in AXES and found is None:
         raise RequestError(
             field.replace("values", "type"), f"unknown axis {kind!r}; choose from {', '.join(AXES)}"
         )
+    if found is not None:
+        return _extension_values(found[1], text, field)
     axis = AXES[kind]
     if kind == "Nothing":
         return [None]
@@ -233,6 +268,27 @@ def parse_values(
         if len(values) > MAX_VALUES:
             raise RequestError(field, f"more than {MAX_VALUES} values (limit {MAX_VALUES} an axis)")
     return _checked(kind, values, request, field, samplers, fixed_seeds)
+
+
+def _extension_values(f: Any, text: str | list[str], field: str) -> list[Any]:
+    items = [str(v).strip() for v in text] if isinstance(text, list) else split_values(text)
+    if not items:
+        raise RequestError(field, f"give at least one value for {f.name}")
+    if len(items) > MAX_VALUES:
+        raise RequestError(field, f"{len(items)} values (limit {MAX_VALUES} an axis)")
+    values: list[Any] = []
+    for item in items:
+        value: Any = item
+        if f.kind == "checkbox":
+            if item.casefold() not in ("true", "false"):
+                raise RequestError(field, f"{item!r}: {f.name} takes true or false")
+            value = item.casefold() == "true"
+        elif f.kind in ("slider", "number"):
+            numbers = _numbers(item, int if isinstance(f.default, int) else float, field)
+            values += [f.coerce(v, field) for v in numbers]
+            continue
+        values.append(f.coerce(value, field))
+    return values
 
 
 def _checked(
@@ -276,6 +332,8 @@ def _checked(
 def label(kind: str, value: Any) -> str:
     if kind == "Nothing":
         return ""
+    if kind not in AXES:  # an extension axis
+        return f"{kind}: {f'{value:g}' if isinstance(value, float) else value}"
     shown = value
     if kind == "Prompt S/R":
         shown = value[1]

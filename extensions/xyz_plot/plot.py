@@ -41,7 +41,7 @@ from webui.plugins.api import (
     side_by_side,
 )
 
-from .axes import AXES, axis_kind, label, parse_values
+from .axes import AXES, axis_kind, extension_axis, label, parse_values
 
 SCRIPT_NAME = "X/Y/Z plot"
 MAX_CELLS = 1000
@@ -106,8 +106,10 @@ def xyz_plot(
     options: Options | None = None,
 ) -> XYZResult:
     opts = options or Options(draw_legend=draw_legend)
+    ext_fields = getattr(runner, "extension_fields", None)
     axes = [
-        Axis(axis_kind(a.kind, request, f"{n}_type"), a.values) for n, a in zip("xyz", (x, y, z), strict=True)
+        Axis(axis_kind(a.kind, request, f"{n}_type", ext_fields), a.values)
+        for n, a in zip("xyz", (x, y, z), strict=True)
     ]
     kinds = [str(a.kind) for a in axes if a.kind != "Nothing"]
     if len(kinds) != len(set(kinds)):
@@ -119,7 +121,7 @@ def xyz_plot(
     values = [
         parse_values(
             str(a.kind), a.values, request, f"{n}_values", getattr(runner, "samplers", None),
-            fixed_seeds=not opts.no_fixed_seeds,
+            fixed_seeds=not opts.no_fixed_seeds, extension_fields=ext_fields,
         )
         for n, a in zip("xyz", axes, strict=True)
     ]  # fmt: skip
@@ -127,6 +129,7 @@ def xyz_plot(
     if len(xs) * len(ys) * len(zs) > MAX_CELLS:
         raise RequestError("x_values", f"{len(xs) * len(ys) * len(zs)} images (limit {MAX_CELLS})")
     kx, ky, kz = (str(a.kind) for a in axes)
+    apply = [(AXES.get(k) or extension_axis(k, ext_fields)).apply for k in (kx, ky, kz)]  # type: ignore[union-attr]
     cells: list[GenerationResult | None] = []
     captions: list[str] = []
     interrupted = False
@@ -137,7 +140,7 @@ def xyz_plot(
                 if interrupted:
                     cells.append(None)
                     continue
-                cell = AXES[kx].apply(AXES[ky].apply(AXES[kz].apply(request, zv), yv), xv)
+                cell = apply[0](apply[1](apply[2](request, zv), yv), xv)
                 offset = sum(
                     i * step
                     for i, step, on in zip(
