@@ -86,7 +86,7 @@ def run(
         if interrupted:
             cells.append(None)
             continue
-        change = {"prompt": prompt} if positive else {"negative_prompt": prompt}
+        change: dict[str, Any] = {"prompt": prompt} if positive else {"negative_prompt": prompt}
         cell = dataclasses.replace(
             request, **change, seed=seed + (i if a["different_seeds"] else 0), batch_size=1, n_iter=1
         )

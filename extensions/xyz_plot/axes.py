@@ -89,10 +89,6 @@ def _size(request: GenerationRequest, size: Any) -> GenerationRequest:
     return dataclasses.replace(request, width=size[0], height=size[1])
 
 
-def _denoising(request: GenerationRequest, value: Any) -> GenerationRequest:
-    return dataclasses.replace(request, denoising_strength=value)
-
-
 AXES: dict[str, AxisType] = {
     a.label: a
     for a in (
@@ -116,7 +112,9 @@ AXES: dict[str, AxisType] = {
         AxisType("Schedule type", _set("scheduler")),
         AxisType("Eta", _set("eta"), float),
         AxisType("Clip skip", _set("clip_skip"), int),
-        AxisType("Denoising", _denoising, float, hires=True),  # txt2img: the hires pass's denoising
+        AxisType(
+            "Denoising", _set("denoising_strength"), float, hires=True
+        ),  # txt2img: the hires pass's denoising
         AxisType("Initial noise multiplier", _set("initial_noise_multiplier"), float, tabs=("img2img",)),
         AxisType("Hires upscaler", _set("hr_upscaler"), tabs=("txt2img",), hires=True),
         AxisType("VAE", _set("vae")),

@@ -164,8 +164,8 @@ def xyz_plot(
         for yi in range(len(ys)):
             row = []
             for xi in range(len(xs)):
-                result = cells[(zi * len(ys) + yi) * len(xs) + xi]
-                row.append(result.images[0].image if result is not None and result.images else blank)
+                done = cells[(zi * len(ys) + yi) * len(xs) + xi]
+                row.append(done.images[0].image if done is not None and done.images else blank)
             rows.append(row)
         col_labels = [label(kx, v) for v in xs] if legend else []
         row_labels = [label(ky, v) for v in ys] if legend else []
