@@ -100,6 +100,7 @@ AXES: dict[str, AxisType] = {
         AxisType("Hires steps", _set("hr_second_pass_steps"), int, tabs=("txt2img",), hires=True),
         AxisType("CFG Scale", _set("cfg_scale"), float),
         AxisType("Distilled CFG Scale", _set("distilled_cfg_scale"), float),
+        AxisType("Image CFG Scale", _set("image_cfg_scale"), float, tabs=("img2img",)),  # instruct-pix2pix
         AxisType("Prompt S/R", _prompt_sr, show_label=False),
         AxisType("Prompt order", _prompt_order, show_label=False),
         AxisType("Sampler", _set("sampler_name")),
