@@ -59,8 +59,9 @@ def _new_parts(page: object, out: Path) -> None:
     p.click("#txt2img_lora .label-wrap")
     p.click("#txt2img_script input")
     p.click("[role=option]:has-text('X/Y/Z plot')")
-    p.wait_for_selector("#txt2img_script_0_x_values", state="visible")
-    p.fill("#txt2img_script_0_x_values textarea, #txt2img_script_0_x_values input", "1, 2, 3")
+    xs = "#txt2img_script_x_y_z_plot_x_values"
+    p.wait_for_selector(xs, state="visible")
+    p.fill(f"{xs} textarea, {xs} input", "1, 2, 3")
     set_number(p, "txt2img_batch_size", 1)
     generate(p, "txt2img", timeout=300)
     p.wait_for_timeout(800)

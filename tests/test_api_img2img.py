@@ -101,7 +101,10 @@ def test_alwayson_scripts_reach_the_extension_by_name(c: httpx.Client) -> None:
 
 
 def test_xyz_plot_script_over_the_api(c: httpx.Client) -> None:
-    body = {**FAST, "script_name": "X/Y/Z plot", "script_args": ["Seed", "21, 22", "Steps", "2, 3"]}
+    # A1111 1.10's layout: x_type (its txt2img axis index: 1 Seed, 4 Steps), x_values, x_values_dropdown,
+    # y_type, y_values, y_values_dropdown, z..., draw_legend, include_lone_images, ...
+    args = [1, "21, 22", [], 4, "2, 3", [], 0, "", [], True, True, *[False] * 5, 0, False]
+    body = {**FAST, "script_name": "X/Y/Z plot", "script_args": args}
     r = c.post("/sdapi/v1/txt2img", json=body)
     assert r.status_code == 200, r.text
     info = json.loads(r.json()["info"])

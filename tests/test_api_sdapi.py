@@ -226,15 +226,19 @@ def test_listing_routes_shapes(c: httpx.Client, tiny_files: dict[str, Path]) -> 
     assert c.get("/sdapi/v1/loras").json() == []
     # the shipped extensions: X/Y/Z plot is a selectable script, ControlNet, the detailer (by ADetailer's
     # name) and wildcards have always-on accordions
-    both = ["x/y/z plot", "controlnet", "adetailer", "wildcards"]
-    assert c.get("/sdapi/v1/scripts").json() == {"txt2img": both, "img2img": both}
+    selectable = ["prompt matrix", "prompts from file or textbox"]
+    on = ["controlnet", "adetailer", "wildcards"]
+    assert c.get("/sdapi/v1/scripts").json() == {
+        "txt2img": [*selectable, "x/y/z plot", *on],
+        "img2img": [*selectable, "outpainting mk2", "poor man's outpainting", "x/y/z plot", *on],
+    }
     info = {(i["name"], i["is_img2img"]): i for i in c.get("/sdapi/v1/script-info").json()}
     assert info["wildcards", False]["is_alwayson"] and not info["x/y/z plot", False]["is_alwayson"]
     assert info["controlnet", True]["is_alwayson"]
     assert info["adetailer", True]["args"][1]["label"] == "ADetailer model"
     assert [a["label"] for a in info["x/y/z plot", False]["args"]][:2] == ["X type", "X values"]
     exts = {e["name"]: e for e in c.get("/sdapi/v1/extensions").json()}
-    assert set(exts) >= {"wildcards", "xyz_plot", "upscalers"}
+    assert set(exts) >= {"wildcards", "xyz_plot", "upscalers", "a1111_scripts"}
     assert all(e["status"] == "loaded" and e["enabled"] for e in exts.values())
     emb = c.get("/sdapi/v1/embeddings").json()
     assert set(emb) == {"loaded", "skipped"}

@@ -49,6 +49,7 @@ EXPORTED = [
     "hookimpl",
     "image_folder",
     "image_grid",
+    "labelled_grid",
     "load_state_dict",
     "make_builtin_scheduler",
     "parse_infotext",
@@ -57,10 +58,12 @@ EXPORTED = [
     "resolve_sampler",
     "resolve_seed",
     "save_image",
+    "side_by_side",
 ]
 
 # what API 1.0 exported: every name must still be there for 1.0 extensions to load unchanged
-API_1_0 = set(EXPORTED) - {"ExtensionModels", "JobModel", "ModelCallState", "ModelInputs", "SubPass"}
+API_2_0 = {"ExtensionModels", "JobModel", "ModelCallState", "ModelInputs", "SubPass"}
+API_1_0 = set(EXPORTED) - API_2_0 - {"labelled_grid", "side_by_side"}
 
 
 def test_exported_names_are_pinned() -> None:

@@ -216,6 +216,11 @@ def test_hires_upscaler_dropdown_lists_builtin_and_extension_upscalers(data: Pat
     assert choices == services.engine.upscaler_names() and "Tiny 2x" in choices and "Latent" in choices
     assert "txt2img_ext_kinds" in found and "img2img_ext_kinds" in found and "inpaint_ext_kinds" in found
     assert "txt2img_script" in found and "tab_extensions" in found
+    # the Script dropdown is on the Inpaint tab too, with the img2img scripts (outpainting included)
+    inpaint = [c[0] for c in found["inpaint_script"].choices]
+    assert "X/Y/Z plot" in inpaint and "Outpainting mk2" in inpaint and "Prompt matrix" in inpaint
+    assert "Outpainting mk2" not in [c[0] for c in found["txt2img_script"].choices]
+    assert "inpaint_script_x_y_z_plot_no_fixed_seeds" in found  # "Keep -1 for seeds"
 
 
 IMAGES = """

@@ -172,8 +172,11 @@ def test_xyz_plot_over_two_seeds_shows_the_grid_and_runs_each_cell_as_a_job(
     page.fill("#txt2img_prompt textarea", "a plot")
     _small(page, 1)
     _pick(page, "txt2img_script", "X/Y/Z plot")
-    page.wait_for_selector("#txt2img_script_0_x_values", state="visible")
-    page.fill("#txt2img_script_0_x_values input, #txt2img_script_0_x_values textarea", "11, 12")
+    page.wait_for_selector("#txt2img_script_x_y_z_plot_x_values", state="visible")
+    page.fill(
+        "#txt2img_script_x_y_z_plot_x_values input, #txt2img_script_x_y_z_plot_x_values textarea", "11, 12"
+    )
+    page.check("#txt2img_script_x_y_z_plot_include_lone_images input")  # show the cells after the grid
     status = generate(page, "txt2img", timeout=180)
     assert status.startswith("Done") and "grid and 2 images" in status, status
     page.wait_for_function("document.querySelectorAll('#txt2img_gallery img').length >= 3")

@@ -116,6 +116,14 @@ class A1111Img2Img(A1111Processing):
     initial_noise_multiplier: float | None = None
     latent_mask: str | None = None
     include_init_images: bool = False
+    # Sfumato's own outpainting (Img2ImgRequest's outpaint_* fields; A1111 clients reach the same engine
+    # through script_name "Outpainting mk2" / "Poor man's outpainting")
+    outpaint_pixels: int | None = None
+    outpaint_directions: list[str] | None = None
+    outpaint_fill: str | None = None
+    outpaint_noise: float | None = None
+    outpaint_falloff: float | None = None
+    outpaint_color_variation: float | None = None
 
 
 def _falsy(v: Any) -> bool:

@@ -1,7 +1,9 @@
 """A1111's `script_name` / `script_args`: run an extension's selectable script (X/Y/Z plot) over the API.
 
 The script gets a runner that submits each of its images as a job of the caller in the fair queue. The
-answer is A1111's: the grid first, then every cell's image, and `info` as a JSON string.
+answer is A1111's: the grid first, then the sub grids (when the script made and was asked for them), then
+every cell's image (unless the script says `lone_images` is off: A1111's X/Y/Z "Include sub images"),
+and `info` as a JSON string.
 `script_args` is either a list in the order of the script's fields (see GET /sdapi/v1/script-info) or
 an object by field name.
 """
@@ -74,23 +76,30 @@ def run_script(
         text = getattr(out, "infotext", "") or ""
         encoded.append(images.file_b64(path) if path else images.b64(images.png_bytes(grid, text)))
         infotexts.append(text)
+        for sub in getattr(out, "sub_grids", ()) or ():
+            encoded.append(images.b64(images.png_bytes(sub, text)))
+            infotexts.append(text)
+    shown = bool(getattr(out, "lone_images", True))
+    first = len(encoded)
     seeds: list[int] = []
     warnings: dict[str, None] = {}  # each message once, in order
     for cell in getattr(out, "cells", ()) or ():
         warnings.update(dict.fromkeys(getattr(cell, "warnings", ()) if cell is not None else ()))
         for image in cell.images if cell is not None else ():
+            seeds.append(image.seed)
+            if not shown:
+                continue
             encoded.append(
                 images.file_b64(image.path) if image.path else images.b64(images.png_bytes(image.image))
             )
             infotexts.append(image.infotext)
-            seeds.append(image.seed)
     info = {
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
         "seed": seeds[0] if seeds else request.seed,
         "all_seeds": seeds,
         "infotexts": infotexts,
-        "index_of_first_image": 1 if grid is not None else 0,
+        "index_of_first_image": first,  # the grids come first (A1111: 1 after its one grid)
         "script_name": spec.name,
         "interrupted": bool(getattr(out, "interrupted", False)),
         "version": VERSION,

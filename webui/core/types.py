@@ -279,7 +279,7 @@ _RESIZE_MODES = {
 }
 _FILL_MODES = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
 OUTPAINT_DIRECTIONS = sizes.OUTPAINT_DIRECTIONS
-OUTPAINT_FILLS = ("edge", "average")
+OUTPAINT_FILLS = ("edge", "average", "matched")
 MAX_INIT_PIXELS = 40_000_000  # an init image or mask larger than this is refused (decompression bombs)
 MAX_MASK_BLUR = 256
 MAX_HR_SCALE = 8.0
@@ -301,8 +301,10 @@ class Img2ImgRequest(GenerationRequest):
       grown to the width:height ratio) at full resolution, then paste it back.
     - Outpainting (ours): `outpaint_pixels` > 0 extends the canvas by that many pixels on each side in
       `outpaint_directions`, fills the new area (`outpaint_fill`: "edge" stretches the border pixels,
-      "average" uses the image's mean colour; plus `outpaint_noise` x seeded noise) and inpaints it; the
-      output has the canvas size (rounded up to a multiple of 8) and `width`/`height` are not used.
+      "average" uses the image's mean colour, "matched" spectrum-shaped noise histogram-matched to the image
+      with `outpaint_falloff` and `outpaint_color_variation`, as outpainting mk2; plus `outpaint_noise` x
+      seeded noise) and inpaints it; the output has the canvas size (rounded up to a multiple of 8) and
+      `width`/`height` are not used.
     """
 
     init_images: tuple[Any, ...] = field(default=(), compare=False, hash=False)  # PIL images
@@ -323,6 +325,8 @@ class Img2ImgRequest(GenerationRequest):
     outpaint_directions: tuple[str, ...] = OUTPAINT_DIRECTIONS
     outpaint_fill: str = "edge"
     outpaint_noise: float = 0.0
+    outpaint_falloff: float = 1.0  # "matched" fill only: the fall-off exponent (lower = more detail)
+    outpaint_color_variation: float = 0.05  # "matched" fill only: 0 grey noise .. 1 colour noise
 
     def __post_init__(self) -> None:
         if isinstance(self.init_images, list):
@@ -386,6 +390,8 @@ class Img2ImgRequest(GenerationRequest):
                 "outpaint_fill", f"must be one of {', '.join(OUTPAINT_FILLS)}, got {self.outpaint_fill!r}"
             )
         _finite("outpaint_noise", self.outpaint_noise, 0.0, 1.0)
+        _finite("outpaint_falloff", self.outpaint_falloff, 0.0, 4.0)
+        _finite("outpaint_color_variation", self.outpaint_color_variation, 0.0, 1.0)
         if self.outpaint_pixels == 0:
             return
         if not dirs:

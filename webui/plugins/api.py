@@ -24,6 +24,7 @@ API 2 adds, for extensions such as ControlNet and detailers:
     def from_alwayson(script_args): ...              # A1111 alwayson_scripts args -> field values
     def infotext_fields(params): ...                 # an image's infotext -> accordion values (PNG Info)
     UiSection(..., preview=lambda values: image)     # a Preview button in the accordion
+    labelled_grid(cells, col_labels, row_labels, margin)  # a captioned grid (X/Y/Z plot, prompt matrix)
 
 API 2.1 adds field groups (tabs inside an accordion) and the stored settings in `register`:
 
@@ -42,6 +43,7 @@ from webui.core.config import AppConfig
 from webui.core.extension_points import ImageInfo, SubPass
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 from webui.core.outputs.grid import image_grid
+from webui.core.outputs.grid_labels import labelled_grid, side_by_side
 from webui.core.outputs.infotext import format_infotext, parse_infotext
 from webui.core.outputs.saving import image_folder, read_infotext, save_image
 from webui.core.sampling.loop import Hook, HookPoint, ModelCallState, StepState
@@ -110,6 +112,7 @@ __all__ = [
     "hookimpl",
     "image_folder",
     "image_grid",
+    "labelled_grid",
     "load_state_dict",
     "make_builtin_scheduler",
     "parse_infotext",
@@ -118,4 +121,5 @@ __all__ = [
     "resolve_sampler",
     "resolve_seed",
     "save_image",
+    "side_by_side",
 ]

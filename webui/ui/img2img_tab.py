@@ -99,7 +99,7 @@ def _outpaint(f: dict[str, Any], tab: str) -> None:
         )
         with gr.Row():
             f["outpaint_fill"] = gr.Radio(
-                ["edge", "average"], value="edge", label="Fill the new area with", min_width=160
+                ["edge", "average", "matched"], value="edge", label="Fill the new area with", min_width=160
             )
             f["outpaint_noise"] = gr.Slider(
                 0, 1, value=0, step=0.01, label="Noise in the new area", min_width=160
@@ -220,6 +220,7 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
             _settings(ctx, f, tab)
             with extension_area(tab):
                 extensions = build_sections(ctx, tab)
+                scripts = build_scripts(ctx, "img2img", elem="inpaint")
         with gr.Column(scale=1, min_width=200):
             f.update(widgets.results_column(tab))
 
@@ -242,4 +243,4 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
         }
 
     img2img_size.wire_picture_size(f, "_editor")
-    return _finish(ctx, f, topbar, job_state, extra, ("_editor", "_mask_upload"), extensions)
+    return _finish(ctx, f, topbar, job_state, extra, ("_editor", "_mask_upload"), extensions, scripts)

@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.ui.extension_sections import host_of, render_field
+from webui.ui.extension_sections import _slug, host_of, render_field
 from webui.ui.polling import POLL_SECONDS, Frame, decode_preview, status_html, status_text
 
 NONE = "None"
@@ -54,8 +54,9 @@ class ScriptInputs:
         return spec, args
 
 
-def build_scripts(ctx: Any, tab: str) -> ScriptInputs:
-    """The Script dropdown and the selected script's fields (call inside the tab's layout)."""
+def build_scripts(ctx: Any, tab: str, elem: str | None = None) -> ScriptInputs:
+    """The Script dropdown and the selected script's fields (call inside the tab's layout). `tab` picks
+    the scripts ("txt2img", "img2img"); `elem` names the elements (the Inpaint tab: "inpaint")."""
     host = host_of(ctx)
     inputs = ScriptInputs()
     scripts = host.scripts() if host is not None and hasattr(host, "scripts") else {}
@@ -63,13 +64,15 @@ def build_scripts(ctx: Any, tab: str) -> ScriptInputs:
     if not inputs.specs:
         return inputs
     names = [NONE, *inputs.specs]
-    dropdown = gr.Dropdown(names, value=NONE, label="Script", elem_id=f"{tab}_script", min_width=160)
+    elem = elem or tab
+    dropdown = gr.Dropdown(names, value=NONE, label="Script", elem_id=f"{elem}_script", min_width=160)
     inputs.components[SCRIPT_KEY] = dropdown
     groups = []
-    for i, (name, spec) in enumerate(inputs.specs.items()):
-        with gr.Column(visible=False, elem_id=f"{tab}_script_{i}", variant="panel") as group:
+    for name, spec in inputs.specs.items():
+        slug = _slug(name)  # "X/Y/Z plot" -> "x_y_z_plot": ids that do not move when scripts are added
+        with gr.Column(visible=False, elem_id=f"{elem}_script_{slug}", variant="panel") as group:
             for f in spec.fields:
-                component = render_field(f, f"{tab}_script_{i}_{f.name}")
+                component = render_field(f, f"{elem}_script_{slug}_{f.name}")
                 inputs.components[f"{PREFIX}{name}.{f.name}"] = component
         groups.append((name, group))
 
@@ -114,19 +117,29 @@ def result_frame(result: Any) -> Frame:
         gallery.append((str(path) if isinstance(path, Path) and path.is_file() else grid, "grid"))
         infotexts.append(getattr(result, "infotext", "") or "")
         seeds.append(-1)
+        for i, sub in enumerate(getattr(result, "sub_grids", ()) or ()):
+            gallery.append((sub, f"grid {i + 1}"))
+            infotexts.append(getattr(result, "infotext", "") or "")
+            seeds.append(-1)
     cells = getattr(result, "cells", None)
     if cells is None and hasattr(result, "images"):
         cells = (result,)
+    shown = bool(getattr(result, "lone_images", True))  # X/Y/Z's "Include sub images"
+    captions = tuple(getattr(result, "captions", ()) or ())
     count = 0
     warnings: dict[str, None] = {}  # each message once, in order
-    for cell in cells or ():
+    for n, cell in enumerate(cells or ()):
         warnings.update(dict.fromkeys(getattr(cell, "warnings", ()) if cell is not None else ()))
+        caption = captions[n] if n < len(captions) and captions[n] else ""
         for image in getattr(cell, "images", ()) if cell is not None else ():
+            count += 1
+            if not shown:
+                continue
             path = getattr(image, "path", None)
-            gallery.append((str(path) if path else image.image, f"seed {image.seed}"))
+            text = f"{caption} (seed {image.seed})" if caption else f"seed {image.seed}"
+            gallery.append((str(path) if path else image.image, text))
             infotexts.append(image.infotext)
             seeds.append(image.seed)
-            count += 1
     stopped = bool(getattr(result, "interrupted", False))
     text = f"{'Interrupted' if stopped else 'Done'}: {'grid and ' if grid is not None else ''}{count} images"
     status = status_html(text, 1.0, "warn" if stopped else "ok")

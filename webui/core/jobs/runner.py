@@ -30,7 +30,8 @@ class QueueRunner:
     """`runner(request) -> GenerationResult`: submit as `owner`'s job, wait, return its images.
 
     `samplers` is the engine's sampler catalog (extension samplers included), for scripts that check
-    sampler names before they queue anything."""
+    sampler names before they queue anything; `extension_fields` the loaded extensions' UI fields by
+    extension name (what a request's `extension_args` may set: X/Y/Z plot's extension axes)."""
 
     def __init__(self, queue: Any, owner: str, timeout: float | None = None) -> None:
         self.queue, self.owner, self.timeout = queue, owner, timeout
@@ -38,6 +39,14 @@ class QueueRunner:
     @property
     def samplers(self) -> Any:
         return self.queue.engine.samplers
+
+    @property
+    def extension_fields(self) -> dict[str, tuple[Any, ...]]:
+        hooks = self.queue.engine.hooks
+        if not hasattr(hooks, "ui_sections"):
+            return {}
+        names = dict.fromkeys(name for name, _ in hooks.ui_sections())
+        return {name: hooks.ui_fields(name) for name in names}
 
     def __call__(self, request: GenerationRequest) -> GenerationResult:
         queue, owner, timeout = self.queue, self.owner, self.timeout

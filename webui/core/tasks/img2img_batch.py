@@ -62,6 +62,8 @@ def prepare_inputs(request: Img2ImgRequest, seed: int, size_multiple: int = 8) -
                 fill=request.outpaint_fill,
                 noise=request.outpaint_noise,
                 seed=seed,
+                falloff=request.outpaint_falloff,
+                color_variation=request.outpaint_color_variation,
                 mask=mask if mask is not None and mask.size == img.size else None,
             )
             extended.append(out)

@@ -122,6 +122,7 @@ def infotext_params(
     masked = request.mask is not None
     blur = request.mask_blur_x if request.mask_blur_x == request.mask_blur_y else None
     out_px = request.outpaint_pixels
+    matched = bool(out_px) and request.outpaint_fill == "matched"
     return {
         "Denoising strength": request.denoising_strength,
         "Init image hash": init_image_hash(init_image),
@@ -137,4 +138,6 @@ def infotext_params(
         "Outpaint directions": " ".join(request.outpaint_directions) if out_px else None,
         "Outpaint fill": request.outpaint_fill if out_px else None,
         "Outpaint noise": request.outpaint_noise if out_px and request.outpaint_noise else None,
+        "Outpaint fall-off": request.outpaint_falloff if matched else None,
+        "Outpaint colour variation": request.outpaint_color_variation if matched else None,
     }
