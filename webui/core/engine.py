@@ -22,6 +22,7 @@ from webui.core import families
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision, per_image
 from webui.core.extension_points import NO_HOOKS, EngineHooks, ImageInfo
+from webui.core.faces.restorers import FaceRestorers
 from webui.core.family_requests import family_params, fit_request
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
 from webui.core.networks.activations import ActivationPlan, lora_hashes, plan_prompt
@@ -164,6 +165,7 @@ class Engine:
         self.styles = StyleStore(config.styles_path)
         self.loras = LoraLibrary(config.lora_dirs, config.cache_dir / "hashes.sqlite", hashing=config.hashing)
         self.network_cache = NetworkCache()
+        self.faces = FaceRestorers(config.models_dir, self.manager.precision.device)
 
     def check(self, request: GenerationRequest | extras.ExtrasRequest) -> None:
         """RequestError for whatever `run` would refuse before any work (a bad field, an unknown style,
@@ -172,6 +174,9 @@ class Engine:
         report are left for the run to report."""
         if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
             request.validate(self.samplers)
+            if isinstance(request, extras.ExtrasRequest):
+                for kind, field in extras.face_restorers(request).items():
+                    self.faces.check(kind, field)
             return
         request.validate(self.samplers)
         try:
@@ -280,7 +285,8 @@ class Engine:
         on_image: ImageFn | None,
         outputs: OutputOptions | None,
     ) -> GenerationResult:
-        """Upscale the request's images (no model is loaded; extension upscalers load their own)."""
+        """Upscale the request's images and restore their faces (no checkpoint is loaded; extension
+        upscalers load their own, face restorers are loaded once and kept)."""
 
         def report(done: int, total: int) -> None:
             if progress is not None:
@@ -291,6 +297,7 @@ class Engine:
         images, interrupted = extras.run(
             request, self.extras_upscalers(), folder, report=report, cancel=cancel, on_image=on_image,
             fmt=opts.samples_format, quality=opts.jpeg_quality, pnginfo=opts.enable_pnginfo,
+            faces=self.faces.net,
         )  # fmt: skip
         return GenerationResult(request, tuple(images), "", interrupted=interrupted)
 
