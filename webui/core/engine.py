@@ -22,7 +22,7 @@ from webui.core import families
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision, per_image
 from webui.core.extension_points import NO_HOOKS, EngineHooks, ImageInfo
-from webui.core.faces.restorers import FaceRestorers
+from webui.core.faces.restorers import FaceRestorers, restore
 from webui.core.family_requests import family_params, fit_request
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
 from webui.core.networks.activations import ActivationPlan, lora_hashes, plan_prompt
@@ -91,6 +91,7 @@ def infotext_params(
         "Schedule type": schedule,
         "CFG scale": request.cfg_scale,
         "Seed": seed,
+        "Face restoration": request.face_restoration_model if request.restore_faces else None,
         "Size": f"{request.width}x{request.height}",
         "Model hash": model.file.shorthash,
         "Model": model.file.model_name.rsplit("/", 1)[-1],
@@ -198,6 +199,8 @@ class Engine:
             raise RequestError("vae" if e.kind == "VAE" else "checkpoint", str(e)) from e
         if request.checkpoint is None or request.checkpoint == "":
             self.manager.resolve(None)  # some checkpoint exists (which one loads is the loader's choice)
+        if request.restore_faces:
+            self.faces.check(request.face_restoration_model, "restore_faces")
         for field, file in named.items():
             if file is not None and not file.path.exists():
                 gone = f"{file.name!r} is no longer in its models folder (deleted or moved); choose another"
@@ -455,6 +458,9 @@ class Engine:
                 n for n in (request.checkpoint, f.title, f.name, f.model_name, f.shorthash) if n
             )
             runner = None if stopped else sub_pass.make_sub_pass(ctx, names)
+            if request.restore_faces and not stopped:  # as A1111: before the extensions' post-processing
+                net = self.faces.net(request.face_restoration_model, "restore_faces")
+                pictures = [restore(p, net, weight=request.code_former_weight) for p in pictures]
             try:
                 info = [
                     ImageInfo(run.prompt, run.negative_prompt, seeds[i], subseeds[i], b * batch_size + i)

@@ -23,13 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from webui.core.faces import align
+from webui.core.faces import CODEFORMER, GFPGAN, KINDS, RESTOREFORMER, align
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 
-GFPGAN: Final = "GFPGAN"
-CODEFORMER: Final = "CodeFormer"
-RESTOREFORMER: Final = "RestoreFormer"
-KINDS: Final = (CODEFORMER, GFPGAN, RESTOREFORMER)  # A1111 lists CodeFormer, then GFPGAN
 FOLDERS: Final = {GFPGAN: "GFPGAN", CODEFORMER: "Codeformer", RESTOREFORMER: "GFPGAN"}
 SUFFIXES: Final = (".pth", ".pt", ".safetensors", ".ckpt")
 
@@ -125,17 +121,34 @@ def restore(image: Image.Image, net: FaceNet, *, weight: float = 0.5, visibility
     return result
 
 
+def spandrel_problem() -> str:
+    """Why spandrel cannot build networks here ("" when it can)."""
+    try:
+        _registry()
+    except FaceRestorerError as e:
+        return str(e)
+    return ""
+
+
+Loader = Callable[[Path, str, str], FaceNet]  # (file, kind, device) -> network
+
+
 @dataclass
 class FaceRestorers:
-    """The installed restorers of a models folder; each network is loaded on first use and kept."""
+    """The installed restorers of a models folder; each network is loaded on first use and kept.
+
+    `loader` builds a network from a file (spandrel's, by default) and `problem` says why it cannot run
+    here ("" when it can; asked once)."""
 
     models_dir: Path
     device: str = "cpu"
+    loader: Loader = load_net
+    problem: Callable[[], str] = spandrel_problem
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._nets: dict[Path, FaceNet] = {}
-        self._missing: str | None = None  # why spandrel cannot be used ("" once it imported)
+        self._missing: str | None = None
 
     def installed(self) -> dict[str, Path]:
         return model_files(self.models_dir)
@@ -144,7 +157,8 @@ class FaceRestorers:
         return self.models_dir / FOLDERS[kind]
 
     def check(self, kind: str, field: str) -> Path:
-        """The file serving `kind`; FaceRestorerError (naming the folder) when none is installed."""
+        """The file serving `kind`; RequestError naming `field` (and the folder) when none is installed
+        or the loader cannot run here."""
         from webui.core.types import RequestError
 
         if kind not in KINDS:
@@ -157,11 +171,7 @@ class FaceRestorers:
                 f"models/{FOLDERS[kind]} (here {self.folder(kind)})",
             )
         if self._missing is None:
-            try:
-                _registry()
-                self._missing = ""
-            except FaceRestorerError as e:
-                self._missing = str(e)
+            self._missing = self.problem()
         if self._missing:
             raise RequestError(field, f"{kind} ({path.name}) cannot run: {self._missing}")
         return path
@@ -170,5 +180,5 @@ class FaceRestorers:
         path = self.check(kind, field)
         with self._lock:
             if path not in self._nets:
-                self._nets[path] = load_net(path, kind, self.device)
+                self._nets[path] = self.loader(path, kind, self.device)
             return self._nets[path]

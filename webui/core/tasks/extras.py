@@ -29,7 +29,8 @@ from typing import Any, Final
 
 from PIL import Image
 
-from webui.core.faces.restorers import CODEFORMER, GFPGAN, FaceNet, restore
+from webui.core.faces import CODEFORMER, GFPGAN
+from webui.core.faces.restorers import FaceNet, restore
 from webui.core.outputs.saving import read_infotext, save_image
 from webui.core.sampling.loop import CancelToken
 from webui.core.tasks.hires import IMAGE_UPSCALERS
