@@ -78,6 +78,7 @@ def _settings(ctx: StudioContext, f: dict[str, Any], tab: str) -> None:
         0, 1, value=0.75, step=0.01, label="Denoising strength", elem_id=f"{tab}_denoising"
     )
     f.update(widgets.seed_controls(tab))
+    f.update(widgets.face_controls(tab))
 
 
 def _outpaint(f: dict[str, Any], tab: str) -> None:
