@@ -243,3 +243,16 @@ def test_history_lists_an_upscale_with_what_it_did(c: httpx.Client, srv: Running
     row = next(row for row in rows if row[1] == "extras")
     assert row[4] == "Upscale 1 image x3.0 with Nearest" and row[3] == 1
     assert any(caption == "image 1" for _, caption in images)
+
+
+def test_face_restoration_without_its_model_is_422_naming_the_field_and_folder(
+    c: httpx.Client, srv: Running
+) -> None:
+    assert c.get("/sdapi/v1/face-restorers").json() == []
+    for field, folder in (("gfpgan_visibility", "GFPGAN"), ("codeformer_visibility", "Codeformer")):
+        r = c.post("/sdapi/v1/extra-single-image", json={"image": _b64(_picture()), field: 0.5})
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["field"] == field and f"models/{folder}" in body["error"], body
+    r = c.post("/sdapi/v1/extra-single-image", json={"image": _b64(_picture()), "codeformer_weight": 1.5})
+    assert r.status_code == 422 and r.json()["field"] == "codeformer_weight", r.text

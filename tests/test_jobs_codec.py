@@ -72,8 +72,9 @@ def test_defaults_inf_none_and_tuples_round_trip() -> None:
 def test_missing_fields_take_defaults_and_unknown_ones_are_named() -> None:
     assert request_from_json("txt2img", {"prompt": "cat"}) == Txt2ImgRequest(prompt="cat")
     with pytest.raises(RequestError) as e:
-        request_from_json("txt2img", {"prompt": "cat", "restore_faces": True})
-    assert e.value.field == "restore_faces"
+        request_from_json("txt2img", {"prompt": "cat", "tiling": True})
+    assert e.value.field == "tiling"
+    assert request_from_json("txt2img", {"restore_faces": True}).restore_faces is True
     with pytest.raises(RequestError) as e:
         request_from_json("paint", {})
     assert e.value.field == "kind" and "txt2img" in str(e.value)

@@ -42,6 +42,15 @@ def loras_listing(engine: Engine) -> list[dict[str, Any]]:
     return list(engine.loras.listing())
 
 
+def face_restorers_listing(engine: Engine) -> list[dict[str, Any]]:
+    """GET /sdapi/v1/face-restorers: the installed ones, [{name, cmd_dir, model_path}] (A1111's shape
+    plus the file that serves each; one not installed is not listed, as nothing is downloaded)."""
+    return [
+        {"name": kind, "cmd_dir": str(path.parent), "model_path": str(path)}
+        for kind, path in engine.faces.installed().items()
+    ]
+
+
 def refresh_loras(engine: Engine) -> dict[str, Any]:
     """POST /sdapi/v1/refresh-loras: re-list the LoRA folders; {} or {"problems": [...]}."""
     problems = engine.loras.refresh()

@@ -3,8 +3,9 @@
 Each call is one "extras" job in the caller's name (the same fair queue as generation, so an upscale
 on the GPU never runs beside a sampling job). Shapes as A1111 v1.10: the single route answers
 `{"html_info", "image"}`, the batch route `{"html_info", "images"}`. As in A1111's API, nothing is
-written to outputs/ (the images are kept in the job's folder). Face restoration is not offered: a
-request that asks for it (`gfpgan_visibility` or `codeformer_visibility` > 0) is a 422.
+written to outputs/ (the images are kept in the job's folder). Face restoration takes A1111's
+`gfpgan_visibility`, `codeformer_visibility` and `codeformer_weight`; asking for a restorer whose model
+is not installed is a 422 naming the field and the folder its file goes in.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from webui.api.roles import USER, needs
 from webui.api.sdapi import caller
 from webui.api.services import Services
 from webui.api.waiting import Waiting
-from webui.core.tasks.extras import MAX_IMAGES, ExtrasRequest, check_upscalers, postprocess_text
+from webui.core.tasks.extras import (
+    MAX_IMAGES,
+    ExtrasRequest,
+    check_upscalers,
+    face_restorers,
+    postprocess_text,
+)
 from webui.core.types import RequestError
 
 _SETTINGS = (
@@ -35,6 +42,9 @@ _SETTINGS = (
     "upscaler_1",
     "upscaler_2",
     "extras_upscaler_2_visibility",
+    "gfpgan_visibility",
+    "codeformer_visibility",
+    "codeformer_weight",
 )
 
 
@@ -69,9 +79,6 @@ class A1111ExtrasBatch(A1111Extras):
 
 def build_request(services: Services, payload: A1111Extras, encoded: list[str]) -> ExtrasRequest:
     """The core request from an A1111 payload (images decoded with the server's limits, names checked)."""
-    for name in ("gfpgan_visibility", "codeformer_visibility"):
-        if getattr(payload, name) > 0:
-            raise RequestError(name, "face restoration is not available in Sfumato; send 0")
     if not encoded:
         raise RequestError("image" if isinstance(payload, A1111ExtrasSingle) else "imageList", "no image")
     if len(encoded) > MAX_IMAGES:  # before decoding any of them
@@ -95,6 +102,8 @@ def _checked_request(
     request = ExtrasRequest.from_images(decoded, field=field, **settings)
     request.validate()
     check_upscalers(request, services.engine.extras_upscalers())
+    for kind, name in face_restorers(request).items():
+        services.engine.faces.check(kind, name)
     return request
 
 

@@ -20,7 +20,7 @@ _CORE_INFO_KEYS = frozenset(
     {
         "Prompt", "Negative prompt", "Steps", "Sampler", "CFG scale", "Seed", "Size", "Model hash",
         "Model", "VAE hash", "VAE", "Variation seed", "Variation seed strength", "Seed resize from",
-        "Clip skip", "Version", "Denoising strength",
+        "Clip skip", "Version", "Denoising strength", "Face restoration",
     }
 )  # fmt: skip
 
@@ -138,8 +138,8 @@ def a1111_info(info: Any, request: Any, index_of_first_image: int, version: str)
         "cfg_scale": request.cfg_scale,
         "steps": request.steps,
         "batch_size": request.batch_size,
-        "restore_faces": False,
-        "face_restoration_model": None,
+        "restore_faces": bool(getattr(request, "restore_faces", False)),
+        "face_restoration_model": first.get("Face restoration"),
         "sd_model_name": first.get("Model"),
         "sd_model_hash": first.get("Model hash"),
         "sd_vae_name": first.get("VAE"),

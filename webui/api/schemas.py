@@ -132,7 +132,6 @@ def _falsy(v: Any) -> bool:
 
 # Fields that only matter when they hold a non-default value (which we cannot honour): refused then.
 _REFUSED_UNLESS_DEFAULT: dict[str, Callable[[Any], bool]] = {
-    "restore_faces": _falsy,
     "tiling": _falsy,
     "s_min_uncond": _falsy,
     "script_name": _falsy,

@@ -366,7 +366,7 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
 
     @router.get("/face-restorers")
     async def face_restorers() -> Any:
-        return []
+        return await run_in_threadpool(adapters.face_restorers_listing, services.engine)
 
     @router.get("/realesrgan-models")
     async def realesrgan_models() -> Any:

@@ -25,6 +25,7 @@ from webui.core.devices import choose_precision, per_image
 from webui.core.downloads.job import check_download, run_download
 from webui.core.downloads.request import DownloadRequest
 from webui.core.extension_points import NO_HOOKS, EngineHooks, ImageInfo
+from webui.core.faces.restorers import FaceRestorers, restore
 from webui.core.family_requests import family_params, fit_request
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
 from webui.core.networks.activations import ActivationPlan, lora_hashes, plan_prompt
@@ -96,6 +97,7 @@ def infotext_params(
         "Schedule type": schedule,
         "CFG scale": request.cfg_scale,
         "Seed": seed,
+        "Face restoration": request.face_restoration_model if request.restore_faces else None,
         "Size": f"{request.width}x{request.height}",
         "Model hash": model.file.shorthash,
         "Model": model.file.model_name.rsplit("/", 1)[-1],
@@ -172,6 +174,7 @@ class Engine:
         self.styles = StyleStore(config.styles_path)
         self.loras = LoraLibrary(config.lora_dirs, config.cache_dir / "hashes.sqlite", hashing=config.hashing)
         self.network_cache = NetworkCache()
+        self.faces = FaceRestorers(config.models_dir, self.manager.precision.device)
 
     def check(self, request: GenerationRequest | extras.ExtrasRequest | DownloadRequest) -> None:
         """RequestError for whatever `run` would refuse before any work (a bad field, an unknown style,
@@ -183,6 +186,9 @@ class Engine:
             return
         if not isinstance(request, (Txt2ImgRequest, Img2ImgRequest)):
             request.validate(self.samplers)
+            if isinstance(request, extras.ExtrasRequest):
+                for kind, field in extras.face_restorers(request).items():
+                    self.faces.check(kind, field)
             return
         request.validate(self.samplers)
         try:
@@ -204,6 +210,8 @@ class Engine:
             raise RequestError("vae" if e.kind == "VAE" else "checkpoint", str(e)) from e
         if request.checkpoint is None or request.checkpoint == "":
             self.manager.resolve(None)  # some checkpoint exists (which one loads is the loader's choice)
+        if request.restore_faces:
+            self.faces.check(request.face_restoration_model, "restore_faces")
         for field, file in named.items():
             if file is not None and not file.path.exists():
                 gone = f"{file.name!r} is no longer in its models folder (deleted or moved); choose another"
@@ -308,7 +316,8 @@ class Engine:
         on_image: ImageFn | None,
         outputs: OutputOptions | None,
     ) -> GenerationResult:
-        """Upscale the request's images (no model is loaded; extension upscalers load their own)."""
+        """Upscale the request's images and restore their faces (no checkpoint is loaded; extension
+        upscalers load their own, face restorers are loaded once and kept)."""
 
         def report(done: int, total: int) -> None:
             if progress is not None:
@@ -319,6 +328,7 @@ class Engine:
         images, interrupted = extras.run(
             request, self.extras_upscalers(), folder, report=report, cancel=cancel, on_image=on_image,
             fmt=opts.samples_format, quality=opts.jpeg_quality, pnginfo=opts.enable_pnginfo,
+            faces=self.faces.net,
         )  # fmt: skip
         return GenerationResult(request, tuple(images), "", interrupted=interrupted)
 
@@ -481,6 +491,9 @@ class Engine:
                 n for n in (request.checkpoint, f.title, f.name, f.model_name, f.shorthash) if n
             )
             runner = None if stopped else sub_pass.make_sub_pass(ctx, names)
+            if request.restore_faces and not stopped:  # as A1111: before the extensions' post-processing
+                net = self.faces.net(request.face_restoration_model, "restore_faces")
+                pictures = [restore(p, net, weight=request.code_former_weight) for p in pictures]
             try:
                 info = [
                     ImageInfo(run.prompt, run.negative_prompt, seeds[i], subseeds[i], b * batch_size + i)

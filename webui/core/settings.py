@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from webui.core.atomic import write_atomic
+from webui.core.faces import CODEFORMER, KINDS
 from webui.core.types import MAX_SEED, RequestError
 
 Check = Callable[[Any], None]  # raises ValueError with the reason
@@ -170,6 +171,23 @@ SPECS: Mapping[str, SettingSpec] = _specs(
     ),
     SettingSpec("hf_token", "", str, "Hugging Face token (gated repos)", check=_token),
     SettingSpec("civitai_api_key", "", str, "Civitai API key", check=_token),
+    SettingSpec(
+        "face_restoration", False, bool, "Restore faces (when an API request leaves restore_faces out)"
+    ),
+    SettingSpec(
+        "face_restoration_model",
+        CODEFORMER,
+        str,
+        "Face restoration model (its file in models/Codeformer or models/GFPGAN)",
+        check=_one_of(*KINDS),
+    ),
+    SettingSpec(
+        "code_former_weight",
+        0.5,
+        float,
+        "CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
+        check=_between(0, 1),
+    ),
 )
 # Credentials: stored in config.json (the server's side) and used by downloads, never shown: left out of
 # `as_dict` (so GET /sdapi/v1/options, the Settings tab and logs never hold them); `is_set` tells
@@ -178,14 +196,23 @@ SECRET_KEYS = frozenset({"hf_token", "civitai_api_key"})
 # Settings that are the defaults of request fields: the studio's tabs and the A1111 API use them when a
 # request leaves the field out (as A1111 reads its opts); the native jobs API takes requests as sent.
 # (each has the request field's name; s_tmax and eta_ddim need a translation, below)
-_REQUEST_DEFAULTS = ("s_churn", "s_tmin", "s_noise", "eta_noise_seed_delta", "initial_noise_multiplier")
+_REQUEST_DEFAULTS = (
+    "s_churn",
+    "s_tmin",
+    "s_noise",
+    "eta_noise_seed_delta",
+    "initial_noise_multiplier",
+    "face_restoration_model",
+    "code_former_weight",
+)
 
 
 def request_defaults(
     get: Callable[[str], Any], fields: Collection[str], sampler_name: str | None = None
 ) -> dict[str, Any]:
     """The request fields (among `fields`) the stored settings give when a request leaves them out:
-    sigma churn/tmin/tmax/noise, ENSD, img2img's noise multiplier, and eta for DDIM (`eta_ddim`)."""
+    sigma churn/tmin/tmax/noise, ENSD, img2img's noise multiplier, eta for DDIM (`eta_ddim`), and face
+    restoration (`face_restoration` -> restore_faces, `face_restoration_model`, `code_former_weight`)."""
     out: dict[str, Any] = {}
     for name in _REQUEST_DEFAULTS:
         value = get(name)
@@ -197,10 +224,13 @@ def request_defaults(
     eta = get("eta_ddim")
     if "eta" in fields and sampler_name == "DDIM" and eta is not None:
         out["eta"] = eta
+    restore = get("face_restoration")
+    if "restore_faces" in fields and restore is not None:
+        out["restore_faces"] = restore
     return out
 
 
-REQUEST_DEFAULT_SETTINGS = frozenset({*_REQUEST_DEFAULTS, "s_tmax", "eta_ddim"})
+REQUEST_DEFAULT_SETTINGS = frozenset({*_REQUEST_DEFAULTS, "s_tmax", "eta_ddim", "face_restoration"})
 MAX_UNKNOWN_KEY_CHARS = 200
 # Keys Sfumato does not use are kept for A1111 clients that write them back, within bounds: a client
 # cannot grow config.json without end (the count and the JSON size of all unknown values together).

@@ -87,6 +87,9 @@ class GenerationRequest:
     # of the steps (0 < x <= 1; 1 never switches); None/""/"None": no refiner
     refiner_checkpoint: str | None = None
     refiner_switch_at: float | None = None
+    restore_faces: bool = False  # after decode, each face through `face_restoration_model` (webui.core.faces)
+    face_restoration_model: str = "CodeFormer"
+    code_former_weight: float = 0.5  # CodeFormer's fidelity: 0 strongest restoration, 1 closest to input
     save_images: bool = True
     extension_args: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -127,8 +130,17 @@ class GenerationRequest:
         _finite("s_noise", self.s_noise, 0.0, 10.0)
         _finite("s_churn", self.s_churn, 0.0, 100.0)
         _int("eta_noise_seed_delta", self.eta_noise_seed_delta, 0, MAX_SEED)
-        if not isinstance(self.save_images, bool):
-            raise RequestError("save_images", f"must be true or false, got {self.save_images!r}")
+        for name in ("save_images", "restore_faces"):
+            if not isinstance(getattr(self, name), bool):
+                raise RequestError(name, f"must be true or false, got {getattr(self, name)!r}")
+        from webui.core.faces import KINDS
+
+        if self.face_restoration_model not in KINDS:
+            raise RequestError(
+                "face_restoration_model",
+                f"unknown face restorer {self.face_restoration_model!r}: valid are {', '.join(KINDS)}",
+            )
+        _finite("code_former_weight", self.code_former_weight, 0.0, 1.0)
         self._validate_refiner()
         from webui.core.sampling.catalog import BUILTIN
         from webui.core.sampling.samplers import UnknownSampler

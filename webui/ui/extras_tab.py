@@ -1,5 +1,6 @@
 """The Extras tab: upscale one image or a batch of files ("scale by" or "scale to"), with a second
-upscaler blended in if wanted. Each click is an "extras" job in the user's queue line; the results are
+upscaler blended in if wanted, and faces restored (GFPGAN / CodeFormer visibility, CodeFormer weight).
+Each click is an "extras" job in the user's queue line; the results are
 saved to outputs/extras-images (each keeping its source's parameters) before they are shown.
 """
 
@@ -94,6 +95,26 @@ def build_extras(ctx: StudioContext, job_state: Any) -> TabRunner:
                 )
                 f["extras_upscaler_2_visibility"] = gr.Slider(
                     0, 1, value=0, step=0.01, label="Upscaler 2 visibility", min_width=160
+                )
+            with gr.Accordion("Restore faces", open=False, elem_id="extras_faces"):
+                with gr.Row():
+                    f["gfpgan_visibility"] = gr.Slider(
+                        0, 1, value=0, step=0.001, label="GFPGAN visibility", min_width=160,
+                        elem_id="extras_gfpgan_visibility",
+                    )  # fmt: skip
+                with gr.Row():
+                    f["codeformer_visibility"] = gr.Slider(
+                        0, 1, value=0, step=0.001, label="CodeFormer visibility", min_width=160,
+                        elem_id="extras_codeformer_visibility",
+                    )  # fmt: skip
+                    f["codeformer_weight"] = gr.Slider(
+                        0, 1, value=0, step=0.001, label="CodeFormer weight (0: strongest)",
+                        min_width=160, elem_id="extras_codeformer_weight",
+                    )  # fmt: skip
+                gr.Markdown(
+                    "Model files go in `models/GFPGAN` and `models/Codeformer`; a face restorer "
+                    "that is not installed is named when you press Upscale.",
+                    elem_classes="sf-hint",
                 )
             with gr.Row():
                 f["_refresh"] = gr.Button("Refresh upscalers", size="sm", elem_id="extras_refresh")

@@ -85,6 +85,7 @@ def _settings(ctx: StudioContext, f: dict[str, Any], tab: str) -> None:
     )  # fmt: skip
     f.update(widgets.seed_controls(tab))
     f.update(refiner_controls(ctx, tab))
+    f.update(widgets.face_controls(tab))
 
 
 def _outpaint(f: dict[str, Any], tab: str) -> None:

@@ -65,6 +65,7 @@ _ABSENT_DEFAULTS: Mapping[str, Any] = {
     "hr_checkpoint_name": "Use same checkpoint",
     "refiner_checkpoint": "None",
     "modules": [],
+    "restore_faces": False,
 }
 
 
@@ -119,6 +120,8 @@ def from_infotext(text: str, find_model: FindModel | None = None) -> dict[str, A
         if key in params:
             with contextlib.suppress(ValueError):
                 out[wname], out[hname] = parse_size(params[key])
+    if "Face restoration" in params:
+        out["restore_faces"], out["face_restoration_model"] = True, params["Face restoration"]
     if "Hires upscale" in params or "Hires resize" in params:
         out["enable_hr"] = True
     if "Masked content" in params and params["Masked content"] in MASKED_CONTENT:

@@ -41,6 +41,10 @@ _FLOATS = frozenset(
         "outpaint_noise",
         "upscaling_resize",
         "extras_upscaler_2_visibility",
+        "gfpgan_visibility",
+        "codeformer_visibility",
+        "codeformer_weight",
+        "code_former_weight",
     }
 )
 Extra = Callable[[Mapping[str, Any]], dict[str, Any]]

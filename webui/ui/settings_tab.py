@@ -28,6 +28,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Stable Diffusion (defaults)": (
         "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "initial_noise_multiplier",
     ),
+    "Face restoration": ("face_restoration", "face_restoration_model", "code_former_weight"),
     "Sampler parameters": (
         "eta_noise_seed_delta", "randn_source", "eta_ddim", "s_churn", "s_tmin", "s_tmax",
         "s_noise",

@@ -137,6 +137,7 @@ def build_txt2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
             f.update(widgets.size_controls(tab))
             f.update(widgets.batch_and_cfg(tab))
             f.update(widgets.seed_controls(tab))
+            f.update(widgets.face_controls(tab))
             f.update(hires_controls(ctx, tab))
             f.update(refiner_controls(ctx, tab))
             with extension_area(tab):

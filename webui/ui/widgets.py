@@ -136,6 +136,19 @@ def batch_and_cfg(tab: str) -> dict[str, Any]:
     return f
 
 
+def face_controls(tab: str) -> dict[str, Any]:
+    """ "Restore faces" (A1111 moved it into Settings in 1.6; here it stays where people look for it).
+    The restorer and CodeFormer's weight are the Settings tab's (Face restoration)."""
+    return {
+        "restore_faces": gr.Checkbox(
+            False,
+            label="Restore faces",
+            info="after each image, with the face restoration model chosen in Settings",
+            elem_id=f"{tab}_restore_faces",
+        )
+    }
+
+
 def seed_controls(tab: str) -> dict[str, Any]:
     """Seed, random and reuse (♻️: the selected image's seed, wired by wire_gallery_select), variation."""
     f: dict[str, Any] = {}

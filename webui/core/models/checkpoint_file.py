@@ -114,9 +114,12 @@ def read_safetensors_header(path: Path) -> dict[str, TensorMeta]:
     return out
 
 
+WRAPPERS = ("state_dict", "params_ema", "params")  # Lightning's, then BasicSR's (GFPGAN, CodeFormer, ESRGAN)
+
+
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    while isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    while isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in WRAPPERS):
+        obj = next(obj[k] for k in WRAPPERS if isinstance(obj.get(k), dict))
     if not isinstance(obj, dict):
         raise CheckpointError(path, f"file holds a {type(obj).__name__}, not a state dict of tensors")
     if obj and all(isinstance(v, dict) for v in obj.values()):

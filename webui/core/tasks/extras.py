@@ -9,6 +9,9 @@ An `ExtrasRequest` holds one or more images and A1111's upscale settings:
   `upscaler_2` makes a second upscale of the same image that is blended in with
   `extras_upscaler_2_visibility` (0: not used).
 - Upscalers are "Lanczos", "Nearest" and whatever extensions register (model upscalers).
+- Then face restoration, as A1111 orders it: GFPGAN blended in with `gfpgan_visibility`, then
+  CodeFormer (its fidelity `codeformer_weight`: 0 strongest, 1 closest to the input) with
+  `codeformer_visibility` (0: not used; see webui.core.faces).
 
 Each output keeps its source's generation parameters (the `parameters` PNG chunk, so PNG Info and
 "reuse" still work on an upscale) and records what was done in a `postprocessing` chunk with A1111's
@@ -26,6 +29,8 @@ from typing import Any, Final
 
 from PIL import Image
 
+from webui.core.faces import CODEFORMER, GFPGAN
+from webui.core.faces.restorers import FaceNet, restore
 from webui.core.outputs.saving import read_infotext, save_image
 from webui.core.sampling.loop import CancelToken
 from webui.core.tasks.hires import IMAGE_UPSCALERS
@@ -39,6 +44,9 @@ MAX_FACTOR: Final = 8.0
 MAX_OUTPUT_SIDE: Final = 8192  # a side of any intermediate or final image
 MAX_IMAGES: Final = 100  # images in one extras job
 POSTPROCESSING_KEY: Final = "postprocessing"
+FACE_FIELDS: Final = {GFPGAN: "gfpgan_visibility", CODEFORMER: "codeformer_visibility"}
+# (restorer, field naming it) -> its network; raises RequestError naming the field when not installed.
+FindFaceNet = Callable[[str, str], FaceNet]
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,9 @@ class ExtrasRequest:
     upscaler_1: str = NONE
     upscaler_2: str = NONE
     extras_upscaler_2_visibility: float = 0.0
+    gfpgan_visibility: float = 0.0
+    codeformer_visibility: float = 0.0
+    codeformer_weight: float = 0.0
     save_images: bool = True
 
     def __post_init__(self) -> None:
@@ -105,7 +116,8 @@ class ExtrasRequest:
                 "resize_mode", f"must be 0 (scale by) or 1 (scale to), got {self.resize_mode!r}"
             )
         _finite("upscaling_resize", self.upscaling_resize, 0.1, MAX_FACTOR)
-        _finite("extras_upscaler_2_visibility", self.extras_upscaler_2_visibility, 0.0, 1.0)
+        for name in ("extras_upscaler_2_visibility", *FACE_FIELDS.values(), "codeformer_weight"):
+            _finite(name, getattr(self, name), 0.0, 1.0)
         for name in ("upscaling_resize_w", "upscaling_resize_h"):
             _int(name, getattr(self, name), 1, MAX_OUTPUT_SIDE)
         for name in ("upscaler_1", "upscaler_2"):
@@ -135,6 +147,11 @@ def check_upscalers(request: ExtrasRequest, available: Mapping[str, Upscale]) ->
         value = getattr(request, name)
         if value != NONE and value not in available:
             raise RequestError(name, f"unknown upscaler {value!r}: valid are {', '.join(valid)}")
+
+
+def face_restorers(request: ExtrasRequest) -> dict[str, str]:
+    """{restorer: its visibility field} for the restorers the request uses, in the order they run."""
+    return {kind: name for kind, name in FACE_FIELDS.items() if getattr(request, name) > 0}
 
 
 def builtin_upscalers() -> dict[str, Upscale]:
@@ -167,10 +184,17 @@ def output_size(request: ExtrasRequest, width: int, height: int) -> tuple[int, i
 
 
 def postprocess_params(request: ExtrasRequest) -> dict[str, object]:
-    """A1111's `Postprocess ...` keys for this request ({} when it upscales nothing)."""
-    if request.upscaler_1 == NONE:
-        return {}
+    """A1111's `Postprocess ...`, `GFPGAN visibility`, `CodeFormer ...` keys for this request ({} when
+    it does nothing)."""
     out: dict[str, object] = {}
+    if request.gfpgan_visibility > 0:
+        out["GFPGAN visibility"] = round(request.gfpgan_visibility, 3)
+    if request.codeformer_visibility > 0:
+        out["CodeFormer visibility"] = round(request.codeformer_visibility, 3)
+        out["CodeFormer weight"] = round(request.codeformer_weight, 3)
+    if request.upscaler_1 == NONE:
+        return out
+    faces, out = out, {}
     if request.resize_mode == SCALE_BY:
         out["Postprocess upscale by"] = request.upscaling_resize
     else:
@@ -182,12 +206,20 @@ def postprocess_params(request: ExtrasRequest) -> dict[str, object]:
     if request.upscaler_2 != NONE and request.extras_upscaler_2_visibility > 0:
         out["Postprocess upscaler 2"] = request.upscaler_2
         out["Postprocess upscaler 2 visibility"] = request.extras_upscaler_2_visibility
-    return out
+    return {**out, **faces}
 
 
 def postprocess_text(request: ExtrasRequest) -> str:
     items = postprocess_params(request).items()
     return ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in items)
+
+
+def restore_faces(request: ExtrasRequest, image: Image.Image, find: FindFaceNet) -> Image.Image:
+    """The faces of one (upscaled) image restored by GFPGAN, then CodeFormer, as the request says."""
+    for kind, name in face_restorers(request).items():
+        weight = request.codeformer_weight if kind == CODEFORMER else 0.5
+        image = restore(image, find(kind, name), weight=weight, visibility=getattr(request, name))
+    return image
 
 
 def upscale(request: ExtrasRequest, image: Image.Image, upscalers: Mapping[str, Upscale]) -> Image.Image:
@@ -225,24 +257,34 @@ def run(
     fmt: str = "png",
     quality: int = 80,
     pnginfo: bool = True,
+    faces: FindFaceNet | None = None,
 ) -> tuple[list[GeneratedImage], bool]:
     """Upscale every image (each written to `folder` first when save_images); (images, interrupted).
     `fmt`, `quality` and `pnginfo` are the saving settings (file format, JPEG/WebP quality, whether the
     parameters are embedded).
 
     A GeneratedImage's `seed` is the image's index in the request (extras have no seeds) and its
-    infotext the source's parameters. When `on_image` is given it receives each image, and the returned
+    infotext the source's parameters. `faces` finds the face restorers' networks (needed when the
+    request restores faces). When `on_image` is given it receives each image, and the returned
     list holds them without their pixels (`image` None), so a long batch never keeps every upscale in
     memory (the job queue's worker has them written to disk by then)."""
     request.validate()
     check_upscalers(request, upscalers)
+    restoring = face_restorers(request)
+    if restoring and faces is None:
+        raise RequestError(next(iter(restoring.values())), "face restoration is not available here")
+    for kind, name in restoring.items():
+        assert faces is not None
+        faces(kind, name)  # loaded (or refused) before the first image
     done: list[GeneratedImage] = []
     n = len(request.images)
-    extra = {POSTPROCESSING_KEY: postprocess_text(request)} if request.upscaler_1 != NONE else {}
+    extra = {POSTPROCESSING_KEY: postprocess_text(request)} if postprocess_params(request) else {}
     for i, source in enumerate(request.images):
         if cancel is not None and cancel.interrupted:
             return done, True
         out = upscale(request, source, upscalers)
+        if faces is not None and restoring:
+            out = restore_faces(request, out, faces)
         if cancel is not None and cancel.take_skip():
             continue  # skip: this image is dropped, the next one goes on
         text = request.source_infotexts[i] if request.source_infotexts else ""
