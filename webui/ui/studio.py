@@ -39,6 +39,9 @@ CSS = """
 .sf-hint { font-size: var(--text-sm); opacity: .85; padding: 2px 4px; }
 .sf-demo-note { border-left: 4px solid var(--color-accent); padding: 4px 12px; font-size: var(--text-sm); }
 #sf_topbar { align-items: end; }
+.sf-preview .image-container, .sf-preview button, .sf-preview .image-frame { max-width: 100%; }
+.sf-preview img { max-width: 100%; max-height: calc(100vh - 120px); width: auto; height: auto;
+  object-fit: contain; }
 .sf-busy button[id$="_generate"] { display: none !important; }
 .sf-busy button[id$="_interrupt"], .sf-busy button[id$="_skip"] { min-height: 44px; font-weight: 600; }
 .gradio-container { max-width: 1600px !important; }
@@ -99,6 +102,23 @@ HEAD = """
     });
     const want = title || BASE;
     if (document.title !== want) document.title = want;
+    showPreview();
+  };
+  // the live preview, when it first shows for a job, is scrolled into sight if it is not (laptop, phone)
+  const showPreview = () => {
+    document.querySelectorAll('[id$="_preview"].sf-preview').forEach((holder) => {
+      const img = holder.querySelector('img');
+      if (holder.offsetParent === null || !img || !img.complete || !img.naturalWidth) {
+        if (holder.offsetParent === null) delete holder.dataset.sfSeen;
+        return;
+      }
+      if (holder.dataset.sfSeen) return;
+      holder.dataset.sfSeen = '1';
+      const box = img.getBoundingClientRect();
+      if (box.top >= 0 && box.bottom <= window.innerHeight) return;
+      const status = document.getElementById(holder.id.replace(/_preview$/, '_status'));
+      (status || holder).scrollIntoView({block: 'start'});
+    });
   };
   let pending = false;
   const soon = () => {
@@ -106,6 +126,9 @@ HEAD = """
   };
   const start = () => new MutationObserver(soon).observe(document.body,
     {childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ['data-busy']});
+  document.addEventListener('load', (e) => {
+    if (e.target.closest && e.target.closest('.sf-preview')) soon();
+  }, true);
   if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
 })();
 </script>
