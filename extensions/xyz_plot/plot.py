@@ -54,6 +54,7 @@ class XYZResult:
     infotext: str
     cells: tuple[GenerationResult | None, ...]  # z-major, then y, then x; None: not run (interrupted)
     interrupted: bool = False
+    cell_labels: tuple[str, ...] = ()  # each cell's axis values ("Steps: 10, CFG Scale: 7"), as cells
 
 
 def xyz_plot(
@@ -112,7 +113,13 @@ def xyz_plot(
         kind = "img2img-grids" if isinstance(request, Img2ImgRequest) else "txt2img-grids"
         folder = image_folder(outputs_dir, kind, datetime.date.today())
         path = save_image(grid, folder, first.seed, first.infotext)
-    return XYZResult(grid, path, first.infotext, tuple(cells), interrupted)
+    cell_labels = tuple(
+        ", ".join(t for t in (label(x.kind, xv), label(y.kind, yv), label(z.kind, zv)) if t)
+        for zv in zs
+        for yv in ys
+        for xv in xs
+    )
+    return XYZResult(grid, path, first.infotext, tuple(cells), interrupted, cell_labels)
 
 
 def _fields() -> tuple[Field, ...]:

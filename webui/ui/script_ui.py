@@ -119,11 +119,18 @@ def result_frame(result: Any) -> Frame:
         cells = (result,)
     count = 0
     warnings: dict[str, None] = {}  # each message once, in order
-    for cell in cells or ():
+    labels = tuple(getattr(result, "cell_labels", ()) or ())  # what each cell changed (X/Y/Z axis values)
+    for at, cell in enumerate(cells or ()):
+        named = labels[at] if at < len(labels) and isinstance(labels[at], str) else ""
         warnings.update(dict.fromkeys(getattr(cell, "warnings", ()) if cell is not None else ()))
         for image in getattr(cell, "images", ()) if cell is not None else ():
             path = getattr(image, "path", None)
-            gallery.append((str(path) if path else image.image, f"seed {image.seed}"))
+            text = (
+                named
+                if f"Seed: {image.seed}" in named
+                else ", ".join(filter(None, (named, f"seed {image.seed}")))
+            )
+            gallery.append((str(path) if path else image.image, text))
             infotexts.append(image.infotext)
             seeds.append(image.seed)
             count += 1
