@@ -22,6 +22,16 @@ DELETE_CACHE = (600, 3600)  # every 10 minutes, delete Gradio cache files older 
 JOB_STORAGE_KEY = "sfumato_job"
 
 CSS = """
+/* WCAG AA (4.5:1) text in both themes: Gradio's subdued grey (slider ends, placeholders, "- or -") and
+   its orange (selected tab, primary buttons' white text) are below it; tests/browser/test_accessibility */
+:root, .gradio-container { --body-text-color-subdued: #6b7280; --input-placeholder-color: #6b7280;
+  --color-accent: #c2410c; --button-primary-background-fill: #c2410c;
+  --button-primary-background-fill-hover: #9a3412; --button-primary-text-color: #ffffff;
+  --button-primary-text-color-hover: #ffffff; }
+.dark, .dark .gradio-container { --body-text-color-subdued: #9ca3af; --input-placeholder-color: #9ca3af;
+  --color-accent: #fb923c; --button-primary-background-fill: #c2410c;
+  --button-primary-background-fill-hover: #9a3412; --button-primary-text-color: #ffffff;
+  --color-grey-500: #a1a1aa; }
 .sf-status { margin: 4px 0; }
 .sf-bar { height: 6px; border-radius: 3px; background: var(--neutral-200); overflow: hidden; }
 .dark .sf-bar { background: var(--neutral-700); }
@@ -197,6 +207,9 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
             history["_load"], None, history["_view"], concurrency_limit=None, api_visibility="private"
         )
 
+        from webui.ui.last_params import wire_last_params
+
+        wire_last_params(ctx, runners)  # a reload keeps each tab's prompt and settings
         ctx.page_load.wire(blocks)
         _wire_reattach(ctx, blocks, runners, job_state, tabs)
     folders = [
