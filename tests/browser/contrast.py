@@ -26,7 +26,10 @@ AUDIT_JS = """
     const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
     return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
   };
-  const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+  const ratio = (a, b) => {
+    const x = lum(a), y = lum(b);
+    return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05);
+  };
   const background = (el) => {
     const layers = [];
     for (let e = el; e; e = e.parentElement) {
@@ -51,7 +54,8 @@ AUDIT_JS = """
     const s = getComputedStyle(el);
     return r.width > 0 && r.height > 0 && s.visibility !== 'hidden' && el.offsetParent !== null;
   };
-  const describe = (el) => (el.id ? '#' + el.id : el.tagName.toLowerCase() + '.' + [...el.classList].join('.'))
+  const describe = (el) =>
+    (el.id ? '#' + el.id : el.tagName.toLowerCase() + '.' + [...el.classList].join('.'))
     + ' in ' + ((el.closest('[id]') || {}).id || '?');
   const out = [];
   const check = (el, colour, text, what) => {
@@ -60,8 +64,9 @@ AUDIT_JS = """
     const bg = background(el);
     const fg = over({...fg0, a: fg0.a * opacity(el)}, bg);
     const r = ratio(fg, bg);
-    if (r < %AA%) out.push({what, text: text.slice(0, 40), where: describe(el), ratio: Math.round(r * 100) / 100,
-      fg: colour, bg: `rgb(${Math.round(bg.r)}, ${Math.round(bg.g)}, ${Math.round(bg.b)})`});
+    if (r < %AA%) out.push({what, text: text.slice(0, 40), where: describe(el),
+      ratio: Math.round(r * 100) / 100, fg: colour,
+      bg: `rgb(${Math.round(bg.r)}, ${Math.round(bg.g)}, ${Math.round(bg.b)})`});
   };
   const area = document.querySelector(root) || document.body;
   for (const el of area.querySelectorAll('*')) {

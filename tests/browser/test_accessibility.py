@@ -33,6 +33,6 @@ def test_main_tabs_text_meets_wcag_aa_contrast(studio: RunningStudio, browser: A
             failures.append(
                 f"{tab}: {f['what']} {f['text']!r} at {f['where']}: {f['ratio']} ({f['fg']} on {f['bg']})"
             )
-    # the pieces the issue measured are in the audit: a slider's label, a placeholder, the selected tab, Generate
+    # the audit covers what the issue measured: slider labels, placeholders, the selected tab, Generate
     assert not sorted(set(failures)), "\n".join(sorted(set(failures)))
     page.context.close()
