@@ -49,6 +49,7 @@ CSS = """
 .sf-hint { font-size: var(--text-sm); opacity: .85; padding: 2px 4px; }
 .sf-demo-note { border-left: 4px solid var(--color-accent); padding: 4px 12px; font-size: var(--text-sm); }
 #sf_topbar { align-items: end; }
+[role=listbox].sf-closed { display: none !important; }
 .sf-preview .image-container, .sf-preview button, .sf-preview .image-frame { max-width: 100%; }
 .sf-preview img { max-width: 100%; max-height: calc(100vh - 120px); width: auto; height: auto;
   object-fit: contain; }
@@ -72,6 +73,14 @@ HEAD = """
     }
     return null;
   };
+  // when the focus moves on (Tab), a dropdown left behind hides its list (Gradio leaves it open); the
+  // list shows again when its own input has the focus
+  document.addEventListener('focusin', (e) => {
+    document.querySelectorAll('[role=listbox]').forEach((list) => {
+      const input = list.id && document.querySelector(`[aria-controls="${CSS.escape(list.id)}"]`);
+      if (input) list.classList.toggle('sf-closed', input !== e.target);
+    });
+  });
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
       const box = e.target.closest && e.target.closest('[id$="_prompt"], [id$="_neg_prompt"]');
@@ -95,8 +104,16 @@ HEAD = """
       if (label) { button.setAttribute('aria-label', label); button.title = label; }
     }
   };
+  // a slider is one Tab stop, its number box (the box takes typed values and arrow keys); the range
+  // and its reset button stay usable with the mouse
+  const oneStop = () => {
+    const extra = 'input[type=range][data-testid="range-input"], button[data-testid="reset-button"]';
+    document.querySelectorAll(extra)
+      .forEach((el) => { if (el.tabIndex !== -1) el.tabIndex = -1; });
+  };
   const update = () => {
     name();
+    oneStop();
     let title = null;
     document.querySelectorAll('[id$="_status"]').forEach((holder) => {
       const tab = holder.id.replace(/_status$/, '');
