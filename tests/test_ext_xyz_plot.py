@@ -115,6 +115,8 @@ def test_grid_of_real_images_with_labels_and_infotext(host: PluginHost, engine: 
     assert (grid < 128).any(axis=2).sum() > 0
     # the cell (x=3 steps, y=green, z=cfg 7) is exactly the image of that single run
     cell = result.cells[1 * 4 + 1 * 2 + 1]
+    assert result.captions[1 * 4 + 1 * 2 + 1] == "Steps: 3, green, CFG Scale: 7"  # the gallery's caption
+    assert len(result.captions) == len(result.cells) == 8
     direct = engine.run(
         Txt2ImgRequest(
             **{**BASE, "seed": runs[0].seed, "steps": 3, "prompt": "a green apple", "cfg_scale": 7.0}

@@ -152,6 +152,10 @@ def test_a_script_result_fills_the_gallery_grid_first(tmp_path: Path) -> None:
     assert frame.infotexts == ["p\nSeed: 1", "p\nSeed: 1", "p\nSeed: 2"]
     assert frame.seeds == [1, 1, 2]
     assert "grid and 2 images" in frame.status
+    assert [g[1] for g in frame.gallery[1:]] == ["seed 1", "seed 2"]
+    Plot.captions = ("Steps: 10, CFG Scale: 7", "Steps: 20, CFG Scale: 7")  # type: ignore[attr-defined]
+    captions = [g[1] for g in result_frame(Plot()).gallery[1:]]  # type: ignore[index]
+    assert captions == ["Steps: 10, CFG Scale: 7 (seed 1)", "Steps: 20, CFG Scale: 7 (seed 2)"]
 
 
 def test_extensions_panel_lists_errors_and_persists_enable_state(data: Path) -> None:

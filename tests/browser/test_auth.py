@@ -43,10 +43,16 @@ def test_login_page_then_generate_as_that_user(locked: RunningStudio, browser: A
     page = context.new_page()
     page.dialogs = []
     page.goto(locked.url)
+    login_bg = page.evaluate("getComputedStyle(document.querySelector('#login')).backgroundColor")
     page.fill("#username", "ann")
     page.fill("#password", "s3cret")
     page.click("#login")
     page.wait_for_selector("#txt2img_generate", timeout=60_000)
+    # the login page looked like the studio: its button is the studio's Generate orange (AA with white)
+    generate_bg = page.evaluate(
+        "getComputedStyle(document.querySelector('#txt2img_generate')).backgroundColor"
+    )
+    assert login_bg == generate_bg == "rgb(194, 65, 12)", (login_bg, generate_bg)
     cookie = next(c for c in context.cookies() if c["name"] == "sfumato_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     page.fill("#txt2img_prompt textarea", "ann's apple")

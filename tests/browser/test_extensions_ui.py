@@ -180,6 +180,12 @@ def test_xyz_plot_over_two_seeds_shows_the_grid_and_runs_each_cell_as_a_job(
     status = generate(page, "txt2img", timeout=180)
     assert status.startswith("Done") and "grid and 2 images" in status, status
     page.wait_for_function("document.querySelectorAll('#txt2img_gallery img').length >= 3")
+    # each cell's caption names its axis value (not only the seed)
+    page.wait_for_function(
+        "() => ['Seed: 11', 'Seed: 12'].every("
+        "t => document.querySelector('#txt2img_gallery').innerText.includes(t))",
+        timeout=10_000,
+    )
     cells = [j for j in _latest(studio, 100) if j.id not in before]
     assert sorted(j.images[0].seed for j in cells) == [11, 12]
     assert all(j.owner.startswith("browser-") and j.state.value == "done" for j in cells)

@@ -4,6 +4,7 @@ models search; settings save."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,15 @@ def test_img2img_generates_from_an_uploaded_image(
     assert Path(job.images[0].path).is_file() and "Denoising strength: 0.75" in job.images[0].infotext
 
 
+def _pixel(page: Any, x: float, y: float) -> tuple[int, int, int]:
+    """The colour on screen at (x, y)."""
+    import io
+
+    shot = page.screenshot(clip={"x": x - 1, "y": y - 1, "width": 3, "height": 3})
+    with Image.open(io.BytesIO(shot)) as im:
+        return tuple(im.convert("RGB").getpixel((1, 1)))  # type: ignore[return-value]
+
+
 def test_inpaint_generates_with_a_painted_mask(studio: RunningStudio, browser: Any, tmp_path: Path) -> None:
     init = tmp_path / "inpaint.png"
     Image.new("RGB", (64, 64), (30, 30, 200)).save(init)
@@ -139,11 +149,17 @@ def test_inpaint_generates_with_a_painted_mask(studio: RunningStudio, browser: A
     box = canvas.bounding_box()
     assert box is not None
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    assert _pixel(page, cx, cy) == pytest.approx((30, 30, 200), abs=12)  # the picture
     page.mouse.move(cx - 10, cy)
     page.mouse.down()
     page.mouse.move(cx + 10, cy, steps=8)
     page.mouse.up()
-    page.wait_for_timeout(500)
+    # the stroke is drawn see-through: lighter than the picture, yet the picture's blue shows under it
+    deadline = time.monotonic() + 10
+    while (seen := _pixel(page, cx, cy))[0] < 60 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    r, g, b = seen
+    assert 60 <= r <= 220 and b - r >= 40, seen
     page.fill("#inpaint_prompt textarea", "a patch")
     for elem, value in (("inpaint_steps", 3), ("inpaint_width", 64), ("inpaint_height", 64)):
         set_number(page, elem, value)

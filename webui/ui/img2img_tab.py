@@ -25,6 +25,8 @@ RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resiz
 MASKED_CONTENT = ["fill", "original", "latent noise", "latent nothing"]
 INPAINT_AREAS = ["Whole picture", "Only masked"]
 MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
+# the painted mask shows the picture through it; any stroke, however faint, is in the mask (its alpha > 0)
+MASK_COLOUR, MASK_OPACITY = "#ffffff", 0.5
 
 
 def mask_from_editor(value: Any) -> Any | None:
@@ -187,10 +189,10 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
     with gr.Row(elem_classes="sf-main-row"):
         with gr.Column(scale=1, min_width=200):
             f["_editor"] = gr.ImageEditor(
-                label="Paint the area to change (white brush); eraser and clear in the toolbar",
+                label="Paint the area to change (see-through white brush); eraser and clear in the toolbar",
                 type="numpy", image_mode="RGBA", sources=["upload", "clipboard"], elem_id="inpaint_editor",
                 layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
-                brush=gr.Brush(default_size=20, colors=["#ffffff"], color_mode="fixed"),
+                brush=gr.Brush(default_size=20, colors=[(MASK_COLOUR, MASK_OPACITY)], color_mode="fixed"),
                 eraser=gr.Eraser(default_size=20), transforms=(), height=420,
             )  # fmt: skip
             with gr.Accordion("Mask upload (instead of painting)", open=False):

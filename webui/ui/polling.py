@@ -53,10 +53,13 @@ def status_text(info: Any, now: float | None = None) -> str:
         parts = []
         if p.batches > 1:
             parts.append(f"batch {p.batch}/{p.batches}")
-        parts.append(f"step {p.step}/{p.steps}")
+        first = first_pass_steps(info)
+        hires = first is not None and p.step > first
+        step, steps = (p.step - first, p.steps - first) if first is not None and hires else (p.step, p.steps)
+        parts.append(f"step {step}/{steps}")
         if p.eta is not None:
             parts.append(f"ETA {_duration(p.eta)}")
-        return "Generating: " + ", ".join(parts)
+        return ("Hires pass: " if hires else "Generating: ") + ", ".join(parts)
     took = f" in {_duration(info.finished - info.started)}" if info.finished and info.started else ""
     count = len(info.images)
     images = f"{count} image{'s' if count != 1 else ''}"
@@ -65,6 +68,16 @@ def status_text(info: Any, now: float | None = None) -> str:
     if state == "cancelled":
         return f"Interrupted{took}: {images} kept"
     return f"Failed: {info.error or 'unknown error'}"
+
+
+def first_pass_steps(info: Any) -> int | None:
+    """A hires-fix job's first-pass steps (its progress counts both passes' steps in one run, the
+    second pass's after these: webui.core.tasks.txt2img_batch); None for a job without a second pass."""
+    request = getattr(info, "request", None) or {}
+    steps = request.get("steps")
+    if request.get("enable_hr") is not True or not isinstance(steps, int) or info.progress.steps <= steps:
+        return None
+    return steps
 
 
 def status_html(text: str, fraction: float = 0.0, kind: str = "info", busy: bool = False) -> str:
@@ -111,12 +124,41 @@ def gallery_items(info: Any) -> list[tuple[str, str]]:
     return [(img.path, caption(info, img)) for img in info.images]
 
 
-def decode_preview(data: bytes) -> Any:
+def decode_preview(data: bytes, width: int | None = None) -> Any:
+    """The preview picture; with `width`, scaled (smoothly, aspect kept) to the output's width, so the
+    tab draws it at the size the finished image will have, not as a thumbnail."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
         im.load()
-        return im.copy()
+        picture = im.copy()
+    if width and width > 0 and picture.width and picture.width != width:
+        height = max(1, round(picture.height * width / picture.width))
+        picture = picture.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    return picture
+
+
+def output_width(info: Any) -> int | None:
+    """How wide the job's finished pictures will be (the hires target's width with hires fix)."""
+    request = getattr(info, "request", None) or {}
+    try:
+        width = int(request["width"])
+        rx, ry = int(request.get("hr_resize_x", 0) or 0), int(request.get("hr_resize_y", 0) or 0)
+        if request.get("enable_hr") is True and rx > 0 and ry > 0:
+            width = rx  # both sides given: cropped to exactly that size
+        elif request.get("enable_hr") is True:
+            from webui.core.sizes import hires_target
+
+            width = hires_target(
+                width,
+                int(request["height"]),
+                float(request.get("hr_scale", 2.0)),
+                rx,
+                ry,
+            ).upscale_to_x
+        return width if width > 0 else None
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def follow(
@@ -138,7 +180,7 @@ def follow(
         preview = None
         if preview_bytes is not None and preview_bytes is not last_preview and not info.state.finished:
             last_preview = preview_bytes
-            preview = decode_preview(preview_bytes)
+            preview = decode_preview(preview_bytes, output_width(info))
         gallery = infotexts = seeds = None
         if len(info.images) != shown_images or info.state.finished:
             shown_images = len(info.images)

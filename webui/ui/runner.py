@@ -131,15 +131,19 @@ RESULT_OUTPUTS = 8  # how many components frame_outputs fills (TabRunner.result_
 
 def frame_outputs(frame: Frame) -> tuple[Any, ...]:
     """(status, preview, gallery, info, infotexts, seeds, warnings, selected) for a tab's results column;
-    a new gallery selects its first image."""
+    a new gallery selects its first image. While a job draws its live preview, the preview takes the
+    gallery's place (at the output's size); the gallery comes back with the finished images."""
     skip = gr.skip()
+    images = {} if frame.gallery is None else {"value": frame.gallery}
     if frame.done:
         preview: Any = gr.update(value=None, visible=False)
+        gallery: Any = gr.update(**images, visible=True)
     elif frame.preview is not None:
         preview = gr.update(value=frame.preview, visible=True)
+        gallery = gr.update(**images, visible=False)
     else:
         preview = skip
-    gallery = frame.gallery if frame.gallery is not None else skip
+        gallery = frame.gallery if frame.gallery is not None else skip
     info = (frame.infotexts[0] if frame.infotexts else "") if frame.infotexts is not None else skip
     infotexts = frame.infotexts if frame.infotexts is not None else skip
     seeds = frame.seeds if frame.seeds is not None else skip
@@ -156,7 +160,7 @@ def error_outputs(message: str) -> tuple[Any, ...]:
     skip = gr.skip()
     hidden = gr.update(value="", visible=False)
     error = status_html(message, 0.0, "error")
-    return error, gr.update(visible=False), skip, skip, skip, skip, hidden, skip
+    return error, gr.update(visible=False), gr.update(visible=True), skip, skip, skip, hidden, skip
 
 
 class TabRunner:

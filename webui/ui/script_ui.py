@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 
 from webui.ui.extension_sections import _slug, host_of, render_field
-from webui.ui.polling import POLL_SECONDS, Frame, decode_preview, status_html, status_text
+from webui.ui.polling import POLL_SECONDS, Frame, decode_preview, output_width, status_html, status_text
 
 NONE = "None"
 SCRIPT_KEY = "_script"
@@ -177,7 +177,7 @@ def run_script(
         text = f"{spec.name}: image {len(recording.ids)}: {status_text(info)}"
         data = queue.latest_preview(job_id)
         fresh = data is not None and data is not last and not info.state.finished
-        preview = decode_preview(data) if fresh and data is not None else None
+        preview = decode_preview(data, output_width(info)) if fresh and data is not None else None
         last = data if fresh else last
         frame = Frame(status_html(text, info.progress.fraction, busy=True), preview)
         yield frame, (job_id if job_id != shown else None)

@@ -19,7 +19,7 @@ import gradio as gr
 from webui.ui import params
 from webui.ui.extension_sections import PREFIX as EXT_PREFIX
 from webui.ui.extension_sections import host_of, infotext_values
-from webui.ui.img2img_tab import INPAINT_AREAS, MASKED_CONTENT, RESIZE_MODES
+from webui.ui.img2img_tab import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES
 from webui.ui.widgets import clamp_for, selected_index
 
 # what "Send to img2img / inpaint" carries with the picture (request field names)
@@ -33,7 +33,7 @@ def tab_field_names(fields: Mapping[str, Any]) -> list[str]:
     return [n for n in fields if not n.startswith("_") or n.startswith(EXT_PREFIX)]
 
 
-def _ui_value(name: str, value: Any, component: Any) -> Any:
+def ui_value(name: str, value: Any, component: Any) -> Any:
     """The value as the control shows it, or gr.skip() when it cannot take it."""
     choices = getattr(component, "choices", None)
     if name == "inpainting_fill":
@@ -42,6 +42,8 @@ def _ui_value(name: str, value: Any, component: Any) -> Any:
             if isinstance(value, int) and 0 <= value < len(MASKED_CONTENT)
             else gr.skip()
         )
+    if name == "inpainting_mask_invert":
+        return MASK_MODES[value] if isinstance(value, int) and 0 <= value < len(MASK_MODES) else gr.skip()
     if name == "inpaint_full_res":
         return INPAINT_AREAS[1 if value else 0]
     if name == "resize_mode":
@@ -61,7 +63,7 @@ def _ui_value(name: str, value: Any, component: Any) -> Any:
 def field_updates(fields: Mapping[str, Any], values: Mapping[str, Any]) -> list[Any]:
     out: list[Any] = []
     for name in tab_field_names(fields):
-        out.append(_ui_value(name, values[name], fields[name]) if name in values else gr.skip())
+        out.append(ui_value(name, values[name], fields[name]) if name in values else gr.skip())
     return out
 
 
@@ -82,7 +84,7 @@ def carried_updates(
     """One update per name in `names`: the value the selected image's infotext gives it, or unchanged."""
     at = selected_index(infotexts, index)
     values = params.from_infotext(infotexts[at]) if infotexts and at is not None and infotexts[at] else {}
-    return [_ui_value(n, values[n], fields[n]) if n in values else gr.skip() for n in names]
+    return [ui_value(n, values[n], fields[n]) if n in values else gr.skip() for n in names]
 
 
 def editor_value(path: str | None) -> Any:

@@ -22,6 +22,16 @@ DELETE_CACHE = (600, 3600)  # every 10 minutes, delete Gradio cache files older 
 JOB_STORAGE_KEY = "sfumato_job"
 
 CSS = """
+/* WCAG AA (4.5:1) text in both themes: Gradio's subdued grey (slider ends, placeholders, "- or -") and
+   its orange (selected tab, primary buttons' white text) are below it; tests/browser/test_accessibility */
+:root, .gradio-container { --body-text-color-subdued: #6b7280; --input-placeholder-color: #6b7280;
+  --color-accent: #c2410c; --button-primary-background-fill: #c2410c;
+  --button-primary-background-fill-hover: #9a3412; --button-primary-text-color: #ffffff;
+  --button-primary-text-color-hover: #ffffff; }
+.dark, .dark .gradio-container { --body-text-color-subdued: #9ca3af; --input-placeholder-color: #9ca3af;
+  --color-accent: #fb923c; --button-primary-background-fill: #c2410c;
+  --button-primary-background-fill-hover: #9a3412; --button-primary-text-color: #ffffff;
+  --color-grey-500: #a1a1aa; }
 .sf-status { margin: 4px 0; }
 .sf-bar { height: 6px; border-radius: 3px; background: var(--neutral-200); overflow: hidden; }
 .dark .sf-bar { background: var(--neutral-700); }
@@ -39,6 +49,10 @@ CSS = """
 .sf-hint { font-size: var(--text-sm); opacity: .85; padding: 2px 4px; }
 .sf-demo-note { border-left: 4px solid var(--color-accent); padding: 4px 12px; font-size: var(--text-sm); }
 #sf_topbar { align-items: end; }
+[role=listbox].sf-closed { display: none !important; }
+.sf-preview .image-container, .sf-preview button, .sf-preview .image-frame { max-width: 100%; }
+.sf-preview img { max-width: 100%; max-height: calc(100vh - 120px); width: auto; height: auto;
+  object-fit: contain; }
 .sf-busy button[id$="_generate"] { display: none !important; }
 .sf-busy button[id$="_interrupt"], .sf-busy button[id$="_skip"] { min-height: 44px; font-weight: 600; }
 .gradio-container { max-width: 1600px !important; }
@@ -59,6 +73,14 @@ HEAD = """
     }
     return null;
   };
+  // when the focus moves on (Tab), a dropdown left behind hides its list (Gradio leaves it open); the
+  // list shows again when its own input has the focus
+  document.addEventListener('focusin', (e) => {
+    document.querySelectorAll('[role=listbox]').forEach((list) => {
+      const input = list.id && document.querySelector(`[aria-controls="${CSS.escape(list.id)}"]`);
+      if (input) list.classList.toggle('sf-closed', input !== e.target);
+    });
+  });
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
       const box = e.target.closest && e.target.closest('[id$="_prompt"], [id$="_neg_prompt"]');
@@ -82,8 +104,16 @@ HEAD = """
       if (label) { button.setAttribute('aria-label', label); button.title = label; }
     }
   };
+  // a slider is one Tab stop, its number box (the box takes typed values and arrow keys); the range
+  // and its reset button stay usable with the mouse
+  const oneStop = () => {
+    const extra = 'input[type=range][data-testid="range-input"], button[data-testid="reset-button"]';
+    document.querySelectorAll(extra)
+      .forEach((el) => { if (el.tabIndex !== -1) el.tabIndex = -1; });
+  };
   const update = () => {
     name();
+    oneStop();
     let title = null;
     document.querySelectorAll('[id$="_status"]').forEach((holder) => {
       const tab = holder.id.replace(/_status$/, '');
@@ -99,6 +129,23 @@ HEAD = """
     });
     const want = title || BASE;
     if (document.title !== want) document.title = want;
+    showPreview();
+  };
+  // the live preview, when it first shows for a job, is scrolled into sight if it is not (laptop, phone)
+  const showPreview = () => {
+    document.querySelectorAll('[id$="_preview"].sf-preview').forEach((holder) => {
+      const img = holder.querySelector('img');
+      if (holder.offsetParent === null || !img || !img.complete || !img.naturalWidth) {
+        if (holder.offsetParent === null) delete holder.dataset.sfSeen;
+        return;
+      }
+      if (holder.dataset.sfSeen) return;
+      holder.dataset.sfSeen = '1';
+      const box = img.getBoundingClientRect();
+      if (box.top >= 0 && box.bottom <= window.innerHeight) return;
+      const status = document.getElementById(holder.id.replace(/_preview$/, '_status'));
+      (status || holder).scrollIntoView({block: 'start'});
+    });
   };
   let pending = false;
   const soon = () => {
@@ -106,6 +153,9 @@ HEAD = """
   };
   const start = () => new MutationObserver(soon).observe(document.body,
     {childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ['data-busy']});
+  document.addEventListener('load', (e) => {
+    if (e.target.closest && e.target.closest('.sf-preview')) soon();
+  }, true);
   if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
 })();
 </script>
@@ -182,6 +232,9 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
             concurrency_limit=None, api_visibility="private",
         )  # fmt: skip
 
+        from webui.ui.last_params import wire_last_params
+
+        wire_last_params(ctx, runners)  # a reload keeps each tab's prompt and settings
         ctx.page_load.wire(blocks)
         _wire_reattach(ctx, blocks, runners, job_state, tabs)
     folders = [

@@ -43,7 +43,9 @@ def hires_controls(ctx: StudioContext, tab: str) -> dict[str, Any]:
                 min_width=160,
                 elem_id=f"{tab}_hr_upscaler",
             )
-            f["hr_second_pass_steps"] = gr.Slider(0, 150, value=0, step=1, label="Hires steps", min_width=160)
+            f["hr_second_pass_steps"] = gr.Slider(
+                0, 150, value=0, step=1, label="Hires steps", min_width=160, elem_id=f"{tab}_hr_steps"
+            )
             f["denoising_strength"] = gr.Slider(
                 0, 1, value=0.7, step=0.01, label="Denoising strength", min_width=160
             )

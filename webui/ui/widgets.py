@@ -184,7 +184,9 @@ def seed_controls(tab: str) -> dict[str, Any]:
 
 
 def results_column(tab: str) -> dict[str, Any]:
-    """Status (progress bar, queue position, ETA), live preview, gallery, infotext and send-to buttons."""
+    """Status (progress bar, queue position, ETA), live preview, gallery, infotext and send-to buttons.
+    The live preview shows in the gallery's place while a job runs (runner.frame_outputs), drawn at the
+    output's size (polling.decode_preview) and no larger than the column and the screen (CSS)."""
     f: dict[str, Any] = {}
     f["_status"] = gr.HTML("", elem_id=f"{tab}_status", padding=False)
     f["_preview"] = gr.Image(
@@ -192,8 +194,10 @@ def results_column(tab: str) -> dict[str, Any]:
         interactive=False,
         visible=False,
         elem_id=f"{tab}_preview",
-        height=256,
+        elem_classes="sf-preview",
         type="pil",
+        format="jpeg",
+        buttons=[],
     )
     f["_gallery"] = gr.Gallery(
         label="Output", elem_id=f"{tab}_gallery", columns=3, height="auto", object_fit="contain",
