@@ -32,6 +32,7 @@ V_YAML = {"model": {"params": {"parameterization": "v"}}}
 TEXT: dict[str, dict[str, tuple[str, str]]] = {
     "sd1": {"text_encoder": (SD1_TE, "clip")},
     "sd1-inpaint": {"text_encoder": (SD1_TE, "clip")},
+    "sd1-edit": {"text_encoder": (SD1_TE, "clip")},
     "sd2": {"text_encoder": (SD2_TE, "openclip+1")},
     "sd2-v": {"text_encoder": (SD2_TE, "openclip+1")},
     "sdxl": {"text_encoder": (SDXL_TE1, "clip"), "text_encoder_2": (SDXL_TE2, "openclip")},
