@@ -28,7 +28,10 @@ def test_main_tabs_text_meets_wcag_aa_contrast(studio: RunningStudio, browser: A
             ".some(b => b.getAttribute('aria-selected') === 'true' && b.innerText.trim() === t)",
             arg=tab,
         )
-        page.wait_for_timeout(300)  # the tab's content is drawn
+        page.wait_for_function(  # the tab's content is drawn: its panel is visible and has labels
+            "() => [...document.querySelectorAll('[role=tabpanel]')]"
+            ".some(p => p.offsetParent !== null && p.querySelector('label'))"
+        )
         for f in page.evaluate(AUDIT_JS, ".gradio-container"):
             failures.append(
                 f"{tab}: {f['what']} {f['text']!r} at {f['where']}: {f['ratio']} ({f['fg']} on {f['bg']})"

@@ -109,7 +109,7 @@ def _upload_init(page: Any, selector: str, path: Path, tab: str) -> None:
         except Exception:
             if attempt == 2:
                 raise
-    page.wait_for_timeout(300)
+    wait_value(page, f"#{tab}_height", "64", exact=True, timeout=10)  # both sizes followed the picture
 
 
 def test_img2img_generates_from_an_uploaded_image(

@@ -42,6 +42,7 @@ from webui.api import (
 )
 from webui.api.accounts import Accounts
 from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
+from webui.api.disconnects import DisconnectMiddleware
 from webui.api.file_access import FileAccessMiddleware
 from webui.api.framing import FrameGuardMiddleware
 from webui.api.gradio_sessions import SessionBindingMiddleware
@@ -244,7 +245,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
             allowed_origins=opts.cors_origins,
         )
     app.add_middleware(HostCheckMiddleware, policy=HostPolicy(opts.allowed_hosts, bind_host=opts.bind_host))
-    app.add_middleware(FrameGuardMiddleware)  # outermost: every answer, refusals included
+    app.add_middleware(FrameGuardMiddleware)  # every answer, refusals included
+    app.add_middleware(DisconnectMiddleware)  # outermost: a client gone mid-request is one log line
     return app
 
 
