@@ -182,33 +182,9 @@ def build_gallery(ctx: StudioContext) -> dict[str, Any]:
 
 def wire_gallery_actions(ctx: StudioContext, f: dict[str, Any], runners: dict[str, Any], tabs: Any) -> None:
     """Reuse parameters (in txt2img), send to img2img / inpaint / extras, as History does."""
-    from webui.ui import params
-    from webui.ui.pnginfo_tab import find_model_for
-    from webui.ui.sendto import editor_value, field_updates, tab_field_names
+    from webui.ui.sendto import wire_result_actions
 
-    quiet: dict[str, Any] = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
-    find_model = find_model_for(ctx)
-    txt = runners["txt2img"].fields
-    names = tab_field_names(txt)
+    def path_of(items: list[Any], index: int) -> str | None:
+        return str(items[index][1]) if 0 <= index < len(items) else None
 
-    def reuse(info: str) -> list[Any]:
-        if not info:
-            return [gr.skip()] * (len(names) + 1)
-        return [*field_updates(txt, params.from_infotext(info, find_model)), gr.update(selected="txt2img")]
-
-    f["_reuse"].click(reuse, f["_info"], [*(txt[n] for n in names), tabs], **quiet)
-    targets = {
-        "img2img": runners["img2img"].fields["_init_image"],
-        "inpaint": runners["inpaint"].fields["_editor"],
-    }
-    if "extras" in runners:
-        targets["extras"] = runners["extras"].fields["_image"]
-    for target, component in targets.items():
-
-        def send(items: list[Any], index: int, target: str = target) -> list[Any]:
-            if not 0 <= index < len(items):
-                return [gr.skip(), gr.skip()]
-            path = items[index][1]
-            return [editor_value(path) if target == "inpaint" else path, gr.update(selected=target)]
-
-        f[f"_to_{target}"].click(send, [f["_items"], f["_selected"]], [component, tabs], **quiet)
+    wire_result_actions(ctx, f, runners, tabs, [f["_items"], f["_selected"]], path_of)

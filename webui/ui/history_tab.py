@@ -142,35 +142,8 @@ def build_history(ctx: StudioContext) -> dict[str, Any]:
 
 def wire_history_actions(ctx: StudioContext, f: dict[str, Any], runners: dict[str, Any], tabs: Any) -> None:
     """Reuse parameters (in txt2img), send to img2img / inpaint / extras: as from a generation tab."""
-    from webui.ui import params
-    from webui.ui.pnginfo_tab import find_model_for
-    from webui.ui.sendto import _image_from_gallery, editor_value, field_updates, tab_field_names
+    from webui.ui.sendto import _image_from_gallery, wire_result_actions
     from webui.ui.widgets import wire_gallery_select
 
-    quiet: dict[str, Any] = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
     wire_gallery_select(f)
-    find_model = find_model_for(ctx)
-    txt = runners["txt2img"].fields
-    names = tab_field_names(txt)
-
-    def reuse(info: str) -> list[Any]:
-        if not info:
-            return [gr.skip()] * (len(names) + 1)
-        return [*field_updates(txt, params.from_infotext(info, find_model)), gr.update(selected="txt2img")]
-
-    f["_reuse"].click(reuse, f["_info"], [*(txt[n] for n in names), tabs], **quiet)
-    targets = {
-        "img2img": runners["img2img"].fields["_init_image"],
-        "inpaint": runners["inpaint"].fields["_editor"],
-    }
-    if "extras" in runners:
-        targets["extras"] = runners["extras"].fields["_image"]
-    for target, component in targets.items():
-
-        def send(gallery: Any, index: int, target: str = target) -> list[Any]:
-            path = _image_from_gallery(gallery, index)
-            if path is None:
-                return [gr.skip(), gr.skip()]
-            return [editor_value(path) if target == "inpaint" else path, gr.update(selected=target)]
-
-        f[f"_to_{target}"].click(send, [f["_gallery"], f["_selected"]], [component, tabs], **quiet)
+    wire_result_actions(ctx, f, runners, tabs, [f["_gallery"], f["_selected"]], _image_from_gallery)

@@ -91,6 +91,46 @@ def editor_value(path: str | None) -> Any:
     return {"background": path, "layers": [], "composite": path} if path else gr.skip()
 
 
+def wire_result_actions(
+    ctx: Any,
+    f: Mapping[str, Any],
+    runners: Mapping[str, Any],
+    tabs: Any,
+    picked: list[Any],
+    path_of: Any,
+) -> None:
+    """A results list's Reuse parameters (its `_info` into txt2img) and Send to img2img / inpaint /
+    extras buttons (`_reuse`, `_to_<tab>`): `path_of(*values of picked)` is the chosen image's file."""
+    from webui.ui.pnginfo_tab import find_model_for
+
+    quiet: dict[str, Any] = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
+    find_model = find_model_for(ctx)
+    txt = runners["txt2img"].fields
+    names = tab_field_names(txt)
+
+    def reuse(info: str) -> list[Any]:
+        if not info:
+            return [gr.skip()] * (len(names) + 1)
+        return [*field_updates(txt, params.from_infotext(info, find_model)), gr.update(selected="txt2img")]
+
+    f["_reuse"].click(reuse, f["_info"], [*(txt[n] for n in names), tabs], **quiet)
+    targets = {
+        "img2img": runners["img2img"].fields["_init_image"],
+        "inpaint": runners["inpaint"].fields["_editor"],
+    }
+    if "extras" in runners:
+        targets["extras"] = runners["extras"].fields["_image"]
+    for target, component in targets.items():
+
+        def send(*values: Any, target: str = target) -> list[Any]:
+            path = path_of(*values)
+            if path is None:
+                return [gr.skip(), gr.skip()]
+            return [editor_value(path) if target == "inpaint" else path, gr.update(selected=target)]
+
+        f[f"_to_{target}"].click(send, picked, [component, tabs], **quiet)
+
+
 def wire_sendto(ctx: Any, runners: Mapping[str, Any], tabs: Any, pnginfo: Mapping[str, Any] | None) -> None:
     """Gallery buttons of each generation tab, and PNG Info's buttons."""
     from webui.ui.pnginfo_tab import find_model_for
