@@ -95,7 +95,7 @@ def main() -> int:
         ckpts.mkdir(parents=True)
         (data / "models" / "VAE").mkdir()
         for arch in ("sd1", "sd1-inpaint"):
-            save_single_file(build_tiny(arch, seed=0), ckpts / f"tiny-{arch}.safetensors")
+            save_single_file(build_tiny(arch, seed=0), ckpts / f"tiny-{arch.replace('-', '_')}.safetensors")
         _loras_and_extensions(data, build_tiny("sd1", seed=0))
         init = tmp / "init.png"
         Image.radial_gradient("L").resize((64, 64)).convert("RGB").save(init)
@@ -137,12 +137,17 @@ def main() -> int:
                 ("Models", "models"),
                 ("Settings", "settings"),
                 ("History", "history"),
+                ("Gallery", "gallery"),
             ):
                 page.click(f"button[role=tab]:has-text('{tab}')")
                 page.wait_for_timeout(600)
                 if name == "pnginfo":
                     page.set_input_files("#pnginfo_image input[type=file]", image)
                     page.wait_for_timeout(1200)
+                if name == "gallery":
+                    page.wait_for_selector("#gallery_images img")
+                    page.locator("#gallery_images img").first.click()
+                    page.wait_for_timeout(800)
                 page.screenshot(path=str(out / f"{name}.png"), full_page=True)
             _new_parts(page, out)
             phone = open_studio(browser, srv.url, viewport={"width": 390, "height": 844}, is_mobile=True)
