@@ -110,14 +110,15 @@ def hr_target_html(width: float, height: float, scale: float, resize_x: float, r
 
 
 def wire_hr_target(f: dict[str, Any]) -> None:
-    """Keep the hires target line true to the size, scale and resize controls."""
+    """Keep the hires target line true to the size, scale and resize controls. One listener for all five
+    controls with trigger_mode="always_last": the browser sends one request at a time and a last one with
+    the values shown, so a slow answer for an older value can never land after the newest one."""
     names = ("width", "height", "hr_scale", "hr_resize_x", "hr_resize_y")
     inputs = [f[n] for n in names]
-    for name in names:
-        f[name].change(
-            hr_target_html, inputs, f["_hr_target"], queue=False, show_progress="hidden",
-            api_visibility="private",
-        )  # fmt: skip
+    gr.on(
+        [f[n].change for n in names], hr_target_html, inputs, f["_hr_target"], queue=False,
+        show_progress="hidden", api_visibility="private", trigger_mode="always_last",
+    )  # fmt: skip
 
 
 def extension_area(tab: str) -> Any:
