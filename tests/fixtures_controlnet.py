@@ -55,8 +55,8 @@ def build_tiny_controlnet(arch: str, seed: int = 0) -> Any:
     return model.eval()
 
 
-def to_ldm(model: Any, prefix: str = "control_model.") -> dict[str, Tensor]:
-    """The ControlNet's state dict in the original layout."""
+def ldm_names(model: Any) -> dict[str, str]:
+    """{diffusers key: original-layout key (no prefix)} of a ControlNet's state dict."""
     cfg = dict(model.config)
     cfg["up_block_types"] = ("UpBlock2D",) * len(cfg["down_block_types"])  # unet_rules wants a decoder
     rules = unet_rules(cfg)
@@ -67,7 +67,13 @@ def to_ldm(model: Any, prefix: str = "control_model.") -> dict[str, Tensor]:
     for i in range(len(model.controlnet_down_blocks)):
         rules[f"controlnet_down_blocks.{i}"] = f"zero_convs.{i}.0"
     rules["controlnet_mid_block"] = "middle_block_out.0"
-    return {prefix + rename(k, rules): v.detach().clone() for k, v in model.state_dict().items()}
+    return {k: rename(k, rules) for k in model.state_dict()}
+
+
+def to_ldm(model: Any, prefix: str = "control_model.") -> dict[str, Tensor]:
+    """The ControlNet's state dict in the original layout."""
+    names = ldm_names(model)
+    return {prefix + names[k]: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def save_controlnet(model: Any, path: Path, layout: str) -> Path:

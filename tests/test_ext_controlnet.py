@@ -147,7 +147,7 @@ def test_unsafe_or_foreign_files_are_refused(cn: SimpleNamespace, tmp_path: Path
     save_file(
         {"lora_controlnet": torch.zeros(1), "input_hint_block.0.weight": torch.zeros(2)}, str(control_lora)
     )
-    with pytest.raises(cn.layout.ControlNetFileError, match="Control-LoRA file: not supported yet"):
+    with pytest.raises(cn.layout.ControlNetFileError, match="a Control-LoRA file: it is made dense"):
         cn.models.read_controlnet(control_lora)
     diff = tmp_path / "diff_control_sd15_canny.safetensors"
     save_file(

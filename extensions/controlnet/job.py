@@ -21,6 +21,7 @@ from webui.plugins.api import CheckpointError, HookPoint, RequestError
 
 from . import image_prompt
 from .clip_vision import EncoderMissing, find_encoder, is_ip_module
+from .control_lora import ControlLoraWeights, dense
 from .ipadapter import IPAdapterWeights
 from .layout import ControlNetFileError
 from .models import ControlNetFile, build_control_model, check_model, find_model
@@ -41,6 +42,9 @@ class JobState:
     # processors of each set of active units
     ip_tokens: dict[tuple[int, int], Any] = field(default_factory=dict)
     ip_layers: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    # Control-LoRA units: (id of the cached low-rank weights, id of the UNet) -> the dense ControlNet
+    # built from this job's UNet for this job only
+    dense: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict)  # (weights, ControlNet)
 
     def __repr__(self) -> str:
         return f"JobState({len(self.units)} units)"
@@ -80,6 +84,11 @@ def _unit_model(job: JobState, unit: ControlUnit, components: Any, context: Any,
                 f"{path.stem} is an IP-Adapter; use it with an ip-adapter_* preprocessor "
                 "(ip-adapter_clip_sd15, ...)"
             )
+        if isinstance(model, ControlLoraWeights):
+            key = (id(model), id(components.unet))
+            if key not in job.dense:
+                job.dense[key] = (model, dense(model, components.unet, path.stem).to(components.device))
+            model = job.dense[key][1]
         if id(model) not in job.checked:
             check_model(model, unet_config, path.stem)
             job.checked.add(id(model))

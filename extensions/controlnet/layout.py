@@ -46,7 +46,9 @@ def layout_of(sd: Mapping[str, torch.Tensor]) -> str:
             "a 'difference' ControlNet (weights relative to SD 1.5): not supported; use the full file"
         )
     if any(k.startswith("lora_controlnet") for k in sd):
-        raise ControlNetFileError("a Control-LoRA file: not supported yet")
+        raise ControlNetFileError(
+            "a Control-LoRA file: it is made dense from the checkpoint's UNet when a job uses it"
+        )
     if "controlnet_cond_embedding.conv_in.weight" in sd:
         return "diffusers"
     if "input_hint_block.0.weight" in sd or LDM_PREFIX + "input_hint_block.0.weight" in sd:

@@ -4,6 +4,8 @@ cross-attention of that call), their infotext, and that extension's routes.
 
 - models.py     files in models/ControlNet, A1111 short hashes, loading (ControlNetModel, T2IAdapter)
 - layout.py     what a ControlNet file is (layout, base model, config) and the LDM -> diffusers renaming
+- control_lora.py Control-LoRA files: low-rank differences made into a dense ControlNet per job from
+                the job's UNet
 - adapter.py    the same for T2I-Adapters (TencentARC's original layout and diffusers')
 - images.py     base64 images, resize modes, pixel-perfect resolution, the control tensor
 - preprocess.py the weight-free preprocessors (canny, lineart, scribble, tile, shuffle, invert, inpaint)

@@ -23,7 +23,7 @@ import torch
 
 from webui.plugins.api import CheckpointError, load_state_dict
 
-from . import adapter, ipadapter
+from . import adapter, control_lora, ipadapter
 from .layout import ControlNetFileError, base_of, check_compatible, infer_config, to_diffusers
 
 FOLDER = "ControlNet"
@@ -232,10 +232,12 @@ def load_control_model(
 
 
 def build_control_model(sd: dict[str, torch.Tensor], path: Path, unet_config: dict[str, Any] | None) -> Any:
-    """A ControlNet, T2I-Adapter or IP-Adapter (on the CPU, as stored) from a file's tensors: the
-    `build` the extension hands to `context.models.use`."""
+    """A ControlNet, T2I-Adapter, IP-Adapter or Control-LoRA (on the CPU, as stored) from a file's
+    tensors: the `build` the extension hands to `context.models.use`."""
     if ipadapter.is_ip_adapter(sd):
         return ipadapter.build_ip_adapter(sd, path.name)
+    if control_lora.is_control_lora(sd):  # made dense per job from the job's UNet (job.py)
+        return control_lora.read(sd, path.name)
     build = _adapter if adapter.is_adapter(sd) else _controlnet
     return build(sd, path, unet_config)
 
