@@ -9,6 +9,7 @@ cross-attention of that call), their infotext, and that extension's routes.
 - adapter.py    the same for T2I-Adapters (TencentARC's original layout and diffusers')
 - images.py     base64 images, resize modes, pixel-perfect resolution, the control tensor
 - preprocess.py the weight-free preprocessors (canny, lineart, scribble, tile, shuffle, invert, inpaint)
+- lineart.py    lineart_realistic / lineart_coarse (the informative-drawings network, sk_model*.pth)
 - units.py      sd-webui-controlnet's API unit dicts -> frozen ControlUnit (errors name unit and field)
 - fields.py     the accordion (one unit) and its values as a unit dict
 - job.py        one job's units made ready at each pass's size, run before each model call

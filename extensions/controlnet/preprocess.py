@@ -6,7 +6,9 @@ defaults (a value of -1 means "the default"). The image is first scaled so its s
 `resolution` (the map is later resized to the generation size by the unit's resize mode).
 
 Those that need a network (depth, openpose, HED, ...) are listed with the file they load from
-`models/ControlNet/annotators`; asking for one raises AnnotatorUnavailable naming that file.
+`models/ControlNet/annotators`; asking for one whose file is missing raises AnnotatorUnavailable naming
+that file and folder. Of those, lineart_realistic and lineart_coarse run (lineart.py); the others say
+they cannot run yet.
 
 OpenCV (`opencv-python-headless`) does the image work, as in the original annotators.
 """
@@ -21,6 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from . import lineart
 from .clip_vision import MODULES as IP_MODULES
 
 Preprocessor = Callable[[Image.Image, int, float, float], Image.Image]
@@ -193,6 +196,22 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _weighted(name: str, folder: Path) -> Module | None:
+    """The module `name` that runs a network from `folder` (its files present), or None if it is not
+    built in yet."""
+    if name in lineart.FILES:
+        path = folder / lineart.FILES[name]
+
+        def run_lineart(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
+            try:
+                return lineart.run(path, _fit(image, resolution))
+            except lineart.LineartFileError as e:
+                raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
+
+        return Module(name, run_lineart)
+    return None
+
+
 def module_names() -> list[str]:
     """Every module name a unit may use (built in first, then those needing weights, then the
     IP-Adapter encoders)."""
@@ -219,6 +238,10 @@ def get_module(name: str, models_dir: Path | None = None) -> Module:
                 f"the {name} preprocessor needs {', '.join(missing)} in {where}; add the file, or use "
                 "preprocessor 'none' with a map made elsewhere"
             )
+        assert models_dir is not None
+        module = _weighted(name, models_dir / ANNOTATOR_FOLDER)
+        if module is not None:
+            return module
         raise AnnotatorUnavailable(
             f"the {name} preprocessor's weights are in {where}, but this version cannot run it yet; "
             "use preprocessor 'none' with a map made elsewhere"
