@@ -18,7 +18,7 @@ base model's UNet config when the caller has it, since a ControlNet is a copy of
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -39,8 +39,39 @@ class ControlNetFileError(ValueError):
     """The file is not a ControlNet this extension can load; the message says why."""
 
 
+def foreign_kind(keys: Iterable[str]) -> tuple[str, str] | None:
+    """(family, kind) of an SD3 or Flux ControlNet from its key names; None for any other file. These
+    are recognised (listed with their family, refused by name) but not wired into the loop yet:
+
+    - Flux, diffusers' `FluxControlNetModel` (InstantX's, and the Union ones with a mode embedder);
+    - Flux, XLabs' layout (`double_blocks.*`, `input_hint_block.*`, `controlnet_blocks.*`);
+    - SD3 / SD3.5, diffusers' `SD3ControlNetModel` (InstantX's; `pos_embed_input`, `controlnet_blocks`).
+    """
+    ks = set(keys)
+    blocks = any(k.startswith("controlnet_blocks.") for k in ks)
+    if "controlnet_x_embedder.weight" in ks:
+        union = "controlnet_mode_embedder.weight" in ks
+        return "Flux", "InstantX Union (FluxControlNetModel)" if union else "InstantX (FluxControlNetModel)"
+    if blocks and any(k.startswith(("double_blocks.", "single_blocks.")) for k in ks):
+        return "Flux", "XLabs"
+    if blocks and ("pos_embed_input.proj.weight" in ks or any(k.startswith("joint_blocks.") for k in ks)):
+        union = "controlnet_mode_embedder.weight" in ks
+        return "SD3", "Union (SD3ControlNetModel)" if union else "SD3ControlNetModel"
+    return None
+
+
+def not_wired(family: str, kind: str) -> str:
+    return (
+        f"a {family} ControlNet ({kind}): {family} ControlNets are recognised but not wired into "
+        "generation yet; use an SD 1.x, SD 2.x or SDXL ControlNet"
+    )
+
+
 def layout_of(sd: Mapping[str, torch.Tensor]) -> str:
     """ "ldm" or "diffusers"; ControlNetFileError for anything else."""
+    foreign = foreign_kind(sd)
+    if foreign is not None:
+        raise ControlNetFileError(not_wired(*foreign))
     if "difference" in sd or LDM_PREFIX + "difference" in sd:
         raise ControlNetFileError(
             "a 'difference' ControlNet (weights relative to SD 1.5): not supported; use the full file"

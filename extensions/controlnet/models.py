@@ -24,7 +24,14 @@ import torch
 from webui.plugins.api import CheckpointError, load_state_dict
 
 from . import adapter, control_lora, ipadapter
-from .layout import ControlNetFileError, base_of, check_compatible, infer_config, to_diffusers
+from .layout import ControlNetFileError, base_of, check_compatible, foreign_kind, infer_config, to_diffusers
+
+_FOREIGN_CLASSES = {  # a diffusers folder's config.json `_class_name`
+    "SD3ControlNetModel": ("SD3", "SD3ControlNetModel"),
+    "SD3MultiControlNetModel": ("SD3", "SD3ControlNetModel"),
+    "FluxControlNetModel": ("Flux", "FluxControlNetModel"),
+    "FluxMultiControlNetModel": ("Flux", "FluxControlNetModel"),
+}
 
 FOLDER = "ControlNet"
 IP_FOLDER = "ipadapter"  # ComfyUI's folder for IP-Adapters (sd-webui-controlnet keeps them in ControlNet/)
@@ -89,6 +96,32 @@ def _listed(root: Path) -> list[ControlNetFile]:
         elif p.is_file() and p.suffix.lower() in SUFFIXES:
             out.append(ControlNetFile(p.stem, p, legacy_hash(p)))
     return out
+
+
+def foreign_family(model: ControlNetFile) -> tuple[str, str] | None:
+    """(family, kind) when the file is an SD3 or Flux ControlNet (layout.foreign_kind), read from the
+    safetensors header or a diffusers folder's config.json (cheap: no tensor is read); None otherwise
+    (pickles are not opened here; loading one refuses it the same way)."""
+    import json
+
+    from safetensors import safe_open
+
+    config = model.path.parent / "config.json"
+    if model.path.name.startswith("diffusion_pytorch_model") and config.is_file():
+        try:
+            name = json.loads(config.read_text(encoding="utf-8")).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            name = None
+        if name in _FOREIGN_CLASSES:
+            return _FOREIGN_CLASSES[name]
+    if model.path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        with safe_open(str(model.path), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception:  # not a readable safetensors file: loading it says why
+        return None
+    return foreign_kind(keys)
 
 
 def find_model(models: list[ControlNetFile], wanted: str) -> ControlNetFile:

@@ -1,7 +1,8 @@
 """sd-webui-controlnet's REST routes, as plain functions from request values to response bodies.
 
     GET  /controlnet/version                     -> {"version": 2}
-    GET  /controlnet/model_list?update=true      -> {"model_list": ["name [hash]", ...]}
+    GET  /controlnet/model_list?update=true      -> {"model_list": ["name [hash]", ...],
+                                                     "model_family": {"name [hash]": "Flux (XLabs)"}}
     GET  /controlnet/module_list?alias_names=... -> {"module_list": [...], "module_detail": {name: {...}}}
     POST /controlnet/detect                      -> {"images": ["<base64 PNG>", ...], "info": "Success"}
 
@@ -22,7 +23,7 @@ from PIL import Image
 from webui.plugins.api import RequestError
 
 from .images import ImageDataError, decode_base64_image
-from .models import list_models
+from .models import foreign_family, list_models
 from .preprocess import ALIASES, MODULES, AnnotatorUnavailable, Slider, module_names
 from .preprocess import run as run_preprocessor
 from .units import RESOLUTION_RANGE
@@ -37,8 +38,12 @@ def version() -> dict[str, Any]:
 
 
 def model_list(models_dir: Path) -> dict[str, Any]:
-    """Every ControlNet (and T2I-Adapter) title, read from disk now (the `update` flag is moot)."""
-    return {"model_list": [m.title for m in list_models(models_dir)]}
+    """Every ControlNet (and T2I-Adapter) title, read from disk now (the `update` flag is moot), and
+    under `model_family` the family of those that are not for SD 1.x / SDXL (SD3, Flux: listed so a
+    user sees them, refused when a unit names them)."""
+    models = list_models(models_dir)
+    families = {m.title: f"{f[0]} ({f[1]})" for m in models if (f := foreign_family(m)) is not None}
+    return {"model_list": [m.title for m in models], "model_family": families}
 
 
 def _slider(s: Slider) -> dict[str, Any]:

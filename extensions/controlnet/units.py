@@ -27,7 +27,8 @@ from webui.plugins.api import RequestError
 
 from .clip_vision import is_ip_module
 from .images import ImageDataError, ResizeMode, decode_base64_image
-from .models import ControlNetFile, find_model
+from .layout import not_wired
+from .models import ControlNetFile, find_model, foreign_family
 from .preprocess import MODULES, canonical, module_names
 
 MAX_UNITS = 8
@@ -176,9 +177,13 @@ def parse_unit(i: int, d: Any, models: Sequence[ControlNetFile] | None = None) -
         raise UnitError(i, "model", "model is required (a file in models/ControlNet)")
     if models is not None:
         try:
-            model = find_model(list(models), model).title
+            found = find_model(list(models), model)
         except KeyError:
             raise UnitError(i, "model", f"model {model!r} is not in models/ControlNet") from None
+        foreign = foreign_family(found)
+        if foreign is not None:
+            raise UnitError(i, "model", f"{found.name} is {not_wired(*foreign)}")
+        model = found.title
     image, mask = _images(i, d)
     if mask is not None and is_ip_module(module):
         raise UnitError(i, "mask", "IP-Adapter units take no mask (the whole reference image is used)")

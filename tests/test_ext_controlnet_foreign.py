@@ -1,0 +1,148 @@
+"""SD3 and Flux ControlNets: tiny files in the layouts they ship in (diffusers' SD3ControlNetModel and
+FluxControlNetModel as InstantX publishes them, the Flux Union one with its mode embedder, XLabs' own
+key set, a diffusers folder) are listed with their family, and a unit naming one is refused when the job
+is submitted, by name, never silently ignored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from diffusers import FluxControlNetModel, SD3ControlNetModel
+from safetensors.torch import save_file
+
+from tests.fixtures_controlnet import extension_modules
+from tests.test_ext_controlnet import drawing
+from webui.core.config import AppConfig
+from webui.core.engine import Engine
+from webui.core.models.components import Precision
+from webui.core.models.manager import ModelManager
+from webui.core.types import RequestError, Txt2ImgRequest
+from webui.plugins.host import PluginHost
+
+SD3 = dict(sample_size=16, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8,
+           num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=16,
+           out_channels=4, pos_embed_max_size=16)  # fmt: skip
+FLUX = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+            num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=16,
+            axes_dims_rope=[2, 2, 4])  # fmt: skip
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def xlabs_state() -> dict[str, torch.Tensor]:
+    """XLabs' Flux ControlNet key set (its own layout; diffusers has no class for it)."""
+    t = torch.zeros(4, 4)
+    keys = ["img_in.weight", "txt_in.weight", "time_in.in_layer.weight", "vector_in.in_layer.weight",
+            "double_blocks.0.img_attn.qkv.weight", "double_blocks.0.txt_mlp.0.weight",
+            "input_hint_block.0.weight", "input_hint_block.14.weight", "pos_embed_input.weight",
+            "controlnet_blocks.0.weight", "controlnet_blocks.1.weight"]  # fmt: skip
+    return {k: t.clone() for k in keys}
+
+
+def write_foreign(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    out = {
+        "sd3": folder / "instantx-sd3-canny-tiny.safetensors",
+        "flux": folder / "instantx-flux-canny-tiny.safetensors",
+        "flux-union": folder / "flux-union-pro-tiny.safetensors",
+        "xlabs": folder / "flux-canny-controlnet-v3-xlabs-tiny.safetensors",
+    }
+    save_file(_state(SD3ControlNetModel(**SD3)), str(out["sd3"]))
+    save_file(_state(FluxControlNetModel(**FLUX)), str(out["flux"]))
+    save_file(_state(FluxControlNetModel(**FLUX, num_mode=3)), str(out["flux-union"]))
+    save_file(xlabs_state(), str(out["xlabs"]))
+    diffusers_dir = folder / "flux-controlnet-folder-tiny"
+    FluxControlNetModel(**FLUX).save_pretrained(diffusers_dir)
+    out["flux-folder"] = diffusers_dir / "diffusion_pytorch_model.safetensors"
+    assert json.loads((diffusers_dir / "config.json").read_text())["_class_name"] == "FluxControlNetModel"
+    return out
+
+
+FAMILIES = {
+    "sd3": "SD3 (SD3ControlNetModel)",
+    "flux": "Flux (InstantX (FluxControlNetModel))",
+    "flux-union": "Flux (InstantX Union (FluxControlNetModel))",
+    "xlabs": "Flux (XLabs)",
+    "flux-folder": "Flux (FluxControlNetModel)",
+}
+
+
+@pytest.fixture(scope="module")
+def data(
+    tiny_files: dict[str, Path], tiny_controlnet_files: dict, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    data = tmp_path_factory.mktemp("foreign-cn")
+    ckpts = data / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True)
+    (data / "models" / "VAE").mkdir()
+    (ckpts / tiny_files["sd1"].name).symlink_to(tiny_files["sd1"])
+    sd1 = tiny_controlnet_files["sd1", "diffusers"]
+    (data / "models" / "ControlNet").mkdir()
+    (data / "models" / "ControlNet" / sd1.name).symlink_to(sd1)
+    return data
+
+
+@pytest.fixture(scope="module")
+def files(data: Path) -> dict[str, Path]:
+    return write_foreign(data / "models" / "ControlNet")
+
+
+@pytest.fixture(scope="module")
+def cn(data: Path, files: dict) -> SimpleNamespace:
+    return extension_modules(data)
+
+
+def test_sd3_and_flux_controlnets_are_listed_with_their_family(
+    cn: SimpleNamespace, data: Path, files: dict[str, Path]
+) -> None:
+    listed = {m.path: m for m in cn.models.list_models(data / "models")}
+    assert set(files.values()) <= set(listed)
+    out = cn.routes.model_list(data / "models")
+    families = out["model_family"]
+    for kind, path in files.items():
+        assert families[listed[path].title] == FAMILIES[kind], kind
+    sd1 = next(m for m in listed.values() if m.name.startswith("tiny-cn-sd1"))
+    assert sd1.title in out["model_list"] and sd1.title not in families  # SD1 ControlNets: no note
+
+
+@pytest.mark.parametrize("kind", list(FAMILIES))
+def test_a_unit_naming_one_is_refused_by_name(
+    kind: str, cn: SimpleNamespace, data: Path, files: dict
+) -> None:
+    models = cn.models.list_models(data / "models")
+    title = next(m.title for m in models if m.path == files[kind])
+    with pytest.raises(RequestError, match="not wired into generation yet") as err:
+        cn.units.parse_units([{"module": "canny", "model": title}], models)
+    assert err.value.field == "controlnet.args[0].model"
+    assert FAMILIES[kind].split(" ")[0] in err.value.message
+
+
+def test_loading_one_says_the_same(cn: SimpleNamespace, files: dict) -> None:
+    for kind in ("sd3", "flux", "xlabs"):  # xlabs has input_hint_block keys: never taken for an SD1 file
+        with pytest.raises(cn.layout.ControlNetFileError, match="recognised but not wired"):
+            cn.models.load_control_model(files[kind])
+
+
+def test_submitting_a_job_with_one_is_refused_before_it_runs(
+    cn: SimpleNamespace, data: Path, files: dict
+) -> None:
+    config = AppConfig.for_data_dir(data)
+    manager = ModelManager(config, Precision())
+    manager.refresh()
+    engine = Engine(config, manager, PluginHost.for_config(config, include_pip=False))
+    title = next(m.title for m in cn.models.list_models(data / "models") if m.path == files["flux"])
+    unit = {"module": "canny", "model": title, "image": drawing((64, 64))}
+    request = Txt2ImgRequest(
+        prompt="a house", width=64, height=64, steps=2, checkpoint="tiny-sd1", save_images=False,
+        extension_args={"controlnet": {"_units": [unit]}},
+    )  # fmt: skip
+    with pytest.raises(RequestError, match="Flux ControlNets are recognised but not wired") as err:
+        engine.run(request)
+    assert err.value.field == "extension_args.controlnet._units[0].model"
