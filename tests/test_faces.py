@@ -1,8 +1,8 @@
 """Face restoration's pipeline on a real photo (skimage's astronaut): OpenCV finds the face and the eyes,
 the crop is aligned to the FFHQ template, a real torch network runs on it, the result is pasted back
 and only the face region changes. The networks here are small convolutions with random weights: the
-pipeline is the same whatever network runs (spandrel-built GFPGAN/CodeFormer/RestoreFormer files are
-tested in test_faces_spandrel.py)."""
+pipeline is the same whatever network runs (GFPGAN files are tested in test_faces_gfpgan.py,
+spandrel-built CodeFormer/RestoreFormer files in test_faces_spandrel.py)."""
 
 from __future__ import annotations
 
@@ -128,18 +128,25 @@ def test_a_file_that_is_not_a_model_is_refused_naming_it(tmp_path: Path) -> None
         restorers.load_net(tmp_path / "GFPGAN" / "GFPGANv1.4.pth", "GFPGAN")
 
 
-def test_without_spandrel_an_installed_restorer_is_refused_saying_why(tmp_path: Path) -> None:
+def test_without_spandrel_codeformer_is_refused_saying_why(tmp_path: Path) -> None:
     try:
         import spandrel  # noqa: F401
     except ImportError:
         pass
     else:
         pytest.skip("spandrel imports here: test_faces_spandrel.py covers loading")
+    (tmp_path / "Codeformer").mkdir()
+    (tmp_path / "Codeformer" / "codeformer-v0.1.0.pth").write_bytes(b"x")
+    with pytest.raises(RequestError) as e:
+        restorers.FaceRestorers(tmp_path).check("CodeFormer", "codeformer_visibility")
+    assert e.value.field == "codeformer_visibility" and "spandrel" in e.value.message
+    assert "codeformer-v0.1.0.pth" in e.value.message
+    # GFPGAN is built without spandrel: its junk file is refused for what it is
     (tmp_path / "GFPGAN").mkdir()
     (tmp_path / "GFPGAN" / "GFPGANv1.4.pth").write_bytes(b"x")
     with pytest.raises(RequestError) as e:
         restorers.FaceRestorers(tmp_path).check("GFPGAN", "gfpgan_visibility")
-    assert e.value.field == "gfpgan_visibility" and "spandrel" in e.value.message
+    assert e.value.field == "gfpgan_visibility" and "spandrel package" not in e.value.message
     assert "GFPGANv1.4.pth" in e.value.message
 
 

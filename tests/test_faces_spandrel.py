@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from webui.core.faces import restorers
+from webui.core.types import RequestError
 
 spandrel = pytest.importorskip("spandrel", exc_type=ImportError)
 
@@ -55,5 +56,11 @@ def test_a_file_of_another_architecture_is_refused_naming_it(tmp_path: Path) -> 
 
     (tmp_path / "GFPGAN").mkdir()
     save_file(tiny_restoreformer(), str(tmp_path / "GFPGAN" / "GFPGANv1.4.safetensors"))
-    with pytest.raises(restorers.FaceRestorerError, match="GFPGANv1.4.safetensors holds a RestoreFormer"):
+    (tmp_path / "Codeformer").mkdir()
+    save_file(tiny_restoreformer(), str(tmp_path / "Codeformer" / "codeformer.safetensors"))
+    with pytest.raises(RequestError, match="codeformer.safetensors holds a RestoreFormer"):
+        restorers.FaceRestorers(tmp_path).net("CodeFormer", "face_restoration_model")
+    with pytest.raises(
+        RequestError, match="GFPGANv1.4.safetensors: not a GFPGAN"
+    ):  # built here, not by spandrel
         restorers.FaceRestorers(tmp_path).net("GFPGAN", "face_restoration_model")

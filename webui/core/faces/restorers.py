@@ -1,10 +1,11 @@
-"""Face restoration models (GFPGAN, CodeFormer, RestoreFormer): find, load with spandrel, run on images.
+"""Face restoration models (GFPGAN, CodeFormer, RestoreFormer): find, load, run on images.
 
 Files, as A1111 keeps them: `models/GFPGAN/*` (GFPGAN; a file whose name says "RestoreFormer" is
 offered as RestoreFormer) and `models/Codeformer/*` (CodeFormer). The first file of each kind (sorted by
-name) serves it. Files are read safely (safetensors, or a pickle of tensors only) and the network is
-built by spandrel from the state dict (CodeFormer's architecture is in spandrel-extra-arches); a file
-that holds another architecture is refused naming the file.
+name) serves it. Files are read safely (safetensors, or a pickle of tensors only). GFPGAN (v1.3/v1.4,
+the "clean" network) is built here in plain torch (gfpgan_arch.py), every key checked; CodeFormer and
+RestoreFormer are built by spandrel (CodeFormer's architecture is in spandrel-extra-arches) where it
+imports. A file that holds another architecture is refused naming the file.
 
 `restore(image, net, ...)` runs a network over every face align.detect_faces finds: the 512 crop in,
 the restored crop pasted back (pixels outside the faces stay exactly as they were), then the result is
@@ -19,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from webui.core.faces import CODEFORMER, GFPGAN, KINDS, RESTOREFORMER, align
+from webui.core.faces import CODEFORMER, GFPGAN, KINDS, RESTOREFORMER, align, gfpgan_arch
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 
 FOLDERS: Final = {GFPGAN: "GFPGAN", CODEFORMER: "Codeformer", RESTOREFORMER: "GFPGAN"}
@@ -62,7 +64,8 @@ def _registry() -> Any:
         import spandrel
     except Exception as e:  # ImportError, or torchvision failing inside it
         raise FaceRestorerError(
-            f"face restoration needs the spandrel package (and a torchvision built for this torch): {e}"
+            "CodeFormer and RestoreFormer files need the spandrel package (and a torchvision built for "
+            f"this torch); GFPGAN does not: {e}"
         ) from e
     registry = spandrel.ArchRegistry()
     registry.add(*spandrel.MAIN_REGISTRY.architectures())
@@ -74,8 +77,43 @@ def _registry() -> Any:
     return registry
 
 
+def gfpgan_net(net: gfpgan_arch.GFPGANv1Clean, device: str = "cpu") -> FaceNet:
+    """A GFPGAN network as a FaceNet: the 512 crop resized to the network's size (512 for the released
+    files) and back, [-1, 1] in and out; the decoder's stored noise, so a face restores the same twice."""
+    size = net.config.out_size
+
+    def run(face: np.ndarray, weight: float) -> np.ndarray:
+        if face.shape[0] != size:
+            face = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(face).to(device).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+        with torch.inference_mode():
+            y = net(x)
+        out: np.ndarray = ((y[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        if size != align.FACE_SIZE:
+            out = cv2.resize(out, (align.FACE_SIZE, align.FACE_SIZE), interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(out)
+
+    return run
+
+
+def load_gfpgan(path: Path, device: str = "cpu") -> FaceNet:
+    """GFPGAN v1.3/v1.4 from `path` (keys checked strictly; FaceRestorerError names the file)."""
+    try:
+        state = load_state_dict(path)
+    except CheckpointError as e:
+        raise FaceRestorerError(f"{path.name}: {e}") from e
+    try:
+        net = gfpgan_arch.build(state)
+    except ValueError as e:
+        raise FaceRestorerError(f"{path.name}: {e}") from e
+    return gfpgan_net(net.float().to(device), device)
+
+
 def load_net(path: Path, kind: str, device: str = "cpu") -> FaceNet:
-    """The restorer in `path`, built by spandrel; FaceRestorerError names the file when it is not `kind`."""
+    """The restorer in `path`: GFPGAN built here, the others by spandrel; FaceRestorerError names the
+    file when it is not `kind`."""
+    if kind == GFPGAN:
+        return load_gfpgan(path, device)
     try:
         state = load_state_dict(path)
     except CheckpointError as e:
@@ -97,11 +135,7 @@ def load_net(path: Path, kind: str, device: str = "cpu") -> FaceNet:
             if kind == RESTOREFORMER:  # spandrel's call normalises to [-1, 1] and back
                 y = descriptor(x)
             else:
-                x = x * 2 - 1
-                if kind == CODEFORMER:
-                    out = model(x, weight=weight, adain=True)[0]
-                else:
-                    out = model(x, return_rgb=False, randomize_noise=False)[0]
+                out = model(x * 2 - 1, weight=weight, adain=True)[0]  # CodeFormer
                 y = (out + 1) / 2
         array: np.ndarray = y[0].clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
         return array.copy()
@@ -133,12 +167,16 @@ def spandrel_problem() -> str:
 Loader = Callable[[Path, str, str], FaceNet]  # (file, kind, device) -> network
 
 
+SPANDREL_KINDS: Final = (CODEFORMER, RESTOREFORMER)  # the kinds `problem` (spandrel's absence) stops
+
+
 @dataclass
 class FaceRestorers:
-    """The installed restorers of a models folder; each network is loaded on first use and kept.
+    """The installed restorers of a models folder; each network is loaded when a request first asks for
+    it (at submit: `check`) and kept while its file is unchanged.
 
-    `loader` builds a network from a file (spandrel's, by default) and `problem` says why it cannot run
-    here ("" when it can; asked once)."""
+    `loader` builds a network from a file (GFPGAN here, the others by spandrel, by default) and `problem`
+    says why spandrel's kinds cannot run here ("" when they can; asked once)."""
 
     models_dir: Path
     device: str = "cpu"
@@ -147,7 +185,7 @@ class FaceRestorers:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._nets: dict[Path, FaceNet] = {}
+        self._nets: dict[tuple[Path, int, int], FaceNet] = {}
         self._missing: str | None = None
 
     def installed(self) -> dict[str, Path]:
@@ -156,9 +194,10 @@ class FaceRestorers:
     def folder(self, kind: str) -> Path:
         return self.models_dir / FOLDERS[kind]
 
-    def check(self, kind: str, field: str) -> Path:
-        """The file serving `kind`; RequestError naming `field` (and the folder) when none is installed
-        or the loader cannot run here."""
+    def check(self, kind: str, field: str) -> FaceNet:
+        """The network serving `kind`, loaded (or taken from the cache); RequestError naming `field`
+        when none is installed (naming the folder), the loader cannot run here, or the file is not a
+        `kind` model (naming the file)."""
         from webui.core.types import RequestError
 
         if kind not in KINDS:
@@ -170,15 +209,26 @@ class FaceRestorers:
                 f"{kind} is not installed: put its model file (.pth or .safetensors) in "
                 f"models/{FOLDERS[kind]} (here {self.folder(kind)})",
             )
-        if self._missing is None:
-            self._missing = self.problem()
-        if self._missing:
-            raise RequestError(field, f"{kind} ({path.name}) cannot run: {self._missing}")
-        return path
+        if kind in SPANDREL_KINDS:
+            if self._missing is None:
+                self._missing = self.problem()
+            if self._missing:
+                raise RequestError(field, f"{kind} ({path.name}) cannot run: {self._missing}")
+        try:
+            stat = path.stat()
+        except OSError as e:
+            raise RequestError(field, f"{kind} ({path.name}) cannot be read: {e}") from e
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if key not in self._nets:
+                try:
+                    net = self.loader(path, kind, self.device)
+                except FaceRestorerError as e:
+                    raise RequestError(field, f"{kind}: {e}") from e
+                for old in [k for k in self._nets if k[0] == path]:  # the file was replaced
+                    del self._nets[old]
+                self._nets[key] = net
+            return self._nets[key]
 
     def net(self, kind: str, field: str) -> FaceNet:
-        path = self.check(kind, field)
-        with self._lock:
-            if path not in self._nets:
-                self._nets[path] = self.loader(path, kind, self.device)
-            return self._nets[path]
+        return self.check(kind, field)
