@@ -49,6 +49,7 @@ EXPORTED = [
     "hookimpl",
     "image_folder",
     "image_grid",
+    "img2img_work_image",
     "labelled_grid",
     "load_state_dict",
     "make_builtin_scheduler",
@@ -63,7 +64,8 @@ EXPORTED = [
 
 # what API 1.0 exported: every name must still be there for 1.0 extensions to load unchanged
 API_2_0 = {"ExtensionModels", "JobModel", "ModelCallState", "ModelInputs", "SubPass"}
-API_1_0 = set(EXPORTED) - API_2_0 - {"labelled_grid", "side_by_side"}
+API_2_2 = {"img2img_work_image"}
+API_1_0 = set(EXPORTED) - API_2_0 - API_2_2 - {"labelled_grid", "side_by_side"}
 
 
 def test_exported_names_are_pinned() -> None:
@@ -71,7 +73,7 @@ def test_exported_names_are_pinned() -> None:
     public = sorted(n for n in vars(api) if not n.startswith("_") and n != "annotations")
     assert public == EXPORTED, "webui.plugins.api exposes a name that is not in __all__"
     assert all(getattr(api, n) is not None for n in EXPORTED)
-    assert api.API_VERSION == (2, 1)
+    assert api.API_VERSION == (2, 2)
     assert set(api.__all__) >= API_1_0
 
 
@@ -103,9 +105,9 @@ def test_api_1_extensions_still_load_and_run_their_hooks(tmp_path: Path) -> None
     ("wanted", "words"),
     [
         ("1.1", "never existed"),
-        ("2.2", "update Sfumato"),
-        ("3.0", "provides API 2.1"),
-        ("0.9", "provides API 2.1"),
+        ("2.3", "update Sfumato"),
+        ("3.0", "provides API 2.2"),
+        ("0.9", "provides API 2.2"),
         ("two", "must look like"),
     ],
 )

@@ -31,7 +31,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from webui.plugins.api import Img2ImgRequest, RequestError, RouteSpec, SettingsSection, hookimpl, replace_args
+from webui.plugins.api import (
+    Img2ImgRequest,
+    RequestError,
+    RouteSpec,
+    SettingsSection,
+    hookimpl,
+    img2img_work_image,
+    replace_args,
+)
 
 from . import routes
 from .fields import count_setting, field_name, infotext_values, section, ui_units, unit_count
@@ -102,7 +110,12 @@ def request_received(request: Any, args: dict[str, Any], context: Any) -> Any:
     units = _units(args, context)
     if not units:
         return replace_args(request, NAME, _job=None) if args.get("_job") is not None else None
-    init = request.init_images[0] if isinstance(request, Img2ImgRequest) and request.init_images else None
+    init = None
+    if isinstance(request, Img2ImgRequest) and request.init_images:
+        # "only masked" (a detailer's sub-pass, an inpaint job) works on the masked region's crop: a
+        # unit without its own image follows it there, as sd-webui-controlnet crops its image
+        only_masked = request.inpaint_full_res and request.mask is not None
+        init = img2img_work_image(request) if only_masked else request.init_images[0]
     files = tuple(list_models(context.models_dir))
     return replace_args(request, NAME, _job=JobState(tuple(units), files, init))
 

@@ -6,7 +6,9 @@ For each active unit, in order, on the image the previous unit left: detect with
 confidence, make the masks (masks.region_masks), and for region j run one img2img inpaint request
 (`run`) with the region's mask, "only masked" with its padding, the unit's denoise, blur and sizes, its
 own steps / CFG / sampler / checkpoint / VAE / CLIP skip / noise multiplier when it asks, and the image's
-seed + j (ADetailer's rule). Prompts follow ADetailer: `[SEP]` splits one prompt per region (the last
+seed + j (ADetailer's rule). A unit with a ControlNet model sends it with that request as a controlnet
+unit (`extension_args.controlnet._units`), which the ControlNet extension runs on that pass alone.
+Prompts follow ADetailer: `[SEP]` splits one prompt per region (the last
 repeats), an empty prompt is the image's own, `[PROMPT]` inserts it, and `[SKIP]` leaves that region.
 
 The result of each region is pasted with its mask: a pixel outside every region's mask is the input's
@@ -27,7 +29,7 @@ from webui.plugins.api import GenerationRequest, Img2ImgRequest, UnknownSampler,
 
 from .detectors import Detection, Detector
 from .masks import region_masks
-from .units import SAME_SCHEDULER, DetailerArgs, DetailerUnit, ordinal
+from .units import SAME_SCHEDULER, DetailerArgs, DetailerUnit, controlnet_module, ordinal
 
 RunImg2Img = Callable[[Img2ImgRequest], Image.Image]
 FindDetector = Callable[[str], Detector]
@@ -37,6 +39,7 @@ _SHARED = (
     "s_noise", "eta_noise_seed_delta", "checkpoint", "vae", "modules",
 )  # fmt: skip
 _SKIP = re.compile(r"^\s*\[SKIP\]\s*$")
+CONTROLNET = "controlnet"  # the ControlNet extension, which acts on a sub-pass that names it (API 2.2)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,9 @@ def sub_request(
         overrides["checkpoint"] = unit.checkpoint
     if unit.use_vae and unit.vae not in (None, "", "None", "Use same VAE"):
         overrides["vae"] = unit.vae
+    extension_args: dict[str, Any] = {}
+    if unit.controlnet_model not in ("None", ""):
+        extension_args[CONTROLNET] = {"_units": [controlnet_unit(unit)]}
     noise = (
         unit.noise_multiplier
         if unit.use_noise_multiplier
@@ -151,7 +157,21 @@ def sub_request(
         inpaint_full_res=unit.inpaint_only_masked,
         inpaint_full_res_padding=unit.inpaint_only_masked_padding,
         initial_noise_multiplier=noise,
+        extension_args=extension_args,
     )
+
+
+def controlnet_unit(unit: DetailerUnit) -> dict[str, Any]:
+    """The unit's ControlNet as a controlnet-extension unit for the region's inpaint pass. It has no
+    image: the ControlNet follows the pass's own picture (with "only masked", the region's crop at the
+    pass's size), as ADetailer's ControlNet does."""
+    return {
+        "module": controlnet_module(unit),
+        "model": unit.controlnet_model,
+        "weight": unit.controlnet_weight,
+        "guidance_start": unit.controlnet_guidance_start,
+        "guidance_end": unit.controlnet_guidance_end,
+    }
 
 
 def paste(result: Image.Image, onto: Image.Image, mask: Image.Image) -> Image.Image:

@@ -41,6 +41,7 @@ from webui.plugins.api import (
 
 from . import detail, detectors, infotext, units
 
+CONTROLNET_FOLDER = "ControlNet"
 OWN_ARGS = "_adetailer"  # the A1111 args as sent (already checked), when the request came that way
 _before = threading.local()  # per job thread: the batch's pictures as decoded, waiting for after_save
 
@@ -55,6 +56,21 @@ def model_names(context: Any) -> list[str]:
     each (clients send ADetailer's `face_yolov8n.pt`; its exported `face_yolov8n.onnx` serves it)."""
     names = detectors.detector_names([model_folder(context)])
     return [*names, *(f"{Path(n).stem}.pt" for n in names if n.endswith(".onnx"))]
+
+
+def controlnet_names(context: Any) -> list[str]:
+    """What `ad_controlnet_model` may name: the ControlNet files in models/ControlNet (by name, as
+    sd-webui-controlnet lists them without the hash; a diffusers folder by its name), annotators left out."""
+    names = set()
+    for path in context.models.files(CONTROLNET_FOLDER):
+        rel = path.relative_to(context.models.path(CONTROLNET_FOLDER))
+        if rel.parts[0] == "annotators":
+            continue
+        if path.stem == "diffusion_pytorch_model" and (path.parent / "config.json").is_file():
+            names.add(path.parent.name)
+        else:
+            names.add(path.stem)
+    return sorted(names)
 
 
 def unit_fields(models: list[str]) -> tuple[Field, ...]:
@@ -102,7 +118,7 @@ def from_alwayson(script_args, context):
     if script_args and script_args[0] is False and not any(isinstance(a, Mapping) for a in script_args):
         return {"enable": False}
     try:
-        parsed = units.parse_args(script_args, model_names(context))
+        parsed = units.parse_args(script_args, model_names(context), controlnet_names(context))
     except RequestError as e:  # "ADetailer.args[2].ad_x": the host prefixes alwayson_scripts.ADetailer
         raise RequestError(e.field.removeprefix("ADetailer."), e.message) from e
     return {"enable": parsed.enabled, OWN_ARGS: list(script_args)}
@@ -112,12 +128,12 @@ def detailer_args(args: Mapping[str, Any], context: Any) -> units.DetailerArgs |
     """The request's units: the A1111 args when it came with them, else the accordion's one unit."""
     raw = args.get(OWN_ARGS)
     if raw is not None:
-        parsed = units.parse_args(raw, model_names(context))
+        parsed = units.parse_args(raw, model_names(context), controlnet_names(context))
         return parsed if parsed.active_units else None
     if not args["enable"]:
         return None
     unit = {k: v for k, v in args.items() if k.startswith("ad_")}
-    parsed = units.parse_args([True, False, unit], model_names(context))
+    parsed = units.parse_args([True, False, unit], model_names(context), controlnet_names(context))
     return parsed if parsed.active_units else None
 
 

@@ -7,8 +7,9 @@ As ADetailer reads them: a leading bool is `enable` (default true), a second boo
 `[true, {...}]` are the short forms. A missing key takes ADetailer's default; an unknown key is an
 error (ADetailer forbids them too); `is_api` is ignored. A unit whose `ad_model` is "None" or whose
 `ad_tap_enable` is false does nothing. Unlike ADetailer, a bad value is an error naming the unit and
-field, never silently replaced. Fields this build cannot honour yet (`ad_restore_face`, a ControlNet
-model, `ad_model_classes`) are refused rather than ignored.
+field, never silently replaced. Fields this build cannot honour yet (`ad_restore_face`,
+`ad_model_classes`) are refused rather than ignored. A ControlNet model (`ad_controlnet_model`, a file
+in models/ControlNet) goes with each region's inpaint pass as a ControlNet unit (detail.py).
 """
 
 from __future__ import annotations
@@ -160,9 +161,15 @@ def _value(fail: Any, name: str, kind: str, value: Any) -> Any:
 
 
 def parse_unit(
-    unit: int, d: Any, *, position: int | None = None, models: Iterable[str] | None = None
+    unit: int,
+    d: Any,
+    *,
+    position: int | None = None,
+    models: Iterable[str] | None = None,
+    controlnets: Iterable[str] | None = None,
 ) -> DetailerUnit:
-    """One unit object (`ad_*` keys). With `models`, `ad_model` must be "None" or one of them."""
+    """One unit object (`ad_*` keys). With `models`, `ad_model` must be "None" or one of them; with
+    `controlnets` (the ControlNet names in models/ControlNet), `ad_controlnet_model` likewise."""
     pos = unit if position is None else position
 
     def fail(key: str, message: str) -> UnitError:
@@ -202,23 +209,59 @@ def parse_unit(
         raise fail("ad_restore_face", "face restoration is not available yet; send ad_restore_face: false")
     if u.model_classes.strip():
         raise fail("ad_model_classes", "ad_model_classes is for YOLO-World models, which are not supported")
-    if u.controlnet_model != "None":
-        raise fail("ad_controlnet_model", "a ControlNet unit in the detailer is not available yet")
+    if u.controlnet_model not in ("None", "") and controlnets is not None:
+        names = set(controlnets)
+        if controlnet_name(u.controlnet_model) not in names:
+            available = ", ".join(sorted(names)) or "none in models/ControlNet"
+            raise fail(
+                "ad_controlnet_model",
+                f"unknown ControlNet model {u.controlnet_model!r}; available: {available}",
+            )
+    if u.controlnet_model not in ("None", "") and not u.controlnet_module.strip():
+        raise fail("ad_controlnet_module", 'ad_controlnet_module must name a preprocessor, or "None"')
     return u
 
 
-def parse_args(args: Any, models: Iterable[str] | None = None) -> DetailerArgs:
+def controlnet_name(model: str) -> str:
+    """A ControlNet title (`name [hash]`, as sd-webui-controlnet lists it) or name -> the name."""
+    model = model.strip()
+    if model.endswith("]") and " [" in model:
+        return model[: model.rindex(" [")]
+    return model
+
+
+# ADetailer's preprocessor for each kind of ControlNet when ad_controlnet_module is "None"
+_DEFAULT_MODULES = (
+    ("inpaint", "inpaint_only"), ("lineart", "lineart_coarse"), ("openpose", "openpose_full"),
+    ("tile", "tile_resample"), ("depth", "depth_midas"), ("canny", "canny"), ("scribble", "scribble_xdog"),
+)  # fmt: skip
+
+
+def controlnet_module(unit: DetailerUnit) -> str:
+    """The unit's preprocessor: its own, or for "None" the one ADetailer picks from the model's name
+    (an inpaint ControlNet gets the inpaint preprocessor, a line-art one lineart_coarse, ...; "none"
+    when the name says nothing)."""
+    if unit.controlnet_module not in ("None", ""):
+        return unit.controlnet_module
+    name = controlnet_name(unit.controlnet_model).lower()
+    return next((module for kind, module in _DEFAULT_MODULES if kind in name), "none")
+
+
+def parse_args(
+    args: Any, models: Iterable[str] | None = None, controlnets: Iterable[str] | None = None
+) -> DetailerArgs:
     """`alwayson_scripts.ADetailer.args` -> DetailerArgs."""
     if not isinstance(args, (list, tuple)):
         raise RequestError("ADetailer.args", f"must be a list, got {type(args).__name__}")
     models = None if models is None else list(models)
+    controlnets = None if controlnets is None else list(controlnets)
     flags: list[bool] = []
     units: list[DetailerUnit] = []
     for pos, item in enumerate(args):
         if isinstance(item, bool) and not units and len(flags) < 2:
             flags.append(item)
         elif isinstance(item, Mapping):
-            units.append(parse_unit(len(units), item, position=pos, models=models))
+            units.append(parse_unit(len(units), item, position=pos, models=models, controlnets=controlnets))
         else:
             raise RequestError(
                 f"ADetailer.args[{pos}]",

@@ -9,6 +9,7 @@ infotext) to disk, and only then hand it back.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -490,7 +491,8 @@ class Engine:
             names = frozenset(
                 n for n in (request.checkpoint, f.title, f.name, f.model_name, f.shorthash) if n
             )
-            runner = None if stopped else sub_pass.make_sub_pass(ctx, names)
+            prepare = functools.partial(self.hooks.sub_pass_hooks, components=model.components)
+            runner = None if stopped else sub_pass.make_sub_pass(ctx, names, prepare)
             if request.restore_faces and not stopped:  # as A1111: before the extensions' post-processing
                 net = self.faces.net(request.face_restoration_model, "restore_faces")
                 pictures = [restore(p, net, weight=request.code_former_weight) for p in pictures]

@@ -16,6 +16,10 @@ order, once per `Engine.run`:
    images to save (same number, same order). `sub_pass(img2img_request)` runs an img2img/inpaint pass
    on the job's loaded model and returns its pictures (a detailer's second pass); None where there is
    none. `info` has one ImageInfo per image (its resolved prompts, seed and subseed, index in the job).
+   Each time the sub-pass runs a sub-request, `sub_pass_hooks(sub_request, components)` gives the
+   model hooks for that sub-request alone: the extensions named in its `extension_args` check it (a
+   bad value raises RequestError out of the sub-pass) and act on its model calls (a detailer's
+   ControlNet unit). Extensions not named there do not act on a sub-pass.
 5. `extra_infotext(request)` for every image: keys added to the infotext parameters (the engine's own
    keys win on a clash).
 6. `after_save(request, image)` for every image, once it is on disk (or final, when not saved).
@@ -80,6 +84,8 @@ class EngineHooks(Protocol):
         info: Sequence[ImageInfo] = (),
     ) -> list[Image.Image]: ...
 
+    def sub_pass_hooks(self, request: Img2ImgRequest, components: Components) -> Sequence[ModelHook]: ...
+
     def extra_infotext(self, request: GenerationRequest) -> dict[str, object]: ...
 
     def after_save(self, request: GenerationRequest, image: GeneratedImage) -> None: ...
@@ -116,6 +122,9 @@ class NoHooks:
         info: Sequence[ImageInfo] = (),
     ) -> list[Image.Image]:
         return images
+
+    def sub_pass_hooks(self, request: Img2ImgRequest, components: Components) -> Sequence[ModelHook]:
+        return ()
 
     def extra_infotext(self, request: GenerationRequest) -> dict[str, object]:
         return {}

@@ -1,4 +1,4 @@
-"""The one module an extension imports: hooks, typed state, requests and descriptors (plugin API 2.1).
+"""The one module an extension imports: hooks, typed state, requests and descriptors (plugin API 2.2).
 
     from webui.plugins.api import hookimpl, UiSection, Field
 
@@ -31,7 +31,14 @@ API 2.1 adds field groups (tabs inside an accordion) and the stored settings in 
     Field("image", "image", None, group="ControlNet Unit 0")   # fields of a group share a tab
     def register(registry, settings): ...            # settings as stored at start (unchecked)
 
-extensions/controlnet is the worked example.
+API 2.2 lets a sub-pass carry other extensions' work, and says what an img2img pass works on:
+
+    runner(Img2ImgRequest(..., extension_args={"controlnet": {"_units": [unit]}}))  # the named
+        # extensions check the sub-request and run their before_model on its model calls only
+    img2img_work_image(request)                      # the picture the pass denoises ("only masked":
+                                                     # the masked region's crop at the pass's size)
+
+extensions/controlnet is the worked example; extensions/detailer's ControlNet unit uses 2.2.
 
 Everything else in `webui` is internal and may change between versions; what is named here follows
 API_VERSION (same major: compatible; extensions for API 1.0 load unchanged).
@@ -52,6 +59,7 @@ from webui.core.sampling.noise import resolve_seed
 from webui.core.sampling.samplers import UnknownSampler
 from webui.core.sampling.samplers import make_scheduler as make_builtin_scheduler
 from webui.core.sampling.samplers import resolve as resolve_sampler
+from webui.core.tasks.img2img_batch import work_image as img2img_work_image
 from webui.core.types import (
     GeneratedImage,
     GenerationRequest,
@@ -112,6 +120,7 @@ __all__ = [
     "hookimpl",
     "image_folder",
     "image_grid",
+    "img2img_work_image",
     "labelled_grid",
     "load_state_dict",
     "make_builtin_scheduler",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pluggy
 
 from webui.core.models.cache import ModelCache
-from webui.core.types import MAX_INIT_PIXELS, GeneratedImage, GenerationRequest, RequestError
+from webui.core.types import MAX_INIT_PIXELS, GeneratedImage, GenerationRequest, Img2ImgRequest, RequestError
 from webui.plugins import hookspecs
 from webui.plugins.descriptors import (
     IMAGE_KINDS,
@@ -457,6 +457,23 @@ class PluginHost:
     def model_hooks(self, request: GenerationRequest, components: Components) -> Sequence[ModelHook]:
         self._job().components = JobModel.of(components)
         return [self._model_hook(ext, request) for ext in self.loaded if "before_model" in ext.hooks]
+
+    def sub_pass_hooks(self, request: Img2ImgRequest, components: Components) -> Sequence[ModelHook]:
+        """EngineHooks: the model hooks of one sub-request (a detailer's inpaint pass). Only the
+        extensions its `extension_args` name act on it: their values are checked as a job's are, their
+        `request_received` sees the sub-request (RequestError passes: the sub-pass is refused), and
+        their `before_model` runs on its model calls. The job's own state (problems, model) is kept."""
+        named = [ext for ext in self.loaded if ext.name in request.extension_args]
+        if not named:
+            return ()
+        checked = self.check_extension_args(request.extension_args)
+        request = dataclasses.replace(request, extension_args={**request.extension_args, **checked})
+        self._job().components = JobModel.of(components)
+        for ext in named:
+            called, result = self._call(ext, "request_received", request)
+            if called and isinstance(result, type(request)):
+                request = result
+        return [self._model_hook(ext, request) for ext in named if "before_model" in ext.hooks]
 
     def _model_hook(self, ext: Extension, request: GenerationRequest) -> ModelHook:
         def hook(point: HookPoint, state: ModelCallState) -> None:

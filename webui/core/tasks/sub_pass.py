@@ -5,7 +5,8 @@ A detailer finds faces in the decoded pictures and repaints each one with an inp
 runs on the model the job holds (with the job's LoRAs; its own `checkpoint`, `vae` and `modules` are
 ignored, and a different checkpoint is refused), its prompts encoded like the job's (styles are not
 applied again), with the job's samplers, cancel token and batch mode, but without the job's step and
-model hooks (an extension's own sub-pass never re-enters it). Its progress is not reported: it belongs
+model hooks (an extension's own sub-pass never re-enters it): its model hooks are only those its own
+`extension_args` ask for (`prepare`). Its progress is not reported: it belongs
 to the batch being post-processed. No image is saved; the pictures are returned.
 """
 
@@ -13,22 +14,29 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 
 from webui.core import families
 from webui.core.sampling import noise as noise_mod
+from webui.core.sampling.loop import ModelHook
 from webui.core.tasks import img2img_batch
 from webui.core.tasks.context import BatchContext
 from webui.core.types import Img2ImgRequest, RequestError
 
 SubPassFn = Callable[[Img2ImgRequest], list[Image.Image]]
+PrepareFn = Callable[[Img2ImgRequest], Sequence[ModelHook]]
 
 
-def make_sub_pass(ctx: BatchContext, checkpoint_names: frozenset[str]) -> SubPassFn:
+def make_sub_pass(
+    ctx: BatchContext, checkpoint_names: frozenset[str], prepare: PrepareFn | None = None
+) -> SubPassFn:
     """The sub-pass for one batch: `ctx` is that batch's context; `checkpoint_names` are the titles and
-    names of the job's checkpoint (a sub-request naming another one is refused)."""
+    names of the job's checkpoint (a sub-request naming another one is refused). `prepare(sub_request)`,
+    when given, returns the model hooks of that sub-request alone (EngineHooks.sub_pass_hooks: the
+    extensions its `extension_args` name, such as a detailer's ControlNet unit); it may refuse the
+    sub-request with RequestError."""
 
     def run(request: Img2ImgRequest) -> list[Image.Image]:
         if not isinstance(request, Img2ImgRequest):
@@ -43,6 +51,7 @@ def make_sub_pass(ctx: BatchContext, checkpoint_names: frozenset[str]) -> SubPas
         seed = noise_mod.resolve_seed(request.seed, rng)
         subseed = noise_mod.resolve_seed(request.subseed, rng, field="subseed")
         inputs = img2img_batch.prepare_inputs(request, seed, family.latent.size_multiple)
+        model_hooks = tuple(prepare(request)) if prepare is not None else ()
         cond, uncond = ctx.encode(request.prompt, request.negative_prompt, request.steps)
         sub = dataclasses.replace(
             ctx,
@@ -50,7 +59,7 @@ def make_sub_pass(ctx: BatchContext, checkpoint_names: frozenset[str]) -> SubPas
             uncond=uncond,
             report=_quiet,
             hooks=(),
-            model_hooks=(),
+            model_hooks=model_hooks,
             hr_prompts=None,
             second_pass=None,
             refiner=None,
