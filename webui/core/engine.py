@@ -21,6 +21,7 @@ import torch
 
 from webui.core import families, pass_models
 from webui.core.config import AppConfig
+from webui.core.denoiser_compile import CompileHook, DenoiserCompiler
 from webui.core.devices import choose_precision, per_image
 from webui.core.downloads.job import check_download, run_download
 from webui.core.downloads.request import DownloadRequest
@@ -143,6 +144,7 @@ class _Run:
     samplers: SamplerCatalog
     hires: hires_networks.HiresPlan | None  # the hires pass's own prompts / LoRAs, when it has them
     outputs: OutputOptions  # where and how images are written (the saving settings)
+    compiled: CompileHook | None = None  # --compile: the job's compiled-denoiser hook (and its warnings)
 
 
 R = TypeVar("R", bound=GenerationRequest)
@@ -175,6 +177,7 @@ class Engine:
         self.loras = LoraLibrary(config.lora_dirs, config.cache_dir / "hashes.sqlite", hashing=config.hashing)
         self.network_cache = NetworkCache()
         self.faces = FaceRestorers(config.models_dir, self.manager.precision.device)
+        self.compiler = DenoiserCompiler(config.cache_dir) if config.compile else None
 
     def check(self, request: GenerationRequest | extras.ExtrasRequest | DownloadRequest) -> None:
         """RequestError for whatever `run` would refuse before any work (a bad field, an unknown style,
@@ -279,7 +282,19 @@ class Engine:
             extra = tuple(self.hooks.model_hooks(request, model.components))
             if extra:
                 run = dataclasses.replace(run, model_hooks=(*run.model_hooks, *extra))
+            if self.compiler is not None:  # last, so it sees the model the other hooks leave in place
+                run = self._with_compile(run, model, applied, self.compiler)
             return self._run_batches(run, model, applied, stack)
+
+    def _with_compile(
+        self, run: _Run, model: LoadedModel, applied: AppliedInfo, compiler: DenoiserCompiler
+    ) -> _Run:
+        """The run with --compile's hook; the weights are frozen into the compiled graph unless networks
+        (the job's, or its hires pass's) change them during the job."""
+        patched = applied.patched or (run.hires is not None and run.hires.networks is not None)
+        p = self.manager.precision
+        hook = compiler.hook(model.components.denoiser, p.device, p.vram, freeze=not patched)
+        return dataclasses.replace(run, model_hooks=(*run.model_hooks, hook), compiled=hook)
 
     @property
     def samplers(self) -> SamplerCatalog:
@@ -421,6 +436,7 @@ class Engine:
 
         def result(interrupted: bool = False, grid: Path | None = None) -> GenerationResult:
             problems = tuple(self.hooks.take_problems())
+            problems += tuple(run.compiled.warnings) if run.compiled is not None else ()
             return GenerationResult(
                 request,
                 tuple(images),
