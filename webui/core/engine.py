@@ -28,6 +28,7 @@ from webui.core.downloads.request import DownloadRequest
 from webui.core.extension_points import NO_HOOKS, EngineHooks, ImageInfo
 from webui.core.faces.restorers import FaceRestorers, restore
 from webui.core.family_requests import family_params, fit_request
+from webui.core.image_memory import check_image_memory, limit_bytes
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
 from webui.core.networks.activations import ActivationPlan, lora_hashes, plan_prompt
 from webui.core.networks.apply import AppliedInfo, NetworkCache, apply_networks
@@ -203,6 +204,8 @@ class Engine:
         """The request as the extensions hand it on, checked, and its prompts with styles applied."""
         request = self.hooks.request_received(request)
         request.validate(self.samplers)
+        limit = self.settings("image_memory_limit_mb") if self.settings is not None else None
+        check_image_memory(request, limit_bytes(limit))
         if isinstance(request, Txt2ImgRequest) and request.enable_hr:
             hires.check_upscaler(request.hr_upscaler, self.hooks.image_upscalers())
         prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, request.styles)
