@@ -1,7 +1,7 @@
 """Our engine against diffusers' own pipeline on the same modules: batch 1 and batch 8, side by side.
 
     python bench/gpu.py [--smoke] [--models sd15,sdxl,flux] [--batches 1,8] [--repeats 3] [--work DIR]
-                        [--flux-depth 1] [--modes none,medvram,lowvram] [--hires SCALE]
+                        [--flux-depth 1] [--modes none,medvram,lowvram] [--hires SCALE] [--compile]
 
 For each model it runs txt2img through the public path, `Engine(...).run(Txt2ImgRequest(batch_size=B))`,
 and the matching diffusers pipeline (StableDiffusionPipeline, StableDiffusionXLPipeline, FluxPipeline)
@@ -21,6 +21,10 @@ the GPU, then --medvram and --lowvram; models.offload), optionally with hires fi
 seconds, the time against mode none, peak GPU memory (on CUDA) and how many moves the offloader made.
 On the CPU (`--smoke` here) the offloader moves parts between the CPU and itself: the time then shows
 the bookkeeping's cost, not a transfer's, and there is no VRAM to show.
+
+With `--compile`, a third table: each model at batch 1 through our engine eager and with `--compile`
+(bench/compile.py's comparison: alternating runs, medians), the speedup, and the first compiled run's
+seconds (a cold compile: the compile cache starts empty).
 
 Targets (issue 17, on an H100/H200-class GPU): batch-8 ratio <= 1.05. The engine batches on a GPU
 (`--batch-mode auto`) and goes image by image on the CPU, so on the CPU batch 8 costs ~8x batch 1.
@@ -379,6 +383,7 @@ def main() -> None:
         "--modes", default="none,medvram,lowvram", help="VRAM modes of the second table ('' skips it)"
     )
     p.add_argument("--hires", type=float, default=0.0, help="hires fix scale in the VRAM-mode table (0: off)")
+    p.add_argument("--compile", action="store_true", help="a third table: batch 1 eager vs --compile")
     args = p.parse_args()
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad_modes = [m for m in args.modes if m not in ("none", "medvram", "lowvram")]
@@ -424,6 +429,34 @@ def main() -> None:
             print(line)
         hr = f", hires fix x{args.hires:g}" if args.hires else ""
         print(f"batch 1{hr}; x none: seconds / seconds in mode none; moves: the offloader's moves per run")
+    if args.compile:
+        print()
+        run_compile(keys, args)
+
+
+def run_compile(keys: list[str], args: argparse.Namespace) -> None:
+    """Each model at batch 1, eager against --compile (bench/compile.py's comparison)."""
+    import compile as compile_bench
+
+    rows = []
+    for key in keys:
+        m = MODELS[key]
+        size, steps, repeats = (64, 2, 1) if args.smoke else (m.size, m.steps, args.repeats)
+        flux = m.key == "flux"
+        extra: dict[str, Any] = dict(cfg_scale=m.cfg)
+        if flux:
+            extra.update(negative_prompt="", scheduler="Simple", distilled_cfg_scale=3.5)
+        with tempfile.TemporaryDirectory(prefix="sfumato-compile-") as tmp:
+            data = Path(tmp)
+            folder = data / "models" / "Stable-diffusion"
+            folder.mkdir(parents=True)
+            name = write_model(m, folder, args.smoke, args.work, args.flux_depth)
+            rows.append(compile_bench.compare(data, name, m.label, size, steps, repeats, **extra))
+        print(f"  {m.label} compile: done", file=sys.stderr, flush=True)
+    print(compile_bench.HEADER)
+    for r in rows:
+        print(compile_bench.format_row(r))
+    print("speedup: eager seconds / compiled seconds at batch 1; 1st run: cold compile + run")
 
 
 if __name__ == "__main__":

@@ -230,7 +230,14 @@ def test_listing_routes_shapes(c: httpx.Client, tiny_files: dict[str, Path]) -> 
     on = ["controlnet", "adetailer", "wildcards"]
     assert c.get("/sdapi/v1/scripts").json() == {
         "txt2img": [*selectable, "x/y/z plot", *on],
-        "img2img": [*selectable, "outpainting mk2", "poor man's outpainting", "x/y/z plot", *on],
+        "img2img": [
+            *selectable,
+            "outpainting mk2",
+            "poor man's outpainting",
+            "sd upscale",
+            "x/y/z plot",
+            *on,
+        ],
     }
     info = {(i["name"], i["is_img2img"]): i for i in c.get("/sdapi/v1/script-info").json()}
     assert info["wildcards", False]["is_alwayson"] and not info["x/y/z plot", False]["is_alwayson"]

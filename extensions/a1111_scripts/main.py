@@ -1,12 +1,13 @@
 """A1111's selectable scripts, registered under A1111's names so its clients' `script_name` and positional
 `script_args` work: Prompt matrix and Prompts from file or textbox (txt2img and img2img), Outpainting
-mk2 and Poor man's outpainting (img2img, on the engine's own outpainting)."""
+mk2 and Poor man's outpainting (img2img, on the engine's own outpainting), SD upscale (img2img, tile by
+tile)."""
 
 from __future__ import annotations
 
 from webui.plugins.api import ExtensionContext, Registry, ScriptSpec, hookimpl
 
-from . import outpainting, prompt_matrix, prompts_file
+from . import outpainting, prompt_matrix, prompts_file, sd_upscale
 
 
 @hookimpl
@@ -24,4 +25,12 @@ def register(registry: Registry, context: ExtensionContext) -> None:
     )
     registry.add(
         ScriptSpec("Poor man's outpainting", outpainting.run_poor, outpainting.POOR_FIELDS, tabs=("img2img",))
+    )
+    registry.add(
+        ScriptSpec(
+            "SD upscale",
+            lambda runner, request, args: sd_upscale.run(runner, request, args, context.outputs_dir),
+            sd_upscale.FIELDS,
+            tabs=("img2img",),
+        )
     )

@@ -42,6 +42,7 @@ class AppConfig:
     batch_mode: str = "auto"  # auto | batched | per-image: how the denoiser sees a batch (devices.per_image)
     tiled_vae: str = "auto"  # auto | on | off: when the VAE works in tiles (tasks.vae_tiles)
     vram: str = "auto"  # auto | none | medvram | lowvram: parts offloaded to RAM (devices.resolve_vram)
+    compile: bool = False  # --compile: the denoiser through torch.compile (denoiser_compile)
     download_hosts: tuple[str, ...] = ()  # --download-hosts: extra download hosts (may be on the LAN)
 
     @property
@@ -99,6 +100,7 @@ class AppConfig:
             batch_mode=getattr(ns, "batch_mode", "auto"),
             tiled_vae=getattr(ns, "tiled_vae", "auto"),
             vram=getattr(ns, "vram", None) or "auto",
+            compile=bool(getattr(ns, "compile", False)),
             model_cache_bytes=int(cache_gb * 2**30),
             listen=ns.listen,
             server_name=ns.server_name,

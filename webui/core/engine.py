@@ -22,12 +22,14 @@ import torch
 
 from webui.core import families, pass_models
 from webui.core.config import AppConfig
+from webui.core.denoiser_compile import CompileHook, DenoiserCompiler
 from webui.core.devices import choose_precision, per_image
 from webui.core.downloads.job import check_download, run_download
 from webui.core.downloads.request import DownloadRequest
 from webui.core.extension_points import NO_HOOKS, EngineHooks, ImageInfo
 from webui.core.faces.restorers import FaceRestorers, restore
 from webui.core.family_requests import family_params, fit_request
+from webui.core.image_memory import check_image_memory, limit_bytes
 from webui.core.models.manager import LoadedModel, ModelManager, ModelNotFound
 from webui.core.networks.activations import ActivationPlan, lora_hashes, plan_prompt
 from webui.core.networks.apply import AppliedInfo, NetworkCache, apply_networks
@@ -144,6 +146,7 @@ class _Run:
     samplers: SamplerCatalog
     hires: hires_networks.HiresPlan | None  # the hires pass's own prompts / LoRAs, when it has them
     outputs: OutputOptions  # where and how images are written (the saving settings)
+    compiled: CompileHook | None = None  # --compile: the job's compiled-denoiser hook (and its warnings)
 
 
 R = TypeVar("R", bound=GenerationRequest)
@@ -176,6 +179,7 @@ class Engine:
         self.loras = LoraLibrary(config.lora_dirs, config.cache_dir / "hashes.sqlite", hashing=config.hashing)
         self.network_cache = NetworkCache()
         self.faces = FaceRestorers(config.models_dir, self.manager.precision.device)
+        self.compiler = DenoiserCompiler(config.cache_dir) if config.compile else None
 
     def check(self, request: GenerationRequest | extras.ExtrasRequest | DownloadRequest) -> None:
         """RequestError for whatever `run` would refuse before any work (a bad field, an unknown style,
@@ -201,6 +205,8 @@ class Engine:
         """The request as the extensions hand it on, checked, and its prompts with styles applied."""
         request = self.hooks.request_received(request)
         request.validate(self.samplers)
+        limit = self.settings("image_memory_limit_mb") if self.settings is not None else None
+        check_image_memory(request, limit_bytes(limit))
         if isinstance(request, Txt2ImgRequest) and request.enable_hr:
             hires.check_upscaler(request.hr_upscaler, self.hooks.image_upscalers())
         prompt, negative = self.styles.apply(request.prompt, request.negative_prompt, request.styles)
@@ -280,7 +286,19 @@ class Engine:
             extra = tuple(self.hooks.model_hooks(request, model.components))
             if extra:
                 run = dataclasses.replace(run, model_hooks=(*run.model_hooks, *extra))
+            if self.compiler is not None:  # last, so it sees the model the other hooks leave in place
+                run = self._with_compile(run, model, applied, self.compiler)
             return self._run_batches(run, model, applied, stack)
+
+    def _with_compile(
+        self, run: _Run, model: LoadedModel, applied: AppliedInfo, compiler: DenoiserCompiler
+    ) -> _Run:
+        """The run with --compile's hook; the weights are frozen into the compiled graph unless networks
+        (the job's, or its hires pass's) change them during the job."""
+        patched = applied.patched or (run.hires is not None and run.hires.networks is not None)
+        p = self.manager.precision
+        hook = compiler.hook(model.components.denoiser, p.device, p.vram, freeze=not patched)
+        return dataclasses.replace(run, model_hooks=(*run.model_hooks, hook), compiled=hook)
 
     @property
     def samplers(self) -> SamplerCatalog:
@@ -422,6 +440,7 @@ class Engine:
 
         def result(interrupted: bool = False, grid: Path | None = None) -> GenerationResult:
             problems = tuple(self.hooks.take_problems())
+            problems += tuple(run.compiled.warnings) if run.compiled is not None else ()
             return GenerationResult(
                 request,
                 tuple(images),

@@ -160,6 +160,14 @@ SPECS: Mapping[str, SettingSpec] = _specs(
         check=_one_of("Full", "Approx NN", "Approx cheap", "TAESD"),
     ),
     SettingSpec(
+        "image_memory_limit_mb",
+        0,
+        int,
+        "Largest memory a job's pictures may need even with the tiled VAE, in MiB (0: half this machine's "
+        "RAM); a larger size or batch is refused with the largest that fits",
+        check=_between(0, 1 << 30),
+    ),
+    SettingSpec(
         "initial_noise_multiplier", 1.0, float, "Noise multiplier for img2img", check=_between(0, 1.5)
     ),
     SettingSpec(

@@ -33,6 +33,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "eta_noise_seed_delta", "randn_source", "eta_ddim", "s_churn", "s_tmin", "s_tmax",
         "s_noise",
     ),
+    "Memory": ("image_memory_limit_mb",),
     "Downloads": ("download_hosts",),  # the tokens are set in the Models tab's Download section, never shown
 }  # fmt: skip
 

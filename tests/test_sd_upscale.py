@@ -1,0 +1,119 @@
+"""A1111's img2img "SD upscale" script (extensions/a1111_scripts/sd_upscale.py): the tile layout, the
+blend across overlaps, and real runs of the tiny SD1 model over /sdapi/v1/img2img as A1111 clients send
+them (script_name "sd upscale", positional script_args [info, overlap, upscaler index, scale factor])."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.test_server_harness import running_server
+from webui.core.config import AppConfig
+from webui.plugins.host import PluginHost
+
+FAST = dict(prompt="a red cube", steps=2, width=64, height=64, seed=7, cfg_scale=5, denoising_strength=0.5)
+
+
+@pytest.fixture(scope="module")
+def sd_upscale(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    h = PluginHost.for_config(AppConfig.for_data_dir(tmp_path_factory.mktemp("d")), include_pip=False)
+    ext = h.extension("a1111_scripts")
+    assert ext.loaded, ext.error
+    return importlib.import_module(f"{ext.module.__package__}.sd_upscale")
+
+
+def _picture(w: int = 64, h: int = 64) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(1).integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def test_tiles_cover_the_picture_overlapping_at_least_as_asked(sd_upscale: Any) -> None:
+    assert sd_upscale.tile_starts(128, 64, 32) == [0, 32, 64]
+    assert sd_upscale.tile_starts(64, 64, 32) == [0]
+    starts = sd_upscale.tile_starts(200, 64, 16)
+    assert starts[0] == 0 and starts[-1] == 200 - 64
+    assert all(a + 64 - b >= 16 for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_blend_puts_unchanged_tiles_back_exactly_and_ramps_across_overlaps(sd_upscale: Any) -> None:
+    picture = _picture(160, 96)
+    xs, ys = sd_upscale.tile_starts(160, 64, 16), sd_upscale.tile_starts(96, 64, 16)
+    tiles = [[picture.crop((x, y, x + 64, y + 64)) for x in xs] for y in ys]
+    assert np.array_equal(np.asarray(sd_upscale.blend(tiles, xs, ys, picture.size, 16)), np.asarray(picture))
+    # two tiles side by side, black and white: white rises across the overlap, each alone outside it
+    black, white = Image.new("RGB", (64, 64), 0), Image.new("RGB", (64, 64), (255, 255, 255))
+    xs = sd_upscale.tile_starts(96, 64, 32)
+    out = np.asarray(sd_upscale.blend([[black, white]], xs, [0], (96, 64), 32))[10, :, 0].astype(int)
+    assert xs == [0, 32]
+    assert (out[:32] == 0).all() and (out[64:] == 255).all()
+    assert 0 < out[40] < out[48] < out[56] < 255 and (np.diff(out[32:64]) >= 0).all()
+
+
+@pytest.fixture(scope="module")
+def c(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    with (
+        running_server(tiny_data_dir, tmp_path_factory.mktemp("sd-upscale-api")) as running,
+        running.client() as client,
+    ):
+        yield client
+
+
+def _b64(image: Image.Image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _image(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+
+
+def test_sd_upscale_over_the_api_redraws_tiles_and_blends_them(c: httpx.Client) -> None:
+    init = _picture()
+    body = {**FAST, "init_images": [_b64(init)]}
+    r = c.post(
+        "/sdapi/v1/img2img", json={**body, "script_name": "sd upscale", "script_args": ["", 32, 1, 2.0]}
+    )
+    assert r.status_code == 200, r.text
+    assert len(r.json()["images"]) == 1
+    out = _image(r.json()["images"][0])
+    assert out.shape == (128, 128, 3)  # 64 px x 2, in 3 x 3 tiles of 64 px
+    text = json.loads(r.json()["info"])["infotexts"][0]
+    assert (
+        "Size: 128x128" in text
+        and "SD upscale overlap: 32" in text
+        and "SD upscale upscaler: Lanczos" in text
+    )
+    # the top-left 32 px belong to the first tile alone: exactly what img2img makes of that tile
+    enlarged = init.resize((128, 128), resample=Image.Resampling.LANCZOS)
+    tile = c.post("/sdapi/v1/img2img", json={**body, "init_images": [_b64(enlarged.crop((0, 0, 64, 64)))]})
+    assert tile.status_code == 200, tile.text
+    first = _image(tile.json()["images"][0])
+    assert np.array_equal(out[:32, :32], first[:32, :32])
+    assert not np.array_equal(out[32:64, 32:64], first[32:64, 32:64])  # there the neighbours blend in
+    assert not np.array_equal(out, np.asarray(enlarged))  # redrawn, not only enlarged
+
+
+def test_upscaler_none_keeps_the_size_and_other_upscalers_are_refused_by_name(c: httpx.Client) -> None:
+    body = {**FAST, "init_images": [_b64(_picture())], "script_name": "SD upscale"}
+    kept = c.post("/sdapi/v1/img2img", json={**body, "script_args": ["", 16, 0, 2.0]})
+    assert kept.status_code == 200, kept.text
+    assert _image(kept.json()["images"][0]).shape == (64, 64, 3)
+    assert "SD upscale upscaler: None" in json.loads(kept.json()["info"])["infotexts"][0]
+    for upscaler, needle in (("R-ESRGAN 4x+", "'R-ESRGAN 4x+'"), (7, "index 7")):
+        bad = c.post("/sdapi/v1/img2img", json={**body, "script_args": ["", 16, upscaler, 2.0]})
+        assert bad.status_code == 422, bad.text
+        assert "script_args.upscaler_index" in bad.text and needle in bad.text, bad.text
+    bad = c.post("/sdapi/v1/img2img", json={**body, "script_args": ["", 64, 1, 2.0]})
+    assert bad.status_code == 422 and "script_args.overlap" in bad.text, bad.text
+    on_txt2img = c.post("/sdapi/v1/txt2img", json={**FAST, "script_name": "SD upscale"})
+    assert on_txt2img.status_code == 422 and "script_name" in on_txt2img.text
