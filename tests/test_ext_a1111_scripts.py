@@ -71,6 +71,7 @@ def test_a_line_of_options_in_a1111_syntax(host: PluginHost) -> None:
     }
     assert pf.parse_line("--do_not_save_samples true --tiling false", 1) == {"save_images": False}
     assert pf.parse_line("a plain -- prompt", 1) == {"prompt": "a plain -- prompt"}
+    assert pf.parse_line("--restore_faces true", 1) == {"restore_faces": True}  # A1111's option
 
 
 @pytest.mark.parametrize(
