@@ -71,6 +71,7 @@ def test_a_line_of_options_in_a1111_syntax(host: PluginHost) -> None:
     }
     assert pf.parse_line("--do_not_save_samples true --tiling false", 1) == {"save_images": False}
     assert pf.parse_line("a plain -- prompt", 1) == {"prompt": "a plain -- prompt"}
+    assert pf.parse_line("--restore_faces true", 1) == {"restore_faces": True}  # A1111's option
 
 
 @pytest.mark.parametrize(
@@ -219,9 +220,21 @@ def test_xyz_new_axes_and_limits(host: PluginHost) -> None:
         axes.axis_kind(5, t2i, "x_type")
     i2i = Img2ImgRequest(**BASE, init_images=(Image.new("RGB", (64, 64)),))  # type: ignore[arg-type]
     assert axes.axis_kind(5, i2i, "x_type") == "CFG Scale"
-    with pytest.raises(RequestError, match="Face restore") as e:
-        axes.axis_kind(axes.A1111_TXT2IMG.index("Face restore"), t2i, "y_type")
+    with pytest.raises(RequestError, match="Token merging ratio") as e:
+        axes.axis_kind(axes.A1111_TXT2IMG.index("Token merging ratio"), t2i, "y_type")
     assert e.value.field == "y_type"
+    # A1111's Face restore axis: a restorer's name, or true/false with the request's own restorer
+    assert axes.axis_kind(axes.A1111_TXT2IMG.index("Face restore"), t2i, "y_type") == "Face restore"
+    faces = axes.parse_values("Face restore", "gfpgan, CodeFormer, False, yes", t2i, "y_values")
+    assert faces == ["GFPGAN", "CodeFormer", "false", "true"]
+    applied = [axes.AXES["Face restore"].apply(t2i, v) for v in faces]
+    own = t2i.face_restoration_model
+    assert [(r.restore_faces, r.face_restoration_model) for r in applied] == [
+        (True, "GFPGAN"), (True, "CodeFormer"), (False, own), (True, own)
+    ]  # fmt: skip
+    with pytest.raises(RequestError, match="Face restore takes") as e:
+        axes.parse_values("Face restore", "GFPGAN, Bogus", t2i, "y_values")
+    assert e.value.field == "y_values"
     with pytest.raises(RequestError, match="img2img only"):
         axes.axis_kind("Initial noise multiplier", t2i, "x_type")
     for text in ("1-10000", ", ".join(str(i) for i in range(10_000)), "1-2 [10000]"):

@@ -205,3 +205,9 @@ def test_codeformer_and_restoreformer_still_need_spandrel(tmp_path: Path) -> Non
         with pytest.raises(RequestError) as e:
             faces.check(kind, "face_restoration_model")
         assert "spandrel" in e.value.message and name in e.value.message
+
+
+def test_asking_for_a_restorer_that_cannot_run_names_the_one_that_can(models: Path) -> None:
+    with pytest.raises(RequestError) as e:
+        restorers.FaceRestorers(models).check("CodeFormer", "restore_faces")  # A1111's default
+    assert "models/Codeformer" in e.value.message and "GFPGAN can run here" in e.value.message

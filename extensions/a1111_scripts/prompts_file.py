@@ -88,7 +88,7 @@ OPTIONS: dict[str, tuple[str | None, Callable[[str], Any]]] = {
     "cfg_scale": ("cfg_scale", float),
     "width": ("width", int),
     "height": ("height", int),
-    "restore_faces": (None, _refuse_true("face restoration is not supported")),
+    "restore_faces": ("restore_faces", _bool),  # with the request's face_restoration_model
     "tiling": (None, _refuse_true("tiling is not supported")),
     "do_not_save_samples": ("save_images", lambda v: not _bool(v)),
     "do_not_save_grid": (None, _bool),  # this script makes no grid

@@ -89,6 +89,18 @@ def _size(request: GenerationRequest, size: Any) -> GenerationRequest:
     return dataclasses.replace(request, width=size[0], height=size[1])
 
 
+_RESTORERS = ("CodeFormer", "GFPGAN", "RestoreFormer")
+_ON, _OFF = ("true", "yes", "y", "1", "on"), ("false", "no", "n", "0", "off", "none")
+
+
+def _face_restore(request: GenerationRequest, value: Any) -> GenerationRequest:
+    """A1111's "Face restore" axis: a restorer's name turns restoration on with it; true/false turn
+    it on (with the request's own restorer) or off."""
+    if value in _RESTORERS:
+        return dataclasses.replace(request, restore_faces=True, face_restoration_model=value)
+    return dataclasses.replace(request, restore_faces=value == "true")
+
+
 AXES: dict[str, AxisType] = {
     a.label: a
     for a in (
@@ -121,6 +133,7 @@ AXES: dict[str, AxisType] = {
         AxisType("VAE", _set("vae")),
         AxisType("Styles", _styles),
         AxisType("Size", _size),
+        AxisType("Face restore", _face_restore),
     )
 }
 
@@ -317,6 +330,14 @@ def _checked(
                 f"(limit {MAX_ORDER_PARTS} fragments)",
             )
         return list(itertools.permutations(values))
+    elif kind == "Face restore":
+        out = []
+        for v in values:
+            named = {r.casefold(): r for r in _RESTORERS}.get(v.casefold())
+            if named is None and v.casefold() not in (*_ON, *_OFF):
+                raise RequestError(field, f"{v!r}: Face restore takes {', '.join(_RESTORERS)}, true or false")
+            out.append(named or ("true" if v.casefold() in _ON else "false"))
+        return out
     elif kind == "Size":
         sizes = []
         for v in values:

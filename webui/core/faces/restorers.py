@@ -202,18 +202,20 @@ class FaceRestorers:
 
         if kind not in KINDS:
             raise RequestError(field, f"unknown face restorer {kind!r}: valid are {', '.join(KINDS)}")
-        path = self.installed().get(kind)
+        installed = self.installed()
+        path = installed.get(kind)
+        others = [
+            k for k in installed if k != kind and (k not in SPANDREL_KINDS or not self._spandrel_missing())
+        ]
+        hint = f"; {' and '.join(others)} can run here (Settings -> Face restoration model)" if others else ""
         if path is None:
             raise RequestError(
                 field,
                 f"{kind} is not installed: put its model file (.pth or .safetensors) in "
-                f"models/{FOLDERS[kind]} (here {self.folder(kind)})",
+                f"models/{FOLDERS[kind]} (here {self.folder(kind)}){hint}",
             )
-        if kind in SPANDREL_KINDS:
-            if self._missing is None:
-                self._missing = self.problem()
-            if self._missing:
-                raise RequestError(field, f"{kind} ({path.name}) cannot run: {self._missing}")
+        if kind in SPANDREL_KINDS and self._spandrel_missing():
+            raise RequestError(field, f"{kind} ({path.name}) cannot run: {self._missing}{hint}")
         try:
             stat = path.stat()
         except OSError as e:
@@ -229,6 +231,11 @@ class FaceRestorers:
                     del self._nets[old]
                 self._nets[key] = net
             return self._nets[key]
+
+    def _spandrel_missing(self) -> bool:
+        if self._missing is None:
+            self._missing = self.problem()
+        return bool(self._missing)
 
     def net(self, kind: str, field: str) -> FaceNet:
         return self.check(kind, field)
