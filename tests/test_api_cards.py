@@ -46,7 +46,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory, civitai: Served) -> Iterator[R
     outside = data / "private.png"
     outside.write_bytes(_png((255, 0, 0)))
     os.symlink(outside, data / "models" / "VAE" / "soft.png")  # a preview that points out of the folder
-    flags = ["--api-auth", "alice:pa,root:pr", "--admin", "root", "--download-hosts", "127.0.0.1",
+    flags = ["--api", "--api-auth", "alice:pa,root:pr", "--admin", "root", "--download-hosts", "127.0.0.1",
              "--civitai-url", civitai.base]  # fmt: skip
     with running_server(data, tmp_path_factory.mktemp("cards-api-srv"), flags=flags) as r:
         yield r
@@ -176,10 +176,25 @@ def test_refresh_lists_files_added_since(srv: Running) -> None:
     try:
         with srv.client(ALICE) as c:
             assert "late" not in [x["name"] for x in c.get("/api/v1/cards").json()["cards"]]
+            assert c.post("/api/v1/cards/refresh").status_code == 403  # the model lists are the admin's
+        with srv.client(ROOT) as c:
             r = c.post("/api/v1/cards/refresh")
             assert r.status_code == 200 and r.json()["counts"]["lora"] == 3
             assert "late" in [x["name"] for x in c.get("/api/v1/cards").json()["cards"]]
     finally:
         added.unlink()
-        with srv.client(ALICE) as c:
+        with srv.client(ROOT) as c:
+            c.post("/api/v1/cards/refresh")
+
+
+@pytest.mark.parametrize("route", ["/sdapi/v1/refresh-checkpoints", "/sdapi/v1/refresh-loras"])
+def test_a1111_refresh_routes_rescan_the_library_too(srv: Running, route: str) -> None:
+    added = write_header_only(srv.config.lora_dirs[0] / "later.safetensors", {})
+    try:
+        with srv.client(ROOT) as c:
+            assert c.post(route).status_code == 200
+            assert "later" in [x["name"] for x in c.get("/api/v1/cards").json()["cards"]]
+    finally:
+        added.unlink()
+        with srv.client(ROOT) as c:
             c.post("/api/v1/cards/refresh")

@@ -117,3 +117,14 @@ def test_embeddings_as_prompt_cards(config: AppConfig) -> None:
     assert "data-tab='txt2img'" in text and "data-tag='bad-hands'" in text and "data-tag='easy_neg'" in text
     assert "sf-lib-card" not in text  # a click fills the prompt, not the library's editor
     assert "no embedding matches" in panel.embedding_cards(library, "zzz", "img2img", ThumbCache())
+
+
+def test_refresh_rescans_only_for_admins_when_there_are_logins(config: AppConfig) -> None:
+    library = CardLibrary.for_config(config)
+    services = _services(config, LOGINS)
+    library.cards()
+    write_header_only(config.lora_dirs[0] / "late.safetensors", {})
+    assert not panel.rescan_if_allowed(library, services, SimpleNamespace(username="alice"))
+    assert library.find("lora", "late.safetensors") is None
+    assert panel.rescan_if_allowed(library, services, SimpleNamespace(username="root"))
+    assert library.find("lora", "late.safetensors") is not None

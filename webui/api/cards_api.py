@@ -6,7 +6,8 @@
   Civitai's words for them); `total` counts them all, `counts` the cards of each kind.
 - `GET /api/v1/cards/preview?kind=&file=`: a card's preview picture, only from inside the model folder
   its card was listed in (a `..`, an absolute path or a symlink out is refused).
-- `POST /api/v1/cards/refresh`: rescan the model folders (files added or removed by hand).
+- `POST /api/v1/cards/refresh`: rescan the model folders (files added or removed by hand); admin-only
+  when there are logins, as A1111's refresh routes (which rescan the library too).
 - `POST /api/v1/cards/user-metadata {"kind", "file", "user_metadata": {"description", "activation text",
   "preferred weight", "negative text", "sd version", "notes"}}`: merge into the A1111 sidecar `name.json`
   (written atomically; other keys kept; "" clears one). Admin-only when there are logins.
@@ -25,7 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from webui.api.roles import ADMIN, USER, needs
+from webui.api.roles import ADMIN, needs
 from webui.api.services import Services
 from webui.core.library import actions, civitai
 from webui.core.library.cards import KINDS, CardLibrary
@@ -88,7 +89,7 @@ def build_router(services: Services, library: CardLibrary) -> APIRouter:
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"}
         return FileResponse(path, media_type=media, headers=headers)
 
-    @router.post("/refresh", dependencies=[needs(services, USER, "Rescanning the model library")])
+    @router.post("/refresh", dependencies=[needs(services, ADMIN, "Refreshing the model lists")])
     async def refresh() -> dict[str, Any]:
         problems = await run_in_threadpool(library.refresh)
         return {"counts": library.counts(), "problems": list(problems)}

@@ -169,6 +169,15 @@ def fetch_card(library: CardLibrary, services: Any, request: Any, text: str) -> 
     return html.escape(result.message())
 
 
+def rescan_if_allowed(library: CardLibrary, services: Any, request: Any) -> bool:
+    """Rescan the model folders for an admin (or anyone without logins), as the API's refresh; others
+    see the current listing again. Whether it rescanned."""
+    if refusal(services, request, "Refreshing the model lists") is not None:
+        return False
+    library.refresh()
+    return True
+
+
 def build_library(ctx: Any) -> dict[str, Any]:
     """The library section of the Models tab (call inside a column)."""
     services = ctx.services
@@ -223,8 +232,8 @@ def build_library(ctx: Any) -> dict[str, Any]:
     def search(query: str, kind: str, base: str) -> str:
         return render(library, query, kind, base, thumbs)
 
-    def refresh(query: str, kind: str, base: str) -> str:
-        library.refresh()
+    def refresh(query: str, kind: str, base: str, request: gr.Request) -> str:
+        rescan_if_allowed(library, services, request)
         return search(query, kind, base)
 
     def save(
@@ -297,8 +306,8 @@ def embedding_accordion(ctx: Any, tab: str) -> dict[str, Any]:
     def search(query: str) -> str:
         return embedding_cards(library, query, tab, ctx.lora_thumbs)
 
-    def refresh(query: str) -> str:
-        library.refresh()
+    def refresh(query: str, request: gr.Request) -> str:
+        rescan_if_allowed(library, ctx.services, request)
         return search(query)
 
     quiet: dict[str, Any] = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")

@@ -75,8 +75,9 @@ def preview_of(library: CardLibrary, kind: str, file: str) -> Path:
 def save_user_metadata(library: CardLibrary, kind: str, file: str, values: Mapping[str, Any]) -> Card:
     """Merge `values` (A1111 sidecar keys) into the card's `name.json`, atomically; the fresh card."""
     card = card_of(library, kind, file)
-    write_sidecar(card.sidecar or sidecar_path(card.path), values)
-    return library.refresh_card(card)
+    with library.edits:
+        write_sidecar(card.sidecar or sidecar_path(card.path), values)
+        return library.refresh_card(card)
 
 
 @dataclass(frozen=True)
@@ -142,10 +143,12 @@ def fetch_info(
         except (civitai.CivitaiError, RequestError) as e:  # the text is still worth saving
             problem = e.message if isinstance(e, RequestError) else str(e)
             log.warning("%s: %s", card.file, problem)
-    values = civitai.sidecar_values(info, card.user, config.civitai_url)
-    if picture is not None:
-        write_atomic(card.path.parent / f"{card.name}.preview.png", picture)
-    if values:
-        write_sidecar(card.sidecar or sidecar_path(card.path), values)
-    fresh = library.refresh_card(card)
+    with library.edits:
+        card = library.refresh_card(card)  # notes saved while Civitai was asked count as the user's
+        values = civitai.sidecar_values(info, card.user, config.civitai_url)
+        if picture is not None:
+            write_atomic(card.path.parent / f"{card.name}.preview.png", picture)
+        if values:
+            write_sidecar(card.sidecar or sidecar_path(card.path), values)
+        fresh = library.refresh_card(card)
     return FetchResult(fresh, info, sha, picture is not None, tuple(values), problem)

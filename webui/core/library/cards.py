@@ -239,6 +239,7 @@ class CardLibrary:
         self.folders = {k: tuple(v) for k, v in folders.items()}
         self.hash_db = hash_db
         self._lock = threading.RLock()
+        self.edits = threading.Lock()  # one sidecar read-merge-write at a time (two saves never lose a key)
         self._cards: tuple[Card, ...] | None = None
         self._index: dict[tuple[str, str], Card] = {}
         self._bases: dict[tuple[str, int, int], str | None] = {}
