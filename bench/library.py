@@ -1,6 +1,12 @@
-"""Model library figures: download throughput against plain readers of the same local URL.
+"""Model library figures: card scan and search over many LoRA files; download throughput against plain
+readers of the same local URL.
 
-    python bench/library.py [--mb 512] [--repeat 3] [--work DIR]
+    python bench/library.py [--what all|cards|download] [--files 10000] [--mb 512] [--repeat 3] [--work DIR]
+
+Cards (webui.core.library): writes `--files` header-only LoRA files in 10 subfolders (one in ten with a
+sidecar `name.json` and a preview), then times a cold scan (every header read), a rescan of the unchanged
+files (headers cached by path, size and mtime) and searches over the scanned cards (a name, a sidecar
+word, a kind, a base model, several words), each the median of `--repeat` runs.
 
 Serves one safetensors file of `--mb` megabytes from a threaded HTTP server on 127.0.0.1 (the standard
 library's, in this process) and fetches it with curl (when installed), with a plain urllib reader that
@@ -61,19 +67,78 @@ def _best(run: Callable[[], None], repeat: int) -> float:
     return min(times)
 
 
+def _median_ms(run: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2] * 1000
+
+
+def bench_cards(work: Path, files: int, repeat: int) -> None:
+    import json
+
+    from webui.core.config import AppConfig
+    from webui.core.library.cards import CardLibrary
+    from webui.core.networks.tiny import write_header_only
+
+    config = AppConfig.for_data_dir(work / "cards")
+    lora = config.lora_dirs[0]
+    if len(list(lora.rglob("*.safetensors"))) != files:
+        shutil.rmtree(lora, ignore_errors=True)
+        bases = ("sd_v1", "sdxl_base_v1-0", "flux1")
+        for i in range(files):
+            path = write_header_only(
+                lora / f"set{i % 10}" / f"item-{i:05d}.safetensors", {"ss_base_model_version": bases[i % 3]}
+            )
+            if i % 10 == 0:
+                path.with_suffix(".json").write_text(json.dumps({"activation text": f"trigger{i} inkstyle"}))
+                path.with_name(f"item-{i:05d}.preview.png").write_bytes(b"\x89PNG")
+    print(f"cards: {files} LoRA files in 10 folders ({files // 10} with a sidecar and a preview)")
+    library = CardLibrary.for_config(config)
+    t = time.perf_counter()
+    library.refresh()
+    cold = (time.perf_counter() - t) * 1000
+    print(f"{'cold scan':>28}: {cold:8.1f} ms  ({len(library.cards())} cards)")
+    print(f"{'rescan, unchanged files':>28}: {_median_ms(library.refresh, repeat):8.1f} ms")
+    searches = {
+        "search a name": ("item-04200", "", ""),
+        "search a sidecar word": ("inkstyle", "", ""),
+        "filter kind=lora": ("", "lora", ""),
+        "filter base=sdxl": ("", "", "sdxl"),
+        "search 2 words + base": ("set3 item-0", "", "flux"),
+    }
+    for label, (q, kind, base) in searches.items():
+        found = len(library.search(q, kind, base))
+        ms = _median_ms(lambda q=q, kind=kind, base=base: library.search(q, kind, base), repeat)
+        print(f"{label:>28}: {ms:8.1f} ms  ({found} found)")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--what", choices=("all", "cards", "download"), default="all")
+    p.add_argument("--files", type=int, default=10_000, help="LoRA files for the card figures")
     p.add_argument("--mb", type=int, default=512)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--work", default=None, help="a folder for the files (default: a temporary one)")
     ns = p.parse_args()
+    work = Path(ns.work or tempfile.mkdtemp(prefix="sfumato-bench-library-"))
+    if ns.what in ("all", "cards"):
+        bench_cards(work, ns.files, max(ns.repeat, 5))
+    if ns.what in ("all", "download"):
+        bench_download(ns, work)
+    if ns.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
 
+
+def bench_download(ns: argparse.Namespace, work: Path) -> None:
     from webui.core.config import AppConfig
     from webui.core.downloads.fetch import download
     from webui.core.downloads.policy import HostPolicy
     from webui.core.downloads.request import DownloadRequest
 
-    work = Path(ns.work or tempfile.mkdtemp(prefix="sfumato-bench-library-"))
     served = work / "served"
     served.mkdir(parents=True, exist_ok=True)
     source = served / "model.safetensors"
@@ -114,9 +179,6 @@ def main() -> int:
         if name in results:
             print(f"download throughput / {name}: {results[name] / mine:.2f}x")
     server.shutdown()
-    if ns.work is None:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ def running_server(
     config = server_config(data_dir, tmp)
     if ns.download_hosts:
         config = dataclasses.replace(config, download_hosts=ns.download_hosts)
+    if ns.civitai_url:
+        config = dataclasses.replace(config, civitai_url=ns.civitai_url)
     if manager is None:
         manager = ModelManager(config, Precision())
         manager.refresh()

@@ -23,6 +23,16 @@ class Parser(argparse.ArgumentParser):
         raise FlagError(message)
 
 
+def civitai_url(text: str) -> str:
+    """--civitai-url: an http(s) URL without a query, kept without its trailing slash."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL such as https://civitai.com")
+    return text.strip().rstrip("/")
+
+
 def download_hosts(text: str) -> tuple[str, ...]:
     """--download-hosts: host names or IP addresses, comma-separated (lowercased, no ports)."""
     import ipaddress
@@ -194,6 +204,14 @@ def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
         "its subdomains; the download_hosts setting adds more). Only hosts named here may be on the local "
         "network (a LAN mirror): any other host resolving to a private, loopback or link-local address is "
         "refused",
+    )
+    net.add_argument(
+        "--civitai-url",
+        default=None,
+        type=civitai_url,
+        metavar="URL",
+        help="where the model library's 'Fetch info' looks files up by hash (default https://civitai.com): "
+        "a mirror, or a test's local server. Its host must be on the download allow-list (--download-hosts)",
     )
     net.add_argument(
         "--forwarded-allow-ips",

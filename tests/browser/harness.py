@@ -49,6 +49,7 @@ def running_studio(
         cache_dir=tmp / "cache",
         port=0,
         download_hosts=tuple(ns.download_hosts or ()),
+        civitai_url=ns.civitai_url or AppConfig.civitai_url,
     )
     if manager is None:
         manager = ModelManager(config, Precision())

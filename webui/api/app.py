@@ -31,6 +31,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from webui.api import (
     accounts_api,
+    cards_api,
     downloads_api,
     extension_routes,
     extras_api,
@@ -182,6 +183,8 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
         app.include_router(merge_api.build_router(services, services.merges))
     if services.gallery is not None:
         app.include_router(gallery_api.build_router(services, services.gallery))
+    if services.cards is not None:
+        app.include_router(cards_api.build_router(services, services.cards))
     if sessions is not None:
         app.include_router(sessions_api.build_router(sessions))
         app.include_router(accounts_api.build_router(services))

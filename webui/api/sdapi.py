@@ -405,6 +405,8 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
         problems: tuple[str, ...] = ()
         for m in managers():
             problems = m.refresh()
+        if services.cards is not None:  # the model library lists the same folders
+            services.cards.refresh()
         return problems
 
     async def _refresh(request: Request) -> Any:
@@ -446,12 +448,16 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
     @router.post("/refresh-embeddings")
     async def refresh_embeddings(request: Request) -> Any:
         require_admin(caller(request, services)[0], opts, "Refreshing the embeddings")
+        if services.cards is not None:
+            await run_in_threadpool(services.cards.refresh)
         library = await run_in_threadpool(services.engine.embeddings.library)  # rescans what changed
         return {"problems": list(library.problems)} if library.problems else {}
 
     @router.post("/refresh-loras")
     async def refresh_loras(request: Request) -> Any:
         require_admin(caller(request, services)[0], opts, "Refreshing the LoRAs")
+        if services.cards is not None:
+            await run_in_threadpool(services.cards.refresh)
         return await run_in_threadpool(adapters.refresh_loras, services.engine)
 
     return router

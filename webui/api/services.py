@@ -66,6 +66,7 @@ class Services:
     options: ServerOptions = field(default_factory=ServerOptions)
     merges: Any = None  # webui.core.models.merge_runs.MergeRuns: built for the manager when not given
     gallery: Any = None  # webui.core.outputs.gallery.GalleryIndex: built for the outputs when not given
+    cards: Any = None  # webui.core.library.cards.CardLibrary: built for the model folders when not given
 
     def __post_init__(self) -> None:
         if self.merges is None and self.manager is not None:
@@ -76,6 +77,10 @@ class Services:
             from webui.core.outputs.gallery import GalleryIndex
 
             self.gallery = GalleryIndex.in_folder(self.config.outputs_dir)
+        if self.cards is None and self.config is not None:
+            from webui.core.library.cards import CardLibrary
+
+            self.cards = CardLibrary.for_config(self.config)
 
     def find_checkpoint(self, query: str) -> ModelFile | None:
         """The listed checkpoint a title, name or hash names (A1111's look-up order), or None."""

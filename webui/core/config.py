@@ -44,6 +44,9 @@ class AppConfig:
     vram: str = "auto"  # auto | none | medvram | lowvram: parts offloaded to RAM (devices.resolve_vram)
     compile: bool = False  # --compile: the denoiser through torch.compile (denoiser_compile)
     download_hosts: tuple[str, ...] = ()  # --download-hosts: extra download hosts (may be on the LAN)
+    civitai_url: str = (
+        "https://civitai.com"  # --civitai-url: where "Fetch info" asks (a mirror, a test server)
+    )
 
     @property
     def models_dir(self) -> Path:
@@ -107,4 +110,5 @@ class AppConfig:
             port=ns.port,
             api=ns.api,
             download_hosts=tuple(getattr(ns, "download_hosts", None) or ()),
+            civitai_url=getattr(ns, "civitai_url", None) or "https://civitai.com",
         )

@@ -13,6 +13,7 @@ import gradio as gr
 from webui.ui import img2img_size, widgets
 from webui.ui.context import StudioContext
 from webui.ui.extension_sections import build_sections
+from webui.ui.library_panel import embedding_accordion
 from webui.ui.lora_browser import lora_accordion
 from webui.ui.pass_models_ui import refiner_controls, wire_lists
 from webui.ui.runner import TabRunner
@@ -66,6 +67,7 @@ def _common(ctx: StudioContext, tab: str, topbar: dict[str, Any]) -> dict[str, A
     f: dict[str, Any] = {"_infotexts": gr.State([]), "_seeds": gr.State([])}
     f.update(widgets.prompt_area(ctx, tab))
     lora_accordion(ctx, tab, ctx.lora_thumbs)
+    embedding_accordion(ctx, tab)
     build_styles_editor(ctx, tab, f)
     return f
 

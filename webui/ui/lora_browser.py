@@ -43,6 +43,7 @@ CSS = """
 
 # A card click toggles its tag in the prompt of the tab the grid sits in (data-tab), as A1111 does: added
 # at the end, or, when the prompt already has that network at any weight, taken out; then tells Gradio.
+# A tag that is a plain word (an embedding's name) is found as a whole word.
 CARD_SCRIPT = """
 <script>
 document.addEventListener('click', (e) => {
@@ -54,8 +55,9 @@ document.addEventListener('click', (e) => {
   const text = box.value, tag = card.dataset.tag;
   const m = /^<(\\w+):([^:>]+)/.exec(tag);
   const quote = (s) => s.replace(/[.*+?^${}()|[\\]\\\\]/g, '\\\\$&');
-  const present = m && new RegExp('\\\\s*<' + quote(m[1]) + ':' + quote(m[2]) + '(:[^>]*)?>', 'g');
-  if (present && present.test(text)) {
+  const present = m ? new RegExp('\\\\s*<' + quote(m[1]) + ':' + quote(m[2]) + '(:[^>]*)?>', 'g')
+    : new RegExp('\\\\s*(?<![^\\\\s,(])' + quote(tag) + '(?![^\\\\s,)])', 'g');
+  if (present.test(text)) {
     box.value = text.replace(present, '').replace(/^\\s+/, '');
   } else {
     box.value = text + (text && !/\\s$/.test(text) ? ' ' : '') + tag;

@@ -3,7 +3,8 @@
 Listing reads only the scan (names, sizes, cached hashes): thousands of files list at once. The family
 of the rows shown (at most MAX_ROWS) comes from the services (a safetensors header or a diffusers
 folder's configs, remembered per file).
-Below the table, the LoRA browser (cards with search; webui.ui.lora_browser) and the checkpoint
+Below the table, the model library (cards of every kind with their notes; webui.ui.library_panel),
+the LoRA browser (cards with search; webui.ui.lora_browser) and the checkpoint
 merger (webui.ui.merger_panel), and the Download panel (webui.ui.download_panel).
 """
 
@@ -15,6 +16,7 @@ import gradio as gr
 
 from webui.ui.context import StudioContext
 from webui.ui.download_panel import build_downloads
+from webui.ui.library_panel import build_library
 from webui.ui.lora_browser import build_lora_browser
 from webui.ui.merger_panel import build_merger
 
@@ -68,6 +70,8 @@ def build_models(ctx: StudioContext) -> dict[str, Any]:
         [], headers=HEADERS, datatype=["str", "str", "str", "str", "number"], interactive=False,
         elem_id="models_table", wrap=True,
     )  # fmt: skip
+    with gr.Column(elem_id="models_library", elem_classes="sf-extensions"):
+        f["_library"] = build_library(ctx)
     with gr.Column(elem_id="models_lora", elem_classes="sf-extensions"):
         gr.Markdown("### LoRA")
         build_lora_browser(ctx, "", ctx.lora_thumbs)

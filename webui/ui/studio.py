@@ -241,12 +241,15 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
         str(services.config.outputs_dir),
         str(getattr(services.queue, "files_dir", services.config.outputs_dir)),
     ]
+    from webui.ui.library_panel import CSS as LIBRARY_CSS
+    from webui.ui.library_panel import LIBRARY_SCRIPT
     from webui.ui.lora_browser import CARD_SCRIPT
     from webui.ui.lora_browser import CSS as LORA_CSS
 
     options = dict(
-        run_history=False, allowed_paths=folders, css=CSS + LORA_CSS, head=HEAD + CARD_SCRIPT, footer_links=[]
-    )
+        run_history=False, allowed_paths=folders, css=CSS + LORA_CSS + LIBRARY_CSS,
+        head=HEAD + CARD_SCRIPT + LIBRARY_SCRIPT, footer_links=[],
+    )  # fmt: skip
     return Studio(blocks, ctx, options)
 
 

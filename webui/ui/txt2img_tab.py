@@ -9,6 +9,7 @@ import gradio as gr
 from webui.ui import widgets
 from webui.ui.context import StudioContext
 from webui.ui.extension_sections import build_sections
+from webui.ui.library_panel import embedding_accordion
 from webui.ui.lora_browser import lora_accordion
 from webui.ui.pass_models_ui import hires_checkpoint, refiner_controls, wire_lists
 from webui.ui.runner import TabRunner
@@ -133,6 +134,7 @@ def build_txt2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
     f["_seeds"] = gr.State([])
     f.update(widgets.prompt_area(ctx, tab))
     lora_accordion(ctx, tab, ctx.lora_thumbs)
+    embedding_accordion(ctx, tab)
     build_styles_editor(ctx, tab, f)
     with gr.Row(elem_classes="sf-main-row"):
         with gr.Column(scale=1, min_width=200, elem_classes="sf-settings"):

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webui.core.library.sidecar import preview_and_sidecar, read_sidecar
 from webui.core.models.checkpoint_file import MAX_HEADER_BYTES, CheckpointError
 from webui.core.networks.hashes import SHORT, LoraHashCache
 
 LORA_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
-PREVIEW_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -57,20 +57,6 @@ class LoraFile:
 class LoraScan:
     files: tuple[LoraFile, ...]
     problems: tuple[str, ...] = field(default=())
-
-
-def _sidecars(stem: str, names: set[str]) -> tuple[str | None, str | None]:
-    preview = next(
-        (
-            cand
-            for ext in PREVIEW_EXTENSIONS
-            for cand in (f"{stem}.preview{ext}", f"{stem}{ext}")
-            if cand in names
-        ),
-        None,
-    )
-    sidecar = f"{stem}.json" if f"{stem}.json" in names else None
-    return preview, sidecar
 
 
 def _walk(root: Path) -> Iterator[tuple[Path, list[os.DirEntry[str]]]]:
@@ -126,7 +112,7 @@ def scan_loras(roots: Sequence[Path]) -> LoraScan:
                 if real in seen:
                     continue
                 seen.add(real)
-                preview, sidecar = _sidecars(stem, names)
+                preview, sidecar = preview_and_sidecar(stem, names)
                 rel = (folder / stem).relative_to(root).as_posix()
                 files.append(
                     LoraFile(
@@ -259,13 +245,7 @@ class LoraLibrary:
 
     def user_metadata(self, item: LoraFile) -> dict[str, Any]:
         """The sidecar `name.json` ({} when absent or unreadable)."""
-        if item.sidecar is None:
-            return {}
-        try:
-            data = json.loads(item.sidecar.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_sidecar(item.sidecar)
 
     def find(self, name: str) -> LoraFile | None:
         """By name (file stem), relative path, then alias: each exactly, then ignoring case."""

@@ -1,0 +1,154 @@
+"""What the API and the UI do to a card, written once: find it by (kind, file), serve its preview, save
+its sidecar, fetch its info from Civitai.
+
+A card is named by its kind and its path under its kind folder, exactly as the listing gives it; the
+file is looked up among the scanned cards, never joined onto a folder, so no request can reach a path
+the scan did not list. Names with `..`, backslashes, absolute paths or NUL are refused before the
+look-up with a clear message. A preview is served only when its real path (symlinks resolved) is inside
+the real path of the folder its card was found in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from webui.core.atomic import write_atomic
+from webui.core.config import AppConfig
+from webui.core.library import civitai
+from webui.core.library.cards import KINDS, Card, CardLibrary
+from webui.core.library.sidecar import sidecar_path, write_sidecar
+from webui.core.models.hashes import HashCache, sha256_file
+from webui.core.types import RequestError
+
+log = logging.getLogger(__name__)
+Settings = Callable[[str], Any]
+
+
+class CardNotFound(LookupError):
+    """No listed card has this kind and file."""
+
+
+def check_name(kind: str, file: str) -> None:
+    """RequestError naming the field unless `kind` is a known kind and `file` a plain relative path."""
+    if kind not in KINDS:
+        raise RequestError("kind", f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    parts = file.split("/")
+    if (
+        not file
+        or "\\" in file
+        or "\0" in file
+        or file.startswith("/")
+        or (len(file) > 1 and file[1] == ":")
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise RequestError(
+            "file", "must be a model file's path under its folder, as the card listing gives it"
+        )
+
+
+def card_of(library: CardLibrary, kind: str, file: str) -> Card:
+    """The listed card, or RequestError (a bad name) / CardNotFound (nothing listed by that name)."""
+    check_name(kind, file)
+    card = library.find(kind, file)
+    if card is None:
+        raise CardNotFound(f"no {kind} file {file!r} is listed (refresh the library after adding files)")
+    return card
+
+
+def preview_of(library: CardLibrary, kind: str, file: str) -> Path:
+    """The card's preview file, checked to lie inside the card's folder; CardNotFound otherwise."""
+    card = card_of(library, kind, file)
+    if card.preview is None:
+        raise CardNotFound(f"{file} has no preview picture")
+    real = Path(os.path.realpath(card.preview))
+    root = Path(os.path.realpath(card.folder))
+    if not real.is_relative_to(root) or not real.is_file():
+        raise CardNotFound(f"{file} has no preview picture")
+    return real
+
+
+def save_user_metadata(library: CardLibrary, kind: str, file: str, values: Mapping[str, Any]) -> Card:
+    """Merge `values` (A1111 sidecar keys) into the card's `name.json`, atomically; the fresh card."""
+    card = card_of(library, kind, file)
+    with library.edits:
+        write_sidecar(card.sidecar or sidecar_path(card.path), values)
+        return library.refresh_card(card)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    card: Card
+    info: civitai.CivitaiInfo
+    sha256: str
+    wrote_preview: bool
+    filled: tuple[str, ...]  # sidecar keys Civitai's answer filled
+    preview_problem: str = ""  # why no preview was saved, when one was wanted
+
+    def message(self) -> str:
+        name = self.info.model_name or self.card.name
+        parts = [
+            f"Found {name}"
+            + (f" ({self.info.version_name})" if self.info.version_name else "")
+            + " on Civitai"
+        ]
+        if self.wrote_preview:
+            parts.append("saved its preview")
+        elif self.preview_problem:
+            parts.append(f"no preview saved ({self.preview_problem})")
+        else:
+            parts.append("kept the preview already there" if self.card.preview else "it shows no picture")
+        parts.append(
+            f"filled {', '.join(self.filled)}" if self.filled else "the notes already had every field"
+        )
+        return "; ".join(parts) + "."
+
+
+def file_sha256(card: Card, config: AppConfig) -> str:
+    """The whole file's sha256 (Civitai's SHA256): from the hash cache, computed and cached when not
+    there; computed without caching under --no-hashing (the user asked for this one file)."""
+    if config.hashing:
+        return HashCache(config.cache_dir / "hashes.sqlite").hash(card.path)
+    return sha256_file(card.path)
+
+
+def fetch_info(
+    library: CardLibrary,
+    kind: str,
+    file: str,
+    config: AppConfig,
+    settings: Settings | None,
+    *,
+    replace_preview: bool = False,
+) -> FetchResult:
+    """Look the card's file up on Civitai by hash; write its first picture as `name.preview.png` (when
+    the card has no preview, or `replace_preview`) and fill the sidecar keys the user left empty.
+    NotOnCivitai / CivitaiError / RequestError say why nothing was written."""
+    from webui.core.downloads.job import policy_of, tokens_of
+
+    card = card_of(library, kind, file)
+    policy = policy_of(config, settings)
+    tokens = tokens_of(settings)
+    sha = file_sha256(card, config)
+    info = civitai.lookup(sha, config.civitai_url, policy, tokens)
+    picture = None
+    problem = ""
+    if info.image_urls and (card.preview is None or replace_preview):
+        try:
+            picture = civitai.fetch_picture(info.image_urls[0], policy, tokens)
+        except (civitai.CivitaiError, RequestError) as e:  # the text is still worth saving
+            problem = e.message if isinstance(e, RequestError) else str(e)
+            log.warning("%s: %s", card.file, problem)
+    with library.edits:
+        card = library.refresh_card(card)  # notes saved while Civitai was asked count as the user's
+        values = civitai.sidecar_values(info, card.user, config.civitai_url)
+        if picture is not None:
+            write_atomic(card.path.parent / f"{card.name}.preview.png", picture)
+        if values:
+            write_sidecar(card.sidecar or sidecar_path(card.path), values)
+        fresh = library.refresh_card(card)
+    return FetchResult(fresh, info, sha, picture is not None, tuple(values), problem)
