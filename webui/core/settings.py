@@ -45,6 +45,8 @@ class SettingSpec:
             return None
         if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if self.kind is list and isinstance(value, (list, tuple)):  # a fresh list: callers may change it
+            value = list(value)
         if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
             raise RequestError(self.key, f"must be {_KIND_NAMES[self.kind]}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
@@ -57,7 +59,13 @@ class SettingSpec:
         return value
 
 
-_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+_KIND_NAMES = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "text",
+    list: "a list of setting names",
+}
 
 
 def _between(lo: float, hi: float) -> Check:
@@ -115,6 +123,24 @@ def _hosts(value: Any) -> None:
 def _token(value: Any) -> None:
     if any(ord(c) < 33 for c in value) or len(value) > 500:
         raise ValueError("must be the token alone (no spaces or control characters, at most 500 characters)")
+
+
+QUICKSETTINGS_DEFAULT = ("sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers")
+
+
+def _quicksettings(value: Any) -> None:
+    """A list of settings to show in the top row: known, shown (not a credential), each once."""
+    allowed = quick_setting_keys()
+    for name in value:
+        if name not in allowed:
+            raise ValueError(f"{name!r} is not a setting that can be shown in the top row")
+    if len(set(value)) != len(value):
+        raise ValueError("names a setting twice")
+
+
+def quick_setting_keys() -> tuple[str, ...]:
+    """The settings `quicksettings_list` may name (every shown setting but the list itself)."""
+    return tuple(k for k in SPECS if k not in SECRET_KEYS and k != "quicksettings_list")
 
 
 def _specs(*specs: SettingSpec) -> Mapping[str, SettingSpec]:
@@ -195,6 +221,13 @@ SPECS: Mapping[str, SettingSpec] = _specs(
         float,
         "CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
         check=_between(0, 1),
+    ),
+    SettingSpec(
+        "quicksettings_list",
+        QUICKSETTINGS_DEFAULT,
+        list,
+        "Quicksettings list (the settings shown in the top row)",
+        check=_quicksettings,
     ),
 )
 # Credentials: stored in config.json (the server's side) and used by downloads, never shown: left out of
@@ -290,7 +323,7 @@ class Settings:
                 raise KeyError(f"no setting {key!r}")
             return self._raw[key]
         if key not in self._raw:
-            return spec.default
+            return list(spec.default) if spec.kind is list else spec.default
         try:
             return spec.coerce(self._raw[key])
         except RequestError:

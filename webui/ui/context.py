@@ -84,6 +84,11 @@ class StudioContext:
         self.counter = TokenCounter()
         self.lora_thumbs = ThumbCache()
         self.page_load = PageLoad()  # what each page reads when it opens
+        from webui.core.user_prefs import FILE_NAME, UserPrefsStore
+
+        # each user's theme, in ui-users.json beside config.json (the data folder)
+        self.user_prefs = UserPrefsStore(Path(services.config.settings_path).parent / FILE_NAME)
+        self.ui_defaults: Any = None  # webui.ui.ui_prefs.UiDefaultsState, once the tabs are built
         self.style_pickers: list[Any] = []  # every tab's Styles dropdown (a saved style shows in all)
         self.style_changes: list[Any] = []  # the events that save or delete a style
         self._lock = threading.Lock()

@@ -6,7 +6,8 @@ old values).
 Builders register a reader with `ctx.page_load.add(read, outputs)`; `read(request)` returns one value
 (or gr.update) per output. The studio wires them all into one load event; a reader that fails leaves its
 outputs as they are (and is logged) without stopping the others. When the event has run, the page's
-`<body>` gets `data-sf-loaded="1"`, which is what the browser tests wait for.
+`<body>` gets `data-sf-loaded="1"`, which is what the browser tests wait for. Browser-side steps that
+need a loaded value (the theme) register with `add_js(js, inputs)` and run just before that mark.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class PageLoad:
 
     def __init__(self) -> None:
         self._parts: list[tuple[Reader, list[Any]]] = []
+        self._scripts: list[tuple[str, list[Any]]] = []
+
+    def add_js(self, js: str, inputs: Sequence[Any]) -> None:
+        """A browser function run with the loaded values of `inputs` once the readers have filled them."""
+        self._scripts.append((js, list(inputs)))
 
     def add(self, read: Reader, outputs: Sequence[Any]) -> None:
         self._parts.append((read, list(outputs)))
@@ -55,7 +61,10 @@ class PageLoad:
         def on_load(request: gr.Request) -> tuple[Any, ...]:
             return self.read(request)
 
-        blocks.load(
+        event = blocks.load(
             on_load, None, self.outputs(), concurrency_limit=None, show_progress="hidden",
             api_visibility="private", queue=False,
-        ).then(None, None, None, js=LOADED_JS, queue=False, api_visibility="private")  # fmt: skip
+        )  # fmt: skip
+        for js, inputs in self._scripts:
+            event = event.then(None, inputs, None, js=js, queue=False, api_visibility="private")
+        event.then(None, None, None, js=LOADED_JS, queue=False, api_visibility="private")

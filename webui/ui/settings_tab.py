@@ -15,7 +15,9 @@ import gradio as gr
 
 from webui.ui.context import StudioContext, refusal
 
+UI_GROUP = "Theme and UI defaults"  # also holds each user's theme and the ui-config.json defaults
 GROUPS: dict[str, tuple[str, ...]] = {
+    UI_GROUP: ("quicksettings_list",),
     "Saving images": (
         "samples_save", "samples_format", "save_images_add_number", "grid_save", "grid_format",
         "jpeg_quality", "enable_pnginfo",
@@ -38,13 +40,19 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def _control(spec: Any) -> Any:
+def _control(spec: Any, **extra: Any) -> Any:
     label = f"{spec.label} ({spec.key})"
+    if spec.kind is list:  # quicksettings_list: setting names
+        from webui.core.settings import quick_setting_keys
+
+        return gr.Dropdown(
+            list(quick_setting_keys()), value=list(spec.default), multiselect=True, label=label, **extra
+        )
     if spec.kind is bool:
-        return gr.Checkbox(bool(spec.default), label=label)
+        return gr.Checkbox(bool(spec.default), label=label, **extra)
     if spec.kind in (int, float):
-        return gr.Number(spec.default, label=label, precision=0 if spec.kind is int else None)
-    return gr.Textbox(shown(spec.default), label=label, lines=1)
+        return gr.Number(spec.default, label=label, precision=0 if spec.kind is int else None, **extra)
+    return gr.Textbox(shown(spec.default), label=label, lines=1, **extra)
 
 
 def shown(value: Any) -> Any:
@@ -92,6 +100,10 @@ def extension_value(f: Any, key: str, stored: Any) -> Any:
         return f.default
 
 
+def _slug(group: str) -> str:
+    return "settings_" + "".join(c if c.isalnum() else "_" for c in group.lower())
+
+
 def _plural(n: int) -> str:
     return f"{n} setting{'s' if n != 1 else ''}"
 
@@ -106,7 +118,11 @@ def build_settings(ctx: StudioContext) -> dict[str, Any]:
     result = gr.Textbox(label="Result", interactive=False, elem_id="settings_result", lines=1)
     loaded_state = gr.State(None)  # {key: value} as this page loaded them
     for group, members in GROUPS.items():
-        with gr.Accordion(group, open=group == "Saving images"):
+        with gr.Accordion(group, open=group == "Saving images", elem_id=_slug(group)):
+            if group == UI_GROUP:
+                from webui.ui.ui_prefs import build_section
+
+                build_section(ctx)
             for key in members:
                 spec = SPECS.get(key)
                 if spec is not None:

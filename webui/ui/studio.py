@@ -1,8 +1,9 @@
 """`build_studio(services)`: the whole Gradio studio (tabs, top bar, reattach on load) and how to mount it.
 
 Returns a `Studio`: the Blocks and the keyword arguments `gr.mount_gradio_app` needs (CSS, the
-Ctrl+Enter script, run history off, the folders Gradio may serve images from). The theme follows the
-system's light/dark preference (Gradio's default).
+Ctrl+Enter script, run history off, the folders Gradio may serve images from). The theme is each user's
+choice (light, dark, or the system's preference: webui.ui.ui_prefs, js/theme.js); Ctrl+Up/Down in a
+prompt changes attention weights (js/edit_attention.js).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -161,6 +163,14 @@ HEAD = """
 </script>
 """.replace("%LABELS%", json.dumps(ICON_LABELS))
 
+JS_DIR = Path(__file__).with_name("js")
+JS_FILES = ("theme.js", "edit_attention.js")  # theme.js first: it sets the theme before anything draws
+
+
+def scripts_head() -> str:
+    """The browser scripts of webui/ui/js, inline in the page's <head>."""
+    return "".join(f"<script>\n{(JS_DIR / name).read_text(encoding='utf-8')}</script>\n" for name in JS_FILES)
+
 
 @dataclass
 class Studio:
@@ -186,6 +196,7 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
         widgets,
     )
     from webui.ui.topbar import build_topbar, wire_topbar
+    from webui.ui.ui_prefs import apply_defaults
 
     ctx = StudioContext(services, secret)
     runners: dict[str, Any] = {}
@@ -196,12 +207,16 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
         topbar = build_topbar(ctx)
         wire_topbar(ctx, topbar)
         with gr.Tabs(elem_id="sf_tabs") as tabs:
-            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img") as txt2img_block:
                 runners["txt2img"] = txt2img_tab.build_txt2img(ctx, topbar, job_state)
-            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img") as img2img_block:
                 runners["img2img"] = img2img_tab.build_img2img(ctx, topbar, job_state)
-            with gr.Tab("Inpaint", id="inpaint", elem_id="tab_inpaint"):
+            with gr.Tab("Inpaint", id="inpaint", elem_id="tab_inpaint") as inpaint_block:
                 runners["inpaint"] = img2img_tab.build_inpaint(ctx, topbar, job_state)
+            # ui-config.json's defaults for the generation tabs' controls (A1111's keys)
+            ctx.ui_defaults = apply_defaults(
+                ctx, {"txt2img": txt2img_block, "img2img": img2img_block, "inpaint": inpaint_block}
+            )
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 runners["extras"] = extras_tab.build_extras(ctx, job_state)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
@@ -248,7 +263,7 @@ def build_studio(services: Any, *, secret: str | None = None) -> Studio:
 
     options = dict(
         run_history=False, allowed_paths=folders, css=CSS + LORA_CSS + LIBRARY_CSS,
-        head=HEAD + CARD_SCRIPT + LIBRARY_SCRIPT, footer_links=[],
+        head=scripts_head() + HEAD + CARD_SCRIPT + LIBRARY_SCRIPT, footer_links=[],
     )  # fmt: skip
     return Studio(blocks, ctx, options)
 

@@ -129,6 +129,9 @@ def build_topbar(ctx: StudioContext) -> dict[str, Any]:
             ctx.services.module_names(), value=list(prefs.modules) if modular else [], multiselect=True,
             label="VAE / Text Encoder", elem_id="sf_modules", scale=3, min_width=200, visible=modular,
         )  # fmt: skip
+        from webui.ui.quicksettings import build_quicksettings
+
+        f["_quick"] = build_quicksettings(ctx)  # the other settings quicksettings_list may name
     f["_first_run"] = gr.HTML(first_run_html(ctx), visible=not titles, elem_id="sf_first_run")
     f["_model_note"] = gr.HTML("", visible=False, elem_id="sf_model_note")
     return f
@@ -187,8 +190,12 @@ def wire_topbar(ctx: StudioContext, f: dict[str, Any]) -> None:
         f["distilled_cfg_scale"],
         f["modules"],
         f["_first_run"],
+        f["_refresh"],
     ]
     ctx.page_load.add(lambda request: load_prefs(ctx, request), page)
+    from webui.ui.quicksettings import wire_quicksettings
+
+    wire_quicksettings(ctx, f["_quick"])
     f["_refresh"].click(
         refresh, [f["checkpoint"], f["modules"]], [f["checkpoint"], f["vae"], f["modules"], f["_first_run"]],
         concurrency_limit=None,
@@ -196,17 +203,25 @@ def wire_topbar(ctx: StudioContext, f: dict[str, Any]) -> None:
     )  # fmt: skip
 
 
-def load_prefs(ctx: StudioContext, request: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
-    """The top bar as this user left it, over the model lists as they are now (page load)."""
+def load_prefs(ctx: StudioContext, request: Any) -> tuple[Any, ...]:
+    """The top bar as this user left it, over the model lists as they are now (page load); the
+    checkpoint, VAE and clip skip show when quicksettings_list names them (webui.ui.quicksettings)."""
+    from webui.ui.quicksettings import shown_keys
+
+    listed = shown_keys(ctx)
     prefs = ctx.prefs(user_of(request))
     names = vae_names(ctx)
     titles = checkpoint_titles(ctx)
     title = _resolve_title(ctx, prefs.checkpoint)
+    checkpoint = "sd_model_checkpoint" in listed
     return (
-        gr.update(choices=titles, value=title),
-        gr.update(choices=names, value=prefs.vae if prefs.vae in names else "Automatic"),
-        prefs.clip_skip,
+        gr.update(choices=titles, value=title, visible=checkpoint),
+        gr.update(
+            choices=names, value=prefs.vae if prefs.vae in names else "Automatic", visible="sd_vae" in listed
+        ),
+        gr.update(value=prefs.clip_skip, visible="CLIP_stop_at_last_layers" in listed),
         gr.update(value=prefs.distilled_cfg_scale, visible=shows_distilled_cfg(ctx, title)),
         _modules_update(ctx, title, list(prefs.modules)),
         gr.update(value=first_run_html(ctx), visible=not titles),
+        gr.update(visible=checkpoint),
     )
