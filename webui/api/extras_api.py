@@ -50,7 +50,7 @@ _SETTINGS = (
 
 class A1111Extras(BaseModel):
     resize_mode: int = 0
-    show_extras_results: bool = True
+    show_extras_results: bool = True  # A1111: "Should the backend return the generated image?"
     gfpgan_visibility: float = 0.0
     codeformer_visibility: float = 0.0
     codeformer_weight: float = 0.0
@@ -164,7 +164,8 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:
         encoded, error = await run_job(services, waits, caller(request, services)[0], built)
         if error is not None:
             return error
-        return {"html_info": html_info(built), "image": encoded[0] if encoded else ""}
+        shown = encoded[0] if encoded and payload.show_extras_results else ""
+        return {"html_info": html_info(built), "image": shown}
 
     @router.post("/extra-batch-images", dependencies=[upscaling])
     async def extra_batch_images(payload: A1111ExtrasBatch, request: Request) -> Any:
@@ -173,6 +174,6 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:
         encoded, error = await run_job(services, waits, caller(request, services)[0], built)
         if error is not None:
             return error
-        return {"html_info": html_info(built), "images": encoded}
+        return {"html_info": html_info(built), "images": encoded if payload.show_extras_results else []}
 
     return router

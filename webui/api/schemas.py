@@ -14,6 +14,11 @@ Forge's fields: `distilled_cfg_scale` reaches the request (Flux dev's guidance i
 without a guidance input ignore it, and their infotext does not record it); `forge_additional_modules`
 becomes the request's `modules` (the text encoder / VAE files a split SD3/Flux model takes);
 `hr_additional_modules` naming files is refused (the hires pass uses the first pass's model).
+
+A1111's legacy `firstphase_width/height` set the first pass's size (the payload's width x height is then
+the hires target); `disable_extra_networks` takes <lora:...> tags out without applying them;
+`override_settings_restore_afterwards: false` is refused (overrides never outlive the request), and so
+are `latent_mask`, `comments` and `force_task_id` when they hold a value.
 """
 
 from __future__ import annotations
@@ -68,8 +73,6 @@ class A1111Processing(BaseModel):
     refiner_checkpoint: str | None = None
     refiner_switch_at: float | None = None
     disable_extra_networks: bool = False
-    firstphase_width: int = 0
-    firstphase_height: int = 0
     comments: dict[str, Any] | None = None
     script_name: str | None = None
     script_args: list[Any] = []
@@ -98,6 +101,8 @@ class A1111Txt2Img(A1111Processing):
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
     hr_additional_modules: list[str] | None = None
+    firstphase_width: int = 0  # A1111's legacy hires fields: the first pass's size (see to_request)
+    firstphase_height: int = 0
 
 
 class A1111Img2Img(A1111Processing):
@@ -142,8 +147,10 @@ _REFUSED_UNLESS_DEFAULT: dict[str, Callable[[Any], bool]] = {
     "sampler_noise_scheduler_override": _falsy,
     "outpath_samples": _falsy,
     "outpath_grids": _falsy,
-    "firstphase_width": _falsy,
-    "firstphase_height": _falsy,
+    "comments": _falsy,
+    "force_task_id": _falsy,
+    "override_settings_restore_afterwards": lambda v: v is True,
+    "latent_mask": _falsy,
     "hr_additional_modules": lambda v: _falsy(v) or v == ["Use same choices"],
 }
 _WHY = {
@@ -153,6 +160,12 @@ _WHY = {
     "script_name": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
     "script_args": "no scripts are installed (GET /sdapi/v1/scripts lists them)",
     "hr_additional_modules": "the hires pass uses the first pass's modules ('Use same choices')",
+    "comments": "comments are not stored with the images",
+    "force_task_id": "job ids are given by the job queue (GET /api/v1/jobs lists them)",
+    "override_settings_restore_afterwards": (
+        "override_settings always apply to this request only; change settings with POST /sdapi/v1/options"
+    ),
+    "latent_mask": "a separate latent mask is not supported; send `mask` (the inpaint mask) only",
 }
 # Request fields handled here rather than copied by name.
 _SPECIAL = frozenset(
@@ -217,6 +230,25 @@ def _override(overrides: Mapping[str, Any], current: Callable[[str], Any]) -> di
     return mapped
 
 
+def _first_phase(payload: A1111Processing) -> A1111Processing:
+    """A1111's legacy hires fields: `firstphase_width/height` are the first pass's size, and with
+    `enable_hr` the payload's width x height is the hires target (unless hr_resize_x/y say it)."""
+    if not isinstance(payload, A1111Txt2Img) or not (payload.firstphase_width or payload.firstphase_height):
+        return payload
+    for name in ("firstphase_width", "firstphase_height"):
+        if getattr(payload, name) < 0:
+            raise RequestError(name, "must be 0 (unused) or a size in pixels")
+    update: dict[str, Any] = {
+        "width": payload.firstphase_width or payload.width,
+        "height": payload.firstphase_height or payload.height,
+        "firstphase_width": 0,
+        "firstphase_height": 0,
+    }
+    if payload.enable_hr and not (payload.hr_resize_x or payload.hr_resize_y):
+        update |= {"hr_resize_x": payload.width, "hr_resize_y": payload.height}
+    return payload.model_copy(update=update)
+
+
 def to_request(
     payload: A1111Processing,
     request_type: type[GenerationRequest],
@@ -234,6 +266,7 @@ def to_request(
     selectable script was found for `script_name` (it then runs the request itself).
     """
     names = frozenset(request_type.field_names())
+    payload = _first_phase(payload)
     allowed = ({"alwayson_scripts"} if alwayson else set()) | (
         {"script_name", "script_args"} if script else set()
     )

@@ -192,9 +192,10 @@ async def _generate(
         )
     encoded, first = await waits.work(_result_images, services, info, payload)
     parameters = payload.model_dump()
-    for key in ("init_images", "mask"):
-        if key in parameters:
-            parameters[key] = None
+    if not getattr(payload, "include_init_images", False):  # A1111: echoed only when asked for
+        for key in ("init_images", "mask"):
+            if key in parameters:
+                parameters[key] = None
     return {
         "images": encoded if payload.send_images else [],
         "parameters": parameters,

@@ -254,10 +254,11 @@ class Engine:
         rng = random.Random()
         seed = noise_mod.resolve_seed(request.seed, rng)
         subseed = noise_mod.resolve_seed(request.subseed, rng)
-        networks = plan_prompt(prompt, self.loras)  # a bad <lora:x:w> weight fails here, before any work
+        tags = "" if request.disable_extra_networks else prompt  # disabled: tags removed, none applied
+        networks = plan_prompt(tags, self.loras)  # a bad <lora:x:w> weight fails here, before any work
         if networks.messages:  # a LoRA not found may have been added since the folders were listed
             self.loras.refresh()
-            networks = plan_prompt(prompt, self.loras)
+            networks = plan_prompt(tags, self.loras)
         hr = hires_networks.plan_hires(request, self.styles, self.loras, networks)
         run = _Run(
             request=request,

@@ -91,6 +91,8 @@ class GenerationRequest:
     face_restoration_model: str = "CodeFormer"
     code_former_weight: float = 0.5  # CodeFormer's fidelity: 0 strongest restoration, 1 closest to input
     save_images: bool = True
+    # A1111's: <lora:...> tags are taken out of the prompt but not applied (no extra network runs)
+    disable_extra_networks: bool = False
     extension_args: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def validate(self, samplers: SamplerCatalog | None = None) -> None:

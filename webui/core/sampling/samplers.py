@@ -444,7 +444,7 @@ def make_scheduler(
     import diffusers
 
     info, label = resolve(sampler_name, schedule)
-    if info.runs_own(label):
+    if info.runs_own(label) or _eta_needs_own(info, eta):
         return _make_own(info, label, base_config, model_group, eta)
     kwargs: dict[str, Any] = {**info.kwargs, **info.schedule_kwargs[label]}
     if info.step_noise == "brownian":
@@ -462,6 +462,16 @@ def make_scheduler(
     # Only what this class takes: diffusers logs a warning for every other key of the base config.
     config = {k: v for k, v in base_config.items() if k in accepted}
     return cls.from_config(config, **kwargs)
+
+
+def _eta_needs_own(info: SamplerInfo, eta: float | None) -> bool:
+    """An eta other than the sampler's default, on a diffusers class whose step() has no eta (Euler a):
+    our own implementation of the sampler runs instead, so the eta is honoured."""
+    import diffusers
+
+    if eta is None or info.own is None or eta == info.own.default_eta or info.scheduler_class == _OWN:
+        return False
+    return "eta" not in inspect.signature(getattr(diffusers, info.scheduler_class).step).parameters
 
 
 def _make_own(

@@ -51,7 +51,8 @@ def plan_hires(
         request.hr_negative_prompt or request.negative_prompt,
         request.styles,
     )
-    plan = plan_prompt(prompt, loras) if request.hr_prompt else first
+    tags = "" if request.disable_extra_networks else prompt
+    plan = plan_prompt(tags, loras) if request.hr_prompt else first
     messages = tuple(m for m in plan.messages if m not in first.messages)
     changed = bool(network_delta(first.networks, plan.networks))
     return HiresPlan(prompt, negative, plan if changed else None, messages)
