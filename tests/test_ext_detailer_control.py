@@ -155,3 +155,12 @@ def test_work_image_is_the_masked_region_for_only_masked() -> None:
         api.img2img_work_image(Img2ImgRequest(prompt="x", width=64, height=64, init_images=(init,)))
     )
     assert whole[..., 0].max() > 150  # without "only masked": the whole picture
+
+
+def test_the_accordions_controlnet_fields_make_the_same_unit(engine: Engine) -> None:
+    unit = {**UNIT, "ad_controlnet_model": CN, "ad_controlnet_module": "canny", "ad_controlnet_weight": 0.8}
+    sent, _ = run(engine, unit)
+    fields = {"enable": True, **unit}
+    result = engine.run(Txt2ImgRequest(**FAST, extension_args={"detailer": fields}))
+    assert result.warnings == ()
+    assert np.array_equal(np.asarray(result.images[0].image.convert("RGB")).astype(int), sent)
