@@ -114,6 +114,8 @@ def test_module_list_and_detect(cn: SimpleNamespace, models_dir: Path) -> None:
     listed = cn.routes.module_list()
     assert {"lineart_realistic", "lineart_coarse"} <= set(listed["module_list"])
     assert listed["module_detail"]["lineart_realistic"]["model_free"] is False
+    (res,) = listed["module_detail"]["lineart_coarse"]["sliders"]
+    assert res["name"] == "Preprocessor Resolution" and res["value"] == 512
     body = {"controlnet_module": "lineart_realistic", "controlnet_input_images": [b64(drawing((64, 64)))],
             "controlnet_processor_res": 64}  # fmt: skip
     out = cn.routes.detect(body, models_dir)

@@ -149,9 +149,48 @@ def test_work_image_is_the_masked_region_for_only_masked() -> None:
     request = Img2ImgRequest(prompt="x", width=64, height=64, init_images=(init,), mask=mask, mask_blur=0,
                              inpaint_full_res=True, inpaint_full_res_padding=4)  # fmt: skip
     work = np.asarray(api.img2img_work_image(request))
-    assert work.shape == (64, 64, 3)
+    assert work.shape == (64, 64, 4)  # RGBA: the mask as the pass uses it in the alpha channel
     assert work[..., 2].mean() > 200 and work[..., 0].max() < 20  # the blue right half only
+    alpha = work[..., 3]
+    assert alpha.max() == 255 and alpha.min() == 0 and 0.1 < (alpha > 127).mean() < 0.9  # the box, scaled up
     whole = np.asarray(
         api.img2img_work_image(Img2ImgRequest(prompt="x", width=64, height=64, init_images=(init,)))
     )
     assert whole[..., 0].max() > 150  # without "only masked": the whole picture
+
+
+def test_the_accordions_controlnet_fields_make_the_same_unit(engine: Engine) -> None:
+    unit = {**UNIT, "ad_controlnet_model": CN, "ad_controlnet_module": "canny", "ad_controlnet_weight": 0.8}
+    sent, _ = run(engine, unit)
+    fields = {"enable": True, **unit}
+    result = engine.run(Txt2ImgRequest(**FAST, extension_args={"detailer": fields}))
+    assert result.warnings == ()
+    assert np.array_equal(np.asarray(result.images[0].image.convert("RGB")).astype(int), sent)
+
+
+def test_an_inpaint_unit_on_the_pass_picture_takes_the_pass_mask(engine: Engine, data: Path) -> None:
+    from tests.fixtures_controlnet import extension_modules
+
+    cn = extension_modules(data)
+    init = Image.new("RGB", (128, 64), (90, 90, 90))
+    mask = Image.new("L", (128, 64), 0)
+    mask.paste(255, (90, 20, 110, 40))
+    unit = {"module": "inpaint_only", "model": CN}
+    request = Img2ImgRequest(prompt="x", width=64, height=64, init_images=(init,), mask=mask, mask_blur=0,
+                             inpaint_full_res=True, inpaint_full_res_padding=4, checkpoint="tiny-sd1",
+                             extension_args={"controlnet": {"_units": [unit]}})  # fmt: skip
+    received = engine.hooks.request_received(request)  # type: ignore[attr-defined]
+    job = received.extension_args["controlnet"]["_job"]
+    assert job.init_image.size == (64, 64) and job.init_mask.size == (64, 64)  # the crop, at the pass's size
+    files = cn.models.list_models(data / "models")
+    (active,) = cn.residuals.prepare_units(
+        job.units, width=64, height=64, models=files, load=lambda p: None, init_image=job.init_image,
+        init_mask=job.init_mask,
+    )  # fmt: skip
+    masked = (active.image == -1).all(dim=1)[0]  # the inpaint ControlNet reads repainted pixels as -1
+    assert 0.1 < masked.float().mean() < 0.9
+    canny = cn.residuals.prepare_units(
+        [cn.units.ControlUnit(index=0, module="canny", model=job.units[0].model)], width=64, height=64,
+        models=files, load=lambda p: None, init_image=job.init_image, init_mask=job.init_mask,
+    )  # fmt: skip
+    assert (canny[0].image >= 0).all()  # other preprocessors never see the mask

@@ -27,7 +27,9 @@ KINDS = {
     "enable": "Checkbox", "ad_model": "Dropdown", "ad_prompt": "Textbox", "ad_negative_prompt": "Textbox",
     "ad_confidence": "Slider", "ad_denoising_strength": "Slider", "ad_mask_blur": "Slider",
     "ad_dilate_erode": "Slider", "ad_inpaint_only_masked": "Checkbox",
-    "ad_inpaint_only_masked_padding": "Slider",
+    "ad_inpaint_only_masked_padding": "Slider", "ad_controlnet_model": "Dropdown",
+    "ad_controlnet_module": "Dropdown", "ad_controlnet_weight": "Slider",
+    "ad_controlnet_guidance_start": "Slider", "ad_controlnet_guidance_end": "Slider",
 }  # fmt: skip
 
 

@@ -35,6 +35,7 @@ class JobState:
     units: tuple[ControlUnit, ...]
     files: tuple[ControlNetFile, ...]
     init_image: Image.Image | None = None
+    init_mask: Image.Image | None = None  # "L", init_image's size: the job's inpaint mask (inpaint units)
     # (width, height, ids of the models) -> the units ready at that size, and their adapter features
     ready: dict[tuple[Any, ...], tuple[list[ActiveUnit], dict[int, Any]]] = field(default_factory=dict)
     checked: set[int] = field(default_factory=set)  # ids of the models checked against this job's UNet
@@ -135,6 +136,7 @@ def _control(job: JobState, units: list[ControlUnit], state: Any, components: An
                 models=job.files,
                 load=by_path.__getitem__,
                 init_image=job.init_image,
+                init_mask=job.init_mask,
                 models_dir=context.models_dir,
             )
             job.ready[key] = (active, {})

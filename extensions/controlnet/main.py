@@ -110,14 +110,20 @@ def request_received(request: Any, args: dict[str, Any], context: Any) -> Any:
     units = _units(args, context)
     if not units:
         return replace_args(request, NAME, _job=None) if args.get("_job") is not None else None
-    init = None
+    init = init_mask = None
     if isinstance(request, Img2ImgRequest) and request.init_images:
         # "only masked" (a detailer's sub-pass, an inpaint job) works on the masked region's crop: a
-        # unit without its own image follows it there, as sd-webui-controlnet crops its image
-        only_masked = request.inpaint_full_res and request.mask is not None
-        init = img2img_work_image(request) if only_masked else request.init_images[0]
+        # unit without its own image follows it there, as sd-webui-controlnet crops its image; an
+        # inpaint unit without its own image takes the job's mask (there, or the whole picture's)
+        if request.inpaint_full_res and request.mask is not None:
+            work = img2img_work_image(request)
+            init, init_mask = work.convert("RGB"), work.getchannel("A")
+        else:
+            init = request.init_images[0]
+            if request.mask is not None and request.mask.size == init.size:
+                init_mask = request.mask.convert("L")
     files = tuple(list_models(context.models_dir))
-    return replace_args(request, NAME, _job=JobState(tuple(units), files, init))
+    return replace_args(request, NAME, _job=JobState(tuple(units), files, init, init_mask))
 
 
 @hookimpl

@@ -52,6 +52,7 @@ from .preprocess import run as run_preprocessor
 from .units import ControlMode, ControlUnit, UnitError
 
 SOFT_DECAY = 0.825
+INPAINT_MODULES = ("inpaint", "inpaint_only")
 DOWN = "down_block_additional_residuals"
 MID = "mid_block_additional_residual"
 INTRA = "down_intrablock_additional_residuals"
@@ -215,8 +216,10 @@ def prepare_units(
     load: Callable[[Path], Any],
     init_image: Image.Image | None = None,
     models_dir: Path | None = None,
+    init_mask: Image.Image | None = None,
 ) -> list[ActiveUnit]:
-    """Preprocess each unit's image (or the init image) and load its ControlNet with `load(path)`
+    """Preprocess each unit's image (or the init image; an inpaint unit without its own image gets
+    `init_mask`, the job's mask, with it) and load its ControlNet with `load(path)`
     (the caller's loader: it picks the device, dtype and cache, and checks the base model).
     Errors name the unit and field."""
     out = []
@@ -224,9 +227,12 @@ def prepare_units(
         image = unit.image if unit.image is not None else init_image
         if image is None:
             raise UnitError(unit.index, "image", "image is required (there is no init image to use)")
-        if unit.mask is not None:
+        mask = unit.mask
+        if mask is None and unit.image is None and unit.module in INPAINT_MODULES:
+            mask = init_mask  # an inpaint unit on the job's own picture repaints the job's mask
+        if mask is not None:
             image = image.convert("RGB")
-            image.putalpha(unit.mask)
+            image.putalpha(mask)
         res = unit.processor_res
         if unit.pixel_perfect:
             res = pixel_perfect_resolution(image.size, (width, height), unit.resize_mode)

@@ -23,6 +23,7 @@ from PIL import Image
 from webui.plugins.api import RequestError
 
 from .images import ImageDataError, decode_base64_image
+from .lineart import FILES as LINEART_FILES
 from .models import foreign_family, list_models
 from .preprocess import ALIASES, MODULES, AnnotatorUnavailable, Slider, module_names
 from .preprocess import run as run_preprocessor
@@ -57,6 +58,9 @@ def module_list(alias_names: bool = False) -> dict[str, Any]:
     for name in names:
         module = MODULES.get(name)
         sliders = []
+        if name in LINEART_FILES:  # runs from a weights file, at a resolution like the built-in ones
+            lo, hi = RESOLUTION_RANGE
+            sliders.append({"name": "Preprocessor Resolution", "value": 512, "min": lo, "max": hi})
         if module is not None and module.resolution is not None:
             lo, hi = RESOLUTION_RANGE
             sliders.append(

@@ -73,7 +73,14 @@ def controlnet_names(context: Any) -> list[str]:
     return sorted(names)
 
 
-def unit_fields(models: list[str]) -> tuple[Field, ...]:
+# the preprocessors the accordion offers for the ControlNet ("None": ADetailer's pick from the model's name)
+CONTROLNET_MODULES = (
+    "None", "inpaint_only", "lineart_coarse", "lineart_realistic", "lineart_standard", "tile_resample",
+    "canny", "scribble_xdog", "none",
+)  # fmt: skip
+
+
+def unit_fields(models: list[str], controlnets: list[str] | tuple[str, ...] = ()) -> tuple[Field, ...]:
     return (
         Field("enable", "checkbox", False, label="Enable ADetailer"),
         Field("ad_model", "dropdown", "None", label="ADetailer model", choices=("None", *models)),
@@ -93,13 +100,23 @@ def unit_fields(models: list[str]) -> tuple[Field, ...]:
             maximum=256,
             step=4,
         ),
-    )
+        Field("ad_controlnet_model", "dropdown", "None", label="ControlNet model",
+              choices=("None", *controlnets)),
+        Field("ad_controlnet_module", "dropdown", "None", label="ControlNet preprocessor",
+              choices=CONTROLNET_MODULES, info="None: the one the model's name calls for"),
+        Field("ad_controlnet_weight", "slider", 1.0, label="ControlNet weight", minimum=0.0, maximum=1.0),
+        Field("ad_controlnet_guidance_start", "slider", 0.0, label="ControlNet guidance start", minimum=0.0,
+              maximum=1.0),
+        Field("ad_controlnet_guidance_end", "slider", 1.0, label="ControlNet guidance end", minimum=0.0,
+              maximum=1.0),
+    )  # fmt: skip
 
 
 @hookimpl
 def register(registry, context):
     models = model_names(context)
-    registry.add(UiSection(("txt2img", "img2img"), "Detailer", fields=unit_fields(models)))
+    fields = unit_fields(models, controlnet_names(context))
+    registry.add(UiSection(("txt2img", "img2img"), "Detailer", fields=fields))
     registry.add(
         SettingsSection(
             "ADetailer",

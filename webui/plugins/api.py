@@ -36,7 +36,8 @@ API 2.2 lets a sub-pass carry other extensions' work, and says what an img2img p
     runner(Img2ImgRequest(..., extension_args={"controlnet": {"_units": [unit]}}))  # the named
         # extensions check the sub-request and run their before_model on its model calls only
     img2img_work_image(request)                      # the picture the pass denoises ("only masked":
-                                                     # the masked region's crop at the pass's size)
+                                                     # the masked region's crop at the pass's size;
+                                                     # RGBA with the pass's mask when it has one)
 
 extensions/controlnet is the worked example; extensions/detailer's ControlNet unit uses 2.2.
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 LEAK = 0.2
+SUPPORTED = "GFPGANv1.3.pth and GFPGANv1.4.pth are; the first release, GFPGANv1.pth, is not"
 
 
 @dataclass(frozen=True)
@@ -317,12 +318,13 @@ def build(state: dict[str, torch.Tensor]) -> GFPGANv1Clean:
     try:
         config = GFPGANConfig.from_state_dict(state)
     except (KeyError, IndexError, ValueError, ZeroDivisionError) as e:
-        raise ValueError(f"not a GFPGAN v1 (clean) network: no or odd {e}") from e
+        raise ValueError(f"not a GFPGAN v1 (clean) network ({SUPPORTED}): no or odd {e}") from e
     with torch.device("meta"):
         net = GFPGANv1Clean(config)
     try:
         net.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         lines = [s.strip() for s in str(e).splitlines() if s.strip()]
-        raise ValueError(f"not a GFPGAN v1 (clean) network: {' '.join(lines[:3])[:400]}") from e
+        detail = " ".join(lines[:3])[:400]
+        raise ValueError(f"not a GFPGAN v1 (clean) network ({SUPPORTED}): {detail}") from e
     return net.eval()

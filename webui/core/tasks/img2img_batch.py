@@ -102,10 +102,16 @@ def _prepare(request: Img2ImgRequest, inputs: Inputs, image: Image.Image) -> Pre
 def work_image(request: Img2ImgRequest, index: int = 0) -> Image.Image:
     """The picture the pass of `request` denoises from init image `index`, as the pass prepares it:
     the masked region cropped (with its padding) and scaled to width x height for "only masked", else
-    the init resized by the request's resize mode. What a ControlNet unit without its own image follows
-    (a detailer's sub-pass works on the face's box, not the whole picture)."""
+    the init resized by the request's resize mode. With a mask, the picture is RGBA and its alpha is the
+    mask as the pass uses it (blurred; white = repainted). What a ControlNet unit without its own image
+    follows (a detailer's sub-pass works on the face's box, not the whole picture)."""
     inputs = prepare_inputs(request, max(request.seed, 0))
-    return _prepare(request, inputs, inputs.images[index]).image
+    prepared = _prepare(request, inputs, inputs.images[index])
+    if prepared.mask is None:
+        return prepared.image
+    work = prepared.image.convert("RGB")
+    work.putalpha(prepared.mask.resize(work.size) if prepared.mask.size != work.size else prepared.mask)
+    return work
 
 
 def make_batch(
