@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from webui import bootstrap, flags, offline  # noqa: E402  (stdlib-only modules)
+from webui import bootstrap, flags, jemalloc, offline  # noqa: E402  (stdlib-only modules)
 
 
 def main(argv: list[str]) -> int:
@@ -25,6 +25,8 @@ def main(argv: list[str]) -> int:
     if not ns.skip_install and not bootstrap.running_in(venv_dir):
         python = bootstrap.ensure_venv(venv_dir, [ROOT / "requirements.txt"])
         os.execv(str(python), [str(python), str(ROOT / "launch.py"), *argv])
+    if ns.jemalloc:  # before torch is imported: the allocator is chosen when the process starts
+        print(jemalloc.ensure(ns.jemalloc, [sys.executable, str(ROOT / "launch.py"), *argv]), file=sys.stderr)
     offline.apply()
     from webui.app import main as app_main
 
