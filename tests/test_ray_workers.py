@@ -204,6 +204,17 @@ def test_cancel_reaches_the_job_running_in_an_actor(srv: Running) -> None:
     assert worker in q.worker_ids
 
 
+def test_skip_reaches_the_actor_and_the_next_batch_runs(srv: Running) -> None:
+    q = srv.services.queue
+    job = q.submit(_req(seed=50, steps=60, n_iter=2), "bob")
+    _wait_for(lambda: _running_at(q, job.id, 2))
+    assert q.get(job.id).progress.batch == 1
+    q.skip(job.id, "bob")
+    info = q.wait(job.id, timeout=300)
+    assert info.state is JobState.DONE and not info.interrupted
+    assert [i.seed for i in info.images] == [51]  # batch 1 (seed 50) skipped on the actor, batch 2 made
+
+
 def test_an_actor_killed_mid_job_hands_the_job_to_the_other_one(srv: Running) -> None:
     q = srv.services.queue
     _all_ready(q)
@@ -214,6 +225,7 @@ def test_an_actor_killed_mid_job_hands_the_job_to_the_other_one(srv: Running) ->
     info = q.wait(job.id, timeout=600)
     assert info.state is JobState.DONE, info.error
     assert info.attempts == 2 and info.worker != first  # run once more, on the other actor
+    assert any(w.startswith("retried on another worker: its Ray worker") for w in info.warnings)
     assert len(info.images) == 1 and Path(info.images[0].path).is_file()
     folder = Path(info.images[0].path).parent
     assert len(list(folder.glob("*-77.png"))) == 1  # one picture on disk, not one per attempt

@@ -134,6 +134,7 @@ class JobQueue:
         self._beat_stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._on_close = on_close
+        self._retried: dict[str, str] = {}  # job id -> why it runs again (a remote worker died): a warning
 
     # --- lifecycle
 
@@ -555,6 +556,8 @@ class JobQueue:
             )
         elif self._store.retry(job_id, worker=slot.id):
             slot.avoid = job_id
+            with self._cond:
+                self._retried[job_id] = f"retried on another worker: {reason}"
             log.warning("job %s: %s; retried on another worker", job_id, reason)
         with self._cond:
             run.finished = True
@@ -630,6 +633,10 @@ class JobQueue:
             state = JobState.DONE
         progress = run.progress
         images = outcome.images
+        with self._cond:
+            retried = self._retried.pop(job_id, None)
+        if retried is not None:  # the user sees why it took two runs
+            images = tuple(dataclasses.replace(i, warnings=(*i.warnings, retried)) for i in images)
         if state is JobState.DONE:
             progress = dataclasses.replace(progress, fraction=1.0, eta=0.0)
             self._remove_files(run.earlier)  # superseded by this complete run
