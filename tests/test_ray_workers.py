@@ -30,6 +30,7 @@ from webui.core.models.components import Precision
 from webui.core.models.manager import ModelManager
 from webui.core.models.tiny import build_tiny, save_single_file
 from webui.core.outputs.options import OutputOptions
+from webui.core.tasks.extras import ExtrasRequest
 from webui.core.types import Txt2ImgRequest
 
 if importlib.util.find_spec("ray") is None:  # not imported here: ray_pool imports it under its lock-down
@@ -165,6 +166,19 @@ def test_img2img_sends_its_init_image_to_the_actor_over_the_api(srv: Running) ->
     out = Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0])))
     assert out.size == (64, 64)
     assert np.asarray(out.convert("RGB"))[..., 0].mean() > np.asarray(out.convert("RGB"))[..., 2].mean()
+
+
+def test_an_extras_job_runs_on_an_actor_and_lands_in_extras_images(srv: Running) -> None:
+    q = srv.services.queue
+    picture = Image.new("RGB", (16, 12), (10, 200, 30))
+    request = ExtrasRequest.from_images([picture], upscaler_1="Lanczos", upscaling_resize=2.0)
+    info = q.wait(q.submit(request, "carol").id, timeout=300)
+    assert info.state is JobState.DONE, info.error
+    (image,) = info.images
+    path = Path(image.path)
+    assert path.parent == srv.config.outputs_dir / "extras-images" and q.file_owner(path) == "carol"
+    with Image.open(path) as im:
+        assert im.size == (32, 24)
 
 
 def test_a_corrupt_init_image_is_refused_at_submit_with_422(srv: Running) -> None:

@@ -8,6 +8,7 @@ job while it runs. Images are sent, never saved here: the server writes them to 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -25,6 +26,7 @@ from webui.core.jobs.info import JobImage, JobProgressInfo
 from webui.core.jobs.remote import DoneMsg, ImageMsg, JobSpec, ProgressMsg, WorkerInfo, png_bytes
 from webui.core.jobs.worker import execute
 from webui.core.outputs.options import OutputOptions
+from webui.core.tasks.extras import ExtrasRequest
 from webui.core.types import GeneratedImage
 
 log = logging.getLogger(__name__)
@@ -98,11 +100,15 @@ class RemoteWorker:
             out.put(ImageMsg(png_bytes(img.image), img.seed, img.subseed, img.infotext))
             return JobImage("", img.seed, img.subseed, img.infotext)
 
+        request = spec.request
+        if isinstance(request, ExtrasRequest) and request.save_images:
+            request = dataclasses.replace(request, save_images=False)  # the server writes them
+
         def work() -> None:
             try:
                 outcome = execute(
                     self.engine,
-                    spec.request,
+                    request,
                     token,
                     results_dir=self._scratch,
                     report=_Sender(out),

@@ -113,6 +113,7 @@ class RemoteImages:
             and outputs.samples_save
         )
         self.grid = self.kind in GENERATION_KINDS and bool(getattr(request, "save_images", False))
+        self.extras = self.kind == "extras" and bool(getattr(request, "save_images", False))
         self.results_dir, self.outputs, self.report = results_dir, outputs, report
         self.done: list[JobImage] = []
         self.pictures: list[Image.Image] = []
@@ -121,6 +122,11 @@ class RemoteImages:
         picture = read_png(msg.png)
         if self.to_outputs:
             path = self.outputs.save(picture, f"{self.kind}-images", msg.seed, msg.infotext)
+        elif self.extras:  # outputs/extras-images/NNNNN.<fmt>, as an in-process run writes them
+            opts = self.outputs
+            text = msg.infotext if opts.enable_pnginfo else ""
+            folder = opts.outputs_dir / "extras-images"
+            path = save_image(picture, folder, None, text, opts.samples_format, quality=opts.jpeg_quality)
         else:
             path = save_image(picture, self.results_dir, msg.seed, msg.infotext)
         self.done.append(JobImage(str(path), msg.seed, msg.subseed, msg.infotext))
