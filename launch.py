@@ -1,6 +1,7 @@
 """Start Sfumato: `python launch.py [flags]` (see `--help`).
 
-Sets up (or reuses) the virtual environment in .venv with requirements.txt, then runs the app inside it.
+Sets up (or reuses) the virtual environment in .venv with requirements.txt (and requirements-ray.txt for
+--ray / --ray-local), then runs the app inside it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ sys.path.insert(0, str(ROOT))
 from webui import bootstrap, flags, jemalloc, offline  # noqa: E402  (stdlib-only modules)
 
 
+def requirement_files(ns: object) -> list[Path]:
+    """requirements.txt, and requirements-ray.txt when --ray or --ray-local asks for Ray workers."""
+    files = [ROOT / "requirements.txt"]
+    if getattr(ns, "ray", None) is not None or getattr(ns, "ray_local", None) is not None:
+        files.append(ROOT / "requirements-ray.txt")
+    return files
+
+
 def main(argv: list[str]) -> int:
     try:
         ns = flags.parse_flags(argv)
@@ -23,7 +32,7 @@ def main(argv: list[str]) -> int:
         return 2
     venv_dir = Path(ns.venv).resolve() if ns.venv else ROOT / ".venv"
     if not ns.skip_install and not bootstrap.running_in(venv_dir):
-        python = bootstrap.ensure_venv(venv_dir, [ROOT / "requirements.txt"])
+        python = bootstrap.ensure_venv(venv_dir, requirement_files(ns))
         os.execv(str(python), [str(python), str(ROOT / "launch.py"), *argv])
     if ns.jemalloc:  # before torch is imported: the allocator is chosen when the process starts
         print(jemalloc.ensure(ns.jemalloc, [sys.executable, str(ROOT / "launch.py"), *argv]), file=sys.stderr)

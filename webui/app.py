@@ -11,6 +11,7 @@ import sys
 
 from webui.core.config import AppConfig
 from webui.core.devices import choose_precision, resolve_vram
+from webui.core.jobs.ray_pool import RaySetupError
 from webui.core.models.manager import ModelManager
 
 
@@ -53,7 +54,7 @@ def main(ns: argparse.Namespace) -> int:
         print(f"  VAE: {f.name}")
     try:
         services = build_services(config, options, manager)
-    except ValueError as e:  # --device-ids / --workers that this machine cannot serve
+    except (ValueError, RaySetupError) as e:  # --device-ids / --workers / --ray that cannot be served
         print(f"error: {e}", file=sys.stderr)
         return 2
     ui = None

@@ -146,6 +146,37 @@ def add_worker_flags(p: argparse.ArgumentParser) -> None:
         "its own model cache, running N jobs at once. Meant for tests and tiny models: each worker holds "
         "its own copy of a model in RAM. Default 1; on a GPU use --device-ids",
     )
+    workers.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run jobs on a Ray cluster (host:port of its head, or 'auto'): one worker actor per GPU (per "
+        "node without GPUs), each loading models from its own node's folders at the same paths; the server "
+        "keeps the queue and writes the images. Needs pip install -r requirements-ray.txt. A non-loopback "
+        "address needs RAY_AUTH_MODE=token or --ray-insecure",
+    )
+    workers.add_argument(
+        "--ray-local",
+        type=int,
+        default=None,
+        metavar="N",
+        help="start a Ray cluster on this machine, on 127.0.0.1 only, with N worker actors (CPU: see "
+        "--ray-threads); it stops with the server",
+    )
+    workers.add_argument(
+        "--ray-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads (and Ray CPUs) per Ray worker actor. Default: the cores divided among the "
+        "--ray-local actors; on a joined cluster, all of a node's cores",
+    )
+    workers.add_argument(
+        "--ray-insecure",
+        action="store_true",
+        help="allow --ray to join a non-loopback address without RAY_AUTH_MODE=token: anyone who reaches "
+        "the cluster's ports can run code on it; only on a network closed by other means",
+    )
 
 
 def build_parser(prog: str = "launch.py") -> argparse.ArgumentParser:
@@ -341,4 +372,25 @@ def parse_flags(argv: Sequence[str], prog: str = "launch.py") -> argparse.Namesp
     ns.device_ids = parse_device_ids(ns.device_ids)
     if ns.workers < 1:
         raise FlagError(f"--workers: must be 1 or more, got {ns.workers}")
+    check_ray_flags(ns)
     return ns
+
+
+def check_ray_flags(ns: argparse.Namespace) -> None:
+    """--ray/--ray-local/--ray-threads/--ray-insecure: one cluster, counts over 0, no flag that would do
+    nothing."""
+    if ns.ray is not None and ns.ray_local is not None:
+        raise FlagError("--ray and --ray-local: choose one (join a cluster, or start one here)")
+    if ns.ray is not None and not ns.ray.strip():
+        raise FlagError("--ray: give the cluster's address (host:port) or 'auto'")
+    if ns.ray_local is not None and ns.ray_local < 1:
+        raise FlagError(f"--ray-local: must be 1 or more actors, got {ns.ray_local}")
+    ray = ns.ray is not None or ns.ray_local is not None
+    if ns.ray_threads is not None and (not ray or ns.ray_threads < 1):
+        raise FlagError("--ray-threads: needs --ray or --ray-local, and a count of 1 or more")
+    if ns.ray_insecure and ns.ray is None:
+        raise FlagError("--ray-insecure: only with --ray ADDRESS (a local cluster is on loopback anyway)")
+    if ray and (ns.workers != 1 or ns.device_ids is not None):
+        raise FlagError(
+            "--ray/--ray-local run the jobs: --workers and --device-ids are for in-process workers"
+        )

@@ -84,6 +84,15 @@ def build_options(ns: argparse.Namespace, **overrides: Any) -> ServerOptions:
     if device_ids is not None:
         base["device_ids"] = tuple(device_ids)
     base["cpu_workers"] = int(getattr(ns, "workers", 1) or 1)
+    if getattr(ns, "ray", None) is not None or getattr(ns, "ray_local", None):
+        from webui.core.jobs.ray_pool import RayOptions
+
+        base["ray"] = RayOptions(
+            address=ns.ray,
+            local=int(ns.ray_local or 0),
+            threads=int(getattr(ns, "ray_threads", None) or 0),
+            insecure=bool(getattr(ns, "ray_insecure", False)),
+        )
     base.update(overrides)
     return ServerOptions(**base)
 
@@ -158,7 +167,8 @@ def build_services(
                 log.warning("extension %s: %s (%s)", ext.name, ext.status, ext.error)
     settings = SettingsStore(config.settings_path)
     engine = Engine(config, manager, hooks, settings=settings.get)
-    workers = worker_engines(config, engine, hooks, options)
+    pool = ray_pool(config, engine, options)
+    workers = None if pool is not None else worker_engines(config, engine, hooks, options)
     db = db_path or jobs_db_path(config)
     if settings.problem:
         log.warning("settings: %s", settings.problem)
@@ -173,8 +183,27 @@ def build_services(
         max_job_work=options.max_job_work,
         settings=settings.get,
         workers=workers,
+        remote_workers=pool.workers if pool is not None else (),
+        on_close=pool.close if pool is not None else None,
     )
     return Services(config, engine, engine.manager, queue, settings, options)
+
+
+def ray_pool(config: AppConfig, engine: Engine, options: ServerOptions) -> Any:
+    """The Ray workers of --ray / --ray-local (webui.core.jobs.ray_pool.RayPool), None without them;
+    RaySetupError (a ValueError's sibling: the caller prints it) when the cluster cannot be had."""
+    if options.ray is None or not options.ray.enabled:
+        return None
+    from webui.core.jobs.ray_pool import RayPool
+    from webui.core.models.registry import find
+
+    def sha_of(query: str) -> str | None:
+        file = find(engine.manager.checkpoints(), query)
+        return file.sha256 if file is not None else None
+
+    pool = RayPool.open(config, options.ray, sha_of)
+    log.info("job workers: %s", ", ".join(w.name for w in pool.workers))
+    return pool
 
 
 def worker_engines(config: AppConfig, engine: Engine, hooks: Any, options: ServerOptions) -> list[Engine]:

@@ -47,6 +47,7 @@ class ServerOptions:
     max_queued_per_user: int = 50  # jobs one user may have waiting (--max-queued-per-user); 0: no limit
     device_ids: tuple[int, ...] | None = None  # --device-ids: one job worker per CUDA device; None: all
     cpu_workers: int = 1  # --workers: job workers when the models run on the CPU
+    ray: Any = None  # webui.core.jobs.ray_pool.RayOptions (--ray, --ray-local, ...); None: in-process workers
     cmd_flags: Mapping[str, Any] = field(default_factory=dict)  # every flag, secrets redacted
 
     @property

@@ -60,6 +60,14 @@ class StoreCancelToken(CancelToken):
             return
         self.apply(cancel, skips)
 
+    def requests(self) -> tuple[bool, int, bool]:
+        """(user cancel seen, skips seen, stop keeping nothing: a shutdown or a lost lease), read now: what
+        a dispatcher passes on to the remote worker that runs the job."""
+        self.poll()
+        with self._lock:
+            cancel, skips = self.cancel_seen, self._skips_seen
+        return cancel, skips, self._interrupt.is_set() and not self.keeps_partial
+
     @property
     def interrupted(self) -> bool:
         self.poll()

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from webui.core.engine import Engine
 from webui.core.jobs.budget import check_work, over_budget_message, stored_work
@@ -42,8 +42,9 @@ from webui.core.jobs.info import (
     QueueFull,
     check_access,
 )
+from webui.core.jobs.remote import WorkerFault
 from webui.core.jobs.running import PROGRESS_SAVE_INTERVAL, Running, WorkerSlot, warm_pick
-from webui.core.jobs.store import LEASE_SECONDS, JobRow, JobStore, this_process_prefix
+from webui.core.jobs.store import LEASE_SECONDS, MAX_ATTEMPTS, JobRow, JobStore, this_process_prefix
 from webui.core.jobs.worker import Outcome, execute
 from webui.core.outputs.options import OutputOptions
 from webui.core.types import RequestError
@@ -78,6 +79,8 @@ class JobQueue:
         workers: Sequence[Engine] | None = None,
         lease: float = LEASE_SECONDS,
         warm_wait: float = 30.0,
+        remote_workers: Sequence[Any] = (),
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         """`settings(key)` reads the stored settings (SettingsStore.get): each job is saved as they say
         then (format, folders, ...), and previews follow them unless `preview_every` fixes the period
@@ -86,7 +89,10 @@ class JobQueue:
         `workers`: one engine per worker thread (one per device, each with its own model cache);
         default: `engine` alone. `engine` checks submitted requests and lists samplers. `lease`:
         seconds a claimed job stays this process's without a heartbeat. `warm_wait`: how long a job may
-        wait for a worker that already holds its checkpoint before any free worker takes it."""
+        wait for a worker that already holds its checkpoint before any free worker takes it.
+        `remote_workers` (ray_pool.RayWorker): run jobs there instead, one dispatcher thread each; `engine`
+        then only checks requests and lists models, and `workers` is not used. `on_close` runs once the
+        queue is closed (stops the Ray cluster the workers live on)."""
         self.engine = engine
         if workers is not None and not workers:
             raise ValueError("workers: give at least one engine")
@@ -103,6 +109,11 @@ class JobQueue:
             WorkerSlot(f"{this_process_prefix()}{tag}-w{n}-{e.manager.precision.device}", e)
             for n, e in enumerate(workers or [engine])
         ]
+        if remote_workers:
+            self._workers = [
+                WorkerSlot(f"{this_process_prefix()}{tag}-ray{n}", engine, remote=r)
+                for n, r in enumerate(remote_workers)
+            ]
         # downloads (BACKGROUND_KINDS) run on a worker of their own, beside the devices' ones: a long
         # transfer never holds up generation, nor generation a download
         self._background = WorkerSlot(f"{this_process_prefix()}{tag}-bg", engine)
@@ -122,12 +133,19 @@ class JobQueue:
         self._started = False
         self._beat_stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self._on_close = on_close
+        self._retried: dict[str, str] = {}  # job id -> why it runs again (a remote worker died): a warning
 
     # --- lifecycle
 
     @property
     def worker_ids(self) -> tuple[str, ...]:
         return tuple(w.id for w in self._workers)
+
+    @property
+    def remote_workers(self) -> dict[str, Any]:
+        """{worker id: its remote worker (ray_pool.RayWorker)} for the workers that run jobs remotely."""
+        return {w.id: w.remote for w in self._workers if w.remote is not None}
 
     @property
     def engines(self) -> tuple[Engine, ...]:
@@ -172,6 +190,9 @@ class JobQueue:
         self._beat_stop.set()
         if self._beat is not None:
             self._beat.join(timeout)
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
         if any(t.is_alive() for t in threads):
             log.error("a job worker did not stop within %.0f s; leaving the store open", 2 * timeout)
             return
@@ -353,13 +374,34 @@ class JobQueue:
         idle = [w for w in self._workers if w.id not in self._runs]
         warm = None if background else warm_pick(slot, idle, self.warm_wait)
 
+        fits = None if background or slot.remote is None else self._remote_fit(slot, idle)
+
         def pick(rows: builtins.list[JobRow]) -> str | None:
             mine = [r for r in rows if (r.kind in BACKGROUND_KINDS) == background]
+            if fits is not None:
+                mine = [r for r in mine if fits(r)]
             if not mine:
                 return None
             return mine[0].id if warm is None else warm(mine)
 
         return pick
+
+    def _remote_fit(self, slot: WorkerSlot, idle: builtins.list[WorkerSlot]) -> Callable[[JobRow], bool]:
+        """Which waiting jobs remote worker `slot` may take: one whose checkpoint it has (or that no
+        worker has: it fails at once, naming the model), and not the job whose run just died on it while
+        another worker is idle."""
+        others = [w for w in self._workers if w is not slot and w.remote is not None]
+        ready = [w for w in idle if w is not slot and w.remote is not None and not w.remote.broken]
+
+        def fits(row: JobRow) -> bool:
+            if row.id == slot.avoid and ready:
+                return False
+            want = row.request.get("checkpoint") or None
+            return bool(slot.remote.has_checkpoint(want)) or not any(
+                w.remote.has_checkpoint(want) for w in others
+            )
+
+        return fits
 
     def _run_of(self, job_id: str) -> Running | None:
         """The run of `job_id` in this process (the caller holds the lock), else None."""
@@ -410,6 +452,9 @@ class JobQueue:
     def _work(self, slot: WorkerSlot) -> None:
         while True:
             try:
+                if slot.remote is not None and not slot.remote.wait_ready():
+                    log.error("job worker %s: its Ray actor is gone; it takes no more jobs", slot.id)
+                    return
                 run = self._claim(slot)
                 if run is None:
                     return
@@ -444,23 +489,83 @@ class JobQueue:
         try:
             request = request_from_json(run.base.kind, run.base.request, image_dir=folder)
             slot.last_checkpoint = getattr(request, "checkpoint", None) or slot.last_checkpoint
-            outcome = execute(
-                slot.engine,
-                request,
-                run.token,
-                results_dir=folder,
-                report=_Reporter(self, run),
-                preview_every=self._preview_every(),
-                outputs=self._outputs(),
-            )
+            if slot.remote is not None:
+                remote = self._run_remote(run, slot, request)
+                if remote is None:  # its worker died: back in the queue for another one
+                    return
+                outcome = remote
+            else:
+                outcome = execute(
+                    slot.engine,
+                    request,
+                    run.token,
+                    results_dir=folder,
+                    report=_Reporter(self, run),
+                    preview_every=self._preview_every(),
+                    outputs=self._outputs(),
+                )
         except RequestError as e:  # a stored request this version cannot read
             outcome = Outcome((), error=str(e), error_field=e.field)
         if outcome.output is not None and outcome.error is None and slot is self._background:
             for worker in self._workers:  # a downloaded model is listed by every worker at once
-                if worker.engine is not slot.engine:
+                if worker.remote is not None:
+                    worker.remote.refresh()
+                elif worker.engine is not slot.engine:
                     worker.engine.manager.refresh()
                     worker.engine.loras.refresh()
         self._finish(run, outcome, slot)
+
+    def _run_remote(self, run: Running, slot: WorkerSlot, request: Any) -> Outcome | None:
+        """Run on `slot`'s remote worker; None when it died and the job went back to the queue."""
+        job_id = run.base.id
+        want = getattr(request, "checkpoint", None)
+        if not slot.remote.has_checkpoint(want):
+            what = f"the checkpoint {want!r}" if want else "a checkpoint"
+            return Outcome(
+                (),
+                error=f"no Ray worker has {what}: each worker loads models from its own node's model "
+                "folders (put the file there, at the same path as on the server)",
+                error_field="checkpoint",
+            )
+        try:
+            return cast(
+                Outcome,
+                slot.remote.run(
+                    job_id,
+                    request,
+                    run.token,
+                    results_dir=self.files_dir / job_id,
+                    report=_Reporter(self, run),
+                    preview_every=self._preview_every(),
+                    outputs=self._outputs(),
+                ),
+            )
+        except WorkerFault as e:
+            reason = str(e)
+        with self._cond:
+            shutdown, lost, cancelled = run.shutdown, run.lost, run.token.cancel_seen
+        if lost:
+            return Outcome((), interrupted=True)  # _finish records nothing: the job is another's now
+        if shutdown and self._store.requeue(job_id, worker=slot.id):
+            log.warning("job %s: %s during shutdown; it runs again at the next start", job_id, reason)
+        elif cancelled or run.base.attempts >= MAX_ATTEMPTS:
+            return Outcome(
+                run.images,
+                error=f"{reason}; not run again (attempt {run.base.attempts})",
+                interrupted=cancelled,
+            )
+        elif self._store.retry(job_id, worker=slot.id):
+            slot.avoid = job_id
+            with self._cond:
+                self._retried[job_id] = f"retried on another worker: {reason}"
+            log.warning("job %s: %s; retried on another worker", job_id, reason)
+        with self._cond:
+            run.finished = True
+            self._runs.pop(slot.id, None)
+            self._cond.notify_all()
+        self._events.append(job_id, "queued", self.get(job_id))
+        self._announce_positions()
+        return None
 
     def _heartbeat(self) -> None:
         """Renew this process's leases; take back the jobs of workers whose lease ran out."""
@@ -528,6 +633,10 @@ class JobQueue:
             state = JobState.DONE
         progress = run.progress
         images = outcome.images
+        with self._cond:
+            retried = self._retried.pop(job_id, None)
+        if retried is not None:  # the user sees why it took two runs
+            images = tuple(dataclasses.replace(i, warnings=(*i.warnings, retried)) for i in images)
         if state is JobState.DONE:
             progress = dataclasses.replace(progress, fraction=1.0, eta=0.0)
             self._remove_files(run.earlier)  # superseded by this complete run

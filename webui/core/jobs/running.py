@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from webui.core.engine import Engine
 from webui.core.jobs.control import StoreCancelToken
@@ -26,6 +27,8 @@ class WorkerSlot:
     engine: Engine
     thread: threading.Thread | None = None
     last_checkpoint: str | None = None  # the checkpoint its last job asked for (what its cache holds)
+    remote: Any = None  # a remote worker (ray_pool.RayWorker) this slot's thread dispatches to; None: engine
+    avoid: str | None = None  # a job whose run died on this worker: left to another idle worker
 
 
 @dataclass

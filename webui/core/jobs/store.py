@@ -411,6 +411,18 @@ class JobStore:
             )
         return cur.rowcount == 1
 
+    def retry(self, job_id: str, worker: str) -> bool:
+        """running -> queued, counted as an attempt (its worker died mid-job): it runs again elsewhere;
+        the images it made stay listed until the re-run makes them again."""
+        held, args = _held_by(worker)
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state='queued', started=NULL, progress='{}', lease_until=NULL "
+                f"WHERE id=? AND state='running'{held}",
+                (job_id, *args),
+            )
+        return cur.rowcount == 1
+
     def recover(
         self,
         max_attempts: int = MAX_ATTEMPTS,

@@ -13,7 +13,7 @@ import dataclasses
 import gc
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +37,9 @@ class Reporter(Protocol):
     def progress(self, info: JobProgressInfo, preview_png: bytes | None) -> None: ...
 
     def images(self, images: Sequence[JobImage]) -> None: ...
+
+
+Place = Callable[[GeneratedImage], JobImage]  # keeps one finished image; returns what the job lists
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,10 @@ def free_memory() -> None:
 class _Images:
     """The job's images as they finish, each with a file on disk."""
 
-    def __init__(self, results_dir: Path, report: Reporter) -> None:
+    def __init__(self, results_dir: Path, report: Reporter, place: Place | None = None) -> None:
         self.results_dir = results_dir
         self.report = report
+        self.place = place
         self.done: dict[tuple[int, int, str, str], JobImage] = {}
 
     def add(self, images: Sequence[GeneratedImage]) -> tuple[JobImage, ...]:
@@ -107,6 +111,8 @@ class _Images:
         return listed
 
     def _job_image(self, img: GeneratedImage) -> JobImage:
+        if self.place is not None:
+            return self.place(img)
         path = img.path
         if path is None:  # save_images=False: keep it in the job's folder instead of outputs/
             path = save_image(img.image, self.results_dir, img.seed, img.infotext)
@@ -122,9 +128,11 @@ def execute(
     report: Reporter,
     preview_every: int = 0,
     outputs: OutputOptions | None = None,
+    place: Place | None = None,
 ) -> Outcome:
-    """Run one request; never raises for a failing job."""
-    images = _Images(results_dir, report)
+    """Run one request; never raises for a failing job. `place(image)` keeps each finished image
+    instead of the default (its saved file, or a file in `results_dir`): a remote worker sends it."""
+    images = _Images(results_dir, report, place)
 
     def on_progress(p: JobProgress) -> None:
         png = preview_png(p.preview) if p.preview is not None else None

@@ -1,0 +1,398 @@
+"""Job workers as Ray actors: a cluster to join (`--ray ADDRESS|auto`) or a local one on 127.0.0.1
+(`--ray-local N`), one long-lived actor per GPU (or per node, or N on the local machine, with
+`--ray-threads` torch threads each), and one `RayWorker` per actor that the job queue's dispatcher
+threads call.
+
+The server keeps the job store: a dispatcher thread claims a job under its lease as for an in-process
+worker, sends the request to its actor, streams progress and images back, writes the images to disk,
+and records the outcome. Cancel and skip read from the store are pushed to the actor while it runs. An
+actor that dies mid-job (its process killed, its node lost) raises WorkerFault: the queue runs the job
+once more on another worker, and Ray restarts the actor.
+
+Ray runs code for anyone who reaches its ports and has no login unless RAY_AUTH_MODE=token: a local
+cluster listens on loopback only (usage stats off), and joining a non-loopback address needs
+RAY_AUTH_MODE=token in the environment or an explicit `--ray-insecure`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from webui.core.config import AppConfig
+from webui.core.jobs.codec import JobRequest
+from webui.core.jobs.control import StoreCancelToken
+from webui.core.jobs.remote import (
+    DoneMsg,
+    ImageMsg,
+    JobSpec,
+    ProgressMsg,
+    RemoteImages,
+    WorkerFault,
+    WorkerInfo,
+)
+from webui.core.jobs.worker import Outcome, Reporter
+from webui.core.outputs.options import OutputOptions
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install -r requirements-ray.txt"
+ACTOR_RESTARTS = 3  # Ray restarts a dead actor this many times; then its dispatcher stops
+READY_TIMEOUT = 300.0  # seconds an actor may take to (re)start: it imports torch and scans models
+LOCKDOWN_ENV = {  # see the README: no usage stats, no cloud-metadata probe (HOME gets an empty bootstrap)
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+}
+
+
+class RaySetupError(RuntimeError):
+    """The Ray flags cannot be honoured (not installed, an address refused or unreachable)."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # --ray: "auto" or host:port of a running cluster
+    local: int = 0  # --ray-local N: start a loopback cluster with N actors
+    threads: int = 0  # --ray-threads: torch threads per actor (0: the cores / actors, at least 1)
+    insecure: bool = False  # --ray-insecure: join a non-loopback address without token auth
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None or self.local > 0
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise RaySetupError(f"Ray is not installed; install it with: {INSTALL_HINT}") from e
+    return ray
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip().removeprefix("[").removesuffix("]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def address_host(address: str) -> str:
+    """The host of "host:port", "ray://host:port" or "[v6]:port"."""
+    rest = address.split("://", 1)[-1]
+    if rest.startswith("["):
+        return rest[1 : rest.find("]")]
+    return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
+
+
+def check_address(address: str, insecure: bool, env: Mapping[str, str]) -> None:
+    """RaySetupError for a non-loopback cluster address unless token auth is on or `insecure`."""
+    if address == "auto" or is_loopback(address_host(address)):
+        return
+    if insecure or env.get("RAY_AUTH_MODE", "").lower() == "token":
+        return
+    raise RaySetupError(
+        f"--ray {address}: not a loopback address. A Ray cluster runs code for anyone who reaches its "
+        "ports: start it with token auth (RAY_AUTH_MODE=token on every node and here) on a private "
+        "network, or pass --ray-insecure if the network is closed by other means"
+    )
+
+
+def check_reachable(address: str, timeout: float) -> None:
+    """RaySetupError unless something answers at the cluster's host:port (Ray itself retries for
+    minutes)."""
+    rest = address.split("://", 1)[-1]
+    host, _, port = rest.rpartition(":")
+    if not port.isdigit():
+        raise RaySetupError(f"--ray {address}: expected host:port (or 'auto')")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise RaySetupError(
+            f"--ray {address}: the cluster does not answer ({e}); is `ray start` running?"
+        ) from e
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `values` while Ray starts its processes (they inherit it), restored after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _repo_root() -> str:
+    return str(Path(__file__).resolve().parents[3])
+
+
+class RayCluster:
+    """This process's Ray connection (Ray allows one per process): a started local cluster, stopped by
+    `close`, or a joined one, left running by `close`."""
+
+    def __init__(self, ray: Any, temp_dir: Path | None, local: bool) -> None:
+        self.ray, self.temp_dir, self.local = ray, temp_dir, local
+
+    @classmethod
+    def start_local(cls, num_cpus: int) -> RayCluster:
+        """A one-machine cluster whose processes all listen on 127.0.0.1 only. Ray reads its loopback
+        switch (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) when it is first imported: a process that imported
+        Ray before, without it, is refused rather than started on every interface."""
+        with _environment(LOCKDOWN_ENV):
+            ray = import_ray()
+        if ray.is_initialized():
+            raise RaySetupError("Ray is already started in this process")
+        from ray._private import ray_constants
+
+        if ray_constants.ENABLE_RAY_CLUSTER:
+            raise RaySetupError(
+                "--ray-local: Ray was imported in this process before its loopback lock-down; it would "
+                "listen on every interface. Import it through webui.core.jobs.ray_pool only"
+            )
+        temp = Path(tempfile.mkdtemp(prefix="sfumato-ray-"))
+        (temp / "ray_bootstrap_config.yaml").touch()  # with HOME here: no cloud-metadata probe
+        path = os.pathsep.join(p for p in (_repo_root(), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**LOCKDOWN_ENV, "HOME": str(temp), "PYTHONPATH": path}
+        try:
+            with _environment(env):
+                ray.init(
+                    address="local",
+                    _node_ip_address="127.0.0.1",
+                    include_dashboard=False,
+                    num_cpus=num_cpus,
+                    num_gpus=None,
+                    _temp_dir=str(temp / "r"),
+                    configure_logging=False,
+                    log_to_driver=False,
+                )
+        except Exception as e:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise RaySetupError(f"--ray-local: Ray did not start: {e}") from e
+        cluster = cls(ray, temp, local=True)
+        nodes = [str(n.get("NodeManagerAddress", "")) for n in ray.nodes()]
+        if not all(is_loopback(n) for n in nodes):
+            cluster.close()
+            raise RaySetupError(
+                f"--ray-local: Ray chose a non-loopback address ({', '.join(nodes)}); stopped"
+            )
+        return cluster
+
+    @classmethod
+    def connect(cls, address: str, insecure: bool = False, timeout: float = 10.0) -> RayCluster:
+        """Join the cluster at `address` ("auto": the one `ray start` left on this machine). A loopback
+        address keeps this process on loopback too; an address that does not answer fails at once."""
+        check_address(address, insecure, os.environ)
+        if address != "auto":
+            check_reachable(address, timeout)
+        loopback = address != "auto" and is_loopback(address_host(address))
+        with _environment(LOCKDOWN_ENV if loopback else {}):
+            ray = import_ray()
+        if ray.is_initialized():
+            raise RaySetupError("Ray is already started in this process")
+        try:
+            with _environment(LOCKDOWN_ENV):
+                ray.init(address=address, configure_logging=False, log_to_driver=True)
+        except Exception as e:
+            raise RaySetupError(f"--ray {address}: cannot join the cluster: {e}") from e
+        gcs = str(ray.get_runtime_context().gcs_address)
+        try:
+            check_address(gcs, insecure, os.environ)  # "auto" found a non-loopback cluster
+        except RaySetupError:
+            ray.shutdown()
+            raise
+        return cls(ray, None, local=False)
+
+    def close(self) -> None:
+        self.ray.shutdown()
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@dataclass
+class RayWorker:
+    """The server's side of one actor: runs a job on it (`run`), knows its models (`info`)."""
+
+    ray: Any
+    actor: Any
+    name: str
+    info: WorkerInfo
+    sha_of: Callable[[str], str | None] = field(default=lambda q: None)
+    poll: float = 0.1  # seconds between two looks at cancel/skip while waiting for the actor
+    broken: bool = False  # its actor died: wait for Ray to restart it before the next job
+
+    def refresh(self) -> None:
+        """Rescan the actor's model folders (a model was added)."""
+        try:
+            self.info = self.ray.get(self.actor.refresh.remote(), timeout=READY_TIMEOUT)
+        except Exception as e:
+            log.warning("Ray worker %s: cannot rescan its models: %s", self.name, e)
+
+    def has_checkpoint(self, query: str | None) -> bool:
+        return self.info.has_checkpoint(query, self.sha_of(query) if query else None)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> bool:
+        """After a death: wait for the restarted actor (and read its models again); False if it is gone."""
+        if not self.broken:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.info = self.ray.get(self.actor.info.remote(), timeout=timeout)
+                break
+            except self.ray.exceptions.ActorUnavailableError:  # restarting: ask again
+                if time.monotonic() > deadline:
+                    log.error("Ray worker %s did not come back within %.0f s", self.name, timeout)
+                    return False
+                time.sleep(0.5)
+            except Exception as e:
+                log.error("Ray worker %s did not come back: %s", self.name, e)
+                return False
+        self.broken = False
+        log.warning("Ray worker %s restarted (pid %d)", self.name, self.info.pid)
+        return True
+
+    def run(
+        self,
+        job_id: str,
+        request: JobRequest,
+        token: StoreCancelToken,
+        *,
+        results_dir: Path,
+        report: Reporter,
+        preview_every: int,
+        outputs: OutputOptions,
+    ) -> Outcome:
+        """Run one job on the actor; WorkerFault when the actor dies or answers nonsense."""
+        ray = self.ray
+        images = RemoteImages(request, results_dir, outputs, report)
+        stream = self.actor.run.options(num_returns="streaming").remote(
+            JobSpec(job_id, request, preview_every)
+        )
+        sent = (False, 0, False)
+        try:
+            while True:
+                wanted = token.requests()
+                if wanted != sent:
+                    self.actor.control.remote(job_id, *wanted)
+                    sent = wanted
+                ready, _ = ray.wait([stream], timeout=self.poll)
+                if not ready:
+                    continue
+                try:
+                    ref = next(stream)
+                except StopIteration:
+                    raise WorkerFault(f"Ray worker {self.name} ended the job without a result") from None
+                msg = ray.get(ref)
+                if isinstance(msg, ProgressMsg):
+                    report.progress(msg.info, msg.preview_png)
+                elif isinstance(msg, ImageMsg):
+                    images.add(msg)
+                elif isinstance(msg, DoneMsg):
+                    return images.outcome(msg)
+                else:
+                    raise WorkerFault(f"Ray worker {self.name} sent {type(msg).__name__}, not a job message")
+        except ray.exceptions.RayError as e:
+            self.broken = True
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WorkerFault(f"its Ray worker {self.name} died ({type(e).__name__}: {first})") from e
+
+
+def actor_class(ray: Any) -> Any:
+    from webui.core.jobs.ray_worker import RemoteWorker
+
+    return ray.remote(RemoteWorker)
+
+
+def start_workers(
+    cluster: RayCluster,
+    config: AppConfig,
+    options: RayOptions,
+    sha_of: Callable[[str], str | None] = lambda q: None,
+) -> list[RayWorker]:
+    """The actors: `options.local` of them on a local cluster (CPU, `threads` each); on a joined cluster
+    one per GPU, or one per node (all its cores) where the cluster has no GPU. Waits until each has
+    started and listed its models."""
+    ray = cluster.ray
+    cls = actor_class(ray)
+    common = dict(max_restarts=ACTOR_RESTARTS, max_task_retries=0, max_concurrency=4)
+    plans: list[tuple[dict[str, Any], int]] = []  # (actor options, torch threads)
+    if cluster.local:
+        threads = options.threads or max(1, (os.cpu_count() or 1) // options.local)
+        plans = [({"num_cpus": threads}, threads)] * options.local
+    elif int(ray.cluster_resources().get("GPU", 0)) > 0:
+        gpus = int(ray.cluster_resources()["GPU"])
+        plans = [({"num_gpus": 1, "num_cpus": 1}, options.threads)] * gpus
+    else:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        for node in ray.nodes():
+            if not node.get("Alive"):
+                continue
+            cpus = int(node.get("Resources", {}).get("CPU", 1)) or 1
+            threads = options.threads or cpus
+            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            plans.append(({"num_cpus": min(threads, cpus), "scheduling_strategy": strategy}, threads))
+    if not plans:
+        raise RaySetupError("the Ray cluster has no node to run a worker on")
+    actors = [cls.options(**common, **opts).remote(config, threads) for opts, threads in plans]
+    workers = []
+    for n, actor in enumerate(actors):
+        try:
+            info = ray.get(actor.info.remote(), timeout=READY_TIMEOUT)
+        except Exception as e:
+            raise RaySetupError(f"Ray worker {n} did not start: {e}") from e
+        workers.append(RayWorker(ray, actor, f"ray{n}@{info.node}:{info.pid}", info, sha_of))
+        log.info("Ray worker %d: %s on %s, pid %d, %d checkpoints", n, info.device, info.node, info.pid,
+                 len(info.checkpoints))  # fmt: skip
+    return workers
+
+
+@dataclass
+class RayPool:
+    """A cluster and its workers, for the job queue (`workers`); `close` stops what it started."""
+
+    cluster: RayCluster
+    workers: list[RayWorker]
+    started: float = field(default_factory=time.time)
+
+    @classmethod
+    def open(
+        cls, config: AppConfig, options: RayOptions, sha_of: Callable[[str], str | None] = lambda q: None
+    ) -> RayPool:
+        if options.local > 0:
+            threads = options.threads or max(1, (os.cpu_count() or 1) // options.local)
+            cluster = RayCluster.start_local(num_cpus=threads * options.local)
+        elif options.address is not None:
+            cluster = RayCluster.connect(options.address, options.insecure)
+        else:
+            raise RaySetupError("no Ray cluster asked for (--ray or --ray-local)")
+        try:
+            return cls(cluster, start_workers(cluster, config, options, sha_of))
+        except BaseException:
+            cluster.close()
+            raise
+
+    def close(self) -> None:
+        for worker in self.workers:
+            with contextlib.suppress(Exception):
+                self.cluster.ray.kill(worker.actor)
+        self.cluster.close()
