@@ -9,6 +9,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -171,30 +172,42 @@ def test_fetch_info_is_admin_only_and_writes_preview_and_notes(srv: Running, civ
     assert sidecar["notes"] == f"{civitai.base}/models/3?modelVersionId=7"
 
 
-def test_refresh_lists_files_added_since(srv: Running) -> None:
+def test_files_added_are_listed_and_refresh_rereads_files_changed_in_place(srv: Running) -> None:
     added = write_header_only(srv.config.lora_dirs[0] / "late.safetensors", {})
     try:
-        with srv.client(ALICE) as c:
-            assert "late" not in [x["name"] for x in c.get("/api/v1/cards").json()["cards"]]
+        with srv.client(ALICE) as c:  # a new file changes its folder: listed without a refresh
+            assert "late" in [x["name"] for x in c.get("/api/v1/cards").json()["cards"]]
             assert c.post("/api/v1/cards/refresh").status_code == 403  # the model lists are the admin's
+        notes = added.with_suffix(".json")
+        notes.write_text('{"sd version": "SD2"}')  # a new file: seen at once
+
+        def base(c: Any) -> str:
+            return [x for x in c.get("/api/v1/cards").json()["cards"] if x["name"] == "late"][0]["base"]
+
         with srv.client(ROOT) as c:
+            assert base(c) == "sd2"
+            with open(notes, "w") as f:  # rewritten in place: the folder does not change
+                f.write('{"sd version": "Flux"}')
+            assert base(c) == "sd2"
             r = c.post("/api/v1/cards/refresh")
             assert r.status_code == 200 and r.json()["counts"]["lora"] == 3
-            assert "late" in [x["name"] for x in c.get("/api/v1/cards").json()["cards"]]
+            assert base(c) == "flux"
     finally:
         added.unlink()
-        with srv.client(ROOT) as c:
-            c.post("/api/v1/cards/refresh")
+        added.with_suffix(".json").unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("route", ["/sdapi/v1/refresh-checkpoints", "/sdapi/v1/refresh-loras"])
 def test_a1111_refresh_routes_rescan_the_library_too(srv: Running, route: str) -> None:
-    added = write_header_only(srv.config.lora_dirs[0] / "later.safetensors", {})
-    try:
-        with srv.client(ROOT) as c:
-            assert c.post(route).status_code == 200
-            assert "later" in [x["name"] for x in c.get("/api/v1/cards").json()["cards"]]
-    finally:
-        added.unlink()
-        with srv.client(ROOT) as c:
-            c.post("/api/v1/cards/refresh")
+    vae = srv.config.vae_dirs[0] / "soft.pt"
+
+    def size(c: Any) -> int:
+        return c.get("/api/v1/cards", params={"kind": "vae"}).json()["cards"][0]["size"]
+
+    with srv.client(ROOT) as c:
+        before = size(c)
+        with open(vae, "ab") as f:  # grows in place: only a rescan sees it
+            f.write(b"more")
+        assert size(c) == before
+        assert c.post(route).status_code == 200
+        assert size(c) == before + 4

@@ -221,3 +221,21 @@ def test_missing_folders_are_normal_and_a_file_in_place_of_a_folder_is_reported(
     library = CardLibrary(folders, None)
     assert library.cards() == ()
     assert len(library.problems) == 1 and "Embedding folder" in library.problems[0]
+
+
+def test_a_changed_folder_is_rescanned_on_the_next_look_and_a_save_is_not_a_rescan(
+    data: AppConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    library = CardLibrary.for_config(data)
+    assert library.find("lora", "late.safetensors") is None
+    write_header_only(data.lora_dirs[0] / "sub" / "late.safetensors", {})  # a new subfolder too
+    assert library.find("lora", "sub/late.safetensors") is not None
+    (data.lora_dirs[0] / "ink.safetensors").unlink()
+    assert [c.name for c in library.search(kind="lora")] == ["watercolor", "late"]  # folder by folder
+    scans: list[int] = []
+    real = library.refresh
+    monkeypatch.setattr(library, "refresh", lambda: scans.append(1) or real())
+    actions.save_user_metadata(library, "lora", "styles/watercolor.safetensors", {"notes": "n"})
+    assert library.find("lora", "styles/watercolor.safetensors").user["notes"] == "n"
+    assert scans == []
+    assert not library.changed()

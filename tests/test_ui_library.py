@@ -122,9 +122,9 @@ def test_embeddings_as_prompt_cards(config: AppConfig) -> None:
 def test_refresh_rescans_only_for_admins_when_there_are_logins(config: AppConfig) -> None:
     library = CardLibrary.for_config(config)
     services = _services(config, LOGINS)
-    library.cards()
-    write_header_only(config.lora_dirs[0] / "late.safetensors", {})
+    assert library.find("embedding", "bad-hands.pt").size == 1
+    (config.embeddings_dir / "bad-hands.pt").write_bytes(b"longer")  # in place: the folder is unchanged
     assert not panel.rescan_if_allowed(library, services, SimpleNamespace(username="alice"))
-    assert library.find("lora", "late.safetensors") is None
+    assert library.find("embedding", "bad-hands.pt").size == 1
     assert panel.rescan_if_allowed(library, services, SimpleNamespace(username="root"))
-    assert library.find("lora", "late.safetensors") is not None
+    assert library.find("embedding", "bad-hands.pt").size == 6

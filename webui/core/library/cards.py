@@ -229,8 +229,16 @@ class _Folder:
         )  # fmt: skip
 
 
+def _stamp(folder: str) -> int:
+    try:
+        return os.stat(folder).st_mtime_ns
+    except OSError:
+        return -1
+
+
 class CardLibrary:
-    """Every model file's card; thread-safe; the first use scans, `refresh()` rescans.
+    """Every model file's card; thread-safe; the first use scans, and so does any use after a folder
+    changed (see `changed()`); `refresh()` rescans.
 
     `folders` maps a kind to its folders (kind_folders); `hash_db` is the model hash cache whose
     whole-file sha256 gives the short hash (None: no hashes shown)."""
@@ -244,6 +252,7 @@ class CardLibrary:
         self._index: dict[tuple[str, str], Card] = {}
         self._bases: dict[tuple[str, int, int], str | None] = {}
         self._problems: tuple[str, ...] = ()
+        self._stamps: dict[str, int] = {}  # folder -> its mtime at the last scan (-1: missing)
 
     @classmethod
     def for_config(cls, config: AppConfig) -> CardLibrary:
@@ -310,14 +319,17 @@ class CardLibrary:
         cards: list[Card] = []
         problems: list[str] = []
         seen: set[tuple[str, str]] = set()
+        stamps: dict[str, int] = {}
         for kind in KINDS:
             exts = EXTENSIONS[kind]
             for root in self.folders.get(kind, ()):
+                stamps[str(root)] = _stamp(str(root))
                 if not root.is_dir():
                     if root.exists():
                         problems.append(f"{KIND_LABELS[kind]} folder {root} is not a folder")
                     continue
                 for folder, entries in _walk(root):
+                    stamps[str(folder)] = _stamp(str(folder))
                     view = _Folder.of(root, folder, entries)
                     for e in entries:
                         if not e.name.lower().endswith(exts):
@@ -340,6 +352,7 @@ class CardLibrary:
             index.setdefault(c.key, c)  # the first folder wins when two hold the same relative name
         with self._lock:
             self._cards, self._index, self._problems = tuple(cards), index, tuple(problems)
+            self._stamps = stamps
             live = {(c.where, c.size, c.mtime_ns) for c in cards}
             self._bases = {k: v for k, v in self._bases.items() if k in live}
         return tuple(problems)
@@ -357,16 +370,26 @@ class CardLibrary:
             card.kind, _Folder.of(card.folder, folder, entries), card.path.name, st, self._hashes()
         )
         with self._lock:
-            cards = self.cards()
+            cards = self._cards or ()
             self._cards = tuple(fresh if c.key == card.key and c.folder == card.folder else c for c in cards)
             if self._index.get(card.key) == card:
                 self._index[card.key] = fresh
+            if str(folder) in self._stamps:  # our own write is no reason to rescan everything
+                self._stamps[str(folder)] = _stamp(str(folder))
         return fresh
+
+    def changed(self) -> bool:
+        """Whether a scanned folder changed since the scan (a file added, removed or renamed: a download,
+        a copy by hand, a new sidecar or preview). One stat per folder, nothing listed."""
+        with self._lock:
+            stamps = dict(self._stamps)
+        return any(_stamp(folder) != stamp for folder, stamp in stamps.items())
 
     # -- reading ------------------------------------------------------------------------------------
     def cards(self) -> tuple[Card, ...]:
+        """The cards, rescanned first when a folder changed (files edited in place need refresh())."""
         with self._lock:
-            if self._cards is None:
+            if self._cards is None or self.changed():
                 self.refresh()
             assert self._cards is not None
             return self._cards
