@@ -92,6 +92,11 @@ def test_listing_and_filters(srv: Running) -> None:
         bad = c.get("/api/v1/cards", params={"kind": "hypernet"})
         assert bad.status_code == 422 and bad.json()["field"] == "kind"
         assert c.get("/api/v1/cards", params={"limit": 0}).status_code == 422
+        by_size = c.get("/api/v1/cards", params={"sort": "size"}).json()["cards"]
+        assert by_size[0]["name"] == "ink" and [x["size"] for x in by_size] == sorted(
+            (x["size"] for x in by_size), reverse=True
+        )
+        assert c.get("/api/v1/cards", params={"sort": "random"}).json()["field"] == "sort"
 
 
 def test_preview_only_from_the_model_folders(srv: Running) -> None:

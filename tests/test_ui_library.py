@@ -5,7 +5,9 @@ messages, and the embeddings' prompt cards."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -128,3 +130,17 @@ def test_refresh_rescans_only_for_admins_when_there_are_logins(config: AppConfig
     assert library.find("embedding", "bad-hands.pt").size == 1
     assert panel.rescan_if_allowed(library, services, SimpleNamespace(username="root"))
     assert library.find("embedding", "bad-hands.pt").size == 6
+
+
+def test_orders(config: AppConfig) -> None:
+    library = CardLibrary.for_config(config)
+    (config.embeddings_dir / "easy_neg.pt").write_bytes(b"x" * 10_000)  # the largest
+    later = time.time_ns() + 10**12
+    os.utime(config.embeddings_dir / "bad-hands.pt", ns=(later, later))  # the newest file
+    library.refresh()
+    assert _names(panel.render(library, "", panel.ALL, panel.ALL, ThumbCache(), "date"))[0] == "bad-hands"
+    assert _names(panel.render(library, "", panel.ALL, panel.ALL, ThumbCache(), "size"))[0] == "easy_neg"
+    by_name = _names(panel.render(library, "", "LoRA", panel.ALL, ThumbCache(), "name"))
+    assert by_name[:2] == ["&lt;img src=x onerror=alert(1)&gt;", "style-000"] and by_name[-1] == "style-098"
+    with pytest.raises(ValueError, match="unknown sort"):
+        library.search(sort="random")

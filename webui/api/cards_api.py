@@ -1,9 +1,10 @@
 """`/api/v1/cards`: the model library (webui.core.library) over HTTP.
 
-- `GET /api/v1/cards?q=&kind=&base=&offset=0&limit=100`: the cards matching every word of `q` (name,
-  folder, kind, base, sidecar description / activation text / notes), of one `kind` (checkpoint, lora,
-  embedding, vae, upscaler, controlnet, text_encoder) and one `base` (sd1, sd2, sdxl, sd3, flux, or
-  Civitai's words for them); `total` counts them all, `counts` the cards of each kind.
+- `GET /api/v1/cards?q=&kind=&base=&sort=&offset=0&limit=100`: the cards matching every word of `q`
+  (name, folder, kind, base, sidecar description / activation text / notes), of one `kind` (checkpoint,
+  lora, embedding, vae, upscaler, controlnet, text_encoder) and one `base` (sd1, sd2, sdxl, sd3, flux, or
+  Civitai's words for them); `sort`: name, date (newest first), size (largest first) or base, else
+  folder order; `total` counts them all, `counts` the cards of each kind.
 - `GET /api/v1/cards/preview?kind=&file=`: a card's preview picture, only from inside the model folder
   its card was listed in (a `..`, an absolute path or a symlink out is refused).
 - `POST /api/v1/cards/refresh`: rescan the model folders (files added or removed by hand); admin-only
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from webui.api.roles import ADMIN, needs
 from webui.api.services import Services
 from webui.core.library import actions, civitai
-from webui.core.library.cards import KINDS, CardLibrary
+from webui.core.library.cards import KINDS, SORTS, CardLibrary
 from webui.core.types import RequestError
 
 MAX_LIMIT = 1000
@@ -51,14 +52,18 @@ class FetchInfoBody(CardName):
     replace_preview: bool = False
 
 
-def listing(library: CardLibrary, q: str, kind: str, base: str, offset: int, limit: int) -> dict[str, Any]:
+def listing(
+    library: CardLibrary, q: str, kind: str, base: str, offset: int, limit: int, sort: str = ""
+) -> dict[str, Any]:
+    if sort not in SORTS:
+        raise RequestError("sort", f"unknown sort {sort!r} (known: {', '.join(s for s in SORTS if s)})")
     if kind and kind not in KINDS:
         raise RequestError("kind", f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
     if not 1 <= limit <= MAX_LIMIT:
         raise RequestError("limit", f"must be between 1 and {MAX_LIMIT}")
     if offset < 0:
         raise RequestError("offset", "must be 0 or more")
-    found = library.search(q, kind, base)
+    found = library.search(q, kind, base, sort)
     return {
         "cards": [c.to_json() for c in found[offset : offset + limit]],
         "total": len(found),
@@ -74,8 +79,10 @@ def build_router(services: Services, library: CardLibrary) -> APIRouter:
         return HTTPException(404, str(e).strip("'\""))
 
     @router.get("")
-    def cards(q: str = "", kind: str = "", base: str = "", offset: int = 0, limit: int = 100) -> Any:
-        return listing(library, q, kind, base, offset, limit)
+    def cards(
+        q: str = "", kind: str = "", base: str = "", sort: str = "", offset: int = 0, limit: int = 100
+    ) -> Any:
+        return listing(library, q, kind, base, offset, limit, sort)
 
     @router.get("/preview")
     def preview(kind: str, file: str) -> FileResponse:

@@ -18,7 +18,7 @@ import json
 import os
 import struct
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -50,6 +50,13 @@ EXTENSIONS: Mapping[str, tuple[str, ...]] = {
 }
 BASES = ("sd1", "sd2", "sdxl", "sd3", "flux")
 SHORT = 10  # A1111's short model hash (Civitai's AutoV2)
+SORTS: Mapping[str, Callable[[list[Any]], list[Any]]] = {
+    "": lambda cards: cards,  # scan order: kind, then folder by folder
+    "name": lambda cards: sorted(cards, key=lambda c: (c.name.casefold(), c.file)),
+    "date": lambda cards: sorted(cards, key=lambda c: -c.mtime_ns),  # newest first
+    "size": lambda cards: sorted(cards, key=lambda c: -c.size),  # largest first
+    "base": lambda cards: sorted(cards, key=lambda c: BASES.index(c.base) if c.base in BASES else 99),
+}
 _NO_NOTES: Mapping[str, Any] = MappingProxyType(user_fields({}))
 
 
@@ -405,9 +412,11 @@ class CardLibrary:
         with self._lock:
             return self._index.get((kind, file))
 
-    def search(self, query: str = "", kind: str = "", base: str = "") -> list[Card]:
+    def search(self, query: str = "", kind: str = "", base: str = "", sort: str = "") -> list[Card]:
         """Cards whose text holds every word of `query` (any case), of `kind` and `base` when given;
-        in scan order (kind, then folder by folder)."""
+        in scan order (kind, then folder by folder), or sorted by `sort` (SORTS)."""
+        if sort not in SORTS:
+            raise ValueError(f"unknown sort {sort!r} (known: {', '.join(s for s in SORTS if s)})")
         words = (query or "").casefold().split()
         want_base = normal_base(base) if base else None
         if base and want_base is None:
@@ -421,7 +430,7 @@ class CardLibrary:
             if words and not all(w in c.words for w in words):
                 continue
             out.append(c)
-        return out
+        return SORTS[sort](out)
 
     def counts(self) -> dict[str, int]:
         """How many cards of each kind."""
