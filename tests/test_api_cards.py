@@ -216,3 +216,22 @@ def test_a1111_refresh_routes_rescan_the_library_too(srv: Running, route: str) -
         assert size(c) == before
         assert c.post(route).status_code == 200
         assert size(c) == before + 4
+
+
+def test_info_gives_the_header_metadata_and_training_tags(srv: Running) -> None:
+    tags = json.dumps({"1_x": {"<b>bold</b>": 3, "soft": 1}})
+    write_header_only(srv.config.lora_dirs[0] / "sub" / "tagged.safetensors", {"ss_tag_frequency": tags})
+    try:
+        with srv.client(ALICE) as c:
+            r = c.get("/api/v1/cards/info", params={"kind": "lora", "file": "sub/tagged.safetensors"})
+            assert r.status_code == 200
+            got = r.json()
+            assert got["name"] == "tagged" and got["metadata"]["ss_tag_frequency"]["1_x"]["soft"] == 1
+            assert got["training_tags"] == [{"tag": "<b>bold</b>", "count": 3}, {"tag": "soft", "count": 1}]
+            assert c.get("/api/v1/cards/info", params={"kind": "lora", "file": "../x"}).status_code == 422
+            assert (
+                c.get("/api/v1/cards/info", params={"kind": "lora", "file": "no.safetensors"}).status_code
+                == 404
+            )
+    finally:
+        (srv.config.lora_dirs[0] / "sub" / "tagged.safetensors").unlink()

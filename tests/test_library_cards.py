@@ -239,3 +239,15 @@ def test_a_changed_folder_is_rescanned_on_the_next_look_and_a_save_is_not_a_resc
     assert library.find("lora", "styles/watercolor.safetensors").user["notes"] == "n"
     assert scans == []
     assert not library.changed()
+
+
+def test_header_metadata_and_training_tags(data: AppConfig) -> None:
+    freq = {"10_ink": {"ink": 12, "lines": 3, " ": 9}, "5_pen": {"ink": 2, "pen": 5, "bad": "x"}}
+    write_header_only(data.lora_dirs[0] / "tagged.safetensors", {"ss_tag_frequency": json.dumps(freq)})
+    library = CardLibrary.for_config(data)
+    meta = actions.header_metadata(library.find("lora", "tagged.safetensors"))
+    assert meta["ss_tag_frequency"] == freq  # decoded, as /sdapi/v1/loras gives it
+    assert actions.training_tags(meta) == [("ink", 14), ("pen", 5), ("lines", 3)]
+    assert actions.training_tags(meta, limit=1) == [("ink", 14)]
+    assert actions.header_metadata(library.find("vae", "clear.pt")) == {}
+    assert actions.header_metadata(library.find("controlnet", "canny.safetensors")) == {}  # broken header

@@ -144,3 +144,10 @@ def test_orders(config: AppConfig) -> None:
     assert by_name[:2] == ["&lt;img src=x onerror=alert(1)&gt;", "style-000"] and by_name[-1] == "style-098"
     with pytest.raises(ValueError, match="unknown sort"):
         library.search(sort="random")
+
+
+def test_the_editor_header_shows_training_tags_escaped(config: AppConfig) -> None:
+    tags = json.dumps({"1_x": {XSS: 4, "ink": 2}})
+    write_header_only(config.lora_dirs[0] / "tagged.safetensors", {"ss_tag_frequency": tags})
+    about = panel.load_card(CardLibrary.for_config(config), "lora/tagged.safetensors")[0]
+    assert "Training tags: &lt;img src=x onerror=alert(1)&gt; (4), ink (2)" in about

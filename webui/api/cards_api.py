@@ -5,6 +5,8 @@
   lora, embedding, vae, upscaler, controlnet, text_encoder) and one `base` (sd1, sd2, sdxl, sd3, flux, or
   Civitai's words for them); `sort`: name, date (newest first), size (largest first) or base, else
   folder order; `total` counts them all, `counts` the cards of each kind.
+- `GET /api/v1/cards/info?kind=&file=`: one card with its safetensors header metadata (as
+  /sdapi/v1/loras gives it) and its most frequent training tags (kohya's `ss_tag_frequency`).
 - `GET /api/v1/cards/preview?kind=&file=`: a card's preview picture, only from inside the model folder
   its card was listed in (a `..`, an absolute path or a symlink out is refused).
 - `POST /api/v1/cards/refresh`: rescan the model folders (files added or removed by hand); admin-only
@@ -95,6 +97,19 @@ def build_router(services: Services, library: CardLibrary) -> APIRouter:
             raise HTTPException(404, f"{file} has no preview picture")
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"}
         return FileResponse(path, media_type=media, headers=headers)
+
+    @router.get("/info")
+    def info(kind: str, file: str) -> dict[str, Any]:
+        try:
+            card = actions.card_of(library, kind, file)
+        except actions.CardNotFound as e:
+            raise not_found(e) from e
+        metadata = actions.header_metadata(card)
+        return {
+            **card.to_json(),
+            "metadata": metadata,
+            "training_tags": [{"tag": t, "count": n} for t, n in actions.training_tags(metadata)],
+        }
 
     @router.post("/refresh", dependencies=[needs(services, ADMIN, "Refreshing the model lists")])
     async def refresh() -> dict[str, Any]:

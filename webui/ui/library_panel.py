@@ -110,7 +110,8 @@ def _kind_of(label: str) -> str:
 
 
 def describe(card: Card) -> str:
-    """The editor's header: name, kind, base, size and hash of the selected card (escaped)."""
+    """The editor's header: name, kind, base, size and hash of the selected card, and the training tags
+    its header records (escaped)."""
     e = html.escape
     size = f"{card.size / 2**20:.1f} MiB"
     facts = [
@@ -119,7 +120,11 @@ def describe(card: Card) -> str:
         size,
         card.shorthash or "hash not computed",
     ]
-    return f"**{e(card.name)}** ({e(card.file)})  \n{e(' · '.join(facts))}"
+    text = f"**{e(card.name)}** ({e(card.file)})  \n{e(' · '.join(facts))}"
+    tags = actions.training_tags(actions.header_metadata(card), limit=12)
+    if tags:
+        text += f"  \nTraining tags: {e(', '.join(f'{t} ({n})' for t, n in tags))}"
+    return text
 
 
 def load_card(library: CardLibrary, text: str) -> tuple[Any, ...]:
