@@ -30,33 +30,39 @@ from webui.core.models.checkpoint_file import MAX_HEADER_BYTES, CheckpointError
 from webui.core.models.hashes import HashCache
 
 KINDS = ("checkpoint", "lora", "embedding", "vae", "upscaler", "controlnet", "text_encoder")
-KIND_LABELS = {
-    "checkpoint": "Checkpoint",
-    "lora": "LoRA",
-    "embedding": "Embedding",
-    "vae": "VAE",
-    "upscaler": "Upscaler",
-    "controlnet": "ControlNet",
-    "text_encoder": "Text encoder",
-}
-EXTENSIONS: Mapping[str, tuple[str, ...]] = {
-    "checkpoint": (".safetensors", ".ckpt"),
-    "lora": (".safetensors", ".pt", ".ckpt"),
-    "embedding": (".safetensors", ".pt", ".bin"),
-    "vae": (".safetensors", ".ckpt", ".pt", ".bin"),
-    "upscaler": (".safetensors", ".pth", ".pt"),
-    "controlnet": (".safetensors", ".pth", ".ckpt", ".bin"),
-    "text_encoder": (".safetensors",),
-}
+KIND_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "checkpoint": "Checkpoint",
+        "lora": "LoRA",
+        "embedding": "Embedding",
+        "vae": "VAE",
+        "upscaler": "Upscaler",
+        "controlnet": "ControlNet",
+        "text_encoder": "Text encoder",
+    }
+)
+EXTENSIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "checkpoint": (".safetensors", ".ckpt"),
+        "lora": (".safetensors", ".pt", ".ckpt"),
+        "embedding": (".safetensors", ".pt", ".bin"),
+        "vae": (".safetensors", ".ckpt", ".pt", ".bin"),
+        "upscaler": (".safetensors", ".pth", ".pt"),
+        "controlnet": (".safetensors", ".pth", ".ckpt", ".bin"),
+        "text_encoder": (".safetensors",),
+    }
+)
 BASES = ("sd1", "sd2", "sdxl", "sd3", "flux")
 SHORT = 10  # A1111's short model hash (Civitai's AutoV2)
-SORTS: Mapping[str, Callable[[list[Any]], list[Any]]] = {
-    "": lambda cards: cards,  # scan order: kind, then folder by folder
-    "name": lambda cards: sorted(cards, key=lambda c: (c.name.casefold(), c.file)),
-    "date": lambda cards: sorted(cards, key=lambda c: -c.mtime_ns),  # newest first
-    "size": lambda cards: sorted(cards, key=lambda c: -c.size),  # largest first
-    "base": lambda cards: sorted(cards, key=lambda c: BASES.index(c.base) if c.base in BASES else 99),
-}
+SORTS: Mapping[str, Callable[[list[Any]], list[Any]]] = MappingProxyType(
+    {
+        "": lambda cards: cards,  # scan order: kind, then folder by folder
+        "name": lambda cards: sorted(cards, key=lambda c: (c.name.casefold(), c.file)),
+        "date": lambda cards: sorted(cards, key=lambda c: -c.mtime_ns),  # newest first
+        "size": lambda cards: sorted(cards, key=lambda c: -c.size),  # largest first
+        "base": lambda cards: sorted(cards, key=lambda c: BASES.index(c.base) if c.base in BASES else 99),
+    }
+)
 _NO_NOTES: Mapping[str, Any] = MappingProxyType(user_fields({}))
 
 
