@@ -151,3 +151,9 @@ def test_the_editor_header_shows_training_tags_escaped(config: AppConfig) -> Non
     write_header_only(config.lora_dirs[0] / "tagged.safetensors", {"ss_tag_frequency": tags})
     about = panel.load_card(CardLibrary.for_config(config), "lora/tagged.safetensors")[0]
     assert "Training tags: &lt;img src=x onerror=alert(1)&gt; (4), ink (2)" in about
+
+
+def test_sizes_for_people() -> None:
+    assert [panel.human_size(n) for n in (80, 12_600, 151_000_000, 2_040_109_466)] == [
+        "80 B", "12.3 KiB", "144.0 MiB", "1.9 GiB",
+    ]  # fmt: skip

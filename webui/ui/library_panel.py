@@ -32,6 +32,7 @@ SORT_CHOICES = [("Folder order", ""), ("Name", "name"), ("Newest", "date"), ("La
 CSS = """
 .sf-lib-card.sf-lib-selected { border-color: var(--color-accent); box-shadow: 0 0 0 2px var(--color-accent); }
 .sf-lib-kind { font-size: var(--text-xs); opacity: .7; }
+#library_about { padding: 4px 12px; }
 """
 
 # A click on a library card names it in the editor's Card box (which loads its notes).
@@ -109,11 +110,19 @@ def _kind_of(label: str) -> str:
     return label
 
 
+def human_size(size: int) -> str:
+    """1.9 GiB, 144.0 MiB, 12.3 KiB, 80 B."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
 def describe(card: Card) -> str:
     """The editor's header: name, kind, base, size and hash of the selected card, and the training tags
     its header records (escaped)."""
     e = html.escape
-    size = f"{card.size / 2**20:.1f} MiB"
+    size = human_size(card.size)
     facts = [
         KIND_LABELS[card.kind],
         card.base or "base model unknown",
