@@ -251,3 +251,13 @@ def test_header_metadata_and_training_tags(data: AppConfig) -> None:
     assert actions.training_tags(meta, limit=1) == [("ink", 14)]
     assert actions.header_metadata(library.find("vae", "clear.pt")) == {}
     assert actions.header_metadata(library.find("controlnet", "canny.safetensors")) == {}  # broken header
+
+
+def test_a_broken_sidecar_is_never_overwritten(data: AppConfig) -> None:
+    broken = data.lora_dirs[0] / "ink.json"
+    broken.write_text('{"description": "half writ')
+    library = CardLibrary.for_config(data)
+    assert library.find("lora", "ink.safetensors").user["description"] == ""  # read as empty
+    with pytest.raises(RequestError, match="ink.json is not a JSON object"):
+        actions.save_user_metadata(library, "lora", "ink.safetensors", {"notes": "x"})
+    assert broken.read_text() == '{"description": "half writ'

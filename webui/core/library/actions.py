@@ -170,9 +170,9 @@ def fetch_info(
     with library.edits:
         card = library.refresh_card(card)  # notes saved while Civitai was asked count as the user's
         values = civitai.sidecar_values(info, card.user, config.civitai_url)
+        if values:  # first: a sidecar that cannot be merged stops it before anything is written
+            write_sidecar(card.sidecar or sidecar_path(card.path), values)
         if picture is not None:
             write_atomic(card.path.parent / f"{card.name}.preview.png", picture)
-        if values:
-            write_sidecar(card.sidecar or sidecar_path(card.path), values)
         fresh = library.refresh_card(card)
     return FetchResult(fresh, info, sha, picture is not None, tuple(values), problem)
