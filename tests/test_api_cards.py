@@ -84,6 +84,8 @@ def test_listing_and_filters(srv: Running) -> None:
         assert r["total"] == 3 and r["counts"]["lora"] == 2 and r["counts"]["checkpoint"] == 0
         paper = r["cards"][1]
         assert paper["base"] == "sd1" and paper["has_preview"] and paper["name"] == "paper"
+        assert c.get(paper["preview_url"]).content == _png((0, 128, 0))
+        assert r["cards"][0]["preview_url"] is None
         assert str(srv.config.data_dir) not in json.dumps(r)  # no server paths
         assert [x["name"] for x in c.get("/api/v1/cards", params={"base": "sdxl"}).json()["cards"]] == ["ink"]
         assert [x["name"] for x in c.get("/api/v1/cards", params={"kind": "vae"}).json()["cards"]] == ["soft"]

@@ -4,7 +4,8 @@
   (name, folder, kind, base, sidecar description / activation text / notes), of one `kind` (checkpoint,
   lora, embedding, vae, upscaler, controlnet, text_encoder) and one `base` (sd1, sd2, sdxl, sd3, flux, or
   Civitai's words for them); `sort`: name, date (newest first), size (largest first) or base, else
-  folder order; `total` counts them all, `counts` the cards of each kind.
+  folder order; `total` counts them all, `counts` the cards of each kind; a card with a preview has its
+  `preview_url`.
 - `GET /api/v1/cards/info?kind=&file=`: one card with its safetensors header metadata (as
   /sdapi/v1/loras gives it) and its most frequent training tags (kohya's `ss_tag_frequency`).
 - `GET /api/v1/cards/preview?kind=&file=`: a card's preview picture, only from inside the model folder

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlencode
 
 from webui.core.config import AppConfig
 from webui.core.library.sidecar import previews_in, read_sidecar, user_fields
@@ -185,6 +186,11 @@ class Card:
             "base": self.base,
             "shorthash": self.shorthash,
             "has_preview": self.preview is not None,
+            "preview_url": (
+                f"/api/v1/cards/preview?{urlencode({'kind': self.kind, 'file': self.file})}"
+                if self.preview
+                else None
+            ),
             "user_metadata": dict(self.user),
         }
 
