@@ -6,7 +6,11 @@ readers of the same local URL.
 Cards (webui.core.library): writes `--files` header-only LoRA files in 10 subfolders (one in ten with a
 sidecar `name.json` and a preview), then times a cold scan (every header read), a rescan of the unchanged
 files (headers cached by path, size and mtime) and searches over the scanned cards (a name, a sidecar
-word, a kind, a base model, several words), each the median of `--repeat` runs.
+word, a kind, a base model, several words), each the median of `--repeat` runs (at least 5).
+
+Measured on the 2-core development VM shared with other jobs (load average 10 to 12), 10,000 files:
+cold scan 0.95-1.9 s, rescan of unchanged files 0.35-0.40 s, word searches 8-22 ms, kind or base
+filters under 1 ms.
 
 Serves one safetensors file of `--mb` megabytes from a threaded HTTP server on 127.0.0.1 (the standard
 library's, in this process) and fetches it with curl (when installed), with a plain urllib reader that

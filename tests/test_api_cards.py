@@ -9,6 +9,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -83,6 +84,8 @@ def test_listing_and_filters(srv: Running) -> None:
         assert r["total"] == 3 and r["counts"]["lora"] == 2 and r["counts"]["checkpoint"] == 0
         paper = r["cards"][1]
         assert paper["base"] == "sd1" and paper["has_preview"] and paper["name"] == "paper"
+        assert c.get(paper["preview_url"]).content == _png((0, 128, 0))
+        assert r["cards"][0]["preview_url"] is None
         assert str(srv.config.data_dir) not in json.dumps(r)  # no server paths
         assert [x["name"] for x in c.get("/api/v1/cards", params={"base": "sdxl"}).json()["cards"]] == ["ink"]
         assert [x["name"] for x in c.get("/api/v1/cards", params={"kind": "vae"}).json()["cards"]] == ["soft"]
@@ -91,6 +94,11 @@ def test_listing_and_filters(srv: Running) -> None:
         bad = c.get("/api/v1/cards", params={"kind": "hypernet"})
         assert bad.status_code == 422 and bad.json()["field"] == "kind"
         assert c.get("/api/v1/cards", params={"limit": 0}).status_code == 422
+        by_size = c.get("/api/v1/cards", params={"sort": "size"}).json()["cards"]
+        assert by_size[0]["name"] == "ink" and [x["size"] for x in by_size] == sorted(
+            (x["size"] for x in by_size), reverse=True
+        )
+        assert c.get("/api/v1/cards", params={"sort": "random"}).json()["field"] == "sort"
 
 
 def test_preview_only_from_the_model_folders(srv: Running) -> None:
@@ -171,30 +179,61 @@ def test_fetch_info_is_admin_only_and_writes_preview_and_notes(srv: Running, civ
     assert sidecar["notes"] == f"{civitai.base}/models/3?modelVersionId=7"
 
 
-def test_refresh_lists_files_added_since(srv: Running) -> None:
+def test_files_added_are_listed_and_refresh_rereads_files_changed_in_place(srv: Running) -> None:
     added = write_header_only(srv.config.lora_dirs[0] / "late.safetensors", {})
     try:
-        with srv.client(ALICE) as c:
-            assert "late" not in [x["name"] for x in c.get("/api/v1/cards").json()["cards"]]
+        with srv.client(ALICE) as c:  # a new file changes its folder: listed without a refresh
+            assert "late" in [x["name"] for x in c.get("/api/v1/cards").json()["cards"]]
             assert c.post("/api/v1/cards/refresh").status_code == 403  # the model lists are the admin's
+        notes = added.with_suffix(".json")
+        notes.write_text('{"sd version": "SD2"}')  # a new file: seen at once
+
+        def base(c: Any) -> str:
+            return [x for x in c.get("/api/v1/cards").json()["cards"] if x["name"] == "late"][0]["base"]
+
         with srv.client(ROOT) as c:
+            assert base(c) == "sd2"
+            with open(notes, "w") as f:  # rewritten in place: the folder does not change
+                f.write('{"sd version": "Flux"}')
+            assert base(c) == "sd2"
             r = c.post("/api/v1/cards/refresh")
             assert r.status_code == 200 and r.json()["counts"]["lora"] == 3
-            assert "late" in [x["name"] for x in c.get("/api/v1/cards").json()["cards"]]
+            assert base(c) == "flux"
     finally:
         added.unlink()
-        with srv.client(ROOT) as c:
-            c.post("/api/v1/cards/refresh")
+        added.with_suffix(".json").unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("route", ["/sdapi/v1/refresh-checkpoints", "/sdapi/v1/refresh-loras"])
 def test_a1111_refresh_routes_rescan_the_library_too(srv: Running, route: str) -> None:
-    added = write_header_only(srv.config.lora_dirs[0] / "later.safetensors", {})
+    vae = srv.config.vae_dirs[0] / "soft.pt"
+
+    def size(c: Any) -> int:
+        return c.get("/api/v1/cards", params={"kind": "vae"}).json()["cards"][0]["size"]
+
+    with srv.client(ROOT) as c:
+        before = size(c)
+        with open(vae, "ab") as f:  # grows in place: only a rescan sees it
+            f.write(b"more")
+        assert size(c) == before
+        assert c.post(route).status_code == 200
+        assert size(c) == before + 4
+
+
+def test_info_gives_the_header_metadata_and_training_tags(srv: Running) -> None:
+    tags = json.dumps({"1_x": {"<b>bold</b>": 3, "soft": 1}})
+    write_header_only(srv.config.lora_dirs[0] / "sub" / "tagged.safetensors", {"ss_tag_frequency": tags})
     try:
-        with srv.client(ROOT) as c:
-            assert c.post(route).status_code == 200
-            assert "later" in [x["name"] for x in c.get("/api/v1/cards").json()["cards"]]
+        with srv.client(ALICE) as c:
+            r = c.get("/api/v1/cards/info", params={"kind": "lora", "file": "sub/tagged.safetensors"})
+            assert r.status_code == 200
+            got = r.json()
+            assert got["name"] == "tagged" and got["metadata"]["ss_tag_frequency"]["1_x"]["soft"] == 1
+            assert got["training_tags"] == [{"tag": "<b>bold</b>", "count": 3}, {"tag": "soft", "count": 1}]
+            assert c.get("/api/v1/cards/info", params={"kind": "lora", "file": "../x"}).status_code == 422
+            assert (
+                c.get("/api/v1/cards/info", params={"kind": "lora", "file": "no.safetensors"}).status_code
+                == 404
+            )
     finally:
-        added.unlink()
-        with srv.client(ROOT) as c:
-            c.post("/api/v1/cards/refresh")
+        (srv.config.lora_dirs[0] / "sub" / "tagged.safetensors").unlink()

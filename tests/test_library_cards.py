@@ -221,3 +221,43 @@ def test_missing_folders_are_normal_and_a_file_in_place_of_a_folder_is_reported(
     library = CardLibrary(folders, None)
     assert library.cards() == ()
     assert len(library.problems) == 1 and "Embedding folder" in library.problems[0]
+
+
+def test_a_changed_folder_is_rescanned_on_the_next_look_and_a_save_is_not_a_rescan(
+    data: AppConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    library = CardLibrary.for_config(data)
+    assert library.find("lora", "late.safetensors") is None
+    write_header_only(data.lora_dirs[0] / "sub" / "late.safetensors", {})  # a new subfolder too
+    assert library.find("lora", "sub/late.safetensors") is not None
+    (data.lora_dirs[0] / "ink.safetensors").unlink()
+    assert [c.name for c in library.search(kind="lora")] == ["watercolor", "late"]  # folder by folder
+    scans: list[int] = []
+    real = library.refresh
+    monkeypatch.setattr(library, "refresh", lambda: scans.append(1) or real())
+    actions.save_user_metadata(library, "lora", "styles/watercolor.safetensors", {"notes": "n"})
+    assert library.find("lora", "styles/watercolor.safetensors").user["notes"] == "n"
+    assert scans == []
+    assert not library.changed()
+
+
+def test_header_metadata_and_training_tags(data: AppConfig) -> None:
+    freq = {"10_ink": {"ink": 12, "lines": 3, " ": 9}, "5_pen": {"ink": 2, "pen": 5, "bad": "x"}}
+    write_header_only(data.lora_dirs[0] / "tagged.safetensors", {"ss_tag_frequency": json.dumps(freq)})
+    library = CardLibrary.for_config(data)
+    meta = actions.header_metadata(library.find("lora", "tagged.safetensors"))
+    assert meta["ss_tag_frequency"] == freq  # decoded, as /sdapi/v1/loras gives it
+    assert actions.training_tags(meta) == [("ink", 14), ("pen", 5), ("lines", 3)]
+    assert actions.training_tags(meta, limit=1) == [("ink", 14)]
+    assert actions.header_metadata(library.find("vae", "clear.pt")) == {}
+    assert actions.header_metadata(library.find("controlnet", "canny.safetensors")) == {}  # broken header
+
+
+def test_a_broken_sidecar_is_never_overwritten(data: AppConfig) -> None:
+    broken = data.lora_dirs[0] / "ink.json"
+    broken.write_text('{"description": "half writ')
+    library = CardLibrary.for_config(data)
+    assert library.find("lora", "ink.safetensors").user["description"] == ""  # read as empty
+    with pytest.raises(RequestError, match="ink.json is not a JSON object"):
+        actions.save_user_metadata(library, "lora", "ink.safetensors", {"notes": "x"})
+    assert broken.read_text() == '{"description": "half writ'

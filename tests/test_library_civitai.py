@@ -149,3 +149,14 @@ def test_sidecar_values_and_page_url() -> None:
     values = civitai.sidecar_values(info, {"description": "", "sd version": "SD1"}, "https://civitai.com")
     assert values["notes"] == "https://civitai.com/models/111?modelVersionId=222"
     assert "sd version" not in values
+
+
+def test_the_civitai_url_flag() -> None:
+    from webui.flags import FlagError, parse_flags
+
+    config = AppConfig.from_flags(parse_flags(["--civitai-url", "http://127.0.0.1:8123/"]))
+    assert config.civitai_url == "http://127.0.0.1:8123"
+    assert AppConfig.from_flags(parse_flags([])).civitai_url == "https://civitai.com"
+    for bad in ("ftp://mirror", "civitai.com", "https://x/?q=1", "http://"):
+        with pytest.raises(FlagError, match="civitai-url"):
+            parse_flags(["--civitai-url", bad])

@@ -5,7 +5,9 @@ messages, and the embeddings' prompt cards."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -122,9 +124,36 @@ def test_embeddings_as_prompt_cards(config: AppConfig) -> None:
 def test_refresh_rescans_only_for_admins_when_there_are_logins(config: AppConfig) -> None:
     library = CardLibrary.for_config(config)
     services = _services(config, LOGINS)
-    library.cards()
-    write_header_only(config.lora_dirs[0] / "late.safetensors", {})
+    assert library.find("embedding", "bad-hands.pt").size == 1
+    (config.embeddings_dir / "bad-hands.pt").write_bytes(b"longer")  # in place: the folder is unchanged
     assert not panel.rescan_if_allowed(library, services, SimpleNamespace(username="alice"))
-    assert library.find("lora", "late.safetensors") is None
+    assert library.find("embedding", "bad-hands.pt").size == 1
     assert panel.rescan_if_allowed(library, services, SimpleNamespace(username="root"))
-    assert library.find("lora", "late.safetensors") is not None
+    assert library.find("embedding", "bad-hands.pt").size == 6
+
+
+def test_orders(config: AppConfig) -> None:
+    library = CardLibrary.for_config(config)
+    (config.embeddings_dir / "easy_neg.pt").write_bytes(b"x" * 10_000)  # the largest
+    later = time.time_ns() + 10**12
+    os.utime(config.embeddings_dir / "bad-hands.pt", ns=(later, later))  # the newest file
+    library.refresh()
+    assert _names(panel.render(library, "", panel.ALL, panel.ALL, ThumbCache(), "date"))[0] == "bad-hands"
+    assert _names(panel.render(library, "", panel.ALL, panel.ALL, ThumbCache(), "size"))[0] == "easy_neg"
+    by_name = _names(panel.render(library, "", "LoRA", panel.ALL, ThumbCache(), "name"))
+    assert by_name[:2] == ["&lt;img src=x onerror=alert(1)&gt;", "style-000"] and by_name[-1] == "style-098"
+    with pytest.raises(ValueError, match="unknown sort"):
+        library.search(sort="random")
+
+
+def test_the_editor_header_shows_training_tags_escaped(config: AppConfig) -> None:
+    tags = json.dumps({"1_x": {XSS: 4, "ink": 2}})
+    write_header_only(config.lora_dirs[0] / "tagged.safetensors", {"ss_tag_frequency": tags})
+    about = panel.load_card(CardLibrary.for_config(config), "lora/tagged.safetensors")[0]
+    assert "Training tags: &lt;img src=x onerror=alert(1)&gt; (4), ink (2)" in about
+
+
+def test_sizes_for_people() -> None:
+    assert [panel.human_size(n) for n in (80, 12_600, 151_000_000, 2_040_109_466)] == [
+        "80 B", "12.3 KiB", "144.0 MiB", "1.9 GiB",
+    ]  # fmt: skip

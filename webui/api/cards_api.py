@@ -1,9 +1,13 @@
 """`/api/v1/cards`: the model library (webui.core.library) over HTTP.
 
-- `GET /api/v1/cards?q=&kind=&base=&offset=0&limit=100`: the cards matching every word of `q` (name,
-  folder, kind, base, sidecar description / activation text / notes), of one `kind` (checkpoint, lora,
-  embedding, vae, upscaler, controlnet, text_encoder) and one `base` (sd1, sd2, sdxl, sd3, flux, or
-  Civitai's words for them); `total` counts them all, `counts` the cards of each kind.
+- `GET /api/v1/cards?q=&kind=&base=&sort=&offset=0&limit=100`: the cards matching every word of `q`
+  (name, folder, kind, base, sidecar description / activation text / notes), of one `kind` (checkpoint,
+  lora, embedding, vae, upscaler, controlnet, text_encoder) and one `base` (sd1, sd2, sdxl, sd3, flux, or
+  Civitai's words for them); `sort`: name, date (newest first), size (largest first) or base, else
+  folder order; `total` counts them all, `counts` the cards of each kind; a card with a preview has its
+  `preview_url`.
+- `GET /api/v1/cards/info?kind=&file=`: one card with its safetensors header metadata (as
+  /sdapi/v1/loras gives it) and its most frequent training tags (kohya's `ss_tag_frequency`).
 - `GET /api/v1/cards/preview?kind=&file=`: a card's preview picture, only from inside the model folder
   its card was listed in (a `..`, an absolute path or a symlink out is refused).
 - `POST /api/v1/cards/refresh`: rescan the model folders (files added or removed by hand); admin-only
@@ -29,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from webui.api.roles import ADMIN, needs
 from webui.api.services import Services
 from webui.core.library import actions, civitai
-from webui.core.library.cards import KINDS, CardLibrary
+from webui.core.library.cards import KINDS, SORTS, CardLibrary
 from webui.core.types import RequestError
 
 MAX_LIMIT = 1000
@@ -51,14 +55,18 @@ class FetchInfoBody(CardName):
     replace_preview: bool = False
 
 
-def listing(library: CardLibrary, q: str, kind: str, base: str, offset: int, limit: int) -> dict[str, Any]:
+def listing(
+    library: CardLibrary, q: str, kind: str, base: str, offset: int, limit: int, sort: str = ""
+) -> dict[str, Any]:
+    if sort not in SORTS:
+        raise RequestError("sort", f"unknown sort {sort!r} (known: {', '.join(s for s in SORTS if s)})")
     if kind and kind not in KINDS:
         raise RequestError("kind", f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
     if not 1 <= limit <= MAX_LIMIT:
         raise RequestError("limit", f"must be between 1 and {MAX_LIMIT}")
     if offset < 0:
         raise RequestError("offset", "must be 0 or more")
-    found = library.search(q, kind, base)
+    found = library.search(q, kind, base, sort)
     return {
         "cards": [c.to_json() for c in found[offset : offset + limit]],
         "total": len(found),
@@ -74,8 +82,10 @@ def build_router(services: Services, library: CardLibrary) -> APIRouter:
         return HTTPException(404, str(e).strip("'\""))
 
     @router.get("")
-    def cards(q: str = "", kind: str = "", base: str = "", offset: int = 0, limit: int = 100) -> Any:
-        return listing(library, q, kind, base, offset, limit)
+    def cards(
+        q: str = "", kind: str = "", base: str = "", sort: str = "", offset: int = 0, limit: int = 100
+    ) -> Any:
+        return listing(library, q, kind, base, offset, limit, sort)
 
     @router.get("/preview")
     def preview(kind: str, file: str) -> FileResponse:
@@ -88,6 +98,19 @@ def build_router(services: Services, library: CardLibrary) -> APIRouter:
             raise HTTPException(404, f"{file} has no preview picture")
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"}
         return FileResponse(path, media_type=media, headers=headers)
+
+    @router.get("/info")
+    def info(kind: str, file: str) -> dict[str, Any]:
+        try:
+            card = actions.card_of(library, kind, file)
+        except actions.CardNotFound as e:
+            raise not_found(e) from e
+        metadata = actions.header_metadata(card)
+        return {
+            **card.to_json(),
+            "metadata": metadata,
+            "training_tags": [{"tag": t, "count": n} for t, n in actions.training_tags(metadata)],
+        }
 
     @router.post("/refresh", dependencies=[needs(services, ADMIN, "Refreshing the model lists")])
     async def refresh() -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import gradio as gr
 
 from webui.core.library import actions, civitai
-from webui.core.library.cards import BASES, KIND_LABELS, KINDS, Card, CardLibrary
+from webui.core.library.cards import BASES, KIND_LABELS, KINDS, SORTS, Card, CardLibrary
 from webui.core.library.sidecar import user_fields
 from webui.core.types import RequestError
 from webui.ui.context import refusal
@@ -26,10 +26,13 @@ from webui.ui.lora_browser import ThumbCache
 
 MAX_CARDS = 100
 ALL = "All"
+SORT_CHOICES = [("Folder order", ""), ("Name", "name"), ("Newest", "date"), ("Largest", "size"),
+                ("Base model", "base")]  # fmt: skip
 
 CSS = """
 .sf-lib-card.sf-lib-selected { border-color: var(--color-accent); box-shadow: 0 0 0 2px var(--color-accent); }
 .sf-lib-kind { font-size: var(--text-xs); opacity: .7; }
+#library_about { padding: 4px 12px; }
 """
 
 # A click on a library card names it in the editor's Card box (which loads its notes).
@@ -78,12 +81,13 @@ def _card_html(card: Card, thumbs: ThumbCache, *, tag: str | None = None) -> str
     )
 
 
-def render(library: CardLibrary, query: str, kind: str, base: str, thumbs: ThumbCache) -> str:
-    """The count line and at most MAX_CARDS cards matching the filters ("All" or "" for none)."""
+def render(library: CardLibrary, query: str, kind: str, base: str, thumbs: ThumbCache, sort: str = "") -> str:
+    """The count line and at most MAX_CARDS cards matching the filters ("All" or "" for none), in the
+    order `sort` names (webui.core.library.cards.SORTS)."""
     kind = "" if kind in (ALL, None) else _kind_of(kind)
     base = "" if base in (ALL, None) else base
     try:
-        found = library.search(query or "", kind, base)
+        found = library.search(query or "", kind, base, sort if sort in SORTS else "")
     except Exception as err:  # an unreadable folder must not break the tab
         return (
             f"<div class='sf-lora-count'>The model folders could not be listed: {html.escape(str(err))}</div>"
@@ -106,17 +110,30 @@ def _kind_of(label: str) -> str:
     return label
 
 
+def human_size(size: int) -> str:
+    """1.9 GiB, 144.0 MiB, 12.3 KiB, 80 B."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
 def describe(card: Card) -> str:
-    """The editor's header: name, kind, base, size and hash of the selected card (escaped)."""
+    """The editor's header: name, kind, base, size and hash of the selected card, and the training tags
+    its header records (escaped)."""
     e = html.escape
-    size = f"{card.size / 2**20:.1f} MiB"
+    size = human_size(card.size)
     facts = [
         KIND_LABELS[card.kind],
         card.base or "base model unknown",
         size,
         card.shorthash or "hash not computed",
     ]
-    return f"**{e(card.name)}** ({e(card.file)})  \n{e(' · '.join(facts))}"
+    text = f"**{e(card.name)}** ({e(card.file)})  \n{e(' · '.join(facts))}"
+    tags = actions.training_tags(actions.header_metadata(card), limit=12)
+    if tags:
+        text += f"  \nTraining tags: {e(', '.join(f'{t} ({n})' for t, n in tags))}"
+    return text
 
 
 def load_card(library: CardLibrary, text: str) -> tuple[Any, ...]:
@@ -197,6 +214,9 @@ def build_library(ctx: Any) -> dict[str, Any]:
         f["base"] = gr.Dropdown(
             [ALL, *BASES], value=ALL, label="Base model", elem_id="library_base", scale=1, min_width=120
         )
+        f["sort"] = gr.Dropdown(
+            SORT_CHOICES, value="", label="Order", elem_id="library_sort", scale=1, min_width=120
+        )
         f["refresh"] = gr.Button("\u21bb", size="sm", min_width=40, scale=0, elem_id="library_refresh")
     f["cards"] = gr.HTML("", elem_id="library_cards", padding=False)  # read when the page opens
     with gr.Group(elem_id="library_editor"):
@@ -227,14 +247,14 @@ def build_library(ctx: Any) -> dict[str, Any]:
             f["fetch"] = gr.Button("Fetch info (Civitai)", elem_id="library_fetch", min_width=120)
         f["status"] = gr.Markdown("", elem_id="library_status")
     editor = [f["description"], f["activation"], f["weight"], f["negative"], f["version"], f["notes"]]
-    filters = [f["search"], f["kind"], f["base"]]
+    filters = [f["search"], f["kind"], f["base"], f["sort"]]
 
-    def search(query: str, kind: str, base: str) -> str:
-        return render(library, query, kind, base, thumbs)
+    def search(query: str, kind: str, base: str, sort: str) -> str:
+        return render(library, query, kind, base, thumbs, sort)
 
-    def refresh(query: str, kind: str, base: str, request: gr.Request) -> str:
+    def refresh(query: str, kind: str, base: str, sort: str, request: gr.Request) -> str:
         rescan_if_allowed(library, services, request)
-        return search(query, kind, base)
+        return search(query, kind, base, sort)
 
     def save(
         text: str,
@@ -247,17 +267,18 @@ def build_library(ctx: Any) -> dict[str, Any]:
         query: str,
         kind: str,
         base: str,
+        sort: str,
         request: gr.Request,
     ) -> tuple[str, str]:
         values = (description, activation, weight, negative, version, notes)
-        return save_card(library, services, request, text, *values), search(query, kind, base)
+        return save_card(library, services, request, text, *values), search(query, kind, base, sort)
 
-    def fetch(text: str, query: str, kind: str, base: str, request: gr.Request) -> tuple[Any, ...]:
+    def fetch(text: str, query: str, kind: str, base: str, sort: str, request: gr.Request) -> tuple[Any, ...]:
         message = fetch_card(library, services, request, text)
-        return (message, search(query, kind, base), *load_card(library, text))
+        return (message, search(query, kind, base, sort), *load_card(library, text))
 
     quiet: dict[str, Any] = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
-    ctx.page_load.add(lambda _request: [search("", ALL, ALL)], [f["cards"]])
+    ctx.page_load.add(lambda _request: [search("", ALL, ALL, "")], [f["cards"]])
     for box in filters:
         box.change(search, filters, f["cards"], trigger_mode="always_last", **quiet)
     f["refresh"].click(refresh, filters, f["cards"], **quiet)

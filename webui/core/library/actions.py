@@ -72,6 +72,30 @@ def preview_of(library: CardLibrary, kind: str, file: str) -> Path:
     return real
 
 
+def header_metadata(card: Card) -> dict[str, Any]:
+    """The `__metadata__` of the card's safetensors header (JSON-in-string values decoded, as A1111's
+    /sdapi/v1/loras); {} for other files or an unreadable header."""
+    from webui.core.models.checkpoint_file import CheckpointError
+    from webui.core.networks.registry import read_metadata
+
+    try:
+        return read_metadata(card.path)
+    except (OSError, CheckpointError):
+        return {}
+
+
+def training_tags(metadata: Mapping[str, Any], limit: int = 20) -> list[tuple[str, int]]:
+    """The most frequent training tags kohya's trainer recorded (`ss_tag_frequency`, summed over its
+    folders), most frequent first: [(tag, count)]."""
+    folders = metadata.get("ss_tag_frequency")
+    counts: dict[str, int] = {}
+    for tags in folders.values() if isinstance(folders, dict) else ():
+        for tag, n in tags.items() if isinstance(tags, dict) else ():
+            if isinstance(n, int) and not isinstance(n, bool) and str(tag).strip():
+                counts[str(tag).strip()] = counts.get(str(tag).strip(), 0) + n
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+
+
 def save_user_metadata(library: CardLibrary, kind: str, file: str, values: Mapping[str, Any]) -> Card:
     """Merge `values` (A1111 sidecar keys) into the card's `name.json`, atomically; the fresh card."""
     card = card_of(library, kind, file)
@@ -146,9 +170,9 @@ def fetch_info(
     with library.edits:
         card = library.refresh_card(card)  # notes saved while Civitai was asked count as the user's
         values = civitai.sidecar_values(info, card.user, config.civitai_url)
+        if values:  # first: a sidecar that cannot be merged stops it before anything is written
+            write_sidecar(card.sidecar or sidecar_path(card.path), values)
         if picture is not None:
             write_atomic(card.path.parent / f"{card.name}.preview.png", picture)
-        if values:
-            write_sidecar(card.sidecar or sidecar_path(card.path), values)
         fresh = library.refresh_card(card)
     return FetchResult(fresh, info, sha, picture is not None, tuple(values), problem)

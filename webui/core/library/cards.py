@@ -18,11 +18,12 @@ import json
 import os
 import struct
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlencode
 
 from webui.core.config import AppConfig
 from webui.core.library.sidecar import previews_in, read_sidecar, user_fields
@@ -30,26 +31,39 @@ from webui.core.models.checkpoint_file import MAX_HEADER_BYTES, CheckpointError
 from webui.core.models.hashes import HashCache
 
 KINDS = ("checkpoint", "lora", "embedding", "vae", "upscaler", "controlnet", "text_encoder")
-KIND_LABELS = {
-    "checkpoint": "Checkpoint",
-    "lora": "LoRA",
-    "embedding": "Embedding",
-    "vae": "VAE",
-    "upscaler": "Upscaler",
-    "controlnet": "ControlNet",
-    "text_encoder": "Text encoder",
-}
-EXTENSIONS: Mapping[str, tuple[str, ...]] = {
-    "checkpoint": (".safetensors", ".ckpt"),
-    "lora": (".safetensors", ".pt", ".ckpt"),
-    "embedding": (".safetensors", ".pt", ".bin"),
-    "vae": (".safetensors", ".ckpt", ".pt", ".bin"),
-    "upscaler": (".safetensors", ".pth", ".pt"),
-    "controlnet": (".safetensors", ".pth", ".ckpt", ".bin"),
-    "text_encoder": (".safetensors",),
-}
+KIND_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "checkpoint": "Checkpoint",
+        "lora": "LoRA",
+        "embedding": "Embedding",
+        "vae": "VAE",
+        "upscaler": "Upscaler",
+        "controlnet": "ControlNet",
+        "text_encoder": "Text encoder",
+    }
+)
+EXTENSIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "checkpoint": (".safetensors", ".ckpt"),
+        "lora": (".safetensors", ".pt", ".ckpt"),
+        "embedding": (".safetensors", ".pt", ".bin"),
+        "vae": (".safetensors", ".ckpt", ".pt", ".bin"),
+        "upscaler": (".safetensors", ".pth", ".pt"),
+        "controlnet": (".safetensors", ".pth", ".ckpt", ".bin"),
+        "text_encoder": (".safetensors",),
+    }
+)
 BASES = ("sd1", "sd2", "sdxl", "sd3", "flux")
 SHORT = 10  # A1111's short model hash (Civitai's AutoV2)
+SORTS: Mapping[str, Callable[[list[Any]], list[Any]]] = MappingProxyType(
+    {
+        "": lambda cards: cards,  # scan order: kind, then folder by folder
+        "name": lambda cards: sorted(cards, key=lambda c: (c.name.casefold(), c.file)),
+        "date": lambda cards: sorted(cards, key=lambda c: -c.mtime_ns),  # newest first
+        "size": lambda cards: sorted(cards, key=lambda c: -c.size),  # largest first
+        "base": lambda cards: sorted(cards, key=lambda c: BASES.index(c.base) if c.base in BASES else 99),
+    }
+)
 _NO_NOTES: Mapping[str, Any] = MappingProxyType(user_fields({}))
 
 
@@ -172,6 +186,11 @@ class Card:
             "base": self.base,
             "shorthash": self.shorthash,
             "has_preview": self.preview is not None,
+            "preview_url": (
+                f"/api/v1/cards/preview?{urlencode({'kind': self.kind, 'file': self.file})}"
+                if self.preview
+                else None
+            ),
             "user_metadata": dict(self.user),
         }
 
@@ -229,8 +248,16 @@ class _Folder:
         )  # fmt: skip
 
 
+def _stamp(folder: str) -> int:
+    try:
+        return os.stat(folder).st_mtime_ns
+    except OSError:
+        return -1
+
+
 class CardLibrary:
-    """Every model file's card; thread-safe; the first use scans, `refresh()` rescans.
+    """Every model file's card; thread-safe; the first use scans, and so does any use after a folder
+    changed (see `changed()`); `refresh()` rescans.
 
     `folders` maps a kind to its folders (kind_folders); `hash_db` is the model hash cache whose
     whole-file sha256 gives the short hash (None: no hashes shown)."""
@@ -244,6 +271,7 @@ class CardLibrary:
         self._index: dict[tuple[str, str], Card] = {}
         self._bases: dict[tuple[str, int, int], str | None] = {}
         self._problems: tuple[str, ...] = ()
+        self._stamps: dict[str, int] = {}  # folder -> its mtime at the last scan (-1: missing)
 
     @classmethod
     def for_config(cls, config: AppConfig) -> CardLibrary:
@@ -310,14 +338,17 @@ class CardLibrary:
         cards: list[Card] = []
         problems: list[str] = []
         seen: set[tuple[str, str]] = set()
+        stamps: dict[str, int] = {}
         for kind in KINDS:
             exts = EXTENSIONS[kind]
             for root in self.folders.get(kind, ()):
+                stamps[str(root)] = _stamp(str(root))
                 if not root.is_dir():
                     if root.exists():
                         problems.append(f"{KIND_LABELS[kind]} folder {root} is not a folder")
                     continue
                 for folder, entries in _walk(root):
+                    stamps[str(folder)] = _stamp(str(folder))
                     view = _Folder.of(root, folder, entries)
                     for e in entries:
                         if not e.name.lower().endswith(exts):
@@ -340,6 +371,7 @@ class CardLibrary:
             index.setdefault(c.key, c)  # the first folder wins when two hold the same relative name
         with self._lock:
             self._cards, self._index, self._problems = tuple(cards), index, tuple(problems)
+            self._stamps = stamps
             live = {(c.where, c.size, c.mtime_ns) for c in cards}
             self._bases = {k: v for k, v in self._bases.items() if k in live}
         return tuple(problems)
@@ -357,16 +389,26 @@ class CardLibrary:
             card.kind, _Folder.of(card.folder, folder, entries), card.path.name, st, self._hashes()
         )
         with self._lock:
-            cards = self.cards()
+            cards = self._cards or ()
             self._cards = tuple(fresh if c.key == card.key and c.folder == card.folder else c for c in cards)
             if self._index.get(card.key) == card:
                 self._index[card.key] = fresh
+            if str(folder) in self._stamps:  # our own write is no reason to rescan everything
+                self._stamps[str(folder)] = _stamp(str(folder))
         return fresh
+
+    def changed(self) -> bool:
+        """Whether a scanned folder changed since the scan (a file added, removed or renamed: a download,
+        a copy by hand, a new sidecar or preview). One stat per folder, nothing listed."""
+        with self._lock:
+            stamps = dict(self._stamps)
+        return any(_stamp(folder) != stamp for folder, stamp in stamps.items())
 
     # -- reading ------------------------------------------------------------------------------------
     def cards(self) -> tuple[Card, ...]:
+        """The cards, rescanned first when a folder changed (files edited in place need refresh())."""
         with self._lock:
-            if self._cards is None:
+            if self._cards is None or self.changed():
                 self.refresh()
             assert self._cards is not None
             return self._cards
@@ -382,9 +424,11 @@ class CardLibrary:
         with self._lock:
             return self._index.get((kind, file))
 
-    def search(self, query: str = "", kind: str = "", base: str = "") -> list[Card]:
+    def search(self, query: str = "", kind: str = "", base: str = "", sort: str = "") -> list[Card]:
         """Cards whose text holds every word of `query` (any case), of `kind` and `base` when given;
-        in scan order (kind, then folder by folder)."""
+        in scan order (kind, then folder by folder), or sorted by `sort` (SORTS)."""
+        if sort not in SORTS:
+            raise ValueError(f"unknown sort {sort!r} (known: {', '.join(s for s in SORTS if s)})")
         words = (query or "").casefold().split()
         want_base = normal_base(base) if base else None
         if base and want_base is None:
@@ -398,7 +442,7 @@ class CardLibrary:
             if words and not all(w in c.words for w in words):
                 continue
             out.append(c)
-        return out
+        return SORTS[sort](out)
 
     def counts(self) -> dict[str, int]:
         """How many cards of each kind."""

@@ -119,11 +119,30 @@ def clean_values(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _existing(path: Path) -> dict[str, Any]:
+    """The sidecar a save merges into: {} when there is none; RequestError when there is one that is not
+    a JSON object (a hand edit gone wrong is never overwritten)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8")) if len(raw) <= MAX_SIDECAR_BYTES else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not isinstance(data, dict):
+        raise RequestError(
+            "file", f"{path.name} is not a JSON object (or is over 1 MiB): fix or remove it, then save again"
+        )
+    return data
+
+
 def write_sidecar(path: Path, values: Mapping[str, Any]) -> dict[str, Any]:
     """Merge checked `values` into the sidecar at `path` (other keys kept; empty values removed) and
     write it atomically. Returns what the file now holds."""
-    data = read_sidecar(path) if path.exists() else {}
-    for key, value in clean_values(values).items():
+    checked = clean_values(values)
+    data = _existing(path)
+    for key, value in checked.items():
         if value in ("", None):
             data.pop(key, None)
         else:
