@@ -20,7 +20,8 @@ SAMPLER = Control("txt2img/Sampling method", "choice", "Euler a", choices=("Eule
 HIRES = Control("txt2img/Enable hires. fix", "checkbox", False)
 PROMPT = Control("txt2img/Prompt", "text", "")
 STYLES = Control("txt2img/Styles", "multichoice", [], choices=("a", "b"))
-CONTROLS = (STEPS, WIDTH, SAMPLER, HIRES, PROMPT, STYLES)
+SEED = Control("txt2img/Seed", "number", -1, minimum=0)
+CONTROLS = (STEPS, WIDTH, SAMPLER, HIRES, PROMPT, STYLES, SEED)
 
 
 def test_a1111_keys_give_values_ranges_and_visibility() -> None:
@@ -62,6 +63,7 @@ def test_a1111_keys_give_values_ranges_and_visibility() -> None:
         ("txt2img/Enable hires. fix/visible", 1, "true or false"),
         ("txt2img/Prompt/value", 5, "must be text"),
         ("txt2img/Styles/value", ["c"], "not among the choices"),
+        ("txt2img/Seed/value", -5, "outside 0.."),  # a number box with a lower bound only
     ],
 )
 def test_a_bad_key_or_value_is_named_and_not_used(key: str, value: object, said: str) -> None:
@@ -181,3 +183,23 @@ def test_quicksettings_list_takes_shown_settings_only(tmp_path: Path) -> None:
     ):
         with pytest.raises(RequestError, match=said):
             settings.updated({"quicksettings_list": bad})
+
+
+def test_the_ui_describes_its_labelled_controls_and_leaves_out_a_label_used_twice() -> None:
+    import gradio as gr
+
+    from webui.ui.ui_prefs import collect
+
+    with gr.Blocks(analytics_enabled=False), gr.Tab("t") as tab:
+        gr.Slider(1, 150, value=20, step=1, label="Sampling steps")
+        gr.Dropdown([("Euler a", "euler_a"), ("DDIM", "ddim")], value="ddim", label="Sampler")
+        gr.Textbox("", label="Note")
+        gr.Textbox("", label="Note")
+        gr.Checkbox(False, label="Tiling", visible=False)
+        gr.Button("Go")
+    components, controls, notes = collect({"txt2img": tab})
+    assert set(controls) == {"txt2img/Sampling steps", "txt2img/Sampler", "txt2img/Tiling"}
+    assert controls["txt2img/Sampling steps"] == Control("txt2img/Sampling steps", "slider", 20, 1, 150, 1)
+    assert controls["txt2img/Sampler"].choices == ("euler_a", "ddim")
+    assert controls["txt2img/Tiling"].visible is False
+    assert notes == ["txt2img/Note: two controls have this label; it takes no defaults"]

@@ -63,3 +63,55 @@ def test_login_page_then_generate_as_that_user(locked: RunningStudio, browser: A
     assert jobs and jobs[0].request["prompt"] == "ann's apple"
     assert not locked.services.queue.list(owner="anonymous", limit=5)
     context.close()
+
+
+def _login(browser: Any, url: str, user: str, password: str) -> Any:
+    from tests.browser.harness import wait_loaded
+
+    page = browser.new_context(color_scheme="light").new_page()
+    page.goto(url)
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("#login")
+    wait_loaded(page)
+    return page
+
+
+def _ui_section(page: Any) -> None:
+    page.click("button[role=tab]:has-text('Settings')")
+    page.click("#settings_theme_and_ui_defaults button:has-text('Theme and UI defaults')")
+    page.locator("#settings_theme").wait_for(state="visible")
+
+
+def test_each_user_keeps_their_own_theme_and_only_admins_set_ui_defaults(
+    locked: RunningStudio, browser: Any
+) -> None:
+    import json
+
+    ann = _login(browser, locked.url, "ann", "s3cret")
+    _ui_section(ann)
+    ann.locator("#settings_theme label:has-text('Dark')").click()
+    ann.wait_for_function("document.body.classList.contains('dark')", timeout=10_000)
+    users = locked.config.settings_path.parent / "ui-users.json"
+    for _ in range(50):
+        if users.exists() and "ann" in json.loads(users.read_text())["users"]:
+            break
+        ann.wait_for_timeout(100)
+    assert json.loads(users.read_text())["users"]["ann"] == {"theme": "dark"}
+    # bob, in another browser, keeps the default (the system's: light here)
+    bob = _login(browser, locked.url, "bob", "hunter2")
+    assert not bob.evaluate("document.body.classList.contains('dark')")
+    # ann in a fresh browser gets hers from the server
+    ann2 = _login(browser, locked.url, "ann", "s3cret")
+    assert ann2.evaluate("document.body.classList.contains('dark')")
+    # neither is an admin here: the shared ui-config.json is not theirs to change
+    _ui_section(bob)
+    bob.click("#settings_ui_defaults")
+    bob.wait_for_function(
+        "document.querySelector('#settings_ui_defaults_result textarea').value.startsWith('Not saved')",
+        timeout=20_000,
+    )
+    assert "only an admin" in bob.input_value("#settings_ui_defaults_result textarea")
+    assert not (locked.config.settings_path.parent / "ui-config.json").exists()
+    for page in (ann, bob, ann2):
+        page.context.close()

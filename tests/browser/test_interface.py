@@ -179,3 +179,21 @@ def test_ctrl_up_and_down_change_the_attention_weight(srv: RunningStudio, browse
         page.wait_for_timeout(100)
     assert jobs and jobs[0].request["prompt"] == "a (red cat:0.8), sitting"
     page.context.close()
+
+
+def test_alt_enter_skips_the_running_batch(srv: RunningStudio, browser: Any) -> None:
+    from tests.browser.harness import set_number, wait_status
+
+    page = open_studio(browser, srv.url)
+    page.fill("#txt2img_prompt textarea", "skipped by a key")
+    for elem, value in (("txt2img_steps", 100), ("txt2img_width", 128), ("txt2img_height", 128)):
+        set_number(page, elem, value)
+    set_number(page, "txt2img_batch_count", 3)
+    page.click("#txt2img_generate")
+    wait_status(page, "txt2img", ("batch 1/3",), timeout=60)
+    page.keyboard.press("Alt+Enter")  # A1111's key for Skip: the first batch is dropped, the rest run
+    status = wait_status(page, "txt2img", ("Interrupted", "Done", "Failed"), timeout=120, start=True)
+    assert status.startswith("Done") and "2 images" in status, status
+    job = srv.services.queue.list(limit=1)[0]
+    assert job.request["prompt"] == "skipped by a key" and len(job.images) == 2
+    page.context.close()

@@ -76,6 +76,10 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _end(bound: float | None) -> str:
+    return "" if bound is None else f"{bound:g}"
+
+
 def _check_range(control: Control, got: Mapping[str, Any]) -> str | None:
     lo, hi = got.get("minimum", control.minimum), got.get("maximum", control.maximum)
     if lo is not None and hi is not None and lo >= hi:
@@ -92,7 +96,7 @@ def check_value(control: Control, value: Any, lo: float | None = None, hi: float
         lo = control.minimum if lo is None else lo
         hi = control.maximum if hi is None else hi
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            return f"{value:g} is outside {lo:g}..{hi:g}"
+            return f"{value:g} is outside {_end(lo)}..{_end(hi)}"
         return None
     if kind == "checkbox":
         return None if isinstance(value, bool) else f"must be true or false, got {value!r}"

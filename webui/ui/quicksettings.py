@@ -44,7 +44,7 @@ def build_quicksettings(ctx: StudioContext) -> dict[str, Any]:
     return controls
 
 
-def wire_quicksettings(ctx: StudioContext, controls: dict[str, Any]) -> None:
+def wire_quicksettings(ctx: StudioContext, controls: dict[str, Any], row: Any) -> None:
     from webui.core.settings import SPECS
     from webui.core.types import RequestError
     from webui.ui.settings_tab import from_control, shown
@@ -58,9 +58,9 @@ def wire_quicksettings(ctx: StudioContext, controls: dict[str, Any]) -> None:
         editable = refusal(ctx.services, request, "Changing server settings") is None
         values = {k: store.get(k) for k in keys}
         updates = [gr.update(value=shown(values[k]), visible=k in listed, interactive=editable) for k in keys]
-        return [values, *updates]
+        return [values, gr.update(visible=bool(listed & set(keys))), *updates]
 
-    ctx.page_load.add(read, [loaded, *(controls[k] for k in keys)])
+    ctx.page_load.add(read, [loaded, row, *(controls[k] for k in keys)])
 
     def saver(key: str) -> Any:
         spec = SPECS[key]

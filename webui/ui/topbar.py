@@ -129,9 +129,13 @@ def build_topbar(ctx: StudioContext) -> dict[str, Any]:
             ctx.services.module_names(), value=list(prefs.modules) if modular else [], multiselect=True,
             label="VAE / Text Encoder", elem_id="sf_modules", scale=3, min_width=200, visible=modular,
         )  # fmt: skip
-        from webui.ui.quicksettings import build_quicksettings
+    from webui.ui.quicksettings import build_quicksettings
 
-        f["_quick"] = build_quicksettings(ctx)  # the other settings quicksettings_list may name
+    # the other settings quicksettings_list may name: a row of their own (hidden controls in the row
+    # above would still widen its form and wrap it), shown when the list names one of them
+    with gr.Row(elem_id="sf_quicksettings", equal_height=True, visible=False) as quick_row:
+        f["_quick"] = build_quicksettings(ctx)
+    f["_quick_row"] = quick_row
     f["_first_run"] = gr.HTML(first_run_html(ctx), visible=not titles, elem_id="sf_first_run")
     f["_model_note"] = gr.HTML("", visible=False, elem_id="sf_model_note")
     return f
@@ -195,7 +199,7 @@ def wire_topbar(ctx: StudioContext, f: dict[str, Any]) -> None:
     ctx.page_load.add(lambda request: load_prefs(ctx, request), page)
     from webui.ui.quicksettings import wire_quicksettings
 
-    wire_quicksettings(ctx, f["_quick"])
+    wire_quicksettings(ctx, f["_quick"], f["_quick_row"])
     f["_refresh"].click(
         refresh, [f["checkpoint"], f["modules"]], [f["checkpoint"], f["vae"], f["modules"], f["_first_run"]],
         concurrency_limit=None,

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import html
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from webui.core.ui_defaults import FILE_NAME, Control, UiDefaults, load, save_va
 from webui.core.user_prefs import THEMES
 from webui.ui.context import StudioContext, refusal, user_of
 
+log = logging.getLogger("sfumato.ui")
 THEME_LABELS = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
 SET_THEME_JS = "(t) => (window.sfTheme ? window.sfTheme.set(t) : t)"
 MAX_PROBLEMS_SHOWN = 50
@@ -112,19 +114,24 @@ def collect(tabs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Control]
 
 
 def apply_defaults(ctx: StudioContext, tabs: Mapping[str, Any]) -> UiDefaultsState:
-    """Read ui-config.json and set the tabs' controls from it (call while the Blocks is being built)."""
+    """Read ui-config.json and set the tabs' controls from it (call while the Blocks is being built).
+    Nothing here stops the start: a failure leaves the built defaults and is logged and listed."""
     path = ui_config_path(ctx)
     components, controls, notes = collect(tabs)
-    found = load(path, controls.values())
-    for key, fields in found.fields.items():
-        component = components[key]
-        for name in ("minimum", "maximum", "step"):
-            if name in fields:
-                setattr(component, name, fields[name])
-        if "visible" in fields:
-            component.visible = fields["visible"]
-        if "value" in fields:
-            component.value = fields["value"]
+    try:
+        found = load(path, controls.values())
+        for key, fields in found.fields.items():
+            component = components[key]
+            for name in ("minimum", "maximum", "step"):
+                if name in fields:
+                    setattr(component, name, fields[name])
+            if "visible" in fields:
+                component.visible = fields["visible"]
+            if "value" in fields:
+                component.value = fields["value"]
+    except Exception as e:  # a bug here must not stop the server: the UI keeps its own defaults
+        log.exception("%s: UI defaults not applied", path)
+        found = UiDefaults(problems=(f"{path}: not applied ({type(e).__name__}: {e}); see the server log",))
     found = UiDefaults(found.fields, (*found.problems, *notes))
     return UiDefaultsState(path, components, controls, found)
 
