@@ -185,7 +185,7 @@ def test_quicksettings_list_takes_shown_settings_only(tmp_path: Path) -> None:
             settings.updated({"quicksettings_list": bad})
 
 
-def test_the_ui_describes_its_labelled_controls_and_leaves_out_a_label_used_twice() -> None:
+def test_the_ui_describes_its_labelled_controls_and_a_label_used_twice_names_the_first() -> None:
     import gradio as gr
 
     from webui.ui.ui_prefs import collect
@@ -193,13 +193,13 @@ def test_the_ui_describes_its_labelled_controls_and_leaves_out_a_label_used_twic
     with gr.Blocks(analytics_enabled=False), gr.Tab("t") as tab:
         gr.Slider(1, 150, value=20, step=1, label="Sampling steps")
         gr.Dropdown([("Euler a", "euler_a"), ("DDIM", "ddim")], value="ddim", label="Sampler")
-        gr.Textbox("", label="Note")
+        first = gr.Textbox("", label="Note")
         gr.Textbox("", label="Note")
         gr.Checkbox(False, label="Tiling", visible=False)
         gr.Button("Go")
-    components, controls, notes = collect({"txt2img": tab})
-    assert set(controls) == {"txt2img/Sampling steps", "txt2img/Sampler", "txt2img/Tiling"}
+    components, controls = collect({"txt2img": tab})
+    assert set(controls) == {"txt2img/Sampling steps", "txt2img/Sampler", "txt2img/Tiling", "txt2img/Note"}
+    assert components["txt2img/Note"] is first
     assert controls["txt2img/Sampling steps"] == Control("txt2img/Sampling steps", "slider", 20, 1, 150, 1)
     assert controls["txt2img/Sampler"].choices == ("euler_a", "ddim")
     assert controls["txt2img/Tiling"].visible is False
-    assert notes == ["txt2img/Note: two controls have this label; it takes no defaults"]
