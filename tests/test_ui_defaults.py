@@ -203,3 +203,30 @@ def test_the_ui_describes_its_labelled_controls_and_a_label_used_twice_names_the
     assert controls["txt2img/Sampling steps"] == Control("txt2img/Sampling steps", "slider", 20, 1, 150, 1)
     assert controls["txt2img/Sampler"].choices == ("euler_a", "ddim")
     assert controls["txt2img/Tiling"].visible is False
+
+
+@pytest.mark.filterwarnings("ignore:Not saved")  # gr.Warning outside a request is a Python warning
+def test_a_quicksetting_is_written_only_when_the_user_changed_it(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from webui.core.settings import SettingsStore
+    from webui.ui.quicksettings import save_setting
+
+    store = SettingsStore(tmp_path / "config.json")
+    services = SimpleNamespace(
+        settings=store,
+        manager=SimpleNamespace(resolve=lambda name: name, resolve_vae=lambda name: name),
+        options=SimpleNamespace(auth=False),  # no logins: the local user is the admin
+    )
+    ctx = SimpleNamespace(services=services)
+    loaded = {"samples_format": "png"}
+    store.update({"samples_format": "webp"})  # saved meanwhile by another page or the API
+    import gradio as gr
+
+    assert save_setting(ctx, "samples_format", loaded, "png", None) == (gr.skip(), gr.skip())
+    assert store.get("samples_format") == "webp"  # the untouched control did not write its old value
+    had, _ = save_setting(ctx, "samples_format", loaded, "jpg", None)
+    assert had == {"samples_format": "jpg"} and store.get("samples_format") == "jpg"
+    assert json.loads((tmp_path / "config.json").read_text())["samples_format"] == "jpg"
+    _, shown = save_setting(ctx, "samples_format", had, "gif", None)  # refused: the stored value shows
+    assert shown == "jpg" and store.get("samples_format") == "jpg"

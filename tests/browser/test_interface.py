@@ -138,6 +138,7 @@ def test_quicksettings_row_shows_the_listed_settings(srv: RunningStudio, browser
         timeout=10_000,
     )
     page.get_by_text("Not saved: samples_format").first.wait_for(timeout=10_000)
+    assert "got 'gif'" in page.get_by_text("Not saved: samples_format").first.inner_text()
     assert srv.services.settings.get("samples_format") == "jpg"
     # the list changed elsewhere (the API): the next page load shows the VAE and hides the format
     srv.services.settings.update({"quicksettings_list": ["sd_model_checkpoint", "sd_vae"]})
