@@ -185,7 +185,7 @@ def test_quicksettings_list_takes_shown_settings_only(tmp_path: Path) -> None:
             settings.updated({"quicksettings_list": bad})
 
 
-def test_the_ui_describes_its_labelled_controls_and_leaves_out_a_label_used_twice() -> None:
+def test_the_ui_describes_its_labelled_controls_and_a_label_used_twice_names_the_first() -> None:
     import gradio as gr
 
     from webui.ui.ui_prefs import collect
@@ -193,13 +193,40 @@ def test_the_ui_describes_its_labelled_controls_and_leaves_out_a_label_used_twic
     with gr.Blocks(analytics_enabled=False), gr.Tab("t") as tab:
         gr.Slider(1, 150, value=20, step=1, label="Sampling steps")
         gr.Dropdown([("Euler a", "euler_a"), ("DDIM", "ddim")], value="ddim", label="Sampler")
-        gr.Textbox("", label="Note")
+        first = gr.Textbox("", label="Note")
         gr.Textbox("", label="Note")
         gr.Checkbox(False, label="Tiling", visible=False)
         gr.Button("Go")
-    components, controls, notes = collect({"txt2img": tab})
-    assert set(controls) == {"txt2img/Sampling steps", "txt2img/Sampler", "txt2img/Tiling"}
+    components, controls = collect({"txt2img": tab})
+    assert set(controls) == {"txt2img/Sampling steps", "txt2img/Sampler", "txt2img/Tiling", "txt2img/Note"}
+    assert components["txt2img/Note"] is first
     assert controls["txt2img/Sampling steps"] == Control("txt2img/Sampling steps", "slider", 20, 1, 150, 1)
     assert controls["txt2img/Sampler"].choices == ("euler_a", "ddim")
     assert controls["txt2img/Tiling"].visible is False
-    assert notes == ["txt2img/Note: two controls have this label; it takes no defaults"]
+
+
+@pytest.mark.filterwarnings("ignore:Not saved")  # gr.Warning outside a request is a Python warning
+def test_a_quicksetting_is_written_only_when_the_user_changed_it(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from webui.core.settings import SettingsStore
+    from webui.ui.quicksettings import save_setting
+
+    store = SettingsStore(tmp_path / "config.json")
+    services = SimpleNamespace(
+        settings=store,
+        manager=SimpleNamespace(resolve=lambda name: name, resolve_vae=lambda name: name),
+        options=SimpleNamespace(auth=False),  # no logins: the local user is the admin
+    )
+    ctx = SimpleNamespace(services=services)
+    loaded = {"samples_format": "png"}
+    store.update({"samples_format": "webp"})  # saved meanwhile by another page or the API
+    import gradio as gr
+
+    assert save_setting(ctx, "samples_format", loaded, "png", None) == (gr.skip(), gr.skip())
+    assert store.get("samples_format") == "webp"  # the untouched control did not write its old value
+    had, _ = save_setting(ctx, "samples_format", loaded, "jpg", None)
+    assert had == {"samples_format": "jpg"} and store.get("samples_format") == "jpg"
+    assert json.loads((tmp_path / "config.json").read_text())["samples_format"] == "jpg"
+    _, shown = save_setting(ctx, "samples_format", had, "gif", None)  # refused: the stored value shows
+    assert shown == "jpg" and store.get("samples_format") == "jpg"

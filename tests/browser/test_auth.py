@@ -113,5 +113,17 @@ def test_each_user_keeps_their_own_theme_and_only_admins_set_ui_defaults(
     )
     assert "only an admin" in bob.input_value("#settings_ui_defaults_result textarea")
     assert not (locked.config.settings_path.parent / "ui-config.json").exists()
+    # a shared setting in the quicksettings row is read-only for a non-admin
+    from tests.browser.harness import reload
+
+    before = locked.services.settings.get("quicksettings_list")
+    locked.services.settings.update({"quicksettings_list": [*before, "samples_format"]})
+    try:
+        reload(bob)
+        box = bob.locator("#qs_samples_format textarea, #qs_samples_format input").first
+        box.wait_for(state="visible")
+        assert box.is_disabled() and box.input_value() == "png"
+    finally:
+        locked.services.settings.update({"quicksettings_list": before})
     for page in (ann, bob, ann2):
         page.context.close()

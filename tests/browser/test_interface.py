@@ -24,6 +24,7 @@ UI_CONFIG = {
     "txt2img/No such slider/value": 3,
     "txt2img/Sampling steps/colour": "red",
     "img2img/Sampling steps/value": 999,  # above the slider's maximum: refused, named
+    "img2img/Denoising strength/value": 0.5,  # a label a script uses too: the tab's own control
 }
 
 
@@ -54,6 +55,8 @@ def test_ui_config_default_shows_and_bad_keys_are_listed(srv: RunningStudio, bro
     assert page.get_attribute("#txt2img_width input[type=range]", "max") == "1024"
     steps = srv.studio.context.ui_defaults.components["img2img/Sampling steps"]
     assert steps.value == 20  # its bad value is not used
+    denoise = srv.studio.context.ui_defaults.components["img2img/Denoising strength"]
+    assert denoise.elem_id == "img2img_denoising" and denoise.value == 0.5
     _open_ui_section(page)
     listed = page.input_value("#settings_ui_config_problems textarea")
     for key in (
@@ -135,6 +138,7 @@ def test_quicksettings_row_shows_the_listed_settings(srv: RunningStudio, browser
         timeout=10_000,
     )
     page.get_by_text("Not saved: samples_format").first.wait_for(timeout=10_000)
+    assert "got 'gif'" in page.get_by_text("Not saved: samples_format").first.inner_text()
     assert srv.services.settings.get("samples_format") == "jpg"
     # the list changed elsewhere (the API): the next page load shows the VAE and hides the format
     srv.services.settings.update({"quicksettings_list": ["sd_model_checkpoint", "sd_vae"]})

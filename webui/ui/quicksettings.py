@@ -45,9 +45,7 @@ def build_quicksettings(ctx: StudioContext) -> dict[str, Any]:
 
 
 def wire_quicksettings(ctx: StudioContext, controls: dict[str, Any], row: Any) -> None:
-    from webui.core.settings import SPECS
-    from webui.core.types import RequestError
-    from webui.ui.settings_tab import from_control, shown
+    from webui.ui.settings_tab import shown
 
     store = ctx.services.settings
     keys = list(controls)
@@ -63,23 +61,8 @@ def wire_quicksettings(ctx: StudioContext, controls: dict[str, Any], row: Any) -
     ctx.page_load.add(read, [loaded, row, *(controls[k] for k in keys)])
 
     def saver(key: str) -> Any:
-        spec = SPECS[key]
-
         def save(had: dict[str, Any] | None, value: Any, request: gr.Request) -> tuple[Any, Any]:
-            if not isinstance(had, dict):
-                return gr.skip(), gr.skip()
-            value = from_control(spec, value)
-            if value == had.get(key):
-                return gr.skip(), gr.skip()  # untouched (a blur): nothing to write
-            refused = refusal(ctx.services, request, "Changing server settings")
-            try:
-                if refused:
-                    raise RequestError(key, refused)
-                store.update({key: value}, ctx.services.manager.resolve, ctx.services.manager.resolve_vae)
-            except (RequestError, LookupError, ValueError, OSError) as e:
-                gr.Warning(html.escape(f"Not saved: {e}"))
-                return gr.skip(), shown(store.get(key))
-            return {**had, key: store.get(key)}, gr.skip()
+            return save_setting(ctx, key, had, value, request)
 
         return save
 
@@ -93,3 +76,30 @@ def wire_quicksettings(ctx: StudioContext, controls: dict[str, Any], row: Any) -
         else:  # typed values: saved when committed (Enter) or left
             control.submit(save, [loaded, control], [loaded, control], **quiet)
             control.blur(save, [loaded, control], [loaded, control], **quiet)
+
+
+def save_setting(
+    ctx: StudioContext, key: str, had: dict[str, Any] | None, value: Any, request: Any
+) -> tuple[Any, Any]:
+    """Save one quicksetting the user changed: (the page's loaded values after it, the control's
+    update). A value equal to what the page loaded is not written (a stale page never overwrites a
+    value saved elsewhere); a refusal or a bad value is said, and the control shows the stored value."""
+    from webui.core.settings import SPECS
+    from webui.core.types import RequestError
+    from webui.ui.settings_tab import from_control, shown
+
+    store = ctx.services.settings
+    if not isinstance(had, dict):
+        return gr.skip(), gr.skip()
+    value = from_control(SPECS[key], value)
+    if value == had.get(key):
+        return gr.skip(), gr.skip()  # untouched (a blur): nothing to write
+    refused = refusal(ctx.services, request, "Changing server settings")
+    try:
+        if refused:
+            raise RequestError(key, refused)
+        store.update({key: value}, ctx.services.manager.resolve, ctx.services.manager.resolve_vae)
+    except (RequestError, LookupError, ValueError, OSError) as e:
+        gr.Warning(html.escape(f"Not saved: {e}"))
+        return gr.skip(), shown(store.get(key))
+    return {**had, key: store.get(key)}, gr.skip()

@@ -90,12 +90,12 @@ def describe(key: str, component: Any) -> Control | None:
     return None
 
 
-def collect(tabs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Control], list[str]]:
-    """The labelled controls of each tab block ({tab name: gr.Tab}) by `<tab>/<label>`; a label used
-    twice in one tab names no control (both are left out, and said)."""
+def collect(tabs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Control]]:
+    """The labelled controls of each tab block ({tab name: gr.Tab}) by `<tab>/<label>`. When a label is
+    used twice in a tab (a script's "Denoising strength" beside the tab's own), the key names the first
+    one built: the tab's own control, as an A1111 user's file means it."""
     components: dict[str, Any] = {}
     controls: dict[str, Control] = {}
-    twice: set[str] = set()
     for tab, block in tabs.items():
         for component in _walk(block):
             label = getattr(component, "label", None)
@@ -103,21 +103,17 @@ def collect(tabs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Control]
                 continue
             key = f"{tab}/{label}"
             control = describe(key, component)
-            if control is None:
+            if control is None or key in controls:
                 continue
-            if key in controls:
-                twice.add(key)
             components[key], controls[key] = component, control
-    for key in twice:
-        del components[key], controls[key]
-    return components, controls, [f"{k}: two controls have this label; it takes no defaults" for k in twice]
+    return components, controls
 
 
 def apply_defaults(ctx: StudioContext, tabs: Mapping[str, Any]) -> UiDefaultsState:
     """Read ui-config.json and set the tabs' controls from it (call while the Blocks is being built).
     Nothing here stops the start: a failure leaves the built defaults and is logged and listed."""
     path = ui_config_path(ctx)
-    components, controls, notes = collect(tabs)
+    components, controls = collect(tabs)
     try:
         found = load(path, controls.values())
         for key, fields in found.fields.items():
@@ -132,7 +128,6 @@ def apply_defaults(ctx: StudioContext, tabs: Mapping[str, Any]) -> UiDefaultsSta
     except Exception as e:  # a bug here must not stop the server: the UI keeps its own defaults
         log.exception("%s: UI defaults not applied", path)
         found = UiDefaults(problems=(f"{path}: not applied ({type(e).__name__}: {e}); see the server log",))
-    found = UiDefaults(found.fields, (*found.problems, *notes))
     return UiDefaultsState(path, components, controls, found)
 
 
