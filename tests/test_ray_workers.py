@@ -11,6 +11,7 @@ import importlib.util
 import io
 import os
 import signal
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ def srv(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     with running_server(tiny_data_dir, tmp, flags=flags, manager=manager) as running:
         seen.update((p.pid, p) for p in me.children(recursive=True))
         assert len(running.services.queue.remote_workers) == 2
+        workers = list(running.services.queue.remote_workers.values())
         pids = {p.pid for p in seen.values()} | {me.pid}
         listening = [
             c.laddr for c in psutil.net_connections("inet") if c.pid in pids and c.status == "LISTEN"
@@ -72,6 +74,8 @@ def srv(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         seen.update((p.pid, p) for p in me.children(recursive=True))
     _, alive = psutil.wait_procs(list(seen.values()), timeout=60)
     assert not alive, f"Ray processes left running: {[p.pid for p in alive]}"
+    for remote in workers:  # the actors wrote nothing of their own
+        assert not (Path(tempfile.gettempdir()) / f"sfumato-ray-worker-{remote.info.pid}").exists()
     import ray
 
     assert not ray.is_initialized()
