@@ -11,6 +11,7 @@ import importlib.util
 import io
 import os
 import signal
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from PIL import Image
 from tests.test_server_harness import Running, running_server, server_config
 from webui.core.engine import Engine
 from webui.core.jobs import JobQueue, JobState
-from webui.core.jobs.remote import ImageMsg, RemoteImages, WorkerFault, read_png
+from webui.core.jobs.remote import ImageMsg, RemoteImages, WorkerFault, WorkerInfo, read_png
 from webui.core.models.components import Precision
 from webui.core.models.manager import ModelManager
 from webui.core.models.tiny import build_tiny, save_single_file
@@ -60,6 +61,7 @@ def srv(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     with running_server(tiny_data_dir, tmp, flags=flags, manager=manager) as running:
         seen.update((p.pid, p) for p in me.children(recursive=True))
         assert len(running.services.queue.remote_workers) == 2
+        workers = list(running.services.queue.remote_workers.values())
         pids = {p.pid for p in seen.values()} | {me.pid}
         listening = [
             c.laddr for c in psutil.net_connections("inet") if c.pid in pids and c.status == "LISTEN"
@@ -72,6 +74,8 @@ def srv(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         seen.update((p.pid, p) for p in me.children(recursive=True))
     _, alive = psutil.wait_procs(list(seen.values()), timeout=60)
     assert not alive, f"Ray processes left running: {[p.pid for p in alive]}"
+    for remote in workers:  # the actors wrote nothing of their own
+        assert not (Path(tempfile.gettempdir()) / f"sfumato-ray-worker-{remote.info.pid}").exists()
     import ray
 
     assert not ray.is_initialized()
@@ -298,3 +302,15 @@ def test_images_the_request_asked_not_to_save_go_to_the_job_folder(tmp_path: Pat
     assert written.seed == 5 and written.infotext == "a cat\nSteps: 3"
     with Image.open(written.path) as im:
         assert im.info.get("parameters") == "a cat\nSteps: 3"
+
+
+def test_a_worker_has_a_checkpoint_by_any_of_its_names_or_by_its_hash() -> None:
+    sha = "f" * 64
+    names = frozenset({"a.safetensors", "a", "a.safetensors [ffffffffff]", "ffffffffff", sha})
+    info = WorkerInfo(1, "node", "cpu", (names,))
+    assert info.has_checkpoint("a") and info.has_checkpoint("a.safetensors [ffffffffff]")
+    assert info.has_checkpoint("a.safetensors [0000000000]")  # a title from another machine: its name
+    assert not info.has_checkpoint("renamed.safetensors")
+    assert info.has_checkpoint("renamed.safetensors", sha256=sha)  # same file under another name
+    assert info.has_checkpoint(None)  # the default: any checkpoint
+    assert not WorkerInfo(1, "node", "cpu", ()).has_checkpoint(None)

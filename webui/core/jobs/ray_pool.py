@@ -314,6 +314,10 @@ class RayWorker:
             self.broken = True
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WorkerFault(f"its Ray worker {self.name} died ({type(e).__name__}: {first})") from e
+        except BaseException:  # this side failed (an image it could not write, ...): stop the actor's run
+            with contextlib.suppress(Exception):
+                self.actor.control.remote(job_id, False, 0, True)
+            raise
 
 
 def actor_class(ray: Any) -> Any:

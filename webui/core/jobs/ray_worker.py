@@ -60,7 +60,8 @@ class RemoteWorker:
         self.engine = Engine(config)  # chooses this node's device; scans this node's model folders
         self._tokens: dict[str, StoreCancelToken] = {}
         self._lock = threading.Lock()
-        self._scratch = Path(tempfile.mkdtemp(prefix="sfumato-ray-"))  # never written: saving is off
+        # where execute() would save if asked: never created, saving is off and images go by `place`
+        self._scratch = Path(tempfile.gettempdir()) / f"sfumato-ray-worker-{os.getpid()}"
 
     def info(self) -> WorkerInfo:
         files = self.engine.manager.checkpoints()
