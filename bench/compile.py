@@ -104,7 +104,7 @@ def format_row(r: CompileRow) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["sd1", "sd15"], default="sd1", help="tiny demo SD1, or SD1.5 shapes")
-    p.add_argument("--sizes", default="64,128", help="comma-separated square sizes (multiples of 8)")
+    p.add_argument("--sizes", default="64,128", help="comma-separated square sizes (multiples of 8, from 64)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
@@ -115,8 +115,8 @@ def main() -> None:
         sizes = [int(s) for s in args.sizes.split(",")]
     except ValueError:
         p.error(f"--sizes: whole numbers separated by commas, got {args.sizes!r}")
-    if not sizes or any(s < 8 or s % 8 for s in sizes):
-        p.error("--sizes: each size a multiple of 8")
+    if not sizes or any(s < 64 or s % 8 for s in sizes):
+        p.error("--sizes: each size a multiple of 8, at least 64")
     if args.steps < 1 or args.repeats < 1:
         p.error("--steps and --repeats: at least 1")
 

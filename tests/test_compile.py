@@ -148,3 +148,41 @@ def test_compiled_code_is_cached_under_the_data_dir_and_reused(compiled_runs: di
     assert compiled_runs["env"] == str(cache)
     assert cache.is_dir() and any(p.is_file() for p in cache.rglob("*"))
     assert compiled_runs["recompiled"] == 0  # the same size again: no new graph
+
+
+@pytest.mark.slow
+def test_a_lora_job_gets_an_unfrozen_variant_that_sees_the_patched_weights(
+    tiny_data_dir: Path, tiny_files: dict[str, Path], tmp_path: Path, own_cache_env: None
+) -> None:
+    """Frozen weights would keep the LoRA out: a job whose networks patch the UNet compiles (once) without
+    freezing. A recording backend that runs dynamo's graph as it is stands in for inductor (cheap)."""
+    from webui.core.models.loader import load_model
+    from webui.core.networks.tiny import write_tiny_lora
+
+    loras = tmp_path / "Lora"
+    write_tiny_lora(loras / "tiny-sd1.safetensors", load_model(tiny_files["sd1"], Precision()), seed=7)
+    options: list[Any] = []
+
+    def graph_as_is(gm: Any, example_inputs: Any, **kwargs: Any) -> Any:
+        options.append(kwargs.get("options"))
+        return gm.forward
+
+    def engine(compile: bool) -> Engine:
+        config = AppConfig.for_data_dir(
+            tiny_data_dir, lora_dirs=(loras,), cache_dir=tmp_path / "cache", outputs_dir=tmp_path / "out",
+            compile=compile,
+        )  # fmt: skip
+        manager = ModelManager(config, Precision())
+        manager.refresh()
+        return Engine(config, manager)
+
+    compiled, eager = engine(True), engine(False)
+    compiled.compiler = DenoiserCompiler(tmp_path / "cache", backend=graph_as_is)
+    lora = dataclasses.replace(REQUEST, prompt="a red cube <lora:tiny-sd1:1>")
+    plain_run, lora_run = compiled.run(REQUEST), compiled.run(lora)
+    assert options[0] == {"freezing": True} and options[-1] is None and len(options) >= 2, options
+    assert not [w for w in plain_run.warnings + lora_run.warnings if "--compile" in w]
+    with_lora, without = _pixels(eager.run(lora)), _pixels(eager.run(REQUEST))
+    assert not np.array_equal(with_lora, without)  # the LoRA shows
+    assert np.abs(_pixels(lora_run) - with_lora).max() <= 1
+    assert np.abs(_pixels(plain_run) - without).max() <= 1

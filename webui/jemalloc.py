@@ -77,9 +77,9 @@ def ensure(
     if not platform.startswith("linux"):
         return "--jemalloc: preloading an allocator (LD_PRELOAD) works on Linux only; using the default one"
     if env.get(GUARD):
-        lib = loaded()
-        if lib:
-            return f"jemalloc: using {lib}"
+        mapped = loaded()
+        if mapped:
+            return f"jemalloc: using {mapped}"
         return (
             f"--jemalloc: {env[GUARD]} was preloaded but is not loaded (the dynamic loader refused it; see "
             "its message above); using the default allocator"

@@ -87,10 +87,10 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 def _ramp(size: int, starts: list[int], index: int, overlap: int) -> np.ndarray:
     """A tile's weight along one axis: rising over `overlap` px from a side that has a neighbour."""
-    w = np.ones(size, dtype=np.float64)
+    w = np.ones(size, dtype=np.float32)
     if overlap <= 0:
         return w
-    pos = np.arange(size, dtype=np.float64) + 0.5
+    pos = np.arange(size, dtype=np.float32) + 0.5
     if index > 0:
         w = np.minimum(w, pos / overlap)
     if index < len(starts) - 1:
@@ -104,11 +104,11 @@ def blend(
     """Put the tiles (rows of columns, at `xs` x `ys`) back into one picture of `size`, each overlap a
     weighted mean whose weights ramp linearly across it."""
     width, height = size
-    acc = np.zeros((height, width, 3), dtype=np.float64)
-    total = np.zeros((height, width, 1), dtype=np.float64)
+    acc = np.zeros((height, width, 3), dtype=np.float32)
+    total = np.zeros((height, width, 1), dtype=np.float32)
     for r, y in enumerate(ys):
         for c, x in enumerate(xs):
-            tile = np.asarray(tiles[r][c].convert("RGB"), dtype=np.float64)
+            tile = np.asarray(tiles[r][c].convert("RGB"), dtype=np.float32)
             th, tw = tile.shape[:2]
             weight = np.outer(_ramp(th, ys, r, overlap), _ramp(tw, xs, c, overlap))[..., None]
             acc[y : y + th, x : x + tw] += tile * weight
