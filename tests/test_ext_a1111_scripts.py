@@ -219,8 +219,8 @@ def test_xyz_new_axes_and_limits(host: PluginHost) -> None:
         axes.axis_kind(5, t2i, "x_type")
     i2i = Img2ImgRequest(**BASE, init_images=(Image.new("RGB", (64, 64)),))  # type: ignore[arg-type]
     assert axes.axis_kind(5, i2i, "x_type") == "CFG Scale"
-    with pytest.raises(RequestError, match="Face restore") as e:
-        axes.axis_kind(axes.A1111_TXT2IMG.index("Face restore"), t2i, "y_type")
+    with pytest.raises(RequestError, match="Token merging ratio") as e:  # an axis we do not have
+        axes.axis_kind(axes.A1111_TXT2IMG.index("Token merging ratio"), t2i, "y_type")
     assert e.value.field == "y_type"
     with pytest.raises(RequestError, match="img2img only"):
         axes.axis_kind("Initial noise multiplier", t2i, "x_type")

@@ -89,6 +89,27 @@ def _size(request: GenerationRequest, size: Any) -> GenerationRequest:
     return dataclasses.replace(request, width=size[0], height=size[1])
 
 
+# Face restore values, as A1111's axis reads them: a restorer's name turns it on with that model
+_FACE_ON = ("true", "yes", "y", "1", "on")
+_FACE_OFF = ("false", "no", "n", "0", "off", "none")
+_FACE_MODELS = {"codeformer": "CodeFormer", "gfpgan": "GFPGAN"}
+
+
+def _face_restore(request: GenerationRequest, value: Any) -> GenerationRequest:
+    word = str(value).strip().casefold()
+    if word in _FACE_MODELS:
+        return dataclasses.replace(request, restore_faces=True, face_restoration_model=_FACE_MODELS[word])
+    return dataclasses.replace(request, restore_faces=word in _FACE_ON)
+
+
+DEFAULT_REFINER_SWITCH = 0.8  # A1111's "Switch at" default, for a refiner axis on a request without one
+
+
+def _refiner(request: GenerationRequest, name: Any) -> GenerationRequest:
+    switch = request.refiner_switch_at if request.refiner_switch_at is not None else DEFAULT_REFINER_SWITCH
+    return dataclasses.replace(request, refiner_checkpoint=name, refiner_switch_at=switch)
+
+
 AXES: dict[str, AxisType] = {
     a.label: a
     for a in (
@@ -120,6 +141,9 @@ AXES: dict[str, AxisType] = {
         AxisType("Hires upscaler", _set("hr_upscaler"), tabs=("txt2img",), hires=True),
         AxisType("VAE", _set("vae")),
         AxisType("Styles", _styles),
+        AxisType("Face restore", _face_restore),
+        AxisType("Refiner checkpoint", _refiner, show_label=False),
+        AxisType("Refiner switch at", _set("refiner_switch_at"), float),
         AxisType("Size", _size),
     )
 }
@@ -317,6 +341,18 @@ def _checked(
                 f"(limit {MAX_ORDER_PARTS} fragments)",
             )
         return list(itertools.permutations(values))
+    elif kind == "Face restore":
+        bad = [v for v in values if str(v).strip().casefold() not in (*_FACE_ON, *_FACE_OFF, *_FACE_MODELS)]
+        if bad:
+            raise RequestError(field, f"{bad[0]!r}: Face restore takes true/false, CodeFormer or GFPGAN")
+    elif kind == "Refiner switch at":
+        if request.refiner is None:
+            raise RequestError(field, "'Refiner switch at' changes nothing without a refiner checkpoint")
+        bad = [v for v in values if not 0 < v <= 1]
+        if bad:
+            raise RequestError(
+                field, f"{bad[0]}: the switch is a fraction of the steps, above 0 and at most 1"
+            )
     elif kind == "Size":
         sizes = []
         for v in values:
