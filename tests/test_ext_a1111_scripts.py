@@ -220,7 +220,7 @@ def test_xyz_new_axes_and_limits(host: PluginHost) -> None:
         axes.axis_kind(5, t2i, "x_type")
     i2i = Img2ImgRequest(**BASE, init_images=(Image.new("RGB", (64, 64)),))  # type: ignore[arg-type]
     assert axes.axis_kind(5, i2i, "x_type") == "CFG Scale"
-    with pytest.raises(RequestError, match="Token merging ratio") as e:
+    with pytest.raises(RequestError, match="Token merging ratio") as e:  # an axis we do not have
         axes.axis_kind(axes.A1111_TXT2IMG.index("Token merging ratio"), t2i, "y_type")
     assert e.value.field == "y_type"
     # A1111's Face restore axis: a restorer's name, or true/false with the request's own restorer

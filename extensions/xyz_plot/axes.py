@@ -101,6 +101,14 @@ def _face_restore(request: GenerationRequest, value: Any) -> GenerationRequest:
     return dataclasses.replace(request, restore_faces=value == "true")
 
 
+DEFAULT_REFINER_SWITCH = 0.8  # A1111's "Switch at" default, for a refiner axis on a request without one
+
+
+def _refiner(request: GenerationRequest, name: Any) -> GenerationRequest:
+    switch = request.refiner_switch_at if request.refiner_switch_at is not None else DEFAULT_REFINER_SWITCH
+    return dataclasses.replace(request, refiner_checkpoint=name, refiner_switch_at=switch)
+
+
 AXES: dict[str, AxisType] = {
     a.label: a
     for a in (
@@ -132,8 +140,10 @@ AXES: dict[str, AxisType] = {
         AxisType("Hires upscaler", _set("hr_upscaler"), tabs=("txt2img",), hires=True),
         AxisType("VAE", _set("vae")),
         AxisType("Styles", _styles),
-        AxisType("Size", _size),
         AxisType("Face restore", _face_restore),
+        AxisType("Refiner checkpoint", _refiner, show_label=False),
+        AxisType("Refiner switch at", _set("refiner_switch_at"), float),
+        AxisType("Size", _size),
     )
 }
 
@@ -338,6 +348,14 @@ def _checked(
                 raise RequestError(field, f"{v!r}: Face restore takes {', '.join(_RESTORERS)}, true or false")
             out.append(named or ("true" if v.casefold() in _ON else "false"))
         return out
+    elif kind == "Refiner switch at":
+        if request.refiner is None:
+            raise RequestError(field, "'Refiner switch at' changes nothing without a refiner checkpoint")
+        bad = [v for v in values if not 0 < v <= 1]
+        if bad:
+            raise RequestError(
+                field, f"{bad[0]}: the switch is a fraction of the steps, above 0 and at most 1"
+            )
     elif kind == "Size":
         sizes = []
         for v in values:

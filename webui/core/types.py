@@ -148,9 +148,19 @@ class GenerationRequest:
         from webui.core.sampling.samplers import UnknownSampler
 
         try:
-            (samplers or BUILTIN).resolve(self.sampler_name, self.scheduler)
+            name, _ = (samplers or BUILTIN).resolve(self.sampler_name, self.scheduler)
         except UnknownSampler as e:
             raise RequestError(e.field, str(e)) from e
+        self._check_adaptive(name)
+
+    def _check_adaptive(self, sampler: str) -> None:
+        """A sampler that decides its own steps (DPM adaptive) cannot hand over at a step fraction."""
+        from webui.core.sampling.samplers import ADAPTIVE
+
+        if sampler in ADAPTIVE and self.refiner is not None:
+            raise RequestError(
+                "refiner_checkpoint", f"{sampler} decides its own steps: it cannot switch to a refiner"
+            )
 
     @property
     def refiner(self) -> str | None:
@@ -245,9 +255,13 @@ class Txt2ImgRequest(GenerationRequest):
         try:
             # a name some family runs; whether the model's family runs it is checked once the model is
             # known (family_requests.fit_request), as for the first pass
-            (samplers or BUILTIN).resolve(*self.hr_sampler(samplers, None))
+            hr_name, _ = (samplers or BUILTIN).resolve(*self.hr_sampler(samplers, None))
         except UnknownSampler as e:
             raise RequestError("hr_scheduler" if e.field == "scheduler" else "hr_sampler_name", str(e)) from e
+        from webui.core.sampling.samplers import ADAPTIVE
+
+        if hr_name in ADAPTIVE:  # the second pass is an img2img pass
+            raise RequestError("hr_sampler_name", f"{hr_name} runs txt2img only: choose a hires sampler")
         target = self.hr_target
         field = "hr_scale" if self.hr_resize_x == 0 and self.hr_resize_y == 0 else "hr_resize_x"
         w, h = target.size
@@ -359,6 +373,13 @@ class Img2ImgRequest(GenerationRequest):
         """A1111: one init image serves the whole batch; n > 1 init images make a batch of n."""
         n = len(self.init_images)
         return self.batch_size if n <= 1 else n
+
+    def _check_adaptive(self, sampler: str) -> None:
+        from webui.core.sampling.samplers import ADAPTIVE
+
+        if sampler in ADAPTIVE:
+            raise RequestError("sampler_name", f"{sampler} runs txt2img only (img2img starts part-way)")
+        super()._check_adaptive(sampler)
 
     def validate(self, samplers: SamplerCatalog | None = None) -> None:
         super().validate(samplers)

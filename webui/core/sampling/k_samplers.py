@@ -14,7 +14,8 @@ unguided one. `sigmas` is the schedule, decreasing, usually ending in 0. `KSched
 Notation: t = -log(sigma) (the half log-SNR, lambda), h = t_next - t, d = (x - denoised) / sigma.
 
 Sources: Euler, Heun: Karras et al. 2022 (Alg. 1, 2). Ancestral step (sigma_up, sigma_down): Ho et al./
-Karras. DPM-Solver-1/2/3 and DPM-Solver-fast: Lu et al. 2022 (Alg. 1, 2 and the fast step plan).
+Karras. DPM-Solver-1/2/3, DPM-Solver-fast and the adaptive
+step size solver: Lu et al. 2022 (Alg. 1, 2, the fast step plan and section 4.2).
 DPM-Solver++(2S), (2M): Lu et al. 2022b. SDE-DPM-Solver++(2M) and the 3M variant: the same paper's SDE
 solvers (data prediction, eta scaling the noise). Restart: Xu et al. 2023. CFG++: Chung et al. 2024.
 """
@@ -250,6 +251,101 @@ def dpm_fast(x: torch.Tensor, sigmas: list[float], ctx: Context) -> Run:
         x = yield from _dpm_solver_step(x, t, min(t_end, -math.log(down)), order)
         if up > 0:
             x = x + ctx.noise(x) * ctx.s_noise * up
+    return x
+
+
+# -- DPM-Solver-12 / 23 with adaptive step size (Lu et al. 2022, section 4.2 and appendix) -------------
+
+ADAPTIVE_RTOL: Final = 0.05  # relative tolerance of the local error (A1111's defaults)
+ADAPTIVE_ATOL: Final = 0.0078  # absolute tolerance: 1/128, about one 8-bit level in latent units
+ADAPTIVE_H_INIT: Final = 0.05  # first step size, in t = -log(sigma)
+ADAPTIVE_ACCEPT: Final = 0.81  # a step is kept when the controller's factor reaches this
+ADAPTIVE_MAX_CALLS: Final = 2000  # a safety stop: a run that needs more does not converge
+
+
+def _step_factor(error: float, order: int) -> float:
+    """How much to grow (or shrink) the step after a local error `error` (1 = on tolerance): an integral
+    controller, (1 / error) ** (1 / order), softened by 1 + atan(f - 1) so one step never grows more
+    than ~2.6x or shrinks under ~0.21x."""
+    if not math.isfinite(error):
+        return 0.0
+    f = (1.0 / (error + 1e-8)) ** (1.0 / order)
+    return 1.0 + math.atan(f - 1.0)
+
+
+def _embedded_pair(
+    x: torch.Tensor, t: float, t_next: float, order: int, eps0: torch.Tensor
+) -> Generator[Request, Eval, tuple[torch.Tensor, torch.Tensor]]:
+    """(lower, higher): DPM-Solver-(order-1) and DPM-Solver-order from (x, t) to t_next, sharing the
+    model calls: 1 + 2 for order 2 (DPM-Solver-1 / 2 at r1 = 1/2), 1 + 1 + 1 for order 3
+    (DPM-Solver-2 / 3 at r1 = 1/3, r2 = 2/3). `eps0` is the noise estimate at (x, t), already known."""
+    h = t_next - t
+    first = x - _sig(t_next) * math.expm1(h) * eps0  # DPM-Solver-1
+    r1 = 0.5 if order == 2 else 1 / 3
+    s1 = t + r1 * h
+    u1 = x - _sig(s1) * math.expm1(r1 * h) * eps0
+    e1 = yield u1, _sig(s1)
+    big_d1 = _d(e1, _sig(s1)) - eps0
+    second = first - _sig(t_next) / (2 * r1) * math.expm1(h) * big_d1  # DPM-Solver-2 at r1
+    if order == 2:
+        return first, second
+    r2 = 2 / 3
+    s2 = t + r2 * h
+    u2 = (
+        x
+        - _sig(s2) * math.expm1(r2 * h) * eps0
+        - _sig(s2) * (r2 / r1) * (math.expm1(r2 * h) / (r2 * h) - 1) * big_d1
+    )
+    e2 = yield u2, _sig(s2)
+    big_d2 = _d(e2, _sig(s2)) - eps0
+    third = first - _sig(t_next) / r2 * (math.expm1(h) / h - 1) * big_d2
+    return second, third
+
+
+def dpm_adaptive(
+    x: torch.Tensor,
+    sigmas: list[float],
+    ctx: Context,
+    order: int = 3,
+    rtol: float = ADAPTIVE_RTOL,
+    atol: float = ADAPTIVE_ATOL,
+) -> Run:
+    """DPM-Solver with adaptive step size, from sigmas[0] to the smallest non-zero sigma (where it stops,
+    as A1111's "DPM adaptive"). The schedule's other points and the step count are not used: each step
+    runs an embedded pair (DPM-Solver-2 inside DPM-Solver-3), and their difference, measured against
+    max(atol, rtol * |x|), decides whether the step is kept and how long the next one is. With eta > 0
+    a kept step goes to sigma_down and adds sigma_up of noise (A1111 runs it at eta 1).
+
+    The model is called at (x, t) once per position: a rejected step retries from the same point with
+    the same estimate there. Errors are measured over the whole batch, so the images of one batch share
+    their steps."""
+    positive = [s for s in sigmas if s > 0]
+    t, t_end = -math.log(positive[0]), -math.log(positive[-1])
+    h = ADAPTIVE_H_INIT
+    x_prev = x
+    calls = 0
+    eps0: torch.Tensor | None = None
+    while t < t_end - 1e-5:
+        t_next = min(t_end, t + h)
+        down, up = ancestral(_sig(t), _sig(t_next), ctx.eta)
+        t_down = min(t_end, -math.log(down))
+        if eps0 is None:
+            e0 = yield x, _sig(t)
+            x, eps0 = e0.x, _d(e0, _sig(t))
+            calls += 1
+        lower, higher = yield from _embedded_pair(x, t, t_down, order, eps0)
+        calls += order - 1
+        if calls > ADAPTIVE_MAX_CALLS:
+            raise RuntimeError(f"DPM adaptive did not converge in {ADAPTIVE_MAX_CALLS} model calls")
+        scale = torch.clamp(rtol * torch.maximum(lower.abs(), x_prev.abs()), min=atol)
+        error = float(torch.linalg.vector_norm((lower - higher) / scale)) / math.sqrt(lower.numel())
+        factor = _step_factor(error, order)
+        if factor >= ADAPTIVE_ACCEPT:
+            x_prev = lower
+            x = higher + (ctx.noise(higher) * ctx.s_noise * up if up > 0 else 0)
+            t = t_next
+            eps0 = None
+        h *= max(factor, 0.1)
     return x
 
 

@@ -20,7 +20,7 @@ gives the same result on any device.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -43,6 +43,7 @@ class KScheduler:
         discard_next_to_last: bool = False,
         needs_uncond: bool = False,
         fixed_schedule: bool = False,
+        adaptive: bool = False,
         model_group: str | None = None,
         name: str = "",
     ) -> None:
@@ -63,6 +64,8 @@ class KScheduler:
         self.discard_next_to_last = discard_next_to_last
         self.needs_uncond = needs_uncond
         self.fixed_schedule = fixed_schedule
+        self.adaptive = adaptive  # the sampler decides its model calls as it runs (DPM adaptive)
+        self._current: float | None = None  # adaptive: the sigma of the next model call, None when done
         self.model_group = model_group
         self.config = FrozenDict(  # type: ignore[no-untyped-call]
             {
@@ -85,7 +88,10 @@ class KScheduler:
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         n = int(num_inference_steps)
         label = "Uniform" if self.fixed_schedule else self.schedule
-        if self.discard_next_to_last and n > 1:  # A1111: one step more, then drop the next-to-last sigma
+        if self.adaptive:  # the model's whole range, sigma_max to sigma_min: `n` is not used
+            m = self.model_sigmas
+            sigmas = torch.tensor([m.sigma_max, m.sigma_min, 0.0], dtype=torch.float64)
+        elif self.discard_next_to_last and n > 1:  # A1111: one step more, then drop the next-to-last sigma
             sigmas = sched.schedule_sigmas(label, n + 1, self.model_sigmas, model_group=self.model_group)
             sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
         else:
@@ -100,6 +106,13 @@ class KScheduler:
         if self.num_inference_steps is None:
             raise RuntimeError("call set_timesteps first")
         run = self._sigma_list(begin_index)
+        if self.adaptive:
+            self._plan = []
+            self._current = run[0] if len(run) > 1 else None
+            self.timesteps = LiveTimesteps(self)  # type: ignore[assignment]
+            self._begin = self._index = begin_index
+            self._run = None
+            return
         plan = self._dry_run(run) if len(run) > 1 else []
         pad = [plan[0]] * begin_index if plan else []
         self._plan = pad + plan
@@ -140,6 +153,10 @@ class KScheduler:
         return self._index
 
     def _sigma_now(self) -> float:
+        if self.adaptive:
+            if self._current is None:
+                raise IndexError(f"{self.config['sampler']}: the run has ended")
+            return self._current
         return self._plan[min(self._index, len(self._plan) - 1)]
 
     def scale_model_input(self, sample: torch.Tensor, timestep: Any = None) -> torch.Tensor:
@@ -179,7 +196,7 @@ class KScheduler:
         """Give the sampler the model's output at the current point; return (next point, denoised)."""
         if s_churn:
             raise ValueError(f"{self.config['sampler']} has no sigma churn (s_churn must be 0)")
-        if self._index >= len(self._plan):
+        if not self.adaptive and self._index >= len(self._plan):
             raise IndexError(f"{self.config['sampler']}: step() called after the last model call")
         sigma = self._sigma_now()
         denoised = self._denoised(model_output, sample, sigma)
@@ -199,11 +216,44 @@ class KScheduler:
             next(self._run)
         self._index += 1
         try:
-            nxt, _ = self._run.send(ks.Eval(sample, denoised, uncond))
+            nxt, self._current = self._run.send(ks.Eval(sample, denoised, uncond))
         except StopIteration as done:
             nxt = done.value
             self._run = None
+            self._current = None
         return nxt, denoised
+
+    def progress(self) -> float:
+        """Adaptive runs: the fraction of the way from the first sigma to the last, in log sigma."""
+        run = [s for s in self._sigma_list(self._begin) if s > 0]
+        if self._current is None or len(run) < 2:
+            return 1.0
+        span = math.log(run[0]) - math.log(run[-1])
+        return min(1.0, max(0.0, (math.log(run[0]) - math.log(self._current)) / span)) if span > 0 else 1.0
+
+
+class LiveTimesteps:
+    """The timesteps of an adaptive run, known one at a time: iterating gives the timestep of the next
+    model call until the sampler is done; len() is an estimate of the whole run's calls (from the calls
+    so far and how far along the sigmas they got), for progress bars."""
+
+    def __init__(self, scheduler: KScheduler) -> None:
+        self.scheduler = scheduler
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        sch = self.scheduler
+        while sch._current is not None:
+            t = sch.model_sigmas.t(torch.tensor([sch._current], dtype=torch.float64))[0]
+            yield t.to(dtype=torch.float32, device=sch._device)
+
+    def __len__(self) -> int:
+        sch = self.scheduler
+        done = sch._index - sch._begin
+        if sch._current is None:
+            return done
+        fraction = sch.progress()
+        guess = round(done / fraction) if fraction > 0.05 else done + int(sch.num_inference_steps or 1)
+        return max(guess, done + 1)
 
 
 def _noise_from(generators: Sequence[torch.Generator] | None) -> Any:

@@ -269,6 +269,7 @@ def denoise(
     weights: list[float] = []
     denoised: torch.Tensor | None = None  # the last step's estimate of the finished latents
     for i, t in enumerate(timesteps):
+        total = max(len(timesteps), i + 1)  # an adaptive sampler's count is an estimate that moves
         if cancel is not None and (cancel.interrupted or cancel.take_skip()):
             raise Stopped(latents, cancel.interrupted, denoised)
         if switch is not None and i == switch.at:
@@ -315,6 +316,7 @@ def denoise(
         for hook in hooks:
             hook(HookPoint.AFTER_STEP, state)
         latents = state.latents
+        total = max(len(timesteps), i + 1)  # after the step: an adaptive run's count is exact at its end
         if on_progress is not None:
             elapsed = time.perf_counter() - start
             show = preview_every > 0 and ((i + 1) % preview_every == 0 or i + 1 == total)

@@ -118,6 +118,7 @@ class OwnSampler:
     discard_next_to_last: bool = False  # A1111's discard_next_to_last_sigma
     needs_uncond: bool = False  # the step needs the unguided prediction (CFG++)
     fixed_schedule: bool = False  # runs its own spacing whatever the schedule (DPM fast/adaptive)
+    adaptive: bool = False  # decides its model calls as it runs: the request's steps are not used
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,11 @@ SAMPLERS: Final[tuple[SamplerInfo, ...]] = (
     # DPM fast runs its own spacing (uniform in log sigma over the model's range): no schedule choice.
     _info("DPM fast", ("k_dpm_fast",), _OWN, {}, _NO_KWARGS, AUTOMATIC, step_noise="generator",
           own=OwnSampler("dpm_fast", default_eta=1.0, fixed_schedule=True), own_schedules=(AUTOMATIC,)),
+    # DPM adaptive: DPM-Solver-2/3 with error control from the model's sigma_max to sigma_min; the
+    # number of model calls is its own (the steps setting is ignored, as in A1111). txt2img only.
+    _info("DPM adaptive", ("k_dpm_ad",), _OWN, {}, _NO_KWARGS, AUTOMATIC, step_noise="generator",
+          own=OwnSampler("dpm_adaptive", default_eta=1.0, fixed_schedule=True, adaptive=True),
+          own_schedules=(AUTOMATIC,)),
     _info("Restart", ("restart",), _OWN, {}, _NO_KWARGS, "Karras", step_noise="generator", second_order=True,
           own=OwnSampler("restart"), own_schedules=_SIGMA),
     _info("DEIS", ("deis",), "DEISMultistepScheduler",
@@ -332,6 +338,10 @@ LEGACY_ALIASES: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
 
 
 # -- look-ups ------------------------------------------------------------------------------------------
+
+
+# Samplers that decide their own model calls (txt2img only: no fixed steps to start img2img part-way)
+ADAPTIVE: Final = frozenset(i.name for i in SAMPLERS if i.own is not None and i.own.adaptive)
 
 
 def _schedule_type(label: str) -> ScheduleType:
@@ -491,6 +501,7 @@ def _make_own(
         discard_next_to_last=own.discard_next_to_last,
         needs_uncond=own.needs_uncond,
         fixed_schedule=own.fixed_schedule,
+        adaptive=own.adaptive,
         model_group=model_group,
         name=info.name,
     )

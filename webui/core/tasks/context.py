@@ -81,8 +81,8 @@ class BatchContext:
     def progress(self, offset: int, total: int) -> ProgressCallback:
         """The loop's progress callback for a pass that starts `offset` steps into a `total`-step batch."""
 
-        def on_step(p: Progress) -> None:
-            self.report(offset + p.step, total, p.eta, p.latents)
+        def on_step(p: Progress) -> None:  # an adaptive sampler's own count may outgrow the plan
+            self.report(offset + p.step, max(total, offset + p.total), p.eta, p.latents)
 
         return on_step
 
