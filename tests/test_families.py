@@ -192,6 +192,10 @@ ALLOWED_LINES = {
     ("webui/core/pass_models.py", "family.arch != joins.arch"): "refiner: same arch as its model",
     ("webui/core/pass_models.py", 'family.group == "sdxl-refiner"'): "refused: no aesthetic score yet",
     ("webui/core/sampling/sigma_schedules.py", 'startswith("sdxl")'): "NVIDIA publishes AYS tables per base",
+    # the library reads a base model's *name* from free text (a sidecar's "sd version", training metadata)
+    ("webui/core/library/cards.py", 't.startswith("sd3")'): "a base name written by people or tools",
+    ("webui/core/library/cards.py", 't.startswith("sd2")'): "a base name written by people or tools",
+    ("webui/core/library/cards.py", 't.startswith("sd1")'): "a base name written by people or tools",
 }
 # file -> why it may name architectures throughout (flow_loader asks each family's `files` instead)
 ALLOWED_FILES = {
