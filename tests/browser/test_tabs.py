@@ -146,6 +146,7 @@ def test_inpaint_generates_with_a_painted_mask(studio: RunningStudio, browser: A
     _tab(page, "Inpaint")
     _upload_init(page, "#inpaint_editor", init, "inpaint")
     canvas = page.locator("#inpaint_editor canvas").first
+    canvas.scroll_into_view_if_needed()  # below the prompt's accordions at 1280x900, as a user scrolls
     box = canvas.bounding_box()
     assert box is not None
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
