@@ -185,6 +185,19 @@ def test_quicksettings_list_takes_shown_settings_only(tmp_path: Path) -> None:
             settings.updated({"quicksettings_list": bad})
 
 
+def test_an_a1111_quicksettings_list_keeps_the_settings_sfumato_has(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    listed = ["sd_model_checkpoint", "sd_lora", "sd_vae", "sd_hypernetwork", "sd_vae"]
+    path.write_text(json.dumps({"quicksettings_list": listed}))
+    settings = Settings.load(path)
+    assert settings.get("quicksettings_list") == ["sd_model_checkpoint", "sd_vae"]
+    assert settings.problem is not None and "'sd_lora', 'sd_hypernetwork'" in settings.problem
+    assert "left out" in settings.problem
+    assert json.loads(path.read_text())["quicksettings_list"] == listed  # the file is not rewritten
+    path.write_text(json.dumps({"quicksettings_list": ["sd_lora"]}))  # none known: the default row
+    assert Settings.load(path).get("quicksettings_list") == list(QUICKSETTINGS_DEFAULT)
+
+
 def test_the_ui_describes_its_labelled_controls_and_a_label_used_twice_names_the_first() -> None:
     import gradio as gr
 

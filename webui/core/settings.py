@@ -138,6 +138,17 @@ def _quicksettings(value: Any) -> None:
         raise ValueError("names a setting twice")
 
 
+def known_quicksettings(value: Any) -> list[str] | None:
+    """An A1111 `quicksettings_list` read from config.json, less the names Sfumato has no setting for
+    (`sd_lora`, `sd_hypernetwork`, ...): the names it can show, each once, in order; None when the value
+    is not a list of names or names none of them."""
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        return None
+    allowed = quick_setting_keys()
+    kept = [n for n in dict.fromkeys(value) if n in allowed]
+    return kept or None
+
+
 def quick_setting_keys() -> tuple[str, ...]:
     """The settings `quicksettings_list` may name (every shown setting but the list itself)."""
     return tuple(k for k in SPECS if k not in SECRET_KEYS and k != "quicksettings_list")
@@ -309,7 +320,14 @@ class Settings:
                 try:
                     spec.coerce(data[key])
                 except RequestError as e:
-                    bad.append(str(e))
+                    kept = known_quicksettings(data[key]) if key == "quicksettings_list" else None
+                    if kept is None:
+                        bad.append(str(e))
+                    else:
+                        left = [n for n in data[key] if n not in kept]
+                        bad.append(
+                            f"quicksettings_list: {', '.join(map(repr, left))} left out (not settings here)"
+                        )
         if bad:
             settings.problem = f"{path}: some values are not usable, their defaults are used: " + "; ".join(
                 bad
@@ -327,7 +345,9 @@ class Settings:
         try:
             return spec.coerce(self._raw[key])
         except RequestError:
-            return spec.default
+            if key == "quicksettings_list":  # an A1111 list naming settings we lack: the ones we have
+                return known_quicksettings(self._raw[key]) or list(spec.default)
+            return list(spec.default) if spec.kind is list else spec.default
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting: the file's keys (unknown ones as they are) and every known key's value in use."""
