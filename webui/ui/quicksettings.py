@@ -67,15 +67,18 @@ def wire_quicksettings(ctx: StudioContext, controls: dict[str, Any], row: Any) -
         return save
 
     # queued (not concurrency-limited): a refusal's warning reaches the page only through the queue
-    quiet: dict[str, Any] = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    # always_last: a change made while the previous save is still on its way is saved (or refused) after
+    # it, never dropped
+    quiet: dict[str, Any] = dict(
+        concurrency_limit=None, show_progress="hidden", api_visibility="private", trigger_mode="always_last"
+    )
     for key in keys:
         control = controls[key]
         save = saver(key)
         if isinstance(control, (gr.Checkbox, gr.Dropdown)):
             control.input(save, [loaded, control], [loaded, control], **quiet)
-        else:  # typed values: saved when committed (Enter) or left
-            control.submit(save, [loaded, control], [loaded, control], **quiet)
-            control.blur(save, [loaded, control], [loaded, control], **quiet)
+        else:  # typed values: saved when committed (Enter) or left, by one listener
+            gr.on([control.submit, control.blur], save, [loaded, control], [loaded, control], **quiet)
 
 
 def save_setting(
