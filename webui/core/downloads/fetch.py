@@ -38,6 +38,7 @@ from webui.core.downloads.files import (
     sha256_file,
     staging_paths,
 )
+from webui.core.downloads.hashing import hashed_in_background
 from webui.core.downloads.http import Opened, open_url, read_json_bytes
 from webui.core.downloads.kinds import detect_kind, folder_for
 from webui.core.downloads.policy import HostPolicy
@@ -366,7 +367,11 @@ class _Transfer:
         done = offset
         window = [(time.monotonic(), done)]
         last_report = 0.0
-        with open(self.part, "ab" if offset else "wb") as out:
+        # unbuffered: each chunk is one write(2), with no copy through a buffer
+        with (
+            open(self.part, "ab" if offset else "wb", buffering=0) as out,
+            hashed_in_background(self.hasher) as hash_chunk,
+        ):
             while True:
                 self._check_stop()
                 # what has arrived, up to CHUNK (a slow link still sees cancel at once); network
@@ -376,8 +381,8 @@ class _Transfer:
                     break
                 n = len(chunk)
                 self._feed(chunk)
-                out.write(chunk)
-                self.hasher.update(chunk)
+                hash_chunk(chunk)
+                _write_all(out, chunk)
                 done += n
                 now = time.monotonic()
                 if now - last_report >= PROGRESS_EVERY:
@@ -388,7 +393,6 @@ class _Transfer:
                     eta = (self.total - done) / speed if self.total and speed > 0 else None
                     self.report(Progress(done, self.total, speed, eta))
                     last_report = now
-            out.flush()
             os.fsync(out.fileno())
         if self.total and done < self.total:
             raise http.client.IncompleteRead(b"", self.total - done)
@@ -452,6 +456,13 @@ class _Transfer:
         move_into_place(part, target)
         remove(self.notes)
         return Downloaded(target, self.kind, sha, size, self.verified)
+
+
+def _write_all(out: Any, data: bytes) -> None:
+    """Write every byte (an unbuffered file's write may write fewer than it was given)."""
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view) :]
 
 
 def download(
