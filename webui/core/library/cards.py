@@ -14,9 +14,7 @@ kind, base and the sidecar's description, activation text and notes, prepared at
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ from urllib.parse import urlencode
 
 from webui.core.config import AppConfig
 from webui.core.library.sidecar import previews_in, read_sidecar, user_fields
-from webui.core.models.checkpoint_file import MAX_HEADER_BYTES, CheckpointError
+from webui.core.models.checkpoint_file import CheckpointError, read_raw_header
 from webui.core.models.hashes import HashCache
 
 KINDS = ("checkpoint", "lora", "embedding", "vae", "upscaler", "controlnet", "text_encoder")
@@ -102,24 +100,8 @@ def normal_base(text: str | None) -> str | None:
 
 def read_header(path: Path) -> tuple[dict[str, Any], dict[str, list[int]]]:
     """(metadata, {tensor name: shape}) from a safetensors header alone; CheckpointError if corrupt."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(path, "file is empty or truncated (no safetensors header)")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER_BYTES or n > size - 8:
-            raise CheckpointError(path, f"safetensors header claims {n} bytes: corrupt or truncated")
-        raw = f.read(n)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(path, f"safetensors header is not valid JSON: {e}") from e
-    if not isinstance(header, dict):
-        raise CheckpointError(path, "safetensors header is not a JSON object")
-    meta = header.pop("__metadata__", None)
-    shapes = {str(k): list(v.get("shape") or []) for k, v in header.items() if isinstance(v, dict)}
-    return (meta if isinstance(meta, dict) else {}), shapes
+    meta, entries = read_raw_header(path)
+    return meta, {str(k): list(v.get("shape") or []) for k, v in entries.items() if isinstance(v, dict)}
 
 
 def header_base(kind: str, path: Path) -> str | None:

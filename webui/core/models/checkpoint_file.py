@@ -65,15 +65,21 @@ def sniff_format(path: Path) -> str:
     raise CheckpointError(path, "not a checkpoint: neither safetensors nor a PyTorch file (bad magic bytes)")
 
 
-def read_safetensors_header(path: Path) -> dict[str, TensorMeta]:
-    """Read and validate a safetensors header without touching tensor data.
+def read_raw_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(`__metadata__`, the tensor entries) of a safetensors file's JSON header, read alone and bounded:
+    the one reader of headers (the entries are checked by read_safetensors_header when tensors are to be
+    loaded; listings and cards read only names, shapes and metadata). CheckpointError if corrupt."""
+    _, meta, entries = _read_header(path)
+    return meta, entries
 
-    Bounded work whatever the file claims: header size and tensor count are capped, and every tensor's
-    byte range must lie inside the file (a truncated download fails here, before any load).
-    """
+
+def _read_header(path: Path) -> tuple[int, dict[str, Any], dict[str, Any]]:
     size = path.stat().st_size
     with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(path, "file is empty or truncated (no safetensors header)")
+        (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_BYTES or n > size - 8:
             raise CheckpointError(
                 path,
@@ -86,7 +92,18 @@ def read_safetensors_header(path: Path) -> dict[str, TensorMeta]:
         raise CheckpointError(path, f"safetensors header is not valid JSON: {e}") from e
     if not isinstance(header, dict):
         raise CheckpointError(path, "safetensors header is not a JSON object")
-    header.pop("__metadata__", None)
+    meta = header.pop("__metadata__", None)
+    return n, (meta if isinstance(meta, dict) else {}), header
+
+
+def read_safetensors_header(path: Path) -> dict[str, TensorMeta]:
+    """Read and validate a safetensors header without touching tensor data.
+
+    Bounded work whatever the file claims: header size and tensor count are capped, and every tensor's
+    byte range must lie inside the file (a truncated download fails here, before any load).
+    """
+    size = path.stat().st_size
+    n, _, header = _read_header(path)
     if len(header) > MAX_TENSORS:
         raise CheckpointError(path, f"safetensors header lists {len(header)} tensors (limit {MAX_TENSORS})")
     data_size = size - 8 - n

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import re
-import struct
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from webui.core.library.sidecar import preview_and_sidecar, read_sidecar
-from webui.core.models.checkpoint_file import MAX_HEADER_BYTES, CheckpointError
+from webui.core.models.checkpoint_file import CheckpointError, read_raw_header
 from webui.core.networks.hashes import SHORT, LoraHashCache
 
 LORA_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
@@ -135,22 +134,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     as A1111's API does. Raises CheckpointError for a corrupt header."""
     if path.suffix.lower() != ".safetensors":
         return {}
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(path, "file is empty or truncated (no safetensors header)")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER_BYTES or n > size - 8:
-            raise CheckpointError(path, f"safetensors header claims {n} bytes: corrupt or truncated")
-        raw = f.read(n)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(path, f"safetensors header is not valid JSON: {e}") from e
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(meta, dict):
-        return {}
+    meta, _ = read_raw_header(path)
     out: dict[str, Any] = {}
     for k, v in meta.items():
         if isinstance(v, str) and v.startswith("{"):
