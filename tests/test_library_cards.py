@@ -261,3 +261,28 @@ def test_a_broken_sidecar_is_never_overwritten(data: AppConfig) -> None:
     with pytest.raises(RequestError, match="ink.json is not a JSON object"):
         actions.save_user_metadata(library, "lora", "ink.safetensors", {"notes": "x"})
     assert broken.read_text() == '{"description": "half writ'
+
+
+def test_a_diffusers_folder_is_one_checkpoint_card_and_its_components_are_not_cards(tmp_path: Path) -> None:
+    from webui.core.models.tiny import build_tiny, save_diffusers
+
+    config = AppConfig.for_data_dir(tmp_path)
+    root = config.ckpt_dirs[0]
+    folder = save_diffusers(build_tiny("sdxl", seed=2), root / "styles" / "tiny-xl.v1")
+    (root / "styles" / "tiny-xl.v1.preview.png").write_bytes(b"\x89PNG fake")
+    (root / "styles" / "tiny-xl.v1.json").write_text(json.dumps({"activation text": "xlword"}))
+    library = CardLibrary.for_config(config)
+    cards = library.search(kind="checkpoint")
+    assert [c.file for c in cards] == ["styles/tiny-xl.v1"]  # no unet/ or vae/ weights as cards
+    card = cards[0]
+    on_disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert (card.name, card.is_folder, card.size, card.base) == ("tiny-xl.v1", True, on_disk, "sdxl")
+    assert card.shorthash is None  # a folder has no single-file hash
+    assert card.preview is not None and card.user["activation text"] == "xlword"
+    assert card.to_json()["format"] == "diffusers folder"
+    assert library.search("xlword", base="sdxl") == [card]
+    saved = actions.save_user_metadata(library, "checkpoint", card.file, {"notes": "from the hub"})
+    assert saved.is_folder and read_sidecar(root / "styles" / "tiny-xl.v1.json")["notes"] == "from the hub"
+    with pytest.raises(RequestError, match="diffusers folder") as e:
+        actions.fetch_info(library, "checkpoint", card.file, config, None)
+    assert e.value.field == "file"

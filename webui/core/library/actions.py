@@ -155,6 +155,12 @@ def fetch_info(
     from webui.core.downloads.job import policy_of, tokens_of
 
     card = card_of(library, kind, file)
+    if card.is_folder:
+        raise RequestError(
+            "file",
+            f"{card.file} is a diffusers folder: Civitai looks models up by the hash of one file, so "
+            "fetch info works on single-file models only",
+        )
     policy = policy_of(config, settings)
     tokens = tokens_of(settings)
     sha = file_sha256(card, config)

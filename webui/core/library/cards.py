@@ -105,9 +105,15 @@ def read_header(path: Path) -> tuple[dict[str, Any], dict[str, list[int]]]:
 
 
 def header_base(kind: str, path: Path) -> str | None:
-    """The base model a `.safetensors` file's header tells (None for other files or when it does not)."""
+    """The base model a `.safetensors` file's header tells, or a diffusers checkpoint folder's configs
+    (None for other files or when they do not)."""
     from webui.core.networks.registry import base_model
 
+    if kind == "checkpoint" and path.is_dir():
+        from webui.core.models.family_probe import family_of_path
+
+        family = family_of_path(path)
+        return family.group.removesuffix("-refiner") if family is not None else None
     if path.suffix.lower() != ".safetensors":
         return None
     try:
@@ -149,6 +155,7 @@ class Card:
     sidecar: Path | None = None
     user: Mapping[str, Any] = field(default_factory=dict)  # the sidecar's A1111 keys (user_fields)
     words: str = ""  # what search looks in, case-folded
+    is_folder: bool = False  # a diffusers folder (model_index.json and component folders), not one file
 
     @property
     def key(self) -> tuple[str, str]:
@@ -174,11 +181,19 @@ class Card:
                 else None
             ),
             "user_metadata": dict(self.user),
+            "format": "diffusers folder" if self.is_folder else "file",
         }
 
 
-def _walk(root: Path) -> Iterator[tuple[Path, list[os.DirEntry[str]]]]:
-    """(folder, its file entries) for `root` and its non-hidden subfolders, each folder once."""
+def is_diffusers_folder(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "model_index.json"))
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, list[os.DirEntry[str]], list[os.DirEntry[str]]]]:
+    """(folder, its file entries, its diffusers model folders) for `root` and its non-hidden
+    subfolders, each folder once whatever the symlinks. A diffusers folder (one holding
+    `model_index.json`) is one model: it is listed, never walked into (its component files are not
+    models of their own)."""
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -193,19 +208,34 @@ def _walk(root: Path) -> Iterator[tuple[Path, list[os.DirEntry[str]]]]:
         except OSError:
             continue
         files: list[os.DirEntry[str]] = []
+        models: list[os.DirEntry[str]] = []
         dirs: list[Path] = []
         for e in entries:
             if e.name.startswith("."):
                 continue
             try:
-                if e.is_dir():
-                    dirs.append(Path(e.path))
-                else:
+                if not e.is_dir():
                     files.append(e)
+                elif is_diffusers_folder(e.path):
+                    models.append(e)
+                else:
+                    dirs.append(Path(e.path))
             except OSError:
                 continue
-        yield here, files
+        yield here, files, models
         stack.extend(reversed(dirs))
+
+
+def folder_size(path: str) -> int:
+    """The bytes of every file under a diffusers folder (its components' weights and configs)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue
+    return total
 
 
 @dataclass(frozen=True)
@@ -286,14 +316,18 @@ class CardLibrary:
         entry_name: str,
         st: os.stat_result,
         hashes: Mapping[str, tuple[int, int, str]],
+        is_folder: bool = False,
     ) -> Card:
-        stem = os.path.splitext(entry_name)[0]
+        """The card of one model file, or of a diffusers folder (`is_folder`: `st` is its
+        `model_index.json`'s stat, the size is every file under it, no hash: it is not one file)."""
+        stem = entry_name if is_folder else os.path.splitext(entry_name)[0]
         path_text = os.path.join(view.text, entry_name)
+        size = folder_size(path_text) if is_folder else st.st_size
         preview = view.previews.get(stem)
         sidecar = f"{stem}.json" if f"{stem}.json" in view.names else None
         user = user_fields(read_sidecar(view.path / sidecar)) if sidecar else _NO_NOTES
-        base = normal_base(user["sd version"]) or self._base(kind, path_text, st.st_size, st.st_mtime_ns)
-        row = hashes.get(path_text)
+        base = normal_base(user["sd version"]) or self._base(kind, path_text, size, st.st_mtime_ns)
+        row = None if is_folder else hashes.get(path_text)
         short = row[2][:SHORT] if row and row[:2] == (st.st_size, st.st_mtime_ns) else None
         file = view.relative + entry_name
         text = (kind, KIND_LABELS[kind], file, base or "", user["description"], user["activation text"],
@@ -304,7 +338,7 @@ class CardLibrary:
             file,
             path_text,
             view.root,
-            st.st_size,
+            size,
             st.st_mtime_ns,
             base,
             short,
@@ -312,6 +346,7 @@ class CardLibrary:
             view.path / sidecar if sidecar else None,
             user,
             " ".join(text).casefold(),
+            is_folder,
         )
 
     def refresh(self) -> tuple[str, ...]:
@@ -329,9 +364,20 @@ class CardLibrary:
                     if root.exists():
                         problems.append(f"{KIND_LABELS[kind]} folder {root} is not a folder")
                     continue
-                for folder, entries in _walk(root):
+                for folder, entries, model_dirs in _walk(root):
                     stamps[str(folder)] = _stamp(str(folder))
                     view = _Folder.of(root, folder, entries)
+                    for d in model_dirs if kind == "checkpoint" else ():
+                        index_json = os.path.join(d.path, "model_index.json")
+                        try:
+                            st = os.stat(index_json)
+                            real = os.path.realpath(d.path)
+                        except OSError:
+                            continue
+                        stamps[d.path] = _stamp(d.path)
+                        if (kind, real) not in seen:
+                            seen.add((kind, real))
+                            cards.append(self.make_card(kind, view, d.name, st, hashes, is_folder=True))
                     for e in entries:
                         if not e.name.lower().endswith(exts):
                             continue
@@ -364,12 +410,12 @@ class CardLibrary:
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
-            st = card.path.stat()
+            is_folder = card.path.is_dir()
+            st = (card.path / "model_index.json").stat() if is_folder else card.path.stat()
         except OSError:
             return card
-        fresh = self.make_card(
-            card.kind, _Folder.of(card.folder, folder, entries), card.path.name, st, self._hashes()
-        )
+        view = _Folder.of(card.folder, folder, [e for e in entries if not e.is_dir()])
+        fresh = self.make_card(card.kind, view, card.path.name, st, self._hashes(), is_folder)
         with self._lock:
             cards = self._cards or ()
             self._cards = tuple(fresh if c.key == card.key and c.folder == card.folder else c for c in cards)
