@@ -160,3 +160,19 @@ def test_the_civitai_url_flag() -> None:
     for bad in ("ftp://mirror", "civitai.com", "https://x/?q=1", "http://"):
         with pytest.raises(FlagError, match="civitai-url"):
             parse_flags(["--civitai-url", bad])
+
+
+def test_fetch_info_reports_each_stage_and_hashes_a_file_once(setup: tuple[AppConfig, Path, str]) -> None:
+    config, lora, sha = setup
+    steps: list[tuple[str, float | None]] = []
+    with serving() as served:
+        served.pages[f"/api/v1/model-versions/by-hash/{sha}"] = json_page(_version(served.base))
+        served.files["/img/1.png"] = _png((10, 200, 10))
+        _fetch(config, served, step=lambda what, fraction: steps.append((what, fraction)))
+        hashing = [f for what, f in steps if what.startswith("Hashing ink.safetensors")]
+        assert hashing[0] == 0.0 and hashing[-1] == 1.0 and hashing == sorted(hashing)
+        stages = [what for what, _ in steps if not what.startswith("Hashing")]
+        assert stages == [f"Asking Civitai about {sha[:10]}", "Fetching the preview picture"]
+        steps.clear()
+        _fetch(config, served, step=lambda what, fraction: steps.append((what, fraction)))
+    assert [what for what, _ in steps] == [f"Asking Civitai about {sha[:10]}"]  # hash cached, preview kept

@@ -13,6 +13,8 @@ click adds the embedding's name to the prompt, or takes it out (webui.ui.lora_br
 from __future__ import annotations
 
 import html
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -172,13 +174,17 @@ def save_card(library: CardLibrary, services: Any, request: Any, text: str, *val
     return f"Saved {html.escape(name)}."
 
 
-def fetch_card(library: CardLibrary, services: Any, request: Any, text: str) -> str:
+def fetch_card(
+    library: CardLibrary, services: Any, request: Any, text: str, step: actions.Step | None = None
+) -> str:
     why = refusal(services, request, "Fetching a model's info from Civitai")
     if why is not None:
         return f"Nothing fetched: {html.escape(why)}"
     kind, file = parse_card_id(text)
     try:
-        result = actions.fetch_info(library, kind, file, services.config, services.settings.get)
+        result = actions.fetch_info(
+            library, kind, file, services.config, services.settings.get, step=step or actions.no_step
+        )
     except RequestError as err:
         return f"Nothing fetched: {html.escape(err.field)}: {html.escape(err.message)}"
     except (actions.CardNotFound, civitai.CivitaiError) as err:
@@ -273,9 +279,36 @@ def build_library(ctx: Any) -> dict[str, Any]:
         values = (description, activation, weight, negative, version, notes)
         return save_card(library, services, request, text, *values), search(query, kind, base, sort)
 
-    def fetch(text: str, query: str, kind: str, base: str, sort: str, request: gr.Request) -> tuple[Any, ...]:
-        message = fetch_card(library, services, request, text)
-        return (message, search(query, kind, base, sort), *load_card(library, text))
+    fetch_outputs = [f["status"], f["cards"], f["about"], *editor]
+
+    def fetch(
+        text: str, query: str, kind: str, base: str, sort: str, request: gr.Request
+    ) -> Iterator[tuple[Any, ...]]:
+        """Runs the fetch on a thread and shows each stage (hashing with its percentage, the look-up)
+        in the status line as it happens; then the fresh card."""
+        now = ["Starting"]
+        answer: list[str] = []
+        finished = threading.Event()
+
+        def step(what: str, fraction: float | None) -> None:
+            now[0] = f"{what}: {fraction:.0%}" if fraction is not None else f"{what}..."
+
+        def work() -> None:
+            try:
+                answer.append(fetch_card(library, services, request, text, step))
+            except Exception as err:  # shown, never a silent hang
+                answer.append(f"Nothing fetched: {html.escape(str(err))}")
+            finally:
+                finished.set()
+
+        threading.Thread(target=work, name="fetch-info", daemon=True).start()
+        shown = ""
+        skips = (gr.skip(),) * (len(fetch_outputs) - 1)
+        while not finished.wait(0.25):
+            if now[0] != shown:
+                shown = now[0]
+                yield (html.escape(shown), *skips)
+        yield (answer[0], search(query, kind, base, sort), *load_card(library, text))
 
     quiet: dict[str, Any] = dict(concurrency_limit=None, show_progress="hidden", api_visibility="private")
     ctx.page_load.add(lambda _request: [search("", ALL, ALL, "")], [f["cards"]])
@@ -290,8 +323,9 @@ def build_library(ctx: Any) -> dict[str, Any]:
         **quiet,
     )
     f["save"].click(save, [f["selected"], *editor, *filters], [f["status"], f["cards"]], **quiet)
-    fetch_outputs = [f["status"], f["cards"], f["about"], *editor]
-    f["fetch"].click(fetch, [f["selected"], *filters], fetch_outputs, api_visibility="private")
+    f["fetch"].click(
+        fetch, [f["selected"], *filters], fetch_outputs, show_progress="hidden", api_visibility="private"
+    )
     return f
 
 

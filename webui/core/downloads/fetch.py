@@ -35,7 +35,6 @@ from webui.core.downloads.files import (
     human_bytes,
     move_into_place,
     remove,
-    sha256_file,
     staging_paths,
 )
 from webui.core.downloads.hashing import hashed_in_background
@@ -57,6 +56,7 @@ from webui.core.models.checkpoint_file import (
     read_safetensors_header,
     sniff_format,
 )
+from webui.core.models.hashes import sha256_file
 from webui.core.types import RequestError
 
 RESERVE_BYTES = 256 << 20  # left free on the disk after a download

@@ -78,14 +78,6 @@ def header_shapes(head: bytes) -> dict[str, tuple[int, ...]] | None:
     }
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK * 8):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def move_into_place(part: Path, target: Path) -> None:
     """Rename into place; across disks, copy beside the target first, then rename (never half a file)."""
     try:

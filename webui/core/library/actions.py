@@ -19,8 +19,9 @@ from typing import Any
 
 from webui.core.atomic import write_atomic
 from webui.core.config import AppConfig
+from webui.core.downloads.files import human_bytes
 from webui.core.library import civitai
-from webui.core.library.cards import KINDS, Card, CardLibrary
+from webui.core.library.cards import KINDS, SHORT, Card, CardLibrary
 from webui.core.library.sidecar import sidecar_path, write_sidecar
 from webui.core.models.hashes import HashCache, sha256_file
 from webui.core.types import RequestError
@@ -132,12 +133,27 @@ class FetchResult:
         return "; ".join(parts) + "."
 
 
-def file_sha256(card: Card, config: AppConfig) -> str:
+Step = Callable[[str, float | None], None]  # (what is happening, the fraction done when known)
+
+
+def no_step(text: str, fraction: float | None) -> None:
+    pass
+
+
+def file_sha256(card: Card, config: AppConfig, step: Step = no_step) -> str:
     """The whole file's sha256 (Civitai's SHA256): from the hash cache, computed and cached when not
-    there; computed without caching under --no-hashing (the user asked for this one file)."""
-    if config.hashing:
-        return HashCache(config.cache_dir / "hashes.sqlite").hash(card.path)
-    return sha256_file(card.path)
+    there; computed without caching under --no-hashing (the user asked for this one file). A file that
+    is hashed reports its progress to `step`."""
+    cache = HashCache(config.cache_dir / "hashes.sqlite") if config.hashing else None
+    cached = cache.get(card.path) if cache is not None else None
+    if cached:
+        return cached
+    label = f"Hashing {card.file} ({human_bytes(card.size)})"
+    step(label, 0.0)
+    digest = sha256_file(card.path, lambda done, total: step(label, done / total if total else None))
+    if cache is not None:
+        cache.record(card.path, digest)
+    return digest
 
 
 def fetch_info(
@@ -148,10 +164,12 @@ def fetch_info(
     settings: Settings | None,
     *,
     replace_preview: bool = False,
+    step: Step = no_step,
 ) -> FetchResult:
     """Look the card's file up on Civitai by hash; write its first picture as `name.preview.png` (when
     the card has no preview, or `replace_preview`) and fill the sidecar keys the user left empty.
-    NotOnCivitai / CivitaiError / RequestError say why nothing was written."""
+    NotOnCivitai / CivitaiError / RequestError say why nothing was written. `step` hears each stage
+    (hashing with its fraction, the look-up, the picture) as it starts."""
     from webui.core.downloads.job import policy_of, tokens_of
 
     card = card_of(library, kind, file)
@@ -163,11 +181,13 @@ def fetch_info(
         )
     policy = policy_of(config, settings)
     tokens = tokens_of(settings)
-    sha = file_sha256(card, config)
+    sha = file_sha256(card, config, step)
+    step(f"Asking Civitai about {sha[:SHORT]}", None)
     info = civitai.lookup(sha, config.civitai_url, policy, tokens)
     picture = None
     problem = ""
     if info.image_urls and (card.preview is None or replace_preview):
+        step("Fetching the preview picture", None)
         try:
             picture = civitai.fetch_picture(info.image_urls[0], policy, tokens)
         except (civitai.CivitaiError, RequestError) as e:  # the text is still worth saving

@@ -16,11 +16,17 @@ from pathlib import Path
 CHUNK = 4 * 2**20
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, progress: Callable[[int, int], None] | None = None) -> str:
+    """The whole file's sha256; `progress(bytes read, file size)` after each chunk when given."""
     h = hashlib.sha256()
+    total = os.stat(path).st_size if progress else 0
+    done = 0
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
+            if progress:
+                done += len(chunk)
+                progress(done, total)
     return h.hexdigest()
 
 
