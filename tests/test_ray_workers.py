@@ -157,6 +157,39 @@ def test_progress_and_previews_stream_back_from_the_actor(srv: Running) -> None:
     assert q.latest_preview(job.id) is not None
 
 
+def test_the_actor_runs_the_servers_extensions(srv: Running) -> None:
+    """The wildcards extension (on by default) expands the template in the actor, as in the server."""
+    q = srv.services.queue
+    info = q.wait(q.submit(_req(seed=7, prompt="a {red|blue} apple"), "alice").id, timeout=300)
+    assert info.state is JobState.DONE, info.error
+    infotext = info.images[0].infotext
+    assert infotext.split("\n")[0] in ("a red apple", "a blue apple"), infotext
+    assert "Template: a {red|blue} apple" in infotext
+
+
+def test_the_actor_reads_the_servers_settings_as_each_job_starts(srv: Running) -> None:
+    q = srv.services.queue
+    settings = srv.services.settings
+
+    def preview_size() -> tuple[int, int]:
+        job = q.submit(_req(seed=11, steps=3), "bob")
+        info = q.wait(job.id, timeout=300)
+        assert info.state is JobState.DONE, info.error
+        png = q.latest_preview(job.id)
+        assert png is not None
+        with Image.open(io.BytesIO(png)) as im:
+            return im.size
+
+    before = settings.get("show_progress_type")
+    try:
+        settings.update({"show_progress_type": "Full"})  # the VAE: previews at the image's size
+        assert preview_size() == (64, 64)
+        settings.update({"show_progress_type": "Approx cheap"})  # latent colours: the latents' size
+        assert preview_size() == (8, 8)
+    finally:
+        settings.update({"show_progress_type": before})
+
+
 def test_img2img_sends_its_init_image_to_the_actor_over_the_api(srv: Running) -> None:
     picture = Image.new("RGB", (64, 64), (200, 30, 30))
     buf = io.BytesIO()

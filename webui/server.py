@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,8 @@ def build_services(
                 log.warning("extension %s: %s (%s)", ext.name, ext.status, ext.error)
     settings = SettingsStore(config.settings_path)
     engine = Engine(config, manager, hooks, settings=settings.get)
-    pool = ray_pool(config, engine, options)
+    make_hooks = PluginHost.for_config if extensions else None
+    pool = ray_pool(config, engine, options, settings.as_dict, make_hooks)
     workers = None if pool is not None else worker_engines(config, engine, hooks, options)
     db = db_path or jobs_db_path(config)
     if settings.problem:
@@ -189,19 +190,26 @@ def build_services(
     return Services(config, engine, engine.manager, queue, settings, options)
 
 
-def ray_pool(config: AppConfig, engine: Engine, options: ServerOptions) -> Any:
+def ray_pool(
+    config: AppConfig,
+    engine: Engine,
+    options: ServerOptions,
+    settings_of: Callable[[], Mapping[str, Any]] = dict,
+    make_hooks: Callable[[AppConfig], Any] | None = None,
+) -> Any:
     """The Ray workers of --ray / --ray-local (webui.core.jobs.ray_pool.RayPool), None without them;
-    RaySetupError (a ValueError's sibling: the caller prints it) when the cluster cannot be had."""
+    RaySetupError (a ValueError's sibling: the caller prints it) when the cluster cannot be had. Each
+    actor loads the extensions (`make_hooks`) and runs each job with the settings it started with."""
     if options.ray is None or not options.ray.enabled:
         return None
-    from webui.core.jobs.ray_pool import RayPool
+    from webui.core.jobs.ray_pool import RayPool, ServerSide
     from webui.core.models.registry import find
 
     def sha_of(query: str) -> str | None:
         file = find(engine.manager.checkpoints(), query)
         return file.sha256 if file is not None else None
 
-    pool = RayPool.open(config, options.ray, sha_of)
+    pool = RayPool.open(config, options.ray, ServerSide(sha_of, settings_of, make_hooks))
     log.info("job workers: %s", ", ".join(w.name for w in pool.workers))
     return pool
 

@@ -236,6 +236,7 @@ class RayWorker:
     name: str
     info: WorkerInfo
     sha_of: Callable[[str], str | None] = field(default=lambda q: None)
+    settings_of: Callable[[], Mapping[str, Any]] = field(default=dict)  # the server's, as a job starts
     poll: float = 0.1  # seconds between two looks at cancel/skip while waiting for the actor
     broken: bool = False  # its actor died: wait for Ray to restart it before the next job
 
@@ -285,7 +286,7 @@ class RayWorker:
         ray = self.ray
         images = RemoteImages(request, results_dir, outputs, report)
         stream = self.actor.run.options(num_returns="streaming").remote(
-            JobSpec(job_id, request, preview_every)
+            JobSpec(job_id, request, preview_every, dict(self.settings_of()))
         )
         sent = (False, 0, False)
         try:
@@ -326,15 +327,23 @@ def actor_class(ray: Any) -> Any:
     return ray.remote(RemoteWorker)
 
 
+@dataclass(frozen=True)
+class ServerSide:
+    """What the server gives its workers: `sha_of(checkpoint)` (its hash, to match a model a node holds
+    under another path), `settings_of()` (the settings as a job starts, no secrets) and `make_hooks`
+    (builds the server's extensions in each actor; None: the server runs none)."""
+
+    sha_of: Callable[[str], str | None] = lambda q: None
+    settings_of: Callable[[], Mapping[str, Any]] = dict
+    make_hooks: Callable[[AppConfig], Any] | None = None
+
+
 def start_workers(
-    cluster: RayCluster,
-    config: AppConfig,
-    options: RayOptions,
-    sha_of: Callable[[str], str | None] = lambda q: None,
+    cluster: RayCluster, config: AppConfig, options: RayOptions, server: ServerSide = ServerSide()
 ) -> list[RayWorker]:
     """The actors: `options.local` of them on a local cluster (CPU, `threads` each); on a joined cluster
     one per GPU, or one per node (all its cores) where the cluster has no GPU. Waits until each has
-    started and listed its models."""
+    started (its extensions loaded) and listed its models."""
     ray = cluster.ray
     cls = actor_class(ray)
     common = dict(max_restarts=ACTOR_RESTARTS, max_task_retries=0, max_concurrency=4)
@@ -357,14 +366,17 @@ def start_workers(
             plans.append(({"num_cpus": min(threads, cpus), "scheduling_strategy": strategy}, threads))
     if not plans:
         raise RaySetupError("the Ray cluster has no node to run a worker on")
-    actors = [cls.options(**common, **opts).remote(config, threads) for opts, threads in plans]
+    actors = [
+        cls.options(**common, **opts).remote(config, threads, server.make_hooks) for opts, threads in plans
+    ]
     workers = []
     for n, actor in enumerate(actors):
         try:
             info = ray.get(actor.info.remote(), timeout=READY_TIMEOUT)
         except Exception as e:
             raise RaySetupError(f"Ray worker {n} did not start: {e}") from e
-        workers.append(RayWorker(ray, actor, f"ray{n}@{info.node}:{info.pid}", info, sha_of))
+        name = f"ray{n}@{info.node}:{info.pid}"
+        workers.append(RayWorker(ray, actor, name, info, server.sha_of, server.settings_of))
         log.info("Ray worker %d: %s on %s, pid %d, %d checkpoints", n, info.device, info.node, info.pid,
                  len(info.checkpoints))  # fmt: skip
     return workers
@@ -379,9 +391,7 @@ class RayPool:
     started: float = field(default_factory=time.time)
 
     @classmethod
-    def open(
-        cls, config: AppConfig, options: RayOptions, sha_of: Callable[[str], str | None] = lambda q: None
-    ) -> RayPool:
+    def open(cls, config: AppConfig, options: RayOptions, server: ServerSide = ServerSide()) -> RayPool:
         if options.local > 0:
             threads = options.threads or max(1, (os.cpu_count() or 1) // options.local)
             cluster = RayCluster.start_local(num_cpus=threads * options.local)
@@ -390,7 +400,7 @@ class RayPool:
         else:
             raise RaySetupError("no Ray cluster asked for (--ray or --ray-local)")
         try:
-            return cls(cluster, start_workers(cluster, config, options, sha_of))
+            return cls(cluster, start_workers(cluster, config, options, server))
         except BaseException:
             cluster.close()
             raise

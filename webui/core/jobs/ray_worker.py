@@ -15,12 +15,13 @@ import queue
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
+from webui.core.extension_points import NO_HOOKS, EngineHooks
 from webui.core.jobs.control import StoreCancelToken
 from webui.core.jobs.info import JobImage, JobProgressInfo
 from webui.core.jobs.remote import DoneMsg, ImageMsg, JobSpec, ProgressMsg, WorkerInfo, png_bytes
@@ -49,19 +50,37 @@ class _Sender:
 
 class RemoteWorker:
     """A worker holding one device's models: `config` is the server's (models at the same paths on
-    every node), `threads` the torch threads it may use (CPU workers)."""
+    every node), `threads` the torch threads it may use (CPU workers), `make_hooks(config)` builds the
+    extensions the server runs (webui.plugins.host.PluginHost.for_config; None: none), loaded here from
+    this node's folders. Each job brings the server's settings (JobSpec.settings): the engine and the
+    extensions read those, so a job runs here as it would in the server."""
 
-    def __init__(self, config: AppConfig, threads: int = 0) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        threads: int = 0,
+        make_hooks: Callable[[AppConfig], EngineHooks] | None = None,
+    ) -> None:
         import torch
 
         if threads > 0:
             torch.set_num_threads(threads)
         self.config = config
-        self.engine = Engine(config)  # chooses this node's device; scans this node's model folders
+        self._settings: Mapping[str, Any] = {}
+        hooks = make_hooks(config) if make_hooks is not None else NO_HOOKS
+        attach = getattr(hooks, "attach_settings", None)
+        if attach is not None:
+            attach(self.setting)
+        # chooses this node's device; scans this node's model folders
+        self.engine = Engine(config, hooks=hooks, settings=self.setting)
         self._tokens: dict[str, StoreCancelToken] = {}
         self._lock = threading.Lock()
         # where execute() would save if asked: never created, saving is off and images go by `place`
         self._scratch = Path(tempfile.gettempdir()) / f"sfumato-ray-worker-{os.getpid()}"
+
+    def setting(self, key: str) -> Any:
+        """A setting as the server had it when the running job started (None: unset or unknown)."""
+        return self._settings.get(key)
 
     def info(self) -> WorkerInfo:
         files = self.engine.manager.checkpoints()
@@ -92,6 +111,7 @@ class RemoteWorker:
         return True
 
     def run(self, spec: JobSpec) -> Iterator[ProgressMsg | ImageMsg | DoneMsg]:
+        self._settings = dict(spec.settings)  # the dispatcher sends one job at a time to an actor
         out: queue.Queue[Any] = queue.Queue()
         token = StoreCancelToken()
         with self._lock:

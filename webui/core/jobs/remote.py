@@ -10,8 +10,8 @@ is on the server's disk. Nothing here imports Ray: the messages are plain frozen
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,9 @@ class JobSpec:
     job_id: str
     request: JobRequest
     preview_every: int = 0
+    # the server's settings as the job starts (SettingsStore.as_dict: no secrets), read by the worker's
+    # engine and extensions for this job, as the server's own would read them
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
