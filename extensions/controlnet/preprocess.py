@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import lineart
+from . import depth_anything, lineart
 from .clip_vision import MODULES as IP_MODULES
 
 Preprocessor = Callable[[Image.Image, int, float, float], Image.Image]
@@ -178,6 +178,7 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
     "depth_zoe": ("ZoeD_M12_N.pt",),
     "depth_leres": ("res101.pth",),
     "depth_anything": ("depth_anything_vitl14.pth",),
+    "depth_anything_v2": ("depth_anything_v2_vitl.safetensors",),
     "normal_bae": ("scannet.pt",),
     "openpose": ("body_pose_model.pth",),
     "openpose_hand": ("body_pose_model.pth", "hand_pose_model.pth"),
@@ -209,6 +210,16 @@ def _weighted(name: str, folder: Path) -> Module | None:
                 raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
 
         return Module(name, run_lineart)
+    if name in depth_anything.FILES:
+        path, version = folder / depth_anything.FILES[name], 2 if name.endswith("_v2") else 1
+
+        def run_depth(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
+            try:
+                return depth_anything.run(path, version, _fit(image, resolution))
+            except depth_anything.DepthFileError as e:
+                raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
+
+        return Module(name, run_depth)
     return None
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from webui.plugins.api import RequestError
 
+from .depth_anything import FILES as DEPTH_ANYTHING_FILES
 from .images import ImageDataError, decode_base64_image
 from .lineart import FILES as LINEART_FILES
 from .models import foreign_family, list_models
@@ -58,7 +59,7 @@ def module_list(alias_names: bool = False) -> dict[str, Any]:
     for name in names:
         module = MODULES.get(name)
         sliders = []
-        if name in LINEART_FILES:  # runs from a weights file, at a resolution like the built-in ones
+        if name in LINEART_FILES or name in DEPTH_ANYTHING_FILES:  # from a weights file, at a resolution
             lo, hi = RESOLUTION_RANGE
             sliders.append({"name": "Preprocessor Resolution", "value": 512, "min": lo, "max": hi})
         if module is not None and module.resolution is not None:
