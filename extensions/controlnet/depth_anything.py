@@ -20,7 +20,8 @@ the network (ViT-S/B: 3, 6, 9, 12; ViT-L: 5, 12, 18, 24, as the original code in
 
 Pre/post-processing as sd-webui-controlnet: RGB in [0, 1], resized (cubic) so both sides are at least 518
 and multiples of 14, ImageNet mean/std; the predicted (relative inverse) depth is resized back (bilinear)
-to the preprocessor-resolution image and min-max scaled to 0..255, grey in all three channels.
+to the preprocessor-resolution image and min-max scaled to 0..255, grey in all three channels. The
+network gets RGB, as trained (sd-webui-controlnet applies BGR2RGB to an RGB image, swapping channels).
 """
 
 from __future__ import annotations
