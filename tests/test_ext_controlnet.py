@@ -389,7 +389,9 @@ def test_routes_list_version_models_and_modules(cn: SimpleNamespace, tiny_contro
         "High Threshold",
     ]
     assert canny["sliders"][1] == {"name": "Low Threshold", "value": 100, "min": 1, "max": 255}
-    assert modules["module_detail"]["depth_midas"] == {"model_free": False, "sliders": []}
+    assert modules["module_detail"]["depth_zoe"] == {"model_free": False, "sliders": []}  # cannot run yet
+    midas = modules["module_detail"]["depth_midas"]["sliders"]
+    assert [s["name"] for s in midas] == ["Preprocessor Resolution"]
     aliased = R.module_list(alias_names=True)["module_list"]
     assert "invert (from white bg & black line)" in aliased and "invert" not in aliased
 

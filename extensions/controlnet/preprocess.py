@@ -7,8 +7,9 @@ defaults (a value of -1 means "the default"). The image is first scaled so its s
 
 Those that need a network (depth, openpose, HED, ...) are listed with the file they load from
 `models/ControlNet/annotators`; asking for one whose file is missing raises AnnotatorUnavailable naming
-that file and folder. Of those, lineart_realistic and lineart_coarse run (lineart.py); the others say
-they cannot run yet.
+that file and folder. Of those, lineart_realistic and lineart_coarse (lineart.py), depth_anything and
+depth_anything_v2 (depth_anything.py), depth_midas and normal_midas (midas.py) run; the others say they
+cannot run yet.
 
 OpenCV (`opencv-python-headless`) does the image work, as in the original annotators.
 """
@@ -23,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import lineart
+from . import depth_anything, lineart, midas
 from .clip_vision import MODULES as IP_MODULES
 
 Preprocessor = Callable[[Image.Image, int, float, float], Image.Image]
@@ -172,12 +173,16 @@ ALIASES = {  # sd-webui-controlnet's UI labels of some modules
     "lineart_standard (from white bg & black line)": "lineart_standard",
 }
 
+NORMAL_BG = Slider("Normal Background Threshold", 0.4, 0.0, 1.0)  # normal_midas's threshold_a
+
 # Preprocessors that need a network: the file(s) each loads from models/ControlNet/annotators.
 NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
     "depth_midas": ("dpt_hybrid-midas-501f0c75.pt",),
+    "normal_midas": ("dpt_hybrid-midas-501f0c75.pt",),
     "depth_zoe": ("ZoeD_M12_N.pt",),
     "depth_leres": ("res101.pth",),
     "depth_anything": ("depth_anything_vitl14.pth",),
+    "depth_anything_v2": ("depth_anything_v2_vitl.safetensors",),
     "normal_bae": ("scannet.pt",),
     "openpose": ("body_pose_model.pth",),
     "openpose_hand": ("body_pose_model.pth", "hand_pose_model.pth"),
@@ -209,6 +214,26 @@ def _weighted(name: str, folder: Path) -> Module | None:
                 raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
 
         return Module(name, run_lineart)
+    if name in depth_anything.FILES:
+        path, version = folder / depth_anything.FILES[name], 2 if name.endswith("_v2") else 1
+
+        def run_depth(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
+            try:
+                return depth_anything.run(path, version, _fit(image, resolution))
+            except depth_anything.DepthFileError as e:
+                raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
+
+        return Module(name, run_depth)
+    if name in midas.MODULES:
+        path = folder / midas.FILE
+
+        def run_midas(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
+            try:
+                return midas.run(path, name, _fit(image, resolution), a)
+            except midas.MidasFileError as e:
+                raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
+
+        return Module(name, run_midas, 512, NORMAL_BG if name == "normal_midas" else None)
     return None
 
 

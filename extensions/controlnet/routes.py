@@ -22,10 +22,12 @@ from PIL import Image
 
 from webui.plugins.api import RequestError
 
+from .depth_anything import FILES as DEPTH_ANYTHING_FILES
 from .images import ImageDataError, decode_base64_image
 from .lineart import FILES as LINEART_FILES
+from .midas import MODULES as MIDAS_MODULES
 from .models import foreign_family, list_models
-from .preprocess import ALIASES, MODULES, AnnotatorUnavailable, Slider, module_names
+from .preprocess import ALIASES, MODULES, NORMAL_BG, AnnotatorUnavailable, Slider, module_names
 from .preprocess import run as run_preprocessor
 from .units import RESOLUTION_RANGE
 
@@ -58,9 +60,11 @@ def module_list(alias_names: bool = False) -> dict[str, Any]:
     for name in names:
         module = MODULES.get(name)
         sliders = []
-        if name in LINEART_FILES:  # runs from a weights file, at a resolution like the built-in ones
+        if name in LINEART_FILES or name in DEPTH_ANYTHING_FILES or name in MIDAS_MODULES:  # from weights
             lo, hi = RESOLUTION_RANGE
             sliders.append({"name": "Preprocessor Resolution", "value": 512, "min": lo, "max": hi})
+        if name == "normal_midas":
+            sliders.append(_slider(NORMAL_BG))
         if module is not None and module.resolution is not None:
             lo, hi = RESOLUTION_RANGE
             sliders.append(
