@@ -7,8 +7,8 @@ defaults (a value of -1 means "the default"). The image is first scaled so its s
 
 Those that need a network (depth, openpose, HED, ...) are listed with the file they load from
 `models/ControlNet/annotators`; asking for one whose file is missing raises AnnotatorUnavailable naming
-that file and folder. Of those, lineart_realistic and lineart_coarse run (lineart.py); the others say
-they cannot run yet.
+that file and folder. Of those, lineart_realistic and lineart_coarse (lineart.py), lineart_anime
+(lineart_anime.py) and openpose (openpose.py) run; the others say they cannot run yet.
 
 OpenCV (`opencv-python-headless`) does the image work, as in the original annotators.
 """
@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import lineart
+from . import lineart, lineart_anime, openpose
+from .annotator_files import AnnotatorFileError
 from .clip_vision import MODULES as IP_MODULES
 
 Preprocessor = Callable[[Image.Image, int, float, float], Image.Image]
@@ -199,6 +200,17 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
 def _weighted(name: str, folder: Path) -> Module | None:
     """The module `name` that runs a network from `folder` (its files present), or None if it is not
     built in yet."""
+    if name in lineart_anime.FILES or name in openpose.FILES:  # lineart_anime.py, openpose.py
+        net = lineart_anime if name in lineart_anime.FILES else openpose
+        path = folder / NEEDS_WEIGHTS[name][0]
+
+        def run_net(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
+            try:
+                return net.run(path, _fit(image, resolution))
+            except AnnotatorFileError as e:
+                raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
+
+        return Module(name, run_net)
     if name in lineart.FILES:
         path = folder / lineart.FILES[name]
 
