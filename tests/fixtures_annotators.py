@@ -1,5 +1,6 @@
 """Tiny annotator files for the network-backed ControlNet preprocessors, in the real files' key layouts:
-`netG.pth` (lineart_anime's U-Net) and `body_pose_model.pth` (OpenPose's body network), narrower than the
+`netG.pth` (lineart_anime's U-Net), `body_pose_model.pth` and `hand_pose_model.pth` (OpenPose's body and
+hand networks), narrower than the
 real ones (the key names and the layer structure are the real ones; the width is read from the weights),
 random weights, saved as plain state-dict pickles like the originals."""
 
@@ -15,25 +16,35 @@ from tests.fixtures_controlnet import extension_modules
 from webui.core.models.tiny import _randomize
 
 ANIME_WIDTH = 2  # the real netG.pth: 64
-POSE_WIDTH = 2  # the real body_pose_model.pth: 64
+POSE_WIDTH = 2  # the real body_pose_model.pth and hand_pose_model.pth: 64
 
 
 def annotator_modules(data_dir: Path) -> SimpleNamespace:
     """The controlnet extension's modules (as the plugin host imports them) with the annotators'."""
     mods = extension_modules(data_dir)
     pkg = mods.models.__package__
-    for name in ("annotator_files", "lineart_anime", "openpose", "openpose_net", "openpose_keypoints"):
+    names = (
+        "annotator_files",
+        "lineart_anime",
+        "openpose",
+        "openpose_net",
+        "openpose_keypoints",
+        "openpose_hand",
+    )
+    for name in names:
         setattr(mods, name, importlib.import_module(f"{pkg}.{name}"))
     return mods
 
 
 def write_annotators(mods: SimpleNamespace, models_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """netG.pth and body_pose_model.pth in models_dir/ControlNet/annotators; their state dicts by name."""
+    """netG.pth, body_pose_model.pth and hand_pose_model.pth in models_dir/ControlNet/annotators; their
+    state dicts by name."""
     folder = models_dir / "ControlNet" / "annotators"
     folder.mkdir(parents=True, exist_ok=True)
     nets = {
         "netG.pth": mods.lineart_anime.UnetGenerator(ANIME_WIDTH),
         "body_pose_model.pth": mods.openpose_net.BodyPoseNet(POSE_WIDTH),
+        "hand_pose_model.pth": mods.openpose_hand.HandPoseNet(POSE_WIDTH),
     }
     out = {}
     for seed, (name, net) in enumerate(nets.items(), start=5):

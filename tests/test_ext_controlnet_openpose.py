@@ -91,8 +91,9 @@ def test_missing_or_foreign_body_files_are_clear_errors(cn: SimpleNamespace, tmp
     torch.save(sd, folder / "body_pose_model.pth")
     with pytest.raises(err, match=r"body_pose_model\.pth: weights do not fit.*Mconv7_stage6_L2\.bias"):
         cn.preprocess.run("openpose", drawing(), models_dir=tmp_path)
-    with pytest.raises(err, match="cannot run it yet"):  # hands and faces are not built
-        cn.preprocess.run("openpose_hand", drawing(), models_dir=_with_files(tmp_path, "hand_pose_model.pth"))
+    with pytest.raises(err, match="cannot run it yet"):  # faces are not built
+        with_files = _with_files(tmp_path, "hand_pose_model.pth", "facenet.pth")
+        cn.preprocess.run("openpose_full", drawing(), models_dir=with_files)
 
 
 def _with_files(models_dir: Path, *names: str) -> Path:
@@ -198,7 +199,7 @@ def test_detect_runs_openpose_and_lineart_anime_through_the_server(
 ) -> None:
     client, folder = server
     detail = client.get("/controlnet/module_list").json()["module_detail"]
-    for name in ("openpose", "lineart_anime"):
+    for name in ("openpose", "openpose_hand", "lineart_anime"):
         assert detail[name]["model_free"] is False
         assert [s["name"] for s in detail[name]["sliders"]] == ["Preprocessor Resolution"]
     image = drawing((96, 64))

@@ -13,6 +13,7 @@ cross-attention of that call), their infotext, and that extension's routes.
 - lineart_anime.py lineart_anime (the pix2pix U-Net, netG.pth)
 - openpose_net.py, openpose_keypoints.py, openpose.py  openpose: the CMU body network
                 (body_pose_model.pth), people from its maps, the skeleton drawing and pose JSON
+- openpose_hand.py openpose_hand's hands (the CMU hand network, hand_pose_model.pth)
 - annotator_files.py reading and checking any annotator's weights (safe loader, strict keys)
 - units.py      sd-webui-controlnet's API unit dicts -> frozen ControlUnit (errors name unit and field)
 - fields.py     the accordion (one unit) and its values as a unit dict

@@ -34,7 +34,6 @@ from torch import nn
 
 from .annotator_files import load_strict, read_weights
 
-FILES = {"openpose": "body_pose_model.pth"}
 PAFS, HEATMAPS = 38, 19
 STAGES = 6
 BOX, SCALE, STRIDE, PAD_VALUE = 368, 0.5, 8, 128

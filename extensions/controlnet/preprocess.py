@@ -8,7 +8,7 @@ defaults (a value of -1 means "the default"). The image is first scaled so its s
 Those that need a network (depth, openpose, HED, ...) are listed with the file they load from
 `models/ControlNet/annotators`; asking for one whose file is missing raises AnnotatorUnavailable naming
 that file and folder. Of those, lineart_realistic and lineart_coarse (lineart.py), lineart_anime
-(lineart_anime.py) and openpose (openpose.py) run; the others say they cannot run yet.
+(lineart_anime.py), openpose and openpose_hand (openpose.py) run; the others say they cannot run yet.
 
 OpenCV (`opencv-python-headless`) does the image work, as in the original annotators.
 """
@@ -201,12 +201,14 @@ def _weighted(name: str, folder: Path) -> Module | None:
     """The module `name` that runs a network from `folder` (its files present), or None if it is not
     built in yet."""
     if name in lineart_anime.FILES or name in openpose.FILES:  # lineart_anime.py, openpose.py
-        net = lineart_anime if name in lineart_anime.FILES else openpose
-        path = folder / NEEDS_WEIGHTS[name][0]
+        paths = [folder / f for f in NEEDS_WEIGHTS[name]]
 
         def run_net(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
+            rgb = _fit(image, resolution)
             try:
-                return net.run(path, _fit(image, resolution))
+                if name in openpose.FILES:
+                    return openpose.run(paths, rgb)
+                return lineart_anime.run(paths[0], rgb)
             except AnnotatorFileError as e:
                 raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
 
