@@ -73,8 +73,20 @@ def test_body_model_loads_strictly_in_the_real_layout(cn: SimpleNamespace, model
     got = net.state_dict()
     assert all(torch.equal(got[k], sd[k]) for k in sd) and not net.training
     assert net.conv1_1.out_channels == POSE_WIDTH
+    blocks = {f"model{'0' if k.startswith('conv') and '_CPM_L' not in k else _block(k)}.{k}": v
+              for k, v in sd.items()}  # fmt: skip
+    torch.save(blocks, path.with_name("blocks.pth"))  # as the reference code's module saves it
+    assert "model1_1.conv5_1_CPM_L1.weight" in blocks and "model6_2.Mconv7_stage6_L2.bias" in blocks
+    again = cn.openpose_net.load_body_net(path.with_name("blocks.pth")).state_dict()
+    assert all(torch.equal(again[k], sd[k]) for k in sd)
     heat, paf = cn.openpose_net.body_maps(net, np.asarray(drawing((70, 50))))
     assert heat.shape == (50, 70, 19) and paf.shape == (50, 70, 38)
+
+
+def _block(key: str) -> str:
+    """The reference module's block of a stage conv: conv5_*_CPM_L1 -> 1_1, Mconv3_stage4_L2 -> 4_2."""
+    stage = key.split("_stage")[1][0] if "_stage" in key else "1"
+    return f"{stage}_{key.split('_L')[1][0]}"
 
 
 def test_missing_or_foreign_body_files_are_clear_errors(cn: SimpleNamespace, tmp_path: Path) -> None:

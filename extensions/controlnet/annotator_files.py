@@ -23,14 +23,17 @@ class AnnotatorFileError(ValueError):
     """The annotator file cannot be read, or is not the network its preprocessor runs."""
 
 
-def read_weights(path: Path, marker: str, what: str) -> dict[str, torch.Tensor]:
+def read_weights(path: Path, marker: str, what: str, flat: bool = False) -> dict[str, torch.Tensor]:
     """The state dict in `path`; AnnotatorFileError naming the file if it cannot be read safely or has no
-    `marker` key (then it is not `what`)."""
+    `marker` key (then it is not `what`). `flat`: the file's layers are named without the block that
+    holds them (`conv1_1.weight`); a state dict saved from the blocks (`model0.conv1_1.weight`) loads too."""
     try:
         sd = load_state_dict(path)
     except CheckpointError as e:
         raise AnnotatorFileError(f"{path.name}: {e}") from e
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if flat and marker not in sd and any(k.endswith(f".{marker}") for k in sd):
+        sd = {k.split(".", 1)[1] if k.count(".") > 1 else k: v for k, v in sd.items()}
     if marker not in sd:
         raise AnnotatorFileError(f"{path.name}: not {what} (no {marker})")
     return sd

@@ -106,7 +106,7 @@ class HandPoseNet(nn.Module):
 def load_hand_net(path: Path) -> HandPoseNet:
     """The hand network in `path` (eval mode, fp32, CPU); AnnotatorFileError naming the file if it is not
     one."""
-    sd = read_weights(path, MARKER, "an OpenPose hand model")
+    sd = read_weights(path, MARKER, "an OpenPose hand model", flat=True)
     return load_strict(HandPoseNet(int(sd[MARKER].shape[1]) // 8), sd, path)
 
 

@@ -3,7 +3,9 @@
 gives for an image, at the image's size.
 
 The file is a flat state dict, one entry per conv named as in CMU's Caffe model (`conv1_1.weight`,
-`conv5_5_CPM_L1.bias`, `Mconv7_stage6_L2.weight`, ...; 92 convs, 184 keys). The layers:
+`conv5_5_CPM_L1.bias`, `Mconv7_stage6_L2.weight`, ...; 92 convs, 184 keys); the reference code holds
+them in blocks (`model0`, `model1_1` ... `model6_2`) and renames on loading, so a state dict saved from
+those blocks (`model0.conv1_1.weight`) is read too. The layers:
 
     backbone   VGG-19's first ten convs (conv1_1 ... conv4_2, 3x3, max-pool after 1_2, 2_2, 3_4: stride 8),
                then conv4_3_CPM (-> 4W) and conv4_4_CPM (-> 2W) = the features F
@@ -104,7 +106,7 @@ class BodyPoseNet(nn.Module):
 
 def load_body_net(path: Path) -> BodyPoseNet:
     """The network in `path` (eval mode, fp32, CPU); AnnotatorFileError naming the file if it is not one."""
-    sd = read_weights(path, MARKER, "an OpenPose body model")
+    sd = read_weights(path, MARKER, "an OpenPose body model", flat=True)
     return load_strict(BodyPoseNet(int(sd[MARKER].shape[0])), sd, path)
 
 
