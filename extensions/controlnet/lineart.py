@@ -13,7 +13,8 @@ The network, as those files store it (`model0` ... `model4`):
 The real files have W = 64 and N = 3; both are read from the weights, so a smaller network of the same
 shape loads too. The input is RGB in [0, 1]; the output, one channel in [0, 1] with dark lines on white,
 is inverted (white lines on black, what the ControlNets read), as sd-webui-controlnet does.
-The files are pickles: they are read only through the plugin API's safe loader (`weights_only=True`).
+The files are pickles: they are read only through the plugin API's safe loader (`weights_only=True`,
+annotator_files.py).
 """
 
 from __future__ import annotations
@@ -26,13 +27,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from webui.plugins.api import CheckpointError, load_state_dict
+from .annotator_files import AnnotatorFileError, load_strict, read_weights
 
 FILES = {"lineart_realistic": "sk_model.pth", "lineart_coarse": "sk_model2.pth"}
-
-
-class LineartFileError(ValueError):
-    """The annotator file is not an informative-drawings generator."""
+LineartFileError = AnnotatorFileError  # what preprocess.py catches around every annotator
 
 
 class ResidualBlock(nn.Module):
@@ -72,24 +70,12 @@ class Generator(nn.Module):
 
 
 def load_generator(path: Path) -> Generator:
-    """The generator in `path` (eval mode, fp32, CPU); LineartFileError naming the file if it is not one."""
-    try:
-        sd = load_state_dict(path)
-    except CheckpointError as e:
-        raise LineartFileError(f"{path.name}: {e}") from e
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    if "model0.1.weight" not in sd:
-        raise LineartFileError(
-            f"{path.name}: not an informative-drawings line-art model (no model0.1.weight)"
-        )
+    """The generator in `path` (eval mode, fp32, CPU); AnnotatorFileError naming the file if it is not
+    one."""
+    sd = read_weights(path, "model0.1.weight", "an informative-drawings line-art model")
     width = int(sd["model0.1.weight"].shape[0])
     blocks = len({m.group(1) for k in sd if (m := re.match(r"model2\.(\d+)\.", k))})
-    model = Generator(width, blocks)
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise LineartFileError(f"{path.name}: weights do not fit: {str(e).splitlines()[0]}") from e
-    return model.eval().requires_grad_(False)
+    return load_strict(Generator(width, blocks), sd, path)
 
 
 @torch.no_grad()

@@ -7,9 +7,10 @@ defaults (a value of -1 means "the default"). The image is first scaled so its s
 
 Those that need a network (depth, openpose, HED, ...) are listed with the file they load from
 `models/ControlNet/annotators`; asking for one whose file is missing raises AnnotatorUnavailable naming
-that file and folder. Of those, lineart_realistic and lineart_coarse (lineart.py), depth_anything and
-depth_anything_v2 (depth_anything.py), depth_midas and normal_midas (midas.py) run; the others say they
-cannot run yet.
+that file and folder. Of those, lineart_realistic and lineart_coarse (lineart.py), lineart_anime
+(lineart_anime.py), openpose and openpose_hand (openpose.py), depth_anything and depth_anything_v2
+(depth_anything.py), depth_midas and normal_midas (midas.py) run; the others say they cannot run
+yet.
 
 OpenCV (`opencv-python-headless`) does the image work, as in the original annotators.
 """
@@ -24,7 +25,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import depth_anything, lineart, midas
+from . import depth_anything, lineart, lineart_anime, midas, openpose
+from .annotator_files import AnnotatorFileError
 from .clip_vision import MODULES as IP_MODULES
 
 Preprocessor = Callable[[Image.Image, int, float, float], Image.Image]
@@ -204,6 +206,19 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
 def _weighted(name: str, folder: Path) -> Module | None:
     """The module `name` that runs a network from `folder` (its files present), or None if it is not
     built in yet."""
+    if name in lineart_anime.FILES or name in openpose.FILES:  # lineart_anime.py, openpose.py
+        paths = [folder / f for f in NEEDS_WEIGHTS[name]]
+
+        def run_net(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
+            rgb = _fit(image, resolution)
+            try:
+                if name in openpose.FILES:
+                    return openpose.run(paths, rgb)
+                return lineart_anime.run(paths[0], rgb)
+            except AnnotatorFileError as e:
+                raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
+
+        return Module(name, run_net)
     if name in lineart.FILES:
         path = folder / lineart.FILES[name]
 

@@ -5,6 +5,7 @@
                                                      "model_family": {"name [hash]": "Flux (XLabs)"}}
     GET  /controlnet/module_list?alias_names=... -> {"module_list": [...], "module_detail": {name: {...}}}
     POST /controlnet/detect                      -> {"images": ["<base64 PNG>", ...], "info": "Success"}
+                                                    (+ "poses": [pose JSON per image] for openpose)
 
 Mounting them (under the auth middleware) waits for plugin API 2's routes; bad values raise
 RequestError naming the body field (the API answers 422 with it).
@@ -25,14 +26,18 @@ from webui.plugins.api import RequestError
 from .depth_anything import FILES as DEPTH_ANYTHING_FILES
 from .images import ImageDataError, decode_base64_image
 from .lineart import FILES as LINEART_FILES
+from .lineart_anime import FILES as ANIME_FILES
 from .midas import MODULES as MIDAS_MODULES
 from .models import foreign_family, list_models
+from .openpose import FILES as POSE_FILES
+from .openpose import INFO_KEY as POSE_KEY
 from .preprocess import ALIASES, MODULES, NORMAL_BG, AnnotatorUnavailable, Slider, module_names
 from .preprocess import run as run_preprocessor
 from .units import RESOLUTION_RANGE
 
 API_VERSION = 2
 MAX_DETECT_IMAGES = 16
+RUN_FROM_FILES = {*LINEART_FILES, *ANIME_FILES, *POSE_FILES, *DEPTH_ANYTHING_FILES, *MIDAS_MODULES}  # the annotators that run (preprocess.py)
 _LABELS = {name: alias for alias, name in ALIASES.items() if name in MODULES}  # UI labels of some modules
 
 
@@ -60,7 +65,7 @@ def module_list(alias_names: bool = False) -> dict[str, Any]:
     for name in names:
         module = MODULES.get(name)
         sliders = []
-        if name in LINEART_FILES or name in DEPTH_ANYTHING_FILES or name in MIDAS_MODULES:  # from weights
+        if name in RUN_FROM_FILES:  # runs from a weights file, at a resolution like the built-in ones
             lo, hi = RESOLUTION_RANGE
             sliders.append({"name": "Preprocessor Resolution", "value": 512, "min": lo, "max": hi})
         if name == "normal_midas":
@@ -114,7 +119,7 @@ def detect(body: Mapping[str, Any], models_dir: Path | None = None) -> dict[str,
             "controlnet_processor_res", f"must be between {RESOLUTION_RANGE[0]} and {RESOLUTION_RANGE[1]}"
         )
     a, b = _number(body, "controlnet_threshold_a"), _number(body, "controlnet_threshold_b")
-    out = []
+    out, poses = [], []
     for i, data in enumerate(images):
         image = _decode(data, f"controlnet_input_images[{i}]")
         if i < len(masks):
@@ -124,10 +129,13 @@ def detect(body: Mapping[str, Any], models_dir: Path | None = None) -> dict[str,
             image = image.convert("RGB")
             image.putalpha(mask.convert("L"))
         try:
-            out.append(_encode(run_preprocessor(canonical, image, res, a, b, models_dir)))
+            result = run_preprocessor(canonical, image, res, a, b, models_dir)
         except AnnotatorUnavailable as e:
             raise RequestError("controlnet_module", str(e)) from e
-    return {"images": out, "info": "Success"}
+        out.append(_encode(result))
+        if canonical in POSE_FILES:
+            poses.append(result.info[POSE_KEY])
+    return {"images": out, "info": "Success", **({"poses": poses} if poses else {})}
 
 
 def _decode(data: Any, field: str) -> Image.Image:
