@@ -37,7 +37,8 @@ from .units import RESOLUTION_RANGE
 
 API_VERSION = 2
 MAX_DETECT_IMAGES = 16
-RUN_FROM_FILES = {*LINEART_FILES, *ANIME_FILES, *POSE_FILES, *DEPTH_ANYTHING_FILES, *MIDAS_MODULES}  # the annotators that run (preprocess.py)
+# the annotators that run from a weights file (preprocess.py)
+RUN_FROM_FILES = {*LINEART_FILES, *ANIME_FILES, *POSE_FILES, *DEPTH_ANYTHING_FILES, *MIDAS_MODULES}
 _LABELS = {name: alias for alias, name in ALIASES.items() if name in MODULES}  # UI labels of some modules
 
 
