@@ -73,3 +73,22 @@ def test_sdapi_interrupt_stops_the_callers_job_of_the_two_running(srv: Running) 
         assert _state(ann, first) == "running"  # not ann's
         assert ann.post("/sdapi/v1/interrupt").status_code == 200
         assert _wait_done(ann, first)["state"] == "cancelled"
+
+
+def test_the_workers_are_listed_and_only_ray_workers_can_be_added_or_removed(srv: Running) -> None:
+    from webui.core.jobs import WorkersFixed
+
+    queue = srv.services.queue
+    with _as(srv, "ben") as c:
+        listed = c.get("/api/v1/workers").json()["workers"]
+        assert [w["id"] for w in listed] == list(queue.worker_ids)
+        assert all(w["kind"] == "local" and w["device"] == "cpu" and w["job"] is None for w in listed)
+        refused = c.post("/api/v1/workers", json={"count": 1})  # a user, not an admin
+        assert refused.status_code == 403 and "only an admin" in refused.json()["detail"]
+        assert c.delete(f"/api/v1/workers/{listed[0]['id']}").status_code == 403
+    with pytest.raises(WorkersFixed, match="--ray"):
+        queue.add_workers(1)
+    with pytest.raises(WorkersFixed, match="only Ray workers"):
+        queue.remove_worker(listed[0]["id"])
+    with pytest.raises(KeyError):
+        queue.remove_worker("nobody")

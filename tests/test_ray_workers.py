@@ -2,7 +2,8 @@
 once for the module by the server's own flags (--ray-local 2 --ray-threads 1): 16 jobs of 3 users,
 images written by the server, kill -9 of an actor mid-job (retried once on another actor; a second
 death fails the job), cancel reaching the actor, a model no worker has, a corrupt init image (422),
-and no Ray process left once the server stops."""
+the server's extensions and settings in the actors, workers removed and added while jobs run, and no
+Ray process left once the server stops."""
 
 from __future__ import annotations
 
@@ -299,6 +300,46 @@ def test_a_job_whose_actor_dies_twice_fails_with_a_clear_error(srv: Running) -> 
     assert "attempt 2" in (info.error or "")
     _all_ready(q)
     assert q.wait(q.submit(_req(seed=89), "carol").id, timeout=300).state is JobState.DONE
+
+
+def test_workers_are_removed_after_their_job_and_added_while_jobs_run(srv: Running) -> None:
+    """Over the API: a worker removed mid-job finishes that job, takes no other and its actor stops; the
+    last worker cannot be removed; added workers take jobs at once; no room in the cluster is a 409."""
+    q = srv.services.queue
+    _all_ready(q)
+    with srv.client() as http:
+        listed = http.get("/api/v1/workers").json()["workers"]
+        assert [w["kind"] for w in listed] == ["ray", "ray"] and {w["state"] for w in listed} == {"idle"}
+        long = q.submit(_req(seed=301, steps=60), "alice")
+        _wait_for(lambda: _running_at(q, long.id, 2))
+        leaving = q.get(long.id).worker
+        assert leaving is not None
+        pid = q.remote_workers[leaving].info.pid
+        answer = http.delete(f"/api/v1/workers/{leaving}")
+        assert answer.status_code == 202, answer.text
+        states = {w["id"]: w for w in http.get("/api/v1/workers").json()["workers"]}
+        assert states[leaving]["state"] == "draining" and states[leaving]["job"] == long.id
+        other = q.wait(q.submit(_req(seed=302), "bob").id, timeout=300)  # the other worker takes it
+        assert other.state is JobState.DONE and other.worker != leaving
+        finished = q.wait(long.id, timeout=300)
+        assert finished.state is JobState.DONE and not finished.interrupted and finished.worker == leaving
+        _wait_for(lambda: leaving not in q.worker_ids and not psutil.pid_exists(pid), timeout=120)
+        (last,) = q.worker_ids
+        refused = http.delete(f"/api/v1/workers/{last}")
+        assert refused.status_code == 409 and "last worker" in refused.json()["detail"]
+        assert http.delete("/api/v1/workers/nobody").status_code == 404
+        added = http.post("/api/v1/workers", json={"count": 1})  # the freed CPU takes a new actor
+        assert added.status_code == 201, added.text
+        (new,) = added.json()["added"]
+        assert set(q.worker_ids) == {last, new}
+        jobs = [q.submit(_req(seed=303 + n, steps=12), "carol") for n in range(2)]
+        done = [q.wait(j.id, timeout=300) for j in jobs]
+        assert all(i.state is JobState.DONE for i in done), [i.error for i in done]
+        assert new in {i.worker for i in done}
+        full = http.post("/api/v1/workers", json={"count": 1})  # both CPUs are taken
+        assert full.status_code == 409 and "no room" in full.json()["detail"]
+        assert http.post("/api/v1/workers", json={"count": 0}).status_code == 422
+    assert len(q.worker_ids) == 2
 
 
 # -- the server's side of the messages, without a cluster ---------------------------------------------------

@@ -186,6 +186,8 @@ def build_services(
         workers=workers,
         remote_workers=pool.workers if pool is not None else (),
         on_close=pool.close if pool is not None else None,
+        grow=pool.add if pool is not None else None,
+        shrink=pool.remove if pool is not None else None,
     )
     return Services(config, engine, engine.manager, queue, settings, options)
 

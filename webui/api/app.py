@@ -40,6 +40,7 @@ from webui.api import (
     merge_api,
     sdapi,
     sessions_api,
+    workers_api,
 )
 from webui.api.accounts import Accounts
 from webui.api.auth import SESSION_SECONDS, BasicAuthMiddleware, scope_user
@@ -178,6 +179,7 @@ def create_app(services: Services, ui: Any | None = None) -> FastAPI:
     _install_error_handlers(app)
     waits = Waiting(services.queue, per_user=services.options.max_waits_per_user)
     app.include_router(jobs_api.build_router(services, waits))
+    app.include_router(workers_api.build_router(services, waits))
     app.include_router(downloads_api.build_router(services))
     if services.merges is not None:
         app.include_router(merge_api.build_router(services, services.merges))

@@ -15,7 +15,7 @@ from webui.core.jobs.info import (
     QueueFull,
     check_access,
 )
-from webui.core.jobs.queue import JobQueue, QueueClosed
+from webui.core.jobs.queue import JobQueue, QueueClosed, WorkersFixed
 from webui.core.jobs.store import StoreError
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "NotAllowed",
     "NotFinished",
     "QueueClosed",
+    "WorkersFixed",
     "QueueFull",
     "StoreError",
     "check_access",

@@ -65,6 +65,10 @@ class QueueClosed(RuntimeError):
     """The queue was closed; it takes no more jobs (API: 503)."""
 
 
+class WorkersFixed(RuntimeError):
+    """These workers cannot be added or removed while the server runs (API: 409)."""
+
+
 class JobQueue:
     def __init__(
         self,
@@ -81,6 +85,8 @@ class JobQueue:
         warm_wait: float = 30.0,
         remote_workers: Sequence[Any] = (),
         on_close: Callable[[], None] | None = None,
+        grow: Callable[[int], Sequence[Any]] | None = None,
+        shrink: Callable[[Any], None] | None = None,
     ) -> None:
         """`settings(key)` reads the stored settings (SettingsStore.get): each job is saved as they say
         then (format, folders, ...), and previews follow them unless `preview_every` fixes the period
@@ -92,7 +98,9 @@ class JobQueue:
         wait for a worker that already holds its checkpoint before any free worker takes it.
         `remote_workers` (ray_pool.RayWorker): run jobs there instead, one dispatcher thread each; `engine`
         then only checks requests and lists models, and `workers` is not used. `on_close` runs once the
-        queue is closed (stops the Ray cluster the workers live on)."""
+        queue is closed (stops the Ray cluster the workers live on). `grow(n)` starts n more remote
+        workers and `shrink(remote)` stops a drained one (ray_pool.RayPool.add/remove): the workers
+        can then be scaled while jobs run (add_workers, remove_worker)."""
         self.engine = engine
         if workers is not None and not workers:
             raise ValueError("workers: give at least one engine")
@@ -105,6 +113,8 @@ class JobQueue:
         self.lease = lease
         self.warm_wait = warm_wait
         tag = uuid.uuid4().hex[:6]  # two queues of one process never share a worker id
+        self._tag = tag
+        self._grow, self._shrink = grow, shrink
         self._workers = [
             WorkerSlot(f"{this_process_prefix()}{tag}-w{n}-{e.manager.precision.device}", e)
             for n, e in enumerate(workers or [engine])
@@ -114,6 +124,7 @@ class JobQueue:
                 WorkerSlot(f"{this_process_prefix()}{tag}-ray{n}", engine, remote=r)
                 for n, r in enumerate(remote_workers)
             ]
+        self._added = len(self._workers)  # numbers worker ids; the list is replaced, never changed in place
         # downloads (BACKGROUND_KINDS) run on a worker of their own, beside the devices' ones: a long
         # transfer never holds up generation, nor generation a download
         self._background = WorkerSlot(f"{this_process_prefix()}{tag}-bg", engine)
@@ -197,6 +208,84 @@ class JobQueue:
             log.error("a job worker did not stop within %.0f s; leaving the store open", 2 * timeout)
             return
         self._store.close()
+
+    # --- scaling while jobs run
+
+    def add_workers(self, count: int) -> tuple[str, ...]:
+        """Start `count` more remote workers (blocks until they are ready) and give each a dispatcher;
+        their worker ids. WorkersFixed when these workers cannot grow (in-process devices)."""
+        if self._grow is None:
+            raise WorkersFixed(
+                "the workers are this server's own devices (--device-ids, --workers): a restart with "
+                "other flags changes them; start the server with --ray or --ray-local to add workers"
+            )
+        if self._closing:
+            raise QueueClosed("the job queue is closed")
+        remotes = self._grow(count)
+        with self._cond:
+            slots = []
+            for remote in remotes:
+                slots.append(WorkerSlot(f"{this_process_prefix()}{self._tag}-ray{self._added}", self.engine,
+                                        remote=remote))  # fmt: skip
+                self._added += 1
+            self._workers = [*self._workers, *slots]
+            if self._started:
+                for slot in slots:
+                    slot.thread = threading.Thread(target=self._work, args=(slot,), name=f"sfumato-{slot.id}",
+                                                   daemon=True)  # fmt: skip
+                    slot.thread.start()
+            self._cond.notify_all()
+        log.info("job workers added: %s", ", ".join(s.id for s in slots))
+        return tuple(s.id for s in slots)
+
+    def remove_worker(self, worker_id: str) -> None:
+        """Drain worker `worker_id`: it finishes the job it runs (if any), takes no other, and is then
+        stopped. KeyError for an unknown id; WorkersFixed for the last worker or in-process devices."""
+        with self._cond:
+            slot = next((w for w in self._workers if w.id == worker_id), None)
+            if slot is None:
+                raise KeyError(worker_id)
+            if slot.remote is None or self._shrink is None:
+                raise WorkersFixed("only Ray workers can be removed while the server runs")
+            if slot.draining:
+                return
+            if sum(1 for w in self._workers if not w.draining) <= 1:
+                raise WorkersFixed("it is the last worker: add one first, or jobs would wait forever")
+            slot.draining = True
+            self._cond.notify_all()
+        log.info("job worker %s: draining (it finishes its job, then stops)", worker_id)
+
+    def worker_states(self) -> builtins.list[dict[str, Any]]:
+        """Each device worker: id, kind ("ray" or "local"), device, node and pid (Ray), state ("idle",
+        "running", "draining", "restarting") and the job it runs."""
+        out = []
+        with self._cond:
+            runs = {wid: run.base.id for wid, run in self._runs.items()}
+            slots = list(self._workers)
+        for slot in slots:
+            remote = slot.remote
+            job = runs.get(slot.id)
+            state = "draining" if slot.draining else "running" if job else "idle"
+            if remote is not None and remote.broken:
+                state = "restarting"
+            entry: dict[str, Any] = {"id": slot.id, "kind": "ray" if remote is not None else "local",
+                                     "state": state, "job": job}  # fmt: skip
+            if remote is not None:
+                entry.update(name=remote.name, device=remote.info.device, node=remote.info.node,
+                             pid=remote.info.pid, checkpoints=len(remote.info.checkpoints))  # fmt: skip
+            else:
+                entry.update(device=str(slot.engine.manager.precision.device))
+            out.append(entry)
+        return out
+
+    def _retire(self, slot: WorkerSlot) -> None:
+        """A drained worker's dispatcher has ended: forget the slot and stop its remote worker."""
+        with self._cond:
+            self._workers = [w for w in self._workers if w is not slot]
+            self._cond.notify_all()
+        if slot.remote is not None and self._shrink is not None and not self._closing:
+            self._shrink(slot.remote)
+        log.info("job worker %s removed", slot.id)
 
     # --- submitting and reading
 
@@ -371,7 +460,7 @@ class JobQueue:
         """For claim_next: the background worker takes only BACKGROUND_KINDS, a device worker the others
         (the model-aware pick among them)."""
         background = slot is self._background
-        idle = [w for w in self._workers if w.id not in self._runs]
+        idle = [w for w in self._workers if w.id not in self._runs and not w.draining]
         warm = None if background else warm_pick(slot, idle, self.warm_wait)
 
         fits = None if background or slot.remote is None else self._remote_fit(slot, idle)
@@ -390,7 +479,7 @@ class JobQueue:
         """Which waiting jobs remote worker `slot` may take: one whose checkpoint it has (or that no
         worker has: it fails at once, naming the model), and not the job whose run just died on it while
         another worker is idle."""
-        others = [w for w in self._workers if w is not slot and w.remote is not None]
+        others = [w for w in self._workers if w is not slot and w.remote is not None and not w.draining]
         ready = [w for w in idle if w is not slot and w.remote is not None and not w.remote.broken]
 
         def fits(row: JobRow) -> bool:
@@ -450,6 +539,13 @@ class JobQueue:
                 self._events.append(job_id, "queued", self._info(row, order))
 
     def _work(self, slot: WorkerSlot) -> None:
+        try:
+            self._work_loop(slot)
+        finally:
+            if slot.draining:
+                self._retire(slot)
+
+    def _work_loop(self, slot: WorkerSlot) -> None:
         while True:
             try:
                 if slot.remote is not None and not slot.remote.wait_ready():
@@ -468,7 +564,7 @@ class JobQueue:
     def _claim(self, slot: WorkerSlot) -> Running | None:
         with self._cond:
             while True:
-                if self._closing:
+                if self._closing or slot.draining:
                     return None
                 row = self._store.claim_next(slot.id, self.lease, prefer=self._pick(slot))
                 if row is not None:

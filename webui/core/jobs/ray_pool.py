@@ -338,42 +338,59 @@ class ServerSide:
     make_hooks: Callable[[AppConfig], Any] | None = None
 
 
-def start_workers(
-    cluster: RayCluster, config: AppConfig, options: RayOptions, server: ServerSide = ServerSide()
+def worker_plans(
+    cluster: RayCluster, options: RayOptions, count: int | None = None
+) -> list[tuple[dict[str, Any], int]]:
+    """(actor options, torch threads) per actor to start: `options.local` CPU actors on a local cluster
+    (`threads` each); on a joined cluster one per GPU, or one per node (all its cores) where it has no
+    GPU. With `count` (adding workers to a running pool): that many more of the same kind (a joined
+    cluster without GPUs: `threads` cores each, or 1)."""
+    ray = cluster.ray
+    if cluster.local:
+        threads = options.threads or max(1, (os.cpu_count() or 1) // max(options.local, 1))
+        return [({"num_cpus": threads}, threads)] * (options.local if count is None else count)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus > 0:
+        return [({"num_gpus": 1, "num_cpus": 1}, options.threads)] * (gpus if count is None else count)
+    if count is not None:
+        threads = options.threads or 1
+        return [({"num_cpus": threads}, threads)] * count
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    plans: list[tuple[dict[str, Any], int]] = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        cpus = int(node.get("Resources", {}).get("CPU", 1)) or 1
+        threads = options.threads or cpus
+        strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        plans.append(({"num_cpus": min(threads, cpus), "scheduling_strategy": strategy}, threads))
+    return plans
+
+
+def launch_workers(
+    cluster: RayCluster,
+    config: AppConfig,
+    plans: list[tuple[dict[str, Any], int]],
+    server: ServerSide,
+    first: int = 0,
 ) -> list[RayWorker]:
-    """The actors: `options.local` of them on a local cluster (CPU, `threads` each); on a joined cluster
-    one per GPU, or one per node (all its cores) where the cluster has no GPU. Waits until each has
-    started (its extensions loaded) and listed its models."""
+    """Start one actor per plan and wait until each has started (its extensions loaded) and listed
+    its models; numbered from `first`. On a failure the actors started here are stopped."""
     ray = cluster.ray
     cls = actor_class(ray)
     common = dict(max_restarts=ACTOR_RESTARTS, max_task_retries=0, max_concurrency=4)
-    plans: list[tuple[dict[str, Any], int]] = []  # (actor options, torch threads)
-    if cluster.local:
-        threads = options.threads or max(1, (os.cpu_count() or 1) // options.local)
-        plans = [({"num_cpus": threads}, threads)] * options.local
-    elif int(ray.cluster_resources().get("GPU", 0)) > 0:
-        gpus = int(ray.cluster_resources()["GPU"])
-        plans = [({"num_gpus": 1, "num_cpus": 1}, options.threads)] * gpus
-    else:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        for node in ray.nodes():
-            if not node.get("Alive"):
-                continue
-            cpus = int(node.get("Resources", {}).get("CPU", 1)) or 1
-            threads = options.threads or cpus
-            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-            plans.append(({"num_cpus": min(threads, cpus), "scheduling_strategy": strategy}, threads))
-    if not plans:
-        raise RaySetupError("the Ray cluster has no node to run a worker on")
     actors = [
         cls.options(**common, **opts).remote(config, threads, server.make_hooks) for opts, threads in plans
     ]
     workers = []
-    for n, actor in enumerate(actors):
+    for n, actor in enumerate(actors, start=first):
         try:
             info = ray.get(actor.info.remote(), timeout=READY_TIMEOUT)
         except Exception as e:
+            for started in actors:
+                with contextlib.suppress(Exception):
+                    ray.kill(started, no_restart=True)
             raise RaySetupError(f"Ray worker {n} did not start: {e}") from e
         name = f"ray{n}@{info.node}:{info.pid}"
         workers.append(RayWorker(ray, actor, name, info, server.sha_of, server.settings_of))
@@ -382,13 +399,49 @@ def start_workers(
     return workers
 
 
+def start_workers(
+    cluster: RayCluster, config: AppConfig, options: RayOptions, server: ServerSide = ServerSide()
+) -> list[RayWorker]:
+    """The first actors (worker_plans), started and ready."""
+    plans = worker_plans(cluster, options)
+    if not plans:
+        raise RaySetupError("the Ray cluster has no node to run a worker on")
+    return launch_workers(cluster, config, plans, server)
+
+
+def free_for(cluster: RayCluster, plans: list[tuple[dict[str, Any], int]], wait: float = 10.0) -> None:
+    """RaySetupError naming what is missing unless the cluster has the CPUs and GPUs `plans` need free
+    now (waiting up to `wait` seconds for a removed actor's share to come back)."""
+    need: dict[str, float] = {}
+    for opts, _ in plans:
+        for key, res in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
+            need[res] = need.get(res, 0.0) + float(opts.get(key, 0) or 0)
+    deadline = time.monotonic() + wait
+    while True:
+        free = cluster.ray.available_resources()
+        short = {r: n for r, n in need.items() if n and free.get(r, 0.0) < n}
+        if not short:
+            return
+        if time.monotonic() > deadline:
+            what = ", ".join(f"{n:g} {r} (free: {free.get(r, 0.0):g})" for r, n in short.items())
+            raise RaySetupError(
+                f"the Ray cluster has no room for {len(plans)} more worker(s): they need {what}"
+            )
+        time.sleep(0.2)
+
+
 @dataclass
 class RayPool:
-    """A cluster and its workers, for the job queue (`workers`); `close` stops what it started."""
+    """A cluster and its workers, for the job queue (`workers`); `add` starts more while jobs run,
+    `remove` stops one (the queue drains it first); `close` stops what it started."""
 
     cluster: RayCluster
     workers: list[RayWorker]
+    config: AppConfig | None = None
+    options: RayOptions | None = None
+    server: ServerSide = field(default_factory=ServerSide)
     started: float = field(default_factory=time.time)
+    _next: int = 0  # the number the next added worker gets
 
     @classmethod
     def open(cls, config: AppConfig, options: RayOptions, server: ServerSide = ServerSide()) -> RayPool:
@@ -400,10 +453,33 @@ class RayPool:
         else:
             raise RaySetupError("no Ray cluster asked for (--ray or --ray-local)")
         try:
-            return cls(cluster, start_workers(cluster, config, options, server))
+            workers = start_workers(cluster, config, options, server)
         except BaseException:
             cluster.close()
             raise
+        return cls(cluster, workers, config, options, server, _next=len(workers))
+
+    def add(self, count: int) -> list[RayWorker]:
+        """`count` more workers of the pool's kind, started and ready; RaySetupError when the cluster has
+        no room for them (nothing is started then)."""
+        if self.config is None or self.options is None:
+            raise RaySetupError("this pool cannot start workers")
+        if count < 1:
+            raise ValueError(f"count: at least 1, got {count}")
+        plans = worker_plans(self.cluster, self.options, count)
+        free_for(self.cluster, plans)
+        added = launch_workers(self.cluster, self.config, plans, self.server, first=self._next)
+        self._next += count
+        self.workers.extend(added)
+        return added
+
+    def remove(self, worker: RayWorker) -> None:
+        """Stop `worker`'s actor for good (the queue has drained it: it runs no job)."""
+        with contextlib.suppress(ValueError):
+            self.workers.remove(worker)
+        with contextlib.suppress(Exception):
+            self.cluster.ray.kill(worker.actor, no_restart=True)
+        log.info("Ray worker %s removed", worker.name)
 
     def close(self) -> None:
         for worker in self.workers:

@@ -29,6 +29,7 @@ class WorkerSlot:
     last_checkpoint: str | None = None  # the checkpoint its last job asked for (what its cache holds)
     remote: Any = None  # a remote worker (ray_pool.RayWorker) this slot's thread dispatches to; None: engine
     avoid: str | None = None  # a job whose run died on this worker: left to another idle worker
+    draining: bool = False  # being removed: it finishes its job and takes no other
 
 
 @dataclass
