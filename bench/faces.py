@@ -1,12 +1,13 @@
-"""Per-face time of GFPGAN face restoration at the released size (512 px, GFPGANv1.3/1.4 shapes).
+"""Per-face time of GFPGAN or CodeFormer face restoration at the released sizes (512 px).
 
-    python bench/faces.py [--device cpu|cuda] [--runs 3]
+    python bench/faces.py [--model GFPGAN|CodeFormer] [--device cpu|cuda] [--runs 3]
 
-Builds webui.core.faces.gfpgan_arch's network with random weights at GFPGANv1.4's sizes (87,143,276
-values, as the released file), saves it as a .pth in models/GFPGAN of a temporary folder, loads it the
-way the app does (strict keys, weights_only), then restores the astronaut photo (skimage.data.astronaut(),
-one face). Prints the load time, the network's time per 512 crop, and the whole restore (detect, align,
-network, paste) per face; the median of --runs after a warm-up. Prints figures; never passes or fails.
+Builds webui.core.faces' own network with random weights at the released file's sizes (GFPGANv1.4:
+87,143,276 values; codeformer.pth: 94,112,707), saves it as a .pth in models/GFPGAN or models/Codeformer
+of a temporary folder, loads it the way the app does (strict keys, weights_only), then restores the
+astronaut photo (skimage.data.astronaut(), one face). Prints the load time, the network's time per 512
+crop, and the whole restore (detect, align, network, paste) per face; the median of --runs after a
+warm-up. Prints figures; never passes or fails.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from webui.core.faces import align, restorers  # noqa: E402
+from webui.core.faces.codeformer_arch import CodeFormer  # noqa: E402
 from webui.core.faces.gfpgan_arch import GFPGANv1Clean  # noqa: E402
+
+# kind -> (network class, folder, file name as A1111 keeps it)
+MODELS = {
+    "GFPGAN": (GFPGANv1Clean, "GFPGAN", "GFPGANv1.4.pth"),
+    "CodeFormer": (CodeFormer, "Codeformer", "codeformer-v0.1.0.pth"),
+}
 
 
 def sync(device: str) -> None:
@@ -47,6 +55,7 @@ def timed(fn: object, runs: int, device: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=list(MODELS), default="GFPGAN")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
@@ -56,13 +65,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp)
         torch.manual_seed(0)
-        state = GFPGANv1Clean().state_dict()
-        print(f"GFPGANv1Clean 512: {len(state)} keys, {sum(v.numel() for v in state.values()):,} values")
-        (models / "GFPGAN").mkdir()
-        torch.save({"params_ema": state}, models / "GFPGAN" / "GFPGANv1.4.pth")
+        network, folder, name = MODELS[args.model]
+        state = network().state_dict()
+        print(f"{network.__name__} 512: {len(state)} keys, {sum(v.numel() for v in state.values()):,} values")
+        (models / folder).mkdir()
+        torch.save({"params_ema": state}, models / folder / name)
         del state
         start = time.perf_counter()
-        net = restorers.FaceRestorers(models, device=args.device).check("GFPGAN", "bench")
+        net = restorers.FaceRestorers(models, device=args.device).check(args.model, "bench")
         print(f"load (read + strict keys): {time.perf_counter() - start:.2f} s")
         faces = align.detect_faces(photo)
         crop = align.crop(np.asarray(photo), faces[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +91,23 @@ def tiny_adapter_files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[s
     from tests.fixtures_controlnet import write_adapters
 
     return write_adapters(tmp_path_factory.mktemp("t2i-data") / "models" / "ControlNet")
+
+
+@pytest.fixture(scope="session")
+def tiny_face_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with the tiny GFPGAN (GFPGAN/GFPGANv1.4.pth) and the tiny CodeFormer
+    (Codeformer/codeformer-v0.1.0.pth) of tests/fixtures_faces.py, each the released file's layout.
+    Read only: a test that changes files makes its own folder with fixtures_faces.face_models."""
+    from tests.fixtures_faces import face_models
+
+    return face_models(tmp_path_factory.mktemp("face-models"), gfpgan=True, codeformer=True)
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> Any:
+    """skimage's astronaut photo (512x512 RGB, one frontal face at about x=177, y=66, 95x95) as a PIL
+    image; shared: tests must not change it."""
+    from PIL import Image
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())

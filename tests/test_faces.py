@@ -1,8 +1,8 @@
 """Face restoration's pipeline on a real photo (skimage's astronaut): OpenCV finds the face and the eyes,
 the crop is aligned to the FFHQ template, a real torch network runs on it, the result is pasted back
 and only the face region changes. The networks here are small convolutions with random weights: the
-pipeline is the same whatever network runs (GFPGAN files are tested in test_faces_gfpgan.py,
-spandrel-built CodeFormer/RestoreFormer files in test_faces_spandrel.py)."""
+pipeline is the same whatever network runs (GFPGAN files are tested in test_faces_gfpgan.py, CodeFormer
+files in test_faces_codeformer.py, spandrel-built RestoreFormer files in test_faces_spandrel.py)."""
 
 from __future__ import annotations
 
@@ -18,13 +18,6 @@ from webui.core.tasks import extras
 from webui.core.types import RequestError
 
 KNOWN_FACE = (177, 66, 272, 161)  # OpenCV 4's frontal cascade on the astronaut: x=177, y=66, 95x95
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> Image.Image:
-    from skimage import data
-
-    return Image.fromarray(data.astronaut())
 
 
 def conv_net(seed: int = 0) -> restorers.FaceNet:
@@ -128,26 +121,37 @@ def test_a_file_that_is_not_a_model_is_refused_naming_it(tmp_path: Path) -> None
         restorers.load_net(tmp_path / "GFPGAN" / "GFPGANv1.4.pth", "GFPGAN")
 
 
-def test_without_spandrel_codeformer_is_refused_saying_why(tmp_path: Path) -> None:
+def test_without_spandrel_restoreformer_is_refused_saying_why(tmp_path: Path) -> None:
     try:
         import spandrel  # noqa: F401
     except ImportError:
         pass
     else:
         pytest.skip("spandrel imports here: test_faces_spandrel.py covers loading")
-    (tmp_path / "Codeformer").mkdir()
-    (tmp_path / "Codeformer" / "codeformer-v0.1.0.pth").write_bytes(b"x")
-    with pytest.raises(RequestError) as e:
-        restorers.FaceRestorers(tmp_path).check("CodeFormer", "codeformer_visibility")
-    assert e.value.field == "codeformer_visibility" and "spandrel" in e.value.message
-    assert "codeformer-v0.1.0.pth" in e.value.message
-    # GFPGAN is built without spandrel: its junk file is refused for what it is
     (tmp_path / "GFPGAN").mkdir()
-    (tmp_path / "GFPGAN" / "GFPGANv1.4.pth").write_bytes(b"x")
+    (tmp_path / "GFPGAN" / "RestoreFormer.pth").write_bytes(b"x")
     with pytest.raises(RequestError) as e:
-        restorers.FaceRestorers(tmp_path).check("GFPGAN", "gfpgan_visibility")
-    assert e.value.field == "gfpgan_visibility" and "spandrel package" not in e.value.message
-    assert "GFPGANv1.4.pth" in e.value.message
+        restorers.FaceRestorers(tmp_path).check("RestoreFormer", "face_restoration_model")
+    assert e.value.field == "face_restoration_model" and "spandrel" in e.value.message
+    assert "RestoreFormer.pth" in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("kind", "file", "field"),
+    [("CodeFormer", "Codeformer/codeformer-v0.1.0.pth", "codeformer_visibility"),
+     ("GFPGAN", "GFPGAN/GFPGANv1.4.pth", "gfpgan_visibility")],
+)  # fmt: skip
+def test_without_spandrel_gfpgan_and_codeformer_files_are_read_for_what_they_are(
+    tmp_path: Path, kind: str, file: str, field: str
+) -> None:
+    """Built here: a junk file is refused as the file it is, never for spandrel's absence."""
+    (tmp_path / file).parent.mkdir()
+    (tmp_path / file).write_bytes(b"x")
+    faces = restorers.FaceRestorers(tmp_path, problem=lambda: "spandrel cannot be imported")
+    with pytest.raises(RequestError) as e:
+        faces.check(kind, field)
+    assert e.value.field == field and "cannot be imported" not in e.value.message
+    assert Path(file).name in e.value.message
 
 
 def test_extras_restores_faces_after_the_upscale_and_records_it(

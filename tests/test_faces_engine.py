@@ -2,9 +2,8 @@
 the astronaut photo keeps her face, which is then restored before the image is saved, with
 "Face restoration: CodeFormer" in its infotext, read back by PNG Info.
 
-The face network is a real convolution whose weights are read from a .safetensors file in
-models/Codeformer by the engine's FaceRestorers; it stands in for spandrel's loader, which needs a
-torchvision this machine lacks (test_faces_spandrel.py covers that loader where it imports)."""
+The face network is the tiny CodeFormer of tests/fixtures_faces.py (the released codeformer.pth's layout)
+in models/Codeformer, loaded by the engine's own FaceRestorers: nothing stands in."""
 
 from __future__ import annotations
 
@@ -13,9 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
-from safetensors.torch import load_file, save_file
 
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
@@ -29,21 +26,6 @@ from webui.ui.params import from_infotext
 BASE: dict[str, Any] = dict(prompt="a red apple", steps=3, seed=5, width=64, height=64, checkpoint="tiny-sd1")
 
 
-def conv_loader(path: Path, kind: str, device: str) -> restorers.FaceNet:
-    """A 3x3 convolution from the file's `weight` and `bias` ([-1, 1] in and out, like GFPGAN)."""
-    tensors = load_file(str(path))
-    conv = torch.nn.Conv2d(3, 3, 3, padding=1)
-    conv.load_state_dict(tensors)
-
-    def run(face: np.ndarray, weight: float) -> np.ndarray:
-        x = torch.from_numpy(face).permute(2, 0, 1)[None].float() / 127.5 - 1
-        with torch.inference_mode():
-            y = torch.tanh(conv(x) * (1 + weight))
-        return ((y[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
-
-    return run
-
-
 @pytest.fixture(scope="module")
 def manager(tiny_data_dir: Path) -> ModelManager:
     m = ModelManager(AppConfig.for_data_dir(tiny_data_dir), Precision())
@@ -52,25 +34,18 @@ def manager(tiny_data_dir: Path) -> ModelManager:
 
 
 @pytest.fixture
-def engine(manager: ModelManager, tmp_path: Path) -> Engine:
+def engine(manager: ModelManager, tmp_path: Path, tiny_face_models: Path) -> Engine:
     engine = Engine(
         AppConfig.for_data_dir(manager.config.data_dir, outputs_dir=tmp_path / "outputs"), manager
     )
-    models = tmp_path / "face-models"
-    (models / "Codeformer").mkdir(parents=True)
-    torch.manual_seed(0)
-    save_file(
-        torch.nn.Conv2d(3, 3, 3, padding=1).state_dict(),
-        str(models / "Codeformer" / "codeformer.safetensors"),
-    )
-    engine.faces = restorers.FaceRestorers(models, loader=conv_loader, problem=lambda: "")
+    engine.faces = restorers.FaceRestorers(tiny_face_models)
     return engine
 
 
-def test_inpaint_with_restore_faces_restores_the_kept_face_and_records_it(engine: Engine) -> None:
-    from skimage import data
-
-    init = Image.fromarray(data.astronaut())
+def test_inpaint_with_restore_faces_restores_the_kept_face_and_records_it(
+    engine: Engine, astronaut: Image.Image
+) -> None:
+    init = astronaut
     mask = Image.new("L", init.size, 0)
     ImageDraw.Draw(mask).rectangle((440, 440, 500, 500), fill=255)
     args = dict(BASE, init_images=(init,), mask=mask, inpaint_full_res=True, denoising_strength=0.9)
@@ -95,10 +70,11 @@ def test_inpaint_with_restore_faces_restores_the_kept_face_and_records_it(engine
 
 
 def test_a_restorer_that_is_not_installed_is_refused_before_any_work(engine: Engine) -> None:
-    request = Txt2ImgRequest(**BASE, restore_faces=True, face_restoration_model="GFPGAN")
+    request = Txt2ImgRequest(**BASE, restore_faces=True, face_restoration_model="RestoreFormer")
     with pytest.raises(RequestError) as e:
         engine.check(request)
-    assert e.value.field == "restore_faces" and "models/GFPGAN" in e.value.message
+    assert e.value.field == "restore_faces" and "RestoreFormer is not installed" in e.value.message
+    assert "models/GFPGAN" in e.value.message
     with pytest.raises(RequestError) as e:
         Txt2ImgRequest(**BASE, face_restoration_model="Nope").validate()
     assert e.value.field == "face_restoration_model"

@@ -53,13 +53,6 @@ RELEASED_SHAPES = {
 
 
 @pytest.fixture(scope="module")
-def astronaut() -> Image.Image:
-    from skimage import data
-
-    return Image.fromarray(data.astronaut())
-
-
-@pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("gfpgan-models")
     write_tiny_gfpgan(root / "GFPGAN" / "GFPGANv1.4.pth")
@@ -189,7 +182,7 @@ def test_build_gives_a_float_network_from_half_tensors() -> None:
     assert y.shape == (1, 3, 128, 128) and torch.isfinite(y).all()
 
 
-def test_codeformer_and_restoreformer_still_need_spandrel(tmp_path: Path) -> None:
+def test_restoreformer_still_needs_spandrel(tmp_path: Path) -> None:
     try:
         import spandrel  # noqa: F401
     except ImportError:
@@ -197,14 +190,10 @@ def test_codeformer_and_restoreformer_still_need_spandrel(tmp_path: Path) -> Non
     else:
         pytest.skip("spandrel imports here: test_faces_spandrel.py covers those files")
     (tmp_path / "GFPGAN").mkdir()
-    (tmp_path / "Codeformer").mkdir()
-    (tmp_path / "Codeformer" / "codeformer-v0.1.0.pth").write_bytes(b"x")
     (tmp_path / "GFPGAN" / "RestoreFormer.pth").write_bytes(b"x")
-    faces = restorers.FaceRestorers(tmp_path)
-    for kind, name in (("CodeFormer", "codeformer-v0.1.0.pth"), ("RestoreFormer", "RestoreFormer.pth")):
-        with pytest.raises(RequestError) as e:
-            faces.check(kind, "face_restoration_model")
-        assert "spandrel" in e.value.message and name in e.value.message
+    with pytest.raises(RequestError) as e:
+        restorers.FaceRestorers(tmp_path).check("RestoreFormer", "face_restoration_model")
+    assert "spandrel" in e.value.message and "RestoreFormer.pth" in e.value.message
 
 
 def test_asking_for_a_restorer_that_cannot_run_names_the_one_that_can(models: Path) -> None:

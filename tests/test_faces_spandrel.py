@@ -58,7 +58,7 @@ def test_a_file_of_another_architecture_is_refused_naming_it(tmp_path: Path) -> 
     save_file(tiny_restoreformer(), str(tmp_path / "GFPGAN" / "GFPGANv1.4.safetensors"))
     (tmp_path / "Codeformer").mkdir()
     save_file(tiny_restoreformer(), str(tmp_path / "Codeformer" / "codeformer.safetensors"))
-    with pytest.raises(RequestError, match="codeformer.safetensors holds a RestoreFormer"):
+    with pytest.raises(RequestError, match="codeformer.safetensors: not a CodeFormer"):  # built here
         restorers.FaceRestorers(tmp_path).net("CodeFormer", "face_restoration_model")
     with pytest.raises(
         RequestError, match="GFPGANv1.4.safetensors: not a GFPGAN"

@@ -98,6 +98,17 @@ def test_save_creates_folder_and_continues_numbering(tmp_path: Path) -> None:
     assert _files(folder) == ["00000-1234567890.png", "00041-99.png", "00042-7.png"]
 
 
+def test_a_suffix_goes_after_the_name_as_a1111s(tmp_path: Path) -> None:
+    """`-before-face-restoration` copies: numbered like any image, the suffix before the extension."""
+    copy = save_image(_noise(), tmp_path, 7, INFOTEXT, suffix="-before-face-restoration")
+    final = save_image(_noise(), tmp_path, 7, INFOTEXT)
+    assert (copy.name, final.name) == ("00000-7-before-face-restoration.png", "00001-7.png")
+    plain = [save_image(_noise(), tmp_path, 9, INFOTEXT, suffix="-x", numbered=False) for _ in range(2)]
+    assert [p.name for p in plain] == ["9-x.png", "9-x-1.png"]
+    with pytest.raises(ValueError, match="suffix"):
+        save_image(_noise(), tmp_path, 7, INFOTEXT, suffix="/../escape")
+
+
 # ---- PNG --------------------------------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """Face restoration in a real browser: Extras restores the astronaut's face with CodeFormer's sliders,
-and txt2img's "Restore faces" checkbox reaches the job and its infotext. The face network is the
-convolution of test_faces_engine.py, read from models/Codeformer (spandrel's loader needs a
-torchvision this machine lacks)."""
+and txt2img's "Restore faces" checkbox reaches the job and its infotext. The face network is the tiny
+CodeFormer of tests/fixtures_faces.py in the data folder's models/Codeformer, loaded by the app itself
+(no spandrel): nothing stands in."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from tests.browser.harness import (
     RunningStudio,
@@ -23,7 +21,7 @@ from tests.browser.harness import (
     sd1_data_dir,
     set_number,
 )
-from tests.test_faces_engine import conv_loader
+from tests.fixtures_faces import face_models
 from webui.core.faces import restorers
 from webui.core.outputs.infotext import parse_infotext
 
@@ -33,16 +31,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting'",
 @pytest.fixture(scope="module")
 def studio(tiny_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStudio]:
     data = sd1_data_dir(tiny_files, tmp_path_factory.mktemp("faces-data"))
-    (data / "models" / "Codeformer").mkdir(parents=True)
-    torch.manual_seed(2)
-    save_file(
-        torch.nn.Conv2d(3, 3, 3, padding=1).state_dict(),
-        str(data / "models" / "Codeformer" / "cf.safetensors"),
-    )
+    face_models(data / "models", codeformer=True)
     with running_studio(data, tmp_path_factory.mktemp("faces-studio")) as srv:
-        srv.services.engine.faces = restorers.FaceRestorers(
-            data / "models", loader=conv_loader, problem=lambda: ""
-        )
         yield srv
 
 
@@ -51,12 +41,10 @@ def _jobs(studio: RunningStudio, kind: str) -> list[Any]:
 
 
 def test_extras_restores_the_face_with_codeformer(
-    studio: RunningStudio, browser: Any, tmp_path: Path
+    studio: RunningStudio, browser: Any, tmp_path: Path, astronaut: Image.Image
 ) -> None:
-    from skimage import data
-
     source = tmp_path / "astronaut.png"
-    Image.fromarray(data.astronaut()).save(source)
+    astronaut.save(source)
     page = open_studio(browser, studio.url)
     page.click("button[role=tab]:has-text('Extras')")
     page.set_input_files("#extras_image input[type=file]", str(source))
@@ -72,6 +60,7 @@ def test_extras_restores_the_face_with_codeformer(
     expected = restorers.restore(Image.open(source), net, weight=0.3)
     with Image.open(job.images[0].path) as got:
         assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(expected))
+        assert not np.array_equal(np.asarray(got.convert("RGB")), np.asarray(astronaut))
         assert got.text["postprocessing"] == "CodeFormer visibility: 1, CodeFormer weight: 0.3"
 
 
@@ -85,3 +74,40 @@ def test_txt2img_restore_faces_checkbox_reaches_the_job(studio: RunningStudio, b
     job = _jobs(studio, "txt2img")[0]
     assert job.request["restore_faces"] is True
     assert parse_infotext(job.images[0].infotext)["Face restoration"] == "CodeFormer"
+
+
+def test_the_settings_tab_turns_on_the_copy_before_face_restoration(
+    studio: RunningStudio, browser: Any
+) -> None:
+    """ "Save a copy of image before doing face restoration." sits in Saving images; once applied, a
+    txt2img with Restore faces writes the copy (A1111's name and infotext) before the image."""
+    page = open_studio(browser, studio.url)
+    page.click("button[role=tab]:has-text('Settings')")
+    box = page.locator("#settings_saving_images").get_by_label(
+        "Save a copy of image before doing face restoration. (save_images_before_face_restoration)"
+    )
+    assert not box.is_checked()
+    box.check()
+    page.click("#settings_apply")
+    page.wait_for_function(
+        "document.querySelector('#settings_result textarea, #settings_result input')"
+        ".value.startsWith('Saved')"
+    )
+    store = studio.services.settings
+    assert store.get("save_images_before_face_restoration") is True
+    try:
+        page = open_studio(browser, studio.url)
+        page.fill("#txt2img_prompt textarea", "a portrait")
+        for elem, value in (("txt2img_steps", 2), ("txt2img_width", 64), ("txt2img_height", 64)):
+            set_number(page, elem, value)
+        page.click("#txt2img_restore_faces input[type=checkbox]")
+        assert generate(page, "txt2img").startswith("Done")
+    finally:
+        store.update({"save_images_before_face_restoration": False})
+    job = _jobs(studio, "txt2img")[0]
+    final = Path(job.images[0].path)
+    number, seed = final.stem.split("-")
+    copy = final.with_name(f"{int(number) - 1:05}-{seed}-before-face-restoration.png")
+    assert copy.is_file(), sorted(p.name for p in final.parent.iterdir())
+    with Image.open(copy) as im:
+        assert parse_infotext(im.text["parameters"]) == parse_infotext(job.images[0].infotext)

@@ -43,11 +43,12 @@ def loras_listing(engine: Engine) -> list[dict[str, Any]]:
 
 
 def face_restorers_listing(engine: Engine) -> list[dict[str, Any]]:
-    """GET /sdapi/v1/face-restorers: the installed ones, [{name, cmd_dir, model_path}] (A1111's shape
-    plus the file that serves each; one not installed is not listed, as nothing is downloaded)."""
+    """GET /sdapi/v1/face-restorers: the ones that can run, [{name, cmd_dir, model_path}] (A1111's shape
+    plus the file that serves each). GFPGAN and CodeFormer are listed when their file is installed (one
+    not installed is not listed, as nothing is downloaded); RestoreFormer also needs spandrel."""
     return [
         {"name": kind, "cmd_dir": str(path.parent), "model_path": str(path)}
-        for kind, path in engine.faces.installed().items()
+        for kind, path in engine.faces.runnable().items()
     ]
 
 

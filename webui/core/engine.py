@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from PIL import Image
 
 from webui.core import families, pass_models
 from webui.core.config import AppConfig
@@ -36,7 +37,7 @@ from webui.core.networks.apply import AppliedInfo, NetworkCache, apply_networks
 from webui.core.networks.registry import LoraLibrary
 from webui.core.outputs.grid import image_grid
 from webui.core.outputs.infotext import format_infotext
-from webui.core.outputs.options import OutputOptions
+from webui.core.outputs.options import BEFORE_FACE_RESTORATION, OutputOptions
 from webui.core.prompts.conditioning import EncodingCache, PromptEncoder, ScheduledConditioning, model_key
 from webui.core.prompts.embeddings import EmbeddingFolder
 from webui.core.prompts.encode import token_widths
@@ -513,8 +514,11 @@ class Engine:
             )
             prepare = functools.partial(self.hooks.sub_pass_hooks, components=model.components)
             runner = None if stopped else sub_pass.make_sub_pass(ctx, names, prepare)
+            keep = request.save_images and opts.samples_save
+            before: list[Image.Image] = []  # the copies saved too (A1111's "save before face restoration")
             if request.restore_faces and not stopped:  # as A1111: before the extensions' post-processing
                 net = self.faces.net(request.face_restoration_model, "restore_faces")
+                before = list(pictures) if keep and opts.save_before_face_restoration else []
                 pictures = [restore(p, net, weight=request.code_former_weight) for p in pictures]
             try:
                 info = [
@@ -539,7 +543,8 @@ class Engine:
                 params.update(passes.infotext)
                 params = {**self.hooks.extra_infotext(request), **params}
                 text = format_infotext(run.prompt, run.negative_prompt, params)
-                keep = request.save_images and opts.samples_save
+                if i < len(before):  # written first, with the same infotext, as A1111 does
+                    opts.save(before[i], f"{kind}-images", seeds[i], text, suffix=BEFORE_FACE_RESTORATION)
                 path = opts.save(pil, f"{kind}-images", seeds[i], text) if keep else None
                 image = GeneratedImage(pil, seeds[i], subseeds[i], text, path)
                 images.append(image)

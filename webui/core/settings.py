@@ -177,6 +177,12 @@ SPECS: Mapping[str, SettingSpec] = _specs(
     SettingSpec("grid_format", "png", str, "File format for grids", check=_one_of(*FORMATS)),
     SettingSpec("jpeg_quality", 80, int, "Quality for saved jpeg and webp images", check=_between(1, 100)),
     SettingSpec("enable_pnginfo", True, bool, "Save text information about generation parameters"),
+    SettingSpec(
+        "save_images_before_face_restoration",
+        False,
+        bool,
+        "Save a copy of image before doing face restoration.",
+    ),
     SettingSpec("outdir_samples", "", str, "Output directory for images", check=_output_folder),
     SettingSpec(
         "outdir_txt2img_samples", "outputs/txt2img-images", str, "txt2img images", check=_output_folder

@@ -112,9 +112,9 @@ def build_extras(ctx: StudioContext, job_state: Any) -> TabRunner:
                         min_width=160, elem_id="extras_codeformer_weight",
                     )  # fmt: skip
                 gr.Markdown(
-                    "Model files go in `models/GFPGAN` (GFPGANv1.3/v1.4 `.pth` run as they are) and "
-                    "`models/Codeformer` (CodeFormer needs the spandrel package); a face restorer that "
-                    "is not installed or cannot run is named when you press Upscale.",
+                    "Model files go in `models/GFPGAN` (GFPGANv1.3/v1.4 `.pth`) and `models/Codeformer` "
+                    "(`codeformer.pth`); both run as they are. A face restorer that is not installed or "
+                    "cannot run is named when you press Upscale.",
                     elem_classes="sf-hint",
                 )
             with gr.Row():

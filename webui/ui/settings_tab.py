@@ -20,7 +20,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     UI_GROUP: ("quicksettings_list",),
     "Saving images": (
         "samples_save", "samples_format", "save_images_add_number", "grid_save", "grid_format",
-        "jpeg_quality", "enable_pnginfo",
+        "jpeg_quality", "enable_pnginfo", "save_images_before_face_restoration",
     ),
     "Output folders": (
         "outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_grids",

@@ -1,5 +1,7 @@
 """Face restoration (A1111's built-in post-processing): align.py finds and aligns faces, restorers.py
-loads GFPGAN / CodeFormer / RestoreFormer files and runs them. The names here import nothing heavy."""
+loads GFPGAN / CodeFormer / RestoreFormer files and runs them (GFPGAN and CodeFormer in plain torch:
+gfpgan_arch.py, codeformer_arch.py; RestoreFormer through the optional spandrel). The names here import
+nothing heavy."""
 
 from typing import Final
 

@@ -3,13 +3,14 @@
 Files, as A1111 keeps them: `models/GFPGAN/*` (GFPGAN; a file whose name says "RestoreFormer" is
 offered as RestoreFormer) and `models/Codeformer/*` (CodeFormer). The first file of each kind (sorted by
 name) serves it. Files are read safely (safetensors, or a pickle of tensors only). GFPGAN (v1.3/v1.4,
-the "clean" network) is built here in plain torch (gfpgan_arch.py), every key checked; CodeFormer and
-RestoreFormer are built by spandrel (CodeFormer's architecture is in spandrel-extra-arches) where it
-imports. A file that holds another architecture is refused naming the file.
+the "clean" network, gfpgan_arch.py) and CodeFormer (the released codeformer.pth, codeformer_arch.py) are
+built here in plain torch, every key and shape checked; RestoreFormer is built by the optional spandrel
+package where it imports. A file that holds another architecture is refused naming the file.
 
 `restore(image, net, ...)` runs a network over every face align.detect_faces finds: the 512 crop in,
 the restored crop pasted back (pixels outside the faces stay exactly as they were), then the result is
-blended with the original by `visibility` (A1111's Extras sliders; generation uses 1).
+blended with the original by `visibility` (A1111's Extras sliders; generation uses 1). CodeFormer takes
+its fidelity weight w (`code_former_weight`, Extras' `codeformer_weight`); the others ignore it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from webui.core.faces import CODEFORMER, GFPGAN, KINDS, RESTOREFORMER, align, gfpgan_arch
+from webui.core.faces import CODEFORMER, GFPGAN, KINDS, RESTOREFORMER, align, codeformer_arch, gfpgan_arch
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
 
 FOLDERS: Final = {GFPGAN: "GFPGAN", CODEFORMER: "Codeformer", RESTOREFORMER: "GFPGAN"}
@@ -59,22 +60,28 @@ def model_files(models_dir: Path) -> dict[str, Path]:
 
 
 def _registry() -> Any:
-    """spandrel's architectures plus spandrel-extra-arches' (CodeFormer), in a registry of our own."""
+    """spandrel's architectures (RestoreFormer is one of them), in a registry of our own."""
     try:
         import spandrel
     except Exception as e:  # ImportError, or torchvision failing inside it
         raise FaceRestorerError(
-            "CodeFormer and RestoreFormer files need the spandrel package (and a torchvision built for "
-            f"this torch); GFPGAN does not: {e}"
+            "RestoreFormer files need the spandrel package (and a torchvision built for this torch); "
+            f"GFPGAN and CodeFormer do not: {e}"
         ) from e
     registry = spandrel.ArchRegistry()
     registry.add(*spandrel.MAIN_REGISTRY.architectures())
-    try:
-        from spandrel_extra_arches import EXTRA_REGISTRY
-    except ImportError:
-        return registry
-    registry.add(*EXTRA_REGISTRY.architectures(), ignore_duplicates=True)
     return registry
+
+
+def _to_tensor(face: np.ndarray, device: str) -> torch.Tensor:
+    """An HxWx3 uint8 crop as a (1, 3, H, W) float tensor in [-1, 1]."""
+    return torch.from_numpy(face).to(device).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+
+
+def _to_crop(y: torch.Tensor) -> np.ndarray:
+    """A (1, 3, H, W) network output in [-1, 1] (clamped) as an HxWx3 uint8 crop."""
+    out: np.ndarray = ((y[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(out)
 
 
 def gfpgan_net(net: gfpgan_arch.GFPGANv1Clean, device: str = "cpu") -> FaceNet:
@@ -85,23 +92,36 @@ def gfpgan_net(net: gfpgan_arch.GFPGANv1Clean, device: str = "cpu") -> FaceNet:
     def run(face: np.ndarray, weight: float) -> np.ndarray:
         if face.shape[0] != size:
             face = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
-        x = torch.from_numpy(face).to(device).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
         with torch.inference_mode():
-            y = net(x)
-        out: np.ndarray = ((y[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+            out = _to_crop(net(_to_tensor(face, device)))
         if size != align.FACE_SIZE:
             out = cv2.resize(out, (align.FACE_SIZE, align.FACE_SIZE), interpolation=cv2.INTER_LINEAR)
-        return np.ascontiguousarray(out)
+        return out
 
     return run
 
 
+def codeformer_net(net: codeformer_arch.CodeFormer, device: str = "cpu") -> FaceNet:
+    """A CodeFormer network as a FaceNet: the 512 crop in [-1, 1], the fidelity weight w, AdaIN on (as
+    A1111 and CodeFormer's own inference call it); deterministic."""
+
+    def run(face: np.ndarray, weight: float) -> np.ndarray:
+        with torch.inference_mode():
+            return _to_crop(net(_to_tensor(face, device), w=float(weight), use_adain=True))
+
+    return run
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_state_dict(path)
+    except CheckpointError as e:  # its message names the file
+        raise FaceRestorerError(str(e)) from e
+
+
 def load_gfpgan(path: Path, device: str = "cpu") -> FaceNet:
     """GFPGAN v1.3/v1.4 from `path` (keys checked strictly; FaceRestorerError names the file)."""
-    try:
-        state = load_state_dict(path)
-    except CheckpointError as e:
-        raise FaceRestorerError(f"{path.name}: {e}") from e
+    state = _read(path)
     try:
         net = gfpgan_arch.build(state)
     except ValueError as e:
@@ -109,15 +129,24 @@ def load_gfpgan(path: Path, device: str = "cpu") -> FaceNet:
     return gfpgan_net(net.float().to(device), device)
 
 
+def load_codeformer(path: Path, device: str = "cpu") -> FaceNet:
+    """CodeFormer (codeformer.pth) from `path` (keys checked strictly; FaceRestorerError names the file)."""
+    state = _read(path)
+    try:
+        net = codeformer_arch.build(state)
+    except ValueError as e:
+        raise FaceRestorerError(f"{path.name}: {e}") from e
+    return codeformer_net(net.float().to(device), device)
+
+
 def load_net(path: Path, kind: str, device: str = "cpu") -> FaceNet:
-    """The restorer in `path`: GFPGAN built here, the others by spandrel; FaceRestorerError names the
-    file when it is not `kind`."""
+    """The restorer in `path`: GFPGAN and CodeFormer built here, RestoreFormer by spandrel;
+    FaceRestorerError names the file when it is not `kind`."""
     if kind == GFPGAN:
         return load_gfpgan(path, device)
-    try:
-        state = load_state_dict(path)
-    except CheckpointError as e:
-        raise FaceRestorerError(f"{path.name}: {e}") from e
+    if kind == CODEFORMER:
+        return load_codeformer(path, device)
+    state = _read(path)
     registry = _registry()
     try:
         descriptor = registry.load(state)
@@ -127,16 +156,11 @@ def load_net(path: Path, kind: str, device: str = "cpu") -> FaceNet:
     if found != kind:
         raise FaceRestorerError(f"{path.name} holds a {found} model, not {kind}")
     descriptor = descriptor.to(device).eval()
-    model = descriptor.model
 
     def run(face: np.ndarray, weight: float) -> np.ndarray:
         x = torch.from_numpy(face).to(device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
         with torch.inference_mode():
-            if kind == RESTOREFORMER:  # spandrel's call normalises to [-1, 1] and back
-                y = descriptor(x)
-            else:
-                out = model(x * 2 - 1, weight=weight, adain=True)[0]  # CodeFormer
-                y = (out + 1) / 2
+            y = descriptor(x)  # spandrel's call normalises to [-1, 1] and back
         array: np.ndarray = y[0].clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().cpu().numpy()
         return array.copy()
 
@@ -167,7 +191,7 @@ def spandrel_problem() -> str:
 Loader = Callable[[Path, str, str], FaceNet]  # (file, kind, device) -> network
 
 
-SPANDREL_KINDS: Final = (CODEFORMER, RESTOREFORMER)  # the kinds `problem` (spandrel's absence) stops
+SPANDREL_KINDS: Final = (RESTOREFORMER,)  # the kinds `problem` (spandrel's absence) stops
 
 
 @dataclass
@@ -175,7 +199,8 @@ class FaceRestorers:
     """The installed restorers of a models folder; each network is loaded when a request first asks for
     it (at submit: `check`) and kept while its file is unchanged.
 
-    `loader` builds a network from a file (GFPGAN here, the others by spandrel, by default) and `problem`
+    `loader` builds a network from a file (GFPGAN and CodeFormer here, RestoreFormer by spandrel, by
+    default) and `problem`
     says why spandrel's kinds cannot run here ("" when they can; asked once)."""
 
     models_dir: Path
@@ -191,6 +216,14 @@ class FaceRestorers:
     def installed(self) -> dict[str, Path]:
         return model_files(self.models_dir)
 
+    def runnable(self) -> dict[str, Path]:
+        """The installed restorers whose loader can run here (RestoreFormer only with spandrel)."""
+        return {
+            k: p
+            for k, p in self.installed().items()
+            if k not in SPANDREL_KINDS or not self._spandrel_missing()
+        }
+
     def folder(self, kind: str) -> Path:
         return self.models_dir / FOLDERS[kind]
 
@@ -202,11 +235,8 @@ class FaceRestorers:
 
         if kind not in KINDS:
             raise RequestError(field, f"unknown face restorer {kind!r}: valid are {', '.join(KINDS)}")
-        installed = self.installed()
-        path = installed.get(kind)
-        others = [
-            k for k in installed if k != kind and (k not in SPANDREL_KINDS or not self._spandrel_missing())
-        ]
+        path = self.installed().get(kind)
+        others = [k for k in self.runnable() if k != kind]
         hint = f"; {' and '.join(others)} can run here (Settings -> Face restoration model)" if others else ""
         if path is None:
             raise RequestError(

@@ -21,6 +21,7 @@ from PIL import Image
 from webui.core.outputs.saving import save_image
 
 KINDS = ("txt2img", "img2img")
+BEFORE_FACE_RESTORATION = "-before-face-restoration"  # A1111's file name suffix for the copy
 DEFAULT_FOLDERS: Mapping[str, str] = {
     "txt2img-images": "txt2img-images",
     "img2img-images": "img2img-images",
@@ -41,6 +42,8 @@ class OutputOptions:
     jpeg_quality: int = 80  # JPEG and WebP
     enable_pnginfo: bool = True  # infotext embedded in the files
     add_number: bool = True  # NNNNN-SEED names (else SEED)
+    # "Save a copy of image before doing face restoration." (named NNNNN-SEED-before-face-restoration)
+    save_before_face_restoration: bool = False
     folders: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> parts under outputs_dir
 
     @classmethod
@@ -60,6 +63,7 @@ class OutputOptions:
             jpeg_quality=int(get("jpeg_quality")),
             enable_pnginfo=bool(get("enable_pnginfo")),
             add_number=bool(get("save_images_add_number")),
+            save_before_face_restoration=bool(get("save_images_before_face_restoration")),
             folders={f"{k}-images": folder(f"outdir_{k}_samples", "outdir_samples") for k in KINDS}
             | {f"{k}-grids": folder(f"outdir_{k}_grids", "outdir_grids") for k in KINDS},
         )
@@ -70,9 +74,17 @@ class OutputOptions:
         return self.outputs_dir.joinpath(*parts, day.isoformat())
 
     def save(
-        self, image: Image.Image, kind: str, seed: int | None, infotext: str, *, grid: bool = False
+        self,
+        image: Image.Image,
+        kind: str,
+        seed: int | None,
+        infotext: str,
+        *,
+        grid: bool = False,
+        suffix: str = "",
     ) -> Path:
-        """Write one image (a grid with `grid`) as these options say; returns its path."""
+        """Write one image (a grid with `grid`) as these options say, `suffix` after its name (A1111's
+        "-before-face-restoration"); returns its path."""
         return save_image(
             image,
             self.folder(kind, datetime.date.today()),
@@ -81,4 +93,5 @@ class OutputOptions:
             self.grid_format if grid else self.samples_format,
             quality=self.jpeg_quality,
             numbered=self.add_number,
+            suffix=suffix,
         )

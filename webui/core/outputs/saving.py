@@ -70,9 +70,11 @@ def save_image(
     quality: int = DEFAULT_QUALITY,
     extra_text: Mapping[str, str] | None = None,
     numbered: bool = True,
+    suffix: str = "",
 ) -> Path:
     """Write image as folder/NNNNN-SEED.<fmt> (NNNNN.<fmt> when seed is None) with infotext
-    embedded; return the path.
+    embedded; return the path. `suffix` goes after the name, before the extension, as A1111's
+    (`00012-7-before-face-restoration.png`).
 
     PNG keeps the infotext in a `parameters` text chunk (iTXt when it is not Latin-1), and each
     `extra_text` item in a chunk of its own; JPEG and WebP keep the infotext in EXIF UserComment (no
@@ -80,7 +82,11 @@ def save_image(
     filename" off) the name is SEED.<fmt>, then SEED-1.<fmt>, ... so nothing is overwritten. On any error
     nothing is left behind.
     """
-    pil_format, suffix = _resolve_format(fmt)
+    if any(c in suffix for c in "/\\") or any(ord(c) < 32 for c in suffix):
+        raise ValueError(
+            f"a file name suffix must not hold path separators or control characters: {suffix!r}"
+        )
+    pil_format, extension = _resolve_format(fmt)
     options = _encoder_options(pil_format, infotext, quality, extra_text or {})
     if pil_format == "JPEG" and image.mode not in _JPEG_MODES:
         image = image.convert("RGB")  # JPEG has no alpha channel
@@ -89,9 +95,9 @@ def save_image(
     try:
         with _folder_lock(folder):
             final = (
-                _publish(temp, folder, seed, suffix)
+                _publish(temp, folder, seed, suffix + extension)
                 if numbered or seed is None
-                else _publish_plain(temp, folder, seed, suffix)
+                else _publish_plain(temp, folder, f"{seed}{suffix}", extension)
             )
     finally:
         temp.unlink(missing_ok=True)
@@ -186,7 +192,8 @@ def _write_temp(image: Image.Image, folder: Path, pil_format: str, options: dict
 
 
 def _publish(temp: Path, folder: Path, seed: int | None, suffix: str) -> Path:
-    """Give temp the next free NNNNN-SEED (or NNNNN) name; the caller holds the folder lock."""
+    """Give temp the next free NNNNN-SEED<suffix> (or NNNNN<suffix>) name; the caller holds the folder
+    lock."""
     number = next_image_number(folder)
     while True:
         final = folder / (f"{number:05}{suffix}" if seed is None else f"{number:05}-{seed}{suffix}")
@@ -203,11 +210,11 @@ def _publish(temp: Path, folder: Path, seed: int | None, suffix: str) -> Path:
             return final
 
 
-def _publish_plain(temp: Path, folder: Path, seed: int, suffix: str) -> Path:
-    """Give temp the name SEED<suffix>, or SEED-N<suffix> with the first free N; the caller holds the lock."""
+def _publish_plain(temp: Path, folder: Path, name: str, suffix: str) -> Path:
+    """Give temp the name NAME<suffix>, or NAME-N<suffix> with the first free N; the caller holds the lock."""
     n = 0
     while True:
-        final = folder / (f"{seed}{suffix}" if n == 0 else f"{seed}-{n}{suffix}")
+        final = folder / (f"{name}{suffix}" if n == 0 else f"{name}-{n}{suffix}")
         try:
             os.link(temp, final)
             return final
