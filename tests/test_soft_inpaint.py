@@ -20,7 +20,7 @@ from webui.core.types import Img2ImgRequest, RequestError
 from webui.ui.params import from_infotext
 
 BASE: dict[str, Any] = dict(
-    prompt="a red apple", negative_prompt="blurry", steps=6, seed=5, width=64, height=64, save_images=False
+    prompt="a red apple", negative_prompt="blurry", steps=4, seed=5, width=64, height=64, save_images=False
 )
 SOFT = dict(soft_inpainting=True)
 
