@@ -231,3 +231,12 @@ def test_the_flow_blend_follows_the_same_rules() -> None:
     dd = soft_inpaint.DifferentialDiffusion()
     assert torch.equal(after(dd, torch.zeros(1, 1, 6, 6), 3), init)  # never free: the clean init
     assert torch.equal(after(dd, torch.ones(1, 1, 6, 6), 0), latents)
+
+
+def test_the_step_noise_level_is_the_k_diffusion_sigma() -> None:
+    from diffusers import DDIMScheduler
+
+    sd = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    assert soft_inpaint.diffusion_sigma(sd, torch.tensor(999)) == pytest.approx(14.6146, abs=1e-3)
+    assert soft_inpaint.diffusion_sigma(sd, torch.tensor(0)) == pytest.approx(0.0292, abs=1e-3)
+    assert soft_inpaint.flow_sigma(0.5) == 1.0 and soft_inpaint.flow_sigma(1.0) == float("inf")

@@ -81,7 +81,10 @@ def is_soft(mask: Image.Image) -> bool:
 
 def diffusion_sigma(scheduler: Any, timestep: torch.Tensor) -> float:
     """The k-diffusion noise level of a (possibly fractional) training timestep: sqrt((1 - a) / a)."""
-    ac = scheduler.alphas_cumprod.detach().to("cpu", torch.float64)
+    schedule = getattr(scheduler, "alphas_cumprod", None)
+    if schedule is None:
+        raise ValueError(f"soft inpainting needs the noise schedule, {type(scheduler).__name__} has none")
+    ac = schedule.detach().to("cpu", torch.float64)
     t = min(max(float(timestep), 0.0), float(len(ac) - 1))
     lo = int(math.floor(t))
     hi = min(lo + 1, len(ac) - 1)
