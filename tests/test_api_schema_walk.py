@@ -169,6 +169,7 @@ IMG2IMG: dict[str, Case] = {
     "outpaint_noise": Case(0.8, {"outpaint_pixels": 16}),
     "outpaint_falloff": Case(0.3, {"outpaint_pixels": 16, "outpaint_fill": "matched"}),
     "outpaint_color_variation": Case(0.9, {"outpaint_pixels": 16, "outpaint_fill": "matched"}),
+    "differential_diffusion": Case(True, {**MASKED, "mask_blur": 8}),
 }
 EXTRAS: dict[str, Case] = {
     "image": Case(WIDE),

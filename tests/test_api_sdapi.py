@@ -237,9 +237,11 @@ def test_listing_routes_shapes(c: httpx.Client, tiny_files: dict[str, Path]) -> 
             "sd upscale",
             "x/y/z plot",
             *on,
+            "soft inpainting",  # A1111's built-in always-on script: a core feature here
         ],
     }
     info = {(i["name"], i["is_img2img"]): i for i in c.get("/sdapi/v1/script-info").json()}
+    assert info["soft inpainting", True]["args"][1]["label"] == "Schedule bias"
     assert info["wildcards", False]["is_alwayson"] and not info["x/y/z plot", False]["is_alwayson"]
     assert info["controlnet", True]["is_alwayson"]
     assert info["adetailer", True]["args"][1]["label"] == "ADetailer model"

@@ -19,6 +19,9 @@ A1111's legacy `firstphase_width/height` set the first pass's size (the payload'
 the hires target); `disable_extra_networks` takes <lora:...> tags out without applying them;
 `override_settings_restore_afterwards: false` is refused (overrides never outlive the request), and so
 are `latent_mask`, `comments` and `force_task_id` when they hold a value.
+
+A1111's built-in "Soft Inpainting" always-on script becomes the request's soft inpainting fields
+(webui.api.builtin_scripts); it needs no extension.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from webui.api import builtin_scripts
 from webui.core.sampling.catalog import SamplerCatalog
 from webui.core.settings import REQUEST_DEFAULT_SETTINGS, request_defaults
 from webui.core.types import GenerationRequest, RequestError
@@ -129,6 +133,7 @@ class A1111Img2Img(A1111Processing):
     outpaint_noise: float | None = None
     outpaint_falloff: float | None = None
     outpaint_color_variation: float | None = None
+    differential_diffusion: bool | None = None  # Sfumato's (A1111's Soft Inpainting: alwayson_scripts)
 
 
 def _falsy(v: Any) -> bool:
@@ -267,6 +272,8 @@ def to_request(
     """
     names = frozenset(request_type.field_names())
     payload = _first_phase(payload)
+    builtin, others = builtin_scripts.split(payload.alwayson_scripts, names)  # Soft Inpainting
+    payload = payload.model_copy(update={"alwayson_scripts": others})
     allowed = ({"alwayson_scripts"} if alwayson else set()) | (
         {"script_name", "script_args"} if script else set()
     )
@@ -299,6 +306,7 @@ def to_request(
         kwargs.setdefault(name, value)
     kwargs.update(_override(overrides, settings))
     kwargs["save_images"] = bool(data["save_images"]) and not data["do_not_save_samples"]
+    kwargs.update(builtin)
     if alwayson is not None and data.get("alwayson_scripts"):
         kwargs["extension_args"] = alwayson(data["alwayson_scripts"])
     known = {f.name for f in dataclasses.fields(request_type)}

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from webui.api import adapters, images, model_lists
+from webui.api import adapters, builtin_scripts, images, model_lists
 from webui.api.auth import scope_user
 from webui.api.jobview import a1111_info, a1111_progress, result_roots, safe_result_path
 from webui.api.redact import public_text
@@ -376,12 +376,13 @@ def build_router(services: Services, waits: Waiting) -> APIRouter:  # noqa: C901
     @router.get("/scripts")
     async def scripts() -> Any:
         host = plugin_host(services)
-        return sdapi_scripts(host) if host else {"txt2img": [], "img2img": []}
+        listed = sdapi_scripts(host) if host else {"txt2img": [], "img2img": []}
+        return {**listed, "img2img": [*listed["img2img"], builtin_scripts.TITLE]}
 
     @router.get("/script-info")
     async def script_info() -> Any:
         host = plugin_host(services)
-        return sdapi_script_info(host) if host else []
+        return [*(sdapi_script_info(host) if host else []), builtin_scripts.script_info()]
 
     @router.get("/extensions")
     async def extensions() -> Any:

@@ -333,6 +333,8 @@ class Img2ImgRequest(GenerationRequest):
       with `outpaint_falloff` and `outpaint_color_variation`, as outpainting mk2; plus `outpaint_noise` x
       seeded noise) and inpaints it; the output has the canvas size (rounded up to a multiple of 8) and
       `width`/`height` are not used.
+    - `soft_inpainting` (A1111 1.8's Soft Inpainting, its six settings by A1111's names) and
+      `differential_diffusion` use a soft (blurred) mask as a per-pixel strength: see tasks/soft_inpaint.py.
     """
 
     init_images: tuple[Any, ...] = field(default=(), compare=False, hash=False)  # PIL images
@@ -355,6 +357,14 @@ class Img2ImgRequest(GenerationRequest):
     outpaint_noise: float = 0.0
     outpaint_falloff: float = 1.0  # "matched" fill only: the fall-off exponent (lower = more detail)
     outpaint_color_variation: float = 0.05  # "matched" fill only: 0 grey noise .. 1 colour noise
+    soft_inpainting: bool = False  # A1111 1.8's Soft Inpainting (the six fields below: its settings)
+    mask_blend_power: float = 1.0  # Schedule bias
+    mask_blend_scale: float = 0.5  # Preservation strength
+    inpaint_detail_preservation: float = 4.0  # Transition contrast boost
+    composite_mask_influence: float = 0.0  # Mask influence
+    composite_difference_threshold: float = 0.5  # Difference threshold
+    composite_difference_contrast: float = 2.0  # Difference contrast
+    differential_diffusion: bool = False  # the mask as a per-pixel change map
 
     def __post_init__(self) -> None:
         if isinstance(self.init_images, list):
@@ -412,6 +422,21 @@ class Img2ImgRequest(GenerationRequest):
         _choice("inpainting_mask_invert", self.inpainting_mask_invert, {0: "masked", 1: "not masked"})
         _finite("initial_noise_multiplier", self.initial_noise_multiplier, 0.0, 2.0)
         self._validate_outpaint()
+        self._validate_soft()
+
+    def _validate_soft(self) -> None:
+        from webui.core import soft_inpaint_fields as soft
+
+        for name in (soft.ENABLED_FIELD, soft.DIFFERENTIAL_FIELD):
+            if not isinstance(getattr(self, name), bool):
+                raise RequestError(name, f"must be true or false, got {getattr(self, name)!r}")
+        for p in soft.PARAMS:
+            _finite(p.field, getattr(self, p.field), p.minimum, p.maximum)
+        for name in (soft.ENABLED_FIELD, soft.DIFFERENTIAL_FIELD):
+            if getattr(self, name) and self.mask is None and not self.outpaint_pixels:
+                raise RequestError(name, "needs an inpainting mask (send `mask`, or outpaint)")
+        if self.soft_inpainting and self.differential_diffusion:
+            raise RequestError(soft.DIFFERENTIAL_FIELD, "cannot be combined with soft_inpainting: pick one")
 
     def _validate_outpaint(self) -> None:
         _int("outpaint_pixels", self.outpaint_pixels, 0, MAX_SIZE)

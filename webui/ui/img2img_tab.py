@@ -10,7 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.ui import img2img_size, widgets
+from webui.ui import img2img_size, soft_inpaint_ui, widgets
 from webui.ui.context import StudioContext
 from webui.ui.extension_sections import build_sections
 from webui.ui.library_panel import embedding_accordion
@@ -222,6 +222,7 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
                 f["inpaint_full_res_padding"] = gr.Slider(
                     0, 256, value=32, step=4, label="Only masked padding, pixels", min_width=160
                 )
+            soft_inpaint_ui.build(f, tab)
             _settings(ctx, f, tab)
             with extension_area(tab):
                 extensions = build_sections(ctx, tab)

@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from webui.core import soft_inpaint_fields
 from webui.core.outputs.infotext import parse_infotext, parse_size
 
 FindModel = Callable[[str], str | None]  # a name or hash -> checkpoint title, or None
@@ -128,6 +129,7 @@ def from_infotext(text: str, find_model: FindModel | None = None) -> dict[str, A
         out["inpainting_fill"] = MASKED_CONTENT.index(params["Masked content"])
     if "Inpaint area" in params:
         out["inpaint_full_res"] = params["Inpaint area"].strip().lower() == "only masked"
+    out.update(soft_inpaint_fields.from_infotext(params))
     if find_model is not None:
         for key, name in (("Hires checkpoint", "hr_checkpoint_name"), ("Refiner", "refiner_checkpoint")):
             title = find_model(params[key]) if key in params else None

@@ -40,6 +40,7 @@ from webui.core.sampling.loop import (
 from webui.core.sampling.samplers import set_timesteps
 from webui.core.tasks.img2img import ORIGINAL, FromStep, fill_latents, start_step
 from webui.core.tasks.refiner import RefinerStage, model_switch
+from webui.core.tasks.soft_inpaint import BlendRule, flow_sigma, mix
 from webui.core.tasks.txt2img import family_model_kwargs
 
 
@@ -50,16 +51,24 @@ def noised(init: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torc
 
 
 class FlowMaskBlend:
-    """AFTER_STEP hook: the known region (mask 0) back from the init, at the next step's sigma."""
+    """AFTER_STEP hook: the known region (mask 0) back from the init, at the next step's sigma, mixed in
+    by `rule` (None: ordinary inpainting; see soft_inpaint)."""
 
     def __init__(
-        self, sigmas: torch.Tensor, begin: int, init: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor
+        self,
+        sigmas: torch.Tensor,
+        begin: int,
+        init: torch.Tensor,
+        noise: torch.Tensor,
+        mask: torch.Tensor,
+        rule: BlendRule = None,
     ) -> None:
         self.sigmas = sigmas
         self.begin = begin
         self.init = init
         self.noise = noise
         self.mask = mask.to(device=init.device, dtype=init.dtype)
+        self.rule = rule
 
     def __call__(self, point: HookPoint, state: StepState) -> None:
         if point is not HookPoint.AFTER_STEP:
@@ -67,7 +76,10 @@ class FlowMaskBlend:
         known = self.init
         if state.step + 1 < state.total:
             known = noised(self.init, self.noise, self.sigmas[self.begin + state.step + 1])
-        state.latents = known * (1 - self.mask) + state.latents * self.mask
+        sigma = flow_sigma(float(self.sigmas[self.begin + state.step]))
+        state.latents = mix(
+            self.rule, known, state.latents, self.mask, step=state.step, total=state.total, sigma=sigma
+        )
 
 
 def run_flow_img2img(
@@ -91,6 +103,7 @@ def run_flow_img2img(
     mask_latent: torch.Tensor | None = None,
     inpainting_fill: int = ORIGINAL,
     initial_noise_multiplier: float = 1.0,
+    blend: BlendRule = None,
     hooks: Sequence[Hook] = (),
     model_hooks: Sequence[ModelHook] = (),
     on_progress: ProgressCallback | None = None,
@@ -103,7 +116,8 @@ def run_flow_img2img(
 
     `scheduler` is a fresh flow scheduler and `timestep_kwargs` what its set_timesteps needs (see
     `flow_samplers.make_flow_scheduler`); `noise` has the init latents' shape (unit variance, from the
-    image seeds); `mask_latent` (1 = repaint) enables masked content and the per-step blending.
+    image seeds); `mask_latent` (1 = repaint) enables masked content and the per-step blending, mixed
+    in by `blend` (soft inpainting, differential diffusion; None: ordinary).
     """
     family = families.of(parts)
     device, dtype = parts.device, parts.dtype
@@ -122,7 +136,7 @@ def run_flow_img2img(
     latents = start_noise if first == 0 else noised(init, start_noise, scheduler.sigmas[begin])
     all_hooks = list(hooks)
     if mask_latent is not None:
-        all_hooks.insert(0, FlowMaskBlend(scheduler.sigmas, begin, init, noise, mask_latent))
+        all_hooks.insert(0, FlowMaskBlend(scheduler.sigmas, begin, init, noise, mask_latent, blend))
     guided = family.guidance.needs_uncond(cond, cfg_scale)
     return denoise(
         parts.denoiser,

@@ -59,6 +59,13 @@ from webui.core.sampling.samplers import set_timesteps
 from webui.core.tasks.images import encode_init as encode_init  # re-exported: img2img's first step
 from webui.core.tasks.images import to_tensor as to_tensor
 from webui.core.tasks.refiner import RefinerStage, model_switch
+from webui.core.tasks.soft_inpaint import (
+    BlendRule,
+    DifferentialDiffusion,
+    SoftInpainting,
+    diffusion_sigma,
+    mix,
+)
 from webui.core.tasks.txt2img import inpaint_model_blank_cond
 
 FILL, ORIGINAL, LATENT_NOISE, LATENT_NOTHING = 0, 1, 2, 3
@@ -146,7 +153,8 @@ class FromStep:
 
 
 class MaskBlend:
-    """AFTER_STEP hook: the known region (mask 0) back from the init, noised to the current level."""
+    """AFTER_STEP hook: the known region (mask 0) back from the init, noised to the current level, mixed
+    in by `rule` (None: ordinary inpainting; soft inpainting or differential diffusion: soft_inpaint)."""
 
     def __init__(
         self,
@@ -155,12 +163,14 @@ class MaskBlend:
         init: torch.Tensor,
         noise: torch.Tensor,
         mask: torch.Tensor,
+        rule: BlendRule = None,
     ) -> None:
         self.scheduler = scheduler
         self.timesteps = timesteps
         self.init = init
         self.noise = noise
         self.mask = mask.to(device=init.device, dtype=init.dtype)
+        self.rule = rule
 
     def __call__(self, point: HookPoint, state: StepState) -> None:
         if point is not HookPoint.AFTER_STEP:
@@ -170,7 +180,12 @@ class MaskBlend:
         if nxt < len(self.timesteps):
             t = self.timesteps[nxt : nxt + 1].repeat(self.init.shape[0])
             known = self.scheduler.add_noise(self.init, self.noise, t)
-        state.latents = known * (1 - self.mask) + state.latents * self.mask
+        soft = isinstance(self.rule, SoftInpainting)
+        sigma = diffusion_sigma(self.scheduler, state.timestep) if soft else 0.0
+        total = len(self.timesteps)
+        state.latents = mix(
+            self.rule, known, state.latents, self.mask, step=state.step, total=total, sigma=sigma
+        )
 
 
 def run_img2img(
@@ -194,6 +209,7 @@ def run_img2img(
     image_cfg_scale: float | None = None,
     inpainting_fill: int = ORIGINAL,
     initial_noise_multiplier: float = 1.0,
+    blend: BlendRule = None,
     hooks: Sequence[Hook] = (),
     model_hooks: Sequence[ModelHook] = (),
     on_progress: ProgressCallback | None = None,
@@ -209,6 +225,8 @@ def run_img2img(
     9-channel UNet's conditioning (`inpaint_image_cond`). An edit (instruct-pix2pix) UNet sees the init
     image's latents (`edit_image_cond`) and is guided by `image_cfg_scale` too (None or 1: plain CFG with
     the image in every branch, as A1111). `refiner` takes over at its fraction of the steps run.
+    `blend` picks how the mask mixes the known region back in (soft inpainting, differential diffusion;
+    None: ordinary inpainting); inpainting UNets are not blended, except by differential diffusion.
     `scheduler` must be fresh: its timesteps are set here. Returns the final latents.
     """
     family = families.of(parts)
@@ -240,8 +258,10 @@ def run_img2img(
     elif family.takes_image_cond(unet):
         if image_cond is None:
             image_cond = inpaint_model_blank_cond(parts, init.shape[0], height, width)
+        if mask_latent is not None and isinstance(blend, DifferentialDiffusion):  # a schedule, not a blend
+            all_hooks.insert(0, MaskBlend(scheduler, timesteps, init, noise, mask_latent, blend))
     elif mask_latent is not None:
-        all_hooks.insert(0, MaskBlend(scheduler, timesteps, init, noise, mask_latent))
+        all_hooks.insert(0, MaskBlend(scheduler, timesteps, init, noise, mask_latent, blend))
     guided = runs_guided(guidance, cond, cfg_scale, scheduler)
     return denoise(
         unet,

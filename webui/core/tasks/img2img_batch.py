@@ -25,12 +25,13 @@ from webui.core.tasks.img2img import (
     start_step,
     to_tensor,
 )
-from webui.core.tasks.inpaint import PreparedImage, finish_image, infotext_params, prepare_init
+from webui.core.tasks.inpaint import PreparedImage, blend_rule, finish_image, infotext_params, prepare_init
 from webui.core.tasks.input_images import sanitize_image, sanitize_mask
 from webui.core.tasks.outpaint import extend_canvas
 from webui.core.tasks.passes import pass_scheduler, run_img2img_pass
 from webui.core.tasks.refiner import last_model
 from webui.core.tasks.resize import LATENT_UPSCALE, resize_latents
+from webui.core.tasks.soft_inpaint import BlendRule, SoftInpainting, difference_opacity, is_soft
 from webui.core.types import Img2ImgRequest, RequestError
 
 
@@ -50,7 +51,8 @@ def prepare_inputs(request: Img2ImgRequest, seed: int, size_multiple: int = 8) -
     images = [sanitize_image(img, f"init_images[{i}]") for i, img in enumerate(request.init_images)]
     mask = None
     if request.mask is not None:
-        mask = sanitize_mask(request.mask, images[0].size, round=request.mask_round)
+        soft = request.soft_inpainting or request.differential_diffusion  # A1111: no rounding then
+        mask = sanitize_mask(request.mask, images[0].size, round=request.mask_round and not soft)
     width, height = request.width, request.height
     if request.outpaint_pixels:
         extended = []
@@ -114,6 +116,23 @@ def work_image(request: Img2ImgRequest, index: int = 0) -> Image.Image:
     return work
 
 
+def composite_opacities(
+    rule: BlendRule,
+    init: torch.Tensor,
+    latents: torch.Tensor,
+    mask_latent: torch.Tensor | None,
+    width: int,
+    height: int,
+) -> list[Image.Image] | None:
+    """Each picture's opacity over the original in the mask's soft band (None: ordinary compositing):
+    soft inpainting's difference composite, or the whole result for differential diffusion."""
+    if rule is None or mask_latent is None:
+        return None
+    if isinstance(rule, SoftInpainting):
+        return difference_opacity(init, latents, mask_latent, rule, width, height)
+    return [Image.new("L", (width, height), 255) for _ in range(latents.shape[0])]
+
+
 def make_batch(
     ctx: BatchContext,
     request: Img2ImgRequest,
@@ -138,12 +157,16 @@ def make_batch(
     ).generator_list()
     mask_latent = image_cond = None
     masks = [p.mask for p in prepared if p.mask is not None]
+    rule = blend_rule(request) if masks else None
     if masks:
-        mask_latent = torch.cat([latent_mask(m, shape[1], shape[2], request.mask_round) for m in masks])
+        # a soft mask is a per-pixel strength with soft inpainting / differential diffusion; a hard one
+        # (only 0 and 255) is rounded as ordinary inpainting rounds it, so it gives ordinary inpainting
+        rounded = request.mask_round and not (rule is not None and any(is_soft(m) for m in masks))
+        mask_latent = torch.cat([latent_mask(m, shape[1], shape[2], rounded) for m in masks])
         if family.takes_image_cond(parts.denoiser):
             image_cond = torch.cat(
                 [
-                    inpaint_image_cond(parts, to_tensor([p.cond_image]), m, round=request.mask_round)
+                    inpaint_image_cond(parts, to_tensor([p.cond_image]), m, round=rounded)
                     for p, m in zip(prepared, masks, strict=True)
                 ]
             )
@@ -184,6 +207,7 @@ def make_batch(
             distilled_cfg_scale=request.distilled_cfg_scale,
             inpainting_fill=request.inpainting_fill,
             initial_noise_multiplier=request.initial_noise_multiplier,
+            blend=rule,
             refiner=refiner,
             **ctx.loop_args(0, total_steps(request)),
         )
@@ -192,9 +216,12 @@ def make_batch(
             raise
         stopped, latents = stop, stop.best  # finished like a whole picture: pasted back, corrected
     decoder = last_model(parts, refiner, total_steps(request))
+    opacities = composite_opacities(rule, init, latents, mask_latent, inputs.width, inputs.height)
     pictures = [
-        finish_image(p, pic)
-        for p, pic in zip(prepared, decode_each(decoder, latents, ctx.per_image, ctx.vae_tiling), strict=True)
+        finish_image(p, pic, opacities[i] if opacities else None)
+        for i, (p, pic) in enumerate(
+            zip(prepared, decode_each(decoder, latents, ctx.per_image, ctx.vae_tiling), strict=True)
+        )
     ]
     params = [
         infotext_params(request, src, only_masked_used=p.box is not None)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Final
 
 from PIL import Image
 
-from webui.core.tasks import masks
+from webui.core import soft_inpaint_fields as soft_fields
+from webui.core.tasks import masks, soft_inpaint
 from webui.core.tasks.input_images import init_image_hash
 from webui.core.tasks.resize import JUST_RESIZE, LATENT_UPSCALE, RESIZE_AND_FILL, resize_image
 
@@ -103,12 +104,55 @@ def prepare_init(
     return prepared
 
 
-def finish_image(prepared: PreparedImage, generated: Image.Image) -> Image.Image:
-    """The decoded result (width x height) in the original's geometry, unmasked pixels restored."""
+def finish_image(
+    prepared: PreparedImage, generated: Image.Image, soft_opacity: Image.Image | None = None
+) -> Image.Image:
+    """The decoded result (width x height) in the original's geometry, unmasked pixels restored.
+
+    With `soft_opacity` ("L", width x height: soft inpainting's difference composite, or all 255 for
+    differential diffusion), the pixels where the mask is between 0 and 255 show the result by that
+    opacity over the original; where the mask is 0 the original's own pixels show (soft_inpaint.py)."""
     if prepared.overlay_mask is None or prepared.hard_mask is None:
         return generated
     pasted = masks.paste_back(generated, prepared.original, prepared.overlay_mask, prepared.box)
-    return masks.restore_unmasked(pasted, prepared.original, prepared.hard_mask)
+    ordinary = masks.restore_unmasked(pasted, prepared.original, prepared.hard_mask)
+    if soft_opacity is None:
+        return ordinary
+    size = prepared.original.size
+    opacity = soft_inpaint.to_output(soft_opacity, size, prepared.box)
+    blended = masks.paste_back(generated, prepared.original, opacity, prepared.box)
+    return soft_inpaint.in_band(ordinary, blended, prepared.original, soft_mask(prepared))
+
+
+def soft_mask(prepared: PreparedImage) -> Image.Image:
+    """The blurred mask in the output's geometry (soft inpainting's band is where it is not 0 or 255)."""
+    if prepared.box is not None and prepared.overlay_mask is not None:
+        return prepared.overlay_mask  # the blurred mask at the image's own size
+    if prepared.mask is None:
+        raise ValueError("no mask")
+    size = prepared.original.size
+    return prepared.mask if prepared.mask.size == size else resize_image(JUST_RESIZE, prepared.mask, *size)
+
+
+def blend_rule(request: Img2ImgRequest) -> soft_inpaint.BlendRule:
+    """The request's mask blend: soft inpainting's settings, differential diffusion, or None (ordinary)."""
+    if request.soft_inpainting:
+        return soft_inpaint.SoftInpainting(*(float(getattr(request, p.field)) for p in soft_fields.PARAMS))
+    if request.differential_diffusion:
+        return soft_inpaint.DifferentialDiffusion()
+    return None
+
+
+def soft_infotext(request: Img2ImgRequest) -> dict[str, object]:
+    """A1111's Soft inpainting keys (and ours for differential diffusion) when they are on."""
+    if request.soft_inpainting:
+        return {
+            soft_fields.ENABLED_KEY: True,
+            **{p.key: getattr(request, p.field) for p in soft_fields.PARAMS},
+        }
+    if request.differential_diffusion:
+        return {soft_fields.DIFFERENTIAL_KEY: True}
+    return {}
 
 
 def infotext_params(
@@ -140,4 +184,5 @@ def infotext_params(
         "Outpaint noise": request.outpaint_noise if out_px and request.outpaint_noise else None,
         "Outpaint fall-off": request.outpaint_falloff if matched else None,
         "Outpaint colour variation": request.outpaint_color_variation if matched else None,
+        **soft_infotext(request),
     }
