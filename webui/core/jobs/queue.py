@@ -43,7 +43,8 @@ from webui.core.jobs.info import (
     check_access,
 )
 from webui.core.jobs.remote import WorkerFault
-from webui.core.jobs.running import PROGRESS_SAVE_INTERVAL, Running, WorkerSlot, warm_pick
+from webui.core.jobs.reporter import JobReporter
+from webui.core.jobs.running import Running, WorkerSlot, warm_pick, worker_state
 from webui.core.jobs.store import LEASE_SECONDS, MAX_ATTEMPTS, JobRow, JobStore, this_process_prefix
 from webui.core.jobs.worker import Outcome, execute
 from webui.core.outputs.options import OutputOptions
@@ -256,27 +257,11 @@ class JobQueue:
         log.info("job worker %s: draining (it finishes its job, then stops)", worker_id)
 
     def worker_states(self) -> builtins.list[dict[str, Any]]:
-        """Each device worker: id, kind ("ray" or "local"), device, node and pid (Ray), state ("idle",
-        "running", "draining", "restarting") and the job it runs."""
-        out = []
+        """Each device worker's id, kind, device, state and job (see running.worker_state)."""
         with self._cond:
             runs = {wid: run.base.id for wid, run in self._runs.items()}
             slots = list(self._workers)
-        for slot in slots:
-            remote = slot.remote
-            job = runs.get(slot.id)
-            state = "draining" if slot.draining else "running" if job else "idle"
-            if remote is not None and remote.broken:
-                state = "restarting"
-            entry: dict[str, Any] = {"id": slot.id, "kind": "ray" if remote is not None else "local",
-                                     "state": state, "job": job}  # fmt: skip
-            if remote is not None:
-                entry.update(name=remote.name, device=remote.info.device, node=remote.info.node,
-                             pid=remote.info.pid, checkpoints=len(remote.info.checkpoints))  # fmt: skip
-            else:
-                entry.update(device=str(slot.engine.manager.precision.device))
-            out.append(entry)
-        return out
+        return [worker_state(slot, runs.get(slot.id)) for slot in slots]
 
     def _retire(self, slot: WorkerSlot) -> None:
         """A drained worker's dispatcher has ended: forget the slot and stop its remote worker."""
@@ -596,7 +581,7 @@ class JobQueue:
                     request,
                     run.token,
                     results_dir=folder,
-                    report=_Reporter(self, run),
+                    report=JobReporter(self._store, self._events, self._remove_files, run),
                     preview_every=self._preview_every(),
                     outputs=self._outputs(),
                 )
@@ -631,7 +616,7 @@ class JobQueue:
                     request,
                     run.token,
                     results_dir=self.files_dir / job_id,
-                    report=_Reporter(self, run),
+                    report=JobReporter(self._store, self._events, self._remove_files, run),
                     preview_every=self._preview_every(),
                     outputs=self._outputs(),
                 ),
@@ -773,37 +758,3 @@ class JobQueue:
                 except OSError as e:
                     log.warning("cannot remove the image %s: %s", path, e)
         return removed
-
-
-class _Reporter:
-    """Progress and images from the worker: kept live in memory, saved to the store now and then."""
-
-    def __init__(self, queue: JobQueue, run: Running) -> None:
-        self.queue, self.run = queue, run
-
-    def progress(self, info: JobProgressInfo, preview_png: bytes | None) -> None:
-        run = self.run
-        run.progress = info
-        now = time.monotonic()
-        if now - run.saved_at >= PROGRESS_SAVE_INTERVAL or info.batch != run.saved_batch:
-            self.queue._store.set_progress(run.base.id, info.to_json(), worker=run.worker)
-            run.saved_at, run.saved_batch = now, info.batch
-        self.queue._events.append(run.base.id, "progress", run.info(), preview_png)
-
-    def images(self, images: Any) -> None:
-        run = self.run
-        run.images = tuple(images)
-        # an image made again (same seed; same subseed too when variations are on) replaces the earlier
-        # attempt's copy: one file, not two
-        variations = bool(run.base.request.get("subseed_strength"))
-
-        def key(i: JobImage) -> tuple[int, int]:
-            return (i.seed, i.subseed if variations else 0)
-
-        made = {key(i) for i in run.images}
-        again = [i for i in run.earlier if key(i) in made]
-        run.earlier = tuple(i for i in run.earlier if key(i) not in made)
-        listed = [i.to_json() for i in (*run.images, *run.earlier)]  # nothing unlisted if killed now
-        self.queue._store.set_result(run.base.id, {"images": listed}, worker=run.worker)
-        self.queue._remove_files([i for i in again if i.path not in {n.path for n in run.images}])
-        self.queue._events.append(run.base.id, "image", run.info())

@@ -81,3 +81,20 @@ def warm_pick(
         return None
 
     return pick
+
+
+def worker_state(slot: WorkerSlot, job: str | None) -> dict[str, Any]:
+    """One device worker for /api/v1/workers: id, kind ("ray" or "local"), device, node and pid (Ray),
+    state ("idle", "running", "draining", "restarting") and the id of the job it runs."""
+    remote = slot.remote
+    state = "draining" if slot.draining else "running" if job else "idle"
+    if remote is not None and remote.broken:
+        state = "restarting"
+    entry: dict[str, Any] = {"id": slot.id, "kind": "ray" if remote is not None else "local", "state": state,
+                             "job": job}  # fmt: skip
+    if remote is not None:
+        entry.update(name=remote.name, device=remote.info.device, node=remote.info.node, pid=remote.info.pid,
+                     checkpoints=len(remote.info.checkpoints))  # fmt: skip
+    else:
+        entry.update(device=str(slot.engine.manager.precision.device))
+    return entry
