@@ -1,7 +1,9 @@
 """SD3 and Flux ControlNets: tiny files in the layouts they ship in (diffusers' SD3ControlNetModel and
 FluxControlNetModel as InstantX publishes them, the Flux Union one with its mode embedder, XLabs' own
-key set, a diffusers folder) are listed with their family, and a unit naming one is refused when the job
-is submitted, by name, never silently ignored."""
+key set, a diffusers folder) are listed with their family. The wired kinds (InstantX SD3 and Flux, and
+their diffusers folders: tests/test_ext_controlnet_flow*.py run them) are accepted in units and load;
+a unit naming one of the others (Union, XLabs) is refused when the job is submitted, by name, never
+silently ignored."""
 
 from __future__ import annotations
 
@@ -112,21 +114,48 @@ def test_sd3_and_flux_controlnets_are_listed_with_their_family(
     assert sd1.title in out["model_list"] and sd1.title not in families  # SD1 ControlNets: no note
 
 
-@pytest.mark.parametrize("kind", list(FAMILIES))
-def test_a_unit_naming_one_is_refused_by_name(
+WIRED = ("sd3", "flux", "flux-folder")
+REFUSED = {
+    "flux-union": "Union ControlNets need a control type per unit",
+    "xlabs": "not wired into generation",
+}
+
+
+@pytest.mark.parametrize("kind", list(REFUSED))
+def test_a_unit_naming_an_unwired_one_is_refused_by_name(
     kind: str, cn: SimpleNamespace, data: Path, files: dict
 ) -> None:
     models = cn.models.list_models(data / "models")
     title = next(m.title for m in models if m.path == files[kind])
-    with pytest.raises(RequestError, match="not wired into generation yet") as err:
+    with pytest.raises(RequestError, match=REFUSED[kind]) as err:
         cn.units.parse_units([{"module": "canny", "model": title}], models)
     assert err.value.field == "controlnet.args[0].model"
-    assert FAMILIES[kind].split(" ")[0] in err.value.message
+    assert FAMILIES[kind].split(" ")[0] in err.value.message and files[kind].stem in err.value.message
 
 
-def test_loading_one_says_the_same(cn: SimpleNamespace, files: dict) -> None:
-    for kind in ("sd3", "flux", "xlabs"):  # xlabs has input_hint_block keys: never taken for an SD1 file
-        with pytest.raises(cn.layout.ControlNetFileError, match="recognised but not wired"):
+@pytest.mark.parametrize("kind", WIRED)
+def test_a_unit_naming_a_wired_one_is_accepted_and_it_loads(
+    kind: str, cn: SimpleNamespace, data: Path, files: dict
+) -> None:
+    models = cn.models.list_models(data / "models")
+    title = next(m.title for m in models if m.path == files[kind])
+    [unit] = cn.units.parse_units([{"module": "canny", "model": title}], models)
+    assert unit.model == title
+    model = cn.models.load_control_model(files[kind])
+    assert type(model).__name__ == ("SD3ControlNetModel" if kind == "sd3" else "FluxControlNetModel")
+    written = SD3 if kind == "sd3" else FLUX
+    # a folder's config.json says everything; a file's weights say all but the position-embedding
+    # sizes and (SD3 without q/k norms) the head split, which come from the job's transformer
+    unseen = set() if kind == "flux-folder" else {"sample_size", "axes_dims_rope"}
+    unseen |= {"attention_head_dim", "num_attention_heads"} if kind == "sd3" else set()
+    keys = set(written) - unseen
+    assert {k: model.config[k] for k in keys} == {k: written[k] for k in keys}
+
+
+def test_loading_an_unwired_one_says_the_same(cn: SimpleNamespace, files: dict) -> None:
+    # xlabs has input_hint_block keys: never taken for an SD1 file
+    for kind, words in (("xlabs", "recognised but not wired"), ("flux-union", "Union ControlNets")):
+        with pytest.raises(cn.layout.ControlNetFileError, match=words):
             cn.models.load_control_model(files[kind])
 
 
@@ -137,12 +166,12 @@ def test_submitting_a_job_with_one_is_refused_before_it_runs(
     manager = ModelManager(config, Precision())
     manager.refresh()
     engine = Engine(config, manager, PluginHost.for_config(config, include_pip=False))
-    title = next(m.title for m in cn.models.list_models(data / "models") if m.path == files["flux"])
+    title = next(m.title for m in cn.models.list_models(data / "models") if m.path == files["xlabs"])
     unit = {"module": "canny", "model": title, "image": drawing((64, 64))}
     request = Txt2ImgRequest(
         prompt="a house", width=64, height=64, steps=2, checkpoint="tiny-sd1", save_images=False,
         extension_args={"controlnet": {"_units": [unit]}},
     )  # fmt: skip
     with pytest.raises(RequestError, match="Flux ControlNets are recognised but not wired") as err:
-        engine.run(request)
+        engine.run(request)  # XLabs' layout
     assert err.value.field == "extension_args.controlnet._units[0].model"

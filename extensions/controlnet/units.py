@@ -26,8 +26,8 @@ from PIL import Image
 from webui.plugins.api import RequestError
 
 from .clip_vision import is_ip_module
+from .flow_layout import a_family, refusal, wired
 from .images import ImageDataError, ResizeMode, decode_base64_image
-from .layout import not_wired
 from .models import ControlNetFile, find_model, foreign_family
 from .preprocess import MODULES, canonical, module_names
 
@@ -181,9 +181,15 @@ def parse_unit(i: int, d: Any, models: Sequence[ControlNetFile] | None = None) -
         except KeyError:
             raise UnitError(i, "model", f"model {model!r} is not in models/ControlNet") from None
         foreign = foreign_family(found)
-        if foreign is not None:
-            raise UnitError(i, "model", f"{found.name} is {not_wired(*foreign)}")
+        if foreign is not None and not wired(foreign[1]):
+            raise UnitError(i, "model", f"{found.name} is {refusal(*foreign)}")
+        if foreign is not None and is_ip_module(module):
+            raise UnitError(
+                i, "module", f"{found.name} is {a_family(foreign[0])} ControlNet, not an IP-Adapter"
+            )
         model = found.title
+    else:
+        foreign = None
     image, mask = _images(i, d)
     if mask is not None and is_ip_module(module):
         raise UnitError(i, "mask", "IP-Adapter units take no mask (the whole reference image is used)")
@@ -198,6 +204,14 @@ def parse_unit(i: int, d: Any, models: Sequence[ControlNetFile] | None = None) -
     end = _number(i, "guidance_end", d.get("guidance_end", 1.0), 0, 1)
     if start > end:
         raise UnitError(i, "guidance_start", f"guidance_start ({start:g}) is after guidance_end ({end:g})")
+    control_mode = _enum(i, "control_mode", d.get("control_mode", 0), ControlMode, {})
+    if foreign is not None and control_mode is not ControlMode.BALANCED:
+        raise UnitError(
+            i,
+            "control_mode",
+            f"{foreign[0]} ControlNets take the Balanced control mode only (their outputs are not "
+            f"UNet skip connections to soften), got {control_mode.value!r}",
+        )
     return ControlUnit(
         index=i,
         module=module,
@@ -211,7 +225,7 @@ def parse_unit(i: int, d: Any, models: Sequence[ControlNetFile] | None = None) -
         threshold_b=_threshold(i, "threshold_b", d.get("threshold_b", -1), module),
         guidance_start=start,
         guidance_end=end,
-        control_mode=_enum(i, "control_mode", d.get("control_mode", 0), ControlMode, {}),
+        control_mode=control_mode,
         pixel_perfect=_flag(i, "pixel_perfect", d.get("pixel_perfect", False)),
     )
 

@@ -1,0 +1,75 @@
+"""Tiny SD3 and Flux ControlNets of the real architecture (diffusers' SD3ControlNetModel and
+FluxControlNetModel, as InstantX ships them), matching the tiny SD3 and Flux dev models, in the layouts
+they ship in: the model's state dict as one safetensors file, and a diffusers folder (config.json beside
+`diffusion_pytorch_model.safetensors`).
+
+Every weight, the zero-initialised ones included, is drawn from a seeded generator, so a unit visibly
+changes a picture.
+
+`sharpen_posterior(vae)`: diffusers' ControlNet pipelines draw the control image's latents from the VAE
+posterior (SD3's without a generator), where Sfumato takes its mean. A VAE whose posterior has (near)
+zero variance (log-variance -30: std 3e-7) makes the two the same, so a parity test measures the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import FluxControlNetModel, SD3ControlNetModel
+from safetensors.torch import save_file
+
+from webui.core.models.tiny import _randomize
+from webui.core.models.tiny_flow import T5_WIDTH, transformer_config
+
+FLOW_CN_ARCHES = {"sd3": "SD3", "flux-dev": "Flux"}
+
+
+def flow_controlnet_config(arch: str) -> dict[str, Any]:
+    """The ControlNet config for tiny `arch` (sd3: 2 joint blocks against the transformer's 3; Flux:
+    one double and one single block)."""
+    base = transformer_config(arch)
+    if arch == "sd3":
+        keep = ("sample_size", "patch_size", "in_channels", "out_channels", "attention_head_dim",
+                "num_attention_heads", "joint_attention_dim", "caption_projection_dim",
+                "pooled_projection_dim", "pos_embed_max_size")  # fmt: skip
+        return {**{k: base[k] for k in keep}, "num_layers": 2}
+    keep = ("patch_size", "in_channels", "attention_head_dim", "num_attention_heads", "joint_attention_dim",
+            "pooled_projection_dim", "guidance_embeds")  # fmt: skip
+    return {**{k: base[k] for k in keep}, "num_layers": 1, "num_single_layers": 1,
+            "axes_dims_rope": list(base["axes_dims_rope"])}  # fmt: skip
+
+
+def build_flow_controlnet(arch: str, seed: int = 0) -> Any:
+    cls: Any = SD3ControlNetModel if arch == "sd3" else FluxControlNetModel
+    with torch.random.fork_rng(devices=[]):
+        model = cls(**flow_controlnet_config(arch))
+    with torch.no_grad():
+        _randomize(model, torch.Generator().manual_seed(seed))
+    assert model.config.get("joint_attention_dim", T5_WIDTH) == T5_WIDTH
+    return model.eval()
+
+
+def write_flow_controlnets(folder: Path) -> dict[tuple[str, str], Path]:
+    """`folder/tiny-cn-<arch>.safetensors` and the folder `tiny-cn-<arch>-folder/` for sd3 and flux-dev
+    (seed 7 for sd3, 8 for Flux, the same weights in both): {(arch, "file" | "folder"): weights path}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for arch, seed in (("sd3", 7), ("flux-dev", 8)):
+        model = build_flow_controlnet(arch, seed)
+        sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        out[arch, "file"] = folder / f"tiny-cn-{arch}.safetensors"
+        save_file(sd, str(out[arch, "file"]))
+        model.save_pretrained(folder / f"tiny-cn-{arch}-folder")
+        out[arch, "folder"] = folder / f"tiny-cn-{arch}-folder" / "diffusion_pytorch_model.safetensors"
+    return out
+
+
+def sharpen_posterior(vae: Any) -> None:
+    """Make the VAE's posterior (near) deterministic: log-variance channels -30 everywhere."""
+    conv = vae.encoder.conv_out
+    half = conv.out_channels // 2
+    with torch.no_grad():
+        conv.weight[half:] = 0
+        conv.bias[half:] = -30.0
