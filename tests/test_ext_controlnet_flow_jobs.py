@@ -76,18 +76,15 @@ def _pixels(image: Any) -> np.ndarray:
     return np.asarray(image.image, dtype=np.int16)
 
 
-@pytest.mark.parametrize("arch", list(CHECKPOINTS))
-def test_a_unit_acts_zero_weight_is_none_and_nothing_leaks(arch: str, engine: Engine) -> None:
-    ckpt = CHECKPOINTS[arch]
+@pytest.mark.parametrize(("arch", "layout"), [("sd3", ""), ("flux-dev", "-folder")])
+def test_a_unit_acts_zero_weight_is_none_and_nothing_leaks(arch: str, layout: str, engine: Engine) -> None:
+    ckpt, model = CHECKPOINTS[arch], f"tiny-cn-{arch}{layout}"  # an InstantX file, a diffusers folder
     plain = _pixels(_run(engine, ckpt))
-    for model in (f"tiny-cn-{arch}", f"tiny-cn-{arch}-folder"):
-        done = _run(engine, ckpt, [_unit(model, weight=0.9)])
-        assert np.abs(_pixels(done) - plain).max() > 20, model
-        assert "ControlNet 0:" in done.infotext and model in done.infotext
-        assert np.array_equal(_pixels(_run(engine, ckpt, [_unit(model, weight=0.0)])), plain)
-        assert np.array_equal(_pixels(_run(engine, ckpt)), plain)  # the next job: as if none had run
-    half = _pixels(_run(engine, ckpt, [_unit(f"tiny-cn-{arch}", weight=0.9, guidance_end=0.5)]))
-    assert np.abs(half - plain).max() > 0 and np.abs(half - _pixels(done)).max() > 0
+    done = _run(engine, ckpt, [_unit(model, weight=0.9)])
+    assert np.abs(_pixels(done) - plain).max() > 20
+    assert "ControlNet 0:" in done.infotext and model in done.infotext
+    assert np.array_equal(_pixels(_run(engine, ckpt, [_unit(model, weight=0.0)])), plain)
+    assert np.array_equal(_pixels(_run(engine, ckpt)), plain)  # the next job: as if none had run
 
 
 @pytest.mark.parametrize(
