@@ -1,7 +1,9 @@
 """Tiny SD3 and Flux ControlNets of the real architecture (diffusers' SD3ControlNetModel and
 FluxControlNetModel, as InstantX ships them), matching the tiny SD3 and Flux dev models, in the layouts
 they ship in: the model's state dict as one safetensors file, and a diffusers folder (config.json beside
-`diffusion_pytorch_model.safetensors`).
+`diffusion_pytorch_model.safetensors`). And an XLabs Flux ControlNet: a FluxControlNetModel with a
+pixel-space hint encoder, written in XLabs' own layout (Black Forest Labs' block names, made with the
+core's Flux mapping, `input_hint_block.<0..14>`, `pos_embed_input`).
 
 Every weight, the zero-initialised ones included, is drawn from a seeded generator, so a unit visibly
 changes a picture.
@@ -20,6 +22,9 @@ import torch
 from diffusers import FluxControlNetModel, SD3ControlNetModel
 from safetensors.torch import save_file
 
+from webui.core.models import flux_layout
+from webui.core.models.fused_layout import Fused, linear
+from webui.core.models.fused_layout import to_original as fused_to_original
 from webui.core.models.tiny import _randomize
 from webui.core.models.tiny_flow import T5_WIDTH, transformer_config
 
@@ -41,10 +46,24 @@ def flow_controlnet_config(arch: str) -> dict[str, Any]:
             "axes_dims_rope": list(base["axes_dims_rope"])}  # fmt: skip
 
 
+def xlabs_config() -> dict[str, Any]:
+    """XLabs' shape for the tiny Flux dev: two double blocks, no single block, a 16-channel hint encoder
+    whose 2x2 patches are the 64 latent channels."""
+    cfg = flow_controlnet_config("flux-dev")
+    return {
+        **cfg,
+        "num_layers": 2,
+        "num_single_layers": 0,
+        "patch_size": 2,
+        "conditioning_embedding_channels": 16,
+    }
+
+
 def build_flow_controlnet(arch: str, seed: int = 0) -> Any:
+    """A tiny ControlNet for `arch` ("sd3", "flux-dev", or "flux-xlabs")."""
     cls: Any = SD3ControlNetModel if arch == "sd3" else FluxControlNetModel
     with torch.random.fork_rng(devices=[]):
-        model = cls(**flow_controlnet_config(arch))
+        model = cls(**(xlabs_config() if arch == "flux-xlabs" else flow_controlnet_config(arch)))
     with torch.no_grad():
         _randomize(model, torch.Generator().manual_seed(seed))
     assert model.config.get("joint_attention_dim", T5_WIDTH) == T5_WIDTH
@@ -53,7 +72,8 @@ def build_flow_controlnet(arch: str, seed: int = 0) -> Any:
 
 def write_flow_controlnets(folder: Path) -> dict[tuple[str, str], Path]:
     """`folder/tiny-cn-<arch>.safetensors` and the folder `tiny-cn-<arch>-folder/` for sd3 and flux-dev
-    (seed 7 for sd3, 8 for Flux, the same weights in both): {(arch, "file" | "folder"): weights path}."""
+    (seed 7 for sd3, 8 for Flux, the same weights in both), and `tiny-cn-flux-xlabs.safetensors` (XLabs'
+    layout, seed XLABS_SEED): {(arch, "file" | "folder"): weights path}."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for arch, seed in (("sd3", 7), ("flux-dev", 8)):
@@ -63,7 +83,35 @@ def write_flow_controlnets(folder: Path) -> dict[tuple[str, str], Path]:
         save_file(sd, str(out[arch, "file"]))
         model.save_pretrained(folder / f"tiny-cn-{arch}-folder")
         out[arch, "folder"] = folder / f"tiny-cn-{arch}-folder" / "diffusion_pytorch_model.safetensors"
+    out["flux-xlabs", "file"] = folder / "tiny-cn-flux-xlabs.safetensors"
+    save_file(to_xlabs(build_flow_controlnet("flux-xlabs", XLABS_SEED)), str(out["flux-xlabs", "file"]))
     return out
+
+
+XLABS_SEED = 9
+
+
+def to_xlabs(model: Any) -> dict[str, torch.Tensor]:
+    """A FluxControlNetModel with a hint encoder in XLabs' layout."""
+    cfg = model.config
+    rules = [
+        r
+        for r in flux_layout.rules(cfg.num_layers, 0, cfg.guidance_embeds)
+        if not r.original.startswith("final_layer")
+    ]
+    rules += linear("pos_embed_input", "controlnet_x_embedder")
+    hint = ["conv_in", *(f"blocks.{i}" for i in range(6)), "conv_out"]
+    rules += [
+        r
+        for i, name in enumerate(hint)
+        for r in linear(f"input_hint_block.{2 * i}", f"input_hint_block.{name}")
+    ]
+    rules += [
+        r for i in range(cfg.num_layers) for r in linear(f"controlnet_blocks.{i}", f"controlnet_blocks.{i}")
+    ]
+    assert all(isinstance(r, Fused) for r in rules)
+    sd = {k: v.detach() for k, v in model.state_dict().items()}
+    return {k: v.clone().contiguous() for k, v in fused_to_original(rules, sd, "XLabs ControlNet").items()}
 
 
 def sharpen_posterior(vae: Any) -> None:

@@ -1,6 +1,7 @@
 """SD3 and Flux ControlNets through the core's txt2img loop: parity with diffusers'
-StableDiffusion3ControlNetPipeline and FluxControlNetPipeline for one unit, and what a unit does (changes
-the picture, zero weight changes nothing, start/end, two units add up).
+StableDiffusion3ControlNetPipeline and FluxControlNetPipeline for one unit (InstantX SD3, InstantX Flux,
+XLabs Flux: ours loaded from XLabs' layout, the pipeline's the diffusers model it was written from), and
+what a unit does (changes the picture, zero weight changes nothing, start/end, two units add up).
 
 Both sides get the same tiny model (tiny SD3 Medium / Flux dev, loaded by our loader), the same tiny
 ControlNet (loaded by the extension from its InstantX-layout file), the same control image (the pipeline
@@ -26,7 +27,12 @@ import torch
 from PIL import Image, ImageDraw
 
 from tests.fixtures_controlnet import extension_modules
-from tests.fixtures_flow_controlnet import sharpen_posterior, write_flow_controlnets
+from tests.fixtures_flow_controlnet import (
+    XLABS_SEED,
+    build_flow_controlnet,
+    sharpen_posterior,
+    write_flow_controlnets,
+)
 from webui.core import families
 from webui.core.families.flow_calls import pack, unpack
 from webui.core.models.components import Components, Precision
@@ -78,11 +84,14 @@ def cn_files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], 
     return write_flow_controlnets(tmp_path_factory.mktemp("flow-cn") / "ControlNet")
 
 
+KINDS = {"sd3": "sd3", "flux-dev": "flux-dev", "flux-xlabs": "flux-dev"}  # ControlNet -> checkpoint
+
+
 @pytest.fixture(scope="module")
 def controlnets(cn: SimpleNamespace, loaded: dict, cn_files: dict) -> dict[str, Any]:
     return {
-        arch: cn.models.load_control_model(cn_files[arch, "file"], dict(loaded[arch].transformer.config))
-        for arch in ARCHES
+        kind: cn.models.load_control_model(cn_files[kind, "file"], dict(loaded[arch].transformer.config))
+        for kind, arch in KINDS.items()
     }
 
 
@@ -120,7 +129,7 @@ def hook(
         cu = cn.units.ControlUnit(index=i, module="none", model="tiny", **u)
         a = cn.residuals.ActiveUnit(cu, model, image, Image.new("RGB", (W, H)))
         active.append(a)
-        latents.append(cn.flow_units.control_latents(parts.vae, image, a.model))
+        latents.append(cn.flow_units.control_input(parts.vae, image, a.model))
     return cn.flow_units.FlowControlHook(active, latents)
 
 
@@ -176,12 +185,13 @@ def _pixels(parts: Components, latents: torch.Tensor) -> np.ndarray:
     return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.int16)
 
 
-@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_one_unit_matches_the_diffusers_controlnet_pipeline(
-    arch: str, cn: SimpleNamespace, loaded: dict, controlnets: dict
+    kind: str, cn: SimpleNamespace, loaded: dict, controlnets: dict
 ) -> None:
-    parts, model = loaded[arch], controlnets[arch]
-    ref = theirs(parts, model, 0.8)
+    parts, model = loaded[KINDS[kind]], controlnets[kind]
+    original = build_flow_controlnet("flux-xlabs", XLABS_SEED) if kind == "flux-xlabs" else model
+    ref = theirs(parts, original, 0.8)
     got = ours(parts, [hook(cn, parts, model, weight=0.8)])
     assert got.shape == ref.shape
     assert (got - ref).abs().max().item() <= 1e-3

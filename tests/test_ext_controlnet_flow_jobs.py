@@ -116,6 +116,7 @@ def test_routes_list_them_with_their_family(cn: SimpleNamespace, data: Path) -> 
     assert out["model_family"][titles["tiny-cn-sd3-folder"]] == "SD3 (SD3ControlNetModel)"
     assert out["model_family"][titles["tiny-cn-flux-dev"]] == "Flux (InstantX (FluxControlNetModel))"
     assert out["model_family"][titles["tiny-cn-flux-dev-folder"]] == "Flux (FluxControlNetModel)"
+    assert out["model_family"][titles["tiny-cn-flux-xlabs"]] == "Flux (XLabs)"
     assert "tiny-cn-sd1-diffusers" in titles and titles["tiny-cn-sd1-diffusers"] not in out["model_family"]
 
 

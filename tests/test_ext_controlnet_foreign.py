@@ -1,9 +1,8 @@
 """SD3 and Flux ControlNets: tiny files in the layouts they ship in (diffusers' SD3ControlNetModel and
 FluxControlNetModel as InstantX publishes them, the Flux Union one with its mode embedder, XLabs' own
-key set, a diffusers folder) are listed with their family. The wired kinds (InstantX SD3 and Flux, and
-their diffusers folders: tests/test_ext_controlnet_flow*.py run them) are accepted in units and load;
-a unit naming one of the others (Union, XLabs) is refused when the job is submitted, by name, never
-silently ignored."""
+key set, a diffusers folder) are listed with their family. The wired kinds (InstantX SD3 and Flux, their
+diffusers folders, XLabs: tests/test_ext_controlnet_flow*.py run them) are accepted in units and load;
+a unit naming a Flux Union one is refused when the job is submitted, by name, never silently ignored."""
 
 from __future__ import annotations
 
@@ -38,7 +37,7 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def xlabs_state() -> dict[str, torch.Tensor]:
-    """XLabs' Flux ControlNet key set (its own layout; diffusers has no class for it)."""
+    """Part of an XLabs Flux ControlNet's keys (complete ones run: tests/test_ext_controlnet_flow.py)."""
     t = torch.zeros(4, 4)
     keys = ["img_in.weight", "txt_in.weight", "time_in.in_layer.weight", "vector_in.in_layer.weight",
             "double_blocks.0.img_attn.qkv.weight", "double_blocks.0.txt_mlp.0.weight",
@@ -115,10 +114,7 @@ def test_sd3_and_flux_controlnets_are_listed_with_their_family(
 
 
 WIRED = ("sd3", "flux", "flux-folder")
-REFUSED = {
-    "flux-union": "Union ControlNets need a control type per unit",
-    "xlabs": "not wired into generation",
-}
+REFUSED = {"flux-union": "Union ControlNets need a control type per unit"}
 
 
 @pytest.mark.parametrize("kind", list(REFUSED))
@@ -152,9 +148,9 @@ def test_a_unit_naming_a_wired_one_is_accepted_and_it_loads(
     assert {k: model.config[k] for k in keys} == {k: written[k] for k in keys}
 
 
-def test_loading_an_unwired_one_says_the_same(cn: SimpleNamespace, files: dict) -> None:
-    # xlabs has input_hint_block keys: never taken for an SD1 file
-    for kind, words in (("xlabs", "recognised but not wired"), ("flux-union", "Union ControlNets")):
+def test_loading_an_unwired_or_broken_one_says_why(cn: SimpleNamespace, files: dict) -> None:
+    # xlabs has input_hint_block keys: never taken for an SD1 file (this one lacks most of its weights)
+    for kind, words in (("xlabs", "not q, k and v stacked"), ("flux-union", "Union ControlNets")):
         with pytest.raises(cn.layout.ControlNetFileError, match=words):
             cn.models.load_control_model(files[kind])
 
@@ -166,12 +162,12 @@ def test_submitting_a_job_with_one_is_refused_before_it_runs(
     manager = ModelManager(config, Precision())
     manager.refresh()
     engine = Engine(config, manager, PluginHost.for_config(config, include_pip=False))
-    title = next(m.title for m in cn.models.list_models(data / "models") if m.path == files["xlabs"])
+    title = next(m.title for m in cn.models.list_models(data / "models") if m.path == files["flux-union"])
     unit = {"module": "canny", "model": title, "image": drawing((64, 64))}
     request = Txt2ImgRequest(
         prompt="a house", width=64, height=64, steps=2, checkpoint="tiny-sd1", save_images=False,
         extension_args={"controlnet": {"_units": [unit]}},
     )  # fmt: skip
-    with pytest.raises(RequestError, match="Flux ControlNets are recognised but not wired") as err:
-        engine.run(request)  # XLabs' layout
+    with pytest.raises(RequestError, match="Union ControlNets need a control type per unit") as err:
+        engine.run(request)
     assert err.value.field == "extension_args.controlnet._units[0].model"

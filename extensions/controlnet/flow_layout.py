@@ -8,9 +8,14 @@ Wired (diffusers has the class, the file is its state dict, or a diffusers folde
   `controlnet_blocks`, `controlnet_single_blocks`): to FluxTransformer2DModel's
   `controlnet_block_samples` / `controlnet_single_block_samples`.
 
+- Flux, XLabs' layout (`double_blocks.*` in Black Forest Labs' naming, `input_hint_block.*`,
+  `pos_embed_input`, `controlnet_blocks.*`): renamed to a `FluxControlNetModel` with a pixel-space hint
+  encoder (`conditioning_embedding_channels=16`, 2x2 patches), as diffusers runs XLabs' ControlNets; its
+  few blocks are repeated over the transformer's double blocks (`controlnet_blocks_repeat`).
+
 Recognised and refused by name (layout.foreign_kind): Flux Union files (their control mode is not a unit
-field), XLabs' Flux layout, SD3 files with a mode embedder, SD3.5 ControlNets without their own position
-embedding (Stability AI's, which borrow the transformer's).
+field), SD3 files with a mode embedder, SD3.5 ControlNets without their own position embedding
+(Stability AI's, which borrow the transformer's).
 
 The config comes from tensor shapes. What the weights do not show is taken from the base model's
 transformer config when given (SD3 heads without q/k norms, Flux's rotary axes), else from the real
@@ -32,7 +37,8 @@ from .layout import ControlNetFileError, not_wired
 
 SD3_CLASS = "SD3ControlNetModel"
 FLUX_CLASS = "FluxControlNetModel"
-WIRED_KINDS = ("SD3ControlNetModel", "InstantX (FluxControlNetModel)", "FluxControlNetModel")
+WIRED_KINDS = ("SD3ControlNetModel", "InstantX (FluxControlNetModel)", "FluxControlNetModel", "XLabs")
+XLABS_HINT_CHANNELS = 16  # XLabs' hint encoder: 3 -> 16 channels, three stride-2 convolutions
 _HEAD_WIDTH = 64  # SD3 Medium's head width (no q/k norm to read it from)
 _FLUX_AXES = (16, 56, 56)  # FLUX.1's rotary axes
 
@@ -57,6 +63,11 @@ def a_family(family: str) -> str:
     return f"{'an' if family.startswith('S') else 'a'} {family}"
 
 
+def uses_pixels(model: Any) -> bool:
+    """Whether the ControlNet takes the control image itself (XLabs' hint encoder), not its latents."""
+    return getattr(model, "input_hint_block", None) is not None
+
+
 def family_of(model: Any) -> str | None:
     """ "SD3" or "Flux" for a loaded SD3 / Flux ControlNet, else None."""
     name = type(model).__name__
@@ -79,6 +90,8 @@ def config_for(
     cls = SD3_CLASS if family == "SD3" else FLUX_CLASS
     if folder_config is not None:
         cfg = {k: v for k, v in folder_config.items() if not k.startswith("_")}
+    elif family == "Flux" and "input_hint_block.conv_in.weight" in sd:
+        cfg = xlabs_config(sd, base)
     else:
         cfg = _sd3_config(sd, base) if family == "SD3" else _flux_config(sd, base)
     if family == "SD3" and cfg.get("use_pos_embed") is False:
@@ -86,10 +99,72 @@ def config_for(
             "an SD3.5 ControlNet that borrows the transformer's position embedding (Stability AI's): "
             "not wired yet; use an InstantX SD3 ControlNet"
         )
-    if family == "Flux" and (cfg.get("num_mode") is not None or cfg.get("conditioning_embedding_channels")):
-        kind = "Union" if cfg.get("num_mode") is not None else "XLabs"
-        raise ControlNetFileError(refusal("Flux", f"{kind} (FluxControlNetModel)"))
+    if family == "Flux" and cfg.get("num_mode") is not None:
+        raise ControlNetFileError(refusal("Flux", "Union (FluxControlNetModel)"))
     return cls, cfg
+
+
+def is_xlabs(sd: Mapping[str, torch.Tensor]) -> bool:
+    return "pos_embed_input.weight" in sd and any(k.startswith("double_blocks.") for k in sd)
+
+
+def _linear(out: dict[str, torch.Tensor], sd: Mapping[str, torch.Tensor], old: str, new: str) -> None:
+    for p in ("weight", "bias"):
+        if f"{old}.{p}" in sd:
+            out[f"{new}.{p}"] = sd[f"{old}.{p}"]
+
+
+_QKV = {"img": ("to_q", "to_k", "to_v"), "txt": ("add_q_proj", "add_k_proj", "add_v_proj")}
+
+
+def xlabs_to_diffusers(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """XLabs' Flux ControlNet -> diffusers' FluxControlNetModel names. A double block's fused `qkv` is
+    to_q, to_k and to_v stacked on dim 0 (the text stream's: add_q/k/v_proj); RMS-norm `.scale` is
+    `.weight`; the hint encoder's convolutions 0, 2, ..., 14 are conv_in, blocks 0-5, conv_out."""
+    out: dict[str, torch.Tensor] = {}
+    embed = {"time_in": "timestep_embedder", "vector_in": "text_embedder", "guidance_in": "guidance_embedder"}
+    for old, new in embed.items():
+        _linear(out, sd, f"{old}.in_layer", f"time_text_embed.{new}.linear_1")
+        _linear(out, sd, f"{old}.out_layer", f"time_text_embed.{new}.linear_2")
+    for old, new in (("img_in", "x_embedder"), ("txt_in", "context_embedder")):
+        _linear(out, sd, old, new)
+    _linear(out, sd, "pos_embed_input", "controlnet_x_embedder")
+    hint = ["conv_in", *(f"blocks.{i}" for i in range(6)), "conv_out"]
+    for i, name in enumerate(hint):
+        _linear(out, sd, f"input_hint_block.{2 * i}", f"input_hint_block.{name}")
+    for i in range(_count(sd, r"controlnet_blocks\.(\d+)\.")):
+        _linear(out, sd, f"controlnet_blocks.{i}", f"controlnet_blocks.{i}")
+    for i in range(_count(sd, r"double_blocks\.(\d+)\.")):
+        o, d = f"double_blocks.{i}", f"transformer_blocks.{i}"
+        for old, new in (
+            ("img_mod.lin", "norm1.linear"),
+            ("txt_mod.lin", "norm1_context.linear"),
+            ("img_attn.proj", "attn.to_out.0"),
+            ("txt_attn.proj", "attn.to_add_out"),
+            ("img_mlp.0", "ff.net.0.proj"),
+            ("img_mlp.2", "ff.net.2"),
+            ("txt_mlp.0", "ff_context.net.0.proj"),
+            ("txt_mlp.2", "ff_context.net.2"),
+        ):
+            _linear(out, sd, f"{o}.{old}", f"{d}.{new}")
+        for stream, names in _QKV.items():
+            for p in ("weight", "bias"):
+                qkv = sd[f"{o}.{stream}_attn.qkv.{p}"]
+                if qkv.shape[0] % 3:
+                    raise ControlNetFileError(f"{o}.{stream}_attn.qkv.{p} is not q, k and v stacked")
+                for name, part in zip(names, qkv.chunk(3), strict=True):
+                    out[f"{d}.attn.{name}.{p}"] = part
+            added = "" if stream == "img" else "added_"
+            out[f"{d}.attn.norm_{added}q.weight"] = sd[f"{o}.{stream}_attn.norm.query_norm.scale"]
+            out[f"{d}.attn.norm_{added}k.weight"] = sd[f"{o}.{stream}_attn.norm.key_norm.scale"]
+    return out
+
+
+def xlabs_config(sd: Mapping[str, torch.Tensor], base: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The FluxControlNetModel config of XLabs' weights (already renamed by `xlabs_to_diffusers`)."""
+    cfg = _flux_config(sd, base)
+    cfg.update(patch_size=2, num_single_layers=0, conditioning_embedding_channels=XLABS_HINT_CHANNELS)
+    return cfg
 
 
 def _sd3_config(sd: Mapping[str, torch.Tensor], base: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 from webui.plugins.api import CheckpointError, HookPoint, RequestError
 
 from .clip_vision import is_ip_module
-from .flow_layout import a_family, check_base, family_of
+from .flow_layout import a_family, check_base, family_of, uses_pixels
 from .layout import ControlNetFileError
 from .models import build_control_model, find_model, foreign_family
 from .residuals import ActiveUnit, prepare_units, row_sets
@@ -33,6 +33,7 @@ from .units import ControlUnit, UnitError
 
 SD3_KEY = "block_controlnet_hidden_states"
 FLUX_KEYS = ("controlnet_block_samples", "controlnet_single_block_samples")
+REPEAT = "controlnet_blocks_repeat"  # Flux: the ControlNet's few blocks cycle over the transformer's (XLabs)
 
 
 def check_unet_job(job: Any, components: Any) -> None:
@@ -86,9 +87,12 @@ def _unit_model(job: Any, unit: ControlUnit, components: Any, context: Any, stac
 
 
 @torch.no_grad()
-def control_latents(vae: Any, image: torch.Tensor, model: Any) -> torch.Tensor:
+def control_input(vae: Any, image: torch.Tensor, model: Any) -> torch.Tensor:
     """The control image (1, 3, H, W) in [0, 1] as the ControlNet takes it: VAE latents (the
-    posterior's mean), shifted (not for InstantX SD3 ControlNets) and scaled as the family's latents."""
+    posterior's mean), shifted (not for InstantX SD3 ControlNets) and scaled as the family's latents;
+    for XLabs' ControlNets the image itself in [-1, 1]."""
+    if uses_pixels(model):
+        return image * 2 - 1
     p = next(vae.parameters())
     z = vae.encode((image * 2 - 1).to(device=p.device, dtype=p.dtype)).latent_dist.mode()
     zero_pooled = family_of(model) == "SD3" and model.config.force_zeros_for_pooled_projection
@@ -96,12 +100,13 @@ def control_latents(vae: Any, image: torch.Tensor, model: Any) -> torch.Tensor:
     return (z - shift) * float(vae.config.scaling_factor)
 
 
-def _run(active: ActiveUnit, latents: torch.Tensor, inputs: Any, state: Any) -> dict[str, list[Any]]:
+def _run(active: ActiveUnit, latents: torch.Tensor, inputs: Any, state: Any) -> dict[str, Any]:
     """One unit's ControlNet outputs for the rows of `inputs`, scaled by its weight."""
     kw = state.denoiser_kwargs(inputs)
     model, rows = active.model, inputs.rows
     sample = inputs.sample
-    cond = state.denoiser_latents(latents.to(device=sample.device, dtype=sample.dtype))
+    cond = latents.to(device=sample.device, dtype=sample.dtype)
+    cond = cond if uses_pixels(model) else state.denoiser_latents(cond)
     cond = cond.repeat(rows, *(1,) * (cond.dim() - 1))
     cfg = model.config
     if family_of(model) == "SD3":
@@ -141,18 +146,21 @@ def _run(active: ActiveUnit, latents: torch.Tensor, inputs: Any, state: Any) -> 
         img_ids=kw["img_ids"],
         return_dict=False,
     )
-    return {k: list(v) for k, v in zip(FLUX_KEYS, (blocks, singles), strict=True) if v is not None}
+    out = {k: list(v) for k, v in zip(FLUX_KEYS, (blocks, singles), strict=True) if v is not None}
+    return {**out, REPEAT: uses_pixels(model)}
 
 
-def unit_samples(active: ActiveUnit, latents: torch.Tensor, state: Any) -> dict[str, list[Any]]:
+def unit_samples(active: ActiveUnit, latents: torch.Tensor, state: Any) -> dict[str, Any]:
     """One unit's outputs for every row of the call (per image when the loop runs per image)."""
     inputs = state.inputs
     sets = row_sets(inputs.rows, 0, state.images, state.per_image)
     if len(sets) == 1:
         return _run(active, latents, inputs, state)
     parts = [(idx, _run(active, latents, inputs.select(idx), state)) for idx in sets]
-    out: dict[str, list[Any]] = {}
+    out: dict[str, Any] = {k: v for k, v in parts[0][1].items() if not isinstance(v, list)}
     for key, first in parts[0][1].items():
+        if not isinstance(first, list):
+            continue
         full = [t.new_zeros((inputs.rows, *t.shape[1:])) for t in first]
         for idx, part in parts:
             for f, p in zip(full, part[key], strict=True):
@@ -161,7 +169,11 @@ def unit_samples(active: ActiveUnit, latents: torch.Tensor, state: Any) -> dict[
     return out
 
 
-def _add(extra: dict[str, Any], key: str, samples: list[Any], unit: ControlUnit) -> None:
+def _add(extra: dict[str, Any], key: str, samples: Any, unit: ControlUnit) -> None:
+    if key == REPEAT:  # one way for every unit of the call
+        if extra.setdefault(REPEAT, samples) != samples:
+            raise UnitError(unit.index, "model", "XLabs and InstantX Flux ControlNets cannot be combined")
+        return
     if extra.get(key) is None:
         extra[key] = samples
         return
@@ -172,7 +184,7 @@ def _add(extra: dict[str, Any], key: str, samples: list[Any], unit: ControlUnit)
 
 class FlowControlHook:
     """A core ModelHook: adds the outputs of the units active at this step to the transformer call
-    (`latents[i]`: unit i's control latents, `control_latents`)."""
+    (`latents[i]`: unit i's control input, `control_input`)."""
 
     def __init__(self, units: Sequence[ActiveUnit], latents: Sequence[torch.Tensor]) -> None:
         self.units, self.latents = tuple(units), tuple(latents)
@@ -216,7 +228,7 @@ def before_model(job: Any, units: list[ControlUnit], state: Any, components: Any
                 models_dir=context.models_dir,
             )
             vae = components.vae
-            latents = {i: control_latents(vae, a.image.clamp(0, 1), a.model) for i, a in enumerate(ready)}
+            latents = {i: control_input(vae, a.image.clamp(0, 1), a.model) for i, a in enumerate(ready)}
             job.ready[key] = (ready, latents)
         ready, latents = job.ready[key]
         FlowControlHook(ready, [latents[i] for i in range(len(ready))])(HookPoint.BEFORE_MODEL, state)

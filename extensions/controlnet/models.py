@@ -24,7 +24,7 @@ import torch
 from webui.plugins.api import CheckpointError, load_state_dict
 
 from . import adapter, control_lora, ipadapter
-from .flow_layout import config_for, refusal, wired
+from .flow_layout import config_for, refusal, wired, xlabs_to_diffusers
 from .layout import ControlNetFileError, base_of, check_compatible, foreign_kind, infer_config, to_diffusers
 
 _FOREIGN_CLASSES = {  # a diffusers folder's config.json `_class_name`
@@ -246,6 +246,8 @@ def _flow_controlnet(
     if not wired(kind):
         raise ControlNetFileError(f"{path.name}: {refusal(family, kind)}")
     try:
+        if kind == "XLabs":
+            sd = xlabs_to_diffusers(sd)
         cls_name, cfg = config_for(sd, family, _folder_config(path), base)
     except KeyError as e:
         raise ControlNetFileError(f"{path.name}: not a complete {family} ControlNet (no {e})") from e
