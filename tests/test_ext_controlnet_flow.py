@@ -219,3 +219,39 @@ def test_zero_weight_start_end_and_two_units(
     # two units of weight 0.5 each: the outputs add up to one unit of weight 1 (same model, same image)
     two = ours(parts, [hook(cn, parts, model, units=[{"weight": 0.5}, {"weight": 0.5}])])
     assert (two - full).abs().max().item() <= 1e-4
+
+
+# the real transformers' configs (SD3 Medium, FLUX.1-dev), and ControlNets of their width
+REAL_SD3 = dict(sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24,
+                attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
+                caption_projection_dim=1536, pooled_projection_dim=2048, pos_embed_max_size=192)  # fmt: skip
+REAL_FLUX = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                 num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+                 guidance_embeds=True, axes_dims_rope=[16, 56, 56])  # fmt: skip
+REAL_CONTROLNETS = {
+    "sd3": ("SD3", {**REAL_SD3, "num_layers": 6}, REAL_SD3),
+    "flux": ("Flux", {**REAL_FLUX, "num_layers": 5, "num_single_layers": 10}, REAL_FLUX),
+    "xlabs": ("Flux", {**REAL_FLUX, "num_layers": 2, "num_single_layers": 0, "patch_size": 2,
+                       "conditioning_embedding_channels": 16}, REAL_FLUX),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(REAL_CONTROLNETS))
+def test_real_size_controlnets_get_their_config_from_the_shapes(kind: str, cn: SimpleNamespace) -> None:
+    from diffusers import FluxControlNetModel, SD3ControlNetModel
+
+    from tests.fixtures_flow_controlnet import to_xlabs
+
+    flow_layout = importlib.import_module(cn.models.__package__ + ".flow_layout")
+    family, cfg, base = REAL_CONTROLNETS[kind]
+    cls: Any = SD3ControlNetModel if family == "SD3" else FluxControlNetModel
+    with torch.device("meta"):  # real widths, no memory
+        model = cls(**cfg)
+    sd = model.state_dict()
+    if kind == "xlabs":
+        sd = flow_layout.xlabs_to_diffusers(to_xlabs(model))
+        assert flow_layout.is_xlabs(to_xlabs(model))
+    name, got = flow_layout.config_for(sd, family, None, base)
+    assert name == type(model).__name__
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in got.items() if k in cfg} == cfg
+    assert set(sd) == set(model.state_dict())
