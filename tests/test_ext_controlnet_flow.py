@@ -133,14 +133,18 @@ def hook(
     return cn.flow_units.FlowControlHook(active, latents)
 
 
-def ours(parts: Components, hooks: Sequence[Any] = (), steps: int = STEPS) -> torch.Tensor:
+def ours(
+    parts: Components, hooks: Sequence[Any] = (), steps: int = STEPS, seeds: Sequence[int] = (9,)
+) -> torch.Tensor:
     seq = (H // 16) * (W // 16)
     sched = make_flow_scheduler("Euler", "Simple", parts.scheduler_config, seq, steps)
-    noise = _noise(parts)
+    noise = torch.cat([_noise(parts, s) for s in seeds])
+    n = len(seeds)
     return run_txt2img(
-        parts, sched.scheduler, noise, [torch.Generator().manual_seed(9)], _encode(parts, "a red fox"),
-        _encode(parts, "blurry"), steps=steps, cfg_scale=_cfg(parts), width=W, height=H,
-        timestep_kwargs=sched.timestep_kwargs, distilled_cfg_scale=GUIDANCE, model_hooks=list(hooks),
+        parts, sched.scheduler, noise, [torch.Generator().manual_seed(s) for s in seeds],
+        _encode(parts, "a red fox").repeat(n), _encode(parts, "blurry").repeat(n), steps=steps,
+        cfg_scale=_cfg(parts), width=W, height=H, timestep_kwargs=sched.timestep_kwargs,
+        distilled_cfg_scale=GUIDANCE, model_hooks=list(hooks),
     )  # fmt: skip
 
 
@@ -219,6 +223,10 @@ def test_zero_weight_start_end_and_two_units(
     # two units of weight 0.5 each: the outputs add up to one unit of weight 1 (same model, same image)
     two = ours(parts, [hook(cn, parts, model, units=[{"weight": 0.5}, {"weight": 0.5}])])
     assert (two - full).abs().max().item() <= 1e-4
+    # a batch: image i is the single run with its seed (the ControlNet runs per image, as the loop does)
+    batch = ours(parts, [hook(cn, parts, model, weight=1.0)], seeds=(9, 10))
+    assert torch.equal(batch[:1], full)
+    assert torch.equal(batch[1:], ours(parts, [hook(cn, parts, model, weight=1.0)], seeds=(10,)))
 
 
 # the real transformers' configs (SD3 Medium, FLUX.1-dev), and ControlNets of their width
