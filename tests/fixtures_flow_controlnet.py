@@ -28,13 +28,14 @@ from webui.core.models.fused_layout import to_original as fused_to_original
 from webui.core.models.tiny import _randomize
 from webui.core.models.tiny_flow import T5_WIDTH, transformer_config
 
-FLOW_CN_ARCHES = {"sd3": "SD3", "flux-dev": "Flux"}
-
 
 def flow_controlnet_config(arch: str) -> dict[str, Any]:
-    """The ControlNet config for tiny `arch` (sd3: 2 joint blocks against the transformer's 3; Flux:
-    one double and one single block)."""
+    """The ControlNet config for tiny `arch` (sd3, sd3.5: 2 joint blocks against the transformer's 3,
+    SD3.5's with its q/k norms and a dual-attention first block; Flux: one double and one single block)."""
     base = transformer_config(arch)
+    if arch == "sd3.5":
+        return {**flow_controlnet_config("sd3"), **{k: base[k] for k in ("qk_norm", "dual_attention_layers",
+                "num_attention_heads", "attention_head_dim")}}  # fmt: skip
     if arch == "sd3":
         keep = ("sample_size", "patch_size", "in_channels", "out_channels", "attention_head_dim",
                 "num_attention_heads", "joint_attention_dim", "caption_projection_dim",
@@ -60,8 +61,8 @@ def xlabs_config() -> dict[str, Any]:
 
 
 def build_flow_controlnet(arch: str, seed: int = 0) -> Any:
-    """A tiny ControlNet for `arch` ("sd3", "flux-dev", or "flux-xlabs")."""
-    cls: Any = SD3ControlNetModel if arch == "sd3" else FluxControlNetModel
+    """A tiny ControlNet for `arch` ("sd3", "sd3.5", "flux-dev", or "flux-xlabs")."""
+    cls: Any = SD3ControlNetModel if arch.startswith("sd3") else FluxControlNetModel
     with torch.random.fork_rng(devices=[]):
         model = cls(**(xlabs_config() if arch == "flux-xlabs" else flow_controlnet_config(arch)))
     with torch.no_grad():
@@ -72,8 +73,8 @@ def build_flow_controlnet(arch: str, seed: int = 0) -> Any:
 
 def write_flow_controlnets(folder: Path) -> dict[tuple[str, str], Path]:
     """`folder/tiny-cn-<arch>.safetensors` and the folder `tiny-cn-<arch>-folder/` for sd3 and flux-dev
-    (seed 7 for sd3, 8 for Flux, the same weights in both), and `tiny-cn-flux-xlabs.safetensors` (XLabs'
-    layout, seed XLABS_SEED): {(arch, "file" | "folder"): weights path}."""
+    (seed 7 for sd3, 8 for Flux, the same weights in both), `tiny-cn-sd3.5.safetensors` (SD35_SEED) and
+    `tiny-cn-flux-xlabs.safetensors` (XLabs' layout, XLABS_SEED): {(arch, "file" | "folder"): path}."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for arch, seed in (("sd3", 7), ("flux-dev", 8)):
@@ -83,12 +84,18 @@ def write_flow_controlnets(folder: Path) -> dict[tuple[str, str], Path]:
         save_file(sd, str(out[arch, "file"]))
         model.save_pretrained(folder / f"tiny-cn-{arch}-folder")
         out[arch, "folder"] = folder / f"tiny-cn-{arch}-folder" / "diffusion_pytorch_model.safetensors"
+    sd35 = build_flow_controlnet("sd3.5", SD35_SEED)
+    out["sd3.5", "file"] = folder / "tiny-cn-sd3.5.safetensors"
+    save_file(
+        {k: v.detach().clone().contiguous() for k, v in sd35.state_dict().items()}, str(out["sd3.5", "file"])
+    )
     out["flux-xlabs", "file"] = folder / "tiny-cn-flux-xlabs.safetensors"
     save_file(to_xlabs(build_flow_controlnet("flux-xlabs", XLABS_SEED)), str(out["flux-xlabs", "file"]))
     return out
 
 
 XLABS_SEED = 9
+SD35_SEED = 6
 
 
 def to_xlabs(model: Any) -> dict[str, torch.Tensor]:

@@ -1,9 +1,10 @@
 """SD3 and Flux ControlNets through the core's txt2img loop: parity with diffusers'
-StableDiffusion3ControlNetPipeline and FluxControlNetPipeline for one unit (InstantX SD3, InstantX Flux,
-XLabs Flux: ours loaded from XLabs' layout, the pipeline's the diffusers model it was written from), and
-what a unit does (changes the picture, zero weight changes nothing, start/end, two units add up).
+StableDiffusion3ControlNetPipeline and FluxControlNetPipeline for one unit (InstantX SD3, an
+SD3ControlNetModel with SD3.5's q/k norms on SD3.5 Medium, InstantX Flux, XLabs Flux: ours loaded from
+XLabs' layout, the pipeline's the diffusers model it was written from), and what a unit does (changes
+the picture, zero weight changes nothing, start/end, two units add up, a batch is per-image runs).
 
-Both sides get the same tiny model (tiny SD3 Medium / Flux dev, loaded by our loader), the same tiny
+Both sides get the same tiny model (tiny SD3 Medium / SD3.5 / Flux dev, loaded by our loader), the same tiny
 ControlNet (loaded by the extension from its InstantX-layout file), the same control image (the pipeline
 gets it in [-1, 1] as a tensor, so the preprocessing and resizing, shared with SD1 units, are not part of
 the comparison), embeddings, noise and sigmas, as in tests/test_flow_parity.py. The VAE's posterior is
@@ -45,6 +46,7 @@ from webui.core.tasks.images import decode
 from webui.core.tasks.txt2img import run_txt2img
 
 ARCHES = ("sd3", "flux-dev")
+CHECKPOINTS = (*ARCHES, "sd3.5")
 STEPS = 4
 W, H = 64, 48
 GUIDANCE = 3.5
@@ -69,7 +71,7 @@ def cn(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Components]:
     root = tmp_path_factory.mktemp("flow-cn-models")
     out = {}
-    for arch in ARCHES:
+    for arch in CHECKPOINTS:
         model = build_tiny_flow(arch, seed=5)
         sharpen_posterior(model.vae)
         layout = "comfy" if model.is_flux else "stability"
@@ -84,7 +86,7 @@ def cn_files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], 
     return write_flow_controlnets(tmp_path_factory.mktemp("flow-cn") / "ControlNet")
 
 
-KINDS = {"sd3": "sd3", "flux-dev": "flux-dev", "flux-xlabs": "flux-dev"}  # ControlNet -> checkpoint
+KINDS = {"sd3": "sd3", "sd3.5": "sd3.5", "flux-dev": "flux-dev", "flux-xlabs": "flux-dev"}  # -> checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ As diffusers' StableDiffusion3ControlNetPipeline and FluxControlNetPipeline do: 
 VAE-encoded (InstantX SD3 ControlNets: no shift, zero pooled projections), packed into 2x2 tokens for
 Flux, and every row of the call (negative prompt included) gets the ControlNet's output. The posterior's
 mean is used where the pipelines draw a sample from it, so a seed gives the same picture every time.
+XLabs' Flux ControlNets take the control image itself (in [-1, 1]) through their hint encoder, and
+their few blocks repeat over the transformer's (`controlnet_blocks_repeat`), as in FluxControlNetPipeline.
 The ControlNet gets exactly the transformer's inputs (`state.denoiser_kwargs`: Flux's packed latents,
 ids and distilled guidance), and runs once per image when the loop does (`state.per_image`).
 """
