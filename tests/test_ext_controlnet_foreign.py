@@ -148,7 +148,11 @@ def test_a_unit_naming_a_wired_one_is_accepted_and_it_loads(
     assert {k: model.config[k] for k in keys} == {k: written[k] for k in keys}
 
 
-def test_loading_an_unwired_or_broken_one_says_why(cn: SimpleNamespace, files: dict) -> None:
+def test_loading_an_unwired_or_broken_one_says_why(cn: SimpleNamespace, files: dict, tmp_path: Path) -> None:
+    inpaint = tmp_path / "sd3-inpaint-tiny.safetensors"  # a mask channel beside the latents
+    save_file(_state(SD3ControlNetModel(**SD3, extra_conditioning_channels=1)), str(inpaint))
+    with pytest.raises(cn.layout.ControlNetFileError, match="extra channels"):
+        cn.models.load_control_model(inpaint)
     # xlabs has input_hint_block keys: never taken for an SD1 file (this one lacks most of its weights)
     for kind, words in (("xlabs", "not q, k and v stacked"), ("flux-union", "Union ControlNets")):
         with pytest.raises(cn.layout.ControlNetFileError, match=words):

@@ -99,6 +99,11 @@ def config_for(
             "an SD3.5 ControlNet that borrows the transformer's position embedding (Stability AI's): "
             "not wired yet; use an InstantX SD3 ControlNet"
         )
+    if family == "SD3" and cfg.get("extra_conditioning_channels"):
+        raise ControlNetFileError(
+            "an SD3 ControlNet that takes extra channels beside the control latents (an inpainting one's "
+            "mask): not wired yet"
+        )
     if family == "Flux" and cfg.get("num_mode") is not None:
         raise ControlNetFileError(refusal("Flux", "Union (FluxControlNetModel)"))
     return cls, cfg
