@@ -61,10 +61,17 @@ def xlabs_config() -> dict[str, Any]:
 
 
 def build_flow_controlnet(arch: str, seed: int = 0) -> Any:
-    """A tiny ControlNet for `arch` ("sd3", "sd3.5", "flux-dev", or "flux-xlabs")."""
+    """A tiny ControlNet for `arch` ("sd3", "sd3.5", "flux-dev", "flux-xlabs", or "flux-union": the Flux
+    one with a mode embedder of 10 modes, as InstantX's Union)."""
     cls: Any = SD3ControlNetModel if arch.startswith("sd3") else FluxControlNetModel
+    if arch == "flux-xlabs":
+        cfg = xlabs_config()
+    elif arch == "flux-union":
+        cfg = {**flow_controlnet_config("flux-dev"), "num_mode": 10}
+    else:
+        cfg = flow_controlnet_config(arch)
     with torch.random.fork_rng(devices=[]):
-        model = cls(**(xlabs_config() if arch == "flux-xlabs" else flow_controlnet_config(arch)))
+        model = cls(**cfg)
     with torch.no_grad():
         _randomize(model, torch.Generator().manual_seed(seed))
     assert model.config.get("joint_attention_dim", T5_WIDTH) == T5_WIDTH
@@ -73,8 +80,9 @@ def build_flow_controlnet(arch: str, seed: int = 0) -> Any:
 
 def write_flow_controlnets(folder: Path) -> dict[tuple[str, str], Path]:
     """`folder/tiny-cn-<arch>.safetensors` and the folder `tiny-cn-<arch>-folder/` for sd3 and flux-dev
-    (seed 7 for sd3, 8 for Flux, the same weights in both), `tiny-cn-sd3.5.safetensors` (SD35_SEED) and
-    `tiny-cn-flux-xlabs.safetensors` (XLabs' layout, XLABS_SEED): {(arch, "file" | "folder"): path}."""
+    (seed 7 for sd3, 8 for Flux, the same weights in both), `tiny-cn-sd3.5.safetensors` (SD35_SEED),
+    `tiny-cn-flux-union.safetensors` (UNION_SEED) and `tiny-cn-flux-xlabs.safetensors` (XLabs' layout,
+    XLABS_SEED): {(arch, "file" | "folder"): path}."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for arch, seed in (("sd3", 7), ("flux-dev", 8)):
@@ -89,6 +97,12 @@ def write_flow_controlnets(folder: Path) -> dict[tuple[str, str], Path]:
     save_file(
         {k: v.detach().clone().contiguous() for k, v in sd35.state_dict().items()}, str(out["sd3.5", "file"])
     )
+    union = build_flow_controlnet("flux-union", UNION_SEED)
+    out["flux-union", "file"] = folder / "tiny-cn-flux-union.safetensors"
+    save_file(
+        {k: v.detach().clone().contiguous() for k, v in union.state_dict().items()},
+        str(out["flux-union", "file"]),
+    )
     out["flux-xlabs", "file"] = folder / "tiny-cn-flux-xlabs.safetensors"
     save_file(to_xlabs(build_flow_controlnet("flux-xlabs", XLABS_SEED)), str(out["flux-xlabs", "file"]))
     return out
@@ -96,6 +110,7 @@ def write_flow_controlnets(folder: Path) -> dict[tuple[str, str], Path]:
 
 XLABS_SEED = 9
 SD35_SEED = 6
+UNION_SEED = 11
 
 
 def to_xlabs(model: Any) -> dict[str, torch.Tensor]:

@@ -86,7 +86,13 @@ def cn_files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], 
     return write_flow_controlnets(tmp_path_factory.mktemp("flow-cn") / "ControlNet")
 
 
-KINDS = {"sd3": "sd3", "sd3.5": "sd3.5", "flux-dev": "flux-dev", "flux-xlabs": "flux-dev"}  # -> checkpoint
+KINDS = {
+    "sd3": "sd3",
+    "sd3.5": "sd3.5",
+    "flux-dev": "flux-dev",
+    "flux-xlabs": "flux-dev",
+    "flux-union": "flux-dev",
+}
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +156,9 @@ def ours(
     )  # fmt: skip
 
 
-def theirs(parts: Components, controlnet: Any, weight: float) -> torch.Tensor:
+def theirs(
+    parts: Components, controlnet: Any, weight: float, control_mode: int | None = None
+) -> torch.Tensor:
     from diffusers import FluxControlNetPipeline, StableDiffusion3ControlNetPipeline
 
     seq = (H // 16) * (W // 16)
@@ -168,7 +176,7 @@ def theirs(parts: Components, controlnet: Any, weight: float) -> torch.Tensor:
             scheduler, parts.vae, parts.text_encoder, parts.tokenizer, parts.text_encoder_3,
             parts.tokenizer_3, parts.transformer, controlnet,
         )  # fmt: skip
-        kw.update(latents=pack(noise), guidance_scale=GUIDANCE)
+        kw.update(latents=pack(noise), guidance_scale=GUIDANCE, control_mode=control_mode)
         if not parts.scheduler_config.get("use_dynamic_shifting"):
             kw["sigmas"] = ours_sched.scheduler.sigmas[:-1].tolist()
     else:
@@ -197,13 +205,17 @@ def test_one_unit_matches_the_diffusers_controlnet_pipeline(
 ) -> None:
     parts, model = loaded[KINDS[kind]], controlnets[kind]
     original = build_flow_controlnet("flux-xlabs", XLABS_SEED) if kind == "flux-xlabs" else model
-    ref = theirs(parts, original, 0.8)
-    got = ours(parts, [hook(cn, parts, model, weight=0.8)])
+    union = {"union_control_type": "depth"} if kind == "flux-union" else {}
+    ref = theirs(parts, original, 0.8, control_mode=2 if union else None)  # depth: mode 2
+    got = ours(parts, [hook(cn, parts, model, weight=0.8, **union)])
     assert got.shape == ref.shape
     assert (got - ref).abs().max().item() <= 1e-3
     assert np.abs(_pixels(parts, got) - _pixels(parts, ref)).max() <= 1
     plain = ours(parts)
     assert np.abs(_pixels(parts, got) - _pixels(parts, plain)).max() > 20  # the unit shows
+    if union:  # another control type is another picture
+        tile = ours(parts, [hook(cn, parts, model, weight=0.8, union_control_type="tile")])
+        assert (got - tile).abs().max().item() > 1e-3
 
 
 @pytest.mark.parametrize("arch", ARCHES)

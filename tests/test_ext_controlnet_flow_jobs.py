@@ -130,3 +130,20 @@ def test_units_of_them_take_balanced_mode_and_no_ip_module(cn: SimpleNamespace, 
     with pytest.raises(RequestError) as err:
         cn.units.parse_units([{"module": "ip-adapter_clip_sd15", "model": "tiny-cn-sd3"}], models)
     assert err.value.field == "controlnet.args[0].module"
+
+
+def test_a_union_units_control_type_is_in_its_infotext_and_read_back(cn: SimpleNamespace, data: Path) -> None:
+    models = cn.models.list_models(data / "models")
+    units = cn.units.parse_units(
+        [{"module": "canny", "model": "tiny-cn-flux-union", "union_control_type": "depth"},
+         {"module": "canny", "model": "tiny-cn-flux-dev"}], models,
+    )  # fmt: skip
+    params = cn.infotext.infotext_params(units)
+    assert "Union Control Type: depth" in params["ControlNet 0"]
+    assert "Union Control Type" not in params["ControlNet 1"]  # written for Union units only
+    back = cn.infotext.units_from_params(params)
+    assert back[0]["union_control_type"] == "depth" and "union_control_type" not in back[1]
+    assert [u.union_control_type for u in cn.units.parse_units(list(back.values()), models)] == [
+        "depth",
+        "Unknown",
+    ]

@@ -1,8 +1,8 @@
 """SD3 and Flux ControlNets: tiny files in the layouts they ship in (diffusers' SD3ControlNetModel and
 FluxControlNetModel as InstantX publishes them, the Flux Union one with its mode embedder, XLabs' own
-key set, a diffusers folder) are listed with their family. The wired kinds (InstantX SD3 and Flux, their
-diffusers folders, XLabs: tests/test_ext_controlnet_flow*.py run them) are accepted in units and load;
-a unit naming a Flux Union one is refused when the job is submitted, by name, never silently ignored."""
+key set, a diffusers folder) are listed with their family and accepted in units
+(tests/test_ext_controlnet_flow*.py run them); a Flux Union unit needs its `union_control_type`, and a
+job without one is refused when it is submitted, naming the field, never silently run."""
 
 from __future__ import annotations
 
@@ -114,19 +114,29 @@ def test_sd3_and_flux_controlnets_are_listed_with_their_family(
 
 
 WIRED = ("sd3", "flux", "flux-folder")
-REFUSED = {"flux-union": "Union ControlNets need a control type per unit"}
 
 
-@pytest.mark.parametrize("kind", list(REFUSED))
-def test_a_unit_naming_an_unwired_one_is_refused_by_name(
-    kind: str, cn: SimpleNamespace, data: Path, files: dict
-) -> None:
+def test_a_flux_union_unit_needs_its_control_type(cn: SimpleNamespace, data: Path, files: dict) -> None:
     models = cn.models.list_models(data / "models")
-    title = next(m.title for m in models if m.path == files[kind])
-    with pytest.raises(RequestError, match=REFUSED[kind]) as err:
-        cn.units.parse_units([{"module": "canny", "model": title}], models)
-    assert err.value.field == "controlnet.args[0].model"
-    assert FAMILIES[kind].split(" ")[0] in err.value.message and files[kind].stem in err.value.message
+    title = {kind: next(m.title for m in models if m.path == path) for kind, path in files.items()}
+    sd1 = next(m.title for m in models if m.name.startswith("tiny-cn-sd1"))
+
+    def parse(model: str, **kw: object) -> object:
+        [unit] = cn.units.parse_units([{"module": "canny", "model": model, **kw}], models)
+        return unit
+
+    assert parse(title["flux-union"], union_control_type="depth").union_control_type == "depth"
+    assert parse(title["flux-union"], union_control_type="OpenPose").union_control_type == "pose"  # its name
+    assert parse(title["flux"], union_control_type="Unknown").union_control_type == "Unknown"
+    for model, kw, words in (
+        (title["flux-union"], {}, "needs union_control_type"),
+        (title["flux-union"], {"union_control_type": "sketch"}, "must be one of canny, tile, depth"),
+        (title["flux"], {"union_control_type": "depth"}, "only Flux Union ControlNets"),
+        (sd1, {"union_control_type": "depth"}, "only Flux Union ControlNets"),
+    ):
+        with pytest.raises(RequestError, match=words) as err:
+            parse(model, **kw)
+        assert err.value.field == "controlnet.args[0].union_control_type"
 
 
 @pytest.mark.parametrize("kind", WIRED)
@@ -154,7 +164,7 @@ def test_loading_an_unwired_or_broken_one_says_why(cn: SimpleNamespace, files: d
     with pytest.raises(cn.layout.ControlNetFileError, match="extra channels"):
         cn.models.load_control_model(inpaint)
     # xlabs has input_hint_block keys: never taken for an SD1 file (this one lacks most of its weights)
-    for kind, words in (("xlabs", "not q, k and v stacked"), ("flux-union", "Union ControlNets")):
+    for kind, words in (("xlabs", "not q, k and v stacked"), ("flux-union", "not one of the known Union")):
         with pytest.raises(cn.layout.ControlNetFileError, match=words):
             cn.models.load_control_model(files[kind])
 
@@ -172,6 +182,17 @@ def test_submitting_a_job_with_one_is_refused_before_it_runs(
         prompt="a house", width=64, height=64, steps=2, checkpoint="tiny-sd1", save_images=False,
         extension_args={"controlnet": {"_units": [unit]}},
     )  # fmt: skip
-    with pytest.raises(RequestError, match="Union ControlNets need a control type per unit") as err:
+    with pytest.raises(RequestError, match="needs union_control_type") as err:
         engine.run(request)
-    assert err.value.field == "extension_args.controlnet._units[0].model"
+    assert err.value.field == "extension_args.controlnet._units[0].union_control_type"
+
+
+def test_an_sd3_union_controlnet_is_refused_by_name(cn: SimpleNamespace, tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "ControlNet"
+    folder.mkdir(parents=True)
+    sd = {**_state(SD3ControlNetModel(**SD3)), "controlnet_mode_embedder.weight": torch.zeros(4, 16)}
+    save_file(sd, str(folder / "sd3-union-tiny.safetensors"))
+    models = cn.models.list_models(tmp_path / "models")
+    with pytest.raises(RequestError, match="not wired into generation yet") as err:
+        cn.units.parse_units([{"module": "canny", "model": "sd3-union-tiny"}], models)
+    assert err.value.field == "controlnet.args[0].model" and "sd3-union-tiny" in err.value.message

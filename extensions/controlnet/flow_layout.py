@@ -13,9 +13,14 @@ Wired (diffusers has the class, the file is its state dict, or a diffusers folde
   encoder (`conditioning_embedding_channels=16`, 2x2 patches), as diffusers runs XLabs' ControlNets; its
   few blocks are repeated over the transformer's double blocks (`controlnet_blocks_repeat`).
 
-Recognised and refused by name (layout.foreign_kind): Flux Union files (their control mode is not a unit
-field), SD3 files with a mode embedder, SD3.5 ControlNets without their own position embedding
-(Stability AI's, which borrow the transformer's).
+- Flux Union (`FluxControlNetModel` with a mode embedder, InstantX's and Shakker Labs' Union / Union-Pro):
+  the unit's `union_control_type` picks the mode (canny 0, tile 1, depth 2, blur 3, pose 4, gray 5,
+  low quality 6, as their model cards number them; sd-webui-controlnet's names for the same types are
+  read too).
+
+Recognised and refused by name (layout.foreign_kind): SD3 files with a mode embedder, SD3.5 ControlNets
+without their own position embedding (Stability AI's, which borrow the transformer's), SD3 ControlNets
+with extra conditioning channels (inpainting's mask).
 
 The config comes from tensor shapes. What the weights do not show is taken from the base model's
 transformer config when given (SD3 heads without q/k norms, Flux's rotary axes), else from the real
@@ -37,7 +42,20 @@ from .layout import ControlNetFileError, not_wired
 
 SD3_CLASS = "SD3ControlNetModel"
 FLUX_CLASS = "FluxControlNetModel"
-WIRED_KINDS = ("SD3ControlNetModel", "InstantX (FluxControlNetModel)", "FluxControlNetModel", "XLabs")
+WIRED_KINDS = (
+    "SD3ControlNetModel",
+    "InstantX (FluxControlNetModel)",
+    "InstantX Union (FluxControlNetModel)",
+    "FluxControlNetModel",
+    "Union (FluxControlNetModel)",
+    "XLabs",
+)
+NO_UNION_TYPE = "Unknown"  # sd-webui-controlnet's default `union_control_type`: none given
+UNION_TYPES = {"canny": 0, "tile": 1, "depth": 2, "blur": 3, "pose": 4, "gray": 5, "low quality": 6}
+_UNION_ALIASES = {  # sd-webui-controlnet's names of the same control types
+    "canny / lineart / anime lineart / mlsd": "canny",
+    "openpose": "pose",
+}
 XLABS_HINT_CHANNELS = 16  # XLabs' hint encoder: 3 -> 16 channels, three stride-2 convolutions
 _HEAD_WIDTH = 64  # SD3 Medium's head width (no q/k norm to read it from)
 _FLUX_AXES = (16, 56, 56)  # FLUX.1's rotary axes
@@ -50,12 +68,19 @@ def wired(kind: str) -> bool:
 
 def refusal(family: str, kind: str) -> str:
     """Why a recognised but unwired SD3 / Flux ControlNet is refused."""
-    if "Union" in kind and family == "Flux":
-        return (
-            f"a {family} ControlNet ({kind}): Union ControlNets need a control type per unit, which "
-            "units do not carry yet; use a single-purpose InstantX Flux ControlNet"
-        )
     return not_wired(family, kind)
+
+
+def union_type(value: str) -> str | None:
+    """The Flux Union control type a unit's `union_control_type` names (a key of UNION_TYPES), None for
+    sd-webui-controlnet's "Unknown"; ValueError for a name no Flux Union ControlNet has."""
+    name = value.strip().lower()
+    if name == NO_UNION_TYPE.lower():
+        return None
+    name = _UNION_ALIASES.get(name, name)
+    if name not in UNION_TYPES:
+        raise ValueError(f"union_control_type must be one of {', '.join(UNION_TYPES)}; got {value!r}")
+    return name
 
 
 def a_family(family: str) -> str:
@@ -104,8 +129,10 @@ def config_for(
             "an SD3 ControlNet that takes extra channels beside the control latents (an inpainting one's "
             "mask): not wired yet"
         )
-    if family == "Flux" and cfg.get("num_mode") is not None:
-        raise ControlNetFileError(refusal("Flux", "Union (FluxControlNetModel)"))
+    if family == "Flux" and cfg.get("num_mode") is not None and cfg["num_mode"] < len(UNION_TYPES):
+        raise ControlNetFileError(
+            f"a Flux Union ControlNet with {cfg['num_mode']} modes: not one of the known Union ControlNets"
+        )
     return cls, cfg
 
 

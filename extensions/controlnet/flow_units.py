@@ -27,7 +27,7 @@ import torch
 from webui.plugins.api import CheckpointError, HookPoint, RequestError
 
 from .clip_vision import is_ip_module
-from .flow_layout import a_family, check_base, family_of, uses_pixels
+from .flow_layout import UNION_TYPES, a_family, check_base, family_of, union_type, uses_pixels
 from .layout import ControlNetFileError
 from .models import build_control_model, find_model, foreign_family
 from .residuals import ActiveUnit, prepare_units, row_sets
@@ -136,9 +136,22 @@ def _run(active: ActiveUnit, latents: torch.Tensor, inputs: Any, state: Any) -> 
                     "this Flux ControlNet takes a distilled guidance scale, which this checkpoint has not",
                 )
             guidance = torch.full((rows,), float(scale), device=sample.device, dtype=torch.float32)
+    mode = None
+    if cfg.num_mode is not None:
+        name = union_type(active.unit.union_control_type)
+        if name is None:
+            raise UnitError(
+                active.unit.index, "union_control_type", "a Flux Union ControlNet needs union_control_type"
+            )
+        mode = torch.full((rows, 1), UNION_TYPES[name], device=sample.device, dtype=torch.long)
+    elif union_type(active.unit.union_control_type) is not None:
+        raise UnitError(
+            active.unit.index, "union_control_type", "only Flux Union ControlNets take a union_control_type"
+        )
     blocks, singles = model(
         hidden_states=kw["hidden_states"],
         controlnet_cond=cond,
+        controlnet_mode=mode,
         conditioning_scale=active.unit.weight,
         timestep=kw["timestep"],
         guidance=guidance,

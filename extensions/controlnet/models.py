@@ -121,7 +121,7 @@ def foreign_family(model: ControlNetFile) -> tuple[str, str] | None:
 
     config = _folder_config(model.path)
     if config is not None and config.get("_class_name") in _FOREIGN_CLASSES:
-        return _FOREIGN_CLASSES[config["_class_name"]]
+        return _folder_kind(config)
     if model.path.suffix.lower() != ".safetensors":
         return None
     try:
@@ -228,10 +228,15 @@ def _filled(cls: Any, cfg: dict[str, Any], sd: dict[str, torch.Tensor], path: Pa
     return model
 
 
+def _folder_kind(config: dict[str, Any]) -> tuple[str, str]:
+    family, kind = _FOREIGN_CLASSES[config["_class_name"]]
+    return (family, f"Union ({kind})") if config.get("num_mode") is not None else (family, kind)
+
+
 def _flow_family(sd: dict[str, torch.Tensor], path: Path) -> tuple[str, str] | None:
     config = _folder_config(path)
     if config is not None and config.get("_class_name") in _FOREIGN_CLASSES:
-        return _FOREIGN_CLASSES[config["_class_name"]]
+        return _folder_kind(config)
     return foreign_kind(sd)
 
 
