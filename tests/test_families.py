@@ -204,6 +204,7 @@ ALLOWED_FILES = {
     # shapes (as models/detect.py names the group it found) and refuse a mismatch with the model
     "extensions/controlnet/layout.py": "the base a ControlNet file was trained for",
     "extensions/controlnet/adapter.py": "the base a T2I-Adapter file was trained for",
+    "extensions/controlnet/flow_layout.py": "the family (SD3 / Flux) an SD3 or Flux ControlNet file is for",
 }
 
 

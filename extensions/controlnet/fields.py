@@ -21,6 +21,7 @@ from PIL import Image
 
 from webui.plugins.api import Field, RequestError, UiSection
 
+from .flow_layout import NO_UNION_TYPE, UNION_TYPES
 from .images import ResizeMode
 from .models import ControlNetFile
 from .preprocess import AnnotatorUnavailable, module_names
@@ -29,7 +30,7 @@ from .units import MAX_UNITS, RESOLUTION_RANGE, ControlMode
 
 UNIT_KEYS = (
     "enabled", "image", "module", "model", "weight", "guidance_start", "guidance_end", "control_mode",
-    "resize_mode", "pixel_perfect", "processor_res", "threshold_a", "threshold_b",
+    "resize_mode", "pixel_perfect", "processor_res", "threshold_a", "threshold_b", "union_control_type",
 )  # fmt: skip
 
 
@@ -81,6 +82,8 @@ def _unit_fields(models: Sequence[ControlNetFile]) -> tuple[Field, ...]:
               minimum=-1, maximum=RESOLUTION_RANGE[1], step=1),
         Field("threshold_a", "number", -1, label="Threshold A (-1: default)", minimum=-1),
         Field("threshold_b", "number", -1, label="Threshold B (-1: default)", minimum=-1),
+        Field("union_control_type", "dropdown", NO_UNION_TYPE, label="Control type (Flux Union ControlNets)",
+              choices=(NO_UNION_TYPE, *UNION_TYPES)),
     )  # fmt: skip
 
 

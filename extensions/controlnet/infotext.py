@@ -18,11 +18,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .flow_layout import NO_UNION_TYPE
 from .units import ControlUnit
 
 FIELDS = (
     "module", "model", "weight", "resize_mode", "processor_res", "threshold_a", "threshold_b",
-    "guidance_start", "guidance_end", "pixel_perfect", "control_mode",
+    "guidance_start", "guidance_end", "pixel_perfect", "control_mode", "union_control_type",
 )  # fmt: skip
 KEY = re.compile(r"^ControlNet (\d+)$")
 
@@ -46,6 +47,8 @@ def format_unit(unit: ControlUnit) -> str:
     """One unit's infotext value (unquoted)."""
     out = []
     for field in FIELDS:
+        if field == "union_control_type" and unit.union_control_type == NO_UNION_TYPE:
+            continue  # written for Flux Union units only
         text = _text(getattr(unit, field))
         if "," in text or ":" in text:  # the format has no quoting inside a unit
             raise ValueError(f"ControlNet unit {unit.index}: {field} {text!r} cannot be written to infotext")
@@ -78,7 +81,7 @@ def parse_entry(text: str) -> dict[str, Any]:
             raise ValueError(f"not a 'Key: value' pair: {item.strip()!r}")
         field = "_".join(w.lower() for w in key.split(" "))
         if field in FIELDS:
-            unit[field] = value if field in ("module", "model") else _value(value)
+            unit[field] = value if field in ("module", "model", "union_control_type") else _value(value)
     return unit
 
 

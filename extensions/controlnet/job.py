@@ -19,7 +19,7 @@ from PIL import Image
 
 from webui.plugins.api import CheckpointError, HookPoint, RequestError
 
-from . import image_prompt
+from . import flow_units, image_prompt
 from .clip_vision import EncoderMissing, find_encoder, is_ip_module
 from .control_lora import ControlLoraWeights, dense
 from .ipadapter import IPAdapterWeights
@@ -46,6 +46,7 @@ class JobState:
     # Control-LoRA units: (id of the cached low-rank weights, id of the UNet) -> the dense ControlNet
     # built from this job's UNet for this job only
     dense: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict)  # (weights, ControlNet)
+    unet_checked: bool = False  # no unit names an SD3 / Flux ControlNet (UNet checkpoints)
 
     def __repr__(self) -> str:
         return f"JobState({len(self.units)} units)"
@@ -102,13 +103,21 @@ def _unit_model(job: JobState, unit: ControlUnit, components: Any, context: Any,
 
 def before_model(job: JobState, state: Any, components: Any, context: Any) -> None:
     """Add the job's active units' residuals to this model call, and its IP-Adapter units' image
-    prompt (RequestError naming the unit and field when a unit cannot run with this job's model)."""
+    prompt; for SD3 / Flux checkpoints their ControlNets' block outputs (flow_units.py). RequestError
+    naming the unit and field when a unit cannot run with this job's model."""
     if components.unet is None:
-        raise UnitError(
-            job.units[0].index,
-            "model",
-            f"ControlNet units need an SD 1.x, SD 2.x or SDXL checkpoint; this one is {components.label}",
-        )
+        if components.transformer is None:
+            raise UnitError(
+                job.units[0].index,
+                "model",
+                f"ControlNet units need an SD 1.x, SD 2.x, SDXL, SD3 or Flux checkpoint; this one is "
+                f"{components.label}",
+            )
+        flow_units.before_model(job, list(job.units), state, components, context)
+        return
+    if not job.unet_checked:
+        flow_units.check_unet_job(job, components)
+        job.unet_checked = True
     control = [u for u in job.units if not is_ip_module(u.module)]
     if control:
         _control(job, control, state, components, context)

@@ -41,7 +41,7 @@ class ControlNetFileError(ValueError):
 
 def foreign_kind(keys: Iterable[str]) -> tuple[str, str] | None:
     """(family, kind) of an SD3 or Flux ControlNet from its key names; None for any other file. These
-    are recognised (listed with their family, refused by name) but not wired into the loop yet:
+    are listed with their family; flow_layout.py says which kinds run (the others are refused by name):
 
     - Flux, diffusers' `FluxControlNetModel` (InstantX's, and the Union ones with a mode embedder);
     - Flux, XLabs' layout (`double_blocks.*`, `input_hint_block.*`, `controlnet_blocks.*`);

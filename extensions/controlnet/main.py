@@ -4,6 +4,10 @@ cross-attention of that call), their infotext, and that extension's routes.
 
 - models.py     files in models/ControlNet, A1111 short hashes, loading (ControlNetModel, T2IAdapter)
 - layout.py     what a ControlNet file is (layout, base model, config) and the LDM -> diffusers renaming
+- flow_layout.py SD3 / Flux ControlNets (diffusers' SD3ControlNetModel, FluxControlNetModel): which kinds
+                run, their config from the tensors, the checkpoint they fit
+- flow_units.py the same units in an SD3 / Flux job: control image VAE-encoded, the ControlNet's block
+                outputs added to each transformer call
 - control_lora.py Control-LoRA files: low-rank differences made into a dense ControlNet per job from
                 the job's UNet
 - adapter.py    the same for T2I-Adapters (TencentARC's original layout and diffusers')

@@ -5,11 +5,11 @@ Listing follows sd-webui-controlnet: every model file (and diffusers folder) und
 of the sha256 of 64 KiB read at offset 1 MiB: cheap, so nothing is cached). API clients send that
 title (`control_v11p_sd15_canny [d14c016b]`), the bare name, or "None".
 
-Loading (ControlNets here, T2I-Adapters with adapter.py) reads the file safely (safetensors, or a
-pickle through `torch.load(weights_only=True)`), renames an original-layout file to diffusers' layout,
-builds the config from the tensors (and from the base model's UNet config when given) and fills a
-`ControlNetModel` / `T2IAdapter` created without weights, so a real 1.4 GB ControlNet is never
-initialised at random first.
+Loading (ControlNets here, SD3 / Flux ones with flow_layout.py, T2I-Adapters with adapter.py) reads
+the file safely (safetensors, or a pickle through `torch.load(weights_only=True)`), renames an
+original-layout file to diffusers' layout, builds the config from the tensors (and from the base
+model's UNet or transformer config when given) and fills a model created without weights, so a real
+1.4 GB ControlNet is never initialised at random first.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 from webui.plugins.api import CheckpointError, load_state_dict
 
 from . import adapter, control_lora, ipadapter
+from .flow_layout import config_for, refusal, wired, xlabs_to_diffusers
 from .layout import ControlNetFileError, base_of, check_compatible, foreign_kind, infer_config, to_diffusers
 
 _FOREIGN_CLASSES = {  # a diffusers folder's config.json `_class_name`
@@ -98,22 +99,29 @@ def _listed(root: Path) -> list[ControlNetFile]:
     return out
 
 
+def _folder_config(path: Path) -> dict[str, Any] | None:
+    """The config.json beside a diffusers folder's weights file, if it is one (None otherwise)."""
+    import json
+
+    config = path.parent / "config.json"
+    if not (path.name.startswith("diffusion_pytorch_model") and config.is_file()):
+        return None
+    try:
+        out = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
+
+
 def foreign_family(model: ControlNetFile) -> tuple[str, str] | None:
     """(family, kind) when the file is an SD3 or Flux ControlNet (layout.foreign_kind), read from the
     safetensors header or a diffusers folder's config.json (cheap: no tensor is read); None otherwise
-    (pickles are not opened here; loading one refuses it the same way)."""
-    import json
-
+    (pickles are not opened here; loading one tells its family the same way)."""
     from safetensors import safe_open
 
-    config = model.path.parent / "config.json"
-    if model.path.name.startswith("diffusion_pytorch_model") and config.is_file():
-        try:
-            name = json.loads(config.read_text(encoding="utf-8")).get("_class_name")
-        except (OSError, ValueError, AttributeError):
-            name = None
-        if name in _FOREIGN_CLASSES:
-            return _FOREIGN_CLASSES[name]
+    config = _folder_config(model.path)
+    if config is not None and config.get("_class_name") in _FOREIGN_CLASSES:
+        return _folder_kind(config)
     if model.path.suffix.lower() != ".safetensors":
         return None
     try:
@@ -220,6 +228,42 @@ def _filled(cls: Any, cfg: dict[str, Any], sd: dict[str, torch.Tensor], path: Pa
     return model
 
 
+def _folder_kind(config: dict[str, Any]) -> tuple[str, str]:
+    family, kind = _FOREIGN_CLASSES[config["_class_name"]]
+    return (family, f"Union ({kind})") if config.get("num_mode") is not None else (family, kind)
+
+
+def _flow_family(sd: dict[str, torch.Tensor], path: Path) -> tuple[str, str] | None:
+    config = _folder_config(path)
+    if config is not None and config.get("_class_name") in _FOREIGN_CLASSES:
+        return _folder_kind(config)
+    return foreign_kind(sd)
+
+
+def _flow_controlnet(
+    sd: dict[str, torch.Tensor], path: Path, found: tuple[str, str], base: dict[str, Any] | None
+) -> Any:
+    """An SD3ControlNetModel / FluxControlNetModel (flow_layout.py); `base` is the job's transformer
+    config when known."""
+    import diffusers
+
+    family, kind = found
+    if not wired(kind):
+        raise ControlNetFileError(f"{path.name}: {refusal(family, kind)}")
+    try:
+        if kind == "XLabs":
+            sd = xlabs_to_diffusers(sd)
+        cls_name, cfg = config_for(sd, family, _folder_config(path), base)
+    except KeyError as e:
+        raise ControlNetFileError(f"{path.name}: not a complete {family} ControlNet (no {e})") from e
+    except ControlNetFileError as e:
+        raise ControlNetFileError(f"{path.name}: {e}") from e
+    model = _filled(getattr(diffusers, cls_name), cfg, sd, path)
+    if any(t.is_meta for t in model.buffers()):
+        raise ControlNetFileError(f"{path.name}: weights missing from the file (a buffer stayed empty)")
+    return model
+
+
 def _placed(model: Any, device: torch.device | str, dtype: torch.dtype) -> Any:
     """On `device` in `dtype` (an fp16 file asked for in fp32 is converted), eval mode."""
     model = model.to(device=device)
@@ -258,15 +302,23 @@ def load_control_model(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Any:
-    """A ControlNet or a T2I-Adapter, whichever the file holds (the file is read once)."""
+    """A ControlNet (SD3 and Flux ones too: `unet_config` is then the transformer's config) or a
+    T2I-Adapter, whichever the file holds (the file is read once)."""
     sd = _read(path)
+    found = _flow_family(sd, path)
+    if found is not None:
+        return _placed(_flow_controlnet(sd, path, found, unet_config), device, dtype)
     build = _adapter if adapter.is_adapter(sd) else _controlnet
     return _placed(build(sd, path, unet_config), device, dtype)
 
 
 def build_control_model(sd: dict[str, torch.Tensor], path: Path, unet_config: dict[str, Any] | None) -> Any:
     """A ControlNet, T2I-Adapter, IP-Adapter or Control-LoRA (on the CPU, as stored) from a file's
-    tensors: the `build` the extension hands to `context.models.use`."""
+    tensors: the `build` the extension hands to `context.models.use`. For an SD3 / Flux ControlNet
+    `unet_config` is the job's transformer config."""
+    found = _flow_family(sd, path)
+    if found is not None:
+        return _flow_controlnet(sd, path, found, unet_config)
     if ipadapter.is_ip_adapter(sd):
         return ipadapter.build_ip_adapter(sd, path.name)
     if control_lora.is_control_lora(sd):  # made dense per job from the job's UNet (job.py)

@@ -48,8 +48,8 @@ def version() -> dict[str, Any]:
 
 def model_list(models_dir: Path) -> dict[str, Any]:
     """Every ControlNet (and T2I-Adapter) title, read from disk now (the `update` flag is moot), and
-    under `model_family` the family of those that are not for SD 1.x / SDXL (SD3, Flux: listed so a
-    user sees them, refused when a unit names them)."""
+    under `model_family` the family of those that are not for SD 1.x / SDXL (SD3, Flux: their units run
+    with SD3 / Flux checkpoints; the kinds not wired are refused when a unit names them)."""
     models = list_models(models_dir)
     families = {m.title: f"{f[0]} ({f[1]})" for m in models if (f := foreign_family(m)) is not None}
     return {"model_list": [m.title for m in models], "model_family": families}

@@ -26,8 +26,8 @@ from PIL import Image
 from webui.plugins.api import RequestError
 
 from .clip_vision import is_ip_module
+from .flow_layout import NO_UNION_TYPE, a_family, refusal, union_type, wired
 from .images import ImageDataError, ResizeMode, decode_base64_image
-from .layout import not_wired
 from .models import ControlNetFile, find_model, foreign_family
 from .preprocess import MODULES, canonical, module_names
 
@@ -67,6 +67,7 @@ class ControlUnit:
     guidance_end: float = 1.0
     control_mode: ControlMode = ControlMode.BALANCED
     pixel_perfect: bool = False
+    union_control_type: str = NO_UNION_TYPE  # Flux Union ControlNets: the control type (canny, depth...)
 
     def active_at(self, step: int, total: int) -> bool:
         """Whether the unit acts at `step` (from 0) of `total`: sd-webui-controlnet's rule, the fraction
@@ -181,9 +182,15 @@ def parse_unit(i: int, d: Any, models: Sequence[ControlNetFile] | None = None) -
         except KeyError:
             raise UnitError(i, "model", f"model {model!r} is not in models/ControlNet") from None
         foreign = foreign_family(found)
-        if foreign is not None:
-            raise UnitError(i, "model", f"{found.name} is {not_wired(*foreign)}")
+        if foreign is not None and not wired(foreign[1]):
+            raise UnitError(i, "model", f"{found.name} is {refusal(*foreign)}")
+        if foreign is not None and is_ip_module(module):
+            raise UnitError(
+                i, "module", f"{found.name} is {a_family(foreign[0])} ControlNet, not an IP-Adapter"
+            )
         model = found.title
+    else:
+        foreign = None
     image, mask = _images(i, d)
     if mask is not None and is_ip_module(module):
         raise UnitError(i, "mask", "IP-Adapter units take no mask (the whole reference image is used)")
@@ -198,6 +205,15 @@ def parse_unit(i: int, d: Any, models: Sequence[ControlNetFile] | None = None) -
     end = _number(i, "guidance_end", d.get("guidance_end", 1.0), 0, 1)
     if start > end:
         raise UnitError(i, "guidance_start", f"guidance_start ({start:g}) is after guidance_end ({end:g})")
+    control_mode = _enum(i, "control_mode", d.get("control_mode", 0), ControlMode, {})
+    union = _union(i, d.get("union_control_type", NO_UNION_TYPE), foreign, known=models is not None)
+    if foreign is not None and control_mode is not ControlMode.BALANCED:
+        raise UnitError(
+            i,
+            "control_mode",
+            f"{foreign[0]} ControlNets take the Balanced control mode only (their outputs are not "
+            f"UNet skip connections to soften), got {control_mode.value!r}",
+        )
     return ControlUnit(
         index=i,
         module=module,
@@ -211,9 +227,29 @@ def parse_unit(i: int, d: Any, models: Sequence[ControlNetFile] | None = None) -
         threshold_b=_threshold(i, "threshold_b", d.get("threshold_b", -1), module),
         guidance_start=start,
         guidance_end=end,
-        control_mode=_enum(i, "control_mode", d.get("control_mode", 0), ControlMode, {}),
+        control_mode=control_mode,
         pixel_perfect=_flag(i, "pixel_perfect", d.get("pixel_perfect", False)),
+        union_control_type=union,
     )
+
+
+def _union(i: int, value: Any, foreign: tuple[str, str] | None, known: bool) -> str:
+    """The checked `union_control_type`: a Flux Union model needs one, other models take none (when the
+    model is known)."""
+    if not isinstance(value, str):
+        raise UnitError(i, "union_control_type", f"union_control_type must be a name, got {value!r}")
+    try:
+        name = union_type(value)
+    except ValueError as e:
+        raise UnitError(i, "union_control_type", str(e)) from e
+    if foreign is not None and "Union" in foreign[1] and name is None:
+        raise UnitError(
+            i, "union_control_type", "a Flux Union ControlNet needs union_control_type (canny, depth, ...)"
+        )
+    union = foreign is not None and "Union" in foreign[1]
+    if known and not union and name is not None:
+        raise UnitError(i, "union_control_type", "only Flux Union ControlNets take a union_control_type")
+    return NO_UNION_TYPE if name is None else name
 
 
 def parse_units(args: Any, models: Sequence[ControlNetFile] | None = None) -> list[ControlUnit]:
@@ -242,6 +278,7 @@ def stored(unit: ControlUnit) -> dict[str, Any]:
         "guidance_end": unit.guidance_end,
         "control_mode": unit.control_mode.value,
         "pixel_perfect": unit.pixel_perfect,
+        "union_control_type": unit.union_control_type,
     }
     if unit.image is not None:
         out["image"] = unit.image

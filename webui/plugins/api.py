@@ -1,4 +1,4 @@
-"""The one module an extension imports: hooks, typed state, requests and descriptors (plugin API 2.2).
+"""The one module an extension imports: hooks, typed state, requests and descriptors (plugin API 2.3).
 
     from webui.plugins.api import hookimpl, UiSection, Field
 
@@ -38,6 +38,13 @@ API 2.2 lets a sub-pass carry other extensions' work, and says what an img2img p
     img2img_work_image(request)                      # the picture the pass denoises ("only masked":
                                                      # the masked region's crop at the pass's size;
                                                      # RGBA with the pass's mask when it has one)
+
+API 2.3 says what an SD3 / Flux transformer gets, for a model run beside it (their ControlNets):
+
+    state.denoiser_kwargs()                          # hidden_states, timestep, encoder_hidden_states,
+                                                     # pooled_projections (Flux: packed, ids, guidance)
+    state.denoiser_latents(latents)                  # (B, 16, h, w) latents as it sees them
+    state.inputs.extra["controlnet_block_samples"] = ...  # Flux (SD3: block_controlnet_hidden_states)
 
 extensions/controlnet is the worked example; extensions/detailer's ControlNet unit uses 2.2.
 

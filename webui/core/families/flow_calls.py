@@ -7,6 +7,10 @@
 
 The loop and the scheduler see plain (B, 16, h, w) latents for both; Flux's packing lives here only.
 Flux dev's distilled guidance scale arrives in `kwargs["guidance"]` (a float; None for schnell).
+
+`model_kwargs(inputs)` is what the transformer gets for `inputs` (hooks' `extra` aside) and
+`model_latents(latents)` latents as it sees them (Flux: packed): a hook that runs a model beside the
+transformer (an SD3 / Flux ControlNet) gives it exactly the same inputs.
 """
 
 from __future__ import annotations
@@ -39,10 +43,15 @@ class SD3Call:
     ) -> dict[str, Any]:
         return _text(groups)
 
-    def __call__(self, inputs: ModelInputs) -> torch.Tensor:
+    def model_kwargs(self, inputs: ModelInputs) -> dict[str, Any]:
         x = inputs.sample
-        t = inputs.timestep.expand(x.shape[0])
-        out = inputs.model(hidden_states=x, timestep=t, **inputs.kwargs, **inputs.extra, return_dict=False)
+        return {"hidden_states": x, "timestep": inputs.timestep.expand(x.shape[0]), **inputs.kwargs}
+
+    def model_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def __call__(self, inputs: ModelInputs) -> torch.Tensor:
+        out = inputs.model(**self.model_kwargs(inputs), **inputs.extra, return_dict=False)
         return out[0]  # type: ignore[no-any-return]
 
 
@@ -75,28 +84,34 @@ class FluxCall:
     ) -> dict[str, Any]:
         return _text(groups)
 
-    def __call__(self, inputs: ModelInputs) -> torch.Tensor:
+    def model_kwargs(self, inputs: ModelInputs) -> dict[str, Any]:
+        """The transformer's inputs; `guidance` is None when `inputs.model` has no guidance embedder
+        (schnell), else the distilled guidance scale per row."""
         x = inputs.sample
         b, _, h, w = x.shape
         kwargs = dict(inputs.kwargs)
         scale = kwargs.pop("guidance", None)
         embeds = kwargs["encoder_hidden_states"]
-        model = inputs.model
         guidance = None
-        if getattr(getattr(model, "config", None), "guidance_embeds", False):
+        if getattr(getattr(inputs.model, "config", None), "guidance_embeds", False):
             if scale is None:
                 raise ValueError("this Flux model takes a distilled guidance scale")
             guidance = torch.full((b,), float(scale), device=x.device, dtype=torch.float32)
-        out = model(
-            hidden_states=pack(x),
-            timestep=inputs.timestep.expand(b).to(x.dtype) / 1000,
-            guidance=guidance,
-            txt_ids=torch.zeros(embeds.shape[1], 3, device=x.device, dtype=x.dtype),
-            img_ids=image_ids(h, w, x.device, x.dtype),
+        return {
+            "hidden_states": pack(x),
+            "timestep": inputs.timestep.expand(b).to(x.dtype) / 1000,
+            "guidance": guidance,
+            "txt_ids": torch.zeros(embeds.shape[1], 3, device=x.device, dtype=x.dtype),
+            "img_ids": image_ids(h, w, x.device, x.dtype),
             **kwargs,
-            **inputs.extra,
-            return_dict=False,
-        )
+        }
+
+    def model_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return pack(latents)
+
+    def __call__(self, inputs: ModelInputs) -> torch.Tensor:
+        h, w = inputs.sample.shape[-2:]
+        out = inputs.model(**self.model_kwargs(inputs), **inputs.extra, return_dict=False)
         return unpack(out[0], h, w)
 
 

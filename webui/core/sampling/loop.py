@@ -60,7 +60,11 @@ class ModelCallState:
     group one row per image (`images`); when guided, the negative prompt's groups come first (one; two
     for an edit model): their `uncond_rows` rows (0 unguided). With `per_image` the model runs once
     per image (rows i, images + i, ...): a hook that runs a model of its own does the same to keep
-    image i of a batch bit-identical to a single run (see `predict`)."""
+    image i of a batch bit-identical to a single run (see `predict`).
+
+    `denoiser_kwargs(inputs)` and `denoiser_latents(latents)` say what the family's call gives the
+    denoiser (SD3 / Flux: the transformer's keyword arguments, latents packed as Flux sees them), so a
+    hook that runs a model beside it (an SD3 or Flux ControlNet) gives that model the same inputs."""
 
     step: int
     total: int
@@ -68,6 +72,23 @@ class ModelCallState:
     uncond_rows: int = 0
     images: int = 1
     per_image: bool = False
+    call: DenoiserCall | None = None  # the family's call, which the two methods below ask
+
+    def denoiser_kwargs(self, inputs: ModelInputs | None = None) -> dict[str, Any]:
+        """The keyword arguments the denoiser gets for `inputs` (default: this call's), hooks' `extra`
+        aside. TypeError for a family whose call does not say (the UNet families')."""
+        method = getattr(self.call, "model_kwargs", None)
+        if method is None:
+            raise TypeError("this model family's call does not expose its denoiser inputs")
+        return dict(method(self.inputs if inputs is None else inputs))
+
+    def denoiser_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) latents as the denoiser sees them (Flux: 2x2 patches packed into tokens)."""
+        method = getattr(self.call, "model_latents", None)
+        if method is None:
+            raise TypeError("this model family's call does not expose its latent layout")
+        out: torch.Tensor = method(latents)
+        return out
 
 
 ModelHook = Callable[[HookPoint, ModelCallState], None]
@@ -295,7 +316,7 @@ def denoise(
         )
         if model_hooks:
             uncond_rows = (len(groups) - len(weights)) * n  # the negative prompt's groups come first
-            call_state = ModelCallState(i, total, inputs, uncond_rows, n, per_image)
+            call_state = ModelCallState(i, total, inputs, uncond_rows, n, per_image, call)
             for model_hook in model_hooks:
                 model_hook(HookPoint.BEFORE_MODEL, call_state)
             inputs = call_state.inputs
