@@ -174,3 +174,13 @@ def test_an_inpaint_sketch_changes_nothing_outside_the_painted_pixels(
     assert not np.array_equal(out[~outside], source[~outside])
     assert result.images[0].path is not None and result.images[0].path.is_file()
     assert "Mask blur: 4" in result.images[0].infotext
+
+
+def test_detect_size_reads_the_picture_in_the_sub_tab_in_front() -> None:
+    from webui.ui import sketch_ui
+
+    fn, inputs = sketch_ui.detect_size({"_mode": "m", "_init_image": "p", "_sketch": "s"}, "_init_image")
+    assert inputs == ["m", "p", "s"]
+    plain, sketch = Image.new("RGB", (96, 64)), {"background": np.zeros((72, 200, 4), np.uint8), "layers": []}
+    assert fn(sketch_ui.PLAIN, plain, sketch) == (96, 64)
+    assert fn(sketch_ui.SKETCH, plain, sketch) == (200, 72)

@@ -184,7 +184,7 @@ def build_img2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
             raise RequestError("init_images", "upload an image (or send one from another tab) first")
         return {"init_images": (image.convert("RGB"),), **img2img_size.requested_size(values, image)}
 
-    img2img_size.wire_picture_size(f, "_init_image")
+    img2img_size.wire_picture_size(f, "_init_image", sketch_ui.detect_size(f, "_init_image"))
     sketch_ui.wire_size(f)
     return _finish(ctx, f, topbar, job_state, extra, ("_init_image", *sketch_ui.INPUTS), extensions, scripts)
 
@@ -260,7 +260,7 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
             **img2img_size.requested_size(values, image),
         }
 
-    img2img_size.wire_picture_size(f, "_editor")
+    img2img_size.wire_picture_size(f, "_editor", sketch_ui.detect_size(f, "_editor"))
     sketch_ui.wire_size(f)
     inputs = ("_editor", "_mask_upload", *sketch_ui.INPUTS)
     return _finish(ctx, f, topbar, job_state, extra, inputs, extensions, scripts)

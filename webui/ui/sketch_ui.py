@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.ui.img2img_size import size_of_new_picture
+from webui.ui.img2img_size import size_of_new_picture, size_of_picture
 from webui.ui.widgets import QUIET
 
 PLAIN, SKETCH = "plain", "sketch"
@@ -71,6 +71,15 @@ def wire_size(f: dict[str, Any]) -> None:
     shown = gr.State(None)
     for event in (f["_sketch"].upload, f["_sketch"].input):
         event(size_of_new_picture, [f["_sketch"], shown], [f["width"], f["height"], shown], **QUIET)
+
+
+def detect_size(f: dict[str, Any], picture: str) -> tuple[Any, list[Any]]:
+    """📐 for a tab with a sketch sub-tab: the size of the picture in the sub-tab in front."""
+
+    def size_in_front(mode: str, plain: Any, sketch: Any) -> tuple[Any, Any]:
+        return size_of_picture(sketch if mode == SKETCH else plain)
+
+    return size_in_front, [f["_mode"], f[picture], f["_sketch"]]
 
 
 def sketching(values: Mapping[str, Any]) -> bool:
