@@ -95,9 +95,10 @@ def size_of_new_picture(value: Any, last: Any) -> tuple[Any, Any, Any]:
     return (*fitted_size(size), list(size))
 
 
-def wire_picture_size(f: dict[str, Any], picture: str) -> None:
-    """An uploaded picture sets width and height to its size; 📐 does the same on demand; the "Resize by"
-    note follows the picture and the scale."""
+def wire_picture_size(f: dict[str, Any], picture: str, detect: tuple[Any, list[Any]] | None = None) -> None:
+    """An uploaded picture sets width and height to its size; 📐 does the same on demand (or runs
+    `detect`: (function, inputs) giving (width, height) updates); the "Resize by" note follows the
+    picture and the scale."""
     size_outputs = [f["width"], f["height"]]
     if isinstance(f[picture], gr.Image):
         f[picture].upload(size_of_picture, f[picture], size_outputs, **QUIET)
@@ -105,7 +106,8 @@ def wire_picture_size(f: dict[str, Any], picture: str) -> None:
         shown = gr.State(None)  # the size last taken from a picture (brush strokes keep it)
         for event in (f[picture].upload, f[picture].input):
             event(size_of_new_picture, [f[picture], shown], [*size_outputs, shown], **QUIET)
-    f["_detect_size"].click(size_of_picture, f[picture], size_outputs, **QUIET)
+    detect_fn, detect_inputs = detect or (size_of_picture, [f[picture]])
+    f["_detect_size"].click(detect_fn, detect_inputs, size_outputs, **QUIET)
     note_inputs = [f[picture], f["_scale_by"]]
     # the editor changes with every brush stroke: its note follows uploads only
     picture_event = f[picture].change if isinstance(f[picture], gr.Image) else f[picture].upload

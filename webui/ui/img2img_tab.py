@@ -10,7 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.ui import img2img_size, soft_inpaint_ui, widgets
+from webui.ui import img2img_size, sketch_ui, soft_inpaint_ui, widgets
 from webui.ui.context import StudioContext
 from webui.ui.extension_sections import build_sections
 from webui.ui.library_panel import embedding_accordion
@@ -161,10 +161,13 @@ def build_img2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
     f = _common(ctx, tab, topbar)
     with gr.Row(elem_classes="sf-main-row"):
         with gr.Column(scale=1, min_width=200):
-            f["_init_image"] = gr.Image(
-                label="Image for img2img", type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
-                elem_id="img2img_image", height=360,
-            )  # fmt: skip
+            with gr.Tabs(elem_id="img2img_modes") as modes:
+                with gr.Tab("Picture", id="img2img_plain", elem_id="img2img_plain_tab") as plain:
+                    f["_init_image"] = gr.Image(
+                        label="Image for img2img", type="pil", image_mode="RGBA",
+                        sources=["upload", "clipboard"], elem_id="img2img_image", height=360,
+                    )  # fmt: skip
+                sketch_ui.sketch_tab(f, tab, modes, plain, "_init_image", "Sketch")
             _settings(ctx, f, tab)
             _outpaint(f, tab)
             with extension_area(tab):
@@ -176,13 +179,14 @@ def build_img2img(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
     def extra(values: Mapping[str, Any]) -> dict[str, Any]:
         from webui.core.types import RequestError
 
-        image = values.get("_init_image")
+        image = sketch_ui.sketch_picture(values) if sketch_ui.sketching(values) else values.get("_init_image")
         if image is None:
             raise RequestError("init_images", "upload an image (or send one from another tab) first")
         return {"init_images": (image.convert("RGB"),), **img2img_size.requested_size(values, image)}
 
-    img2img_size.wire_picture_size(f, "_init_image")
-    return _finish(ctx, f, topbar, job_state, extra, ("_init_image",), extensions, scripts)
+    img2img_size.wire_picture_size(f, "_init_image", sketch_ui.detect_size(f, "_init_image"))
+    sketch_ui.wire_size(f)
+    return _finish(ctx, f, topbar, job_state, extra, ("_init_image", *sketch_ui.INPUTS), extensions, scripts)
 
 
 def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) -> TabRunner:
@@ -190,21 +194,27 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
     f = _common(ctx, tab, topbar)
     with gr.Row(elem_classes="sf-main-row"):
         with gr.Column(scale=1, min_width=200):
-            f["_editor"] = gr.ImageEditor(
-                label="Paint the area to change (see-through white brush); eraser and clear in the toolbar",
-                type="numpy", image_mode="RGBA", sources=["upload", "clipboard"], elem_id="inpaint_editor",
-                layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
-                brush=gr.Brush(default_size=20, colors=[(MASK_COLOUR, MASK_OPACITY)], color_mode="fixed"),
-                eraser=gr.Eraser(default_size=20), transforms=(), height=420,
-            )  # fmt: skip
-            with gr.Accordion("Mask upload (instead of painting)", open=False):
-                f["_mask_upload"] = gr.Image(
-                    label="Mask: white = repaint",
-                    type="pil",
-                    image_mode="L",
-                    elem_id="inpaint_mask_upload",
-                    height=200,
-                )
+            with gr.Tabs(elem_id="inpaint_modes") as modes:
+                with gr.Tab("Paint a mask", id="inpaint_plain", elem_id="inpaint_plain_tab") as plain:
+                    f["_editor"] = gr.ImageEditor(
+                        label="Paint the area to change (see-through white brush); eraser and clear in the "
+                        "toolbar", type="numpy", image_mode="RGBA", sources=["upload", "clipboard"],
+                        elem_id="inpaint_editor",
+                        layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
+                        brush=gr.Brush(
+                            default_size=20, colors=[(MASK_COLOUR, MASK_OPACITY)], color_mode="fixed"
+                        ),
+                        eraser=gr.Eraser(default_size=20), transforms=(), height=420,
+                    )  # fmt: skip
+                    with gr.Accordion("Mask upload (instead of painting)", open=False):
+                        f["_mask_upload"] = gr.Image(
+                            label="Mask: white = repaint",
+                            type="pil",
+                            image_mode="L",
+                            elem_id="inpaint_mask_upload",
+                            height=200,
+                        )
+                sketch_ui.sketch_tab(f, tab, modes, plain, "_editor", "Inpaint sketch")
             with gr.Row():
                 f["mask_blur"] = gr.Slider(
                     0, 64, value=4, step=1, label="Mask blur", elem_id="inpaint_mask_blur", min_width=160
@@ -233,12 +243,15 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
     def extra(values: Mapping[str, Any]) -> dict[str, Any]:
         from webui.core.types import RequestError
 
-        image = background_of(values.get("_editor"))
-        if image is None:
-            raise RequestError(
-                "init_images", "upload an image to inpaint (or send one from another tab) first"
-            )
-        mask = values.get("_mask_upload") or mask_from_editor(values.get("_editor"))
+        if sketch_ui.sketching(values):
+            image, mask = sketch_ui.inpaint_sketch_inputs(values)
+        else:
+            image = background_of(values.get("_editor"))
+            if image is None:
+                raise RequestError(
+                    "init_images", "upload an image to inpaint (or send one from another tab) first"
+                )
+            mask = values.get("_mask_upload") or mask_from_editor(values.get("_editor"))
         if mask is None:
             raise RequestError("mask", "paint over the area to change, or upload a mask")
         return {
@@ -248,5 +261,7 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
             **img2img_size.requested_size(values, image),
         }
 
-    img2img_size.wire_picture_size(f, "_editor")
-    return _finish(ctx, f, topbar, job_state, extra, ("_editor", "_mask_upload"), extensions, scripts)
+    img2img_size.wire_picture_size(f, "_editor", sketch_ui.detect_size(f, "_editor"))
+    sketch_ui.wire_size(f)
+    inputs = ("_editor", "_mask_upload", *sketch_ui.INPUTS)
+    return _finish(ctx, f, topbar, job_state, extra, inputs, extensions, scripts)
