@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import threading
 import time
@@ -26,13 +27,20 @@ from typing import Any
 
 import torch
 
-from webui.core.config import AppConfig
-from webui.core.engine import Engine
-from webui.core.jobs import JobQueue, JobState
-from webui.core.models.components import Precision
-from webui.core.models.manager import ModelManager
-from webui.core.models.tiny import build_tiny, save_single_file
-from webui.core.types import Txt2ImgRequest
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from webui import offline  # noqa: E402
+
+offline.apply()
+
+from webui.core.config import AppConfig  # noqa: E402
+from webui.core.engine import Engine  # noqa: E402
+from webui.core.jobs import JobQueue, JobState  # noqa: E402
+from webui.core.models.components import Precision  # noqa: E402
+from webui.core.models.manager import ModelManager  # noqa: E402
+from webui.core.models.tiny import build_tiny, save_single_file  # noqa: E402
+from webui.core.types import Txt2ImgRequest  # noqa: E402
 
 
 def _request(seed: int, size: int, steps: int) -> Txt2ImgRequest:
