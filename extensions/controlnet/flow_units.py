@@ -30,7 +30,7 @@ from .clip_vision import is_ip_module
 from .flow_layout import UNION_TYPES, a_family, check_base, family_of, union_type, uses_pixels
 from .layout import ControlNetFileError
 from .models import build_control_model, find_model, foreign_family
-from .residuals import ActiveUnit, prepare_units, row_sets
+from .residuals import ActiveUnit, image_size, row_sets, units_at_size
 from .units import ControlUnit, UnitError
 
 SD3_KEY = "block_controlnet_hidden_states"
@@ -224,26 +224,15 @@ def before_model(job: Any, units: list[ControlUnit], state: Any, components: Any
             )
     if not any(u.active_at(state.step, state.total) for u in units):
         return
-    height, width = state.inputs.sample.shape[-2:]
-    scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
-    size = (int(width) * scale, int(height) * scale)
+    size = image_size(state, components.vae)
+    vae = components.vae
+
+    def encode(ready: list[ActiveUnit]) -> dict[int, torch.Tensor]:
+        return {i: control_input(vae, a.image.clamp(0, 1), a.model) for i, a in enumerate(ready)}
+
     with ExitStack() as stack:
         models = {u.index: _unit_model(job, u, components, context, stack) for u in units}
-        key = ("flow", *size, *(id(models[u.index]) for u in units))
-        if key not in job.ready:
-            by_path = {find_model(list(job.files), u.model).path: models[u.index] for u in units}
-            ready = prepare_units(
-                units,
-                width=size[0],
-                height=size[1],
-                models=job.files,
-                load=by_path.__getitem__,
-                init_image=job.init_image,
-                init_mask=job.init_mask,
-                models_dir=context.models_dir,
-            )
-            vae = components.vae
-            latents = {i: control_input(vae, a.image.clamp(0, 1), a.model) for i, a in enumerate(ready)}
-            job.ready[key] = (ready, latents)
-        ready, latents = job.ready[key]
+        ready, latents = units_at_size(
+            job, units, models, size, context.models_dir, tag=("flow",), keep=encode
+        )
         FlowControlHook(ready, [latents[i] for i in range(len(ready))])(HookPoint.BEFORE_MODEL, state)

@@ -26,7 +26,7 @@ from .ipadapter import IPAdapterWeights
 from .layout import ControlNetFileError
 from .models import ControlNetFile, build_control_model, check_model, find_model
 from .preprocess import AnnotatorUnavailable, get_module
-from .residuals import ActiveUnit, ControlNetHook, prepare_units
+from .residuals import ActiveUnit, ControlNetHook, image_size, units_at_size
 from .units import ControlUnit, UnitError
 
 
@@ -130,24 +130,8 @@ def _control(job: JobState, units: list[ControlUnit], state: Any, components: An
     active_now = [u for u in units if u.active_at(state.step, state.total)]
     if not active_now:
         return
-    height, width = state.inputs.sample.shape[-2:]
-    scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
-    size = (int(width) * scale, int(height) * scale)
+    size = image_size(state, components.vae)
     with ExitStack() as stack:
         models = {u.index: _unit_model(job, u, components, context, stack) for u in units}
-        key = (*size, *(id(models[u.index]) for u in units))
-        if key not in job.ready:
-            by_path = {find_model(list(job.files), u.model).path: models[u.index] for u in units}
-            active = prepare_units(
-                units,
-                width=size[0],
-                height=size[1],
-                models=job.files,
-                load=by_path.__getitem__,
-                init_image=job.init_image,
-                init_mask=job.init_mask,
-                models_dir=context.models_dir,
-            )
-            job.ready[key] = (active, {})
-        active, features = job.ready[key]
+        active, features = units_at_size(job, units, models, size, context.models_dir)
         ControlNetHook(active, features)(HookPoint.BEFORE_MODEL, state)

@@ -207,6 +207,44 @@ class ControlNetHook:
         inputs.extra = extra
 
 
+def image_size(state: Any, vae: Any) -> tuple[int, int]:
+    """(width, height) in pixels of the images this model call's latents decode to."""
+    height, width = state.inputs.sample.shape[-2:]
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    return int(width) * scale, int(height) * scale
+
+
+def units_at_size(
+    job: Any,
+    units: Sequence[ControlUnit],
+    models: dict[int, Any],
+    size: tuple[int, int],
+    models_dir: Path,
+    *,
+    tag: tuple[Any, ...] = (),
+    keep: Callable[[list[ActiveUnit]], Any] = lambda ready: {},
+) -> tuple[list[ActiveUnit], Any]:
+    """The job's units prepared for images of `size` (prepare_units) with their loaded `models` (unit
+    index -> model), and what `keep(ready)` adds beside them (a family's encoded control inputs, a cache
+    of features); made once per size and models and kept in `job.ready` for the job's other calls."""
+    key = (*tag, *size, *(id(models[u.index]) for u in units))
+    if key not in job.ready:
+        by_path = {find_model(list(job.files), u.model).path: models[u.index] for u in units}
+        ready = prepare_units(
+            units,
+            width=size[0],
+            height=size[1],
+            models=job.files,
+            load=by_path.__getitem__,
+            init_image=job.init_image,
+            init_mask=job.init_mask,
+            models_dir=models_dir,
+        )
+        job.ready[key] = (ready, keep(ready))
+    found: tuple[list[ActiveUnit], Any] = job.ready[key]
+    return found
+
+
 def prepare_units(
     units: Sequence[ControlUnit],
     *,
