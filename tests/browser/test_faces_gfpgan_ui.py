@@ -59,7 +59,21 @@ def _extras_with_gfpgan(page: Any, source: Path, visibility: float) -> None:
     page.click("#extras_upscaler_1 input")
     page.click("[role=option]:has-text('None')")
     page.click("#extras_faces button:has-text('Restore faces')")
-    set_number(page, "extras_gfpgan_visibility", visibility)
+    # The value must still be there when Upscale is pressed. After earlier jobs of this module the
+    # slider has been seen to fall back to 0 a moment after it was typed (a late UI update racing the
+    # upload; not yet found): type it again then, as a person seeing it jump back would.
+    committed = (
+        "v => Number(document.querySelector('#extras_gfpgan_visibility input[type=range]').value) === v"
+    )
+    for attempt in range(2):
+        set_number(page, "extras_gfpgan_visibility", visibility)
+        page.wait_for_timeout(1500)
+        try:
+            page.wait_for_function(committed, arg=visibility, timeout=5_000)
+            return
+        except Exception:
+            if attempt == 1:
+                raise
 
 
 def test_extras_restores_the_face_with_gfpgan(studio: RunningStudio, browser: Any, source: Path) -> None:

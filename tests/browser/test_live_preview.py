@@ -49,15 +49,12 @@ def test_live_preview_replaces_the_gallery_at_the_output_size(
     set_number(page, "txt2img_height", HEIGHT)
     page.click("#txt2img_generate")
     wait_status(page, "txt2img", ("step",), timeout=60)
-    page.wait_for_function(
+    # read in the same look as the wait: the next preview may replace the image right after
+    natural = page.wait_for_function(
         "() => { const i = document.querySelector('#txt2img_preview img');"
-        " return !!i && i.complete && i.naturalWidth > 0; }",
+        " return !!i && i.complete && i.naturalWidth > 0 && [i.naturalWidth, i.naturalHeight]; }",
         timeout=30_000,
-    )
-    natural = page.evaluate(
-        "(() => { const i = document.querySelector('#txt2img_preview img');"
-        " return [i.naturalWidth, i.naturalHeight]; })()"
-    )
+    ).json_value()
     assert natural == [WIDTH, HEIGHT], natural  # the preview comes at the output's size, not 56x40
     assert not page.is_visible("#txt2img_gallery")  # the preview is in the gallery's place
     # seen without scrolling by hand: the page brings the preview into sight when it is not
