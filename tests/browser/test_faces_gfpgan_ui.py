@@ -59,9 +59,10 @@ def _extras_with_gfpgan(page: Any, source: Path, visibility: float) -> None:
     page.click("#extras_upscaler_1 input")
     page.click("[role=option]:has-text('None')")
     page.click("#extras_faces button:has-text('Restore faces')")
-    # The value must still be there when Upscale is pressed. After earlier jobs of this module the
-    # slider has been seen to fall back to 0 a moment after it was typed (a late UI update racing the
-    # upload; not yet found): type it again then, as a person seeing it jump back would.
+    # The value must still be there when Upscale is pressed. Typed within milliseconds of the click that
+    # opens the accordion, it can be lost: the slider is still mounting and takes its initial 0 (seen
+    # with the range's min/max/step right and nothing sent to the server). Type it again then, as a
+    # person who saw 0 would; nobody types that fast.
     committed = (
         "v => Number(document.querySelector('#extras_gfpgan_visibility input[type=range]').value) === v"
     )
