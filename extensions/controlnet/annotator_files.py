@@ -1,5 +1,6 @@
 """Reading an annotator's weights from models/ControlNet/annotators: the checks every network-backed
-preprocessor (lineart.py, lineart_anime.py, openpose_net.py) makes the same way.
+preprocessor (lineart.py, lineart_anime.py, openpose_net.py, depth_anything.py, midas.py) makes the
+same way.
 
 The files are pickles of plain state dicts; they are read only through the plugin API's safe loader
 (`weights_only=True`). A "module." prefix (weights saved from a DataParallel wrapper) is dropped. Every
@@ -23,15 +24,27 @@ class AnnotatorFileError(ValueError):
     """The annotator file cannot be read, or is not the network its preprocessor runs."""
 
 
-def read_weights(path: Path, marker: str, what: str, flat: bool = False) -> dict[str, torch.Tensor]:
-    """The state dict in `path`; AnnotatorFileError naming the file if it cannot be read safely or has no
-    `marker` key (then it is not `what`). `flat`: the file's layers are named without the block that
-    holds them (`conv1_1.weight`); a state dict saved from the blocks (`model0.conv1_1.weight`) loads too."""
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in `path`, read safely, without a DataParallel "module." prefix;
+    AnnotatorFileError naming the file if it cannot be read."""
     try:
         sd = load_state_dict(path)
     except CheckpointError as e:
         raise AnnotatorFileError(f"{path.name}: {e}") from e
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def misfit(path: Path, e: RuntimeError) -> AnnotatorFileError:
+    """The error for torch's strict-load failure `e` (its first lines), naming the file."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return AnnotatorFileError(f"{path.name}: weights do not fit: {' '.join(lines[:2])[:400]}")
+
+
+def read_weights(path: Path, marker: str, what: str, flat: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict in `path`; AnnotatorFileError naming the file if it cannot be read safely or has no
+    `marker` key (then it is not `what`). `flat`: the file's layers are named without the block that
+    holds them (`conv1_1.weight`); a state dict saved from the blocks (`model0.conv1_1.weight`) loads too."""
+    sd = read_state(path)
     if flat and marker not in sd and any(k.endswith(f".{marker}") for k in sd):
         sd = {k.split(".", 1)[1] if k.count(".") > 1 else k: v for k, v in sd.items()}
     if marker not in sd:

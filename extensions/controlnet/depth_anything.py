@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
-from webui.plugins.api import CheckpointError, load_state_dict
+from .annotator_files import AnnotatorFileError, misfit, read_state
 
 FILES = {
     "depth_anything": "depth_anything_vitl14.pth",
@@ -62,10 +62,6 @@ _RULES = [  # (original name pattern, transformers name), applied in order to th
     (r"depth_head\.scratch\.output_conv2\.0\.", "head.conv2."),
     (r"depth_head\.scratch\.output_conv2\.2\.", "head.conv3."),
 ]
-
-
-class DepthFileError(ValueError):
-    """The annotator file is not a Depth Anything state dict (or does not fit the network)."""
 
 
 def _rename(key: str) -> str | None:
@@ -113,15 +109,17 @@ def config_from(sd: dict[str, torch.Tensor], version: int, name: str) -> DepthAn
     )  # fmt: skip
     missing = [k for k in need if k not in sd]
     if missing:
-        raise DepthFileError(f"{name}: not a Depth Anything model (no {missing[0]})")
+        raise AnnotatorFileError(f"{name}: not a Depth Anything model (no {missing[0]})")
     if any(".mlp.w12." in k for k in sd):
-        raise DepthFileError(f"{name}: a ViT-G (SwiGLU) Depth Anything model is not supported; use ViT-S/B/L")
+        raise AnnotatorFileError(
+            f"{name}: a ViT-G (SwiGLU) Depth Anything model is not supported; use ViT-S/B/L"
+        )
     hidden = int(sd["pretrained.pos_embed"].shape[-1])
     patch = int(sd["pretrained.patch_embed.proj.weight"].shape[-1])
     grid = math.isqrt(int(sd["pretrained.pos_embed"].shape[1]) - 1)
     layers = len({m.group(1) for k in sd if (m := re.match(r"pretrained\.blocks\.(\d+)\.", k))})
     if hidden % HEAD_DIM or layers % 4 or "pretrained.blocks.0.mlp.fc1.weight" not in sd:
-        raise DepthFileError(f"{name}: not a DINOv2 ViT-S/B/L backbone (width {hidden}, {layers} blocks)")
+        raise AnnotatorFileError(f"{name}: not a DINOv2 ViT-S/B/L backbone (width {hidden}, {layers} blocks)")
     backbone = Dinov2Config(
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -145,12 +143,8 @@ def config_from(sd: dict[str, torch.Tensor], version: int, name: str) -> DepthAn
 
 
 def load_model(path: Path, version: int) -> DepthAnythingForDepthEstimation:
-    """The model in `path` (eval, fp32, CPU): every key loaded strictly, DepthFileError naming the file."""
-    try:
-        sd = load_state_dict(path)
-    except CheckpointError as e:
-        raise DepthFileError(f"{path.name}: {e}") from e
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    """The model in `path` (eval, fp32, CPU), every key loaded strictly; AnnotatorFileError names the file."""
+    sd = read_state(path)
     config = config_from(sd, version, path.name)
     with torch.device("meta"):
         model = DepthAnythingForDepthEstimation(config)
@@ -159,13 +153,8 @@ def load_model(path: Path, version: int) -> DepthAnythingForDepthEstimation:
             {k: v.float() for k, v in to_transformers(sd).items()}, strict=True, assign=True
         )
     except RuntimeError as e:
-        raise DepthFileError(f"{path.name}: weights do not fit: {_first_line(e)}") from e
+        raise misfit(path, e) from e
     return model.eval().requires_grad_(False)
-
-
-def _first_line(e: Exception) -> str:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return " ".join(lines[:2])[:400]
 
 
 def net_size(h: int, w: int) -> tuple[int, int]:

@@ -27,10 +27,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .annotator_files import AnnotatorFileError, load_strict, read_weights
+from .annotator_files import load_strict, read_weights
 
 FILES = {"lineart_realistic": "sk_model.pth", "lineart_coarse": "sk_model2.pth"}
-LineartFileError = AnnotatorFileError  # what preprocess.py catches around every annotator
 
 
 class ResidualBlock(nn.Module):

@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from transformers import BitConfig, DPTConfig, DPTForDepthEstimation
 
-from webui.plugins.api import CheckpointError, load_state_dict
+from .annotator_files import AnnotatorFileError, misfit, read_state
 
 FILE = "dpt_hybrid-midas-501f0c75.pt"
 MODULES = ("depth_midas", "normal_midas")
@@ -70,10 +70,6 @@ _SHIFTED = {  # pretrained.act_postprocessK.<part>: K becomes K - 1
     "3": "neck.reassemble_stage.layers.{}.projection.",
     "4": "neck.reassemble_stage.layers.{}.resize.",
 }
-
-
-class MidasFileError(ValueError):
-    """The annotator file is not a MiDaS DPT-Hybrid state dict (or does not fit the network)."""
 
 
 def _rename(key: str) -> str:
@@ -120,11 +116,11 @@ def config_from(sd: dict[str, torch.Tensor], name: str) -> DPTConfig:
     )  # fmt: skip
     missing = [k for k in need if k not in sd]
     if missing:
-        raise MidasFileError(f"{name}: not a MiDaS DPT-Hybrid model (no {missing[0]})")
+        raise AnnotatorFileError(f"{name}: not a MiDaS DPT-Hybrid model (no {missing[0]})")
     hidden = int(sd[_VIT + "pos_embed"].shape[-1])
     layers = _count(sd, r"pretrained\.model\.blocks\.(\d+)\.")
     if hidden % HEAD_DIM or layers < 2:
-        raise MidasFileError(f"{name}: not a ViT-B/16 hybrid backbone (width {hidden}, {layers} blocks)")
+        raise AnnotatorFileError(f"{name}: not a ViT-B/16 hybrid backbone (width {hidden}, {layers} blocks)")
     grid = math.isqrt(int(sd[_VIT + "pos_embed"].shape[1]) - 1)
     widths = [int(sd[f"{_BIT}stages.{s}.blocks.0.conv3.weight"].shape[0]) for s in range(3)]
     bit = BitConfig(
@@ -159,12 +155,8 @@ def config_from(sd: dict[str, torch.Tensor], name: str) -> DPTConfig:
 
 
 def load_model(path: Path) -> DPTForDepthEstimation:
-    """The model in `path` (eval, fp32, CPU): every key loaded strictly, MidasFileError naming the file."""
-    try:
-        sd = load_state_dict(path)
-    except CheckpointError as e:
-        raise MidasFileError(f"{path.name}: {e}") from e
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    """The model in `path` (eval, fp32, CPU), every key loaded strictly; AnnotatorFileError names the file."""
+    sd = read_state(path)
     config = config_from(sd, path.name)
     with torch.device("meta"):
         model = DPTForDepthEstimation(config)
@@ -172,8 +164,7 @@ def load_model(path: Path) -> DPTForDepthEstimation:
         weights = {k: v.float() for k, v in to_transformers(sd).items()}
         model.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        raise MidasFileError(f"{path.name}: weights do not fit: {' '.join(lines[:2])[:400]}") from e
+        raise misfit(path, e) from e
     return model.eval().requires_grad_(False)
 
 

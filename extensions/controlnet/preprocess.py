@@ -203,53 +203,43 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _network(name: str, folder: Path) -> Callable[[np.ndarray, float], Image.Image] | None:
+    """How module `name` runs its network from `folder`: (the image at the preprocessor resolution,
+    threshold_a) -> the map; None if no network module of that name is built in yet."""
+    if name in openpose.FILES:
+        paths = [folder / f for f in NEEDS_WEIGHTS[name]]
+        return lambda rgb, a: openpose.run(paths, rgb)
+    if name in lineart_anime.FILES:
+        anime = folder / lineart_anime.FILES[name]
+        return lambda rgb, a: lineart_anime.run(anime, rgb)
+    if name in lineart.FILES:
+        sketch = folder / lineart.FILES[name]
+        return lambda rgb, a: lineart.run(sketch, rgb)
+    if name in depth_anything.FILES:
+        depth, version = folder / depth_anything.FILES[name], 2 if name.endswith("_v2") else 1
+        return lambda rgb, a: depth_anything.run(depth, version, rgb)
+    if name in midas.MODULES:
+        dpt = folder / midas.FILE
+        return lambda rgb, a: midas.run(dpt, name, rgb, a)
+    return None
+
+
 def _weighted(name: str, folder: Path) -> Module | None:
     """The module `name` that runs a network from `folder` (its files present), or None if it is not
     built in yet."""
-    if name in lineart_anime.FILES or name in openpose.FILES:  # lineart_anime.py, openpose.py
-        paths = [folder / f for f in NEEDS_WEIGHTS[name]]
+    net = _network(name, folder)
+    if net is None:
+        return None
 
-        def run_net(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
-            rgb = _fit(image, resolution)
-            try:
-                if name in openpose.FILES:
-                    return openpose.run(paths, rgb)
-                return lineart_anime.run(paths[0], rgb)
-            except AnnotatorFileError as e:
-                raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
+    def run_net(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
+        try:
+            return net(_fit(image, resolution), a)
+        except AnnotatorFileError as e:
+            raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
 
-        return Module(name, run_net)
-    if name in lineart.FILES:
-        path = folder / lineart.FILES[name]
-
-        def run_lineart(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
-            try:
-                return lineart.run(path, _fit(image, resolution))
-            except lineart.LineartFileError as e:
-                raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
-
-        return Module(name, run_lineart)
-    if name in depth_anything.FILES:
-        path, version = folder / depth_anything.FILES[name], 2 if name.endswith("_v2") else 1
-
-        def run_depth(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
-            try:
-                return depth_anything.run(path, version, _fit(image, resolution))
-            except depth_anything.DepthFileError as e:
-                raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
-
-        return Module(name, run_depth)
     if name in midas.MODULES:
-        path = folder / midas.FILE
-
-        def run_midas(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
-            try:
-                return midas.run(path, name, _fit(image, resolution), a)
-            except midas.MidasFileError as e:
-                raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
-
-        return Module(name, run_midas, 512, NORMAL_BG if name == "normal_midas" else None)
-    return None
+        return Module(name, run_net, 512, NORMAL_BG if name == "normal_midas" else None)
+    return Module(name, run_net)
 
 
 def module_names() -> list[str]:
