@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from webui.core.faces.strict import load_on_meta
+
 SIZE = 512  # the face crop the network takes and gives
 TOKENS = 256  # 16 x 16: the encoder's output grid
 CH_MULT = (1, 2, 2, 4, 4, 8)  # channels per level (512, 256, 128, 64, 32, 16 px) in units of nf
@@ -335,12 +337,4 @@ def build(state: dict[str, torch.Tensor]) -> CodeFormer:
         raise ValueError(f"not a CodeFormer network ({SUPPORTED}): no {e} tensor") from e
     except (IndexError, ValueError, TypeError) as e:  # a tensor of another rank or size
         raise ValueError(f"not a CodeFormer network ({SUPPORTED}): {e}") from e
-    with torch.device("meta"):
-        net = CodeFormer(config)
-    try:
-        net.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as e:
-        lines = [s.strip() for s in str(e).splitlines() if s.strip()]
-        detail = " ".join(lines[:3])[:400]
-        raise ValueError(f"not a CodeFormer network ({SUPPORTED}): {detail}") from e
-    return net.eval()
+    return load_on_meta(lambda: CodeFormer(config), state, f"a CodeFormer network ({SUPPORTED})")

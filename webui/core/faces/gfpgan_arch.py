@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from webui.core.faces.strict import load_on_meta
+
 LEAK = 0.2
 SUPPORTED = "GFPGANv1.3.pth and GFPGANv1.4.pth are; the first release, GFPGANv1.pth, is not"
 
@@ -319,12 +321,4 @@ def build(state: dict[str, torch.Tensor]) -> GFPGANv1Clean:
         config = GFPGANConfig.from_state_dict(state)
     except (KeyError, IndexError, ValueError, ZeroDivisionError) as e:
         raise ValueError(f"not a GFPGAN v1 (clean) network ({SUPPORTED}): no or odd {e}") from e
-    with torch.device("meta"):
-        net = GFPGANv1Clean(config)
-    try:
-        net.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as e:
-        lines = [s.strip() for s in str(e).splitlines() if s.strip()]
-        detail = " ".join(lines[:3])[:400]
-        raise ValueError(f"not a GFPGAN v1 (clean) network ({SUPPORTED}): {detail}") from e
-    return net.eval()
+    return load_on_meta(lambda: GFPGANv1Clean(config), state, f"a GFPGAN v1 (clean) network ({SUPPORTED})")
