@@ -30,6 +30,18 @@ def _no_network() -> Iterator[None]:
             os.environ[key] = value
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a module's tests (its parity checks sum floats in one order); the
+    thread count is put back after them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Single-file tiny checkpoints of every fixture architecture, in an A1111-style data folder.

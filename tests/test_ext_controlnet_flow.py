@@ -17,7 +17,7 @@ Asserted: final latents within 1e-3, decoded pixels within 1/255.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -53,11 +53,8 @@ GUIDANCE = 3.5
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here on one torch thread (float sums in one order: bit-equal comparisons)."""
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ our per-image UNet batch ([uncond, cond]) is the pipeline's batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,11 +41,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here on one torch thread (float sums in one order: bit-equal comparisons)."""
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +39,8 @@ SEEDS = [3, 4]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here on one torch thread (float sums in one order: bit-equal comparisons)."""
 
 
 UNET_ARCHITECTURES = tuple(f.arch for f in families.FAMILIES if not f.flow_matching)

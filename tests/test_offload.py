@@ -10,7 +10,6 @@ at every part's weights at the moment each part (or block) runs.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,8 @@ ARCH_NAMES = {"sd1": "tiny-sd1", "sd2-v": "tiny-sd2-v", "sdxl": "tiny-sdxl"}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here on one torch thread (float sums in one order: bit-equal comparisons)."""
 
 
 @pytest.fixture(scope="module")

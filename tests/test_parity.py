@@ -42,7 +42,7 @@ encodes an empty negative prompt as text, as A1111 does, and never zeros it).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,13 +118,8 @@ class Model:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run no faster on two threads here, and a second thread spinning beside another
-    busy process slows everything down. Both sides run under the same setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test here on one torch thread (float sums in one order: bit-equal comparisons)."""
 
 
 @pytest.fixture(scope="module")
