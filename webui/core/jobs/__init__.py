@@ -15,7 +15,8 @@ from webui.core.jobs.info import (
     QueueFull,
     check_access,
 )
-from webui.core.jobs.queue import JobQueue, QueueClosed, WorkersFixed
+from webui.core.jobs.queue import JobQueue
+from webui.core.jobs.scaling import QueueClosed, WorkersFixed
 from webui.core.jobs.store import StoreError
 
 __all__ = [
