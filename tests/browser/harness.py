@@ -140,11 +140,25 @@ def wait_value(page: Any, selector: str, text: str, *, exact: bool = False, time
     )
 
 
+_SLIDER_SHOWS = (
+    "([id, v]) => { const r = document.querySelector(`#${id} input[type=range]`);"
+    " return !r || Math.abs(Number(r.value) - v) < 1e-9; }"
+)
+
+
 def set_number(page: Any, elem_id: str, value: float) -> None:
-    """Type a value into a slider's or number's box and commit it."""
+    """Type a value into a slider's or number's box and commit it. A slider typed into while it is still
+    mounting (just after the click that opens its accordion) keeps its initial value: when its track
+    does not show the value within 3 s, it is typed once more, as a person who saw it would."""
     box = page.locator(f"#{elem_id} input[type=number]").first
-    box.fill(str(value))
-    box.press("Enter")
+    for _attempt in range(2):
+        box.fill(str(value))
+        box.press("Enter")
+        try:
+            page.wait_for_function(_SLIDER_SHOWS, arg=[elem_id, float(value)], timeout=3_000)
+            return
+        except Exception:  # a value the slider clamps or rounds never shows: as before, go on
+            continue
 
 
 def wait_status(

@@ -59,22 +59,7 @@ def _extras_with_gfpgan(page: Any, source: Path, visibility: float) -> None:
     page.click("#extras_upscaler_1 input")
     page.click("[role=option]:has-text('None')")
     page.click("#extras_faces button:has-text('Restore faces')")
-    # The value must still be there when Upscale is pressed. Typed within milliseconds of the click that
-    # opens the accordion, it can be lost: the slider is still mounting and takes its initial 0 (seen
-    # with the range's min/max/step right and nothing sent to the server). Type it again then, as a
-    # person who saw 0 would; nobody types that fast.
-    committed = (
-        "v => Number(document.querySelector('#extras_gfpgan_visibility input[type=range]').value) === v"
-    )
-    for attempt in range(2):
-        set_number(page, "extras_gfpgan_visibility", visibility)
-        page.wait_for_timeout(1500)
-        try:
-            page.wait_for_function(committed, arg=visibility, timeout=5_000)
-            return
-        except Exception:
-            if attempt == 1:
-                raise
+    set_number(page, "extras_gfpgan_visibility", visibility)
 
 
 def test_extras_restores_the_face_with_gfpgan(studio: RunningStudio, browser: Any, source: Path) -> None:
