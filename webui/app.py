@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from webui.core.config import AppConfig
-from webui.core.devices import choose_precision, resolve_vram
+from webui.core.devices import choose_precision, device_notes
 from webui.core.jobs.ray_pool import RaySetupError
 from webui.core.models.manager import ModelManager
 
@@ -37,9 +37,8 @@ def main(ns: argparse.Namespace) -> int:
             manager.hashes.hash(demo)  # tiny: hash it now so its title is complete from the start
     for problem in manager.refresh():
         print(f"warning: {problem}", file=sys.stderr)
-    _mode, vram_note = resolve_vram(config.vram, precision.device)
-    if vram_note is not None:
-        print(f"note: {vram_note}", file=sys.stderr if precision.device == "cpu" else sys.stdout)
+    for note in device_notes(config, precision):
+        print(f"note: {note}", file=sys.stderr if precision.device == "cpu" else sys.stdout)
     files = manager.checkpoints()
     print(f"Sfumato: data folder {config.data_dir}; device {precision.device} ({precision.dtype})")
     if not files:

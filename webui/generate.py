@@ -60,7 +60,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     offline.apply()
     from webui.core.config import AppConfig
-    from webui.core.devices import choose_precision, resolve_vram
+    from webui.core.devices import choose_precision, device_notes
     from webui.core.engine import Engine
     from webui.core.models.checkpoint_file import CheckpointError
     from webui.core.types import RequestError, Txt2ImgRequest
@@ -71,8 +71,7 @@ def main(argv: Sequence[str]) -> int:
     request = Txt2ImgRequest(**fields)
     config = AppConfig.from_flags(ns)
     precision = choose_precision(config)
-    note = resolve_vram(config.vram, precision.device)[1]
-    if note is not None:
+    for note in device_notes(config, precision):
         print(f"note: {note}", file=sys.stderr)
     engine = Engine(config)
     try:

@@ -21,7 +21,7 @@ from webui.core.config import AppConfig
 from webui.core.models import configs
 from webui.core.models.cache import ModelCache
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
-from webui.core.models.components import Components, Precision
+from webui.core.models.components import Components, Precision, wants_channels_last
 from webui.core.models.family_probe import family_of_path
 from webui.core.models.hashes import HashCache
 from webui.core.models.infer import ShapeError, vae_config
@@ -58,6 +58,7 @@ class LoadedModel:
 
 def load_vae_file(path: Path, arch: str, precision: Precision) -> Any:
     """A standalone VAE (LDM layout with or without `first_stage_model.`, or diffusers layout)."""
+    import torch
     from diffusers import AutoencoderKL
 
     sd = load_state_dict(path)
@@ -74,7 +75,10 @@ def load_vae_file(path: Path, arch: str, precision: Precision) -> Any:
         raise CheckpointError(path, f"not a usable VAE: {e}") from e
     if any(p.is_meta for p in vae.parameters()):
         raise CheckpointError(path, "not a usable VAE: some weights are missing")
-    return vae.to(device=precision.device, dtype=precision.vae_dtype).eval().requires_grad_(False)
+    vae = vae.to(device=precision.device, dtype=precision.vae_dtype)
+    if wants_channels_last(precision.device, precision.vae_dtype):
+        vae = vae.to(memory_format=torch.channels_last)
+    return vae.eval().requires_grad_(False)
 
 
 def _cache_key(file: ModelFile) -> tuple[Path, int, int]:
