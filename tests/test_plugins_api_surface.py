@@ -73,7 +73,7 @@ def test_exported_names_are_pinned() -> None:
     public = sorted(n for n in vars(api) if not n.startswith("_") and n != "annotations")
     assert public == EXPORTED, "webui.plugins.api exposes a name that is not in __all__"
     assert all(getattr(api, n) is not None for n in EXPORTED)
-    assert api.API_VERSION == (2, 3)
+    assert api.API_VERSION == (2, 4)
     assert set(api.__all__) >= API_1_0
 
 
@@ -105,9 +105,9 @@ def test_api_1_extensions_still_load_and_run_their_hooks(tmp_path: Path) -> None
     ("wanted", "words"),
     [
         ("1.1", "never existed"),
-        ("2.4", "update Sfumato"),
-        ("3.0", "provides API 2.3"),
-        ("0.9", "provides API 2.3"),
+        ("2.5", "update Sfumato"),
+        ("3.0", "provides API 2.4"),
+        ("0.9", "provides API 2.4"),
         ("two", "must look like"),
     ],
 )

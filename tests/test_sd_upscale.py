@@ -1,6 +1,7 @@
 """A1111's img2img "SD upscale" script (extensions/a1111_scripts/sd_upscale.py): the tile layout, the
 blend across overlaps, and real runs of the tiny SD1 model over /sdapi/v1/img2img as A1111 clients send
-them (script_name "sd upscale", positional script_args [info, overlap, upscaler index, scale factor])."""
+them (script_name "sd upscale", positional script_args [info, overlap, upscaler index, scale factor]),
+with a test extension's upscaler (nearest 2x, colours inverted) among the studio's."""
 
 from __future__ import annotations
 
@@ -15,12 +16,25 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
+from tests.test_plugins_host import write_extension
 from tests.test_server_harness import running_server
 from webui.core.config import AppConfig
 from webui.plugins.host import PluginHost
 
+INVERTED = "Inverted 2x"  # the test extension's upscaler: a nearest resize, colours inverted
+INVERTER = f"""
+from PIL import Image, ImageOps
+from webui.plugins.api import UpscalerSpec, hookimpl
+
+def upscale(image, width, height):
+    return ImageOps.invert(image.convert("RGB").resize((width, height), resample=Image.Resampling.NEAREST))
+
+@hookimpl
+def register(registry):
+    registry.add(UpscalerSpec({INVERTED!r}, upscale, scale=2.0))
+"""
 FAST = dict(prompt="a red cube", steps=2, width=64, height=64, seed=7, cfg_scale=5, denoising_strength=0.5)
 
 
@@ -59,9 +73,13 @@ def test_blend_puts_unchanged_tiles_back_exactly_and_ramps_across_overlaps(sd_up
 
 
 @pytest.fixture(scope="module")
-def c(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def c(tiny_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    data = tmp_path_factory.mktemp("sd-upscale-data")
+    (data / "models" / "Stable-diffusion").mkdir(parents=True)
+    (data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors").symlink_to(tiny_files["sd1"])
+    write_extension(data / "extensions", "inverter", INVERTER, api_version="2.4")
     with (
-        running_server(tiny_data_dir, tmp_path_factory.mktemp("sd-upscale-api")) as running,
+        running_server(data, tmp_path_factory.mktemp("sd-upscale-api")) as running,
         running.client() as client,
     ):
         yield client
@@ -103,16 +121,47 @@ def test_sd_upscale_over_the_api_redraws_tiles_and_blends_them(c: httpx.Client) 
     assert not np.array_equal(out, np.asarray(enlarged))  # redrawn, not only enlarged
 
 
-def test_upscaler_none_keeps_the_size_and_other_upscalers_are_refused_by_name(c: httpx.Client) -> None:
+def test_an_extension_upscaler_by_name_or_index_enlarges_the_picture_the_tiles_redraw(
+    c: httpx.Client,
+) -> None:
+    info = {s["name"]: s for s in c.get("/sdapi/v1/script-info").json() if s["is_img2img"]}["sd upscale"]
+    choices = {a["label"]: a["choices"] for a in info["args"]}["Upscaler"]
+    assert choices == ["None", "Lanczos", "Nearest", INVERTED]  # A1111's indices: the extension's is 3
+    init = _picture()
+    body = {**FAST, "init_images": [_b64(init)], "script_name": "SD upscale"}
+    runs = {
+        upscaler: c.post("/sdapi/v1/img2img", json={**body, "script_args": ["", 32, upscaler, 2.0]})
+        for upscaler in ("inverted 2X", 3, "Lanczos")
+    }
+    for r in runs.values():
+        assert r.status_code == 200, r.text
+    out, by_index, lanczos = (_image(r.json()["images"][0]) for r in runs.values())
+    assert out.shape == (128, 128, 3) and np.array_equal(out, by_index)
+    text = json.loads(runs[3].json()["info"])["infotexts"][0]
+    assert "SD upscale upscaler: Inverted 2x" in text and "Size: 128x128" in text
+    # the tiny model's random VAE keeps no colour, so compare with what img2img makes of the picture the
+    # extension's upscale(image, 128, 128) gives (a nearest 2x, inverted): the first tile's own corner
+    enlarged = ImageOps.invert(init.resize((128, 128), resample=Image.Resampling.NEAREST))
+    tile = c.post("/sdapi/v1/img2img", json={**FAST, "init_images": [_b64(enlarged.crop((0, 0, 64, 64)))]})
+    assert tile.status_code == 200, tile.text
+    first = _image(tile.json()["images"][0])
+    assert np.array_equal(out[:32, :32], first[:32, :32])
+    assert not np.array_equal(out[:32, :32], lanczos[:32, :32])  # Lanczos enlarges another picture
+
+
+def test_upscaler_none_keeps_the_size_and_unknown_upscalers_are_refused_listing_the_choices(
+    c: httpx.Client,
+) -> None:
     body = {**FAST, "init_images": [_b64(_picture())], "script_name": "SD upscale"}
     kept = c.post("/sdapi/v1/img2img", json={**body, "script_args": ["", 16, 0, 2.0]})
     assert kept.status_code == 200, kept.text
     assert _image(kept.json()["images"][0]).shape == (64, 64, 3)
     assert "SD upscale upscaler: None" in json.loads(kept.json()["info"])["infotexts"][0]
-    for upscaler, needle in (("R-ESRGAN 4x+", "'R-ESRGAN 4x+'"), (7, "index 7")):
+    for upscaler, needle in (("R-ESRGAN 4x+", "'R-ESRGAN 4x+'"), (4, "index 4"), (-1, "index -1")):
         bad = c.post("/sdapi/v1/img2img", json={**body, "script_args": ["", 16, upscaler, 2.0]})
         assert bad.status_code == 422, bad.text
         assert "script_args.upscaler_index" in bad.text and needle in bad.text, bad.text
+        assert "0 (None), 1 (Lanczos), 2 (Nearest), 3 (Inverted 2x)" in bad.text, bad.text
     bad = c.post("/sdapi/v1/img2img", json={**body, "script_args": ["", 64, 1, 2.0]})
     assert bad.status_code == 422 and "script_args.overlap" in bad.text, bad.text
     on_txt2img = c.post("/sdapi/v1/txt2img", json={**FAST, "script_name": "SD upscale"})

@@ -39,6 +39,7 @@ def register(registry):
         Field("notes", "textarea", ""),
         Field("size", "dropdown", "small", choices=("small", "large")),
         Field("side", "radio", "left", choices=("left", "right")),
+        Field("upscaler", "upscaler", "None"),
     )))
     registry.add(UiSection("txt2img", "Only txt2img", fields=(Field("only", "checkbox", True),)))
     registry.add(UpscalerSpec("Tiny 2x", lambda im, w, h: im.resize((w, h))))
@@ -80,18 +81,23 @@ def test_sections_render_each_field_kind_and_their_values_reach_extension_args_b
     kinds = {key.rsplit(".", 1)[1]: type(c).__name__ for key, c in txt.components.items()}
     assert kinds == {
         "flag": "Checkbox", "steps": "Slider", "scale": "Number", "word": "Textbox", "notes": "Textbox",
-        "size": "Dropdown", "side": "Radio", "only": "Checkbox",
+        "size": "Dropdown", "side": "Radio", "upscaler": "Dropdown", "only": "Checkbox",
     }  # fmt: skip
+    # an "upscaler" field lists the engine's picture upscalers, the extension's included (Extras' list)
+    upscaler = txt.components[field_key("kinds", "upscaler")]
+    assert [c[0] for c in upscaler.choices] == ["None", "Lanczos", "Nearest", "Tiny 2x"]
+    assert upscaler.value == "None"
     assert txt.components[field_key("kinds", "notes")].lines == 4
     assert field_key("kinds", "only") not in inpaint.components  # inpaint shows the img2img sections
     assert field_key("kinds", "flag") in inpaint.components
     values = {key: f.default for key, f in txt.fields.items()}
     values.update({field_key("kinds", "steps"): 7.0, field_key("kinds", "side"): "right", "prompt": "x"})
+    values[field_key("kinds", "upscaler")] = "Tiny 2x"
     args = txt.args(values)
     assert args == {
         "kinds": {
             "flag": False, "steps": 7, "scale": 1.5, "word": "cat", "notes": "", "size": "small",
-            "side": "right", "only": True,
+            "side": "right", "upscaler": "Tiny 2x", "only": True,
         }
     }  # fmt: skip
     assert isinstance(args["kinds"]["steps"], int)
@@ -110,6 +116,11 @@ def test_a_bad_accordion_value_names_the_extension_and_field(data: Path) -> None
     with pytest.raises(RequestError) as big:
         txt.args({field_key("kinds", "steps"): 11})
     assert big.value.field == "extension_args.kinds.steps"
+    with pytest.raises(RequestError) as unknown:  # checked against the live list, as a job's values are
+        ctx.services.engine.hooks.check_extension_args({"kinds": {"upscaler": "R-ESRGAN 4x+"}})
+    assert unknown.value.field == "extension_args.kinds.upscaler"
+    assert "'R-ESRGAN 4x+'" in unknown.value.message
+    assert "None, Lanczos, Nearest, Tiny 2x" in unknown.value.message
     assert ExtensionInputs(None).args({}) == {}
 
 
@@ -225,6 +236,11 @@ def test_hires_upscaler_dropdown_lists_builtin_and_extension_upscalers(data: Pat
     assert "X/Y/Z plot" in inpaint and "Outpainting mk2" in inpaint and "Prompt matrix" in inpaint
     assert "Outpainting mk2" not in [c[0] for c in found["txt2img_script"].choices]
     assert "inpaint_script_x_y_z_plot_no_fixed_seeds" in found  # "Keep -1 for seeds"
+    # SD upscale's upscaler lists the studio's picture upscalers, the extension's included (Extras' list)
+    for tab in ("img2img", "inpaint"):
+        upscalers = [c[0] for c in found[f"{tab}_script_sd_upscale_upscaler_index"].choices]
+        assert upscalers == ["None", "Lanczos", "Nearest", "Tiny 2x"]
+        assert upscalers == [c[0] for c in found["extras_upscaler_1"].choices]
 
 
 IMAGES = """

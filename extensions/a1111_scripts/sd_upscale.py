@@ -3,8 +3,10 @@ by tile (each tile the request's width x height, neighbours overlapping by `over
 the tiles back with linear ramps across each overlap, so no seam shows.
 
 script_args (A1111's order): [info, overlap, upscaler_index, scale_factor]. `upscaler_index` is A1111's
-index into its upscaler list or a name: 0 "None" (the image keeps its size, as in A1111: only the tiles
-are redrawn), 1 "Lanczos", 2 "Nearest"; other upscalers (ESRGAN models...) are refused, naming them.
+index into its upscaler list, or a name (any case): 0 "None" (the image keeps its size, as in A1111:
+only the tiles are redrawn), then the studio's picture upscalers as Extras lists them (the runner's
+`upscalers`, plugin API 2.4): 1 "Lanczos", 2 "Nearest", then the extensions' (ESRGAN models...). A
+runner without `upscalers` (a plain Engine.run) offers only "None".
 Every tile uses the request's settings and the same seed (A1111's), with `n_iter` images each from seed
 + n. Where it differs from A1111: only the first init image is used, tiles run one at a time (the
 batch size does not batch tiles: the output is the same), and a tile larger than the enlarged picture
@@ -16,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from webui.plugins.api import (
 
 from .common import ScriptRun, checked
 
-UPSCALERS = {"None": None, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
+NONE = "None"
 MAX_SIDE = 8192  # the enlarged picture's longest side
 
 FIELDS = (
@@ -50,26 +52,25 @@ FIELDS = (
         "(A1111 clients send its note here; the text is not used.)",
     ),
     Field("overlap", "slider", 64, label="Tile overlap", minimum=0, maximum=256, step=16),
-    Field("upscaler_index", "radio", "None", label="Upscaler", choices=tuple(UPSCALERS)),
+    Field("upscaler_index", "upscaler", NONE, label="Upscaler"),
     Field("scale_factor", "slider", 2.0, label="Scale Factor", minimum=1.0, maximum=4.0, step=0.05),
 )  # fmt: skip
 
 
-def upscaler_name(value: Any) -> str:
-    """A1111's index into its upscaler list, or a name, as one of UPSCALERS."""
-    names = list(UPSCALERS)
+def upscaler_name(value: Any, upscalers: Sequence[str]) -> str:
+    """A1111's index into its upscaler list ("None", then `upscalers`), or a name in any case, as the
+    name; RequestError on `upscaler_index` listing the choices with their indices otherwise."""
+    names = [NONE, *(n for n in upscalers if n != NONE)]
+    listed = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
     if isinstance(value, int) and not isinstance(value, bool):
         if 0 <= value < len(names):
             return names[value]
-        listed = ", ".join(f"{i} ({n})" for i, n in enumerate(names))
         raise RequestError("upscaler_index", f"SD upscale offers {listed}; got index {value}")
     if isinstance(value, str):
         for name in names:
             if value.strip().casefold() == name.casefold():
                 return name
-        raise RequestError(
-            "upscaler_index", f"upscaler {value!r} is not available to SD upscale: choose {', '.join(names)}"
-        )
+        raise RequestError("upscaler_index", f"upscaler {value!r} is not available: choose {listed}")
     raise RequestError("upscaler_index", f"must be an upscaler's index or name, got {value!r}")
 
 
@@ -136,11 +137,12 @@ def run(
     if request.mask is not None:
         raise RequestError("mask", "SD upscale redraws the whole picture: send no mask")
     a = checked(FIELDS, args, free=("info", "upscaler_index"))
-    upscaler = upscaler_name(a["upscaler_index"])
+    upscalers: Mapping[str, Callable[[Image.Image, int, int], Image.Image]] = getattr(runner, "upscalers", {})
+    upscaler = upscaler_name(a["upscaler_index"], list(upscalers))
     scale = float(a["scale_factor"])
     overlap = int(a["overlap"])
     source = request.init_images[0].convert("RGB")
-    if upscaler == "None":
+    if upscaler == NONE:
         picture = source
     else:
         size = (int(source.width * scale), int(source.height * scale))
@@ -150,13 +152,13 @@ def run(
                 f"{source.width}x{source.height} x {scale:g} is {size[0]}x{size[1]}: "
                 f"over {MAX_SIDE} px a side",
             )
-        picture = source.resize(size, resample=UPSCALERS[upscaler])
+        picture = upscalers[upscaler](source, *size).convert("RGB")
     tw, th = _tile_side(request.width, picture.width), _tile_side(request.height, picture.height)
     if overlap >= min(tw, th):
         raise RequestError("overlap", f"{overlap} px is not smaller than a tile ({tw}x{th})")
     xs, ys = tile_starts(picture.width, tw, overlap), tile_starts(picture.height, th, overlap)
     seed = resolve_seed(request.seed)
-    cells: list[GenerationResult | None] = []
+    cells: list[GenerationResult] = []
     interrupted = False
     for n in range(request.n_iter):
         tiles = [[picture.crop((x, y, x + tw, y + th)) for x in xs] for y in ys]

@@ -314,7 +314,7 @@ class Engine:
 
     def extras_upscalers(self) -> dict[str, extras.Upscale]:
         """The upscalers Extras offers by name (besides "None"): Lanczos, Nearest, then the extensions'."""
-        return {**extras.builtin_upscalers(), **self.hooks.image_upscalers()}
+        return extras.picture_upscalers(self.hooks.image_upscalers())
 
     def _run_download(
         self, request: DownloadRequest, progress: ProgressFn | None, cancel: CancelToken | None

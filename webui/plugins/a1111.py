@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from webui.core.types import MAX_INIT_PIXELS, RequestError
-from webui.plugins.descriptors import Field
+from webui.plugins.descriptors import UPSCALER_KIND, Field
 from webui.plugins.host import PluginHost
 
 
@@ -66,14 +66,16 @@ def alwayson_to_extension_args(
     return host.check_extension_args(out, max_pixels=max_pixels)
 
 
-def _arg_info(f: Field) -> dict[str, Any]:
+def _arg_info(f: Field, upscalers: list[str]) -> dict[str, Any]:
+    """A1111's script-info entry for a field; an "upscaler" field's choices are `upscalers`."""
+    choices = ["None", *upscalers] if f.kind == UPSCALER_KIND else list(f.choices)
     return {
         "label": f.label or f.name,
         "value": f.default,
         "minimum": f.minimum,
         "maximum": f.maximum,
         "step": f.step,
-        "choices": list(f.choices) or None,
+        "choices": choices or None,
     }
 
 
@@ -97,15 +99,16 @@ def sdapi_scripts(host: PluginHost, selectable: bool = True) -> dict[str, list[s
 def sdapi_script_info(host: PluginHost, selectable: bool = True) -> list[dict[str, Any]]:
     """GET /sdapi/v1/script-info (selectable scripts only when `selectable`)."""
     out: list[dict[str, Any]] = []
+    upscalers = list(host.picture_upscalers())
     for name, (_, spec) in host.scripts().items() if selectable else ():
         for tab in spec.tabs:
-            args = [_arg_info(f) for f in spec.fields]
+            args = [_arg_info(f, upscalers) for f in spec.fields]
             out.append(
                 {"name": name.casefold(), "is_alwayson": False, "is_img2img": tab == "img2img", "args": args}
             )
     for tab in ("txt2img", "img2img"):
         for ext in dict.fromkeys(e for e, _ in host.ui_sections(tab)):
-            args = [_arg_info(f) for f in host.ui_fields(ext)]
+            args = [_arg_info(f, upscalers) for f in host.ui_fields(ext)]
             name = _script_name(host, ext)
             out.append({"name": name, "is_alwayson": True, "is_img2img": tab == "img2img", "args": args})
     return out

@@ -1,4 +1,4 @@
-"""The one module an extension imports: hooks, typed state, requests and descriptors (plugin API 2.3).
+"""The one module an extension imports: hooks, typed state, requests and descriptors (plugin API 2.4).
 
     from webui.plugins.api import hookimpl, UiSection, Field
 
@@ -46,7 +46,15 @@ API 2.3 says what an SD3 / Flux transformer gets, for a model run beside it (the
     state.denoiser_latents(latents)                  # (B, 16, h, w) latents as it sees them
     state.inputs.extra["controlnet_block_samples"] = ...  # Flux (SD3: block_controlnet_hidden_states)
 
-extensions/controlnet is the worked example; extensions/detailer's ControlNet unit uses 2.2.
+API 2.4 lets a script use the studio's picture upscalers (Extras' list), and a field pick one:
+
+    runner.upscalers                                 # a script's runner: {name: upscale(image, w, h)},
+                                                     # Lanczos, Nearest, then the extensions' upscalers
+    Field("upscaler", "upscaler", "None")            # a dropdown of "None" and those names; checked
+                                                     # against them in extension_args
+
+extensions/controlnet is the worked example; extensions/detailer's ControlNet unit uses 2.2;
+extensions/a1111_scripts/sd_upscale.py uses 2.4.
 
 Everything else in `webui` is internal and may change between versions; what is named here follows
 API_VERSION (same major: compatible; extensions for API 1.0 load unchanged).

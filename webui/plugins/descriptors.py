@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,22 @@ from typing import Any
 from webui.core.types import MAX_INIT_PIXELS, GenerationRequest, GenerationResult, RequestError
 
 IMAGE_KINDS = ("image", "mask")  # plugin API 2: a PIL image (RGB) / mask ("L", white = the area), or None
-FIELD_KINDS = ("checkbox", "slider", "number", "text", "textarea", "dropdown", "radio", *IMAGE_KINDS)
+UPSCALER_KIND = "upscaler"  # plugin API 2.4: one of the studio's picture upscalers, by name ("None": none)
+FIELD_KINDS = (
+    "checkbox", "slider", "number", "text", "textarea", "dropdown", "radio", *IMAGE_KINDS, UPSCALER_KIND,
+)  # fmt: skip
 TABS = ("txt2img", "img2img")  # the Extras tab runs no generation hooks, so it takes no sections
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 MAX_TEXT = 100_000
 URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^file:", re.ASCII)
 
 Runner = Callable[[GenerationRequest], GenerationResult]
-"""Runs one request to completion (Engine.run, or the job queue's equivalent). The queue's runner also
-has `samplers`, the engine's sampler catalog: `runner.samplers.resolve(name)` accepts extension
-samplers too (raises UnknownSampler)."""
+"""Runs one request to completion (Engine.run, or the job queue's equivalent). The queue's runner (what
+a ScriptSpec's `run` gets) also has `samplers`, the engine's sampler catalog:
+`runner.samplers.resolve(name)` accepts extension samplers too (raises UnknownSampler); and (API 2.4)
+`upscalers`, the studio's picture upscalers by name, `runner.upscalers[name](image, width, height)` ->
+the image at exactly that size: Lanczos, Nearest, then the extensions' UpscalerSpecs, the list Extras
+offers ("None" is not in it). A plain callable (Engine.run) may have neither: use getattr."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,11 @@ class Field:
     `group` (API 2.1): the fields of a UiSection that share a group are drawn together in a tab of that
     name inside the accordion (sd-webui-controlnet's "ControlNet Unit 0", "ControlNet Unit 1", ...);
     ungrouped fields come first, above the tabs. Values are still keyed by field name.
+
+    An "upscaler" field (API 2.4; default "None") picks one of the studio's picture upscalers: a
+    dropdown of "None", Lanczos, Nearest and the extensions' upscalers in the UI, the name in the API;
+    an extension's UiSection values are checked against that list (a script checks its own, e.g. with
+    `runner.upscalers`). It takes no `choices`: the list is the live one.
     """
 
     name: str
@@ -63,15 +74,25 @@ class Field:
             object.__setattr__(self, "choices", tuple(self.choices))
         if self.kind in ("dropdown", "radio") and not self.choices:
             raise ValueError(f"field {self.name!r}: a {self.kind} needs choices")
+        if self.kind == UPSCALER_KIND and self.choices:
+            raise ValueError(
+                f"field {self.name!r}: an upscaler field lists the studio's upscalers, not choices"
+            )
         if self.kind in IMAGE_KINDS and self.default is not None:
             raise ValueError(f"field {self.name!r}: an {self.kind} field's default must be None")
         self.coerce(self.default, f"default of {self.name}", error=ValueError)
 
     def coerce(
-        self, value: Any, where: str, error: type[Exception] = RequestError, max_pixels: int = MAX_INIT_PIXELS
+        self,
+        value: Any,
+        where: str,
+        error: type[Exception] = RequestError,
+        max_pixels: int = MAX_INIT_PIXELS,
+        upscalers: Collection[str] | None = None,
     ) -> Any:
         """The value checked against the kind; images decoded (base64) and sanitised. Raises naming
-        `where`; `max_pixels` bounds an image's size (checked before its pixels are decoded)."""
+        `where`; `max_pixels` bounds an image's size (checked before its pixels are decoded);
+        `upscalers` are the names an "upscaler" field takes besides "None" (None: any text)."""
 
         def bad(message: str) -> Exception:
             return RequestError(where, message) if error is RequestError else error(f"{where}: {message}")
@@ -97,6 +118,13 @@ class Field:
             raise bad(f"is {len(value)} characters long (limit {MAX_TEXT})")
         if self.kind in ("dropdown", "radio") and value not in self.choices:
             raise bad(f"must be one of {', '.join(map(repr, self.choices))}, got {value!r}")
+        if (
+            self.kind == UPSCALER_KIND
+            and upscalers is not None
+            and value != "None"
+            and value not in upscalers
+        ):
+            raise bad(f"unknown upscaler {value!r}: available are {', '.join(['None', *upscalers])}")
         return value
 
 

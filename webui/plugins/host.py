@@ -28,6 +28,7 @@ from webui.core.types import MAX_INIT_PIXELS, GeneratedImage, GenerationRequest,
 from webui.plugins import hookspecs
 from webui.plugins.descriptors import (
     IMAGE_KINDS,
+    UPSCALER_KIND,
     Descriptor,
     ExtensionContext,
     Field,
@@ -216,6 +217,13 @@ class PluginHost:
         """EngineHooks: upscaler name -> upscale(image, width, height), for hires fix."""
         return {name: spec.upscale for name, spec in self.upscalers().items()}
 
+    def picture_upscalers(self) -> dict[str, Any]:
+        """The studio's picture upscalers by name, as Extras offers them (besides "None"): Lanczos,
+        Nearest, then the extensions'. What a Field of kind "upscaler" takes."""
+        from webui.core.tasks.extras import picture_upscalers
+
+        return picture_upscalers(self.image_upscalers())
+
     def samplers(self) -> dict[str, SamplerSpec]:
         out: dict[str, SamplerSpec] = {}
         for _, spec in self._registered(SamplerSpec):
@@ -238,11 +246,13 @@ class PluginHost:
         self, extension_args: Mapping[str, Any], *, max_pixels: int = MAX_INIT_PIXELS
     ) -> dict[str, dict[str, Any]]:
         """Validated values by extension and field, checked against the fields the extension declared
-        (kind, range, choices; image fields decoded to PIL, at most `max_pixels` each); RequestError
-        names `extension_args.<ext>.<field>`. Extensions that are not loaded are left out."""
+        (kind, range, choices, the studio's upscalers; image fields decoded to PIL, at most `max_pixels`
+        each); RequestError names `extension_args.<ext>.<field>`. Extensions that are not loaded are
+        left out."""
         if not isinstance(extension_args, Mapping):
             raise RequestError("extension_args", "must be an object keyed by extension name")
         out: dict[str, dict[str, Any]] = {}
+        upscalers: list[str] = []  # filled when an "upscaler" field is first checked
         for name, values in extension_args.items():
             ext = self._by_name.get(name)
             if ext is None:
@@ -263,7 +273,11 @@ class PluginHost:
                     raise RequestError(
                         f"{where}.{key}", f"unknown field (known: {', '.join(fields) or 'none'})"
                     )
-                checked[key] = fields[key].coerce(value, f"{where}.{key}", max_pixels=max_pixels)
+                f = fields[key]
+                if f.kind == UPSCALER_KIND and not upscalers:
+                    upscalers = list(self.picture_upscalers())
+                names = upscalers if f.kind == UPSCALER_KIND else None
+                checked[key] = f.coerce(value, f"{where}.{key}", max_pixels=max_pixels, upscalers=names)
             out[name] = checked
         return out
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-API_VERSION = (2, 3)  # 2.1: Field.group (tabs in an accordion), `settings` in register
+API_VERSION = (2, 4)  # 2.1: Field.group (tabs in an accordion), `settings` in register
 # 2.2: a sub-pass request's `extension_args` bring those extensions' hooks into it; img2img_work_image
 # 2.3: ModelCallState.denoiser_kwargs / denoiser_latents (what SD3 / Flux transformers get)
+# 2.4: a script's runner has `upscalers` (the studio's picture upscalers); Field kind "upscaler"
 LEGACY = {1: 0}  # older majors still served: major -> the last minor this host provides of it
 MANIFEST_NAME = "extension.toml"
 EXTENSION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")

@@ -9,7 +9,7 @@ Inpaint tab shows the img2img sections (it makes img2img jobs).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,13 @@ def host_of(ctx: Any) -> Any | None:
     """The engine's PluginHost, or None when the engine runs without extensions."""
     hooks = getattr(ctx.services.engine, "hooks", None)
     return hooks if hooks is not None and hasattr(hooks, "ui_sections") else None
+
+
+def picture_upscaler_names(ctx: Any) -> list[str]:
+    """The studio's picture upscalers besides "None" (Lanczos, Nearest, then the extensions'): what Extras
+    and a Field of kind "upscaler" offer."""
+    names = getattr(ctx.services.engine, "extras_upscalers", None)
+    return list(names()) if callable(names) else []
 
 
 def field_key(extension: str, name: str) -> str:
@@ -51,9 +58,10 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
 
 
-def render_field(f: Any, elem_id: str) -> Any:
+def render_field(f: Any, elem_id: str, upscalers: Sequence[str] = ()) -> Any:
     """One Gradio control for a plugin Field (kind: checkbox, slider, number, text, textarea,
-    dropdown, radio, image, mask)."""
+    dropdown, radio, image, mask, upscaler). An "upscaler" field is a dropdown of "None" and
+    `upscalers` (the engine's: `picture_upscaler_names(ctx)`)."""
     label = f.label or f.name.replace("_", " ")
     common: dict[str, Any] = dict(label=label, elem_id=elem_id, info=f.info or None)
     if f.kind == "checkbox":
@@ -74,6 +82,10 @@ def render_field(f: Any, elem_id: str) -> Any:
         return gr.Dropdown(list(f.choices), value=f.default, min_width=160, **common)
     if f.kind == "radio":
         return gr.Radio(list(f.choices), value=f.default, **common)
+    if f.kind == "upscaler":
+        names = ["None", *(n for n in upscalers if n != "None")]
+        value = f.default if f.default in names else "None"
+        return gr.Dropdown(names, value=value, min_width=160, **common)
     if f.kind in ("image", "mask"):  # a PIL image (or None) that the host sanitises like an API image
         return gr.Image(
             None,
@@ -140,11 +152,12 @@ def build_sections(ctx: Any, tab: str) -> ExtensionInputs:
     inputs = ExtensionInputs(host)
     if host is None:
         return inputs
+    upscalers = picture_upscaler_names(ctx)
     for extension, section in host.ui_sections(TAB_SECTIONS.get(tab, tab)):
         elem = f"{tab}_ext_{_slug(extension)}"
         with gr.Accordion(section.title, open=section.open, elem_id=elem, elem_classes="sf-ext-section"):
             loose = [f for f in section.fields if not f.group]
-            _render(inputs, extension, loose, elem)
+            _render(inputs, extension, loose, elem, upscalers)
             groups = list(dict.fromkeys(f.group for f in section.fields if f.group))
             if not groups:
                 if section.preview is not None:
@@ -155,16 +168,18 @@ def build_sections(ctx: Any, tab: str) -> ExtensionInputs:
                     tab_elem = f"{elem}_{_slug(group)}"
                     with gr.Tab(group, elem_id=tab_elem):
                         grouped = [f for f in section.fields if f.group == group]
-                        _render(inputs, extension, grouped, elem)
+                        _render(inputs, extension, grouped, elem, upscalers)
                         if section.preview is not None:
                             _preview_button(host, extension, section, inputs, tab_elem, loose + grouped)
     return inputs
 
 
-def _render(inputs: ExtensionInputs, extension: str, fields: list[Any], elem: str) -> None:
+def _render(
+    inputs: ExtensionInputs, extension: str, fields: list[Any], elem: str, upscalers: Sequence[str]
+) -> None:
     for f in fields:
         key = field_key(extension, f.name)
-        inputs.components[key] = render_field(f, f"{elem}_{_slug(f.name)}")
+        inputs.components[key] = render_field(f, f"{elem}_{_slug(f.name)}", upscalers)
         inputs.fields[key] = f
 
 

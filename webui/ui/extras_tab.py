@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from webui.ui.context import StudioContext
+from webui.ui.extension_sections import picture_upscaler_names
 from webui.ui.runner import TabRunner
 from webui.ui.widgets import QUIET, warnings_box, wire_gallery_select
 
@@ -21,7 +22,7 @@ SCALE_MODES = ["Scale by", "Scale to"]
 
 def extras_upscaler_names(ctx: StudioContext) -> list[str]:
     """ "None", then Lanczos and Nearest, then the extensions' (model) upscalers."""
-    return ["None", *ctx.services.engine.extras_upscalers()]
+    return ["None", *picture_upscaler_names(ctx)]
 
 
 def load_images(mode: str, single: str | None, batch: list[Any] | None, max_pixels: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.ui.extension_sections import _slug, host_of, render_field
+from webui.ui.extension_sections import _slug, host_of, picture_upscaler_names, render_field
 from webui.ui.polling import POLL_SECONDS, Frame, decode_preview, output_width, status_html, status_text
 
 NONE = "None"
@@ -68,11 +68,12 @@ def build_scripts(ctx: Any, tab: str, elem: str | None = None) -> ScriptInputs:
     dropdown = gr.Dropdown(names, value=NONE, label="Script", elem_id=f"{elem}_script", min_width=160)
     inputs.components[SCRIPT_KEY] = dropdown
     groups = []
+    upscalers = picture_upscaler_names(ctx)  # for "upscaler" fields (SD upscale's)
     for name, spec in inputs.specs.items():
         slug = _slug(name)  # "X/Y/Z plot" -> "x_y_z_plot": ids that do not move when scripts are added
         with gr.Column(visible=False, elem_id=f"{elem}_script_{slug}", variant="panel") as group:
             for f in spec.fields:
-                component = render_field(f, f"{elem}_script_{slug}_{f.name}")
+                component = render_field(f, f"{elem}_script_{slug}_{f.name}", upscalers)
                 inputs.components[f"{PREFIX}{name}.{f.name}"] = component
         groups.append((name, group))
 

@@ -188,17 +188,18 @@ def build_settings(ctx: StudioContext) -> dict[str, Any]:
 def _extension_settings(ctx: StudioContext, controls: dict[str, Any]) -> dict[str, Any]:
     """One accordion per extension SettingsSection (its controls added to `controls` under the stored
     keys, `<extension>.<field>`); returns key -> plugin Field."""
-    from webui.ui.extension_sections import host_of, render_field
+    from webui.ui.extension_sections import host_of, picture_upscaler_names, render_field
 
     host = host_of(ctx)
     fields: dict[str, Any] = {}
     if host is None:
         return fields
+    upscalers = picture_upscaler_names(ctx)
     for extension, section in host.settings_sections():
         with gr.Accordion(f"{section.title} ({extension})", open=False, elem_classes="sf-ext-settings"):
             for f in section.fields:
                 key = f"{extension}.{f.name}"
                 slug = "".join(c if c.isalnum() else "_" for c in key).lower()
-                controls[key] = render_field(f, f"setting_{slug}")
+                controls[key] = render_field(f, f"setting_{slug}", upscalers)
                 fields[key] = f
     return fields

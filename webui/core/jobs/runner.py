@@ -30,8 +30,10 @@ class QueueRunner:
     """`runner(request) -> GenerationResult`: submit as `owner`'s job, wait, return its images.
 
     `samplers` is the engine's sampler catalog (extension samplers included), for scripts that check
-    sampler names before they queue anything; `extension_fields` the loaded extensions' UI fields by
-    extension name (what a request's `extension_args` may set: X/Y/Z plot's extension axes)."""
+    sampler names before they queue anything; `upscalers` the studio's picture upscalers by name
+    (`upscale(image, width, height)`: Lanczos, Nearest, then the extensions', as Extras offers them; SD
+    upscale enlarges with one); `extension_fields` the loaded extensions' UI fields by extension name
+    (what a request's `extension_args` may set: X/Y/Z plot's extension axes)."""
 
     def __init__(self, queue: Any, owner: str, timeout: float | None = None) -> None:
         self.queue, self.owner, self.timeout = queue, owner, timeout
@@ -39,6 +41,13 @@ class QueueRunner:
     @property
     def samplers(self) -> Any:
         return self.queue.engine.samplers
+
+    @property
+    def upscalers(self) -> dict[str, Callable[[Image.Image, int, int], Image.Image]]:
+        upscalers: dict[str, Callable[[Image.Image, int, int], Image.Image]] = (
+            self.queue.engine.extras_upscalers()
+        )
+        return upscalers
 
     @property
     def extension_fields(self) -> dict[str, tuple[Any, ...]]:

@@ -163,6 +163,12 @@ def builtin_upscalers() -> dict[str, Upscale]:
     return {name: resizer(resample) for name, resample in IMAGE_UPSCALERS.items() if name != NONE}
 
 
+def picture_upscalers(extension_upscalers: Mapping[str, Upscale]) -> dict[str, Upscale]:
+    """The studio's picture upscalers by name (besides "None"): Lanczos, Nearest, then the extensions'
+    (what Extras, SD upscale and a Field of kind "upscaler" offer)."""
+    return {**builtin_upscalers(), **extension_upscalers}
+
+
 def _factor(request: ExtrasRequest, width: int, height: int) -> float:
     if request.resize_mode == SCALE_BY:
         return float(request.upscaling_resize)
