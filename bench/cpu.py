@@ -128,7 +128,7 @@ def openvino_rows(part: str, module: Any, inputs: tuple[Any, ...], ref: Any, rep
     for hint in ("f32", "bf16"):
         compiled = ov.Core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": hint})
         arrays = tuple(i.numpy() for i in inputs)
-        seconds, out = best(lambda c=compiled: c(arrays)[0], repeats)  # type: ignore[misc]
+        seconds, out = best(lambda c=compiled, a=arrays: c(a)[0], repeats)  # type: ignore[misc]
         rows.append((part, f"OpenVINO {hint}", seconds, float((torch.from_numpy(out) - ref).abs().max())))
     return rows
 
@@ -214,7 +214,8 @@ def main() -> None:
 
     hw = "AVX512-BF16/AMX" if cpu_has_bf16() else "no bf16 instructions"
     label = "tiny demo SD1 (smoke)" if args.smoke else "SD1.5 shapes, random weights"
-    print(f"bench/cpu.py: {label}, {size} px, torch {torch.__version__}, {torch.get_num_threads()} threads, {hw}")
+    threads = torch.get_num_threads()
+    print(f"bench/cpu.py: {label}, {size} px, torch {torch.__version__}, {threads} threads, {hw}")
     rows = module_rows(size, args.repeats, args.smoke)
     print(f"{'part':<8}{'variant':<40}{'seconds':>9}{'speedup':>9}{'max diff':>10}")
     base = {part: s for part, variant, s, _ in rows if variant == "fp32"}
@@ -224,13 +225,15 @@ def main() -> None:
     if isinstance(jem, str):
         print(f"step    jemalloc: not measured: {jem}")
     else:
-        print(f"step    jemalloc (child processes): {jem[0]:.3f} s without, {jem[1]:.3f} s with, {jem[0] / jem[1]:.2f}x")
+        without, with_ = jem
+        print(f"step    jemalloc (child processes): {without:.3f} s without, {with_:.3f} s with, "
+              f"{without / with_:.2f}x")  # fmt: skip
     if not args.no_job:
         jobs = job_rows(size, args.job_steps, args.smoke)
         (_, fp32_s, fp32_px), (_, bf16_s, bf16_px) = jobs
         mean = float(abs(fp32_px - bf16_px).mean())
-        print(f"job     {args.job_steps} steps + decode: fp32 {fp32_s:.1f} s, --precision bf16 {bf16_s:.1f} s, "
-              f"{fp32_s / bf16_s:.2f}x; mean pixel difference {mean:.2f}/255")  # fmt: skip
+        print(f"job     {args.job_steps} steps + decode: fp32 {fp32_s:.1f} s, --precision bf16 "
+              f"{bf16_s:.1f} s, {fp32_s / bf16_s:.2f}x; mean pixel difference {mean:.2f}/255")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ class Components:
             elif first.dtype != dtype or first.device.type != torch.device(precision.device).type:
                 m.to(device=precision.device, dtype=dtype)
             if name in CONV_PARTS and wants_channels_last(precision.device, dtype):
-                m.to(memory_format=torch.channels_last)  # 4-D weights only; moves keep the format
+                m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # 4-D weights only
             m.eval()
             m.requires_grad_(False)
         return self
