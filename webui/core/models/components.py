@@ -108,7 +108,9 @@ class Components:
             if has_fp8(m):  # fp8 layers stay fp8 and are upcast as they run (models.fp8)
                 to_keeping_fp8(m, precision.device, dtype)
             elif first.dtype != dtype or first.device.type != torch.device(precision.device).type:
-                m.to(device=precision.device, dtype=dtype)
+                # torch's own `to`: diffusers' override warns about fp32-kept modules on every cast,
+                # even when the model has none
+                torch.nn.Module.to(m, device=precision.device, dtype=dtype)
             if name in CONV_PARTS and wants_channels_last(precision.device, dtype):
                 m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # 4-D weights only
             m.eval()

@@ -75,7 +75,7 @@ def load_vae_file(path: Path, arch: str, precision: Precision) -> Any:
         raise CheckpointError(path, f"not a usable VAE: {e}") from e
     if any(p.is_meta for p in vae.parameters()):
         raise CheckpointError(path, "not a usable VAE: some weights are missing")
-    vae = vae.to(device=precision.device, dtype=precision.vae_dtype)
+    vae = torch.nn.Module.to(vae, device=precision.device, dtype=precision.vae_dtype)  # (as Components.to)
     if wants_channels_last(precision.device, precision.vae_dtype):
         vae = vae.to(memory_format=torch.channels_last)
     return vae.eval().requires_grad_(False)
