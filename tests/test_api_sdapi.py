@@ -229,7 +229,7 @@ def test_listing_routes_shapes(c: httpx.Client, tiny_files: dict[str, Path]) -> 
     selectable = ["prompt matrix", "prompts from file or textbox"]
     on = ["controlnet", "adetailer", "wildcards"]
     assert c.get("/sdapi/v1/scripts").json() == {
-        "txt2img": [*selectable, "x/y/z plot", *on],
+        "txt2img": [*selectable, "sd upscale", "x/y/z plot", *on],
         "img2img": [
             *selectable,
             "outpainting mk2",

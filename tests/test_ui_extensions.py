@@ -237,7 +237,7 @@ def test_hires_upscaler_dropdown_lists_builtin_and_extension_upscalers(data: Pat
     assert "Outpainting mk2" not in [c[0] for c in found["txt2img_script"].choices]
     assert "inpaint_script_x_y_z_plot_no_fixed_seeds" in found  # "Keep -1 for seeds"
     # SD upscale's upscaler lists the studio's picture upscalers, the extension's included (Extras' list)
-    for tab in ("img2img", "inpaint"):
+    for tab in ("txt2img", "img2img", "inpaint"):
         upscalers = [c[0] for c in found[f"{tab}_script_sd_upscale_upscaler_index"].choices]
         assert upscalers == ["None", "Lanczos", "Nearest", "Tiny 2x"]
         assert upscalers == [c[0] for c in found["extras_upscaler_1"].choices]

@@ -1,7 +1,7 @@
 """A1111's selectable scripts, registered under A1111's names so its clients' `script_name` and positional
 `script_args` work: Prompt matrix and Prompts from file or textbox (txt2img and img2img), Outpainting
-mk2 and Poor man's outpainting (img2img, on the engine's own outpainting), SD upscale (img2img, tile by
-tile)."""
+mk2 and Poor man's outpainting (img2img, on the engine's own outpainting), SD upscale (txt2img: the
+txt2img pictures, then each one upscaled; img2img: the init image; tile by tile)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,5 @@ def register(registry: Registry, context: ExtensionContext) -> None:
             "SD upscale",
             lambda runner, request, args: sd_upscale.run(runner, request, args, context.outputs_dir),
             sd_upscale.FIELDS,
-            tabs=("img2img",),
         )
     )

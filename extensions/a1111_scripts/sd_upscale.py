@@ -1,6 +1,14 @@
-"""A1111's img2img "SD upscale": enlarge the init image with an upscaler, then redraw it with img2img tile
-by tile (each tile the request's width x height, neighbours overlapping by `overlap` pixels), and blend
-the tiles back with linear ramps across each overlap, so no seam shows.
+"""A1111's "SD upscale": enlarge a picture with an upscaler, then redraw it with img2img tile by tile
+(each tile the request's width x height, neighbours overlapping by `overlap` pixels), and blend the
+tiles back with linear ramps across each overlap, so no seam shows.
+
+On img2img the picture is the first init image. On txt2img (issue 17, "the Ultimate SD upscale way")
+the job first makes the txt2img pictures as usual (one queued txt2img job, hires fix included when it is
+on, saved as txt2img saves them), then redraws each of them exactly as the img2img script redraws an init
+image: the txt2img request's prompt, negative prompt, sampler, steps, CFG, checkpoint, each picture's own
+seed, tiles of the txt2img width x height, and the request's `denoising_strength` (the hires fix
+slider's; 0.7 unless sent: strong for a tiled redraw, 0.2-0.4 keeps the tiles one picture). The result
+is the upscaled pictures only, saved in txt2img-images.
 
 script_args (A1111's order): [info, overlap, upscaler_index, scale_factor]. `upscaler_index` is A1111's
 index into its upscaler list, or a name (any case): 0 "None" (the image keeps its size, as in A1111:
@@ -33,6 +41,7 @@ from webui.plugins.api import (
     Img2ImgRequest,
     RequestError,
     Runner,
+    Txt2ImgRequest,
     format_infotext,
     image_folder,
     parse_infotext,
@@ -48,13 +57,27 @@ MAX_SIDE = 8192  # the enlarged picture's longest side
 FIELDS = (
     Field(
         "info", "text", "", label="Note",
-        info="Upscales by the scale factor; the width and height set each tile's size. "
-        "(A1111 clients send its note here; the text is not used.)",
+        info="Upscales by the scale factor; the width and height set each tile's size. On txt2img the "
+        "pictures are made first, then redrawn with the Hires. fix accordion's denoising strength "
+        "(0.2-0.4 keeps the tiles one picture). (A1111 clients send its note here; the text is not used.)",
     ),
     Field("overlap", "slider", 64, label="Tile overlap", minimum=0, maximum=256, step=16),
     Field("upscaler_index", "upscaler", NONE, label="Upscaler"),
     Field("scale_factor", "slider", 2.0, label="Scale Factor", minimum=1.0, maximum=4.0, step=0.05),
 )  # fmt: skip
+
+Upscale = Callable[[Image.Image, int, int], Image.Image]
+
+
+@dataclasses.dataclass(frozen=True)
+class UpscaleArgs:
+    """The script's values, checked: the upscaler's name and function (None for "None"), the scale
+    factor and the overlap."""
+
+    upscaler: str
+    upscale: Upscale | None
+    scale: float
+    overlap: int
 
 
 def upscaler_name(value: Any, upscalers: Sequence[str]) -> str:
@@ -129,34 +152,51 @@ def _tile_side(request_side: int, picture_side: int) -> int:
     return side
 
 
+def _checked_args(runner: Runner, args: Mapping[str, Any]) -> UpscaleArgs:
+    a = checked(FIELDS, args, free=("info", "upscaler_index"))
+    upscalers: Mapping[str, Upscale] = getattr(runner, "upscalers", {})
+    name = upscaler_name(a["upscaler_index"], list(upscalers))
+    return UpscaleArgs(name, upscalers.get(name), float(a["scale_factor"]), int(a["overlap"]))
+
+
+def _layout(
+    s: UpscaleArgs, source: tuple[int, int], tile: tuple[int, int]
+) -> tuple[tuple[int, int], int, int]:
+    """(the enlarged picture's size, tile width, tile height) for a picture of `source` size and tiles of
+    `tile` size asked for; RequestError on `scale_factor` or `overlap` when they do not fit."""
+    size = source if s.upscale is None else (int(source[0] * s.scale), int(source[1] * s.scale))
+    if max(size) > MAX_SIDE:
+        raise RequestError(
+            "scale_factor",
+            f"{source[0]}x{source[1]} x {s.scale:g} is {size[0]}x{size[1]}: over {MAX_SIDE} px a side",
+        )
+    tw, th = _tile_side(tile[0], size[0]), _tile_side(tile[1], size[1])
+    if s.overlap >= min(tw, th):
+        raise RequestError("overlap", f"{s.overlap} px is not smaller than a tile ({tw}x{th})")
+    return size, tw, th
+
+
 def run(
     runner: Runner, request: GenerationRequest, args: Mapping[str, Any], outputs_dir: Path | None
 ) -> ScriptRun:
+    if isinstance(request, Txt2ImgRequest):
+        return _after_txt2img(runner, request, _checked_args(runner, args), outputs_dir)
     if not isinstance(request, Img2ImgRequest):
-        raise RequestError("script_name", "SD upscale runs on img2img (it redraws an init image)")
+        raise RequestError("script_name", "SD upscale runs on txt2img and img2img")
     if request.mask is not None:
         raise RequestError("mask", "SD upscale redraws the whole picture: send no mask")
-    a = checked(FIELDS, args, free=("info", "upscaler_index"))
-    upscalers: Mapping[str, Callable[[Image.Image, int, int], Image.Image]] = getattr(runner, "upscalers", {})
-    upscaler = upscaler_name(a["upscaler_index"], list(upscalers))
-    scale = float(a["scale_factor"])
-    overlap = int(a["overlap"])
+    return _redraw(runner, request, _checked_args(runner, args), "img2img-images", outputs_dir)
+
+
+def _redraw(
+    runner: Runner, request: Img2ImgRequest, s: UpscaleArgs, kind: str, outputs_dir: Path | None
+) -> ScriptRun:
+    """Enlarge the first init image, redraw it tile by tile `n_iter` times (seed + n), save each result
+    in outputs/`kind` when the request saves images."""
     source = request.init_images[0].convert("RGB")
-    if upscaler == NONE:
-        picture = source
-    else:
-        size = (int(source.width * scale), int(source.height * scale))
-        if max(size) > MAX_SIDE:
-            raise RequestError(
-                "scale_factor",
-                f"{source.width}x{source.height} x {scale:g} is {size[0]}x{size[1]}: "
-                f"over {MAX_SIDE} px a side",
-            )
-        picture = upscalers[upscaler](source, *size).convert("RGB")
-    tw, th = _tile_side(request.width, picture.width), _tile_side(request.height, picture.height)
-    if overlap >= min(tw, th):
-        raise RequestError("overlap", f"{overlap} px is not smaller than a tile ({tw}x{th})")
-    xs, ys = tile_starts(picture.width, tw, overlap), tile_starts(picture.height, th, overlap)
+    size, tw, th = _layout(s, source.size, (request.width, request.height))
+    picture = source if s.upscale is None else s.upscale(source, *size).convert("RGB")
+    xs, ys = tile_starts(picture.width, tw, s.overlap), tile_starts(picture.height, th, s.overlap)
     seed = resolve_seed(request.seed)
     cells: list[GenerationResult] = []
     interrupted = False
@@ -176,11 +216,11 @@ def run(
                 if result.images:
                     tiles[r][c] = result.images[0].image
                     infotext = infotext or result.images[0].infotext
-        image = blend(tiles, xs, ys, picture.size, overlap)
-        infotext = _with_params(infotext, picture.size, overlap, upscaler)
+        image = blend(tiles, xs, ys, picture.size, s.overlap)
+        infotext = _with_params(infotext, picture.size, s.overlap, s.upscaler)
         path = None
         if request.save_images and outputs_dir is not None:
-            folder = image_folder(outputs_dir, "img2img-images", datetime.date.today())
+            folder = image_folder(outputs_dir, kind, datetime.date.today())
             path = save_image(image, folder, seed + n, infotext)
         made = GeneratedImage(image, seed + n, request.subseed, infotext, path)
         cells.append(GenerationResult(request, (made,), "", interrupted=interrupted))
@@ -189,6 +229,40 @@ def run(
     return ScriptRun(
         tuple(cells), infotext=cells[0].images[0].infotext if cells else "", interrupted=interrupted
     )
+
+
+def redraw_request(request: Txt2ImgRequest, image: GeneratedImage) -> Img2ImgRequest:
+    """The img2img request that redraws one txt2img picture: every shared field of the txt2img request
+    (prompts, sampler, steps, CFG, size = the tile size, checkpoint, extension_args...), the picture's
+    own seed and the request's denoising strength; one image, whatever the txt2img batch was."""
+    shared = {f.name: getattr(request, f.name) for f in dataclasses.fields(GenerationRequest)}
+    shared.update(seed=image.seed, subseed=image.subseed, batch_size=1, n_iter=1)
+    return Img2ImgRequest(**shared, init_images=(image.image,), denoising_strength=request.denoising_strength)
+
+
+def _after_txt2img(
+    runner: Runner, request: Txt2ImgRequest, s: UpscaleArgs, outputs_dir: Path | None
+) -> ScriptRun:
+    """Make the txt2img pictures (one job, as txt2img makes and saves them), then redraw each one as the
+    img2img script does. Everything that can be checked is checked before the first job runs."""
+    made = request.hr_target.size if request.enable_hr else (request.width, request.height)
+    _layout(s, made, (request.width, request.height))
+    probe = GeneratedImage(Image.new("RGB", made), max(request.seed, 0), max(request.subseed, 0), "")
+    redraw_request(request, probe).validate(getattr(runner, "samplers", None))
+    first = runner(request)
+    if first.interrupted or not first.images:  # stopped: what the first pass made, not upscaled
+        text = first.images[0].infotext if first.images else ""
+        return ScriptRun((first,), infotext=text, interrupted=first.interrupted)
+    cells: list[GenerationResult | None] = []
+    interrupted = False
+    for image in first.images:
+        done = _redraw(runner, redraw_request(request, image), s, "txt2img-images", outputs_dir)
+        cells.extend(done.cells)
+        interrupted = done.interrupted
+        if interrupted:
+            break
+    shown = next((c.images[0].infotext for c in cells if c is not None and c.images), "")
+    return ScriptRun(tuple(cells), infotext=shown, interrupted=interrupted)
 
 
 def _with_params(infotext: str, size: tuple[int, int], overlap: int, upscaler: str) -> str:

@@ -52,6 +52,16 @@ def script_values(spec: ScriptSpec, args: Any) -> dict[str, Any]:
     raise RequestError("script_args", "must be a list (in field order) or an object by field name")
 
 
+def _error_field(spec: ScriptSpec, request: GenerationRequest, field: str) -> str:
+    """Where a script's RequestError points: `script_args.<field>` for the script's own values, the
+    request's field as it is (`denoising_strength`, `mask`) when the script refuses one of those."""
+    if field.startswith(("script_", "override_")):
+        return field
+    if field in type(request).field_names() and field not in {f.name for f in spec.fields}:
+        return field
+    return f"script_args.{field}"
+
+
 def run_script(
     spec: ScriptSpec,
     request: GenerationRequest,
@@ -66,8 +76,7 @@ def run_script(
     except JobFailed as e:
         raise RequestError("script_name", f"{spec.name}: a job failed: {e}") from e
     except RequestError as e:  # the script's own fields are script_args.<name>
-        field = e.field if e.field.startswith(("script_", "override_")) else f"script_args.{e.field}"
-        raise RequestError(field, e.message) from e
+        raise RequestError(_error_field(spec, request, e.field), e.message) from e
     encoded: list[str] = []
     infotexts: list[str] = []
     grid = getattr(out, "grid", None)
