@@ -22,8 +22,12 @@ from tests.fixtures_annotators import annotator_modules, write_annotators
 from tests.fixtures_depth import write_depth_anything
 from tests.test_ext_controlnet import b64, drawing
 from webui.core.config import AppConfig
+from webui.core.engine import Engine
 from webui.core.models.cache import ModelCache
+from webui.core.models.components import Precision
+from webui.core.models.manager import ModelManager
 from webui.core.models.tiny import _randomize
+from webui.core.types import Txt2ImgRequest
 from webui.plugins.ext_models import ExtensionModels
 from webui.plugins.host import PluginHost
 
@@ -175,3 +179,34 @@ def test_detect_uses_the_extensions_own_cache(models_dir: Path, tmp_path: Path) 
     first, second = detect(body), detect(body)
     assert first == second and len(first["images"]) == 1
     assert ext.context.models.loads == {f"{FOLDER}/body_pose_model.pth": 1}
+
+
+def test_two_jobs_read_the_annotator_once(
+    models_dir: Path, tiny_files: dict[str, Path], tiny_controlnet_files: dict
+) -> None:
+    data = models_dir.parent
+    (data / "models" / "Stable-diffusion").mkdir()
+    (data / "models" / "Stable-diffusion" / tiny_files["sd1"].name).symlink_to(tiny_files["sd1"])
+    controlnet = tiny_controlnet_files["sd1", "ldm-bare"]
+    (data / "models" / "ControlNet" / controlnet.name).symlink_to(controlnet)
+    torch.set_num_threads(1)
+    config = AppConfig.for_data_dir(data)
+    manager = ModelManager(config, Precision())
+    manager.refresh()
+    host = PluginHost.for_config(config, include_pip=False)
+    engine = Engine(config, manager, host)
+    unit = {
+        "module": "lineart_anime",
+        "model": controlnet.stem,
+        "image": drawing((64, 64)),
+        "processor_res": 64,
+    }
+    request = Txt2ImgRequest(
+        prompt="a cat", checkpoint="tiny-sd1", width=64, height=64, steps=2, seed=3,
+        extension_args={"controlnet": {"_units": [unit]}},
+    )  # fmt: skip
+    images = [np.asarray(engine.run(request).images[0].image) for _ in range(2)]
+    models = host.extension("controlnet").context.models
+    assert models.loads[f"{FOLDER}/netG.pth"] == 1  # read by the first job only
+    assert [k[4] for k in models.cache.lru_keys() if Path(k[1]).name == "netG.pth"] == ["cpu"]  # the job's
+    assert np.array_equal(images[0], images[1])
