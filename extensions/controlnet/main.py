@@ -18,7 +18,8 @@ cross-attention of that call), their infotext, and that extension's routes.
 - openpose_net.py, openpose_keypoints.py, openpose.py  openpose: the CMU body network
                 (body_pose_model.pth), people from its maps, the skeleton drawing and pose JSON
 - openpose_hand.py openpose_hand's hands (the CMU hand network, hand_pose_model.pth)
-- annotator_files.py reading and checking any annotator's weights (safe loader, strict keys)
+- annotator_files.py reading and checking any annotator's weights (safe loader, strict keys); Nets:
+                the networks kept in the extension's model cache, run on the job's device
 - units.py      sd-webui-controlnet's API unit dicts -> frozen ControlUnit (errors name unit and field)
 - fields.py     the accordion (one unit) and its values as a unit dict
 - job.py        one job's units made ready at each pass's size, run before each model call
