@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
-from .annotator_files import AnnotatorFileError, misfit, read_state
+from .annotator_files import AnnotatorFileError, Nets, misfit, read_state
 
 FILES = {
     "depth_anything": "depth_anything_vitl14.pth",
@@ -144,7 +144,11 @@ def config_from(sd: dict[str, torch.Tensor], version: int, name: str) -> DepthAn
 
 def load_model(path: Path, version: int) -> DepthAnythingForDepthEstimation:
     """The model in `path` (eval, fp32, CPU), every key loaded strictly; AnnotatorFileError names the file."""
-    sd = read_state(path)
+    return model_from(read_state(path), version, path)
+
+
+def model_from(sd: dict[str, torch.Tensor], version: int, path: Path) -> DepthAnythingForDepthEstimation:
+    """The model of `version` holding `sd` (the state dict of `path`, named in errors)."""
     config = config_from(sd, version, path.name)
     with torch.device("meta"):
         model = DepthAnythingForDepthEstimation(config)
@@ -170,16 +174,19 @@ def net_size(h: int, w: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def predict(model: DepthAnythingForDepthEstimation, rgb: np.ndarray) -> np.ndarray:
-    """The relative inverse depth (float32, H x W) of an RGB uint8 array, at the array's size."""
+def predict(
+    model: DepthAnythingForDepthEstimation, rgb: np.ndarray, device: torch.device | str = "cpu"
+) -> np.ndarray:
+    """The relative inverse depth (float32, H x W) of an RGB uint8 array, at the array's size; the model
+    runs on `device`."""
     h, w = rgb.shape[:2]
     nh, nw = net_size(h, w)
     x = cv2.resize(rgb.astype(np.float32) / 255.0, (nw, nh), interpolation=cv2.INTER_CUBIC)
     x = (x - np.array(MEAN, np.float32)) / np.array(STD, np.float32)
-    pixels = torch.from_numpy(x).permute(2, 0, 1)[None]
+    pixels = torch.from_numpy(x).permute(2, 0, 1)[None].to(device)
     depth = model(pixel_values=pixels).predicted_depth  # (1, nh, nw)
     depth = torch.nn.functional.interpolate(depth[None], (h, w), mode="bilinear", align_corners=False)
-    return depth[0, 0].numpy()
+    return depth[0, 0].cpu().numpy()
 
 
 def to_gray(depth: np.ndarray) -> np.ndarray:
@@ -190,7 +197,11 @@ def to_gray(depth: np.ndarray) -> np.ndarray:
     return ((depth - lo) / (hi - lo) * 255.0).astype(np.uint8)
 
 
-def run(path: Path, version: int, rgb: np.ndarray) -> Image.Image:
-    """The RGB depth map of `rgb` (the image already scaled to the preprocessor resolution)."""
-    gray = to_gray(predict(load_model(path, version), rgb))
+def run(path: Path, version: int, rgb: np.ndarray, nets: Nets | None = None) -> Image.Image:
+    """The RGB depth map of `rgb` (the image already scaled to the preprocessor resolution), the model
+    from `nets` (default: read now, on the CPU). Each file is one version (FILES), so a cached model
+    is always the one its file's version builds."""
+    nets = nets or Nets()
+    with nets.use(path, lambda sd: model_from(sd, version, path)) as model:
+        gray = to_gray(predict(model, rgb, nets.run_device))
     return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2))

@@ -21,6 +21,7 @@ from PIL import Image
 
 from webui.plugins.api import Field, RequestError, UiSection
 
+from .annotator_files import Nets
 from .flow_layout import NO_UNION_TYPE, UNION_TYPES
 from .images import ResizeMode
 from .models import ControlNetFile
@@ -87,11 +88,14 @@ def _unit_fields(models: Sequence[ControlNetFile]) -> tuple[Field, ...]:
     )  # fmt: skip
 
 
-def section(models: Sequence[ControlNetFile], models_dir: Path, count: int = UNIT_COUNT) -> UiSection:
-    """The accordion with `count` unit tabs (no tabs for a single unit)."""
+def section(
+    models: Sequence[ControlNetFile], models_dir: Path, count: int = UNIT_COUNT, nets: Nets | None = None
+) -> UiSection:
+    """The accordion with `count` unit tabs (no tabs for a single unit); its Preview button runs
+    annotator networks through `nets`."""
 
     def preview(values: Mapping[str, Any]) -> Image.Image:
-        return preview_map(shown_unit(values), models_dir)
+        return preview_map(shown_unit(values), models_dir, nets)
 
     fields: tuple[Field, ...] = ()
     for i in range(count):
@@ -120,7 +124,9 @@ def shown_unit(values: Mapping[str, Any]) -> dict[str, Any]:
     return with_image[0] if with_image else next(iter(units.values()))
 
 
-def preview_map(values: Mapping[str, Any], models_dir: Path | None = None) -> Image.Image:
+def preview_map(
+    values: Mapping[str, Any], models_dir: Path | None = None, nets: Nets | None = None
+) -> Image.Image:
     """The accordion's control image through its preprocessor (the Preview button)."""
     image = values.get("image")
     if image is None:
@@ -128,7 +134,7 @@ def preview_map(values: Mapping[str, Any], models_dir: Path | None = None) -> Im
     res = int(values.get("processor_res", -1))
     a, b = float(values.get("threshold_a", -1)), float(values.get("threshold_b", -1))
     try:
-        return run_preprocessor(values.get("module", "none"), image, res, a, b, models_dir)
+        return run_preprocessor(values.get("module", "none"), image, res, a, b, models_dir, nets)
     except AnnotatorUnavailable as e:
         raise RequestError("module", str(e)) from e
 

@@ -26,6 +26,7 @@ import torch
 
 from webui.plugins.api import CheckpointError, HookPoint, RequestError
 
+from .annotator_files import Nets
 from .clip_vision import is_ip_module
 from .flow_layout import UNION_TYPES, a_family, check_base, family_of, union_type, uses_pixels
 from .layout import ControlNetFileError
@@ -233,6 +234,13 @@ def before_model(job: Any, units: list[ControlUnit], state: Any, components: Any
     with ExitStack() as stack:
         models = {u.index: _unit_model(job, u, components, context, stack) for u in units}
         ready, latents = units_at_size(
-            job, units, models, size, context.models_dir, tag=("flow",), keep=encode
+            job,
+            units,
+            models,
+            size,
+            context.models_dir,
+            tag=("flow",),
+            keep=encode,
+            nets=Nets(context.models, components.device),  # annotators: cached, on the job's device
         )
         FlowControlHook(ready, [latents[i] for i in range(len(ready))])(HookPoint.BEFORE_MODEL, state)

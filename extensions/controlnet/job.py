@@ -20,6 +20,7 @@ from PIL import Image
 from webui.plugins.api import CheckpointError, HookPoint, RequestError
 
 from . import flow_units, image_prompt
+from .annotator_files import Nets
 from .clip_vision import EncoderMissing, find_encoder, is_ip_module
 from .control_lora import ControlLoraWeights, dense
 from .ipadapter import IPAdapterWeights
@@ -133,5 +134,6 @@ def _control(job: JobState, units: list[ControlUnit], state: Any, components: An
     size = image_size(state, components.vae)
     with ExitStack() as stack:
         models = {u.index: _unit_model(job, u, components, context, stack) for u in units}
-        active, features = units_at_size(job, units, models, size, context.models_dir)
+        nets = Nets(context.models, components.device)  # annotators: cached, on the job's device
+        active, features = units_at_size(job, units, models, size, context.models_dir, nets=nets)
         ControlNetHook(active, features)(HookPoint.BEFORE_MODEL, state)

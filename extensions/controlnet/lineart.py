@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .annotator_files import load_strict, read_weights
+from .annotator_files import Nets, checked, load_strict, read_state
 
 FILES = {"lineart_realistic": "sk_model.pth", "lineart_coarse": "sk_model2.pth"}
 
@@ -71,24 +71,32 @@ class Generator(nn.Module):
 def load_generator(path: Path) -> Generator:
     """The generator in `path` (eval mode, fp32, CPU); AnnotatorFileError naming the file if it is not
     one."""
-    sd = read_weights(path, "model0.1.weight", "an informative-drawings line-art model")
+    return generator_from(read_state(path), path)
+
+
+def generator_from(sd: dict[str, torch.Tensor], path: Path) -> Generator:
+    """The generator holding `sd` (the state dict of `path`, named in errors)."""
+    sd = checked(sd, path, "model0.1.weight", "an informative-drawings line-art model")
     width = int(sd["model0.1.weight"].shape[0])
     blocks = len({m.group(1) for k in sd if (m := re.match(r"model2\.(\d+)\.", k))})
     return load_strict(Generator(width, blocks), sd, path)
 
 
 @torch.no_grad()
-def line_map(model: Generator, rgb: np.ndarray) -> np.ndarray:
-    """White lines on black (uint8, H x W) for an RGB uint8 array; the input is edge-padded to a multiple
-    of 4 (two stride-2 steps) and the map cropped back to its size."""
+def line_map(model: Generator, rgb: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+    """White lines on black (uint8, H x W) for an RGB uint8 array, the network run on `device`; the input
+    is edge-padded to a multiple of 4 (two stride-2 steps) and the map cropped back to its size."""
     h, w = rgb.shape[:2]
     padded = np.pad(rgb, ((0, -h % 4), (0, -w % 4), (0, 0)), mode="edge")
-    x = torch.from_numpy(padded).float().div(255).permute(2, 0, 1)[None]
-    line = model(x)[0, 0, :h, :w].numpy()
+    x = torch.from_numpy(padded).float().div(255).permute(2, 0, 1)[None].to(device)
+    line = model(x)[0, 0, :h, :w].cpu().numpy()
     return 255 - (line * 255.0).clip(0, 255).astype(np.uint8)
 
 
-def run(path: Path, rgb: np.ndarray) -> Image.Image:
-    """The RGB map of `rgb` (the image already scaled to the preprocessor resolution)."""
-    lines = line_map(load_generator(path), rgb)
+def run(path: Path, rgb: np.ndarray, nets: Nets | None = None) -> Image.Image:
+    """The RGB map of `rgb` (the image already scaled to the preprocessor resolution), the network
+    from `nets` (default: read now, on the CPU)."""
+    nets = nets or Nets()
+    with nets.use(path, lambda sd: generator_from(sd, path)) as model:
+        lines = line_map(model, rgb, nets.run_device)
     return Image.fromarray(np.repeat(lines[:, :, None], 3, axis=2))

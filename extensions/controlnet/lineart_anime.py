@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .annotator_files import load_strict, read_weights
+from .annotator_files import Nets, checked, load_strict, read_state
 
 FILES = {"lineart_anime": "netG.pth"}
 DOWNS = 8  # stride-2 steps of the real generator: the input is a multiple of 2**8 = 256
@@ -78,24 +78,32 @@ class UnetGenerator(nn.Module):
 def load_generator(path: Path) -> UnetGenerator:
     """The generator in `path` (eval mode, fp32, CPU); AnnotatorFileError naming the file if it is not
     one."""
-    sd = read_weights(path, MARKER, "an anime line-art (pix2pix U-Net) model")
+    return generator_from(read_state(path), path)
+
+
+def generator_from(sd: dict[str, torch.Tensor], path: Path) -> UnetGenerator:
+    """The generator holding `sd` (the state dict of `path`, named in errors)."""
+    sd = checked(sd, path, MARKER, "an anime line-art (pix2pix U-Net) model")
     return load_strict(UnetGenerator(int(sd[MARKER].shape[0])), sd, path)
 
 
 @torch.no_grad()
-def line_map(model: UnetGenerator, rgb: np.ndarray) -> np.ndarray:
-    """White lines on black (uint8, H x W) for an RGB uint8 array."""
+def line_map(model: UnetGenerator, rgb: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+    """White lines on black (uint8, H x W) for an RGB uint8 array, the network run on `device`."""
     h, w = rgb.shape[:2]
     step = 2**DOWNS
     size = (step * -(-w // step), step * -(-h // step))
     x = torch.from_numpy(cv2.resize(rgb, size, interpolation=cv2.INTER_CUBIC)).float()
-    x = (x / 127.5 - 1.0).permute(2, 0, 1)[None]
-    line = (model(x)[0, 0] * 127.5 + 127.5).numpy()
+    x = (x / 127.5 - 1.0).permute(2, 0, 1)[None].to(device)
+    line = (model(x)[0, 0] * 127.5 + 127.5).cpu().numpy()
     line = cv2.resize(line, (w, h), interpolation=cv2.INTER_CUBIC)
     return 255 - line.clip(0, 255).astype(np.uint8)
 
 
-def run(path: Path, rgb: np.ndarray) -> Image.Image:
-    """The RGB map of `rgb` (the image already scaled to the preprocessor resolution)."""
-    lines = line_map(load_generator(path), rgb)
+def run(path: Path, rgb: np.ndarray, nets: Nets | None = None) -> Image.Image:
+    """The RGB map of `rgb` (the image already scaled to the preprocessor resolution), the network
+    from `nets` (default: read now, on the CPU)."""
+    nets = nets or Nets()
+    with nets.use(path, lambda sd: generator_from(sd, path)) as model:
+        lines = line_map(model, rgb, nets.run_device)
     return Image.fromarray(np.repeat(lines[:, :, None], 3, axis=2))

@@ -18,7 +18,8 @@ cross-attention of that call), their infotext, and that extension's routes.
 - openpose_net.py, openpose_keypoints.py, openpose.py  openpose: the CMU body network
                 (body_pose_model.pth), people from its maps, the skeleton drawing and pose JSON
 - openpose_hand.py openpose_hand's hands (the CMU hand network, hand_pose_model.pth)
-- annotator_files.py reading and checking any annotator's weights (safe loader, strict keys)
+- annotator_files.py reading and checking any annotator's weights (safe loader, strict keys); Nets:
+                the networks kept in the extension's model cache, run on the job's device
 - units.py      sd-webui-controlnet's API unit dicts -> frozen ControlUnit (errors name unit and field)
 - fields.py     the accordion (one unit) and its values as a unit dict
 - job.py        one job's units made ready at each pass's size, run before each model call
@@ -51,6 +52,7 @@ from webui.plugins.api import (
 )
 
 from . import routes
+from .annotator_files import Nets
 from .fields import count_setting, field_name, infotext_values, section, ui_units, unit_count
 from .infotext import infotext_params, units_from_params
 from .job import JobState, check_modules
@@ -64,9 +66,10 @@ NAME = "controlnet"
 @hookimpl
 def register(registry: Any, context: Any, settings: Any) -> None:
     count = unit_count(settings)
-    registry.add(section(list_models(context.models_dir), context.models_dir, count))
-    registry.add(SettingsSection("ControlNet", fields=(count_setting(),)))
     models_dir = context.models_dir
+    nets = Nets(context.models)  # outside a job: cached, on the device of the extension's models
+    registry.add(section(list_models(models_dir), models_dir, count, nets))
+    registry.add(SettingsSection("ControlNet", fields=(count_setting(),)))
 
     def model_list(update: bool = True) -> dict[str, Any]:
         return routes.model_list(models_dir)
@@ -75,7 +78,7 @@ def register(registry: Any, context: Any, settings: Any) -> None:
         return routes.module_list(alias_names)
 
     def detect(body: dict[str, Any]) -> dict[str, Any]:
-        return routes.detect(body, models_dir)
+        return routes.detect(body, models_dir, nets)
 
     for path, endpoint, methods in (
         ("/version", routes.version, ("GET",)),

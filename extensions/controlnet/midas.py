@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from pathlib import Path
 
 import cv2
@@ -36,7 +37,7 @@ import torch
 from PIL import Image
 from transformers import BitConfig, DPTConfig, DPTForDepthEstimation
 
-from .annotator_files import AnnotatorFileError, misfit, read_state
+from .annotator_files import AnnotatorFileError, Nets, misfit, read_state
 
 FILE = "dpt_hybrid-midas-501f0c75.pt"
 MODULES = ("depth_midas", "normal_midas")
@@ -156,7 +157,12 @@ def config_from(sd: dict[str, torch.Tensor], name: str) -> DPTConfig:
 
 def load_model(path: Path) -> DPTForDepthEstimation:
     """The model in `path` (eval, fp32, CPU), every key loaded strictly; AnnotatorFileError names the file."""
-    sd = read_state(path)
+    return model_from(read_state(path), path)
+
+
+def model_from(sd: dict[str, torch.Tensor], path: Path) -> DPTForDepthEstimation:
+    """The model holding `sd` (the state dict of `path`, named in errors), with the lock `predict` takes
+    while it sets the input size on it (a cached model may serve a job and /controlnet/detect at once)."""
     config = config_from(sd, path.name)
     with torch.device("meta"):
         model = DPTForDepthEstimation(config)
@@ -165,24 +171,27 @@ def load_model(path: Path) -> DPTForDepthEstimation:
         model.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as e:
         raise misfit(path, e) from e
+    model.size_lock = threading.Lock()  # type: ignore[assignment]
     return model.eval().requires_grad_(False)
 
 
 @torch.no_grad()
-def predict(model: DPTForDepthEstimation, rgb: np.ndarray) -> np.ndarray:
-    """The raw relative inverse depth (float32) of an RGB uint8 array whose sides are multiples of 64.
+def predict(model: DPTForDepthEstimation, rgb: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+    """The raw relative inverse depth (float32) of an RGB uint8 array whose sides are multiples of 64, the
+    model run on `device` (its parts are called one by one: the input is put there, not left to hooks).
 
     transformers' DPT-Hybrid forward assumes a square token grid in its neck (and checks the input against
     the config's size), while the original runs any multiple of 16: the parts are called here with the
     grid's own height and width (the embeddings resize their position table to it)."""
     h, w = rgb.shape[:2]
-    x = torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
-    model.dpt.embeddings.image_size = (h, w)  # this input's size: the table is resized to h/16 x w/16
-    out = model.dpt(pixel_values=x, output_hidden_states=True)
+    x = torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None].to(device)
+    with model.size_lock:
+        model.dpt.embeddings.image_size = (h, w)  # this input's size: the table is resized to h/16 x w/16
+        out = model.dpt(pixel_values=x, output_hidden_states=True)
     taps = model.config.backbone_out_indices[2:]
     features = [*out.intermediate_activations, *(s for i, s in enumerate(out.hidden_states[1:]) if i in taps)]
     features = model.neck(features, h // PATCH, w // PATCH)
-    return model.head(features)[0].numpy()
+    return model.head(features)[0].cpu().numpy()
 
 
 def pad64(rgb: np.ndarray) -> np.ndarray:
@@ -209,11 +218,15 @@ def normal_map(depth: np.ndarray, bg_threshold: float) -> np.ndarray:
     return (normal * 127.5 + 127.5).clip(0, 255).astype(np.uint8)
 
 
-def run(path: Path, module: str, rgb: np.ndarray, bg_threshold: float) -> Image.Image:
+def run(
+    path: Path, module: str, rgb: np.ndarray, bg_threshold: float, nets: Nets | None = None
+) -> Image.Image:
     """The RGB map of `rgb` (the image already scaled to the preprocessor resolution): depth for
-    depth_midas, normals for normal_midas."""
+    depth_midas, normals for normal_midas; the model from `nets` (default: read now, on the CPU)."""
     h, w = rgb.shape[:2]
-    depth = predict(load_model(path), pad64(rgb))
+    nets = nets or Nets()
+    with nets.use(path, lambda sd: model_from(sd, path)) as model:
+        depth = predict(model, pad64(rgb), nets.run_device)
     if module == "normal_midas":
         return Image.fromarray(normal_map(depth, bg_threshold)[:h, :w])
     gray = (scaled(depth) * 255.0).clip(0, 255).astype(np.uint8)[:h, :w]

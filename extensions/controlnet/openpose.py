@@ -22,9 +22,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .openpose_hand import HandPoint, draw_hand, hands, load_hand_net
+from .annotator_files import Nets
+from .openpose_hand import HandPoint, draw_hand, hand_net_from, hands
 from .openpose_keypoints import LIMBS, Person, people
-from .openpose_net import body_maps, load_body_net
+from .openpose_net import body_maps, body_net_from
 
 FILES = {
     "openpose": ("body_pose_model.pth",),
@@ -99,16 +100,21 @@ def pose_json(
     }
 
 
-def run(paths: Sequence[Path], rgb: np.ndarray) -> Image.Image:
+def run(paths: Sequence[Path], rgb: np.ndarray, nets: Nets | None = None) -> Image.Image:
     """The pose map of `rgb` (the image already scaled to the preprocessor resolution) from the body
-    network in paths[0] (and the hand network in paths[1], if given), its pose JSON in `info[INFO_KEY]`."""
+    network in paths[0] (and the hand network in paths[1], if given), its pose JSON in `info[INFO_KEY]`;
+    the networks from `nets` (default: read now, on the CPU)."""
+    nets = nets or Nets()
     h, w = rgb.shape[:2]
-    heat, paf = body_maps(load_body_net(paths[0]), rgb)
+    body, device = paths[0], nets.run_device
+    with nets.use(body, lambda sd: body_net_from(sd, body)) as body_net:
+        heat, paf = body_maps(body_net, rgb, device)
     persons = people(heat, paf)
     found: list[Hands] = []
     if len(paths) > 1:
-        hand_net, bgr = load_hand_net(paths[1]), np.ascontiguousarray(rgb[:, :, ::-1])
-        found = [hands(hand_net, person, bgr) for person in persons]
+        hand, bgr = paths[1], np.ascontiguousarray(rgb[:, :, ::-1])
+        with nets.use(hand, lambda sd: hand_net_from(sd, hand)) as hand_net:
+            found = [hands(hand_net, person, bgr, device) for person in persons]
     image = Image.fromarray(draw(persons, h, w, found))
     image.info[INFO_KEY] = pose_json(persons, h, w, found)
     return image

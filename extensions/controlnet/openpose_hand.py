@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from .annotator_files import load_strict, read_weights
+from .annotator_files import checked, load_strict, read_state
 from .openpose_keypoints import Person
 
 KEYPOINTS, MAPS = 21, 22
@@ -106,7 +106,12 @@ class HandPoseNet(nn.Module):
 def load_hand_net(path: Path) -> HandPoseNet:
     """The hand network in `path` (eval mode, fp32, CPU); AnnotatorFileError naming the file if it is not
     one."""
-    sd = read_weights(path, MARKER, "an OpenPose hand model", flat=True)
+    return hand_net_from(read_state(path), path)
+
+
+def hand_net_from(sd: dict[str, torch.Tensor], path: Path) -> HandPoseNet:
+    """The hand network holding `sd` (the state dict of `path`, named in errors)."""
+    sd = checked(sd, path, MARKER, "an OpenPose hand model", flat=True)
     return load_strict(HandPoseNet(int(sd[MARKER].shape[1]) // 8), sd, path)
 
 
@@ -135,14 +140,15 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 @torch.no_grad()
-def hand_maps(net: HandPoseNet, bgr_crop: np.ndarray) -> np.ndarray:
-    """The 22 maps (GRID x GRID x 22) of a square BGR crop, averaged over the four scales."""
+def hand_maps(net: HandPoseNet, bgr_crop: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+    """The 22 maps (GRID x GRID x 22) of a square BGR crop, averaged over the four scales; the network
+    runs on `device`."""
     blurred = cv2.GaussianBlur(bgr_crop, (0, 0), 0.8)
     total = np.zeros((GRID, GRID, MAPS))
     for scale in SCALES:
         side = int(scale * BOX)  # a multiple of 8: no padding
         x = torch.from_numpy(_resize(blurred, (side, side))).float().div(256).sub(0.5)
-        maps = net(x.permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+        maps = net(x.permute(2, 0, 1)[None].to(device))[0].permute(1, 2, 0).cpu().numpy()
         total += _resize(maps, (GRID, GRID)) / len(SCALES)
     return total
 
@@ -164,12 +170,14 @@ def hand_peaks(maps: np.ndarray, size: int) -> list[HandPoint | None]:
     return out
 
 
-def hands(net: HandPoseNet, person: Person, bgr: np.ndarray) -> dict[bool, list[HandPoint | None]]:
-    """{is_left: 21 keypoints in body-image pixels} for the hands of `person`."""
+def hands(
+    net: HandPoseNet, person: Person, bgr: np.ndarray, device: torch.device | str = "cpu"
+) -> dict[bool, list[HandPoint | None]]:
+    """{is_left: 21 keypoints in body-image pixels} for the hands of `person` (the network on `device`)."""
     h, w = bgr.shape[:2]
     out = {}
     for x, y, size, is_left in boxes(person, w, h):
-        points = hand_peaks(hand_maps(net, bgr[y : y + size, x : x + size]), size)
+        points = hand_peaks(hand_maps(net, bgr[y : y + size, x : x + size], device), size)
         out[is_left] = [None if p is None else (p[0] + x, p[1] + y) for p in points]
     return out
 

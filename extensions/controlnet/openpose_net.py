@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .annotator_files import load_strict, read_weights
+from .annotator_files import checked, load_strict, read_state
 
 PAFS, HEATMAPS = 38, 19
 STAGES = 6
@@ -106,7 +106,12 @@ class BodyPoseNet(nn.Module):
 
 def load_body_net(path: Path) -> BodyPoseNet:
     """The network in `path` (eval mode, fp32, CPU); AnnotatorFileError naming the file if it is not one."""
-    sd = read_weights(path, MARKER, "an OpenPose body model", flat=True)
+    return body_net_from(read_state(path), path)
+
+
+def body_net_from(sd: dict[str, torch.Tensor], path: Path) -> BodyPoseNet:
+    """The network holding `sd` (the state dict of `path`, named in errors)."""
+    sd = checked(sd, path, MARKER, "an OpenPose body model", flat=True)
     return load_strict(BodyPoseNet(int(sd[MARKER].shape[0])), sd, path)
 
 
@@ -119,19 +124,22 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 @torch.no_grad()
-def body_maps(net: BodyPoseNet, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(heat maps H x W x 19, affinity fields H x W x 38) of an RGB uint8 image, at its size."""
+def body_maps(
+    net: BodyPoseNet, rgb: np.ndarray, device: torch.device | str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(heat maps H x W x 19, affinity fields H x W x 38) of an RGB uint8 image, at its size; the network
+    runs on `device`."""
     h, w = rgb.shape[:2]
     k = SCALE * BOX / h
     small = _resize(np.ascontiguousarray(rgb[:, :, ::-1]), (max(1, int(w * k)), max(1, int(h * k))))
     sh, sw = small.shape[:2]
     padded = np.full((-(-sh // STRIDE) * STRIDE, -(-sw // STRIDE) * STRIDE, 3), PAD_VALUE, np.uint8)
     padded[:sh, :sw] = small
-    x = torch.from_numpy(padded).float().div(256).sub(0.5).permute(2, 0, 1)[None]
+    x = torch.from_numpy(padded).float().div(256).sub(0.5).permute(2, 0, 1)[None].to(device)
     paf, heat = net(x)
     out = []
     for maps in (heat, paf):
-        a = maps[0].permute(1, 2, 0).numpy()
+        a = maps[0].permute(1, 2, 0).cpu().numpy()
         a = _resize(a, (a.shape[1] * STRIDE, a.shape[0] * STRIDE))[:sh, :sw]
         out.append(_resize(a, (w, h)))
     return out[0], out[1]

@@ -10,7 +10,8 @@ Those that need a network (depth, openpose, HED, ...) are listed with the file t
 that file and folder. Of those, lineart_realistic and lineart_coarse (lineart.py), lineart_anime
 (lineart_anime.py), openpose and openpose_hand (openpose.py), depth_anything and depth_anything_v2
 (depth_anything.py), depth_midas and normal_midas (midas.py) run; the others say they cannot run
-yet.
+yet. Their networks come from `nets` (annotator_files.Nets): the extension's model cache and the
+job's device, or, without one, read for the call and run on the CPU.
 
 OpenCV (`opencv-python-headless`) does the image work, as in the original annotators.
 """
@@ -26,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from . import depth_anything, lineart, lineart_anime, midas, openpose
-from .annotator_files import AnnotatorFileError
+from .annotator_files import AnnotatorFileError, Nets
 from .clip_vision import MODULES as IP_MODULES
 
 Preprocessor = Callable[[Image.Image, int, float, float], Image.Image]
@@ -203,31 +204,32 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _network(name: str, folder: Path) -> Callable[[np.ndarray, float], Image.Image] | None:
-    """How module `name` runs its network from `folder`: (the image at the preprocessor resolution,
-    threshold_a) -> the map; None if no network module of that name is built in yet."""
+def _network(name: str, folder: Path, nets: Nets) -> Callable[[np.ndarray, float], Image.Image] | None:
+    """How module `name` runs its network from `folder` (loaded and placed by `nets`): (the image at the
+    preprocessor resolution, threshold_a) -> the map; None if no network module of that name is built in
+    yet."""
     if name in openpose.FILES:
         paths = [folder / f for f in NEEDS_WEIGHTS[name]]
-        return lambda rgb, a: openpose.run(paths, rgb)
+        return lambda rgb, a: openpose.run(paths, rgb, nets)
     if name in lineart_anime.FILES:
         anime = folder / lineart_anime.FILES[name]
-        return lambda rgb, a: lineart_anime.run(anime, rgb)
+        return lambda rgb, a: lineart_anime.run(anime, rgb, nets)
     if name in lineart.FILES:
         sketch = folder / lineart.FILES[name]
-        return lambda rgb, a: lineart.run(sketch, rgb)
+        return lambda rgb, a: lineart.run(sketch, rgb, nets)
     if name in depth_anything.FILES:
         depth, version = folder / depth_anything.FILES[name], 2 if name.endswith("_v2") else 1
-        return lambda rgb, a: depth_anything.run(depth, version, rgb)
+        return lambda rgb, a: depth_anything.run(depth, version, rgb, nets)
     if name in midas.MODULES:
         dpt = folder / midas.FILE
-        return lambda rgb, a: midas.run(dpt, name, rgb, a)
+        return lambda rgb, a: midas.run(dpt, name, rgb, a, nets)
     return None
 
 
-def _weighted(name: str, folder: Path) -> Module | None:
-    """The module `name` that runs a network from `folder` (its files present), or None if it is not
-    built in yet."""
-    net = _network(name, folder)
+def _weighted(name: str, folder: Path, nets: Nets) -> Module | None:
+    """The module `name` that runs a network from `folder` (its files present) through `nets`, or None if
+    it is not built in yet."""
+    net = _network(name, folder, nets)
     if net is None:
         return None
 
@@ -252,8 +254,10 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def get_module(name: str, models_dir: Path | None = None) -> Module:
-    """The built-in module `name`; AnnotatorUnavailable for one needing weights, KeyError if unknown."""
+def get_module(name: str, models_dir: Path | None = None, nets: Nets | None = None) -> Module:
+    """The module `name` (one that needs weights runs them from models_dir through `nets`, by default
+    read for each call on the CPU); AnnotatorUnavailable for one whose weights are missing or that is
+    not built in, KeyError if unknown."""
     name = canonical(name)
     if name in MODULES:
         return MODULES[name]
@@ -269,7 +273,7 @@ def get_module(name: str, models_dir: Path | None = None) -> Module:
                 "preprocessor 'none' with a map made elsewhere"
             )
         assert models_dir is not None
-        module = _weighted(name, models_dir / ANNOTATOR_FOLDER)
+        module = _weighted(name, models_dir / ANNOTATOR_FOLDER, nets or Nets())
         if module is not None:
             return module
         raise AnnotatorUnavailable(
@@ -290,10 +294,11 @@ def run(
     threshold_a: float = -1,
     threshold_b: float = -1,
     models_dir: Path | None = None,
+    nets: Nets | None = None,
 ) -> Image.Image:
-    """The control map of `image` by module `name`; -1 takes the module's default (units.py checks the
-    ranges of other values)."""
-    module = get_module(name, models_dir)
+    """The control map of `image` by module `name` (its network, if any, through `nets`); -1 takes the
+    module's default (units.py checks the ranges of other values)."""
+    module = get_module(name, models_dir, nets)
     res = resolution if module.resolution is not None and resolution > 0 else (module.resolution or 512)
     a = _value(module.threshold_a, threshold_a)
     b = _value(module.threshold_b, threshold_b)

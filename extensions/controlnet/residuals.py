@@ -44,6 +44,7 @@ from PIL import Image
 
 from webui.plugins.api import HookPoint
 
+from .annotator_files import Nets
 from .images import control_tensor, pixel_perfect_resolution
 from .layout import ControlNetFileError
 from .models import ControlNetFile, find_model
@@ -223,10 +224,12 @@ def units_at_size(
     *,
     tag: tuple[Any, ...] = (),
     keep: Callable[[list[ActiveUnit]], Any] = lambda ready: {},
+    nets: Nets | None = None,
 ) -> tuple[list[ActiveUnit], Any]:
-    """The job's units prepared for images of `size` (prepare_units) with their loaded `models` (unit
-    index -> model), and what `keep(ready)` adds beside them (a family's encoded control inputs, a cache
-    of features); made once per size and models and kept in `job.ready` for the job's other calls."""
+    """The job's units prepared for images of `size` (prepare_units, annotator networks through `nets`)
+    with their loaded `models` (unit index -> model), and what `keep(ready)` adds beside them (a family's
+    encoded control inputs, a cache of features); made once per size and models and kept in `job.ready`
+    for the job's other calls."""
     key = (*tag, *size, *(id(models[u.index]) for u in units))
     if key not in job.ready:
         by_path = {find_model(list(job.files), u.model).path: models[u.index] for u in units}
@@ -239,6 +242,7 @@ def units_at_size(
             init_image=job.init_image,
             init_mask=job.init_mask,
             models_dir=models_dir,
+            nets=nets,
         )
         job.ready[key] = (ready, keep(ready))
     found: tuple[list[ActiveUnit], Any] = job.ready[key]
@@ -255,9 +259,11 @@ def prepare_units(
     init_image: Image.Image | None = None,
     models_dir: Path | None = None,
     init_mask: Image.Image | None = None,
+    nets: Nets | None = None,
 ) -> list[ActiveUnit]:
     """Preprocess each unit's image (or the init image; an inpaint unit without its own image gets
-    `init_mask`, the job's mask, with it) and load its ControlNet with `load(path)`
+    `init_mask`, the job's mask, with it; annotator networks through `nets`: the extension's cache and
+    the job's device) and load its ControlNet with `load(path)`
     (the caller's loader: it picks the device, dtype and cache, and checks the base model).
     Errors name the unit and field."""
     out = []
@@ -276,7 +282,7 @@ def prepare_units(
             res = pixel_perfect_resolution(image.size, (width, height), unit.resize_mode)
         try:
             control_map = run_preprocessor(
-                unit.module, image, res, unit.threshold_a, unit.threshold_b, models_dir
+                unit.module, image, res, unit.threshold_a, unit.threshold_b, models_dir, nets
             )
         except AnnotatorUnavailable as e:
             raise UnitError(unit.index, "module", str(e)) from e

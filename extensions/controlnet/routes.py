@@ -23,6 +23,7 @@ from PIL import Image
 
 from webui.plugins.api import RequestError
 
+from .annotator_files import Nets
 from .depth_anything import FILES as DEPTH_ANYTHING_FILES
 from .images import ImageDataError, decode_base64_image
 from .lineart import FILES as LINEART_FILES
@@ -98,8 +99,11 @@ def _number(body: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-def detect(body: Mapping[str, Any], models_dir: Path | None = None) -> dict[str, Any]:
-    """Run a preprocessor on the body's images (and masks) and return the maps."""
+def detect(
+    body: Mapping[str, Any], models_dir: Path | None = None, nets: Nets | None = None
+) -> dict[str, Any]:
+    """Run a preprocessor on the body's images (and masks) and return the maps; its networks through
+    `nets` (the extension's: cached, on the device of its models)."""
     module = body.get("controlnet_module", "none")
     canonical = ALIASES.get(module, module) if isinstance(module, str) else module
     if not isinstance(module, str) or canonical not in module_names():
@@ -130,7 +134,7 @@ def detect(body: Mapping[str, Any], models_dir: Path | None = None) -> dict[str,
             image = image.convert("RGB")
             image.putalpha(mask.convert("L"))
         try:
-            result = run_preprocessor(canonical, image, res, a, b, models_dir)
+            result = run_preprocessor(canonical, image, res, a, b, models_dir, nets)
         except AnnotatorUnavailable as e:
             raise RequestError("controlnet_module", str(e)) from e
         out.append(_encode(result))

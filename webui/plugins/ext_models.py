@@ -9,7 +9,8 @@
 and dtype asked for, put in eval mode without gradients, and kept in the host's extension-model cache,
 the engine's `ModelCache` (least recently used first out past its byte budget, never while pinned). A
 file that changes on disk (size or modification time) is loaded again. Paths are relative to the
-models folder and may not leave it.
+models folder and may not leave it. `loads` counts the files read (by their name as asked), so a caller
+or a test can see a cache hit read nothing.
 
 On a device whose job worker offloads (--medvram, --lowvram: webui.core.models.offload), the model
 waits in RAM and joins that worker's denoiser group: it moves to the device with the UNet (medvram),
@@ -19,6 +20,8 @@ or block by block as it runs (lowvram), and leaves it before the VAE decodes.
 from __future__ import annotations
 
 import os
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +40,8 @@ class ExtensionModels:
         self.cache = cache
         self.device = device
         self._offloaders: dict[str, Any] = {}  # str(torch.device) -> that device's worker's Offloader
+        self.loads: Counter[str] = Counter()  # file name as asked -> times it was read (cache misses)
+        self._count_lock = threading.Lock()
 
     def offload_on(self, device: Any, offloader: Any) -> None:
         """Models asked for on `device` are kept in RAM and moved there by `offloader` as they run."""
@@ -86,6 +91,8 @@ class ExtensionModels:
         offloader = self._offloaders.get(str(where))
 
         def load() -> tuple[Any, int]:
+            with self._count_lock:
+                self.loads[str(relative)] += 1
             module = build(load_state_dict(path))
             if not isinstance(module, torch.nn.Module):
                 raise TypeError(f"build() returned a {type(module).__name__}, not a torch module")
