@@ -121,6 +121,32 @@ def test_inpaint_sketch_mask_is_blurred_by_mask_blur_in_the_engine() -> None:
     assert soft[30, 30] == 255 and 0 < soft[30, 18] < 255 and soft[30, 2] == 0
 
 
+@pytest.mark.parametrize("transparency", [25, 60, 100])
+def test_mask_transparency_fades_the_colour_and_keeps_the_whole_mask(transparency: int) -> None:
+    picture = _picture()
+    painted = flatten(picture, [_stroke(picture.size, (16, 16, 47, 47))])
+    opaque = inpaint_sketch(picture, painted, 0)
+    faded = inpaint_sketch(picture, painted, 0, transparency)
+    # the mask does not fade: the painted pixels are repainted at any transparency
+    assert np.array_equal(np.asarray(faded.mask), np.asarray(opaque.mask))
+    source = np.asarray(picture).astype(float)
+    init = np.asarray(faded.image).astype(float)
+    inside = np.asarray(opaque.mask) > 0
+    opacity = 1 - transparency / 100
+    expected = np.asarray(RED[:3], float) * opacity + source * (1 - opacity)
+    assert np.abs(init[inside] - expected[inside]).max() <= 1.0
+    assert np.array_equal(init[~inside], source[~inside])
+
+
+def test_mask_transparency_out_of_range_names_the_field() -> None:
+    picture = _picture()
+    painted = flatten(picture, [_stroke(picture.size, (1, 1, 5, 5))])
+    for bad in (-1, 100.5):
+        with pytest.raises(RequestError) as e:
+            inpaint_sketch(picture, painted, 4, bad)
+        assert e.value.field == "mask_alpha" and str(bad) in e.value.message
+
+
 def test_inpaint_sketch_with_nothing_painted_is_an_error_naming_the_mask() -> None:
     picture = _picture()
     with pytest.raises(RequestError) as e:
@@ -144,6 +170,14 @@ def test_the_ui_reads_the_editor_value_in_sketch_mode_only() -> None:
     assert (init[:10, :10] == RED[:3]).all() and np.array_equal(init[20:], np.asarray(picture)[20:])
     image, mask = sketch_ui.inpaint_sketch_inputs(values)
     assert np.asarray(mask)[:10, :10].min() == 255 and np.asarray(mask)[10:].max() == 0
+    assert (np.asarray(image)[:10, :10] == RED[:3]).all()
+    half, _ = sketch_ui.inpaint_sketch_inputs({**values, "_mask_alpha": 50})  # the tab's slider
+    half_px = np.asarray(half)[:10, :10].astype(int)
+    expected = (np.asarray(RED[:3]) + np.asarray(picture)[:10, :10].astype(int)) / 2
+    assert np.abs(half_px - expected).max() <= 1
+    with pytest.raises(RequestError) as e:
+        sketch_ui.inpaint_sketch_inputs({**values, "_mask_alpha": "lots"})
+    assert e.value.field == "mask_alpha"
     with pytest.raises(RequestError) as e:
         sketch_ui.sketch_picture({"_mode": sketch_ui.SKETCH, "_sketch": {"background": None, "layers": []}})
     assert e.value.field == "init_images"

@@ -132,6 +132,15 @@ def test_inpaint_sketch_paints_a_colour_and_keeps_the_rest(
     assert np.array_equal(out[~mask], source[~mask])  # and everywhere it was not painted
     assert not np.array_equal(out[mask], source[mask])
 
+    # Mask transparency 100: the same stroke is masked, but its colour is gone from the init image
+    set_number(page, "inpaint_mask_alpha", 100)
+    status = generate(page, "inpaint")
+    assert status.startswith("Done"), status
+    see_through = studio.services.queue.list(limit=1)[0]
+    assert see_through.id != job.id and see_through.state.value == "done"
+    assert np.array_equal(_stored(studio, see_through, "mask") > 0, mask)
+    assert np.array_equal(_stored(studio, see_through, "init_images"), source)
+
 
 def test_img2img_sketch_sends_the_painted_picture_and_send_to_shows_the_picture_tab(
     studio: RunningStudio, browser: Any, tmp_path: Path

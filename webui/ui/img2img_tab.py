@@ -214,7 +214,7 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
                             elem_id="inpaint_mask_upload",
                             height=200,
                         )
-                sketch_ui.sketch_tab(f, tab, modes, plain, "_editor", "Inpaint sketch")
+                sketch_ui.sketch_tab(f, tab, modes, plain, "_editor", "Inpaint sketch", transparency=True)
             with gr.Row():
                 f["mask_blur"] = gr.Slider(
                     0, 64, value=4, step=1, label="Mask blur", elem_id="inpaint_mask_blur", min_width=160
@@ -263,5 +263,5 @@ def build_inpaint(ctx: StudioContext, topbar: dict[str, Any], job_state: Any) ->
 
     img2img_size.wire_picture_size(f, "_editor", sketch_ui.detect_size(f, "_editor"))
     sketch_ui.wire_size(f)
-    inputs = ("_editor", "_mask_upload", *sketch_ui.INPUTS)
+    inputs = ("_editor", "_mask_upload", *sketch_ui.INPAINT_INPUTS)
     return _finish(ctx, f, topbar, job_state, extra, inputs, extensions, scripts)

@@ -32,6 +32,7 @@ SKETCH_COLOURS = [
 ]
 BRUSH_SIZE = 12
 INPUTS = ("_mode", "_sketch")  # what the tab's Generate reads from here
+INPAINT_INPUTS = (*INPUTS, "_mask_alpha")  # and the Inpaint tab's, with its transparency
 
 
 def sketch_editor(elem_id: str, label: str) -> Any:
@@ -44,9 +45,12 @@ def sketch_editor(elem_id: str, label: str) -> Any:
     )  # fmt: skip
 
 
-def sketch_tab(f: dict[str, Any], tab: str, tabs: Any, plain: Any, picture: str, label: str) -> None:
+def sketch_tab(
+    f: dict[str, Any], tab: str, tabs: Any, plain: Any, picture: str, label: str, transparency: bool = False
+) -> None:
     """The sketch sub-tab (call inside `tabs`, after `plain`) as f["_sketch"], and f["_mode"]: which
-    sub-tab Generate uses. A change of f[picture] while sketching (send-to) shows `plain` again."""
+    sub-tab Generate uses. A change of f[picture] while sketching (send-to) shows `plain` again.
+    `transparency`: a "Mask transparency" slider under the editor as f["_mask_alpha"] (Inpaint sketch)."""
     with gr.Tab(label, id=f"{tab}_sketch", elem_id=f"{tab}_sketch_tab") as sketch:
         # inside a Tab: a State that is a direct child of gr.Tabs makes gradio 6.31 draw a second button
         # for a tab each time a select event writes it
@@ -55,6 +59,11 @@ def sketch_tab(f: dict[str, Any], tab: str, tabs: Any, plain: Any, picture: str,
             f"{tab}_sketch",
             "Sketch: paint in colour",
         )
+        if transparency:
+            f["_mask_alpha"] = gr.Slider(
+                0, 100, value=0, step=1, label="Mask transparency", elem_id=f"{tab}_mask_alpha",
+                info="how see-through the painted colours are; the painted area is repainted either way",
+            )  # fmt: skip
     plain.select(lambda: PLAIN, None, f["_mode"], **QUIET)
     sketch.select(lambda: SKETCH, None, f["_mode"], **QUIET)
 
@@ -125,5 +134,9 @@ def inpaint_sketch_inputs(values: Mapping[str, Any]) -> tuple[Any, Any]:
         blur = int(round(float(values.get("mask_blur") or 0)))
     except (TypeError, ValueError) as e:
         raise RequestError("mask_blur", f"must be a whole number, got {values.get('mask_blur')!r}") from e
-    result = inpaint_sketch(background, flatten(background, layers), blur)
+    try:
+        alpha = float(values.get("_mask_alpha") or 0)
+    except (TypeError, ValueError) as e:
+        raise RequestError("mask_alpha", f"must be a number, got {values.get('_mask_alpha')!r}") from e
+    result = inpaint_sketch(background, flatten(background, layers), blur, alpha)
     return result.image, result.mask

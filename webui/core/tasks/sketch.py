@@ -13,6 +13,11 @@ What A1111 does with a colour sketch, and what is ours:
   stays the original's exact bytes (A1111 lets the blur halo tint a band around the strokes), so the
   inpaint guarantee "outside the mask nothing changes" holds against the picture the user uploaded.
   Nothing painted is an error naming the mask: there is nothing to inpaint.
+- Mask transparency (0-100, A1111's Inpaint sketch slider): the painted colours are laid over the
+  original at (100 - transparency) % opacity, so the strokes are a hint the model may follow loosely.
+  A1111 also dims the mask itself by the same amount; its inpainting then rounds a mask below one half to
+  "keep", so from 50 % on nothing is repainted. Ours keeps the mask whole: the painted pixels are always
+  repainted, from a fainter colour.
 """
 
 from __future__ import annotations
@@ -65,10 +70,15 @@ def sketch_init(background: Image.Image, layers: Sequence[Image.Image]) -> Image
     return flatten(background, layers)
 
 
-def inpaint_sketch(original: Image.Image, painted: Image.Image, mask_blur: int) -> InpaintSketch:
-    """Inpaint sketch: the mask where the user painted, and the init image with the painted colours."""
+def inpaint_sketch(
+    original: Image.Image, painted: Image.Image, mask_blur: int, transparency: float = 0
+) -> InpaintSketch:
+    """Inpaint sketch: the mask where the user painted, and the init image with the painted colours
+    (`transparency` per cent see-through)."""
     if mask_blur < 0:
         raise RequestError("mask_blur", f"must be 0 or more, got {mask_blur}")
+    if not 0 <= transparency <= 100:
+        raise RequestError("mask_alpha", f"mask transparency must be 0 to 100, got {transparency}")
     mask = painted_mask(original, painted)
     if mask is None:
         raise RequestError("mask", "paint on the picture with the brush first: nothing differs from it")
@@ -80,6 +90,7 @@ def inpaint_sketch(original: Image.Image, painted: Image.Image, mask_blur: int) 
         colours = colours.filter(blur)
         weight = mask.filter(blur)
     # the blurred weight, cut to the painted pixels: outside them the original stays byte for byte
-    inside = np.where(np.asarray(mask) > 0, np.asarray(weight), 0).astype(np.uint8)
+    opacity = 1 - transparency / 100
+    inside = np.where(np.asarray(mask) > 0, np.asarray(weight) * opacity, 0).round().astype(np.uint8)
     image = Image.composite(colours, base, Image.fromarray(inside, "L"))
     return InpaintSketch(image=image, mask=mask)
