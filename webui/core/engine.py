@@ -518,7 +518,7 @@ class Engine:
             before: list[Image.Image] = []  # the copies saved too (A1111's "save before face restoration")
             if request.restore_faces and not stopped:  # as A1111: before the extensions' post-processing
                 net = self.faces.net(request.face_restoration_model, "restore_faces")
-                before = list(pictures) if keep and opts.save_before_face_restoration else []
+                before = list(pictures) if opts.copies_before_restoration(request.save_images) else []
                 pictures = [restore(p, net, weight=request.code_former_weight) for p in pictures]
             try:
                 info = [
@@ -543,7 +543,9 @@ class Engine:
                 params.update(passes.infotext)
                 params = {**self.hooks.extra_infotext(request), **params}
                 text = format_infotext(run.prompt, run.negative_prompt, params)
-                if i < len(before):  # written first, with the same infotext, as A1111 does
+                if i < len(before) and opts.send_copy is not None:  # a remote worker: the server writes it
+                    opts.send_copy(before[i], seeds[i], text)
+                elif i < len(before):  # written first, with the same infotext, as A1111 does
                     opts.save(before[i], f"{kind}-images", seeds[i], text, suffix=BEFORE_FACE_RESTORATION)
                 path = opts.save(pil, f"{kind}-images", seeds[i], text) if keep else None
                 image = GeneratedImage(pil, seeds[i], subseeds[i], text, path)

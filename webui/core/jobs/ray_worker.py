@@ -121,6 +121,20 @@ class RemoteWorker:
             out.put(ImageMsg(png_bytes(img.image), img.seed, img.subseed, img.infotext))
             return JobImage("", img.seed, img.subseed, img.infotext)
 
+        def send_copy(image: Any, seed: int, infotext: str) -> None:
+            out.put(ImageMsg(png_bytes(image), seed, 0, infotext, copy=True))
+
+        # copies before face restoration are made here only when the server will write them
+        copies = bool(spec.settings.get("save_images_before_face_restoration")) and bool(
+            spec.settings.get("samples_save", True)
+        )
+        outputs = OutputOptions(
+            self._scratch,
+            samples_save=False,
+            grid_save=False,
+            save_before_face_restoration=copies,
+            send_copy=send_copy,
+        )
         request = spec.request
         if isinstance(request, ExtrasRequest) and request.save_images:
             request = dataclasses.replace(request, save_images=False)  # the server writes them
@@ -134,7 +148,7 @@ class RemoteWorker:
                     results_dir=self._scratch,
                     report=_Sender(out),
                     preview_every=spec.preview_every,
-                    outputs=OutputOptions(self._scratch, samples_save=False, grid_save=False),
+                    outputs=outputs,
                     place=place,
                 )
                 warnings = tuple(dict.fromkeys(w for i in outcome.images for w in i.warnings))

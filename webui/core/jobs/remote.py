@@ -2,7 +2,8 @@
 
 The server owns the job store and the disk: a remote worker gets a `JobSpec` (the request, decoded by
 the server with its input images in it), and streams back `ProgressMsg`, `ImageMsg` (PNG bytes, seed,
-infotext: one per finished image) and a final `DoneMsg`. `RemoteImages` writes each image to disk (the
+infotext: one per finished image; a copy made before face restoration is one too, marked `copy`) and a
+final `DoneMsg`. `RemoteImages` writes each image to disk (the
 outputs folder as the settings say, or the job's folder) before the job lists it, so what a user sees
 is on the server's disk. Nothing here imports Ray: the messages are plain frozen dataclasses.
 """
@@ -21,7 +22,7 @@ from webui.core.jobs.codec import JobRequest, kind_of
 from webui.core.jobs.info import JobImage, JobProgressInfo
 from webui.core.jobs.worker import Outcome, Reporter
 from webui.core.outputs.grid import image_grid
-from webui.core.outputs.options import OutputOptions
+from webui.core.outputs.options import BEFORE_FACE_RESTORATION, OutputOptions
 from webui.core.outputs.saving import save_image
 
 GENERATION_KINDS = frozenset({"txt2img", "img2img"})  # saved under outputs/<kind>-images as settings say
@@ -53,6 +54,9 @@ class ImageMsg:
     seed: int
     subseed: int
     infotext: str
+    # a copy made before face restoration ("save_images_before_face_restoration"): written beside the
+    # images, before the one it precedes, and not listed as one of the job's images
+    copy: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,11 @@ class RemoteImages:
 
     def add(self, msg: ImageMsg) -> None:
         picture = read_png(msg.png)
+        if msg.copy:
+            if self.to_outputs and self.outputs.save_before_face_restoration:
+                kind = f"{self.kind}-images"
+                self.outputs.save(picture, kind, msg.seed, msg.infotext, suffix=BEFORE_FACE_RESTORATION)
+            return
         if self.to_outputs:
             path = self.outputs.save(picture, f"{self.kind}-images", msg.seed, msg.infotext)
         elif self.extras:  # outputs/extras-images/NNNNN.<fmt>, as an in-process run writes them

@@ -45,6 +45,17 @@ class OutputOptions:
     # "Save a copy of image before doing face restoration." (named NNNNN-SEED-before-face-restoration)
     save_before_face_restoration: bool = False
     folders: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # kind -> parts under outputs_dir
+    # a remote worker's: where copies made before face restoration go instead of this disk (image, seed,
+    # infotext); the worker sends them to the server, which writes them as its settings say
+    send_copy: Callable[[Image.Image, int, str], object] | None = field(default=None, compare=False)
+
+    def copies_before_restoration(self, save_images: bool) -> bool:
+        """Whether a job that saves (`save_images`) keeps a copy of each picture before face restoration."""
+        return (
+            save_images
+            and self.save_before_face_restoration
+            and (self.samples_save or self.send_copy is not None)
+        )
 
     @classmethod
     def from_settings(cls, get: Callable[[str], Any], outputs_dir: Path) -> OutputOptions:
