@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from webui.core.config import AppConfig
+from webui.plugins.api import UpscalerSpec
 from webui.plugins.host import PluginHost
 
 
@@ -141,6 +142,70 @@ def test_registered_from_the_model_folders(tmp_path: Path) -> None:
     assert out.size == (64, 64)
     with pytest.raises(Exception, match="junk.pth: not a readable model file"):
         specs["junk"].upscale(picture(16, 16), 64, 64)
+
+
+def test_refresh_lists_model_files_added_and_removed_since_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    esrgan = data / "models" / "ESRGAN"
+    esrgan.mkdir(parents=True)  # empty at start: the first model file is the common case
+    host = PluginHost.for_config(AppConfig.for_data_dir(data), include_pip=False)
+    assert "upscalers" not in {n for n, _ in host._registered(UpscalerSpec)}
+    assert list(host.picture_upscalers()) == ["Lanczos", "Nearest"]
+    sections = host.ui_sections()
+
+    torch.save(to_old_esrgan(basicsr_rrdb(), nb=2), esrgan / "4x-Tiny.pth")
+    assert host.rescan_upscalers() == []
+    assert list(host.picture_upscalers()) == ["Lanczos", "Nearest", "4x-Tiny"]
+    tiny = host.upscalers()["4x-Tiny"]
+    assert tiny.upscale(picture(16, 16), 64, 64).size == (64, 64)  # loads its network now
+
+    torch.save(to_old_esrgan(basicsr_rrdb(), nb=2), esrgan / "2x-Other.pth")
+    assert host.rescan_upscalers() == []
+    assert sorted(host.upscalers()) == ["2x-Other", "4x-Tiny"]
+    assert host.upscalers()["4x-Tiny"] is tiny  # same file: the same upscaler, its network kept
+
+    (esrgan / "4x-Tiny.pth").unlink()
+    host.rescan_upscalers()
+    assert sorted(host.upscalers()) == ["2x-Other"]
+    assert host.ui_sections() == sections  # nothing else of any extension changed
+
+
+def test_refresh_runs_only_extensions_whose_manifest_allows_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    user = data / "extensions" / "counting"
+    user.mkdir(parents=True)
+    (user / "extension.toml").write_text(
+        'name = "counting"\nversion = "1"\napi_version = "2.4"\nentry = "main"\n'
+    )
+    (user / "main.py").write_text(
+        "from webui.plugins.api import UpscalerSpec, hookimpl\n"
+        "CALLS = []\n"
+        "@hookimpl\n"
+        "def register(registry):\n"
+        "    CALLS.append(1)\n"
+        "    registry.add(UpscalerSpec(f'count-{len(CALLS)}', lambda im, w, h: im.resize((w, h))))\n"
+    )
+    host = PluginHost.for_config(AppConfig.for_data_dir(data), include_pip=False)
+    assert host.extension("counting").loaded, host.extension("counting").error
+    host.rescan_upscalers()
+    assert "count-1" in host.upscalers() and "count-2" not in host.upscalers()  # not run again
+    (user / "extension.toml").write_text(
+        'name = "counting"\nversion = "1"\napi_version = "2.4"\nentry = "main"\nrescan = true\n'
+    )
+    host = PluginHost.for_config(AppConfig.for_data_dir(data), include_pip=False)
+    before = set(host.upscalers())
+    host.rescan_upscalers()
+    after = set(host.upscalers())
+    assert len(before - after) == 1 and len(after - before) == 1  # its register ran again
+
+
+def test_a_bad_rescan_flag_is_a_manifest_error(tmp_path: Path) -> None:
+    from webui.plugins.manifest import ManifestError, parse_manifest
+
+    path = tmp_path / "extension.toml"
+    path.write_text('name = "x"\napi_version = "2.4"\nentry = "main"\nrescan = "yes"\n')
+    with pytest.raises(ManifestError, match="rescan must be true or false"):
+        parse_manifest(path)
 
 
 def test_pickles_with_code_are_refused(ext: PluginHost, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ makes, keeps the source's parameters and records the upscale. Batch files; no im
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,3 +108,46 @@ def test_a_bad_value_names_the_field_and_runs_nothing(studio: RunningStudio, bro
     page.wait_for_function("document.querySelector('#extras_status').innerText.includes('drop an image')")
     assert "image: drop an image to upscale" in page.inner_text("#extras_status")
     assert len(_extras_jobs(studio)) == before
+
+
+def _options(page: Any, dropdown: str) -> list[str]:
+    page.click(f"#{dropdown} input")
+    page.wait_for_selector("[role=option]")
+    names = [t.strip() for t in page.locator("[role=option]").all_inner_texts()]
+    page.keyboard.press("Escape")
+    return names
+
+
+def _wait_listed(page: Any, dropdown: str, name: str) -> None:
+    deadline = time.monotonic() + 10
+    while name not in (names := _options(page, dropdown)):
+        assert time.monotonic() < deadline, f"{name} never listed in {dropdown}: {names}"
+        page.wait_for_timeout(200)
+
+
+def test_refresh_lists_an_upscaler_model_added_while_the_studio_runs(
+    studio: RunningStudio, browser: Any
+) -> None:
+    """A model file dropped into models/ESRGAN after start: Extras' Refresh upscalers and the SD upscale
+    script's 🔄 both list it, and the Extras upscale runs it."""
+    added = "4x-AddedLater"
+    folder = studio.config.data_dir / "models" / "ESRGAN"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(basicsr_rrdb(scale=4), str(folder / f"{added}.safetensors"))
+    try:
+        page = open_studio(browser, studio.url)
+        script = "txt2img_script_sd_upscale_upscaler_index"
+        page.click("#txt2img_script input")
+        page.click("[role=option]:has-text('SD upscale')")
+        page.locator(f"#{script}").wait_for(state="visible")
+        assert added not in _options(page, script)  # the page was built before the file came
+        page.click(f"#{script}_refresh")
+        _wait_listed(page, script, added)
+
+        page.click("button[role=tab]:has-text('Extras')")
+        page.click("#extras_refresh")
+        _wait_listed(page, "extras_upscaler_1", added)
+        assert added in studio.services.engine.extras_upscalers()
+    finally:
+        (folder / f"{added}.safetensors").unlink()
+        studio.services.engine.hooks.rescan_upscalers()

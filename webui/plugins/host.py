@@ -213,6 +213,31 @@ class PluginHost:
             out.setdefault(spec.name, spec)
         return out
 
+    def rescan_upscalers(self) -> list[str]:
+        """Model files added or removed since start: run the `register` hook again of each extension whose
+        manifest says `rescan = true` and take the upscalers it registers now. Its other descriptors stay
+        as they are (the page was built from them); an upscaler with the same name and file keeps its
+        object (and the network it loaded). An extension whose hook fails keeps its list; returns those
+        failures."""
+        from webui.plugins.loader import registered, summarize
+
+        stored = _stored_settings(self._load_args[0].settings_path) if self._load_args else {}
+        problems = []
+        with self._lock:
+            for ext in self.loaded:
+                if ext.registry is None or ext.manifest is None or not ext.manifest.rescan:
+                    continue
+                try:
+                    fresh = registered(ext, stored)
+                except Exception as e:  # a broken hook must not break the studio's refresh
+                    problems.append(f"{ext.name}: {summarize(e)}")
+                    continue
+                old = {(d.name, d.path): d for d in ext.registry.items if isinstance(d, UpscalerSpec)}
+                found = [old.get((d.name, d.path), d) for d in fresh.items if isinstance(d, UpscalerSpec)]
+                kept = [d for d in ext.registry.items if not isinstance(d, UpscalerSpec)]
+                ext.registry.items = [*kept, *found]  # one assignment: readers see the old or new list
+        return problems
+
     def image_upscalers(self) -> dict[str, Any]:
         """EngineHooks: upscaler name -> upscale(image, width, height), for hires fix."""
         return {name: spec.upscale for name, spec in self.upscalers().items()}

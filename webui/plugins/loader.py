@@ -135,16 +135,8 @@ def load_extension(
                 if impl.plugin_name == m.name:
                     ext.hooks[hook] = impl
         stage = "register"
-        ext.registry = Registry(m.name)
         ext.context = context_for(m)
-        impl = ext.hooks.get("register")
-        if impl is not None:
-            prefix = f"{m.name}."
-            settings = {
-                k[len(prefix) :]: v for k, v in (stored_settings or {}).items() if k.startswith(prefix)
-            }
-            kwargs = {"registry": ext.registry, "context": ext.context, "settings": settings}
-            impl.function(*[kwargs[a] for a in impl.argnames])
+        ext.registry = registered(ext, stored_settings)
     except (Exception, SystemExit) as e:  # an extension calling sys.exit() must not stop the app
         if pm.get_plugin(m.name) is not None:
             pm.unregister(name=m.name)
@@ -153,3 +145,17 @@ def load_extension(
         ext.hooks = {}
         log.error("extension %s %s", m.name, ext.error, exc_info=e)
     return ext
+
+
+def registered(ext: Extension, stored_settings: Mapping[str, Any] | None) -> Registry:
+    """A fresh Registry filled by the extension's `register` hook (with its context and its own keys of
+    `stored_settings`); what the hook raises propagates."""
+    assert ext.manifest is not None
+    registry = Registry(ext.manifest.name)
+    impl = ext.hooks.get("register")
+    if impl is not None:
+        prefix = f"{ext.manifest.name}."
+        settings = {k[len(prefix) :]: v for k, v in (stored_settings or {}).items() if k.startswith(prefix)}
+        kwargs = {"registry": registry, "context": ext.context, "settings": settings}
+        impl.function(*[kwargs[a] for a in impl.argnames])
+    return registry

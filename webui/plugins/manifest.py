@@ -8,6 +8,8 @@
     requirements = ["dynamicprompts==0.31.0"]   # for information: never installed automatically
     a1111_names = ["Wildcards"]   # optional: what A1111 clients call it (alwayson_scripts keys,
                                   # /<name>/... root routes), e.g. "ADetailer" for the detailer
+    rescan = true                 # optional: `register` only lists model files and may run again (the
+                                  # UI's "Refresh upscalers" takes the upscalers it registers then)
 
 An extension written for API "M.m" loads when M is this host's major version and m is at most its
 minor version (minor versions only add to the API). API 2.0 only added to 1.0 (the before-model hook,
@@ -50,6 +52,7 @@ class Manifest:
     folder: Path | None = None
     a1111_names: tuple[str, ...] = ()
     source: str = "builtin"  # builtin | user | pip
+    rescan: bool = False  # its register hook may run again to list model files added since start
 
     @property
     def module_key(self) -> str:
@@ -120,6 +123,9 @@ def parse_manifest(path: Path, source: str = "builtin", folder: Path | None = No
     a1111 = data.get("a1111_names", [])
     if not isinstance(a1111, list) or not all(isinstance(n, str) and EXTENSION_NAME.match(n) for n in a1111):
         raise ManifestError(f"{where}: a1111_names must be a list of names (letters, digits, _ or -)")
+    rescan = data.get("rescan", False)
+    if not isinstance(rescan, bool):
+        raise ManifestError(f"{where}: rescan must be true or false")
     return Manifest(
         name=name,
         version=_text(data, "version", where, "0"),
@@ -130,4 +136,5 @@ def parse_manifest(path: Path, source: str = "builtin", folder: Path | None = No
         folder=folder if folder is not None else path.parent,
         source=source,
         a1111_names=tuple(a1111),
+        rescan=rescan,
     )

@@ -32,6 +32,16 @@ def picture_upscaler_names(ctx: Any) -> list[str]:
     return list(names()) if callable(names) else []
 
 
+def rescanned_upscaler_names(ctx: Any) -> list[str]:
+    """picture_upscaler_names after the extensions list their model files again (a Refresh button);
+    an extension that could not is shown as a warning."""
+    host = host_of(ctx)
+    rescan = getattr(host, "rescan_upscalers", None)
+    for problem in rescan() if callable(rescan) else ():
+        gr.Warning(f"Refresh upscalers: {problem}")
+    return picture_upscaler_names(ctx)
+
+
 def field_key(extension: str, name: str) -> str:
     return f"{PREFIX}{extension}.{name}"
 

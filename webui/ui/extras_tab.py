@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from webui.ui.context import StudioContext
-from webui.ui.extension_sections import picture_upscaler_names
+from webui.ui.extension_sections import picture_upscaler_names, rescanned_upscaler_names
 from webui.ui.runner import TabRunner
 from webui.ui.widgets import QUIET, warnings_box, wire_gallery_select
 
@@ -173,7 +173,7 @@ def build_extras(ctx: StudioContext, job_state: Any) -> TabRunner:
 
 def _wire_refresh(ctx: StudioContext, f: dict[str, Any]) -> None:
     def refresh(first: str, second: str) -> tuple[Any, Any]:
-        names = extras_upscaler_names(ctx)
+        names = ["None", *rescanned_upscaler_names(ctx)]  # model files added since start too
         return (
             gr.update(choices=names, value=first if first in names else "None"),
             gr.update(choices=names, value=second if second in names else "None"),

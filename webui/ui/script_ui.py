@@ -18,8 +18,15 @@ from typing import Any
 
 import gradio as gr
 
-from webui.ui.extension_sections import _slug, host_of, picture_upscaler_names, render_field
+from webui.ui.extension_sections import (
+    _slug,
+    host_of,
+    picture_upscaler_names,
+    render_field,
+    rescanned_upscaler_names,
+)
 from webui.ui.polling import POLL_SECONDS, Frame, decode_preview, output_width, status_html, status_text
+from webui.ui.widgets import QUIET
 
 NONE = "None"
 SCRIPT_KEY = "_script"
@@ -73,7 +80,16 @@ def build_scripts(ctx: Any, tab: str, elem: str | None = None) -> ScriptInputs:
         slug = _slug(name)  # "X/Y/Z plot" -> "x_y_z_plot": ids that do not move when scripts are added
         with gr.Column(visible=False, elem_id=f"{elem}_script_{slug}", variant="panel") as group:
             for f in spec.fields:
-                component = render_field(f, f"{elem}_script_{slug}_{f.name}", upscalers)
+                field_id = f"{elem}_script_{slug}_{f.name}"
+                if f.kind == "upscaler":  # with a 🔄 that lists model files added since start
+                    with gr.Row(equal_height=True):
+                        component = render_field(f, field_id, upscalers)
+                        refresh = gr.Button(
+                            "🔄", size="sm", min_width=44, scale=0, elem_id=f"{field_id}_refresh"
+                        )
+                    _wire_upscaler_refresh(ctx, refresh, component)
+                else:
+                    component = render_field(f, field_id, upscalers)
                 inputs.components[f"{PREFIX}{name}.{f.name}"] = component
         groups.append((name, group))
 
@@ -86,6 +102,14 @@ def build_scripts(ctx: Any, tab: str, elem: str | None = None) -> ScriptInputs:
         api_visibility="private", queue=False,
     )  # fmt: skip
     return inputs
+
+
+def _wire_upscaler_refresh(ctx: Any, button: Any, dropdown: Any) -> None:
+    def refresh(current: str) -> Any:
+        names = ["None", *(n for n in rescanned_upscaler_names(ctx) if n != "None")]
+        return gr.update(choices=names, value=current if current in names else "None")
+
+    button.click(refresh, dropdown, dropdown, **QUIET)
 
 
 class _RecordingQueue:
