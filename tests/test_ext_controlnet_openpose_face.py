@@ -51,7 +51,7 @@ def test_face_model_loads_strictly_in_the_real_layout(cn: SimpleNamespace, model
     assert all(torch.equal(net.state_dict()[k], sd[k]) for k in sd) and not net.training
     assert net.conv1_1.out_channels == POSE_WIDTH
     AnnotatorFileError = cn.annotator_files.AnnotatorFileError
-    with pytest.raises(AnnotatorFileError, match=r"hand_pose_model\.pth: not an OpenPose face model \(22 maps"):
+    with pytest.raises(AnnotatorFileError, match=r"hand_pose_model\.pth: not an OpenPose face model \(22"):
         cn.openpose_face.load_face_net(folder / "hand_pose_model.pth")  # the same key names
     with pytest.raises(AnnotatorFileError, match=r"facenet\.pth: not an OpenPose hand model \(71 maps"):
         cn.openpose_hand.load_hand_net(folder / "facenet.pth")
@@ -73,7 +73,7 @@ def test_a_foreign_or_broken_facenet_is_named_by_the_preprocessor(
     with pytest.raises(err, match=r"openpose_face preprocessor needs facenet\.pth in models/ControlNet"):
         cn.preprocess.run("openpose_face", drawing(), 64, models_dir=tmp_path)
     (folder / "facenet.pth").symlink_to(source / "hand_pose_model.pth")
-    with pytest.raises(err, match=r"openpose_full preprocessor cannot use facenet\.pth: not an OpenPose face"):
+    with pytest.raises(err, match=r"openpose_full preprocessor cannot use facenet\.pth: not an OpenPose"):
         cn.preprocess.run("openpose_full", drawing(), 64, models_dir=tmp_path)
     (folder / "facenet.pth").unlink()
     sd = torch.load(source / "facenet.pth", weights_only=True)
