@@ -1,8 +1,8 @@
 """openpose_face and openpose_full: CMU's face network loaded strictly from a tiny facenet.pth in the real
 key layout (a foreign file refused by name), the face box from a body's nose, eyes and ears, landmarks
 from maps built here, the faces drawn as sd-webui-controlnet draws them (with the body and the hands),
-their pose JSON, and both preprocessors end to end through the real loader (random weights find
-nobody, so the face network is also run here on a person given by hand)."""
+their pose JSON, and both preprocessors end to end through the real loader (the random body network finds
+nobody, so the hand and face networks also map a person given by hand)."""
 
 from __future__ import annotations
 
@@ -170,3 +170,29 @@ def test_openpose_face_and_full_end_to_end(cn: SimpleNamespace, models_dir: Path
     names = cn.preprocess.NEEDS_WEIGHTS[module]
     assert names[0] == "body_pose_model.pth" and names[-1] == "facenet.pth"
     assert ("hand_pose_model.pth" in names) == (module == "openpose_full")
+
+
+def test_openpose_full_maps_a_given_person_through_the_real_loader(
+    cn: SimpleNamespace, models_dir: Path
+) -> None:
+    folder = models_dir / "ControlNet" / "annotators"
+    paths = [folder / "hand_pose_model.pth", folder / "facenet.pth"]
+    rgb = np.asarray(drawing((96, 64)).convert("RGB"))
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    person = body(cn, {0: (80, 30), 1: (80, 45), 14: (74, 26), 15: (86, 26), 5: (60, 20), 6: (45, 20),
+                       7: (35, 30)})  # fmt: skip
+    out = cn.openpose.pose_map([person], rgb, paths, cn.annotator_files.Nets())
+    hand = cn.openpose_hand.hands(cn.openpose_hand.load_hand_net(paths[0]), person, bgr)
+    landmarks = cn.openpose_face.face(cn.openpose_face.load_face_net(paths[1]), person, bgr)
+    assert list(hand) == [True] and landmarks is not None
+    found = [p for p in landmarks if p is not None]
+    assert found  # the random face net puts some landmarks above the threshold
+    want = cn.openpose.draw([person], 64, 96, [hand], [landmarks])
+    assert np.array_equal(np.asarray(out), want)
+    assert all(tuple(want[int(p[1]), int(p[0])]) == (255, 255, 255) for p in found)
+    entry = out.info["openpose"]["people"][0]
+    assert len(entry["face_keypoints_2d"]) == 210 and len(entry["hand_left_keypoints_2d"]) == 63
+    assert entry["hand_right_keypoints_2d"] is None
+    body_only = cn.openpose.pose_map([person], rgb, [], cn.annotator_files.Nets())
+    assert body_only.info["openpose"]["people"][0]["face_keypoints_2d"] is None
+    assert not np.array_equal(np.asarray(body_only), want)

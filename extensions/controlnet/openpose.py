@@ -125,12 +125,17 @@ def run(paths: Sequence[Path], rgb: np.ndarray, nets: Nets | None = None) -> Ima
     network in paths[0] (and the hand and face networks, if `paths` holds HAND_FILE or FACE_FILE), its
     pose JSON in `info[INFO_KEY]`; the networks from `nets` (default: read now, on the CPU)."""
     nets = nets or Nets()
-    h, w = rgb.shape[:2]
-    body, device = paths[0], nets.run_device
-    named = {p.name: p for p in paths[1:]}
+    body = paths[0]
     with nets.use(body, lambda sd: body_net_from(sd, body)) as body_net:
-        heat, paf = body_maps(body_net, rgb, device)
-    persons = people(heat, paf)
+        heat, paf = body_maps(body_net, rgb, nets.run_device)
+    return pose_map(people(heat, paf), rgb, paths[1:], nets)
+
+
+def pose_map(persons: list[Person], rgb: np.ndarray, paths: Sequence[Path], nets: Nets) -> Image.Image:
+    """The pose map of `persons` found in `rgb`, with their hands and faces from the networks in `paths`
+    (HAND_FILE, FACE_FILE: those given), its pose JSON in `info[INFO_KEY]`."""
+    h, w = rgb.shape[:2]
+    named, device = {p.name: p for p in paths}, nets.run_device
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     found: list[Hands] = []
     if (hand := named.get(HAND_FILE)) is not None:
