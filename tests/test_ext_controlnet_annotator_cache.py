@@ -43,7 +43,7 @@ def cn(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 
 @pytest.fixture
 def models_dir(cn: SimpleNamespace, tmp_path: Path) -> Path:
-    """netG.pth, body_pose_model.pth, hand_pose_model.pth and the two Depth Anything files (fresh per
+    """netG.pth, the three OpenPose files and the two Depth Anything files (fresh per
     test: one test replaces a file)."""
     d = tmp_path / "models"
     write_annotators(cn, d)
@@ -60,6 +60,7 @@ def run(cn: SimpleNamespace, module: str, models_dir: Path, nets: object = None)
     [
         ("lineart_anime", ("netG.pth",)),
         ("openpose_hand", ("body_pose_model.pth", "hand_pose_model.pth")),
+        ("openpose_full", ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")),
         ("depth_anything_v2", ("depth_anything_v2_vitl.safetensors",)),
     ],
 )
@@ -72,7 +73,7 @@ def test_a_second_run_reads_no_file_and_equals_a_fresh_load(
     second = run(cn, module, models_dir, nets)
     fresh = run(cn, module, models_dir)  # no cache: read from the file now, on the CPU
     assert models.loads == {f"{FOLDER}/{f}": 1 for f in files}
-    if module != "openpose_hand":  # random weights find nobody: the maps' test is the next one's
+    if not module.startswith("openpose"):  # random weights find nobody: the maps' test is the next one's
         assert np.asarray(first).max() > np.asarray(first).min()
     assert np.array_equal(np.asarray(first), np.asarray(second))
     assert np.array_equal(np.asarray(first), np.asarray(fresh))

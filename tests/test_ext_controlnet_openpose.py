@@ -1,7 +1,7 @@
 """The openpose preprocessor: OpenPose's body network loaded strictly from a tiny body_pose_model.pth in
 the real key layout; people assembled from heat maps and affinity fields built here (random weights find
 nobody); the skeleton drawn in sd-webui-controlnet's colours; the pose JSON; and /controlnet/detect with
-openpose and lineart_anime through the real server."""
+openpose, openpose_full and lineart_anime through the real server."""
 
 from __future__ import annotations
 
@@ -103,15 +103,6 @@ def test_missing_or_foreign_body_files_are_clear_errors(cn: SimpleNamespace, tmp
     torch.save(sd, folder / "body_pose_model.pth")
     with pytest.raises(err, match=r"body_pose_model\.pth: weights do not fit.*Mconv7_stage6_L2\.bias"):
         cn.preprocess.run("openpose", drawing(), models_dir=tmp_path)
-    with pytest.raises(err, match="cannot run it yet"):  # faces are not built
-        with_files = _with_files(tmp_path, "hand_pose_model.pth", "facenet.pth")
-        cn.preprocess.run("openpose_full", drawing(), models_dir=with_files)
-
-
-def _with_files(models_dir: Path, *names: str) -> Path:
-    for name in names:
-        (models_dir / "ControlNet" / "annotators" / name).write_bytes(b"x")
-    return models_dir
 
 
 def synthetic_maps(cn: SimpleNamespace, persons: list[list[tuple[float, float]]], limbs_of: list[int],
@@ -211,7 +202,7 @@ def test_detect_runs_openpose_and_lineart_anime_through_the_server(
 ) -> None:
     client, folder = server
     detail = client.get("/controlnet/module_list").json()["module_detail"]
-    for name in ("openpose", "openpose_hand", "lineart_anime"):
+    for name in ("openpose", "openpose_hand", "openpose_face", "openpose_full", "lineart_anime"):
         assert detail[name]["model_free"] is False
         assert [s["name"] for s in detail[name]["sliders"]] == ["Preprocessor Resolution"]
     image = drawing((96, 64))
@@ -226,6 +217,10 @@ def test_detect_runs_openpose_and_lineart_anime_through_the_server(
     poses = r.json()["poses"]
     assert len(poses) == 2 and poses[0] == local.info["openpose"]
     assert (poses[1]["canvas_width"], poses[1]["canvas_height"]) == (64, 96)
+    r = client.post("/controlnet/detect", json={**body, "controlnet_module": "openpose_full"})
+    assert r.status_code == 200, r.text  # body, hand and face networks read (random: nobody found)
+    full = cn.preprocess.run("openpose_full", image, 64, models_dir=models_dir)
+    assert r.json()["poses"][0] == full.info["openpose"] and len(r.json()["poses"]) == 2
     r = client.post("/controlnet/detect", json={**body, "controlnet_module": "lineart_anime"})
     assert r.status_code == 200 and "poses" not in r.json(), r.text
     got = Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0])))

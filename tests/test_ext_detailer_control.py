@@ -1,6 +1,7 @@
 """The detailer's ControlNet unit (ADetailer's `ad_controlnet_*` keys) through the real Engine and plugin
-host: the detailer and controlnet extensions as shipped, the tiny SD1 model, the tiny SD1 ControlNet and
-a tiny YOLOv8-shaped detector whose one box sits in the middle of the picture. The unit rides on each
+host: the detailer and controlnet extensions as shipped, the tiny SD1 model, the tiny SD1 ControlNet (also
+under an OpenPose name, with tiny OpenPose annotator files) and a tiny YOLOv8-shaped detector whose one
+box sits in the middle of the picture. The unit rides on each
 region's inpaint sub-pass (plugin API 2.2: a sub-request's `extension_args` bring that extension in)."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 
 import webui.plugins.api as api
+from tests.fixtures_annotators import annotator_modules, write_annotators
 from tests.fixtures_detailer import save_tiny_yolo, yolo_candidates
 from webui.core.config import AppConfig
 from webui.core.engine import Engine
@@ -29,6 +31,7 @@ BOX = (22, 22, 42, 42)  # the detector's box in a 64 px picture (see test_ext_de
 DILATE = 4
 UNIT = {"ad_model": "face_yolov8n.pt", "ad_dilate_erode": DILATE, "ad_denoising_strength": 0.9}
 CN = "tiny-cn-sd1-diffusers"
+POSE_CN = "tiny-openpose-sd1"  # the same ControlNet under a name that makes ADetailer pick openpose_full
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,8 @@ def data(
     (data / "models" / "ControlNet").mkdir()
     cn = tiny_controlnet_files["sd1", "diffusers"]
     (data / "models" / "ControlNet" / cn.name).symlink_to(cn)
+    (data / "models" / "ControlNet" / f"{POSE_CN}{cn.suffix}").symlink_to(cn)
+    write_annotators(annotator_modules(tmp_path_factory.mktemp("ad-cn-ext")), data / "models")
     (data / "models" / "adetailer").mkdir()
     save_tiny_yolo(
         data / "models" / "adetailer" / "face_yolov8n.onnx", yolo_candidates([(320, 320, 200, 200, [0.9])])
@@ -92,6 +97,17 @@ def test_a_controlnet_unit_changes_only_the_detailed_region(engine: Engine) -> N
     again, _ = run(engine, UNIT)
     assert np.array_equal(again, detailed), "the ControlNet unit leaked into the next job's detail pass"
     assert np.array_equal(run(engine)[0], plain)
+
+
+def test_an_openpose_controlnet_runs_openpose_full_on_the_region(engine: Engine) -> None:
+    # module "None": ADetailer's pick for an OpenPose ControlNet, openpose_full (body, hand and face
+    # networks from models/ControlNet/annotators; their random weights find nobody: a black map, which
+    # the ControlNet still turns into residuals)
+    detailed, _ = run(engine, UNIT)
+    posed, info = run(engine, {**UNIT, "ad_controlnet_model": POSE_CN})
+    changed = (posed != detailed).any(axis=2)
+    assert changed.sum() >= 20 and inside_box(changed)
+    assert f"ADetailer ControlNet model: {POSE_CN}" in info, info
 
 
 def test_zero_weight_or_late_unit_is_bit_equal_to_no_unit(engine: Engine) -> None:

@@ -17,7 +17,9 @@ cross-attention of that call), their infotext, and that extension's routes.
 - lineart_anime.py lineart_anime (the pix2pix U-Net, netG.pth)
 - openpose_net.py, openpose_keypoints.py, openpose.py  openpose: the CMU body network
                 (body_pose_model.pth), people from its maps, the skeleton drawing and pose JSON
+- openpose_cpm.py the pose machine CMU's hand and face networks share
 - openpose_hand.py openpose_hand's hands (the CMU hand network, hand_pose_model.pth)
+- openpose_face.py openpose_face's faces (the CMU face network, facenet.pth); openpose_full: both
 - annotator_files.py reading and checking any annotator's weights (safe loader, strict keys); Nets:
                 the networks kept in the extension's model cache, run on the job's device
 - units.py      sd-webui-controlnet's API unit dicts -> frozen ControlUnit (errors name unit and field)

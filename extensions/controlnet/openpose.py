@@ -7,8 +7,9 @@ people drawn before each new one again, a side effect that is not kept.)
 
 The keypoints also go out as sd-webui-controlnet's pose JSON (OpenPose's output format with coordinates
 divided by the canvas size), in the map's `info["openpose"]`; /controlnet/detect returns them as `poses`.
-openpose_hand adds each person's hands (openpose_hand.py) after all bodies; faces (openpose_face,
-openpose_full) are not built.
+openpose_hand adds each person's hands (openpose_hand.py) after all bodies, openpose_face each person's
+face (openpose_face.py: 70 landmarks, white dots) after those, openpose_full both; their keypoints fill
+the pose JSON's `hand_left_keypoints_2d`, `hand_right_keypoints_2d` and `face_keypoints_2d`.
 """
 
 from __future__ import annotations
@@ -23,13 +24,17 @@ import numpy as np
 from PIL import Image
 
 from .annotator_files import Nets
+from .openpose_face import FacePoint, draw_face, face, face_net_from
 from .openpose_hand import HandPoint, draw_hand, hand_net_from, hands
 from .openpose_keypoints import LIMBS, Person, people
 from .openpose_net import body_maps, body_net_from
 
+BODY_FILE, HAND_FILE, FACE_FILE = "body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"
 FILES = {
-    "openpose": ("body_pose_model.pth",),
-    "openpose_hand": ("body_pose_model.pth", "hand_pose_model.pth"),
+    "openpose": (BODY_FILE,),
+    "openpose_hand": (BODY_FILE, HAND_FILE),
+    "openpose_face": (BODY_FILE, FACE_FILE),
+    "openpose_full": (BODY_FILE, HAND_FILE, FACE_FILE),
 }
 INFO_KEY = "openpose"  # the map's info entry holding the pose JSON
 STICK_WIDTH, JOINT_RADIUS, LIMB_DIM = 4, 4, 0.6
@@ -42,11 +47,18 @@ COLOURS = (  # RGB, limb k and keypoint k share colour k
 
 
 Hands = dict[bool, list[HandPoint | None]]  # is_left: 21 keypoints
+Face = list[FacePoint | None] | None  # 70 landmarks; None: no face box
 
 
-def draw(persons: list[Person], height: int, width: int, person_hands: Sequence[Hands] = ()) -> np.ndarray:
-    """The skeletons (then the hands, if given: one dict per person) on a black RGB canvas (uint8,
-    height x width x 3)."""
+def draw(
+    persons: list[Person],
+    height: int,
+    width: int,
+    person_hands: Sequence[Hands] = (),
+    person_faces: Sequence[Face] = (),
+) -> np.ndarray:
+    """The skeletons (then the hands and the faces, if given: one entry per person) on a black RGB canvas
+    (uint8, height x width x 3)."""
     canvas = np.zeros((height, width, 3), np.uint8)
     for person in persons:
         for (a, b), colour in zip(LIMBS[:DRAWN_LIMBS], COLOURS, strict=False):
@@ -66,14 +78,21 @@ def draw(persons: list[Person], height: int, width: int, person_hands: Sequence[
     for found in person_hands:
         for points in found.values():
             draw_hand(canvas, points)
+    for landmarks in person_faces:
+        if landmarks is not None:
+            draw_face(canvas, landmarks)
     return canvas
 
 
 def pose_json(
-    persons: list[Person], height: int, width: int, person_hands: Sequence[Hands] = ()
+    persons: list[Person],
+    height: int,
+    width: int,
+    person_hands: Sequence[Hands] = (),
+    person_faces: Sequence[Face] = (),
 ) -> dict[str, Any]:
     """sd-webui-controlnet's pose dict: per person `pose_keypoints_2d` as [x / width, y / height, 1.0]
-    per keypoint ([0, 0, 0] when missing), the hands likewise when found (else null); no face (null)."""
+    per keypoint ([0, 0, 0] when missing), the hands and the face likewise when found (else null)."""
 
     def flat(points: Sequence[Sequence[float] | None] | None) -> list[float] | None:
         if points is None:
@@ -85,15 +104,16 @@ def pose_json(
         ]
 
     found = list(person_hands) or [{} for _ in persons]
+    faces: list[Face] = list(person_faces) or [None for _ in persons]
     return {
         "people": [
             {
                 "pose_keypoints_2d": flat(person.keypoints),
-                "face_keypoints_2d": None,
+                "face_keypoints_2d": flat(landmarks),
                 "hand_left_keypoints_2d": flat(hand.get(True)),
                 "hand_right_keypoints_2d": flat(hand.get(False)),
             }
-            for person, hand in zip(persons, found, strict=True)
+            for person, hand, landmarks in zip(persons, found, faces, strict=True)
         ],
         "canvas_height": height,
         "canvas_width": width,
@@ -102,19 +122,29 @@ def pose_json(
 
 def run(paths: Sequence[Path], rgb: np.ndarray, nets: Nets | None = None) -> Image.Image:
     """The pose map of `rgb` (the image already scaled to the preprocessor resolution) from the body
-    network in paths[0] (and the hand network in paths[1], if given), its pose JSON in `info[INFO_KEY]`;
-    the networks from `nets` (default: read now, on the CPU)."""
+    network in paths[0] (and the hand and face networks, if `paths` holds HAND_FILE or FACE_FILE), its
+    pose JSON in `info[INFO_KEY]`; the networks from `nets` (default: read now, on the CPU)."""
     nets = nets or Nets()
-    h, w = rgb.shape[:2]
-    body, device = paths[0], nets.run_device
+    body = paths[0]
     with nets.use(body, lambda sd: body_net_from(sd, body)) as body_net:
-        heat, paf = body_maps(body_net, rgb, device)
-    persons = people(heat, paf)
+        heat, paf = body_maps(body_net, rgb, nets.run_device)
+    return pose_map(people(heat, paf), rgb, paths[1:], nets)
+
+
+def pose_map(persons: list[Person], rgb: np.ndarray, paths: Sequence[Path], nets: Nets) -> Image.Image:
+    """The pose map of `persons` found in `rgb`, with their hands and faces from the networks in `paths`
+    (HAND_FILE, FACE_FILE: those given), its pose JSON in `info[INFO_KEY]`."""
+    h, w = rgb.shape[:2]
+    named, device = {p.name: p for p in paths}, nets.run_device
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     found: list[Hands] = []
-    if len(paths) > 1:
-        hand, bgr = paths[1], np.ascontiguousarray(rgb[:, :, ::-1])
+    if (hand := named.get(HAND_FILE)) is not None:
         with nets.use(hand, lambda sd: hand_net_from(sd, hand)) as hand_net:
             found = [hands(hand_net, person, bgr, device) for person in persons]
-    image = Image.fromarray(draw(persons, h, w, found))
-    image.info[INFO_KEY] = pose_json(persons, h, w, found)
+    faces: list[Face] = []
+    if (face_file := named.get(FACE_FILE)) is not None:
+        with nets.use(face_file, lambda sd: face_net_from(sd, face_file)) as face_net:
+            faces = [face(face_net, person, bgr, device) for person in persons]
+    image = Image.fromarray(draw(persons, h, w, found, faces))
+    image.info[INFO_KEY] = pose_json(persons, h, w, found, faces)
     return image

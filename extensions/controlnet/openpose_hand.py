@@ -2,15 +2,8 @@
 run on a square box around each wrist that the body's arm keypoints give, and the hands drawn as
 sd-webui-controlnet draws them.
 
-The file is a flat state dict named as in CMU's Caffe model (`conv1_1.weight` ... `conv5_3_CPM`, then
-`conv6_1_CPM`, `conv6_2_CPM` and `Mconv1_stage2` ... `Mconv7_stage6`; 52 convs, 104 keys):
-
-    backbone   VGG-19's first twelve convs (conv1_1 ... conv5_2; max-pool after 1_2, 2_2, 3_4: stride 8),
-               conv5_3_CPM (-> 2W) = the features F
-    stage 1    conv6_1_CPM 1x1 (8W), conv6_2_CPM 1x1 -> 22 maps (21 keypoints + background)
-    stages 2-6 on [maps, F] (22 + 2W): Mconv1..5_stageS 7x7 (2W), Mconv6 1x1 (2W), Mconv7 1x1 -> 22
-
-A ReLU follows every conv except each stage's last. W is 64 in the real file, read from the weights.
+The network is the pose machine of openpose_cpm.py with 22 maps (21 keypoints + background), from a
+flat state dict named as in CMU's Caffe model (`conv1_1.weight` ... `Mconv7_stage6.bias`, 104 keys).
 
 The box (CMU's handDetector): centred a third of the forearm beyond the wrist, 1.5 x the longer of the
 forearm and 0.9 x the upper arm wide, clipped to the image, kept if at least 20 px. The crop (BGR) is
@@ -31,15 +24,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
-from torch import nn
 
-from .annotator_files import checked, load_strict, read_state
+from .annotator_files import read_state
+from .openpose_cpm import PoseMachine, machine_from, resize
 from .openpose_keypoints import Person
 
 KEYPOINTS, MAPS = 21, 22
-STAGES = 6
 SCALES, BOX, STRIDE, GRID = (0.5, 1.0, 1.5, 2.0), 368, 8, 128
 THRESHOLD = 0.05
 RATIO_WRIST_ELBOW, MIN_BOX = 0.33, 20
@@ -50,57 +41,15 @@ EDGE_COLOURS = tuple(
     tuple(round(c * 255) for c in colorsys.hsv_to_rgb(i / len(EDGES), 1.0, 1.0)) for i in range(len(EDGES))
 )
 POINT_COLOUR = (0, 0, 255)
-MARKER = "conv6_2_CPM.weight"
 
 HandPoint = tuple[float, float]
 
 
-def _layers(w: int) -> list[tuple[str, int, int, int]]:
-    """(name, in, out, kernel) of every conv in order; "pool" entries are 2x2 max-pools."""
-    f = 2 * w
-    backbone = [
-        ("conv1_1", 3, w, 3), ("conv1_2", w, w, 3), ("pool", 0, 0, 0),
-        ("conv2_1", w, 2 * w, 3), ("conv2_2", 2 * w, 2 * w, 3), ("pool", 0, 0, 0),
-        ("conv3_1", 2 * w, 4 * w, 3), *((f"conv3_{i}", 4 * w, 4 * w, 3) for i in (2, 3, 4)),
-        ("pool", 0, 0, 0),
-        ("conv4_1", 4 * w, 8 * w, 3), *((f"conv4_{i}", 8 * w, 8 * w, 3) for i in (2, 3, 4)),
-        ("conv5_1", 8 * w, 8 * w, 3), ("conv5_2", 8 * w, 8 * w, 3), ("conv5_3_CPM", 8 * w, f, 3),
-        ("conv6_1_CPM", f, 8 * w, 1), ("conv6_2_CPM", 8 * w, MAPS, 1),
-    ]  # fmt: skip
-    for s in range(2, STAGES + 1):
-        backbone += [(f"Mconv{i}_stage{s}", MAPS + f if i == 1 else f, f, 7) for i in range(1, 6)]
-        backbone += [(f"Mconv6_stage{s}", f, f, 1), (f"Mconv7_stage{s}", f, MAPS, 1)]
-    return backbone
-
-
-class HandPoseNet(nn.Module):
-    """The convs are attributes named as in the file, so its keys load as they are."""
+class HandPoseNet(PoseMachine):
+    """CMU's hand network (W = 64 in the real file)."""
 
     def __init__(self, width: int = 64) -> None:
-        super().__init__()
-        self.order = [n for n, *_ in _layers(width)]
-        for name, cin, cout, k in _layers(width):
-            if name != "pool":
-                self.add_module(name, nn.Conv2d(cin, cout, k, padding=k // 2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's 22 maps at 1/8 of the input size."""
-        features = maps = x
-        for name in self.order:
-            if name == "pool":
-                x = F.max_pool2d(x, 2, 2)
-                continue
-            if name.startswith("Mconv1_"):
-                x = torch.cat([maps, features], 1)
-            x = getattr(self, name)(x)
-            last = name == "conv6_2_CPM" or name.startswith("Mconv7_")
-            if not last:
-                x = F.relu(x)
-            if name == "conv5_3_CPM":
-                features = x
-            if last:
-                maps = x
-        return maps
+        super().__init__(width, MAPS)
 
 
 def load_hand_net(path: Path) -> HandPoseNet:
@@ -111,8 +60,7 @@ def load_hand_net(path: Path) -> HandPoseNet:
 
 def hand_net_from(sd: dict[str, torch.Tensor], path: Path) -> HandPoseNet:
     """The hand network holding `sd` (the state dict of `path`, named in errors)."""
-    sd = checked(sd, path, MARKER, "an OpenPose hand model", flat=True)
-    return load_strict(HandPoseNet(int(sd[MARKER].shape[1]) // 8), sd, path)
+    return machine_from(sd, path, MAPS, "an OpenPose hand model", HandPoseNet)
 
 
 def boxes(person: Person, width: int, height: int) -> list[tuple[int, int, int, bool]]:
@@ -132,13 +80,6 @@ def boxes(person: Person, width: int, height: int) -> list[tuple[int, int, int, 
     return out
 
 
-def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`a` (H x W x C) resized to `size` (w, h): area filter down, Lanczos up, channel by channel."""
-    up = size[0] + size[1] > a.shape[0] + a.shape[1]
-    interp = cv2.INTER_LANCZOS4 if up else cv2.INTER_AREA
-    return np.stack([cv2.resize(a[:, :, c], size, interpolation=interp) for c in range(a.shape[2])], 2)
-
-
 @torch.no_grad()
 def hand_maps(net: HandPoseNet, bgr_crop: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
     """The 22 maps (GRID x GRID x 22) of a square BGR crop, averaged over the four scales; the network
@@ -147,9 +88,9 @@ def hand_maps(net: HandPoseNet, bgr_crop: np.ndarray, device: torch.device | str
     total = np.zeros((GRID, GRID, MAPS))
     for scale in SCALES:
         side = int(scale * BOX)  # a multiple of 8: no padding
-        x = torch.from_numpy(_resize(blurred, (side, side))).float().div(256).sub(0.5)
+        x = torch.from_numpy(resize(blurred, (side, side))).float().div(256).sub(0.5)
         maps = net(x.permute(2, 0, 1)[None].to(device))[0].permute(1, 2, 0).cpu().numpy()
-        total += _resize(maps, (GRID, GRID)) / len(SCALES)
+        total += resize(maps, (GRID, GRID)) / len(SCALES)
     return total
 
 

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .annotator_files import checked, load_strict, read_state
+from .openpose_cpm import resize
 
 PAFS, HEATMAPS = 38, 19
 STAGES = 6
@@ -115,14 +115,6 @@ def body_net_from(sd: dict[str, torch.Tensor], path: Path) -> BodyPoseNet:
     return load_strict(BodyPoseNet(int(sd[MARKER].shape[0])), sd, path)
 
 
-def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`a` (H x W x C) resized to `size` (w, h): area filter down, Lanczos up, channel by channel."""
-    h, w = a.shape[:2]
-    up = size[0] + size[1] > w + h
-    interp = cv2.INTER_LANCZOS4 if up else cv2.INTER_AREA
-    return np.stack([cv2.resize(a[:, :, c], size, interpolation=interp) for c in range(a.shape[2])], 2)
-
-
 @torch.no_grad()
 def body_maps(
     net: BodyPoseNet, rgb: np.ndarray, device: torch.device | str = "cpu"
@@ -131,7 +123,7 @@ def body_maps(
     runs on `device`."""
     h, w = rgb.shape[:2]
     k = SCALE * BOX / h
-    small = _resize(np.ascontiguousarray(rgb[:, :, ::-1]), (max(1, int(w * k)), max(1, int(h * k))))
+    small = resize(np.ascontiguousarray(rgb[:, :, ::-1]), (max(1, int(w * k)), max(1, int(h * k))))
     sh, sw = small.shape[:2]
     padded = np.full((-(-sh // STRIDE) * STRIDE, -(-sw // STRIDE) * STRIDE, 3), PAD_VALUE, np.uint8)
     padded[:sh, :sw] = small
@@ -140,6 +132,6 @@ def body_maps(
     out = []
     for maps in (heat, paf):
         a = maps[0].permute(1, 2, 0).cpu().numpy()
-        a = _resize(a, (a.shape[1] * STRIDE, a.shape[0] * STRIDE))[:sh, :sw]
-        out.append(_resize(a, (w, h)))
+        a = resize(a, (a.shape[1] * STRIDE, a.shape[0] * STRIDE))[:sh, :sw]
+        out.append(resize(a, (w, h)))
     return out[0], out[1]

@@ -8,10 +8,10 @@ defaults (a value of -1 means "the default"). The image is first scaled so its s
 Those that need a network (depth, openpose, HED, ...) are listed with the file they load from
 `models/ControlNet/annotators`; asking for one whose file is missing raises AnnotatorUnavailable naming
 that file and folder. Of those, lineart_realistic and lineart_coarse (lineart.py), lineart_anime
-(lineart_anime.py), openpose and openpose_hand (openpose.py), depth_anything and depth_anything_v2
-(depth_anything.py), depth_midas and normal_midas (midas.py) run; the others say they cannot run
-yet. Their networks come from `nets` (annotator_files.Nets): the extension's model cache and the
-job's device, or, without one, read for the call and run on the CPU.
+(lineart_anime.py), openpose, openpose_hand, openpose_face and openpose_full (openpose.py),
+depth_anything and depth_anything_v2 (depth_anything.py), depth_midas and normal_midas (midas.py) run;
+the others say they cannot run yet. Their networks come from `nets` (annotator_files.Nets): the
+extension's model cache and the job's device, or, without one, read for the call and run on the CPU.
 
 OpenCV (`opencv-python-headless`) does the image work, as in the original annotators.
 """
@@ -187,10 +187,7 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
     "depth_anything": ("depth_anything_vitl14.pth",),
     "depth_anything_v2": ("depth_anything_v2_vitl.safetensors",),
     "normal_bae": ("scannet.pt",),
-    "openpose": ("body_pose_model.pth",),
-    "openpose_hand": ("body_pose_model.pth", "hand_pose_model.pth"),
-    "openpose_face": ("body_pose_model.pth", "facenet.pth"),
-    "openpose_full": ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
+    **openpose.FILES,  # openpose, openpose_hand, openpose_face, openpose_full
     "dw_openpose_full": ("yolox_l.onnx", "dw-ll_ucoco_384.onnx"),
     "lineart_realistic": ("sk_model.pth",),
     "lineart_coarse": ("sk_model2.pth",),
