@@ -1,8 +1,8 @@
 """Tiny annotator files for the network-backed ControlNet preprocessors, in the real files' key layouts:
 `netG.pth` (lineart_anime's U-Net), `body_pose_model.pth` and `hand_pose_model.pth` (OpenPose's body and
-hand networks), narrower than the
-real ones (the key names and the layer structure are the real ones; the width is read from the weights),
-random weights, saved as plain state-dict pickles like the originals."""
+hand networks), `ControlNetHED.pth` (HED's soft edges), narrower than the real ones (the key names and
+the layer structure are the real ones; the width is read from the weights), random weights, saved as
+plain state-dict pickles like the originals."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from webui.core.models.tiny import _randomize
 
 ANIME_WIDTH = 2  # the real netG.pth: 64
 POSE_WIDTH = 2  # the real body_pose_model.pth and hand_pose_model.pth: 64
+HED_WIDTH = 2  # the real ControlNetHED.pth: 64
 
 
 def annotator_modules(data_dir: Path) -> SimpleNamespace:
@@ -30,6 +31,8 @@ def annotator_modules(data_dir: Path) -> SimpleNamespace:
         "openpose_net",
         "openpose_keypoints",
         "openpose_hand",
+        "edge_maps",
+        "hed",
     )
     for name in names:
         setattr(mods, name, importlib.import_module(f"{pkg}.{name}"))
@@ -53,3 +56,17 @@ def write_annotators(mods: SimpleNamespace, models_dir: Path) -> dict[str, dict[
         torch.save(sd, folder / name)
         out[name] = sd
     return out
+
+
+def write_hed(mods: SimpleNamespace, folder: Path, seed: int = 11) -> dict[str, torch.Tensor]:
+    """ControlNetHED.pth in `folder` (a narrow HED network in the real key layout, saved in fp16 as the
+    published file is); its state dict."""
+    folder.mkdir(parents=True, exist_ok=True)
+    net = mods.hed.HEDNet(HED_WIDTH)
+    _randomize(net, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        net.norm.copy_(torch.tensor([120.0, 115.0, 105.0]).view(1, 3, 1, 1))  # about the real offsets
+        net.block1.convs[0].weight.div_(64.0)  # the input is in 0..255: keep the sides out of saturation
+    sd = {k: v.detach().clone().half() for k, v in net.state_dict().items()}
+    torch.save(sd, folder / "ControlNetHED.pth")
+    return sd

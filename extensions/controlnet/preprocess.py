@@ -9,9 +9,10 @@ Those that need a network (depth, openpose, HED, ...) are listed with the file t
 `models/ControlNet/annotators`; asking for one whose file is missing raises AnnotatorUnavailable naming
 that file and folder. Of those, lineart_realistic and lineart_coarse (lineart.py), lineart_anime
 (lineart_anime.py), openpose and openpose_hand (openpose.py), depth_anything and depth_anything_v2
-(depth_anything.py), depth_midas and normal_midas (midas.py) run; the others say they cannot run
-yet. Their networks come from `nets` (annotator_files.Nets): the extension's model cache and the
-job's device, or, without one, read for the call and run on the CPU.
+(depth_anything.py), depth_midas and normal_midas (midas.py), softedge_hed, softedge_hedsafe and
+scribble_hed (hed.py) run; the others say they cannot run yet. Their networks come from `nets`
+(annotator_files.Nets): the extension's model cache and the job's device, or, without one, read for the
+call and run on the CPU.
 
 OpenCV (`opencv-python-headless`) does the image work, as in the original annotators.
 """
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import depth_anything, lineart, lineart_anime, midas, openpose
+from . import depth_anything, hed, lineart, lineart_anime, midas, openpose
 from .annotator_files import AnnotatorFileError, Nets
 from .clip_vision import MODULES as IP_MODULES
 
@@ -196,6 +197,7 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
     "lineart_coarse": ("sk_model2.pth",),
     "lineart_anime": ("netG.pth",),
     "softedge_hed": ("ControlNetHED.pth",),
+    "softedge_hedsafe": ("ControlNetHED.pth",),
     "softedge_pidinet": ("table5_pidinet.pth",),
     "scribble_hed": ("ControlNetHED.pth",),
     "scribble_pidinet": ("table5_pidinet.pth",),
@@ -220,6 +222,9 @@ def _network(name: str, folder: Path, nets: Nets) -> Callable[[np.ndarray, float
     if name in depth_anything.FILES:
         depth, version = folder / depth_anything.FILES[name], 2 if name.endswith("_v2") else 1
         return lambda rgb, a: depth_anything.run(depth, version, rgb, nets)
+    if name in hed.MODULES:
+        edges = folder / hed.FILE
+        return lambda rgb, a: hed.run(edges, name, rgb, nets)
     if name in midas.MODULES:
         dpt = folder / midas.FILE
         return lambda rgb, a: midas.run(dpt, name, rgb, a, nets)

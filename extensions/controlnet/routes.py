@@ -25,6 +25,7 @@ from webui.plugins.api import RequestError
 
 from .annotator_files import Nets
 from .depth_anything import FILES as DEPTH_ANYTHING_FILES
+from .hed import MODULES as HED_MODULES
 from .images import ImageDataError, decode_base64_image
 from .lineart import FILES as LINEART_FILES
 from .lineart_anime import FILES as ANIME_FILES
@@ -39,7 +40,14 @@ from .units import RESOLUTION_RANGE
 API_VERSION = 2
 MAX_DETECT_IMAGES = 16
 # the annotators that run from a weights file (preprocess.py)
-RUN_FROM_FILES = {*LINEART_FILES, *ANIME_FILES, *POSE_FILES, *DEPTH_ANYTHING_FILES, *MIDAS_MODULES}
+RUN_FROM_FILES = {
+    *LINEART_FILES,
+    *ANIME_FILES,
+    *POSE_FILES,
+    *DEPTH_ANYTHING_FILES,
+    *MIDAS_MODULES,
+    *HED_MODULES,
+}
 _LABELS = {name: alias for alias, name in ALIASES.items() if name in MODULES}  # UI labels of some modules
 
 
