@@ -1,8 +1,8 @@
 """Tiny annotator files for the network-backed ControlNet preprocessors, in the real files' key layouts:
 `netG.pth` (lineart_anime's U-Net), `body_pose_model.pth` and `hand_pose_model.pth` (OpenPose's body and
-hand networks), `ControlNetHED.pth` (HED's soft edges), narrower than the real ones (the key names and
-the layer structure are the real ones; the width is read from the weights), random weights, saved as
-plain state-dict pickles like the originals."""
+hand networks), `ControlNetHED.pth` (HED's soft edges), `table5_pidinet.pth` (PiDiNet's), narrower than
+the real ones (the key names and the layer structure are the real ones; the width is read from the
+weights), random weights, saved as plain state-dict pickles like the originals."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from webui.core.models.tiny import _randomize
 ANIME_WIDTH = 2  # the real netG.pth: 64
 POSE_WIDTH = 2  # the real body_pose_model.pth and hand_pose_model.pth: 64
 HED_WIDTH = 2  # the real ControlNetHED.pth: 64
+PIDI_WIDTH, PIDI_DILATION = 4, 4  # the real table5_pidinet.pth: 60 and 24
 
 
 def annotator_modules(data_dir: Path) -> SimpleNamespace:
@@ -33,6 +34,7 @@ def annotator_modules(data_dir: Path) -> SimpleNamespace:
         "openpose_hand",
         "edge_maps",
         "hed",
+        "pidinet",
     )
     for name in names:
         setattr(mods, name, importlib.import_module(f"{pkg}.{name}"))
@@ -70,3 +72,20 @@ def write_hed(mods: SimpleNamespace, folder: Path, seed: int = 11) -> dict[str, 
     sd = {k: v.detach().clone().half() for k, v in net.state_dict().items()}
     torch.save(sd, folder / "ControlNetHED.pth")
     return sd
+
+
+def write_pidinet(mods: SimpleNamespace, folder: Path, seed: int = 13) -> dict[str, torch.Tensor]:
+    """table5_pidinet.pth in `folder` as the published file is: a training checkpoint's `state_dict`
+    with DataParallel's "module." prefix, every pixel-difference kernel 3x3 (not yet converted); the
+    state dict as saved."""
+    folder.mkdir(parents=True, exist_ok=True)
+    net = mods.pidinet.PiDiNet(PIDI_WIDTH, PIDI_DILATION)
+    _randomize(net, torch.Generator().manual_seed(seed))
+    sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    gen = torch.Generator().manual_seed(seed + 1)
+    for key in mods.pidinet.pdc_layers():
+        out_ch, in_ch = sd[key].shape[:2]
+        sd[key] = torch.randn(out_ch, in_ch, 3, 3, generator=gen) / 3.0
+    saved = {f"module.{k}": v for k, v in sd.items()}
+    torch.save({"epoch": 7, "state_dict": saved}, folder / "table5_pidinet.pth")
+    return saved

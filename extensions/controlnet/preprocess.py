@@ -10,9 +10,9 @@ Those that need a network (depth, openpose, HED, ...) are listed with the file t
 that file and folder. Of those, lineart_realistic and lineart_coarse (lineart.py), lineart_anime
 (lineart_anime.py), openpose and openpose_hand (openpose.py), depth_anything and depth_anything_v2
 (depth_anything.py), depth_midas and normal_midas (midas.py), softedge_hed, softedge_hedsafe and
-scribble_hed (hed.py) run; the others say they cannot run yet. Their networks come from `nets`
-(annotator_files.Nets): the extension's model cache and the job's device, or, without one, read for the
-call and run on the CPU.
+scribble_hed (hed.py), softedge_pidinet, softedge_pidisafe and scribble_pidinet (pidinet.py) run; the
+others say they cannot run yet. Their networks come from `nets` (annotator_files.Nets): the extension's
+model cache and the job's device, or, without one, read for the call and run on the CPU.
 
 OpenCV (`opencv-python-headless`) does the image work, as in the original annotators.
 """
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import depth_anything, hed, lineart, lineart_anime, midas, openpose
+from . import depth_anything, hed, lineart, lineart_anime, midas, openpose, pidinet
 from .annotator_files import AnnotatorFileError, Nets
 from .clip_vision import MODULES as IP_MODULES
 
@@ -199,6 +199,7 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
     "softedge_hed": ("ControlNetHED.pth",),
     "softedge_hedsafe": ("ControlNetHED.pth",),
     "softedge_pidinet": ("table5_pidinet.pth",),
+    "softedge_pidisafe": ("table5_pidinet.pth",),
     "scribble_hed": ("ControlNetHED.pth",),
     "scribble_pidinet": ("table5_pidinet.pth",),
     "mlsd": ("mlsd_large_512_fp32.pth",),
@@ -225,6 +226,9 @@ def _network(name: str, folder: Path, nets: Nets) -> Callable[[np.ndarray, float
     if name in hed.MODULES:
         edges = folder / hed.FILE
         return lambda rgb, a: hed.run(edges, name, rgb, nets)
+    if name in pidinet.MODULES:
+        pidi = folder / pidinet.FILE
+        return lambda rgb, a: pidinet.run(pidi, name, rgb, nets)
     if name in midas.MODULES:
         dpt = folder / midas.FILE
         return lambda rgb, a: midas.run(dpt, name, rgb, a, nets)

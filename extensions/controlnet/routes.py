@@ -33,6 +33,7 @@ from .midas import MODULES as MIDAS_MODULES
 from .models import foreign_family, list_models
 from .openpose import FILES as POSE_FILES
 from .openpose import INFO_KEY as POSE_KEY
+from .pidinet import MODULES as PIDINET_MODULES
 from .preprocess import ALIASES, MODULES, NORMAL_BG, AnnotatorUnavailable, Slider, module_names
 from .preprocess import run as run_preprocessor
 from .units import RESOLUTION_RANGE
@@ -47,6 +48,7 @@ RUN_FROM_FILES = {
     *DEPTH_ANYTHING_FILES,
     *MIDAS_MODULES,
     *HED_MODULES,
+    *PIDINET_MODULES,
 }
 _LABELS = {name: alias for alias, name in ALIASES.items() if name in MODULES}  # UI labels of some modules
 
