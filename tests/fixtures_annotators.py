@@ -2,7 +2,8 @@
 `netG.pth` (lineart_anime's U-Net), `body_pose_model.pth` and `hand_pose_model.pth` (OpenPose's body and
 hand networks), `ControlNetHED.pth` (HED's soft edges), `table5_pidinet.pth` (PiDiNet's), narrower than
 the real ones (the key names and the layer structure are the real ones; the width is read from the
-weights), random weights, saved as plain state-dict pickles like the originals."""
+weights), and `mlsd_large_512_fp32.pth` (M-LSD's lines, full size); random weights, saved as plain
+state-dict pickles like the originals."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def annotator_modules(data_dir: Path) -> SimpleNamespace:
         "edge_maps",
         "hed",
         "pidinet",
+        "mlsd",
     )
     for name in names:
         setattr(mods, name, importlib.import_module(f"{pkg}.{name}"))
@@ -89,3 +91,14 @@ def write_pidinet(mods: SimpleNamespace, folder: Path, seed: int = 13) -> dict[s
     saved = {f"module.{k}": v for k, v in sd.items()}
     torch.save({"epoch": 7, "state_dict": saved}, folder / "table5_pidinet.pth")
     return saved
+
+
+def write_mlsd(mods: SimpleNamespace, folder: Path, seed: int = 17) -> dict[str, torch.Tensor]:
+    """mlsd_large_512_fp32.pth in `folder`: the real M-LSD layout and size (1.55M values), random
+    weights; its state dict."""
+    folder.mkdir(parents=True, exist_ok=True)
+    net = mods.mlsd.MLSD()
+    _randomize(net, torch.Generator().manual_seed(seed))
+    sd = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    torch.save(sd, folder / "mlsd_large_512_fp32.pth")
+    return sd

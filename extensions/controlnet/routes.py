@@ -34,7 +34,7 @@ from .models import foreign_family, list_models
 from .openpose import FILES as POSE_FILES
 from .openpose import INFO_KEY as POSE_KEY
 from .pidinet import MODULES as PIDINET_MODULES
-from .preprocess import ALIASES, MODULES, NORMAL_BG, AnnotatorUnavailable, Slider, module_names
+from .preprocess import ALIASES, MLSD_SLIDERS, MODULES, NORMAL_BG, AnnotatorUnavailable, Slider, module_names
 from .preprocess import run as run_preprocessor
 from .units import RESOLUTION_RANGE
 
@@ -49,6 +49,7 @@ RUN_FROM_FILES = {
     *MIDAS_MODULES,
     *HED_MODULES,
     *PIDINET_MODULES,
+    "mlsd",
 }
 _LABELS = {name: alias for alias, name in ALIASES.items() if name in MODULES}  # UI labels of some modules
 
@@ -82,6 +83,8 @@ def module_list(alias_names: bool = False) -> dict[str, Any]:
             sliders.append({"name": "Preprocessor Resolution", "value": 512, "min": lo, "max": hi})
         if name == "normal_midas":
             sliders.append(_slider(NORMAL_BG))
+        if name == "mlsd":
+            sliders += [_slider(s) for s in MLSD_SLIDERS]
         if module is not None and module.resolution is not None:
             lo, hi = RESOLUTION_RANGE
             sliders.append(
