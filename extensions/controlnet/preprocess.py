@@ -9,9 +9,11 @@ Those that need a network (depth, openpose, HED, ...) are listed with the file t
 `models/ControlNet/annotators`; asking for one whose file is missing raises AnnotatorUnavailable naming
 that file and folder. Of those, lineart_realistic and lineart_coarse (lineart.py), lineart_anime
 (lineart_anime.py), openpose, openpose_hand, openpose_face and openpose_full (openpose.py),
-depth_anything and depth_anything_v2 (depth_anything.py), depth_midas and normal_midas (midas.py) run;
-the others say they cannot run yet. Their networks come from `nets` (annotator_files.Nets): the
-extension's model cache and the job's device, or, without one, read for the call and run on the CPU.
+depth_anything and depth_anything_v2 (depth_anything.py), depth_midas and normal_midas (midas.py),
+softedge_hed, softedge_hedsafe and scribble_hed (hed.py), softedge_pidinet, softedge_pidisafe and
+scribble_pidinet (pidinet.py), mlsd (mlsd.py) run; the others say they cannot run yet. Their networks
+come from `nets` (annotator_files.Nets): the extension's model cache and the job's device, or, without
+one, read for the call and run on the CPU.
 
 OpenCV (`opencv-python-headless`) does the image work, as in the original annotators.
 """
@@ -26,7 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from . import depth_anything, lineart, lineart_anime, midas, openpose
+from . import depth_anything, hed, lineart, lineart_anime, midas, mlsd, openpose, pidinet
 from .annotator_files import AnnotatorFileError, Nets
 from .clip_vision import MODULES as IP_MODULES
 
@@ -177,6 +179,10 @@ ALIASES = {  # sd-webui-controlnet's UI labels of some modules
 }
 
 NORMAL_BG = Slider("Normal Background Threshold", 0.4, 0.0, 1.0)  # normal_midas's threshold_a
+MLSD_SLIDERS = (  # mlsd's threshold_a and threshold_b
+    Slider("MLSD Value Threshold", 0.1, 0.01, 2.0),
+    Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0),
+)
 
 # Preprocessors that need a network: the file(s) each loads from models/ControlNet/annotators.
 NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
@@ -193,7 +199,9 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
     "lineart_coarse": ("sk_model2.pth",),
     "lineart_anime": ("netG.pth",),
     "softedge_hed": ("ControlNetHED.pth",),
+    "softedge_hedsafe": ("ControlNetHED.pth",),
     "softedge_pidinet": ("table5_pidinet.pth",),
+    "softedge_pidisafe": ("table5_pidinet.pth",),
     "scribble_hed": ("ControlNetHED.pth",),
     "scribble_pidinet": ("table5_pidinet.pth",),
     "mlsd": ("mlsd_large_512_fp32.pth",),
@@ -201,25 +209,34 @@ NEEDS_WEIGHTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _network(name: str, folder: Path, nets: Nets) -> Callable[[np.ndarray, float], Image.Image] | None:
+def _network(name: str, folder: Path, nets: Nets) -> Callable[[np.ndarray, float, float], Image.Image] | None:
     """How module `name` runs its network from `folder` (loaded and placed by `nets`): (the image at the
-    preprocessor resolution, threshold_a) -> the map; None if no network module of that name is built in
-    yet."""
+    preprocessor resolution, threshold_a, threshold_b) -> the map; None if no network module of that name
+    is built in yet."""
     if name in openpose.FILES:
         paths = [folder / f for f in NEEDS_WEIGHTS[name]]
-        return lambda rgb, a: openpose.run(paths, rgb, nets)
+        return lambda rgb, a, b: openpose.run(paths, rgb, nets)
     if name in lineart_anime.FILES:
         anime = folder / lineart_anime.FILES[name]
-        return lambda rgb, a: lineart_anime.run(anime, rgb, nets)
+        return lambda rgb, a, b: lineart_anime.run(anime, rgb, nets)
     if name in lineart.FILES:
         sketch = folder / lineart.FILES[name]
-        return lambda rgb, a: lineart.run(sketch, rgb, nets)
+        return lambda rgb, a, b: lineart.run(sketch, rgb, nets)
     if name in depth_anything.FILES:
         depth, version = folder / depth_anything.FILES[name], 2 if name.endswith("_v2") else 1
-        return lambda rgb, a: depth_anything.run(depth, version, rgb, nets)
+        return lambda rgb, a, b: depth_anything.run(depth, version, rgb, nets)
+    if name in hed.MODULES:
+        edges = folder / hed.FILE
+        return lambda rgb, a, b: hed.run(edges, name, rgb, nets)
+    if name in pidinet.MODULES:
+        pidi = folder / pidinet.FILE
+        return lambda rgb, a, b: pidinet.run(pidi, name, rgb, nets)
+    if name == "mlsd":
+        lines = folder / mlsd.FILE
+        return lambda rgb, a, b: mlsd.run(lines, rgb, a, b, nets)
     if name in midas.MODULES:
         dpt = folder / midas.FILE
-        return lambda rgb, a: midas.run(dpt, name, rgb, a, nets)
+        return lambda rgb, a, b: midas.run(dpt, name, rgb, a, nets)
     return None
 
 
@@ -232,12 +249,14 @@ def _weighted(name: str, folder: Path, nets: Nets) -> Module | None:
 
     def run_net(image: Image.Image, resolution: int, a: float, b: float) -> Image.Image:
         try:
-            return net(_fit(image, resolution), a)
+            return net(_fit(image, resolution), a, b)
         except AnnotatorFileError as e:
             raise AnnotatorUnavailable(f"the {name} preprocessor cannot use {e}") from e
 
     if name in midas.MODULES:
         return Module(name, run_net, 512, NORMAL_BG if name == "normal_midas" else None)
+    if name == "mlsd":
+        return Module(name, run_net, 512, *MLSD_SLIDERS)
     return Module(name, run_net)
 
 

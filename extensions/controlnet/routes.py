@@ -25,6 +25,7 @@ from webui.plugins.api import RequestError
 
 from .annotator_files import Nets
 from .depth_anything import FILES as DEPTH_ANYTHING_FILES
+from .hed import MODULES as HED_MODULES
 from .images import ImageDataError, decode_base64_image
 from .lineart import FILES as LINEART_FILES
 from .lineart_anime import FILES as ANIME_FILES
@@ -32,14 +33,24 @@ from .midas import MODULES as MIDAS_MODULES
 from .models import foreign_family, list_models
 from .openpose import FILES as POSE_FILES
 from .openpose import INFO_KEY as POSE_KEY
-from .preprocess import ALIASES, MODULES, NORMAL_BG, AnnotatorUnavailable, Slider, module_names
+from .pidinet import MODULES as PIDINET_MODULES
+from .preprocess import ALIASES, MLSD_SLIDERS, MODULES, NORMAL_BG, AnnotatorUnavailable, Slider, module_names
 from .preprocess import run as run_preprocessor
 from .units import RESOLUTION_RANGE
 
 API_VERSION = 2
 MAX_DETECT_IMAGES = 16
 # the annotators that run from a weights file (preprocess.py)
-RUN_FROM_FILES = {*LINEART_FILES, *ANIME_FILES, *POSE_FILES, *DEPTH_ANYTHING_FILES, *MIDAS_MODULES}
+RUN_FROM_FILES = {
+    *LINEART_FILES,
+    *ANIME_FILES,
+    *POSE_FILES,
+    *DEPTH_ANYTHING_FILES,
+    *MIDAS_MODULES,
+    *HED_MODULES,
+    *PIDINET_MODULES,
+    "mlsd",
+}
 _LABELS = {name: alias for alias, name in ALIASES.items() if name in MODULES}  # UI labels of some modules
 
 
@@ -72,6 +83,8 @@ def module_list(alias_names: bool = False) -> dict[str, Any]:
             sliders.append({"name": "Preprocessor Resolution", "value": 512, "min": lo, "max": hi})
         if name == "normal_midas":
             sliders.append(_slider(NORMAL_BG))
+        if name == "mlsd":
+            sliders += [_slider(s) for s in MLSD_SLIDERS]
         if module is not None and module.resolution is not None:
             lo, hi = RESOLUTION_RANGE
             sliders.append(
