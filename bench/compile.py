@@ -46,6 +46,20 @@ class CompileRow:
     note: str = ""  # a --compile warning (the compiled engine ran eager)
 
 
+def _timed(engine: Any, request: Any) -> tuple[float, Any]:
+    """Seconds of one engine run (GPU work finished: synchronized on CUDA), and its result."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    result = engine.run(request)
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, result
+
+
 def compare(
     data: Path, name: str, label: str, size: int, steps: int, repeats: int, **extra: Any
 ) -> CompileRow:
@@ -67,16 +81,12 @@ def compare(
     )  # fmt: skip
     request = Txt2ImgRequest(**{**fields, **extra})
     eager.run(request)  # the load, and eager's warm-up
-    t0 = time.perf_counter()
-    result = compiled.run(request)
-    first = time.perf_counter() - t0
+    first, result = _timed(compiled, request)
     note = next((w for w in result.warnings if w.startswith("--compile")), "")
     times: dict[str, list[float]] = {"eager": [], "compiled": []}
     for _ in range(repeats):
         for side, engine in (("eager", eager), ("compiled", compiled)):
-            t0 = time.perf_counter()
-            engine.run(request)
-            times[side].append(time.perf_counter() - t0)
+            times[side].append(_timed(engine, request)[0])
     return CompileRow(
         label,
         size,

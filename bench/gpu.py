@@ -11,10 +11,11 @@ batch, images/s and it/s (steps per second of the whole batch) for each, the tim
 on CUDA the peak GPU memory of each (torch.cuda.max_memory_allocated).
 
 Models: random-weight files of the real shapes, written once into `--work` (default
-bench/results/gpu): SD1.5 (512 px, 20 steps; bench/load.py's file), SDXL (1024 px, 20 steps) and
-Flux.1 dev (1024 px, 20 steps; bf16, its transformer's depth scaled by `--flux-depth` when a full 24 GB
-file would not fit). `--smoke` runs the tiny demo models instead (64 px, 2 steps, one repeat) on whatever
-device there is, so CI proves the script runs: its figures measure nothing but overhead.
+bench/results/gpu; built on the GPU when there is one, stored in fp16): SD1.5 (512 px, 20 steps;
+bench/load.py's shapes), SDXL (1024 px, 20 steps) and Flux.1 dev (1024 px, 20 steps; bf16, its
+transformer's depth scaled by `--flux-depth` when a full 24 GB file would not fit). `--smoke` runs the
+tiny demo models instead (64 px, 2 steps, one repeat) on whatever device there is, so CI proves the
+script runs: its figures measure nothing but overhead.
 
 A second table runs our engine alone at batch 1 in each VRAM mode (`--modes`: none, i.e. whole models on
 the GPU, then --medvram and --lowvram; models.offload), optionally with hires fix (`--hires 1.5`):
@@ -26,6 +27,9 @@ With `--compile`, a third table: each model at batch 1 through our engine eager 
 (bench/compile.py's comparison: alternating runs, medians), the speedup, and the first compiled run's
 seconds (a cold compile: the compile cache starts empty).
 
+Rows are printed as they are measured (a run cut short keeps its rows); `--batches ''` skips the first
+table, `--modes ''` the second. bench/device/run.sh runs this on a lent GPU machine, time-boxed.
+
 Targets (issue 17, on an H100/H200-class GPU): batch-8 ratio <= 1.05. The engine batches on a GPU
 (`--batch-mode auto`) and goes image by image on the CPU, so on the CPU batch 8 costs ~8x batch 1.
 """
@@ -33,11 +37,12 @@ Targets (issue 17, on an H100/H200-class GPU): batch-8 ratio <= 1.05. The engine
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,30 +152,51 @@ def _full_flux(depth: float) -> Any:
     return TinyFlowModel("flux-dev", transformer, vae, clip_l, None, t5_model, dict(SCHEDULERS["flux-dev"]))
 
 
+def build_device(cuda: bool) -> str:
+    """Where the random-weight models are built before they are written."""
+    return "cuda" if cuda else "cpu"
+
+
+def _stored(model: Any) -> Any:
+    """The model's modules in RAM, floating-point weights in fp16 (bf16 ones stay bf16), as a
+    checkpoint file holds them: half the bytes to write and read of fp32."""
+    import torch
+
+    for value in vars(model).values():
+        if isinstance(value, torch.nn.Module):
+            first = next(value.parameters())
+            value.to(device="cpu", dtype=torch.float16 if first.dtype == torch.float32 else first.dtype)
+    return model
+
+
 def write_model(model: Model, folder: Path, smoke: bool, work: Path, flux_depth: float) -> str:
     """Puts the model's file in `folder` (a data folder's models/Stable-diffusion); its name there."""
     from webui.core.models.demo import write_demo
 
     if smoke:
         return write_demo(folder.parents[1] / "models", model.demo).stem
+    import torch
+
     work.mkdir(parents=True, exist_ok=True)
     path = work / f"{model.key}-size-random.safetensors"
     if not path.exists():
         print(f"writing a {model.label}-size random-weight file (once) to {path} ...", flush=True)
-        if model.key == "sd15":
-            from load import full_size_sd1
+        # random init of billions of weights takes minutes on a CPU and seconds on a GPU
+        with torch.device(build_device(torch.cuda.is_available())):
+            if model.key == "sd15":
+                from load import full_size_sd1
 
-            from webui.core.models.tiny import save_single_file
+                from webui.core.models.tiny import save_single_file
 
-            save_single_file(full_size_sd1(), path)  # type: ignore[arg-type]
-        elif model.key == "sdxl":
-            from webui.core.models.tiny import save_single_file
+                save_single_file(_stored(full_size_sd1()), path)
+            elif model.key == "sdxl":
+                from webui.core.models.tiny import save_single_file
 
-            save_single_file(_full_sdxl(), path)
-        else:
-            from webui.core.models.tiny_flow import save, single_file
+                save_single_file(_stored(_full_sdxl()), path)
+            else:
+                from webui.core.models.tiny_flow import save, single_file
 
-            save(single_file(_full_flux(flux_depth), "comfy"), path)
+                save(single_file(_stored(_full_flux(flux_depth)), "comfy"), path)
     (folder / path.name).symlink_to(path.resolve())
     return path.stem
 
@@ -204,6 +230,28 @@ def _pipeline(parts: Any) -> Any:
             )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@contextlib.contextmanager
+def vae_takes_any_dtype(vae: Any) -> Iterator[None]:
+    """While open, the VAE's entry layers cast their input to the VAE's own dtype. diffusers' SD1 and
+    SDXL pipelines hand the VAE latents in the UNet's dtype (fp16 on a GPU), but the VAE they share
+    with our engine runs in fp32 (`force_upcast`, models.components.vae_compute_dtype), and a conv
+    refuses fp16 input with fp32 weights. diffusers' SDXL pipeline casts the same way when it upcasts
+    an fp16 VAE itself; our engine's decode casts before the call, so this costs it nothing."""
+
+    def cast(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        dtype = module.weight.dtype
+        return tuple(a.to(dtype) if hasattr(a, "is_floating_point") and a.is_floating_point() else a
+                     for a in args)  # fmt: skip
+
+    entries = [m for m in (vae.post_quant_conv, vae.decoder.conv_in) if m is not None]
+    handles = [m.register_forward_pre_hook(cast) for m in entries]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _measure(fn: Callable[[], Any], cuda: bool) -> tuple[float, int | None]:
@@ -257,7 +305,8 @@ def run_model(model: Model, args: argparse.Namespace, size: int, steps: int, rep
                     return engine.run(r)
 
                 def theirs(c: dict[str, Any] = call) -> Any:
-                    return pipe(**c)
+                    with vae_takes_any_dtype(pipe.vae):
+                        return pipe(**c)
 
                 ours(), theirs()  # warm-up
                 times: dict[str, list[float]] = {"ours": [], "theirs": []}
@@ -272,6 +321,7 @@ def run_model(model: Model, args: argparse.Namespace, size: int, steps: int, rep
                     Row(model.label, batch, steps, statistics.median(times["ours"]),
                         statistics.median(times["theirs"]), peaks["ours"], peaks["theirs"])
                 )  # fmt: skip
+                print(format_row(rows[-1]), flush=True)  # as it comes: a run cut short keeps its rows
                 print(f"  {model.label} batch {batch}: done", file=sys.stderr, flush=True)
     return rows
 
@@ -332,6 +382,7 @@ def run_modes(model: Model, args: argparse.Namespace, size: int, steps: int, rep
                 peak = max(peak or 0, used) if used is not None else None
             moves = (len(offloader.moves) - moves_before) // repeats if offloader is not None else 0
             rows.append(ModeRow(model.label, mode, statistics.median(times), peak, moves))
+            print(format_mode_row(rows[-1], rows), flush=True)
             print(f"  {model.label} {mode}: done", file=sys.stderr, flush=True)
             del engine, manager, offloader
     return rows
@@ -359,21 +410,19 @@ def format_row(r: Row) -> str:
 MODE_HEADER = f"{'model':<11}{'VRAM mode':>10}{'ours s':>9}{'x none':>8}{'peak VRAM':>11}{'moves':>7}"
 
 
-def format_mode_rows(rows: list[ModeRow]) -> list[str]:
-    base = {r.model: r.seconds for r in rows if r.mode == "none"}
-    out = []
-    for r in rows:
-        ratio = f"{r.seconds / base[r.model]:>8.2f}" if r.model in base else f"{'-':>8}"
-        vram = f"{r.vram / GiB:.2f} GiB" if r.vram is not None else "-"
-        out.append(f"{r.model:<11}{r.mode:>10}{r.seconds:>9.3f}{ratio}{vram:>11}{r.moves:>7}")
-    return out
+def format_mode_row(r: ModeRow, rows: list[ModeRow]) -> str:
+    """One row of the VRAM-mode table; its time against the same model's mode none among `rows`."""
+    base = {x.model: x.seconds for x in rows if x.mode == "none"}
+    ratio = f"{r.seconds / base[r.model]:>8.2f}" if r.model in base else f"{'-':>8}"
+    vram = f"{r.vram / GiB:.2f} GiB" if r.vram is not None else "-"
+    return f"{r.model:<11}{r.mode:>10}{r.seconds:>9.3f}{ratio}{vram:>11}{r.moves:>7}"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="the tiny demo models, 64 px, 2 steps, one repeat")
     p.add_argument("--models", default="sd15,sdxl,flux", help="comma-separated: sd15, sdxl, flux")
-    p.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
+    p.add_argument("--batches", default="1,8", help="comma-separated batch sizes ('' skips the table)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
         "--work", type=Path, default=ROOT / "bench" / "results" / "gpu", help="where files are kept"
@@ -397,10 +446,10 @@ def main() -> None:
         p.error(f"--models: unknown {', '.join(unknown)}; valid: {', '.join(MODELS)}")
 
     try:
-        args.batches = [int(b) for b in args.batches.split(",")]
+        args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
     except ValueError:
         p.error(f"--batches: whole numbers separated by commas, got {args.batches!r}")
-    if not args.batches or min(args.batches) < 1:
+    if args.batches and min(args.batches) < 1:
         p.error("--batches: each batch size must be at least 1")
 
     import torch
@@ -408,25 +457,21 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (no CUDA)"
     kind = "smoke: tiny demo models, 64 px, 2 steps" if args.smoke else "random weights of the real shapes"
     print(f"bench/gpu.py on {device}, torch {torch.__version__}; {kind}", flush=True)
-    rows = []
-    for key in keys:
-        m = MODELS[key]
-        size, steps, repeats = (64, 2, 1) if args.smoke else (m.size, m.steps, args.repeats)
-        rows += run_model(m, args, size, steps, repeats)
-    print(HEADER)
-    for r in rows:
-        print(format_row(r))
-    print("ratio: our seconds / diffusers' seconds for the same batch (target on a GPU: <= 1.05 at batch 8)")
-    if args.modes:
-        mode_rows = []
+    if args.batches:
+        print(HEADER, flush=True)  # each row is printed as soon as it is measured
         for key in keys:
             m = MODELS[key]
             size, steps, repeats = (64, 2, 1) if args.smoke else (m.size, m.steps, args.repeats)
-            mode_rows += run_modes(m, args, size, steps, repeats)
+            run_model(m, args, size, steps, repeats)
+        target = "target on a GPU: <= 1.05 at batch 8"
+        print(f"ratio: our seconds / diffusers' seconds for the same batch ({target})", flush=True)
+    if args.modes:
         print()
-        print(MODE_HEADER)
-        for line in format_mode_rows(mode_rows):
-            print(line)
+        print(MODE_HEADER, flush=True)
+        for key in keys:
+            m = MODELS[key]
+            size, steps, repeats = (64, 2, 1) if args.smoke else (m.size, m.steps, args.repeats)
+            run_modes(m, args, size, steps, repeats)
         hr = f", hires fix x{args.hires:g}" if args.hires else ""
         print(f"batch 1{hr}; x none: seconds / seconds in mode none; moves: the offloader's moves per run")
     if args.compile:
@@ -438,7 +483,7 @@ def run_compile(keys: list[str], args: argparse.Namespace) -> None:
     """Each model at batch 1, eager against --compile (bench/compile.py's comparison)."""
     import compile as compile_bench
 
-    rows = []
+    print(compile_bench.HEADER, flush=True)
     for key in keys:
         m = MODELS[key]
         size, steps, repeats = (64, 2, 1) if args.smoke else (m.size, m.steps, args.repeats)
@@ -451,11 +496,9 @@ def run_compile(keys: list[str], args: argparse.Namespace) -> None:
             folder = data / "models" / "Stable-diffusion"
             folder.mkdir(parents=True)
             name = write_model(m, folder, args.smoke, args.work, args.flux_depth)
-            rows.append(compile_bench.compare(data, name, m.label, size, steps, repeats, **extra))
+            row = compile_bench.compare(data, name, m.label, size, steps, repeats, **extra)
+        print(compile_bench.format_row(row), flush=True)
         print(f"  {m.label} compile: done", file=sys.stderr, flush=True)
-    print(compile_bench.HEADER)
-    for r in rows:
-        print(compile_bench.format_row(r))
     print("speedup: eager seconds / compiled seconds at batch 1; 1st run: cold compile + run")
 
 

@@ -57,3 +57,16 @@ def test_bad_arguments_are_refused_naming_the_flag() -> None:
     done = subprocess.run([sys.executable, str(BENCH), "--smoke", "--modes", "none,highvram"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "--modes: unknown highvram" in done.stderr
+
+
+def test_an_empty_batches_list_skips_the_first_table_and_rows_come_as_measured(tmp_path: Path) -> None:
+    """bench/device/run.sh's compile step runs with `--batches ''`: only the tables asked for."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, str(BENCH), "--smoke", "--models", "sd15", "--batches", "", "--modes", "none",
+            "--work", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert not any("diffusers s" in line for line in lines)
+    modes = next(i for i, line in enumerate(lines) if line.startswith("model") and "VRAM mode" in line)
+    assert re.match(rf"^SD1\.5\s+none\s+{NUMBER}\s+1\.00\s+(-|{NUMBER} GiB)\s+0$", lines[modes + 1])

@@ -36,6 +36,12 @@ def wants_channels_last(device: str | torch.device, dtype: torch.dtype) -> bool:
     return torch.device(device).type != "cpu" or dtype != torch.float32
 
 
+def vae_compute_dtype(dtype: torch.dtype, force_upcast: bool) -> torch.dtype:
+    """The dtype a VAE runs in when `dtype` is asked for: fp32 instead of fp16 for a VAE whose config
+    says `force_upcast` (the SD1/SD2/SDXL VAEs overflow in fp16: black or NaN pictures on a GPU)."""
+    return torch.float32 if dtype == torch.float16 and force_upcast else dtype
+
+
 @dataclass(frozen=True)
 class Components:
     """Denoiser, VAE, text encoders and tokenizers of one checkpoint, plus its scheduler config.
@@ -101,9 +107,9 @@ class Components:
         """Move every module to the precision's device and dtypes (in place) and return self; fp8
         layers (models.fp8) move but stay fp8."""
         for name, m in self.modules().items():
-            dtype = precision.vae_dtype if name == "vae" else precision.dtype
-            if name == "vae" and dtype == torch.float16 and getattr(m.config, "force_upcast", False):
-                dtype = torch.float32  # the SDXL VAE overflows in fp16 (black/NaN images)
+            dtype = precision.dtype
+            if name == "vae":
+                dtype = vae_compute_dtype(precision.vae_dtype, getattr(m.config, "force_upcast", False))
             first = next(m.parameters())
             if has_fp8(m):  # fp8 layers stay fp8 and are upcast as they run (models.fp8)
                 to_keeping_fp8(m, precision.device, dtype)

@@ -21,7 +21,7 @@ from webui.core.config import AppConfig
 from webui.core.models import configs
 from webui.core.models.cache import ModelCache
 from webui.core.models.checkpoint_file import CheckpointError, load_state_dict
-from webui.core.models.components import Components, Precision, wants_channels_last
+from webui.core.models.components import Components, Precision, vae_compute_dtype, wants_channels_last
 from webui.core.models.family_probe import family_of_path
 from webui.core.models.hashes import HashCache
 from webui.core.models.infer import ShapeError, vae_config
@@ -75,8 +75,9 @@ def load_vae_file(path: Path, arch: str, precision: Precision) -> Any:
         raise CheckpointError(path, f"not a usable VAE: {e}") from e
     if any(p.is_meta for p in vae.parameters()):
         raise CheckpointError(path, "not a usable VAE: some weights are missing")
-    vae = torch.nn.Module.to(vae, device=precision.device, dtype=precision.vae_dtype)  # (as Components.to)
-    if wants_channels_last(precision.device, precision.vae_dtype):
+    dtype = vae_compute_dtype(precision.vae_dtype, bool(getattr(vae.config, "force_upcast", False)))
+    vae = torch.nn.Module.to(vae, device=precision.device, dtype=dtype)  # (as Components.to)
+    if wants_channels_last(precision.device, dtype):
         vae = vae.to(memory_format=torch.channels_last)
     return vae.eval().requires_grad_(False)
 

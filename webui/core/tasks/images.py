@@ -67,12 +67,13 @@ def decode(vae: Any, latents: torch.Tensor, tiling: VaeTiling = AUTO) -> torch.T
         return decode_tiled(vae, z, tiling)
     try:
         out: torch.Tensor = vae.decode(z, return_dict=False)[0]
+        return out
     except torch.OutOfMemoryError:
         if tiling.mode != "auto":
             raise
-        torch.cuda.empty_cache()
-        return decode_tiled(vae, z, tiling)
-    return out
+    # out of memory: tiled, after the except block, whose traceback holds the failed run's activations
+    torch.cuda.empty_cache()
+    return decode_tiled(vae, z, tiling)
 
 
 def cheap_preview(latents: torch.Tensor, latent: LatentFormat) -> Image.Image:

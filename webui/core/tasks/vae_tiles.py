@@ -61,11 +61,16 @@ class VaeTiling:
             return self.mode == "on"
         if max(width, height) > ALWAYS_TILED_PX:
             return True
-        free = free_bytes(compute_place(vae)[0])
-        return free is not None and untiled_bytes(vae, width, height) > free
+        return tiles_needed(untiled_bytes(vae, width, height), free_bytes(compute_place(vae)[0]))
 
 
 AUTO = VaeTiling()  # the default: tiles when it must
+
+
+def tiles_needed(untiled: int, free: int | None) -> bool:
+    """Whether "auto" tiles a picture whose untiled decode needs `untiled` bytes where `free` bytes are
+    free (None: unknown, so untiled; on a GPU an untiled decode that runs out of memory is tiled then)."""
+    return free is not None and untiled > free
 
 
 def untiled_bytes(vae: Any, width: int, height: int) -> int:
@@ -79,14 +84,20 @@ def free_bytes(device: torch.device) -> int | None:
     """Free memory where `device`'s tensors live (GPU memory, or the machine's available RAM); None when
     it cannot be told."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free) + int(torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+        free, _ = torch.cuda.mem_get_info(device)  # the driver's free memory, beside torch's cache:
+        return cuda_free(free, torch.cuda.memory_reserved(device), torch.cuda.memory_allocated(device))
     if device.type == "cpu":
         try:
             return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         except (ValueError, OSError, AttributeError):
             return None
     return None
+
+
+def cuda_free(driver_free: int, reserved: int, allocated: int) -> int:
+    """Bytes a CUDA allocation can use: what the driver has free plus what torch's caching allocator
+    holds (reserved) but no tensor uses (allocated)."""
+    return int(driver_free) + max(int(reserved) - int(allocated), 0)
 
 
 def starts(size: int, tile: int, overlap: int) -> list[int]:
