@@ -1,21 +1,32 @@
 """Running out of memory (a GPU's usual failure, simulated here by raising torch's own error from a hook on
 a real model) is handled the same way wherever it happens: the VAE decode falls back to tiles only after
 the failed call's activations are released, and a batch that would not fit is decoded picture by picture;
+an out-of-memory error in the compiled denoiser fails that job without writing the compiler off;
 `devices.is_out_of_memory` recognises the error however it is raised."""
 
 from __future__ import annotations
 
+import os
 import weakref
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from webui.core.config import AppConfig
+from webui.core.denoiser_compile import CACHE_ENV, DenoiserCompiler
 from webui.core.devices import is_out_of_memory
+from webui.core.engine import Engine
+from webui.core.jobs.worker import execute
+from webui.core.models.components import Precision
+from webui.core.models.manager import ModelManager
 from webui.core.models.tiny import build_tiny
+from webui.core.sampling.loop import CancelToken
 from webui.core.tasks import vae_tiles
 from webui.core.tasks.images import decode
 from webui.core.tasks.vae_tiles import AUTO, VaeTiling, decode_tiled
+from webui.core.types import Txt2ImgRequest
 
 OOM = "CUDA out of memory. Tried to allocate 20.00 GiB"
 
@@ -100,3 +111,61 @@ def test_a_batch_that_would_not_fit_at_once_is_decoded_picture_by_picture(sd_vae
     assert AUTO.wanted(sd_vae, 128, 128, batch=too_many)
     assert VaeTiling("on").wanted(sd_vae, 128, 128, batch=1)
     assert not VaeTiling("off").wanted(sd_vae, 128, 128, batch=too_many)
+
+
+class _Report:
+    def progress(self, info: Any, preview_png: bytes | None) -> None:
+        pass
+
+    def images(self, images: Any) -> None:
+        pass
+
+
+def test_out_of_memory_in_the_compiled_denoiser_fails_that_job_and_the_next_runs_compiled(
+    tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """--compile: the compiled UNet runs out of memory on its first call. That job fails with the worker's
+    out-of-memory advice, as it would uncompiled; the compiler is not written off (no "ran uncompiled"
+    warning) and the next job runs through the compiled graph. A backend that runs dynamo's graph as it
+    is stands in for inductor (cheap)."""
+    saved = os.environ.pop(CACHE_ENV, None)
+    calls = [0]
+
+    def graph_as_is(gm: Any, example_inputs: Any, **kwargs: Any) -> Any:
+        def run(*args: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise torch.OutOfMemoryError(OOM)
+            return gm.forward(*args)
+
+        return run
+
+    try:
+        config = AppConfig.for_data_dir(
+            tiny_data_dir, outputs_dir=tmp_path / "out", cache_dir=tmp_path / "cache", compile=True
+        )
+        manager = ModelManager(config, Precision())
+        manager.refresh()
+        engine = Engine(config, manager)
+        engine.compiler = DenoiserCompiler(tmp_path / "cache", backend=graph_as_is)
+        request = Txt2ImgRequest(
+            prompt="a red cube",
+            checkpoint="tiny-sd1",
+            steps=2,
+            width=64,
+            height=64,
+            seed=11,
+            save_images=False,
+        )
+        failed = execute(engine, request, CancelToken(), results_dir=tmp_path, report=_Report())
+        assert failed.error is not None and failed.error.startswith("out of memory"), failed.error
+        assert "20.00 GiB" in failed.error and "--medvram" in failed.error
+        before = calls[0]
+        done = execute(engine, request, CancelToken(), results_dir=tmp_path, report=_Report())
+    finally:
+        os.environ.pop(CACHE_ENV, None)
+        if saved is not None:
+            os.environ[CACHE_ENV] = saved
+    assert done.error is None and len(done.images) == 1
+    assert calls[0] > before  # the compiled graph ran the second job
+    assert not [w for i in done.images for w in i.warnings if "--compile" in w]
