@@ -1,7 +1,8 @@
 """Running out of memory (a GPU's usual failure, simulated here by raising torch's own error from a hook on
 a real model) is handled the same way wherever it happens: the VAE decode falls back to tiles only after
 the failed call's activations are released, and a batch that would not fit is decoded picture by picture;
-an out-of-memory error in the compiled denoiser fails that job without writing the compiler off;
+an out-of-memory error in the compiled denoiser fails that job without writing the compiler off, and one
+in an extension's hook fails the job instead of skipping the extension;
 `devices.is_out_of_memory` recognises the error however it is raised."""
 
 from __future__ import annotations
@@ -169,3 +170,59 @@ def test_out_of_memory_in_the_compiled_denoiser_fails_that_job_and_the_next_runs
     assert done.error is None and len(done.images) == 1
     assert calls[0] > before  # the compiled graph ran the second job
     assert not [w for i in done.images for w in i.warnings if "--compile" in w]
+
+
+OOM_ONCE = """
+import torch
+from webui.plugins.api import hookimpl
+
+CALLS = []
+
+def _maybe_fail(where):
+    CALLS.append(where)
+    if CALLS.count(where) == 1 and where == FAIL_IN:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+@hookimpl
+def before_model(state):
+    _maybe_fail("before_model")
+
+@hookimpl
+def after_decode(images):
+    _maybe_fail("after_decode")
+    return images
+"""
+
+
+@pytest.mark.parametrize("hook", ["before_model", "after_decode"])
+def test_out_of_memory_in_an_extension_hook_fails_the_job_instead_of_skipping_the_extension(
+    tiny_data_dir: Path, tmp_path: Path, hook: str
+) -> None:
+    """An extension's hook runs out of memory (its ControlNet on the GPU, a detailer's sub-pass): the job
+    fails with the worker's advice, not goes on without the extension (a picture without its control or
+    detail, and a line blaming the extension); the next job runs with it."""
+    from webui.plugins.discovery import discover
+    from webui.plugins.host import PluginHost
+
+    ext = tmp_path / "extensions" / "oom_once"
+    ext.mkdir(parents=True)
+    (ext / "extension.toml").write_text(
+        'name = "oom_once"\nversion = "0.1"\ndescription = "test"\napi_version = "2.0"\nentry = "main"\n'
+    )
+    (ext / "main.py").write_text(f"FAIL_IN = {hook!r}\n" + OOM_ONCE)
+    host = PluginHost.load(discover([(tmp_path / "extensions", "user")]), data_dir=tmp_path)
+    config = AppConfig.for_data_dir(tiny_data_dir, outputs_dir=tmp_path / "out")
+    manager = ModelManager(config, Precision())
+    manager.refresh()
+    engine = Engine(config, manager, host)
+    request = Txt2ImgRequest(
+        prompt="a red cube", checkpoint="tiny-sd1", steps=2, width=64, height=64, seed=11, save_images=False
+    )
+    failed = execute(engine, request, CancelToken(), results_dir=tmp_path, report=_Report())
+    assert failed.error is not None and failed.error.startswith("out of memory"), failed.error
+    assert "20.00 GiB" in failed.error and not failed.images
+    calls = host.extension("oom_once").module.CALLS  # type: ignore[union-attr]
+    before = len(calls)
+    done = execute(engine, request, CancelToken(), results_dir=tmp_path, report=_Report())
+    assert done.error is None and len(done.images) == 1 and done.images[0].warnings == ()
+    assert calls[before:].count(hook) >= 1  # the extension ran in the next job
