@@ -23,6 +23,8 @@ user has not set it: it is process-wide, so in one process the first engine to c
 
 If compiling (or the compiled call) fails, that call runs eager and the job carries ONE warning saying
 why; the denoiser is not compiled again by this engine, and later jobs on it carry the same warning.
+Running out of memory is not such a failure: the job fails as it would uncompiled (with the worker's
+advice) and the next job runs compiled.
 Only the main denoiser of a job is compiled: a hires checkpoint, a refiner, or a model a hook put in
 its place run eager. An engine keeps the compiled forms of its most recently used denoiser only, so a
 model the model cache lets go is not held here for long.
@@ -39,6 +41,7 @@ from typing import Any
 
 import torch
 
+from webui.core.devices import is_out_of_memory
 from webui.core.sampling.loop import HookPoint, ModelCallState
 
 CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
@@ -177,6 +180,8 @@ class CompileHook:
                     return _clone_tensors(fn(*args, **kwargs))
                 return fn(*args, **kwargs)
             except Exception as e:  # noqa: BLE001  (any failure: the eager module decides below)
+                if is_out_of_memory(e):
+                    raise  # the job's failure, not the compiler's: the next job runs compiled again
                 self.entry.failed = _reason(e)
                 self.entry.compiled.clear()
         self._failed_note()

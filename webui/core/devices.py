@@ -88,6 +88,27 @@ def device_notes(config: AppConfig, precision: Precision) -> list[str]:
     return [n for n in notes if n is not None]
 
 
+# what torch's RuntimeErrors say when memory ran out outside its caching allocator: a CUDA call, cuDNN or
+# cuBLAS failing to allocate a workspace, the CPU allocator
+_OOM_WORDS = ("out of memory", "alloc_failed", "not enough memory")
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether `e` (or an exception it was raised from) is running out of memory: torch's
+    OutOfMemoryError, or a RuntimeError saying so (`_OOM_WORDS`)."""
+    seen: set[int] = set()
+    inner: BaseException | None = e
+    while inner is not None and id(inner) not in seen:
+        text = str(inner).lower()
+        if isinstance(inner, torch.OutOfMemoryError) or (
+            isinstance(inner, RuntimeError) and any(w in text for w in _OOM_WORDS)
+        ):
+            return True
+        seen.add(id(inner))
+        inner = inner.__cause__
+    return False
+
+
 def oom_advice(vram: str) -> str:
     """What to try after a job ran out of GPU memory in VRAM mode `vram`."""
     tiles = "--tiled-vae on (the VAE in tiles)"

@@ -8,7 +8,10 @@ around each run. Isolation, per job (a job runs on one thread; the job starts at
   its entry in `extensions()`), then skipped for the rest of that job; the job goes on without it;
 - a hook that returns something unusable (a request of another type, a different number of images,
   latents of another shape) is treated the same way and its result discarded;
-- `request_received` may refuse a request by raising RequestError naming a field: that propagates.
+- `request_received` may refuse a request by raising RequestError naming a field: that propagates;
+- running out of memory (a ControlNet on the GPU, a detailer's sub-pass) and a cancelled sub-pass are
+  the job's, not the extension's: they propagate, and the job fails with the worker's out-of-memory
+  advice or stops, instead of going on without the extension.
 """
 
 from __future__ import annotations
@@ -431,9 +434,12 @@ class PluginHost:
                 raise
             self._fail(ext, hook, "raised RequestError outside request_received")
         except Exception as e:
+            from webui.core.devices import is_out_of_memory
             from webui.core.sampling.loop import Stopped
 
             if isinstance(e, Stopped):  # the job was cancelled during a sub-pass: not the extension's fault
+                raise
+            if is_out_of_memory(e):  # the job's (its ControlNet, its sub-pass): it fails with the advice
                 raise
             self._fail(ext, hook, summarize(e, ext.manifest.folder if ext.manifest else None))
             log.debug("traceback", exc_info=e)

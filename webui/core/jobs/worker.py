@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
-from webui.core.devices import oom_advice
+from webui.core.devices import is_out_of_memory, oom_advice
 from webui.core.disk import disk_full_message
 from webui.core.engine import Engine, JobProgress
 from webui.core.jobs.codec import JobRequest
@@ -75,12 +75,6 @@ def preview_png(image: Any) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
-
-
-def is_out_of_memory(e: BaseException) -> bool:
-    return isinstance(e, torch.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
-    )
 
 
 def free_memory() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from webui.core.devices import is_out_of_memory
 from webui.core.families.base import LatentFormat
 from webui.core.models.components import Components
 from webui.core.models.offload import compute_place
@@ -57,19 +58,29 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
 @torch.no_grad()
 def decode(vae: Any, latents: torch.Tensor, tiling: VaeTiling = AUTO) -> torch.Tensor:
     """Latents (B, C, h, w) to images (B, 3, H, W) in -1..1 (the VAE's scale and shift undone); large
-    pictures in tiles (`tiling`), and in "auto" a decode that runs out of GPU memory is tiled."""
+    pictures in tiles (`tiling`). In "auto" a batch that would not fit at once is decoded picture by
+    picture, and a decode that runs out of GPU memory is tiled."""
     z = latents.to(compute_place(vae)[1]) / vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None)
     if shift:
         z = z + shift
     f = downscale(vae)
-    if tiling.wanted(vae, z.shape[-1] * f, z.shape[-2] * f):
+    width, height, batch = z.shape[-1] * f, z.shape[-2] * f, z.shape[0]
+    if tiling.wanted(vae, width, height):
         return decode_tiled(vae, z, tiling)
+    if batch > 1 and tiling.wanted(vae, width, height, batch):  # one fits, the batch at once does not
+        return torch.cat([_decode_untiled(vae, z[i : i + 1], tiling) for i in range(batch)])
+    return _decode_untiled(vae, z, tiling)
+
+
+def _decode_untiled(vae: Any, z: torch.Tensor, tiling: VaeTiling) -> torch.Tensor:
+    """One VAE call; in "auto", tiles after running out of memory (the failed call's activations, which
+    the error's traceback holds, are released first: the tiled pass runs after the except block)."""
     try:
         out: torch.Tensor = vae.decode(z, return_dict=False)[0]
         return out
-    except torch.OutOfMemoryError:
-        if tiling.mode != "auto":
+    except Exception as e:
+        if tiling.mode != "auto" or not is_out_of_memory(e):
             raise
     # out of memory: tiled, after the except block, whose traceback holds the failed run's activations
     torch.cuda.empty_cache()

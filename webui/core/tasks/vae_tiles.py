@@ -55,13 +55,14 @@ class VaeTiling:
                 f"VAE tile overlap must be between 0 and the tile ({self.tile}), got {self.overlap}"
             )
 
-    def wanted(self, vae: Any, width: int, height: int) -> bool:
-        """Whether a picture of width x height pixels goes through `vae` in tiles."""
+    def wanted(self, vae: Any, width: int, height: int, batch: int = 1) -> bool:
+        """Whether `batch` pictures of width x height pixels, in one untiled call, would not fit: they
+        go through `vae` in tiles (or, when one picture fits, one by one: `images.decode`)."""
         if self.mode != "auto":
             return self.mode == "on"
         if max(width, height) > ALWAYS_TILED_PX:
             return True
-        return tiles_needed(untiled_bytes(vae, width, height), free_bytes(compute_place(vae)[0]))
+        return tiles_needed(untiled_bytes(vae, width, height) * batch, free_bytes(compute_place(vae)[0]))
 
 
 AUTO = VaeTiling()  # the default: tiles when it must
