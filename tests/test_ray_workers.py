@@ -24,6 +24,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from tests.test_remote_face_copies import ListingReport
 from tests.test_server_harness import Running, running_server, server_config
 from webui.core.engine import Engine
 from webui.core.jobs import JobQueue, JobState
@@ -345,21 +346,10 @@ def test_workers_are_removed_after_their_job_and_added_while_jobs_run(srv: Runni
 # -- the server's side of the messages, without a cluster ---------------------------------------------------
 
 
-class _Report:
-    def __init__(self) -> None:
-        self.listed: list[Any] = []
-
-    def progress(self, info: Any, preview_png: bytes | None) -> None:
-        pass
-
-    def images(self, images: Any) -> None:
-        self.listed.append(tuple(images))
-
-
 def test_an_unreadable_image_from_a_worker_is_a_worker_fault(tmp_path: Path) -> None:
     with pytest.raises(WorkerFault, match="unreadable image"):
         read_png(b"\x89PNG\r\n\x1a\n broken")
-    images = RemoteImages(_req(), tmp_path / "job", OutputOptions(tmp_path / "out"), _Report())
+    images = RemoteImages(_req(), tmp_path / "job", OutputOptions(tmp_path / "out"), ListingReport())
     with pytest.raises(WorkerFault):
         images.add(ImageMsg(b"nope", 1, 1, "x"))
     assert not list(tmp_path.rglob("*.png"))  # nothing written for it
@@ -368,7 +358,7 @@ def test_an_unreadable_image_from_a_worker_is_a_worker_fault(tmp_path: Path) -> 
 def test_images_the_request_asked_not_to_save_go_to_the_job_folder(tmp_path: Path) -> None:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buf, format="PNG")
-    report = _Report()
+    report = ListingReport()
     images = RemoteImages(_req(save_images=False), tmp_path / "job", OutputOptions(tmp_path / "out"), report)
     images.add(ImageMsg(buf.getvalue(), 5, 5, "a cat\nSteps: 3"))
     (written,) = report.listed[-1]

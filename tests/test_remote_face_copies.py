@@ -23,7 +23,9 @@ from webui.core.types import Txt2ImgRequest
 SAVING = {"save_images_before_face_restoration": True, "samples_save": True}
 
 
-class _Report:
+class ListingReport:
+    """A job's Reporter that keeps each listing of its images (test_ray_workers.py uses it too)."""
+
     def __init__(self) -> None:
         self.listed: list[Any] = []
 
@@ -86,7 +88,7 @@ def test_no_copy_is_sent_when_the_server_would_not_write_one(
 
 def test_the_server_writes_the_copy_first_and_lists_only_the_image(worker: Any, tmp_path: Path) -> None:
     request = _request()
-    report = _Report()
+    report = ListingReport()
     outputs = OutputOptions(tmp_path / "outputs", save_before_face_restoration=True)
     images = RemoteImages(request, tmp_path / "job", outputs, report)
     for msg in _run(worker, request, SAVING):
@@ -103,7 +105,7 @@ def test_the_server_writes_the_copy_first_and_lists_only_the_image(worker: Any, 
 
 def test_a_server_without_the_setting_ignores_a_copy(worker: Any, tmp_path: Path) -> None:
     request = _request()
-    report = _Report()
+    report = ListingReport()
     images = RemoteImages(request, tmp_path / "job", OutputOptions(tmp_path / "outputs"), report)
     for msg in _run(worker, request, SAVING):  # a worker that sent one anyway
         images.add(msg)

@@ -45,7 +45,7 @@ from webui.plugins.descriptors import (
 from webui.plugins.discovery import Found, discover, entry_points
 from webui.plugins.ext_models import DEFAULT_BUDGET, ExtensionModels
 from webui.plugins.job_model import JobModel
-from webui.plugins.loader import Extension, load_extension, summarize
+from webui.plugins.loader import Extension, load_extension, summarize, take_new_upscalers
 from webui.plugins.manifest import Manifest
 from webui.plugins.state import STATE_FILE, ExtensionState
 
@@ -222,23 +222,15 @@ class PluginHost:
         as they are (the page was built from them); an upscaler with the same name and file keeps its
         object (and the network it loaded). An extension whose hook fails keeps its list; returns those
         failures."""
-        from webui.plugins.loader import registered, summarize
-
         stored = _stored_settings(self._load_args[0].settings_path) if self._load_args else {}
         problems = []
         with self._lock:
             for ext in self.loaded:
-                if ext.registry is None or ext.manifest is None or not ext.manifest.rescan:
-                    continue
-                try:
-                    fresh = registered(ext, stored)
-                except Exception as e:  # a broken hook must not break the studio's refresh
-                    problems.append(f"{ext.name}: {summarize(e)}")
-                    continue
-                old = {(d.name, d.path): d for d in ext.registry.items if isinstance(d, UpscalerSpec)}
-                found = [old.get((d.name, d.path), d) for d in fresh.items if isinstance(d, UpscalerSpec)]
-                kept = [d for d in ext.registry.items if not isinstance(d, UpscalerSpec)]
-                ext.registry.items = [*kept, *found]  # one assignment: readers see the old or new list
+                if ext.manifest is not None and ext.manifest.rescan:
+                    try:
+                        take_new_upscalers(ext, stored)
+                    except Exception as e:  # a broken hook must not break the studio's refresh
+                        problems.append(f"{ext.name}: {summarize(e)}")
         return problems
 
     def image_upscalers(self) -> dict[str, Any]:

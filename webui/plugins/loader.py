@@ -25,7 +25,7 @@ from typing import Any
 
 import pluggy
 
-from webui.plugins.descriptors import ExtensionContext, Registry
+from webui.plugins.descriptors import ExtensionContext, Registry, UpscalerSpec
 from webui.plugins.discovery import Found
 from webui.plugins.manifest import Manifest, ManifestError, check_api_version
 
@@ -159,3 +159,16 @@ def registered(ext: Extension, stored_settings: Mapping[str, Any] | None) -> Reg
         kwargs = {"registry": registry, "context": ext.context, "settings": settings}
         impl.function(*[kwargs[a] for a in impl.argnames])
     return registry
+
+
+def take_new_upscalers(ext: Extension, stored_settings: Mapping[str, Any] | None) -> None:
+    """Run the extension's `register` again and take the upscalers it registers now in place of its
+    old ones (one with the same name and file keeps its object, and the network it loaded); its other
+    descriptors stay. What the hook raises propagates, the old list kept."""
+    if ext.registry is None:
+        return
+    fresh = registered(ext, stored_settings)
+    old = {(d.name, d.path): d for d in ext.registry.items if isinstance(d, UpscalerSpec)}
+    found = [old.get((d.name, d.path), d) for d in fresh.items if isinstance(d, UpscalerSpec)]
+    kept = [d for d in ext.registry.items if not isinstance(d, UpscalerSpec)]
+    ext.registry.items = [*kept, *found]  # one assignment: readers see the old list or the new one
