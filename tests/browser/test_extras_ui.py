@@ -129,7 +129,7 @@ def test_refresh_lists_an_upscaler_model_added_while_the_studio_runs(
     studio: RunningStudio, browser: Any
 ) -> None:
     """A model file dropped into models/ESRGAN after start: Extras' Refresh upscalers and the SD upscale
-    script's 🔄 both list it, and the Extras upscale runs it."""
+    script's ↻ both list it, and the Extras upscale runs it."""
     added = "4x-AddedLater"
     folder = studio.config.data_dir / "models" / "ESRGAN"
     folder.mkdir(parents=True, exist_ok=True)

@@ -81,11 +81,11 @@ def build_scripts(ctx: Any, tab: str, elem: str | None = None) -> ScriptInputs:
         with gr.Column(visible=False, elem_id=f"{elem}_script_{slug}", variant="panel") as group:
             for f in spec.fields:
                 field_id = f"{elem}_script_{slug}_{f.name}"
-                if f.kind == "upscaler":  # with a 🔄 that lists model files added since start
+                if f.kind == "upscaler":  # with a ↻ that lists model files added since start
                     with gr.Row(equal_height=True):
                         component = render_field(f, field_id, upscalers)
                         refresh = gr.Button(
-                            "🔄", size="sm", min_width=44, scale=0, elem_id=f"{field_id}_refresh"
+                            "\u21bb", size="sm", min_width=40, scale=0, elem_id=f"{field_id}_refresh"
                         )
                     _wire_upscaler_refresh(ctx, refresh, component)
                 else:
